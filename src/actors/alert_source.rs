@@ -1,0 +1,317 @@
+//! The alert source: reads a JSONL feed and publishes one `AlertReceived` per alert.
+//!
+//! Inputs: a feed file (plain or gzip) or the bundled demo feed. Output: `AlertReceived` on
+//! `soc.alerts` (with its audit copy), each published with the dedupe key `alert:<ticket_id>`,
+//! so re-reading the same feed (after a restart of this actor or of the whole process) adds no
+//! duplicate alerts. A malformed line is counted, logged with its line number and skipped.
+//!
+//! The feed is read on a blocking thread and published in batches; a batch the bus refuses
+//! (Redis down, bridge full) is retried with backoff, never dropped. A restart re-reads the feed
+//! from the top, and the dedupe keys make that harmless.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::bus::{Bus, Commit, Outcome, Outgoing};
+use crate::ingest::jsonl::{FeedLine, FeedReader};
+use crate::proto::{AlertReceived, Envelope, Event};
+
+/// Actor name (prefixed by the runtime instance).
+pub const NAME: &str = "alert-source";
+/// `produced_by` of the envelopes this source writes.
+pub const PRODUCER: &str = "source:jsonl";
+/// Malformed lines logged one by one; the rest are only counted.
+const MALFORMED_LOGGED: u64 = 20;
+/// Malformed-line examples kept for the summary.
+const MALFORMED_KEPT: usize = 10;
+
+/// Messages of the alert source.
+pub enum Msg {
+    /// Report stats.
+    Observe(RpcReplyPort<SourceSnapshot>),
+}
+
+/// Where alerts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// A JSONL file, plain or gzip.
+    File(PathBuf),
+    /// The bundled demo feed.
+    Demo,
+}
+
+impl Feed {
+    fn open(&self) -> std::io::Result<FeedReader> {
+        match self {
+            Feed::File(path) => FeedReader::open(path),
+            Feed::Demo => Ok(FeedReader::demo()),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Feed::File(path) => format!(
+                "jsonl:{}",
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            ),
+            Feed::Demo => "demo".to_owned(),
+        }
+    }
+}
+
+/// Startup arguments.
+pub struct Args {
+    /// The feed.
+    pub feed: Feed,
+    /// The bus.
+    pub bus: Bus,
+    /// Counters, shared across restarts.
+    pub stats: Arc<SourceStats>,
+    /// Alerts per publish batch.
+    pub batch: usize,
+}
+
+/// Counters of the source.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    lines: AtomicU64,
+    alerts_in: AtomicU64,
+    duplicates: AtomicU64,
+    malformed: AtomicU64,
+    done: AtomicBool,
+    examples: Mutex<Vec<MalformedLine>>,
+}
+
+/// A rejected line.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MalformedLine {
+    /// 1-based line number.
+    pub line: u64,
+    /// Why it was rejected.
+    pub error: String,
+}
+
+/// Serializable view of the source.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    /// Non-blank lines read in the latest pass over the feed.
+    pub lines: u64,
+    /// Alerts published (new).
+    pub alerts_in: u64,
+    /// Alerts dropped because they were already published.
+    pub duplicates_dropped: u64,
+    /// Lines rejected in the latest pass.
+    pub malformed_lines: u64,
+    /// Whether the whole feed has been read and published.
+    pub done: bool,
+    /// The first rejected lines.
+    pub malformed_examples: Vec<MalformedLine>,
+}
+
+impl SourceStats {
+    /// A snapshot.
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            lines: self.lines.load(Ordering::Relaxed),
+            alerts_in: self.alerts_in.load(Ordering::Relaxed),
+            duplicates_dropped: self.duplicates.load(Ordering::Relaxed),
+            malformed_lines: self.malformed.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Relaxed),
+            malformed_examples: self.examples.lock().clone(),
+        }
+    }
+
+    /// Whether the whole feed has been published.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn start_pass(&self) {
+        self.lines.store(0, Ordering::Relaxed);
+        self.malformed.store(0, Ordering::Relaxed);
+        self.examples.lock().clear();
+        self.done.store(false, Ordering::Release);
+    }
+}
+
+/// The alert source actor.
+pub struct AlertSource;
+
+/// State: the publishing task.
+pub struct State {
+    stats: Arc<SourceStats>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Actor for AlertSource {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let reader = args.feed.open().map_err(|e| match &args.feed {
+            Feed::File(path) => format!("cannot open alerts file {}: {e}", path.display()),
+            Feed::Demo => format!("cannot read the demo feed: {e}"),
+        })?;
+        args.stats.start_pass();
+        let (tx, rx) = mpsc::channel(4);
+        let batch = args.batch.max(1);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the reader thread ends when the publisher task (owned below) drops `rx`"
+        )]
+        tokio::task::spawn_blocking(move || read_feed(reader, batch, &tx));
+        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
+        let task = tokio::spawn(publish(rx, args.bus, args.feed.label(), args.stats.clone()));
+        Ok(State {
+            stats: args.stats,
+            _task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Observe(reply) => {
+                let _ = reply.send(state.stats.snapshot());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the feed into batches of parsed lines; an I/O error ends the batch stream with it.
+fn read_feed(reader: FeedReader, batch: usize, tx: &mpsc::Sender<Result<Vec<FeedLine>, String>>) {
+    let mut lines = Vec::with_capacity(batch);
+    for line in reader {
+        match line {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                let _ = tx.blocking_send(Ok(std::mem::take(&mut lines)));
+                let _ = tx.blocking_send(Err(e.to_string()));
+                return;
+            }
+        }
+        if lines.len() == batch
+            && tx
+                .blocking_send(Ok(std::mem::replace(&mut lines, Vec::with_capacity(batch))))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !lines.is_empty() {
+        let _ = tx.blocking_send(Ok(lines));
+    }
+}
+
+async fn publish(
+    mut rx: mpsc::Receiver<Result<Vec<FeedLine>, String>>,
+    bus: Bus,
+    label: String,
+    stats: Arc<SourceStats>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let lines = match batch {
+            Ok(lines) => lines,
+            Err(e) => {
+                // The rest of the file cannot be read; what was read is published.
+                tracing::error!(feed = %label, error = %e, "reading the alert feed failed");
+                break;
+            }
+        };
+        let mut commits = Vec::with_capacity(lines.len());
+        for line in lines {
+            stats.lines.fetch_add(1, Ordering::Relaxed);
+            match line.alert {
+                Ok(alert) => {
+                    let ticket = alert.ticket_id.clone();
+                    let key = format!("alert:{ticket}");
+                    let envelope = Envelope::new_root(
+                        PRODUCER,
+                        &ticket,
+                        Event::AlertReceived(AlertReceived {
+                            alert,
+                            received_via: label.clone(),
+                        }),
+                    );
+                    match Outgoing::event(&envelope) {
+                        Ok(out) => commits.push(Commit::dedupe(key, vec![out])),
+                        Err(e) => record_malformed(&stats, line.line_no, &e.to_string()),
+                    }
+                }
+                Err(error) => record_malformed(&stats, line.line_no, &error),
+            }
+        }
+        let outcomes = submit_until_accepted(&bus, commits).await;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Applied => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
+                _ => stats.duplicates.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+    let snapshot = stats.snapshot();
+    tracing::info!(
+        feed = %label,
+        lines = snapshot.lines,
+        alerts_in = snapshot.alerts_in,
+        duplicates_dropped = snapshot.duplicates_dropped,
+        malformed_lines = snapshot.malformed_lines,
+        "alert feed drained"
+    );
+    stats.done.store(true, Ordering::Release);
+}
+
+/// Submits a batch, retrying transient failures with backoff until the bus accepts it.
+async fn submit_until_accepted(bus: &Bus, commits: Vec<Commit>) -> Vec<Outcome> {
+    if commits.is_empty() {
+        return Vec::new();
+    }
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match bus.submit(commits.clone()).await {
+            Ok(outcomes) => return outcomes,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "publishing alerts failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn record_malformed(stats: &SourceStats, line: u64, error: &str) {
+    let n = stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= MALFORMED_LOGGED {
+        tracing::warn!(line, error, "skipping malformed alert line");
+    } else if n == MALFORMED_LOGGED + 1 {
+        tracing::warn!("more malformed alert lines; counting them without logging each");
+    }
+    let mut examples = stats.examples.lock();
+    if examples.len() < MALFORMED_KEPT {
+        examples.push(MalformedLine {
+            line,
+            error: error.to_owned(),
+        });
+    }
+}

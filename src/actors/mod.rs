@@ -1,0 +1,38 @@
+//! The actors of the SOC: one file per role, plus the generic role actor that connects a role
+//! to the bus and the alert source that feeds the SOC.
+//!
+//! A role is a [`Role`]: what it consumes and how it decides. [`role::RoleActor`] does the
+//! rest (feeder, credits, atomic commit, stats, fault tolerance) the same way for every role.
+//! Adding a role is one file here plus one line in [`crate::supervisor::REACTIVE_ROLES`].
+
+pub mod alert_source;
+pub mod ir_lead;
+pub mod role;
+pub mod sentinel;
+pub mod threat_intel;
+pub mod tier2;
+
+use crate::bus::Topic;
+use crate::proto::{DecisionMeta, Envelope, Event, ReasonerKind};
+
+/// A reactive role: consumes events from one stream and decides what to publish.
+pub trait Role: Send + Sync + 'static {
+    /// Role name: the consumer group and the envelopes' `produced_by`.
+    const NAME: &'static str;
+    /// The stream the role consumes.
+    const INPUT: Topic;
+    /// Whether the role handles events of this kind (others on its stream are skipped).
+    fn accepts(kind: &str) -> bool;
+    /// Decides on one input; the returned events are published atomically with its ack.
+    /// An empty list means "nothing to say" (the input is still acked).
+    fn decide(&self, input: &Envelope) -> Vec<Event>;
+}
+
+/// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.
+pub fn rules_meta(started: std::time::Instant) -> DecisionMeta {
+    DecisionMeta {
+        reasoner: ReasonerKind::Rules,
+        wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..DecisionMeta::default()
+    }
+}

@@ -1,0 +1,362 @@
+//! The role actor: runs any [`Role`] against the bus.
+//!
+//! Inputs: [`Delivery`]s from the role's feeder (a task this actor owns). Outputs: for each
+//! delivery, one [`Commit`] that acks the input and publishes the role's events with their
+//! audit copies, atomically. The commit is submitted without waiting, so a role keeps deciding
+//! while the bus bridge batches its writes; the delivery's credit returns when the commit
+//! completes.
+//!
+//! A restart loses the deliveries queued in the mailbox and the feeder's position: both are
+//! still pending in the bus, and the new feeder re-reads them first. A commit already submitted
+//! completes on its own; if its input is re-read and decided again, the second commit finds the
+//! input acked and writes nothing.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::Role;
+use crate::bus::feeder::{Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
+use crate::bus::{Bus, Commit, Outcome, Outgoing, Topic};
+use crate::proto::Event;
+
+/// Messages of a role actor.
+pub enum Msg {
+    /// Handle one delivery (sent by the feeder).
+    Deliver(Box<Delivery>),
+    /// Stop the feeder (first step of a drain); answers once it has stopped.
+    StopFeeding(RpcReplyPort<()>),
+    /// Report stats.
+    Observe(RpcReplyPort<RoleSnapshot>),
+}
+
+/// Startup arguments of a role actor.
+#[derive(Clone)]
+pub struct Args {
+    /// The bus.
+    pub bus: Bus,
+    /// Consumer name (`host:pid:role`).
+    pub consumer: String,
+    /// Counters, shared across restarts.
+    pub stats: Arc<RoleStats>,
+    /// Injected faults (tests only).
+    pub faults: Option<Arc<PanicSchedule>>,
+}
+
+/// Counters of a role; they outlive restarts.
+#[derive(Debug, Default)]
+pub struct RoleStats {
+    /// Inputs decided.
+    pub processed: AtomicU64,
+    /// Commits applied.
+    pub committed: AtomicU64,
+    /// Commits skipped because the input was already acked (a redelivered duplicate).
+    pub duplicates: AtomicU64,
+    /// Commits that failed (the input stays pending and comes back).
+    pub commit_failures: AtomicU64,
+    /// Commits refused by bus backpressure (the input stays pending and comes back).
+    pub refused: AtomicU64,
+    /// Times the supervisor restarted the role.
+    pub restarts: AtomicU64,
+    /// Events published (committed), by [`Event::ordinal`].
+    pub published: [AtomicU64; Event::KINDS.len()],
+    /// The feeder's counters.
+    pub feeder: Arc<FeederStats>,
+}
+
+/// A serializable view of a role.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RoleSnapshot {
+    /// Inputs decided.
+    pub processed: u64,
+    /// Commits applied.
+    pub committed: u64,
+    /// Duplicate commits skipped.
+    pub duplicates: u64,
+    /// Failed commits.
+    pub commit_failures: u64,
+    /// Refused commits.
+    pub refused: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Credits held by deliveries right now.
+    pub credits_in_use: u32,
+    /// Events published, by kind.
+    pub published: BTreeMap<String, u64>,
+    /// The feeder's counters.
+    pub feeder: FeederSnapshot,
+}
+
+impl RoleStats {
+    /// A snapshot (`credits_in_use` is filled by the live actor).
+    pub fn snapshot(&self) -> RoleSnapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RoleSnapshot {
+            processed: l(&self.processed),
+            committed: l(&self.committed),
+            duplicates: l(&self.duplicates),
+            commit_failures: l(&self.commit_failures),
+            refused: l(&self.refused),
+            restarts: l(&self.restarts),
+            credits_in_use: 0,
+            published: Event::KINDS
+                .iter()
+                .zip(&self.published)
+                .filter(|(_, n)| l(n) > 0)
+                .map(|(k, n)| ((*k).to_owned(), l(n)))
+                .collect(),
+            feeder: self.feeder.snapshot(),
+        }
+    }
+
+    /// Events of `kind` published by this role.
+    pub fn published_of(&self, kind: &str) -> u64 {
+        Event::KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.published[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Fault injection for crash tests: panic on a schedule. Never set outside tests.
+#[derive(Debug)]
+pub struct PanicSchedule {
+    /// The role to break.
+    pub role: String,
+    /// Panic on every `every`-th delivery (counted across restarts).
+    pub every: u64,
+    counter: AtomicU64,
+}
+
+/// Where in handling an injected panic strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicPoint {
+    /// After deciding, before submitting the commit.
+    BeforeCommit,
+    /// After submitting the commit, before the handler returns.
+    AfterCommit,
+}
+
+impl PanicSchedule {
+    /// Panics in `role` on every `every`-th delivery, alternating before and after commit.
+    pub fn new(role: &str, every: u64) -> Self {
+        Self {
+            role: role.to_owned(),
+            every: every.max(1),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Where the next delivery should panic, if at all.
+    fn next(&self) -> Option<PanicPoint> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        n.is_multiple_of(self.every).then(|| {
+            if (n / self.every).is_multiple_of(2) {
+                PanicPoint::AfterCommit
+            } else {
+                PanicPoint::BeforeCommit
+            }
+        })
+    }
+}
+
+/// How the supervisor spawns one kind of role.
+#[derive(Clone, Copy)]
+pub struct RoleSpec {
+    /// Role name.
+    pub name: &'static str,
+    /// Stream consumed.
+    pub input: Topic,
+    spawn: SpawnFn,
+}
+
+type SpawnFn = fn(
+    String,
+    Args,
+    ActorCell,
+) -> Pin<Box<dyn Future<Output = Result<ActorRef<Msg>, SpawnErr>> + Send>>;
+
+impl RoleSpec {
+    /// The spec of role `R`.
+    pub const fn of<R: Role + Default>() -> Self {
+        Self {
+            name: R::NAME,
+            input: R::INPUT,
+            spawn: spawn_role::<R>,
+        }
+    }
+
+    /// Spawns the role actor, linked to `supervisor`.
+    pub async fn spawn(
+        &self,
+        actor_name: String,
+        args: Args,
+        supervisor: ActorCell,
+    ) -> Result<ActorRef<Msg>, SpawnErr> {
+        (self.spawn)(actor_name, args, supervisor).await
+    }
+}
+
+fn spawn_role<R: Role + Default>(
+    actor_name: String,
+    args: Args,
+    supervisor: ActorCell,
+) -> Pin<Box<dyn Future<Output = Result<ActorRef<Msg>, SpawnErr>> + Send>> {
+    Box::pin(async move {
+        let handler = RoleActor::<R>(PhantomData);
+        Actor::spawn_linked(Some(actor_name), handler, args, supervisor)
+            .await
+            .map(|(actor, _)| actor)
+    })
+}
+
+/// The actor that runs role `R`.
+pub struct RoleActor<R>(PhantomData<fn() -> R>);
+
+/// State of a running role.
+pub struct State<R> {
+    role: R,
+    bus: Bus,
+    stats: Arc<RoleStats>,
+    faults: Option<Arc<PanicSchedule>>,
+    credits: Arc<Semaphore>,
+    total_credits: u32,
+    feeder: Option<AbortOnDropHandle<()>>,
+}
+
+impl<R: Role + Default> Actor for RoleActor<R> {
+    type Msg = Msg;
+    type State = State<R>;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Args,
+    ) -> Result<State<R>, ActorProcessingErr> {
+        let consumer = args.bus.consumer(R::INPUT, R::NAME, &args.consumer).await?;
+        let config = FeederConfig::from(args.bus.config());
+        let total_credits = config.credits;
+        let sink_ref = myself.clone();
+        let feeder = Feeder::new(
+            consumer,
+            args.bus.clone(),
+            config,
+            R::accepts,
+            Box::new(move |delivery| sink_ref.cast(Msg::Deliver(Box::new(delivery))).is_ok()),
+            args.stats.feeder.clone(),
+        );
+        let credits = feeder.credits();
+        let faults = args.faults.filter(|f| f.role == R::NAME);
+        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
+        let feeder = AbortOnDropHandle::new(tokio::spawn(feeder.run()));
+        Ok(State {
+            role: R::default(),
+            bus: args.bus,
+            stats: args.stats,
+            faults,
+            credits,
+            total_credits,
+            feeder: Some(feeder),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State<R>,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Deliver(delivery) => state.handle_delivery(*delivery),
+            Msg::StopFeeding(reply) => {
+                if let Some(feeder) = state.feeder.take() {
+                    feeder.abort();
+                    let _ = feeder.await;
+                }
+                let _ = reply.send(());
+            }
+            Msg::Observe(reply) => {
+                let mut snapshot = state.stats.snapshot();
+                snapshot.credits_in_use =
+                    Feeder::credits_in_use(&state.credits, state.total_credits);
+                let _ = reply.send(snapshot);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Role> State<R> {
+    fn handle_delivery(&mut self, delivery: Delivery) {
+        let input = &delivery.envelope;
+        let span = tracing::info_span!(
+            "handle",
+            role = R::NAME,
+            ticket = %input.correlation_id,
+            event_kind = input.event.kind(),
+        );
+        let _entered = span.enter();
+        let fault = self.faults.as_ref().and_then(|f| f.next());
+        if fault == Some(PanicPoint::BeforeCommit) {
+            panic!("injected fault: {} panics before commit", R::NAME);
+        }
+
+        let events = self.role.decide(input);
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        let mut kinds = Vec::with_capacity(events.len());
+        let mut outputs = Vec::with_capacity(events.len());
+        for event in events {
+            kinds.push(event.ordinal());
+            let envelope = input.caused(R::NAME, event);
+            match Outgoing::event(&envelope) {
+                Ok(out) => outputs.push(out),
+                Err(e) => {
+                    // Our own events always encode; if one does not, leave the input pending
+                    // so it is retried and, failing that, dead-lettered with the reason.
+                    tracing::error!(error = %e, "cannot encode an output event");
+                    return;
+                }
+            }
+        }
+        let commit = Commit::ack(delivery.ack.clone(), outputs);
+        let stats = self.stats.clone();
+        let credit = delivery.credit;
+        let submitted = self.bus.submit_with(
+            vec![commit],
+            Box::new(move |result| {
+                match result.as_deref() {
+                    Ok([Outcome::Applied]) => {
+                        stats.committed.fetch_add(1, Ordering::Relaxed);
+                        for k in kinds {
+                            stats.published[k].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {
+                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(role = R::NAME, error = %e, "commit failed; the input will be redelivered");
+                    }
+                }
+                drop(credit);
+            }),
+        );
+        if let Err(e) = submitted {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "commit refused; the input stays pending");
+        }
+        if fault == Some(PanicPoint::AfterCommit) {
+            panic!("injected fault: {} panics after commit", R::NAME);
+        }
+    }
+}

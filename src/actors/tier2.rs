@@ -1,0 +1,167 @@
+//! Tier 2: investigates triaged alerts that matter and decides whether to escalate.
+//!
+//! Consumes `AlertTriaged` on `soc.triage`. Engages on true-positive verdicts or priority >= 7;
+//! other alerts end at triage (acked, nothing published). When engaged it publishes a
+//! `Tier2Analysis` and, when it escalates, a `CaseEscalated` for the IR Lead, both on
+//! `soc.cases`.
+//!
+//! The first rules reasoner escalates confident true positives and anything of priority >= 8,
+//! and closes the rest with the reason.
+
+use std::time::Instant;
+
+use super::{Role, rules_meta};
+use crate::bus::Topic;
+use crate::proto::{
+    AlertTriaged, CaseEscalated, Envelope, Event, Tier2Analysis, Tier2Decision, TriageVerdict,
+};
+
+/// Priority from which Tier 2 engages regardless of verdict.
+const ENGAGE_PRIORITY: u8 = 7;
+/// Priority from which Tier 2 escalates regardless of verdict.
+const ESCALATE_PRIORITY: u8 = 8;
+/// Triage confidence from which a true positive is escalated.
+const ESCALATE_CONFIDENCE: f32 = 0.7;
+
+/// Tier 2's rules reasoner.
+#[derive(Debug, Default)]
+pub struct Tier2;
+
+impl Role for Tier2 {
+    const NAME: &'static str = "tier2";
+    const INPUT: Topic = Topic::Triage;
+
+    fn accepts(kind: &str) -> bool {
+        kind == "AlertTriaged"
+    }
+
+    fn decide(&self, input: &Envelope) -> Vec<Event> {
+        let Event::AlertTriaged(triaged) = &input.event else {
+            return Vec::new();
+        };
+        if !engages(triaged) {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let true_positive = triaged.verdict == TriageVerdict::TruePositive;
+        let escalate = (true_positive && triaged.confidence >= ESCALATE_CONFIDENCE)
+            || triaged.priority >= ESCALATE_PRIORITY;
+        let (decision, summary, next_steps) = if escalate {
+            (
+                Tier2Decision::Escalate,
+                format!(
+                    "{} on {} at priority {}: {}",
+                    verdict_text(triaged.verdict),
+                    triaged.case.host,
+                    triaged.priority,
+                    triaged.rationale
+                ),
+                vec![
+                    format!(
+                        "scope activity of {} around {}",
+                        triaged.case.host, triaged.case.first_seen
+                    ),
+                    "hand to IR Lead for a containment plan".to_owned(),
+                ],
+            )
+        } else {
+            (
+                Tier2Decision::Close,
+                format!(
+                    "not enough evidence to escalate: {} at priority {}",
+                    verdict_text(triaged.verdict),
+                    triaged.priority
+                ),
+                vec!["close; reopen if the rule fires again on this host".to_owned()],
+            )
+        };
+        let confidence = if escalate {
+            triaged.confidence.max(0.7)
+        } else {
+            0.6
+        };
+        let analysis = Tier2Analysis {
+            case: triaged.case.clone(),
+            triage_verdict: triaged.verdict,
+            verdict: triaged.verdict,
+            decision,
+            confidence,
+            summary: summary.clone(),
+            similar_incidents: Vec::new(),
+            next_steps,
+            meta: rules_meta(started),
+        };
+        let mut events = vec![Event::Tier2Analysis(analysis)];
+        if escalate {
+            events.push(Event::CaseEscalated(CaseEscalated {
+                case: triaged.case.clone(),
+                reason: summary,
+                confidence,
+            }));
+        }
+        events
+    }
+}
+
+fn engages(triaged: &AlertTriaged) -> bool {
+    triaged.verdict == TriageVerdict::TruePositive || triaged.priority >= ENGAGE_PRIORITY
+}
+
+fn verdict_text(verdict: TriageVerdict) -> &'static str {
+    match verdict {
+        TriageVerdict::TruePositive => "true positive",
+        TriageVerdict::Suspicious => "suspicious activity",
+        TriageVerdict::Benign => "benign activity",
+        TriageVerdict::FalsePositive => "false positive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::CaseContext;
+
+    fn decide(verdict: TriageVerdict, confidence: f32, priority: u8) -> Vec<Event> {
+        let input = Envelope::new_root(
+            "sentinel",
+            "t-1",
+            Event::AlertTriaged(AlertTriaged {
+                case: CaseContext {
+                    ticket: "t-1".into(),
+                    host: "web-1".into(),
+                    ..CaseContext::default()
+                },
+                verdict,
+                confidence,
+                priority,
+                ..AlertTriaged::default()
+            }),
+        );
+        Tier2.decide(&input)
+    }
+
+    #[test]
+    fn low_priority_non_true_positives_end_at_triage() {
+        assert!(decide(TriageVerdict::Benign, 0.9, 3).is_empty());
+        assert!(decide(TriageVerdict::Suspicious, 0.9, 6).is_empty());
+    }
+
+    #[test]
+    fn confident_true_positives_escalate_with_analysis_first() {
+        let events = decide(TriageVerdict::TruePositive, 0.8, 6);
+        assert_eq!(events.len(), 2);
+        assert!(
+            matches!(&events[0], Event::Tier2Analysis(a) if a.decision == Tier2Decision::Escalate)
+        );
+        assert!(matches!(&events[1], Event::CaseEscalated(e) if e.case.host == "web-1"));
+    }
+
+    #[test]
+    fn engaged_but_weak_cases_are_closed_with_an_analysis() {
+        let events = decide(TriageVerdict::Suspicious, 0.6, 7);
+        assert_eq!(events.len(), 1);
+        assert!(
+            matches!(&events[0], Event::Tier2Analysis(a) if a.decision == Tier2Decision::Close)
+        );
+    }
+}

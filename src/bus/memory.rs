@@ -1,0 +1,468 @@
+//! The in-memory bus backend: the embedded default, and what tests and backtests run on.
+//!
+//! It models Redis Streams closely enough that one conformance suite passes on both: ids are
+//! `ms-seq`, each group has a last-delivered id and a pending entries list (PEL) with owners and
+//! delivery counts, reading own history and claiming count as deliveries, and a commit is
+//! applied under one lock, so it is atomic in the same sense as the Redis script.
+//!
+//! Everything lives in this process: a restart of the process loses it (a restarted *actor*
+//! loses nothing, since the state belongs to the bus, not to the actor).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    BusConfig, Commit, Delivered, Entry, F_TOPIC, F_TOPIC_ID, Fields, GroupState, Outcome,
+    Retention, StreamId, Topic, is_dead_local_consumer,
+};
+
+/// The in-memory bus.
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    state: Mutex<State>,
+    /// One per topic, woken when entries are appended.
+    appended: [Notify; 7],
+}
+
+#[derive(Default)]
+struct State {
+    streams: [Stream; 7],
+    /// Dedupe key -> when it expires.
+    dedupe: HashMap<String, Instant>,
+}
+
+#[derive(Default)]
+struct Stream {
+    entries: VecDeque<Stored>,
+    last_id: StreamId,
+    groups: HashMap<Arc<str>, Group>,
+}
+
+struct Stored {
+    id: StreamId,
+    fields: Arc<Fields>,
+    /// For audit entries: the topic and id of the entry this one copies.
+    audit_of: Option<(Topic, StreamId)>,
+}
+
+#[derive(Default)]
+struct Group {
+    last_delivered: StreamId,
+    pel: BTreeMap<StreamId, Pending>,
+    consumers: HashSet<Arc<str>>,
+}
+
+struct Pending {
+    consumer: Arc<str>,
+    delivered_at: Instant,
+    deliveries: u32,
+}
+
+impl MemoryBus {
+    /// An empty bus.
+    pub fn new(config: BusConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State::default()),
+                appended: Default::default(),
+            }),
+        }
+    }
+
+    pub(super) fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    pub(super) fn ensure_group(&self, topic: Topic, group: &str) {
+        let mut state = self.inner.state.lock();
+        state.streams[topic.index()]
+            .groups
+            .entry(Arc::from(group))
+            .or_default();
+    }
+
+    /// Applies commits in order, each atomically (all under one lock).
+    pub(super) fn apply(&self, commits: &[Commit]) -> Vec<Outcome> {
+        let mut touched = [false; 7];
+        let outcomes = {
+            let mut state = self.inner.state.lock();
+            let now = Instant::now();
+            let now_ms = wall_ms();
+            commits
+                .iter()
+                .map(|c| state.apply(c, &self.inner.config, now, now_ms, &mut touched))
+                .collect()
+        };
+        self.wake(&touched);
+        outcomes
+    }
+
+    pub(super) fn append_raw(&self, topic: Topic, fields: Fields) -> StreamId {
+        let id = {
+            let mut state = self.inner.state.lock();
+            let retention = self.inner.config.retention_of(topic);
+            state.streams[topic.index()].append(Arc::new(fields), None, retention, wall_ms())
+        };
+        self.inner.appended[topic.index()].notify_waiters();
+        id
+    }
+
+    pub(super) fn range(
+        &self,
+        topic: Topic,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+    ) -> Vec<Entry> {
+        let state = self.inner.state.lock();
+        let stream = &state.streams[topic.index()];
+        let from = stream.entries.partition_point(|e| e.id < start);
+        stream
+            .entries
+            .range(from..)
+            .take_while(|e| e.id <= end)
+            .take(count)
+            .map(Stored::to_entry)
+            .collect()
+    }
+
+    pub(super) fn len(&self, topic: Topic) -> u64 {
+        self.inner.state.lock().streams[topic.index()].entries.len() as u64
+    }
+
+    pub(super) fn group_states(&self, groups: &[(Topic, &str)]) -> Vec<GroupState> {
+        let state = self.inner.state.lock();
+        groups
+            .iter()
+            .map(|&(topic, name)| {
+                let stream = &state.streams[topic.index()];
+                let (pending, last_delivered) =
+                    stream.groups.get(name).map_or((0, StreamId::ZERO), |g| {
+                        (g.pel.len() as u64, g.last_delivered)
+                    });
+                GroupState {
+                    topic,
+                    group: name.to_owned(),
+                    pending,
+                    has_unread: stream.entries.back().is_some_and(|e| e.id > last_delivered),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn consumer(&self, topic: Topic, group: &str, name: &str) -> MemoryConsumer {
+        self.ensure_group(topic, group);
+        MemoryConsumer {
+            inner: self.inner.clone(),
+            topic,
+            group: Arc::from(group),
+            name: Arc::from(name),
+        }
+    }
+
+    fn wake(&self, touched: &[bool; 7]) {
+        for (i, t) in touched.iter().enumerate() {
+            if *t {
+                self.inner.appended[i].notify_waiters();
+            }
+        }
+    }
+}
+
+impl State {
+    fn apply(
+        &mut self,
+        commit: &Commit,
+        config: &BusConfig,
+        now: Instant,
+        now_ms: u64,
+        touched: &mut [bool; 7],
+    ) -> Outcome {
+        if let Some(ack) = commit.ack_ref() {
+            let acked = self.streams[ack.topic.index()]
+                .groups
+                .get_mut(&*ack.group)
+                .and_then(|g| g.pel.remove(&ack.id))
+                .is_some();
+            if !acked {
+                return Outcome::AlreadyAcked;
+            }
+        }
+        if let Some(key) = commit.dedupe_key() {
+            match self.dedupe.get(key) {
+                Some(expiry) if *expiry > now => return Outcome::Duplicate,
+                _ => {
+                    let ttl = Duration::from_secs(config.dedupe_ttl_s);
+                    self.dedupe.insert(key.to_owned(), now + ttl);
+                }
+            }
+        }
+        for out in commit.outputs() {
+            let fields = Arc::new(out.fields.clone());
+            let stream = &mut self.streams[out.topic.index()];
+            let id = stream.append(fields.clone(), None, config.retention_of(out.topic), now_ms);
+            touched[out.topic.index()] = true;
+            if out.audit {
+                self.streams[Topic::Audit.index()].append(
+                    fields,
+                    Some((out.topic, id)),
+                    config.retention_of(Topic::Audit),
+                    now_ms,
+                );
+                touched[Topic::Audit.index()] = true;
+            }
+        }
+        Outcome::Applied
+    }
+}
+
+impl Stream {
+    fn append(
+        &mut self,
+        fields: Arc<Fields>,
+        audit_of: Option<(Topic, StreamId)>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> StreamId {
+        let id = if now_ms > self.last_id.ms {
+            StreamId { ms: now_ms, seq: 0 }
+        } else {
+            self.last_id.next()
+        };
+        self.last_id = id;
+        self.entries.push_back(Stored {
+            id,
+            fields,
+            audit_of,
+        });
+        match retention {
+            Retention::Keep => {}
+            Retention::MaxLen(max) => {
+                while self.entries.len() as u64 > max {
+                    self.entries.pop_front();
+                }
+            }
+            Retention::MaxAgeSecs(secs) => {
+                let min_ms = now_ms.saturating_sub(secs.saturating_mul(1000));
+                while self.entries.front().is_some_and(|e| e.id.ms < min_ms) {
+                    self.entries.pop_front();
+                }
+            }
+        }
+        id
+    }
+
+    fn fields_of(&self, id: StreamId) -> Option<Arc<Fields>> {
+        let at = self.entries.partition_point(|e| e.id < id);
+        self.entries
+            .get(at)
+            .filter(|e| e.id == id)
+            .map(|e| e.to_entry().fields)
+    }
+}
+
+impl Stored {
+    fn to_entry(&self) -> Entry {
+        let fields = match self.audit_of {
+            None => self.fields.clone(),
+            Some((topic, id)) => {
+                let mut fields = (*self.fields).clone();
+                fields.push(F_TOPIC, topic.name());
+                fields.push(F_TOPIC_ID, id.to_string());
+                Arc::new(fields)
+            }
+        };
+        Entry {
+            id: self.id,
+            fields,
+        }
+    }
+}
+
+/// A consumer of the in-memory bus.
+pub struct MemoryConsumer {
+    inner: Arc<Inner>,
+    topic: Topic,
+    group: Arc<str>,
+    name: Arc<str>,
+}
+
+impl MemoryConsumer {
+    pub(super) fn read_own_pending(&mut self, after: StreamId, count: usize) -> Vec<Delivered> {
+        let mut state = self.inner.state.lock();
+        let now = Instant::now();
+        let stream = &mut state.streams[self.topic.index()];
+        let Some(group) = stream.groups.get_mut(&self.group) else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for (id, pending) in group.pel.range_mut(after.next()..) {
+            if ids.len() == count {
+                break;
+            }
+            if pending.consumer == self.name {
+                pending.deliveries += 1;
+                pending.delivered_at = now;
+                ids.push((*id, pending.deliveries));
+            }
+        }
+        ids.into_iter()
+            .map(|(id, deliveries)| Delivered {
+                id,
+                fields: stream.fields_of(id),
+                deliveries,
+            })
+            .collect()
+    }
+
+    pub(super) async fn read_new(&mut self, count: usize, block: Duration) -> Vec<Delivered> {
+        let deadline = Instant::now() + block;
+        let inner = self.inner.clone();
+        loop {
+            let mut appended = pin!(inner.appended[self.topic.index()].notified());
+            appended.as_mut().enable();
+            let batch = self.take_new(count);
+            if !batch.is_empty() {
+                return batch;
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    fn take_new(&mut self, count: usize) -> Vec<Delivered> {
+        let mut state = self.inner.state.lock();
+        let now = Instant::now();
+        let stream = &mut state.streams[self.topic.index()];
+        let group = stream.groups.entry(self.group.clone()).or_default();
+        let from = stream
+            .entries
+            .partition_point(|e| e.id <= group.last_delivered);
+        let mut out = Vec::with_capacity(count.min(stream.entries.len() - from));
+        for stored in stream.entries.range(from..).take(count) {
+            group.pel.insert(
+                stored.id,
+                Pending {
+                    consumer: self.name.clone(),
+                    delivered_at: now,
+                    deliveries: 1,
+                },
+            );
+            group.last_delivered = stored.id;
+            out.push(Delivered {
+                id: stored.id,
+                fields: Some(stored.to_entry().fields),
+                deliveries: 1,
+            });
+        }
+        if !out.is_empty() && !group.consumers.contains(&self.name) {
+            group.consumers.insert(self.name.clone());
+        }
+        out
+    }
+
+    pub(super) fn autoclaim(
+        &mut self,
+        min_idle: Duration,
+        cursor: StreamId,
+        count: usize,
+    ) -> (StreamId, Vec<Delivered>) {
+        let mut state = self.inner.state.lock();
+        let now = Instant::now();
+        let stream = &mut state.streams[self.topic.index()];
+        let Some(group) = stream.groups.get_mut(&self.group) else {
+            return (StreamId::ZERO, Vec::new());
+        };
+        let mut claimed = Vec::new();
+        let mut deleted = Vec::new();
+        let mut next = StreamId::ZERO;
+        for (id, pending) in group.pel.range_mut(cursor..) {
+            if claimed.len() == count {
+                next = *id;
+                break;
+            }
+            if now.duration_since(pending.delivered_at) < min_idle {
+                continue;
+            }
+            match stream
+                .entries
+                .binary_search_by(|e| e.id.cmp(id))
+                .ok()
+                .map(|at| stream.entries[at].to_entry().fields)
+            {
+                None => deleted.push(*id),
+                Some(fields) => {
+                    pending.consumer = self.name.clone();
+                    pending.delivered_at = now;
+                    pending.deliveries += 1;
+                    claimed.push(Delivered {
+                        id: *id,
+                        fields: Some(fields),
+                        deliveries: pending.deliveries,
+                    });
+                }
+            }
+        }
+        for id in deleted {
+            group.pel.remove(&id);
+        }
+        if !claimed.is_empty() {
+            group.consumers.insert(self.name.clone());
+        }
+        (next, claimed)
+    }
+
+    pub(super) fn reap_dead_consumers(&mut self, me: &str) -> Vec<Delivered> {
+        let mut state = self.inner.state.lock();
+        let now = Instant::now();
+        let stream = &mut state.streams[self.topic.index()];
+        let Some(group) = stream.groups.get_mut(&self.group) else {
+            return Vec::new();
+        };
+        let dead: Vec<Arc<str>> = group
+            .consumers
+            .iter()
+            .filter(|c| is_dead_local_consumer(c, me))
+            .cloned()
+            .collect();
+        let mut claimed = Vec::new();
+        for (id, pending) in group.pel.iter_mut() {
+            if dead.contains(&pending.consumer) {
+                pending.consumer = self.name.clone();
+                pending.delivered_at = now;
+                pending.deliveries += 1;
+                claimed.push((*id, pending.deliveries));
+            }
+        }
+        for name in &dead {
+            group.consumers.remove(name);
+        }
+        if !claimed.is_empty() {
+            group.consumers.insert(self.name.clone());
+        }
+        claimed
+            .into_iter()
+            .map(|(id, deliveries)| Delivered {
+                id,
+                fields: stream.fields_of(id),
+                deliveries,
+            })
+            .collect()
+    }
+}
+
+fn wall_ms() -> u64 {
+    u64::try_from(crate::proto::now_ms()).unwrap_or(0)
+}

@@ -1,0 +1,845 @@
+//! The Redis Streams bus backend: durable, shared by several processes.
+//!
+//! Writes (commits) go through the bus bridge ([`super::bridge`]), which owns one writer
+//! connection and applies whole batches of commits with one call of [`COMMIT_SCRIPT`]. Reads
+//! happen on each consumer's own connection, so a blocking `XREADGROUP` never delays anybody
+//! else. Queries (ranges, lengths, group states) use a shared multiplexed connection.
+//!
+//! Requires Redis 7.0 or newer (script flags and `XAUTOCLAIM` deleted-id replies).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use super::bridge::WriterHandle;
+use super::{
+    BusConfig, BusError, Commit, CommitCallback, Delivered, Entry, Fields, GroupState, Outcome,
+    Retention, StreamId, Topic, is_dead_local_consumer,
+};
+
+/// The commit script: applies a batch of commits, each fenced by its ack or its dedupe key.
+///
+/// For each commit, `XACK` runs first: when it acks nothing (the entry was already acked, by a
+/// crashed-and-restarted or a competing consumer) the outputs are skipped. Likewise a dedupe key
+/// that is already set skips them. Then every output is `XADD`ed to its stream and, when
+/// audited, to `soc.audit` with the topic and the entry id it got. Scripts run atomically, and
+/// the shebang makes Redis refuse the whole script up front when out of memory.
+pub const COMMIT_SCRIPT: &str = r"#!lua
+-- ARGV: n_commits, then per commit:
+--   ack_key, ack_group, ack_id       ('' when the commit acks nothing)
+--   dedupe_key, dedupe_ttl_s         ('' when the commit claims no dedupe key)
+--   n_outputs, then per output:
+--     key, trim ('' | 'MAXLEN' | 'MINID'), trim_arg,
+--     audit_key ('' when not audited), audit_trim, audit_trim_arg, topic_name,
+--     n_fields, then n_fields name/value pairs
+-- Returns one status per commit: 1 applied, 2 duplicate dedupe key, 3 input already acked.
+local argv = ARGV
+local i = 1
+local function take() local v = argv[i]; i = i + 1; return v end
+local result = {}
+local n = tonumber(take())
+for c = 1, n do
+  local ack_key, ack_group, ack_id = take(), take(), take()
+  local dedupe_key, dedupe_ttl = take(), take()
+  local n_out = tonumber(take())
+  local status = 1
+  if ack_key ~= '' and redis.call('XACK', ack_key, ack_group, ack_id) == 0 then
+    status = 3
+  end
+  if status == 1 and dedupe_key ~= '' then
+    if not redis.call('SET', dedupe_key, '1', 'NX', 'EX', dedupe_ttl) then
+      status = 2
+    end
+  end
+  for o = 1, n_out do
+    local key, trim, trim_arg = take(), take(), take()
+    local audit_key, audit_trim, audit_trim_arg, topic = take(), take(), take(), take()
+    local n_fields = tonumber(take())
+    if status == 1 then
+      local fields = {}
+      for f = 1, n_fields * 2 do fields[f] = argv[i + f - 1] end
+      local id
+      if trim == '' then
+        id = redis.call('XADD', key, '*', unpack(fields))
+      else
+        id = redis.call('XADD', key, trim, '~', trim_arg, '*', unpack(fields))
+      end
+      if audit_key ~= '' then
+        fields[#fields + 1] = 'topic'
+        fields[#fields + 1] = topic
+        fields[#fields + 1] = 'topic_id'
+        fields[#fields + 1] = id
+        if audit_trim == '' then
+          redis.call('XADD', audit_key, '*', unpack(fields))
+        else
+          redis.call('XADD', audit_key, audit_trim, '~', audit_trim_arg, '*', unpack(fields))
+        end
+      end
+    end
+    i = i + n_fields * 2
+  end
+  result[c] = status
+end
+return result
+";
+
+/// An entry as read: its id and its fields (`None` when trimmed away while pending).
+type RawEntry = (StreamId, Option<Arc<Fields>>);
+
+/// How long a plain query may take before the connection is considered broken.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Key names of one namespace.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    streams: [String; 7],
+    dedupe_prefix: String,
+}
+
+impl Keys {
+    /// Keys under `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            streams: Topic::ALL.map(|t| format!("{namespace}{}", t.name())),
+            dedupe_prefix: format!("{namespace}soc.dedupe:"),
+        }
+    }
+
+    /// The key of a stream.
+    pub fn stream(&self, topic: Topic) -> &str {
+        &self.streams[topic.index()]
+    }
+}
+
+/// The Redis backend's shared part: configuration, a query connection, the writer handle.
+pub struct RedisBus {
+    client: Client,
+    config: BusConfig,
+    keys: Keys,
+    query: MultiplexedConnection,
+    writer: WriterHandle,
+}
+
+impl RedisBus {
+    pub(super) async fn connect(
+        url: &str,
+        config: BusConfig,
+        writer: WriterHandle,
+    ) -> Result<Self, BusError> {
+        let client = Client::open(url)
+            .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
+        let mut query = connect(&client, QUERY_TIMEOUT).await?;
+        check_version(&mut query).await?;
+        Ok(Self {
+            keys: Keys::new(&config.namespace),
+            client,
+            config,
+            query,
+            writer,
+        })
+    }
+
+    pub(super) fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    pub(super) fn enqueue(
+        &self,
+        commits: Vec<Commit>,
+        done: CommitCallback,
+    ) -> Result<(), BusError> {
+        self.writer.enqueue(commits, done)
+    }
+
+    pub(super) async fn ensure_group(&self, topic: Topic, group: &str) -> Result<(), BusError> {
+        ensure_group(&mut self.query.clone(), self.keys.stream(topic), group).await
+    }
+
+    pub(super) async fn append_raw(
+        &self,
+        topic: Topic,
+        fields: Fields,
+    ) -> Result<StreamId, BusError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.stream(topic)).arg("*");
+        for (name, value) in fields.iter() {
+            cmd.arg(name).arg(value.as_ref());
+        }
+        let id: String = cmd.query_async(&mut self.query.clone()).await?;
+        id.parse()
+    }
+
+    pub(super) async fn range(
+        &self,
+        topic: Topic,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+    ) -> Result<Vec<Entry>, BusError> {
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.keys.stream(topic))
+            .arg(start.to_string())
+            .arg(end.to_string())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.query.clone())
+            .await?;
+        parse_entries(&reply)?
+            .into_iter()
+            .filter_map(|(id, fields)| fields.map(|fields| Ok(Entry { id, fields })))
+            .collect()
+    }
+
+    pub(super) async fn len(&self, topic: Topic) -> Result<u64, BusError> {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(self.keys.stream(topic))
+            .query_async(&mut self.query.clone())
+            .await?;
+        Ok(len)
+    }
+
+    pub(super) async fn group_states(
+        &self,
+        groups: &[(Topic, &str)],
+    ) -> Result<Vec<GroupState>, BusError> {
+        let mut topics: Vec<Topic> = groups.iter().map(|(t, _)| *t).collect();
+        topics.sort();
+        topics.dedup();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for topic in &topics {
+            pipe.cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.keys.stream(*topic))
+                .cmd("XREVRANGE")
+                .arg(self.keys.stream(*topic))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.query.clone()).await?;
+        let mut per_topic = HashMap::new();
+        for (topic, pair) in topics.iter().zip(replies.chunks(2)) {
+            let [infos, last] = pair else {
+                return Err(BusError::Protocol("short XINFO GROUPS reply".into()));
+            };
+            let last_id = parse_entries(last)?.first().map(|(id, _)| *id);
+            let mut by_group = HashMap::new();
+            for info in as_array(infos)? {
+                let info = flat_map(info)?;
+                let name = info.get("name").and_then(|v| as_str(v)).unwrap_or_default();
+                let pending = info.get("pending").and_then(|v| as_int(v)).unwrap_or(0);
+                let delivered = info
+                    .get("last-delivered-id")
+                    .and_then(|v| as_str(v))
+                    .unwrap_or("0-0")
+                    .parse()?;
+                by_group.insert(name.to_owned(), (pending, delivered));
+            }
+            per_topic.insert(*topic, (last_id, by_group));
+        }
+        Ok(groups
+            .iter()
+            .map(|&(topic, group)| {
+                let (last_id, by_group) = &per_topic[&topic];
+                let (pending, delivered) =
+                    by_group.get(group).copied().unwrap_or((0, StreamId::ZERO));
+                GroupState {
+                    topic,
+                    group: group.to_owned(),
+                    pending: u64::try_from(pending).unwrap_or(0),
+                    has_unread: last_id.is_some_and(|last| last > delivered),
+                }
+            })
+            .collect())
+    }
+
+    pub(super) async fn consumer(
+        &self,
+        topic: Topic,
+        group: &str,
+        name: &str,
+    ) -> Result<RedisConsumer, BusError> {
+        let mut consumer = RedisConsumer {
+            client: self.client.clone(),
+            conn: None,
+            key: Arc::from(self.keys.stream(topic)),
+            group: Arc::from(group),
+            name: Arc::from(name),
+            block: self.config.block(),
+        };
+        consumer.reconnect().await?;
+        Ok(consumer)
+    }
+}
+
+/// A consumer with its own connection (blocking reads hold it).
+pub struct RedisConsumer {
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    key: Arc<str>,
+    group: Arc<str>,
+    name: Arc<str>,
+    block: Duration,
+}
+
+impl RedisConsumer {
+    fn conn(&mut self) -> Result<&mut MultiplexedConnection, BusError> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| BusError::Protocol("consumer is not connected".into()))
+    }
+
+    pub(super) async fn reconnect(&mut self) -> Result<(), BusError> {
+        self.conn = None;
+        // A blocking read must not trip the response timeout.
+        let mut conn = connect(&self.client, self.block + QUERY_TIMEOUT).await?;
+        ensure_group(&mut conn, &self.key, &self.group).await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    pub(super) async fn read_new(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivered>, BusError> {
+        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&*group)
+            .arg(&*name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg("STREAMS")
+            .arg(&*key)
+            .arg(">")
+            .query_async(self.conn()?)
+            .await?;
+        Ok(parse_read_reply(&reply)?
+            .into_iter()
+            .map(|(id, fields)| Delivered {
+                id,
+                fields,
+                deliveries: 1,
+            })
+            .collect())
+    }
+
+    pub(super) async fn read_own_pending(
+        &mut self,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<Delivered>, BusError> {
+        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&*group)
+            .arg(&*name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&*key)
+            .arg(after.to_string())
+            .query_async(self.conn()?)
+            .await?;
+        let entries = parse_read_reply(&reply)?;
+        self.with_counts(entries).await
+    }
+
+    pub(super) async fn autoclaim(
+        &mut self,
+        min_idle: Duration,
+        cursor: StreamId,
+        count: usize,
+    ) -> Result<(StreamId, Vec<Delivered>), BusError> {
+        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&*key)
+            .arg(&*group)
+            .arg(&*name)
+            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(cursor.to_string())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(self.conn()?)
+            .await?;
+        let parts = as_array(&reply)?;
+        let (Some(next), Some(claimed)) = (parts.first(), parts.get(1)) else {
+            return Err(BusError::Protocol("short XAUTOCLAIM reply".into()));
+        };
+        let next: StreamId = as_str(next).unwrap_or("0-0").parse()?;
+        let entries = parse_entries(claimed)?;
+        Ok((next, self.with_counts(entries).await?))
+    }
+
+    pub(super) async fn reap_dead_consumers(
+        &mut self,
+        me: &str,
+    ) -> Result<Vec<Delivered>, BusError> {
+        let (key, group) = (self.key.clone(), self.group.clone());
+        let reply: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&*key)
+            .arg(&*group)
+            .query_async(self.conn()?)
+            .await?;
+        let mut dead = Vec::new();
+        for info in as_array(&reply)? {
+            let info = flat_map(info)?;
+            if let Some(name) = info.get("name").and_then(|v| as_str(v))
+                && is_dead_local_consumer(name, me)
+            {
+                dead.push(name.to_owned());
+            }
+        }
+        let mut claimed = Vec::new();
+        for name in dead {
+            loop {
+                let pending: Value = redis::cmd("XPENDING")
+                    .arg(&*key)
+                    .arg(&*group)
+                    .arg("-")
+                    .arg("+")
+                    .arg(1000)
+                    .arg(&name)
+                    .query_async(self.conn()?)
+                    .await?;
+                let ids: Vec<String> = as_array(&pending)?
+                    .iter()
+                    .filter_map(|p| {
+                        as_array(p)
+                            .ok()?
+                            .first()
+                            .and_then(as_str)
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                if ids.is_empty() {
+                    break;
+                }
+                let reply: Value = redis::cmd("XCLAIM")
+                    .arg(&*key)
+                    .arg(&*group)
+                    .arg(me)
+                    .arg(0)
+                    .arg(&ids)
+                    .query_async(self.conn()?)
+                    .await?;
+                let mut entries = parse_entries(&reply)?;
+                // Entries trimmed away are not returned by XCLAIM; report them as gone.
+                for id in &ids {
+                    let id: StreamId = id.parse()?;
+                    if !entries.iter().any(|(e, _)| *e == id) {
+                        entries.push((id, None));
+                    }
+                }
+                claimed.extend(self.with_counts(entries).await?);
+                if ids.len() < 1000 {
+                    break;
+                }
+            }
+            let _: Value = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&*key)
+                .arg(&*group)
+                .arg(&name)
+                .query_async(self.conn()?)
+                .await?;
+        }
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
+    }
+
+    /// Attaches delivery counts (from `XPENDING`) to entries just delivered to this consumer.
+    async fn with_counts(&mut self, entries: Vec<RawEntry>) -> Result<Vec<Delivered>, BusError> {
+        let (Some(first), Some(last)) = (
+            entries.iter().map(|e| e.0).min(),
+            entries.iter().map(|e| e.0).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&*key)
+            .arg(&*group)
+            .arg(first.to_string())
+            .arg(last.to_string())
+            .arg(entries.len())
+            .arg(&*name)
+            .query_async(self.conn()?)
+            .await?;
+        let mut counts = HashMap::new();
+        for p in as_array(&reply)? {
+            let p = as_array(p)?;
+            if let (Some(id), Some(n)) = (p.first().and_then(as_str), p.get(3).and_then(as_int)) {
+                counts.insert(
+                    id.parse::<StreamId>()?,
+                    u32::try_from(n).unwrap_or(u32::MAX),
+                );
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .map(|(id, fields)| Delivered {
+                id,
+                fields,
+                // Not pending any more (acked meanwhile): it still counts as one delivery.
+                deliveries: counts.get(&id).copied().unwrap_or(1),
+            })
+            .collect())
+    }
+}
+
+/// The bridge's side: writes a batch of commits with one script call.
+pub struct Writer {
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    keys: Keys,
+    config: BusConfig,
+    script_sha: String,
+}
+
+impl Writer {
+    /// A writer for `url`; connects lazily.
+    pub fn new(url: &str, config: BusConfig) -> Result<Self, BusError> {
+        let client = Client::open(url)
+            .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
+        Ok(Self {
+            client,
+            conn: None,
+            keys: Keys::new(&config.namespace),
+            config,
+            script_sha: redis::Script::new(COMMIT_SCRIPT).get_hash().to_owned(),
+        })
+    }
+
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Writes `commits` atomically per commit (one script call); on a connection error the
+    /// connection is dropped, so the next call reconnects. Retrying is always safe.
+    pub async fn write(&mut self, commits: &[&Commit]) -> Result<Vec<Outcome>, BusError> {
+        let result = self.try_write(commits).await;
+        if let Err(BusError::Unavailable(_)) = &result {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn try_write(&mut self, commits: &[&Commit]) -> Result<Vec<Outcome>, BusError> {
+        if self.conn.is_none() {
+            let mut conn = connect(&self.client, QUERY_TIMEOUT).await?;
+            load_script(&mut conn).await?;
+            self.conn = Some(conn);
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.script_sha).arg(0);
+        self.push_args(&mut cmd, commits);
+        let conn = self.conn.as_mut().ok_or(BusError::Closed)?;
+        let reply: Result<Vec<i64>, redis::RedisError> = cmd.query_async(conn).await;
+        let statuses = match reply {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                // The server restarted or flushed its scripts: load it again and retry once.
+                load_script(conn).await?;
+                cmd.query_async(conn).await?
+            }
+            other => other?,
+        };
+        if statuses.len() != commits.len() {
+            return Err(BusError::Protocol(format!(
+                "commit script returned {} statuses for {} commits",
+                statuses.len(),
+                commits.len()
+            )));
+        }
+        statuses
+            .into_iter()
+            .map(|s| match s {
+                1 => Ok(Outcome::Applied),
+                2 => Ok(Outcome::Duplicate),
+                3 => Ok(Outcome::AlreadyAcked),
+                other => Err(BusError::Protocol(format!("commit status {other}"))),
+            })
+            .collect()
+    }
+
+    fn push_args(&self, cmd: &mut redis::Cmd, commits: &[&Commit]) {
+        let now_ms = u64::try_from(crate::proto::now_ms()).unwrap_or(0);
+        let trim = |topic: Topic| -> (&'static str, String) {
+            match self.config.retention_of(topic) {
+                Retention::Keep => ("", String::new()),
+                Retention::MaxLen(n) => ("MAXLEN", n.to_string()),
+                Retention::MaxAgeSecs(s) => (
+                    "MINID",
+                    format!("{}-0", now_ms.saturating_sub(s.saturating_mul(1000))),
+                ),
+            }
+        };
+        let (audit_trim, audit_trim_arg) = trim(Topic::Audit);
+        cmd.arg(commits.len());
+        for commit in commits {
+            match commit.ack_ref() {
+                Some(ack) => cmd
+                    .arg(self.keys.stream(ack.topic))
+                    .arg(&*ack.group)
+                    .arg(ack.id.to_string()),
+                None => cmd.arg("").arg("").arg(""),
+            };
+            match commit.dedupe_key() {
+                Some(key) => cmd
+                    .arg(format!("{}{key}", self.keys.dedupe_prefix))
+                    .arg(self.config.dedupe_ttl_s),
+                None => cmd.arg("").arg(""),
+            };
+            cmd.arg(commit.outputs().len());
+            for out in commit.outputs() {
+                let (t, t_arg) = trim(out.topic);
+                cmd.arg(self.keys.stream(out.topic)).arg(t).arg(t_arg);
+                if out.audit {
+                    cmd.arg(self.keys.stream(Topic::Audit))
+                        .arg(audit_trim)
+                        .arg(&audit_trim_arg);
+                } else {
+                    cmd.arg("").arg("").arg("");
+                }
+                cmd.arg(out.topic.name()).arg(out.fields.len());
+                for (name, value) in out.fields.iter() {
+                    cmd.arg(name).arg(value.as_ref());
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    client: &Client,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, BusError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(response_timeout));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+async fn load_script(conn: &mut MultiplexedConnection) -> Result<(), BusError> {
+    let _: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(COMMIT_SCRIPT)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+async fn check_version(conn: &mut MultiplexedConnection) -> Result<(), BusError> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("0")
+        .trim()
+        .to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(BusError::Config(format!(
+            "redis 7.0 or newer is required, the server runs {version}"
+        )));
+    }
+    Ok(())
+}
+
+async fn ensure_group(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> Result<(), BusError> {
+    let result: Result<Value, redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A Redis URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn parse_read_reply(reply: &Value) -> Result<Vec<RawEntry>, BusError> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => {
+            let mut out = Vec::new();
+            for stream in streams {
+                let parts = as_array(stream)?;
+                if let Some(entries) = parts.get(1) {
+                    out.extend(parse_entries(entries)?);
+                }
+            }
+            Ok(out)
+        }
+        Value::Map(streams) => {
+            let mut out = Vec::new();
+            for (_, entries) in streams {
+                out.extend(parse_entries(entries)?);
+            }
+            Ok(out)
+        }
+        other => Err(BusError::Protocol(format!("XREADGROUP reply {other:?}"))),
+    }
+}
+
+fn parse_entries(reply: &Value) -> Result<Vec<RawEntry>, BusError> {
+    let mut out = Vec::new();
+    for entry in as_array(reply)? {
+        let parts = as_array(entry)?;
+        let id: StreamId = parts
+            .first()
+            .and_then(as_str)
+            .ok_or_else(|| BusError::Protocol("stream entry without id".into()))?
+            .parse()?;
+        let fields = match parts.get(1) {
+            None | Some(Value::Nil) => None,
+            Some(fields) => Some(Arc::new(parse_fields(fields)?)),
+        };
+        out.push((id, fields));
+    }
+    Ok(out)
+}
+
+fn parse_fields(reply: &Value) -> Result<Fields, BusError> {
+    let items = as_array(reply)?;
+    let mut fields = Fields::default();
+    for pair in items.chunks(2) {
+        if let [name, value] = pair {
+            let name = String::from_utf8_lossy(as_bytes(name)?).into_owned();
+            fields.push(name, bytes::Bytes::copy_from_slice(as_bytes(value)?));
+        }
+    }
+    Ok(fields)
+}
+
+fn as_array(v: &Value) -> Result<&[Value], BusError> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(&[]),
+        other => Err(BusError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
+    }
+}
+
+fn as_bytes(v: &Value) -> Result<&[u8], BusError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(BusError::Protocol(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    as_bytes(v).ok().and_then(|b| std::str::from_utf8(b).ok())
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
+/// A flat `[k1, v1, k2, v2, ...]` (RESP2) or map (RESP3) reply as a map from key to value.
+fn flat_map(v: &Value) -> Result<HashMap<String, &Value>, BusError> {
+    match v {
+        Value::Map(pairs) => Ok(pairs
+            .iter()
+            .filter_map(|(k, v)| Some((as_str(k)?.to_owned(), v)))
+            .collect()),
+        other => Ok(as_array(other)?
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [k, v] => Some((as_str(k)?.to_owned(), v)),
+                _ => None,
+            })
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn keys_are_namespaced() {
+        let keys = Keys::new("t1:");
+        assert_eq!(keys.stream(Topic::Audit), "t1:soc.audit");
+    }
+
+    #[test]
+    fn entries_parse_and_trimmed_entries_have_no_fields() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"1-0".to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"kind".to_vec()),
+                    Value::BulkString(b"AlertReceived".to_vec()),
+                ]),
+            ]),
+            Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]),
+        ]);
+        let entries = parse_entries(&reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0].1.as_ref().unwrap().get_str("kind"),
+            Some("AlertReceived")
+        );
+        assert!(entries[1].1.is_none());
+        assert!(parse_entries(&Value::Int(3)).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Configuration: a strict TOML file (unknown keys are errors), `SOC_*` environment overrides
+//! (applied in [`Config::apply_env`], the one place that reads them), then command-line flags.
+//! Every field has exactly one default, in the `Default` impls below.
+//!
+//! Secrets (the Redis URL may carry a password) come only from the file or the environment and
+//! are never logged: use [`crate::bus::redis::redact_url`] to show them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{BusConfig, BusError};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where local state lives (SQLite stores in later releases; the last run's summary now).
+    pub data_dir: PathBuf,
+    /// The alert feed (JSONL, plain or gzip); the bundled demo feed when unset.
+    pub alerts: Option<PathBuf>,
+    /// Which bus backend, and where Redis is.
+    pub bus: BusSection,
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// Restart policy and shutdown.
+    pub supervisor: SupervisorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./soc-data"),
+            alerts: None,
+            bus: BusSection::default(),
+            http: HttpConfig::default(),
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+}
+
+/// `[bus]`: backend choice plus the bus settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSection {
+    /// `memory` (embedded, nothing survives the process) or `redis` (durable).
+    pub backend: Backend,
+    /// Redis URL (`redis://[:password@]host:port[/db]`).
+    pub redis_url: String,
+    /// Bus semantics and limits.
+    pub settings: BusConfig,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            settings: BusConfig::default(),
+        }
+    }
+}
+
+/// Bus backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In-process; the embedded default.
+    Memory,
+    /// Redis Streams.
+    Redis,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address (`127.0.0.1:8080`), or `off`.
+    pub addr: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The parsed address; `None` when HTTP is off.
+    pub fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.addr.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.addr.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "http.addr `{}` is not an address like 127.0.0.1:8080 (or `off`)",
+                self.addr
+            ))
+        })
+    }
+}
+
+/// `[supervisor]`: restart policy and drain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Failures of one child tolerated within `restart_window_s`; one more escalates (the
+    /// runtime drains and exits with an error).
+    pub max_restarts: u32,
+    /// The restart-intensity window, seconds.
+    pub restart_window_s: u64,
+    /// First restart delay, ms; doubles with each failure in the window.
+    pub backoff_initial_ms: u64,
+    /// Longest restart delay, ms.
+    pub backoff_max_ms: u64,
+    /// Longest time each drain step may take before the child is killed, seconds.
+    pub drain_timeout_s: u64,
+    /// How often `--until-idle` checks for idleness, ms.
+    pub idle_poll_ms: u64,
+    /// Alerts published per batch by the alert source.
+    pub source_batch: usize,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 10,
+            restart_window_s: 60,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            drain_timeout_s: 30,
+            idle_poll_ms: 100,
+            source_batch: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file (strict), or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e))
+    }
+
+    /// Applies `SOC_*` overrides read through `var` (the process environment in `main`).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = var("SOC_BUS") {
+            self.bus.backend = match v.to_ascii_lowercase().as_str() {
+                "memory" => Backend::Memory,
+                "redis" => Backend::Redis,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "SOC_BUS must be `memory` or `redis`, not `{v}`"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = var("SOC_REDIS_URL") {
+            self.bus.redis_url = v;
+        }
+        if let Some(v) = var("SOC_BUS_NAMESPACE") {
+            self.bus.settings.namespace = v;
+        }
+        if let Some(v) = var("SOC_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("SOC_ALERTS") {
+            self.alerts = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("SOC_HTTP_ADDR") {
+            self.http.addr = v;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bus.settings.validate().map_err(ConfigError::Bus)?;
+        self.http.socket_addr()?;
+        let s = &self.supervisor;
+        if s.restart_window_s == 0 || s.backoff_initial_ms == 0 || s.idle_poll_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "supervisor.restart_window_s, backoff_initial_ms and idle_poll_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if s.backoff_max_ms < s.backoff_initial_ms {
+            return Err(ConfigError::Invalid(
+                "supervisor.backoff_max_ms must not be below backoff_initial_ms".into(),
+            ));
+        }
+        if s.source_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "supervisor.source_batch must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {0}: {1}")]
+    Parse(String, #[source] toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A bus setting is out of range.
+    #[error(transparent)]
+    Bus(BusError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.bus.backend, Backend::Memory);
+        assert_eq!(
+            c.http.socket_addr().unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = toml::from_str::<Config>("[bus]\nbakend = \"redis\"\n").unwrap_err();
+        assert!(err.to_string().contains("bakend"), "{err}");
+        let err = toml::from_str::<Config>("[bus.settings]\ncredit = 3\n").unwrap_err();
+        assert!(err.to_string().contains("credit"), "{err}");
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c: Config = toml::from_str(
+            r#"
+            data_dir = "/var/lib/soc"
+            alerts = "feed.jsonl.gz"
+            [bus]
+            backend = "redis"
+            redis_url = "redis://10.0.0.1:6379"
+            [bus.settings]
+            credits = 64
+            retention = { "soc.alerts" = { max_len = 1000 }, "soc.dead" = { max_age_secs = 86400 } }
+            [http]
+            addr = "off"
+            [supervisor]
+            max_restarts = 3
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.bus.settings.credits, 64);
+        assert_eq!(c.http.socket_addr().unwrap(), None);
+        assert_eq!(
+            c.bus.settings.retention_of(crate::bus::Topic::Alerts),
+            crate::bus::Retention::MaxLen(1000)
+        );
+    }
+
+    #[test]
+    fn env_overrides_apply_and_bad_values_are_explained() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "SOC_BUS" => Some("redis".into()),
+            "SOC_REDIS_URL" => Some("redis://h:1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.bus.backend, Backend::Redis);
+        assert_eq!(c.bus.redis_url, "redis://h:1");
+        let err = c
+            .apply_env(|k| (k == "SOC_BUS").then(|| "kafka".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("kafka"));
+        c.http.addr = "localhost".into();
+        assert!(c.validate().unwrap_err().to_string().contains("http.addr"));
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP server actor (axum): `GET /healthz` now; approval pages, the dashboard and
+//! `/metrics` join it in later releases.
+//!
+//! Input: requests on the configured address. Output: JSON answers built from the shared
+//! [`Health`] the supervisor maintains. A restart re-binds the same address; in-flight requests
+//! are lost (clients retry), nothing else is.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+/// Actor name (prefixed by the runtime instance).
+pub const NAME: &str = "http";
+
+/// What `/healthz` reports; written by the supervisor, read by the handler.
+pub struct Health {
+    backend: &'static str,
+    draining: AtomicBool,
+    children: Mutex<BTreeMap<String, bool>>,
+    bus_connected: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("backend", &self.backend)
+            .field("draining", &self.draining)
+            .field("children", &self.children)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `/healthz` body.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HealthReport {
+    /// `ok`, `degraded` (a child is down or the bus unreachable) or `draining`.
+    pub status: &'static str,
+    /// Bus backend.
+    pub bus: &'static str,
+    /// Whether the bus accepts writes.
+    pub bus_connected: bool,
+    /// Each supervised child and whether it is running.
+    pub children: BTreeMap<String, bool>,
+}
+
+impl Health {
+    /// Health of a runtime on `backend`; `bus_connected` probes the bus.
+    pub fn new(backend: &'static str, bus_connected: Box<dyn Fn() -> bool + Send + Sync>) -> Self {
+        Self {
+            backend,
+            draining: AtomicBool::new(false),
+            children: Mutex::new(BTreeMap::new()),
+            bus_connected,
+        }
+    }
+
+    /// Records whether a child is running.
+    pub fn set_child(&self, name: &str, up: bool) {
+        self.children.lock().insert(name.to_owned(), up);
+    }
+
+    /// Marks the runtime as draining.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The current report.
+    pub fn report(&self) -> HealthReport {
+        let children = self.children.lock().clone();
+        let bus_connected = (self.bus_connected)();
+        let status = if self.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else if children.values().all(|up| *up) && bus_connected {
+            "ok"
+        } else {
+            "degraded"
+        };
+        HealthReport {
+            status,
+            bus: self.backend,
+            bus_connected,
+            children,
+        }
+    }
+}
+
+/// Messages of the HTTP actor.
+pub enum Msg {
+    /// The address it listens on.
+    LocalAddr(RpcReplyPort<SocketAddr>),
+}
+
+/// Startup arguments.
+pub struct Args {
+    /// A listener bound by the runtime (first start), or the address to bind (restarts).
+    pub listener: Arc<Mutex<Option<std::net::TcpListener>>>,
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    /// Shared health.
+    pub health: Arc<Health>,
+}
+
+/// The HTTP server actor.
+pub struct HttpServer;
+
+/// State: the serving task and the token that stops it gracefully.
+pub struct State {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    _server: AbortOnDropHandle<()>,
+}
+
+impl Actor for HttpServer {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let taken = args.listener.lock().take();
+        let listener = match taken {
+            Some(l) => TcpListener::from_std(l)?,
+            None => TcpListener::bind(args.addr)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?,
+        };
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let app = router(args.health);
+        let shutdown = stop.clone();
+        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        Ok(State {
+            addr,
+            stop,
+            _server: AbortOnDropHandle::new(server),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop.cancel();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::LocalAddr(reply) => {
+                let _ = reply.send(state.addr);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The routes.
+pub fn router(health: Arc<Health>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(health)
+}
+
+async fn healthz(AxumState(health): AxumState<Arc<Health>>) -> impl IntoResponse {
+    let report = health.report();
+    let code = if report.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
+}

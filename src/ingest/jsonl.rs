@@ -1,0 +1,319 @@
+//! JSONL ticket feeds (plain or gzip), one alert per line, in the format of the AIT-ADS backtest
+//! tickets: `ticket_id`, `site`, `source`, `rule_id`, `rule_name`, `host`, `src_ips`,
+//! `first_seen`, `last_seen`, `alert_count`, and optionally `user`. Other fields (such as
+//! `ground_truth`) are ignored: a feed never tells the SOC the answer.
+//!
+//! Lines are read with a length cap, so one enormous line cannot exhaust memory; each line is
+//! validated and normalized (timestamps to RFC 3339 UTC) or rejected with a reason.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::IpAddr;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+
+use crate::proto::Alert;
+
+/// Longest accepted line, bytes.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Longest accepted text field, characters.
+const MAX_TEXT: usize = 4096;
+/// Longest accepted identifier (ticket id, host, rule id, source), characters.
+const MAX_ID: usize = 256;
+/// Most source IPs kept per alert.
+const MAX_IPS: usize = 32;
+
+/// A bundled demo feed (synthetic alerts written for this project), used when no file is given.
+pub const DEMO_FEED: &str = include_str!("../../assets/demo-alerts.jsonl");
+
+#[derive(Deserialize)]
+struct TicketLine {
+    ticket_id: String,
+    #[serde(default)]
+    site: Option<String>,
+    source: String,
+    rule_id: String,
+    rule_name: String,
+    host: String,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    src_ips: Vec<String>,
+    first_seen: String,
+    last_seen: String,
+    alert_count: u32,
+}
+
+/// Parses and validates one line.
+pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
+    let t: TicketLine = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    check_id("ticket_id", &t.ticket_id)?;
+    check_id("source", &t.source)?;
+    check_id("rule_id", &t.rule_id)?;
+    check_id("host", &t.host)?;
+    check_text("rule_name", &t.rule_name)?;
+    if let Some(site) = &t.site {
+        check_id("site", site)?;
+    }
+    if let Some(user) = &t.user {
+        check_id("user", user)?;
+    }
+    if t.src_ips.len() > MAX_IPS {
+        return Err(format!(
+            "src_ips has {} entries (at most {MAX_IPS})",
+            t.src_ips.len()
+        ));
+    }
+    let src_ips = t
+        .src_ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            ip.trim()
+                .parse::<IpAddr>()
+                .map(|ip| ip.to_string())
+                .map_err(|_| format!("src_ips[{i}] is not an IP address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = parse_time("first_seen", &t.first_seen)?;
+    let last = parse_time("last_seen", &t.last_seen)?;
+    if last < first {
+        return Err("last_seen is before first_seen".into());
+    }
+    if t.alert_count == 0 {
+        return Err("alert_count must be at least 1".into());
+    }
+    Ok(Alert {
+        ticket_id: t.ticket_id,
+        site: t.site,
+        source: t.source,
+        rule_id: t.rule_id,
+        rule_name: t.rule_name,
+        host: t.host,
+        user: t.user,
+        src_ips,
+        first_seen: first.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        last_seen: last.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        alert_count: t.alert_count,
+    })
+}
+
+fn check_id(name: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{name} is empty"));
+    }
+    if value.chars().count() > MAX_ID {
+        return Err(format!("{name} is longer than {MAX_ID} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{name} contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_text(name: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{name} is empty"));
+    }
+    if value.chars().count() > MAX_TEXT {
+        return Err(format!("{name} is longer than {MAX_TEXT} characters"));
+    }
+    Ok(())
+}
+
+fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{name} is not an RFC 3339 time: {e}"))
+}
+
+/// One non-blank line of a feed, parsed.
+#[derive(Debug)]
+pub struct FeedLine {
+    /// 1-based line number.
+    pub line_no: u64,
+    /// The alert, or why the line was rejected.
+    pub alert: Result<Alert, String>,
+}
+
+/// Reads a feed line by line.
+pub struct FeedReader {
+    reader: Box<dyn BufRead + Send>,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl FeedReader {
+    /// Opens a feed file; gzip is detected by its magic bytes, not the file name.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let mut file = BufReader::new(File::open(path)?);
+        let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn BufRead + Send> = if gzip {
+            Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
+        } else {
+            Box::new(file)
+        };
+        Ok(Self::new(reader))
+    }
+
+    /// The bundled demo feed.
+    pub fn demo() -> Self {
+        Self::new(Box::new(io::Cursor::new(DEMO_FEED.as_bytes())))
+    }
+
+    /// A feed over any reader.
+    pub fn new(reader: Box<dyn BufRead + Send>) -> Self {
+        Self {
+            reader,
+            line_no: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for FeedReader {
+    type Item = io::Result<FeedLine>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let too_long = match read_line_bounded(&mut self.reader, &mut self.buf, MAX_LINE_BYTES)
+            {
+                Ok(None) => return None,
+                Ok(Some(too_long)) => too_long,
+                Err(e) => return Some(Err(e)),
+            };
+            self.line_no += 1;
+            if too_long {
+                return Some(Ok(FeedLine {
+                    line_no: self.line_no,
+                    alert: Err(format!("line is longer than {MAX_LINE_BYTES} bytes")),
+                }));
+            }
+            let line = self.buf.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            return Some(Ok(FeedLine {
+                line_no: self.line_no,
+                alert: parse_line(line),
+            }));
+        }
+    }
+}
+
+/// Reads one line (without its newline) into `buf`, keeping at most `max` bytes.
+/// Returns `None` at end of input, otherwise whether the line was longer than `max`.
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    buf.clear();
+    let mut read_any = false;
+    let mut too_long = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read_any.then_some(too_long));
+        }
+        read_any = true;
+        let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        reader.consume(used);
+        if done {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+/// Reads a whole feed from any reader into memory-bounded lines (tests and tools).
+pub fn read_all(reader: impl Read + Send + 'static) -> Vec<io::Result<FeedLine>> {
+    FeedReader::new(Box::new(BufReader::new(reader))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"ticket_id":"fox-00001","site":"fox","source":"suricata","rule_id":"S-Dns-Qry3","rule_name":"Suricata: Alert - ET INFO Observed DNS Query to .biz TLD","host":"mail","src_ips":["192.168.1.5"],"first_seen":"2022-01-15T00:00:01+01:00","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;
+
+    #[test]
+    fn good_lines_parse_and_times_are_normalized_to_utc() {
+        let alert = parse_line(GOOD.as_bytes()).unwrap();
+        assert_eq!(alert.ticket_id, "fox-00001");
+        assert_eq!(alert.first_seen, "2022-01-14T23:00:01Z");
+        assert_eq!(alert.src_ips, ["192.168.1.5"]);
+        assert_eq!(alert.user, None);
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let cases = [
+            ("not json", "invalid JSON"),
+            (r#"{"ticket_id":""}"#, "invalid JSON"),
+            (&GOOD.replace("\"fox-00001\"", "\"\""), "ticket_id is empty"),
+            (&GOOD.replace("192.168.1.5", "999.1.1.1"), "src_ips[0]"),
+            (
+                &GOOD.replace("2022-01-15T00:09:13Z", "yesterday"),
+                "last_seen",
+            ),
+            (
+                &GOOD.replace("\"alert_count\":9", "\"alert_count\":0"),
+                "alert_count",
+            ),
+            (
+                &GOOD.replace("\"alert_count\":9", "\"alert_count\":-1"),
+                "invalid JSON",
+            ),
+            (
+                &GOOD.replace("\"host\":\"mail\"", "\"host\":\"a\\u0000b\""),
+                "control",
+            ),
+        ];
+        for (line, expected) in cases {
+            let err = parse_line(line.as_bytes()).unwrap_err();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_reader_numbers_lines_skips_blanks_and_caps_long_lines() {
+        let huge = "x".repeat(MAX_LINE_BYTES + 10);
+        let text = format!("{GOOD}\n\n{huge}\n{{broken\n{GOOD}");
+        let lines: Vec<FeedLine> = read_all(io::Cursor::new(text.into_bytes()))
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let summary: Vec<(u64, bool)> =
+            lines.iter().map(|l| (l.line_no, l.alert.is_ok())).collect();
+        assert_eq!(summary, [(1, true), (3, false), (4, false), (5, true)]);
+        assert!(lines[1].alert.as_ref().unwrap_err().contains("longer than"));
+    }
+
+    #[test]
+    fn the_demo_feed_is_valid() {
+        let lines: Vec<FeedLine> = FeedReader::demo().map(Result::unwrap).collect();
+        assert!(lines.len() >= 10);
+        for line in lines {
+            assert!(
+                line.alert.is_ok(),
+                "demo line {}: {:?}",
+                line.line_no,
+                line.alert
+            );
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! soc-runtime: an AI Security Operations Center as a supervised actor runtime.
+//!
+//! Roles (sentinel, tier2, ir_lead, threat_intel, ...) are actors under one supervisor; they
+//! never call each other, they consume and publish typed events ([`proto`]) over a durable bus
+//! ([`bus`]) whose audit stream is the truth. Start one with [`runtime::Runtime::start`].
+
+pub mod actors;
+pub mod bench;
+pub mod bus;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod llm;
+pub mod proto;
+pub mod runtime;
+pub mod supervisor;

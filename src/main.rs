@@ -1,0 +1,252 @@
+//! `soc-runtime`: run the SOC, or measure it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use soc_runtime::config::{Backend, Config};
+use soc_runtime::runtime::Runtime;
+use soc_runtime::supervisor::RuntimeOptions;
+
+const ENV_HELP: &str = "\
+Environment (overridden by flags, override the config file):
+  SOC_BUS             memory | redis
+  SOC_REDIS_URL       redis://[:password@]host:port[/db]
+  SOC_BUS_NAMESPACE   key prefix, to share one Redis between deployments
+  SOC_DATA_DIR        data directory
+  SOC_ALERTS          alert feed file
+  SOC_HTTP_ADDR       listen address, or `off`
+  SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
+
+Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept
+failing past its restart intensity, 2 on bad arguments or configuration.";
+
+/// An AI Security Operations Center: supervised role actors over a durable event bus.
+///
+/// With no arguments, runs a bundled demo feed on the in-memory bus until Ctrl-C, serving
+/// http://127.0.0.1:8080/healthz.
+#[derive(Parser)]
+#[command(version, after_help = ENV_HELP, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the SOC (the default).
+    Run(RunArgs),
+    /// Measure performance against a baseline in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// Config file (TOML; unknown keys are errors). See ops/soc.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Alert feed: JSONL, plain or gzip (default: the bundled demo feed).
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// Bus backend: in-process, or Redis Streams (durable, multi-process).
+    #[arg(long, value_enum)]
+    bus: Option<Backend>,
+    /// Redis URL, for --bus redis (default redis://127.0.0.1:6379).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Directory for local state (default ./soc-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Exit 0 once the feed is drained and no work is pending.
+    #[arg(long)]
+    until_idle: bool,
+    /// Also write the run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// HTTP listen address for /healthz, or `off` (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Bus throughput: publish -> consume -> atomic commit (with audit copies).
+    Bus(BenchBusArgs),
+}
+
+#[derive(Args)]
+struct BenchBusArgs {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    backend: BenchBackend,
+    /// Events per measurement.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Consumers (like role instances) reading the group.
+    #[arg(long, default_value_t = 2)]
+    consumers: usize,
+    /// Redis URL for the Redis measurement.
+    #[arg(long, default_value = "redis://127.0.0.1:6379", env = "SOC_REDIS_URL")]
+    redis_url: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchBackend {
+    Memory,
+    Redis,
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Run(args)) => run(args).await,
+            None => run(cli.run).await,
+            Some(Command::Bench(BenchCommand::Bus(args))) => bench_bus(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("SOC_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(alerts) = args.alerts {
+        config.alerts = Some(alerts);
+    }
+    if let Some(bus) = args.bus {
+        config.bus.backend = bus;
+    }
+    if let Some(url) = args.redis_url {
+        config.bus.redis_url = url;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(http) = args.http {
+        config.http.addr = http;
+    }
+    let data_dir = config.data_dir.clone();
+    let options = RuntimeOptions {
+        until_idle: args.until_idle,
+        faults: None,
+    };
+    let runtime = Runtime::start(config, options).await?;
+    tracing::info!(
+        bus = runtime.bus().backend_name(),
+        http = ?runtime.http_addr(),
+        until_idle = args.until_idle,
+        "soc-runtime running (Ctrl-C drains and stops)"
+    );
+    let drainer = runtime.drainer();
+    let signals = async move {
+        shutdown_signal().await;
+        tracing::info!("signal received: draining (signal again to exit at once)");
+        drainer.drain();
+        shutdown_signal().await;
+        eprintln!("second signal: exiting without draining; pending work stays in the bus");
+        #[allow(clippy::disallowed_methods, reason = "main decides the exit")]
+        std::process::exit(130);
+    };
+    let report = tokio::select! {
+        report = runtime.wait() => report,
+        () = signals => unreachable!("the signal future exits the process"),
+    };
+    print!("{}", report.summary.render());
+    let json = serde_json::to_string_pretty(&report.summary)?;
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, &json)
+            .with_context(|| format!("cannot write summary to {}", path.display()))?;
+    }
+    let last = data_dir.join("last-run.json");
+    if let Err(e) = std::fs::write(&last, &json) {
+        tracing::warn!(path = %last.display(), error = %e, "cannot write the run summary");
+    }
+    Ok(if report.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn bench_bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
+    let mut results = Vec::new();
+    if matches!(args.backend, BenchBackend::Memory | BenchBackend::All) {
+        results.push(soc_runtime::bench::memory(args.events, args.consumers).await?);
+    }
+    if matches!(args.backend, BenchBackend::Redis | BenchBackend::All) {
+        let url = soc_runtime::bus::redis::redact_url(&args.redis_url);
+        let result = soc_runtime::bench::redis(&args.redis_url, args.events, args.consumers)
+            .await
+            .with_context(|| format!("redis benchmark against {url}"))?;
+        results.push(result);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!("{r}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

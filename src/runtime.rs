@@ -1,0 +1,360 @@
+//! The runtime handle: builds the bus and the supervision tree from a [`Config`], and reports
+//! what the run did.
+//!
+//! [`Runtime::start`] checks everything a user can get wrong up front (data dir, feed file,
+//! Redis reachability and version, the HTTP address) and fails with a message that says what to
+//! fix; after that, failures are the supervisor's business.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+
+use crate::actors::alert_source::{Feed, MalformedLine, SourceStats};
+use crate::actors::role::RoleStats;
+use crate::bus::bridge::{self, BridgeSnapshot};
+use crate::bus::redis::redact_url;
+use crate::bus::{Bus, BusError};
+use crate::config::{Backend, Config, ConfigError};
+use crate::http::Health;
+use crate::supervisor::{
+    self, Context, ExitReason, REACTIVE_ROLES, RuntimeOptions, RuntimeSnapshot, Supervisor,
+};
+
+/// Distinguishes runtimes started in one process (tests run several).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// A running SOC.
+pub struct Runtime {
+    root: ActorRef<supervisor::Msg>,
+    join: tokio::task::JoinHandle<()>,
+    ctx: Arc<Context>,
+}
+
+/// Asks a runtime to drain; cheap to clone, usable after the runtime handle moved.
+#[derive(Clone)]
+pub struct Drainer(ActorRef<supervisor::Msg>);
+
+impl Drainer {
+    /// Starts a graceful drain (idempotent).
+    pub fn drain(&self) {
+        let _ = self.0.cast(supervisor::Msg::Drain(ExitReason::Requested));
+    }
+}
+
+impl Runtime {
+    /// Validates `config`, connects the bus and starts the supervision tree.
+    pub async fn start(config: Config, options: RuntimeOptions) -> Result<Runtime, StartError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+        let feed = match &config.alerts {
+            Some(path) => {
+                std::fs::File::open(path)
+                    .map_err(|e| StartError::Feed(path.display().to_string(), e))?;
+                Feed::File(path.clone())
+            }
+            None => Feed::Demo,
+        };
+        let (bus, bridge_queue) = match config.bus.backend {
+            Backend::Memory => (Bus::memory(config.bus.settings.clone())?, None),
+            Backend::Redis => {
+                let (writer, queue) = bridge::queue(config.bus.settings.bridge_buffer);
+                let bus = Bus::redis(&config.bus.redis_url, config.bus.settings.clone(), writer)
+                    .await
+                    .map_err(|e| StartError::Redis(redact_url(&config.bus.redis_url), e))?;
+                (bus, Some(queue))
+            }
+        };
+        let http = match config.http.socket_addr()? {
+            None => None,
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| StartError::Http(addr.to_string(), e))?;
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| StartError::Http(addr.to_string(), e))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| StartError::Http(addr.to_string(), e))?;
+                Some((Arc::new(Mutex::new(Some(listener))), bound))
+            }
+        };
+        let probe_queue = bridge_queue.clone();
+        let health = Arc::new(Health::new(
+            bus.backend_name(),
+            Box::new(move || {
+                probe_queue.as_ref().is_none_or(|q| {
+                    let bridge = q.snapshot();
+                    bridge.connected || bridge.reconnects == 0
+                })
+            }),
+        ));
+        let instance = format!("soc{}", INSTANCES.fetch_add(1, Ordering::Relaxed));
+        let ctx = Arc::new(Context {
+            role_stats: REACTIVE_ROLES
+                .iter()
+                .map(|r| (r.name, Arc::new(RoleStats::default())))
+                .collect(),
+            source_stats: Arc::new(SourceStats::default()),
+            bridge_queue,
+            http,
+            health,
+            exit: Mutex::new(None),
+            started: std::time::Instant::now(),
+            instance: instance.clone(),
+            feed,
+            bus,
+            config,
+            options,
+        });
+        let (root, join) = Actor::spawn(
+            Some(format!("{instance}/supervisor")),
+            Supervisor,
+            ctx.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Supervisor(e.to_string()))?;
+        Ok(Runtime { root, join, ctx })
+    }
+
+    /// The bus this runtime runs on.
+    pub fn bus(&self) -> &Bus {
+        &self.ctx.bus
+    }
+
+    /// The HTTP address actually bound (useful with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.ctx.http.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// A handle that can request a drain.
+    pub fn drainer(&self) -> Drainer {
+        Drainer(self.root.clone())
+    }
+
+    /// A live view of the runtime.
+    pub async fn observe(&self) -> Option<RuntimeSnapshot> {
+        match self
+            .root
+            .call(
+                supervisor::Msg::Observe,
+                Some(std::time::Duration::from_secs(5)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Counters so far (also valid after the runtime stopped).
+    pub fn summary(&self) -> Summary {
+        Summary::from_context(&self.ctx)
+    }
+
+    /// Waits until the runtime stops (drain requested, idle, or escalation) and reports.
+    pub async fn wait(self) -> RunReport {
+        let _ = self.join.await;
+        let exit = self
+            .ctx
+            .exit
+            .lock()
+            .clone()
+            .unwrap_or(ExitReason::Requested);
+        let mut summary = Summary::from_context(&self.ctx);
+        summary.exit = exit.clone();
+        RunReport { summary, exit }
+    }
+
+    /// Drains and waits.
+    pub async fn shutdown(self) -> RunReport {
+        self.drainer().drain();
+        self.wait().await
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The counters.
+    pub summary: Summary,
+    /// Why it stopped.
+    pub exit: ExitReason,
+}
+
+impl RunReport {
+    /// Whether the run ended without escalation.
+    pub fn is_success(&self) -> bool {
+        !matches!(self.exit, ExitReason::Escalated { .. })
+    }
+}
+
+/// The run summary, printed and written as JSON. Keys are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Bus backend.
+    pub bus: &'static str,
+    /// Alerts published by this run.
+    pub alerts_in: u64,
+    /// Alerts already published (by an earlier run or pass) and dropped.
+    pub duplicates_dropped: u64,
+    /// Feed lines rejected.
+    pub malformed_lines: u64,
+    /// The first rejected lines, with the reason.
+    pub malformed_examples: Vec<MalformedLine>,
+    /// Per role.
+    pub roles: BTreeMap<String, RoleSummary>,
+    /// `CaseEscalated` events committed by this run.
+    pub escalated: u64,
+    /// `ActionProposed` events committed by this run.
+    pub actions_proposed: u64,
+    /// Entries moved to `soc.dead` by this run.
+    pub dead_lettered: u64,
+    /// Wall time of the run, seconds.
+    pub elapsed_s: f64,
+    /// The bus bridge (Redis only).
+    pub bridge: Option<BridgeSnapshot>,
+    /// Why the run stopped.
+    pub exit: ExitReason,
+}
+
+/// One role's part of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleSummary {
+    /// Inputs decided.
+    pub processed: u64,
+    /// Commits applied.
+    pub committed: u64,
+    /// Redelivered inputs whose commit found them already acked.
+    pub duplicates_skipped: u64,
+    /// Commits that failed or were refused (their inputs stay pending).
+    pub commit_failures: u64,
+    /// Entries this role's feeder dead-lettered.
+    pub dead_lettered: u64,
+    /// Restarts by the supervisor.
+    pub restarts: u64,
+    /// Events published, by kind.
+    pub published: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    fn from_context(ctx: &Context) -> Summary {
+        let source = ctx.source_stats.snapshot();
+        let roles: BTreeMap<String, RoleSummary> = ctx
+            .role_stats
+            .iter()
+            .map(|(name, stats)| {
+                let s = stats.snapshot();
+                (
+                    (*name).to_owned(),
+                    RoleSummary {
+                        processed: s.processed,
+                        committed: s.committed,
+                        duplicates_skipped: s.duplicates,
+                        commit_failures: s.commit_failures + s.refused,
+                        dead_lettered: s.feeder.dead_lettered,
+                        restarts: s.restarts,
+                        published: s.published,
+                    },
+                )
+            })
+            .collect();
+        let total = |kind: &str| {
+            ctx.role_stats
+                .values()
+                .map(|s| s.published_of(kind))
+                .sum::<u64>()
+        };
+        Summary {
+            bus: ctx.bus.backend_name(),
+            alerts_in: source.alerts_in,
+            duplicates_dropped: source.duplicates_dropped,
+            malformed_lines: source.malformed_lines,
+            malformed_examples: source.malformed_examples,
+            escalated: total("CaseEscalated"),
+            actions_proposed: total("ActionProposed"),
+            dead_lettered: roles.values().map(|r| r.dead_lettered).sum(),
+            roles,
+            elapsed_s: ctx.started.elapsed().as_secs_f64(),
+            bridge: ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
+            exit: ctx.exit.lock().clone().unwrap_or(ExitReason::Requested),
+        }
+    }
+
+    /// A human-readable rendering.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let exit = match &self.exit {
+            ExitReason::Requested => "stopped on request".to_owned(),
+            ExitReason::Idle => "idle (feed drained, nothing pending)".to_owned(),
+            ExitReason::Escalated { child, error } => {
+                format!("FAILED: {child} exceeded its restart intensity ({error})")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "soc-runtime run summary: bus {}, {:.2} s, {exit}",
+            self.bus, self.elapsed_s
+        );
+        let _ = writeln!(
+            out,
+            "  alerts in {}   duplicates dropped {}   malformed lines {}",
+            self.alerts_in, self.duplicates_dropped, self.malformed_lines
+        );
+        for m in &self.malformed_examples {
+            let _ = writeln!(out, "    line {}: {}", m.line, m.error);
+        }
+        let _ = writeln!(
+            out,
+            "  escalated {}   actions proposed {}   dead-lettered {}",
+            self.escalated, self.actions_proposed, self.dead_lettered
+        );
+        let _ = writeln!(
+            out,
+            "  {:<14}{:>10}{:>10}{:>12}{:>10}{:>10}",
+            "role", "processed", "committed", "duplicates", "failed", "restarts"
+        );
+        for (name, r) in &self.roles {
+            let _ = writeln!(
+                out,
+                "  {name:<14}{:>10}{:>10}{:>12}{:>10}{:>10}",
+                r.processed, r.committed, r.duplicates_skipped, r.commit_failures, r.restarts
+            );
+        }
+        out
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, #[source] std::io::Error),
+    /// The alert feed cannot be opened.
+    #[error("cannot open alerts file {0}: {1}")]
+    Feed(String, #[source] std::io::Error),
+    /// Redis is unreachable or unsuitable.
+    #[error(
+        "cannot use redis at {0}: {1} (is redis-server running? set --redis-url or SOC_REDIS_URL)"
+    )]
+    Redis(String, #[source] BusError),
+    /// A bus setting is invalid.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The HTTP address cannot be bound.
+    #[error("cannot listen on {0}: {1} (pick another --http address, or --http off)")]
+    Http(String, #[source] std::io::Error),
+    /// The supervision tree did not start.
+    #[error("cannot start the supervisor: {0}")]
+    Supervisor(String),
+}

@@ -1,0 +1,568 @@
+//! The root supervisor: spawns every actor of the runtime, restarts what fails, drains on exit.
+//!
+//! Children, in start order: the bus bridge (Redis only), the HTTP server (unless off), one
+//! actor per reactive role of [`REACTIVE_ROLES`], and the alert source.
+//!
+//! ractor has no built-in restart strategy, so this is it: a child that fails (panics or
+//! returns an error) or stops on its own is restarted after a backoff that doubles with each
+//! failure inside `restart_window_s` (plus jitter). More than `max_restarts` failures of one
+//! child inside the window escalate: the runtime drains and exits with an error, as an OTP
+//! supervisor would pass the failure to its parent.
+//!
+//! Draining (on a signal, on `--until-idle`, or on escalation) goes source first, then roles
+//! (stop reading, finish what is in the mailbox), then the bridge (write what is queued), then
+//! HTTP. What was not processed stays pending in the bus. A restart of this actor is not
+//! planned for: it is the root, and its exit ends the process.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
+use crate::actors::ir_lead::IrLead;
+use crate::actors::role::{self, PanicSchedule, RoleSnapshot, RoleSpec, RoleStats};
+use crate::actors::sentinel::Sentinel;
+use crate::actors::threat_intel::ThreatIntel;
+use crate::actors::tier2::Tier2;
+use crate::bus::bridge::{self, BridgeSnapshot, BusBridge, WriteQueue};
+use crate::bus::{Bus, Topic};
+use crate::config::Config;
+use crate::http::{self, Health, HttpServer};
+
+/// The reactive roles, in start order. Adding a role: one file in `src/actors/`, one line here.
+pub const REACTIVE_ROLES: [RoleSpec; 4] = [
+    RoleSpec::of::<Sentinel>(),
+    RoleSpec::of::<Tier2>(),
+    RoleSpec::of::<IrLead>(),
+    RoleSpec::of::<ThreatIntel>(),
+];
+
+/// Why the runtime stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum ExitReason {
+    /// A drain was requested (signal or API).
+    Requested,
+    /// `--until-idle`: the feed was drained and no work was pending.
+    Idle,
+    /// A child failed more often than the restart intensity allows.
+    Escalated {
+        /// The child.
+        child: String,
+        /// Its last error.
+        error: String,
+    },
+}
+
+/// Options that are not configuration: how this run ends, and test-only fault injection.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Exit once the feed is drained and nothing is pending.
+    pub until_idle: bool,
+    /// Fault injection for crash tests.
+    pub faults: Option<Arc<PanicSchedule>>,
+}
+
+/// Everything the supervisor and the runtime handle share.
+pub struct Context {
+    /// Configuration.
+    pub config: Config,
+    /// Run options.
+    pub options: RuntimeOptions,
+    /// The bus.
+    pub bus: Bus,
+    /// Prefix of actor names, unique per runtime in this process.
+    pub instance: String,
+    /// The feed the alert source reads.
+    pub feed: Feed,
+    /// Counters of each role, by name.
+    pub role_stats: BTreeMap<&'static str, Arc<RoleStats>>,
+    /// Counters of the alert source.
+    pub source_stats: Arc<SourceStats>,
+    /// The bridge queue (Redis only).
+    pub bridge_queue: Option<Arc<WriteQueue>>,
+    /// The HTTP listener bound at startup (taken by the first HTTP actor) and its address.
+    pub http: Option<(Arc<Mutex<Option<std::net::TcpListener>>>, SocketAddr)>,
+    /// Shared health.
+    pub health: Arc<Health>,
+    /// Why the runtime stopped, once it has.
+    pub exit: Mutex<Option<ExitReason>>,
+    /// When the runtime started.
+    pub started: std::time::Instant,
+}
+
+impl Context {
+    fn consumer_name(&self, role: &str) -> String {
+        crate::bus::consumer_name(role)
+    }
+}
+
+/// Supervised children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChildId {
+    /// The bus bridge.
+    Bridge,
+    /// The HTTP server.
+    Http,
+    /// A reactive role, by index in [`REACTIVE_ROLES`].
+    Role(usize),
+    /// The alert source.
+    Source,
+}
+
+impl ChildId {
+    fn name(self) -> &'static str {
+        match self {
+            ChildId::Bridge => bridge::NAME,
+            ChildId::Http => http::NAME,
+            ChildId::Role(i) => REACTIVE_ROLES[i].name,
+            ChildId::Source => alert_source::NAME,
+        }
+    }
+}
+
+enum ChildRef {
+    Bridge(ActorRef<bridge::Msg>),
+    Http(ActorRef<http::Msg>),
+    Role(ActorRef<role::Msg>),
+    Source(ActorRef<alert_source::Msg>),
+}
+
+impl ChildRef {
+    fn cell(&self) -> ActorCell {
+        match self {
+            ChildRef::Bridge(a) => a.get_cell(),
+            ChildRef::Http(a) => a.get_cell(),
+            ChildRef::Role(a) => a.get_cell(),
+            ChildRef::Source(a) => a.get_cell(),
+        }
+    }
+}
+
+struct Child {
+    id: ChildId,
+    actor: Option<ChildRef>,
+    /// Successful starts so far; every start after the first is a restart.
+    starts: u64,
+    failures: VecDeque<Instant>,
+}
+
+/// Messages of the supervisor.
+pub enum Msg {
+    /// Start a child again (sent after its backoff).
+    Restart(ChildId),
+    /// `--until-idle`: check whether the work is done.
+    CheckIdle,
+    /// Drain everything and stop.
+    Drain(ExitReason),
+    /// Report the runtime's state.
+    Observe(RpcReplyPort<RuntimeSnapshot>),
+}
+
+/// A live view of the runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSnapshot {
+    /// Each role's stats.
+    pub roles: BTreeMap<String, RoleSnapshot>,
+    /// The alert source.
+    pub source: SourceSnapshot,
+    /// The bus bridge (Redis only).
+    pub bridge: Option<BridgeSnapshot>,
+    /// Children and whether they run.
+    pub children: BTreeMap<String, bool>,
+    /// Whether the runtime is draining.
+    pub draining: bool,
+}
+
+/// The root supervisor.
+pub struct Supervisor;
+
+/// The supervisor's state.
+pub struct State {
+    ctx: Arc<Context>,
+    children: Vec<Child>,
+    draining: bool,
+}
+
+impl Actor for Supervisor {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Arc<Context>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        ctx: Arc<Context>,
+    ) -> Result<State, ActorProcessingErr> {
+        let mut ids = Vec::new();
+        if ctx.bridge_queue.is_some() {
+            ids.push(ChildId::Bridge);
+        }
+        if ctx.http.is_some() {
+            ids.push(ChildId::Http);
+        }
+        ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
+        ids.push(ChildId::Source);
+        let mut state = State {
+            children: ids
+                .into_iter()
+                .map(|id| Child {
+                    id,
+                    actor: None,
+                    starts: 0,
+                    failures: VecDeque::new(),
+                })
+                .collect(),
+            ctx,
+            draining: false,
+        };
+        for i in 0..state.children.len() {
+            let id = state.children[i].id;
+            state.start_child(&myself, id).await;
+        }
+        if state.ctx.options.until_idle {
+            myself.send_after(state.poll_interval(), || Msg::CheckIdle);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Restart(id) => state.start_child(&myself, id).await,
+            Msg::CheckIdle => state.check_idle(&myself).await,
+            Msg::Drain(reason) => state.drain(&myself, reason).await,
+            Msg::Observe(reply) => {
+                let _ = reply.send(state.observe().await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Msg>,
+        event: SupervisionEvent,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                state.child_down(&myself, cell.get_id(), error.to_string());
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let reason = reason.unwrap_or_else(|| "stopped".to_owned());
+                state.child_down(&myself, cell.get_id(), format!("terminated: {reason}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.supervisor.idle_poll_ms)
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.config.supervisor.drain_timeout_s.max(1))
+    }
+
+    fn child_mut(&mut self, id: ChildId) -> Option<&mut Child> {
+        self.children.iter_mut().find(|c| c.id == id)
+    }
+
+    async fn start_child(&mut self, myself: &ActorRef<Msg>, id: ChildId) {
+        if self.draining || self.child_mut(id).is_none_or(|c| c.actor.is_some()) {
+            return;
+        }
+        match self.spawn(myself, id).await {
+            Ok(actor) => {
+                let mut restarted = false;
+                if let Some(child) = self.child_mut(id) {
+                    child.actor = Some(actor);
+                    restarted = child.starts > 0;
+                    child.starts += 1;
+                }
+                self.ctx.health.set_child(id.name(), true);
+                if restarted {
+                    tracing::info!(child = id.name(), "restarted");
+                    if let ChildId::Role(i) = id
+                        && let Some(stats) = self.ctx.role_stats.get(REACTIVE_ROLES[i].name)
+                    {
+                        stats
+                            .restarts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(error) => self.failed(myself, id, error),
+        }
+    }
+
+    async fn spawn(&self, myself: &ActorRef<Msg>, id: ChildId) -> Result<ChildRef, String> {
+        let ctx = &self.ctx;
+        let name = format!("{}/{}", ctx.instance, id.name());
+        let parent = myself.get_cell();
+        let spawned = match id {
+            ChildId::Bridge => {
+                let queue = ctx.bridge_queue.clone().ok_or("no bridge queue")?;
+                let args = bridge::Args {
+                    url: ctx.config.bus.redis_url.clone(),
+                    config: ctx.bus.config().clone(),
+                    queue,
+                };
+                Actor::spawn_linked(Some(name), BusBridge, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Bridge(a))
+            }
+            ChildId::Http => {
+                let (listener, addr) = ctx.http.clone().ok_or("http is off")?;
+                let args = http::Args {
+                    listener,
+                    addr,
+                    health: ctx.health.clone(),
+                };
+                Actor::spawn_linked(Some(name), HttpServer, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Http(a))
+            }
+            ChildId::Role(i) => {
+                let spec = &REACTIVE_ROLES[i];
+                let args = role::Args {
+                    bus: ctx.bus.clone(),
+                    consumer: ctx.consumer_name(spec.name),
+                    stats: ctx.role_stats[spec.name].clone(),
+                    faults: ctx.options.faults.clone(),
+                };
+                spec.spawn(name, args, parent).await.map(ChildRef::Role)
+            }
+            ChildId::Source => {
+                let args = alert_source::Args {
+                    feed: ctx.feed.clone(),
+                    bus: ctx.bus.clone(),
+                    stats: ctx.source_stats.clone(),
+                    batch: ctx.config.supervisor.source_batch,
+                };
+                Actor::spawn_linked(Some(name), AlertSource, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Source(a))
+            }
+        };
+        spawned.map_err(|e| e.to_string())
+    }
+
+    fn child_down(&mut self, myself: &ActorRef<Msg>, actor: ActorId, error: String) {
+        let Some(child) = self
+            .children
+            .iter_mut()
+            .find(|c| c.actor.as_ref().is_some_and(|a| a.cell().get_id() == actor))
+        else {
+            return;
+        };
+        child.actor = None;
+        let id = child.id;
+        self.ctx.health.set_child(id.name(), false);
+        if self.draining {
+            return;
+        }
+        self.failed(myself, id, error);
+    }
+
+    /// Records a failure of `id` and schedules its restart, or escalates.
+    fn failed(&mut self, myself: &ActorRef<Msg>, id: ChildId, error: String) {
+        let policy = self.ctx.config.supervisor.clone();
+        let window = Duration::from_secs(policy.restart_window_s);
+        let now = Instant::now();
+        let Some(child) = self.child_mut(id) else {
+            return;
+        };
+        child.failures.push_back(now);
+        while child
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            child.failures.pop_front();
+        }
+        let recent = u32::try_from(child.failures.len()).unwrap_or(u32::MAX);
+        if recent > policy.max_restarts {
+            tracing::error!(
+                child = id.name(),
+                failures = recent,
+                window_s = policy.restart_window_s,
+                error = %error,
+                "restart intensity exceeded; draining and exiting"
+            );
+            let _ = myself.cast(Msg::Drain(ExitReason::Escalated {
+                child: id.name().to_owned(),
+                error,
+            }));
+            return;
+        }
+        let delay = backoff(policy.backoff_initial_ms, policy.backoff_max_ms, recent);
+        tracing::warn!(
+            child = id.name(),
+            error = %error,
+            restart_in_ms = delay.as_millis() as u64,
+            failures_in_window = recent,
+            "child failed; restarting"
+        );
+        myself.send_after(delay, move || Msg::Restart(id));
+    }
+
+    async fn check_idle(&mut self, myself: &ActorRef<Msg>) {
+        if self.draining {
+            return;
+        }
+        if self.ctx.source_stats.is_done() {
+            let groups: Vec<(Topic, &str)> =
+                REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
+            match self.ctx.bus.group_states(&groups).await {
+                Ok(states) if states.iter().all(|s| s.is_idle()) => {
+                    tracing::info!("feed drained and nothing pending: stopping (--until-idle)");
+                    let _ = myself.cast(Msg::Drain(ExitReason::Idle));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "idle check failed; will retry"),
+            }
+        }
+        myself.send_after(self.poll_interval(), || Msg::CheckIdle);
+    }
+
+    async fn drain(&mut self, myself: &ActorRef<Msg>, reason: ExitReason) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.ctx.health.set_draining();
+        self.ctx.exit.lock().get_or_insert(reason.clone());
+        tracing::info!(reason = ?reason, "draining");
+        let timeout = self.drain_timeout();
+
+        for child in &mut self.children {
+            if let Some(ChildRef::Source(source)) = child.actor.take() {
+                stop_or_kill(source.get_cell(), timeout).await;
+            }
+        }
+        let roles: Vec<ActorRef<role::Msg>> = self
+            .children
+            .iter_mut()
+            .filter_map(|c| match c.actor.take() {
+                Some(ChildRef::Role(r)) => Some(r),
+                other => {
+                    c.actor = other;
+                    None
+                }
+            })
+            .collect();
+        for role in &roles {
+            if !answered(role.call(role::Msg::StopFeeding, Some(timeout)).await) {
+                tracing::warn!(actor = ?role.get_name(), "role did not stop feeding in time");
+            }
+        }
+        for role in roles {
+            if role.drain_and_wait(Some(timeout)).await.is_err() {
+                tracing::warn!(actor = ?role.get_name(), "role did not drain in time; killing it");
+                role.kill();
+            }
+        }
+        for child in &mut self.children {
+            if let Some(ChildRef::Bridge(bridge)) = child.actor.take() {
+                if !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await) {
+                    tracing::warn!(
+                        "bus bridge did not flush in time; unwritten commits stay pending in redis"
+                    );
+                }
+                stop_or_kill(bridge.get_cell(), timeout).await;
+            }
+        }
+        for child in &mut self.children {
+            if let Some(actor) = child.actor.take() {
+                stop_or_kill(actor.cell(), timeout).await;
+            }
+        }
+        let reason_text = match &reason {
+            ExitReason::Escalated { child, .. } => format!("escalated: {child}"),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        myself.stop(Some(reason_text));
+    }
+
+    async fn observe(&self) -> RuntimeSnapshot {
+        let mut roles = BTreeMap::new();
+        for child in &self.children {
+            if let (ChildId::Role(i), Some(ChildRef::Role(actor))) = (child.id, &child.actor) {
+                let name = REACTIVE_ROLES[i].name;
+                let snapshot = match actor
+                    .call(role::Msg::Observe, Some(Duration::from_secs(1)))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(s)) => s,
+                    _ => self.ctx.role_stats[name].snapshot(),
+                };
+                roles.insert(name.to_owned(), snapshot);
+            }
+        }
+        for (name, stats) in &self.ctx.role_stats {
+            roles
+                .entry((*name).to_owned())
+                .or_insert_with(|| stats.snapshot());
+        }
+        RuntimeSnapshot {
+            roles,
+            source: self.ctx.source_stats.snapshot(),
+            bridge: self.ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
+            children: self.ctx.health.report().children,
+            draining: self.draining,
+        }
+    }
+}
+
+/// Whether a call got its answer (not a timeout, not a dead actor).
+fn answered<T, M>(result: Result<ractor::rpc::CallResult<T>, ractor::MessagingErr<M>>) -> bool {
+    matches!(result, Ok(ractor::rpc::CallResult::Success(_)))
+}
+
+async fn stop_or_kill(cell: ActorCell, timeout: Duration) {
+    if cell.stop_and_wait(None, Some(timeout)).await.is_err() {
+        tracing::warn!(actor = ?cell.get_name(), "did not stop in time; killing it");
+        cell.kill();
+    }
+}
+
+/// Restart delay after the `failures`-th failure in the window: doubling, capped, +-10% jitter.
+fn backoff(initial_ms: u64, max_ms: u64, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let base = initial_ms.saturating_mul(1 << exp).min(max_ms);
+    let jitter = base / 10;
+    let ms = base - jitter + fastrand::u64(0..=jitter * 2);
+    Duration::from_millis(ms.clamp(1, max_ms.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        for (failures, low, high) in [(1, 90, 110), (2, 180, 220), (4, 720, 880), (30, 900, 1_000)]
+        {
+            let d = backoff(100, 1_000, failures).as_millis() as u64;
+            assert!((low..=high).contains(&d), "{failures}: {d}");
+        }
+    }
+}
