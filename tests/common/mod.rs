@@ -1,0 +1,190 @@
+//! Helpers shared by the integration tests: real Redis servers, namespaces, waiting.
+
+#![allow(dead_code, missing_docs)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Redis the suite shares (`SOC_TEST_REDIS_URL`, default 127.0.0.1:6379). Tests isolate
+/// themselves with a unique key namespace.
+pub fn redis_url() -> String {
+    std::env::var("SOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key namespace no other test uses.
+pub fn namespace(test: &str) -> String {
+    format!("t{}:{test}:{}:", std::process::id(), fastrand::u32(..))
+}
+
+/// Deletes every key under `namespace`.
+pub async fn delete_namespace(url: &str, namespace: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, on its own port and directory; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    appendonly: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one; `appendonly` turns on AOF with fsync always (durable across restarts).
+    pub fn start(appendonly: bool) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            appendonly,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(redis_server_binary())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--save", ""])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_server_binary() -> PathBuf {
+    std::env::var_os("SOC_REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// The shared datasets folder (`SOC_SHARED_DIR`/datasets or `../shared/datasets`).
+pub fn datasets_dir() -> PathBuf {
+    let shared = std::env::var_os("SOC_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("datasets")
+}
+
+/// The AIT-ADS dev tickets; fails the test with a clear message when missing.
+pub fn dev_tickets() -> PathBuf {
+    let path = datasets_dir().join("ait-ads/tickets-dev.jsonl.gz");
+    assert!(
+        path.exists(),
+        "dataset missing: {} (check out ../shared beside this repository or set SOC_SHARED_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// Rule titles the synthetic feeds cycle through: attacks and noise.
+pub const RULES: [&str; 6] = [
+    "Suricata: Alert - ET SCAN Possible Nmap User-Agent Observed",
+    "Wazuh: ClamAV database update",
+    "Suricata: Alert - ET INFO Observed DNS Query to .biz TLD",
+    "Wazuh: sshd: authentication success.",
+    "Wazuh: First time user executed sudo.",
+    "AMiner: New event type.",
+];
+
+/// Writes `n` synthetic alerts (tickets `<prefix>-00000`...) to a JSONL file in `dir`.
+pub fn synthetic_feed(dir: &Path, prefix: &str, n: usize) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join(format!("{prefix}.jsonl"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for i in 0..n {
+        writeln!(
+            file,
+            r#"{{"ticket_id":"{prefix}-{i:05}","site":"synthetic","source":"suricata","rule_id":"R{}","rule_name":"{}","host":"host-{}","src_ips":["203.0.113.{}","10.0.0.{}"],"first_seen":"2026-01-01T00:00:00Z","last_seen":"2026-01-01T00:05:00Z","alert_count":{}}}"#,
+            i % RULES.len(),
+            RULES[i % RULES.len()],
+            i % 17,
+            i % 250 + 1,
+            i % 250 + 1,
+            i % 40 + 1
+        )
+        .unwrap();
+    }
+    path
+}
