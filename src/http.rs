@@ -24,6 +24,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "http";
+/// How long in-flight requests get to finish when the server stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `/healthz` reports; written by the supervisor, read by the handler.
 pub struct Health {
@@ -120,7 +122,7 @@ pub struct HttpServer;
 pub struct State {
     addr: SocketAddr,
     stop: CancellationToken,
-    _server: AbortOnDropHandle<()>,
+    server: Option<AbortOnDropHandle<()>>,
 }
 
 impl Actor for HttpServer {
@@ -156,7 +158,7 @@ impl Actor for HttpServer {
         Ok(State {
             addr,
             stop,
-            _server: AbortOnDropHandle::new(server),
+            server: Some(AbortOnDropHandle::new(server)),
         })
     }
 
@@ -165,7 +167,13 @@ impl Actor for HttpServer {
         _myself: ActorRef<Msg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
+        // Stop accepting, let in-flight requests finish, close idle keep-alive connections.
         state.stop.cancel();
+        if let Some(server) = state.server.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err()
+        {
+            tracing::warn!("http connections did not close in time; dropping them");
+        }
         Ok(())
     }
 
@@ -199,4 +207,27 @@ async fn healthz(AxumState(health): AxumState<Arc<Health>>) -> impl IntoResponse
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn health_is_ok_degraded_or_draining() {
+        let bus_up = Arc::new(AtomicBool::new(true));
+        let probe = bus_up.clone();
+        let health = Health::new("redis", Box::new(move || probe.load(Ordering::Relaxed)));
+        health.set_child("sentinel", true);
+        assert_eq!(health.report().status, "ok");
+        health.set_child("sentinel", false);
+        assert_eq!(health.report().status, "degraded");
+        health.set_child("sentinel", true);
+        bus_up.store(false, Ordering::Relaxed);
+        let report = health.report();
+        assert_eq!((report.status, report.bus_connected), ("degraded", false));
+        health.set_draining();
+        assert_eq!(health.report().status, "draining");
+    }
 }

@@ -119,6 +119,18 @@ pub enum ChildId {
 }
 
 impl ChildId {
+    fn is_source(&self) -> bool {
+        *self == ChildId::Source
+    }
+
+    fn is_role(&self) -> bool {
+        matches!(self, ChildId::Role(_))
+    }
+
+    fn is_bridge(&self) -> bool {
+        *self == ChildId::Bridge
+    }
+
     fn name(self) -> &'static str {
         match self {
             ChildId::Bridge => bridge::NAME,
@@ -278,6 +290,15 @@ impl State {
 
     fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.ctx.config.supervisor.drain_timeout_s.max(1))
+    }
+
+    /// Takes the running actors of the children `which` selects, leaving the others alone.
+    fn take_children(&mut self, which: fn(&ChildId) -> bool) -> Vec<ChildRef> {
+        self.children
+            .iter_mut()
+            .filter(|c| which(&c.id))
+            .filter_map(|c| c.actor.take())
+            .collect()
     }
 
     fn child_mut(&mut self, id: ChildId) -> Option<&mut Child> {
@@ -453,47 +474,55 @@ impl State {
         tracing::info!(reason = ?reason, "draining");
         let timeout = self.drain_timeout();
 
-        for child in &mut self.children {
-            if let Some(ChildRef::Source(source)) = child.actor.take() {
-                stop_or_kill(source.get_cell(), timeout).await;
+        for child in self.take_children(ChildId::is_source) {
+            if let ChildRef::Source(source) = &child
+                && !answered(
+                    source
+                        .call(alert_source::Msg::StopPublishing, Some(timeout))
+                        .await,
+                )
+            {
+                tracing::warn!("alert source did not stop in time");
             }
+            stop_or_kill(child.cell(), timeout).await;
         }
         let roles: Vec<ActorRef<role::Msg>> = self
-            .children
-            .iter_mut()
-            .filter_map(|c| match c.actor.take() {
-                Some(ChildRef::Role(r)) => Some(r),
-                other => {
-                    c.actor = other;
-                    None
-                }
+            .take_children(ChildId::is_role)
+            .into_iter()
+            .filter_map(|c| match c {
+                ChildRef::Role(r) => Some(r),
+                _ => None,
             })
             .collect();
+        // Feeders finish their current read (up to block_ms), all at once.
+        let mut stopping = tokio::task::JoinSet::new();
         for role in &roles {
-            if !answered(role.call(role::Msg::StopFeeding, Some(timeout)).await) {
-                tracing::warn!(actor = ?role.get_name(), "role did not stop feeding in time");
-            }
+            let role = role.clone();
+            stopping.spawn(async move {
+                if !answered(role.call(role::Msg::StopFeeding, Some(timeout)).await) {
+                    tracing::warn!(actor = ?role.get_name(), "role did not stop feeding in time");
+                }
+            });
         }
+        while stopping.join_next().await.is_some() {}
         for role in roles {
             if role.drain_and_wait(Some(timeout)).await.is_err() {
                 tracing::warn!(actor = ?role.get_name(), "role did not drain in time; killing it");
                 role.kill();
             }
         }
-        for child in &mut self.children {
-            if let Some(ChildRef::Bridge(bridge)) = child.actor.take() {
-                if !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await) {
-                    tracing::warn!(
-                        "bus bridge did not flush in time; unwritten commits stay pending in redis"
-                    );
-                }
-                stop_or_kill(bridge.get_cell(), timeout).await;
+        for child in self.take_children(ChildId::is_bridge) {
+            if let ChildRef::Bridge(bridge) = &child
+                && !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await)
+            {
+                tracing::warn!(
+                    "bus bridge did not flush in time; unwritten commits stay pending in redis"
+                );
             }
+            stop_or_kill(child.cell(), timeout).await;
         }
-        for child in &mut self.children {
-            if let Some(actor) = child.actor.take() {
-                stop_or_kill(actor.cell(), timeout).await;
-            }
+        for child in self.take_children(|_| true) {
+            stop_or_kill(child.cell(), timeout).await;
         }
         let reason_text = match &reason {
             ExitReason::Escalated { child, .. } => format!("escalated: {child}"),

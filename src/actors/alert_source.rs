@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
@@ -37,6 +38,8 @@ const MALFORMED_KEPT: usize = 10;
 pub enum Msg {
     /// Report stats.
     Observe(RpcReplyPort<SourceSnapshot>),
+    /// Finish the batch being published, publish no more, then answer (first step of a drain).
+    StopPublishing(RpcReplyPort<()>),
 }
 
 /// Where alerts come from.
@@ -148,10 +151,11 @@ impl SourceStats {
 /// The alert source actor.
 pub struct AlertSource;
 
-/// State: the publishing task.
+/// State: the publishing task and the token that stops it between batches.
 pub struct State {
     stats: Arc<SourceStats>,
-    _task: AbortOnDropHandle<()>,
+    stop: CancellationToken,
+    task: Option<AbortOnDropHandle<()>>,
 }
 
 impl Actor for AlertSource {
@@ -177,10 +181,18 @@ impl Actor for AlertSource {
         )]
         tokio::task::spawn_blocking(move || read_feed(reader, batch, &tx));
         #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let task = tokio::spawn(publish(rx, args.bus, args.feed.label(), args.stats.clone()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(publish(
+            rx,
+            args.bus,
+            args.feed.label(),
+            args.stats.clone(),
+            stop.clone(),
+        ));
         Ok(State {
             stats: args.stats,
-            _task: AbortOnDropHandle::new(task),
+            stop,
+            task: Some(AbortOnDropHandle::new(task)),
         })
     }
 
@@ -193,6 +205,13 @@ impl Actor for AlertSource {
         match msg {
             Msg::Observe(reply) => {
                 let _ = reply.send(state.stats.snapshot());
+            }
+            Msg::StopPublishing(reply) => {
+                state.stop.cancel();
+                if let Some(task) = state.task.take() {
+                    let _ = task.await;
+                }
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -229,8 +248,17 @@ async fn publish(
     bus: Bus,
     label: String,
     stats: Arc<SourceStats>,
+    stop: CancellationToken,
 ) {
-    while let Some(batch) = rx.recv().await {
+    loop {
+        let batch = tokio::select! {
+            batch = rx.recv() => batch,
+            () = stop.cancelled() => {
+                tracing::info!(feed = %label, "alert source stopped before the end of the feed");
+                return;
+            }
+        };
+        let Some(batch) = batch else { break };
         let lines = match batch {
             Ok(lines) => lines,
             Err(e) => {
@@ -262,7 +290,9 @@ async fn publish(
                 Err(error) => record_malformed(&stats, line.line_no, &error),
             }
         }
-        let outcomes = submit_until_accepted(&bus, commits).await;
+        let Some(outcomes) = submit_until_accepted(&bus, commits, &stop).await else {
+            return;
+        };
         for outcome in outcomes {
             match outcome {
                 Outcome::Applied => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
@@ -282,18 +312,26 @@ async fn publish(
     stats.done.store(true, Ordering::Release);
 }
 
-/// Submits a batch, retrying transient failures with backoff until the bus accepts it.
-async fn submit_until_accepted(bus: &Bus, commits: Vec<Commit>) -> Vec<Outcome> {
+/// Submits a batch, retrying failures with backoff until the bus accepts it; `None` when
+/// stopped while retrying (the batch is re-read and deduplicated on the next start).
+async fn submit_until_accepted(
+    bus: &Bus,
+    commits: Vec<Commit>,
+    stop: &CancellationToken,
+) -> Option<Vec<Outcome>> {
     if commits.is_empty() {
-        return Vec::new();
+        return Some(Vec::new());
     }
     let mut delay = Duration::from_millis(50);
     loop {
         match bus.submit(commits.clone()).await {
-            Ok(outcomes) => return outcomes,
+            Ok(outcomes) => return Some(outcomes),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "publishing alerts failed; retrying");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return None,
+                }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::Role;
@@ -32,7 +33,7 @@ use crate::proto::Event;
 pub enum Msg {
     /// Handle one delivery (sent by the feeder).
     Deliver(Box<Delivery>),
-    /// Stop the feeder (first step of a drain); answers once it has stopped.
+    /// Stop the feeder gracefully (first step of a drain); answers once it has stopped.
     StopFeeding(RpcReplyPort<()>),
     /// Report stats.
     Observe(RpcReplyPort<RoleSnapshot>),
@@ -230,6 +231,7 @@ pub struct State<R> {
     credits: Arc<Semaphore>,
     total_credits: u32,
     feeder: Option<AbortOnDropHandle<()>>,
+    feeder_stop: CancellationToken,
 }
 
 impl<R: Role + Default> Actor for RoleActor<R> {
@@ -255,6 +257,7 @@ impl<R: Role + Default> Actor for RoleActor<R> {
             args.stats.feeder.clone(),
         );
         let credits = feeder.credits();
+        let feeder_stop = feeder.stop_token();
         let faults = args.faults.filter(|f| f.role == R::NAME);
         #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
         let feeder = AbortOnDropHandle::new(tokio::spawn(feeder.run()));
@@ -266,6 +269,7 @@ impl<R: Role + Default> Actor for RoleActor<R> {
             credits,
             total_credits,
             feeder: Some(feeder),
+            feeder_stop,
         })
     }
 
@@ -278,8 +282,8 @@ impl<R: Role + Default> Actor for RoleActor<R> {
         match msg {
             Msg::Deliver(delivery) => state.handle_delivery(*delivery),
             Msg::StopFeeding(reply) => {
+                state.feeder_stop.cancel();
                 if let Some(feeder) = state.feeder.take() {
-                    feeder.abort();
                     let _ = feeder.await;
                 }
                 let _ = reply.send(());

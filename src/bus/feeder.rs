@@ -15,7 +15,8 @@
 //! reason.
 //!
 //! The feeder is a task owned by its role actor and aborted with it; a restart loses only
-//! deliveries not yet handled, and those are still pending in the bus.
+//! deliveries not yet handled, and those are still pending in the bus. A graceful stop (drain)
+//! goes through [`Feeder::stop_token`] instead, so no read is cut in half.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{AckRef, Bus, BusConfig, BusError, Commit, Consumer, Delivered, F_KIND, StreamId};
 use crate::proto::{Envelope, Event};
@@ -161,12 +163,12 @@ pub struct Feeder {
     stats: Arc<FeederStats>,
     credits: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<StreamId>>>,
+    stop: CancellationToken,
 }
 
-/// Why a feeder stopped.
+/// The feeder stopped: asked to, or its role is gone.
 enum Stop {
-    /// The role is gone or draining.
-    SinkClosed,
+    Stopped,
 }
 
 impl Feeder {
@@ -188,7 +190,14 @@ impl Feeder {
             sink,
             stats,
             in_flight: Arc::default(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Cancelling this token stops the feeder between reads: a read in progress completes and
+    /// its entries are still delivered, so nothing is left pending on a consumer that stops.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// Credits currently held by deliveries.
@@ -201,19 +210,22 @@ impl Feeder {
         self.credits.clone()
     }
 
-    /// Runs until the sink closes.
+    /// Runs until stopped or the sink closes.
     pub async fn run(mut self) {
-        if let Err(Stop::SinkClosed) = self.recover().await {
+        if let Err(Stop::Stopped) = self.recover().await {
             return;
         }
         let mut cursor = StreamId::ZERO;
         let mut next_claim = Instant::now() + self.config.claim_interval;
         let mut delay = RETRY_MIN;
         loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
             if Instant::now() >= next_claim {
                 match self.claim_idle(&mut cursor).await {
                     Ok(()) => {}
-                    Err(Stop::SinkClosed) => return,
+                    Err(Stop::Stopped) => return,
                 }
                 next_claim = Instant::now() + self.config.claim_interval;
             }
@@ -232,7 +244,7 @@ impl Feeder {
             match self.consumer.read_new(permits.num_permits(), block).await {
                 Ok(entries) => {
                     delay = RETRY_MIN;
-                    if let Err(Stop::SinkClosed) = self.dispatch(entries, permits).await {
+                    if let Err(Stop::Stopped) = self.dispatch(entries, permits).await {
                         return;
                     }
                 }
@@ -248,6 +260,9 @@ impl Feeder {
     async fn recover(&mut self) -> Result<(), Stop> {
         let mut delay = RETRY_MIN;
         let reaped = loop {
+            if self.stop.is_cancelled() {
+                return Err(Stop::Stopped);
+            }
             match self.consumer.reap_dead_consumers().await {
                 Ok(reaped) => break reaped,
                 Err(e) => delay = self.read_failed(e, delay).await,
@@ -265,7 +280,7 @@ impl Feeder {
                 .fetch_add(reaped.len() as u64, Ordering::Relaxed);
             for page in reaped.chunks(self.config.read_batch as usize) {
                 let Some(permits) = self.take_credits(page.len() as u32).await else {
-                    return Err(Stop::SinkClosed);
+                    return Err(Stop::Stopped);
                 };
                 self.dispatch(page.to_vec(), permits).await?;
             }
@@ -273,7 +288,7 @@ impl Feeder {
         let mut after = StreamId::ZERO;
         loop {
             let Some(permits) = self.take_credits(self.config.read_batch).await else {
-                return Err(Stop::SinkClosed);
+                return Err(Stop::Stopped);
             };
             match self
                 .consumer
@@ -301,7 +316,7 @@ impl Feeder {
     async fn claim_idle(&mut self, cursor: &mut StreamId) -> Result<(), Stop> {
         loop {
             let Some(permits) = self.take_credits(self.config.read_batch).await else {
-                return Err(Stop::SinkClosed);
+                return Err(Stop::Stopped);
             };
             let claimed = self
                 .consumer
@@ -337,7 +352,13 @@ impl Feeder {
     /// Waits for at least one credit, then takes up to `want` without waiting more.
     /// `None` when the semaphore is closed.
     async fn take_credits(&self, want: u32) -> Option<OwnedSemaphorePermit> {
-        let mut permits = self.credits.clone().acquire_owned().await.ok()?;
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let mut permits = tokio::select! {
+            permit = self.credits.clone().acquire_owned() => permit.ok()?,
+            () = self.stop.cancelled() => return None,
+        };
         let more = (want.saturating_sub(1) as usize).min(self.credits.available_permits());
         if more > 0
             && let Ok(extra) = self
@@ -359,7 +380,10 @@ impl Feeder {
             retry_in_ms = delay.as_millis() as u64,
             "reading the bus failed"
         );
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.stop.cancelled() => return delay,
+        }
         if let Err(e) = self.consumer.reconnect().await {
             tracing::debug!(error = %e, "reconnect failed; will retry");
         }
@@ -399,7 +423,7 @@ impl Feeder {
                         },
                     };
                     if !(self.sink)(delivery) {
-                        return Err(Stop::SinkClosed);
+                        return Err(Stop::Stopped);
                     }
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 }

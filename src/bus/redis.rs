@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::bridge::WriterHandle;
@@ -121,7 +121,8 @@ pub struct RedisBus {
     client: Client,
     config: BusConfig,
     keys: Keys,
-    query: MultiplexedConnection,
+    /// Reconnects on its own after Redis comes back (the failing call still errors).
+    query: ConnectionManager,
     writer: WriterHandle,
 }
 
@@ -133,8 +134,16 @@ impl RedisBus {
     ) -> Result<Self, BusError> {
         let client = Client::open(url)
             .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
-        let mut query = connect(&client, QUERY_TIMEOUT).await?;
-        check_version(&mut query).await?;
+        let mut probe = connect(&client, QUERY_TIMEOUT).await?;
+        check_version(&mut probe).await?;
+        let query = client
+            .get_connection_manager_with_config(
+                ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(QUERY_TIMEOUT))
+                    .set_number_of_retries(2),
+            )
+            .await?;
         Ok(Self {
             keys: Keys::new(&config.namespace),
             client,
@@ -665,7 +674,7 @@ async fn check_version(conn: &mut MultiplexedConnection) -> Result<(), BusError>
 }
 
 async fn ensure_group(
-    conn: &mut MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
     group: &str,
 ) -> Result<(), BusError> {

@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Captured logs for the test (shown when it fails); `SOC_TEST_LOG` sets the filter.
+pub fn logs() {
+    let filter = std::env::var("SOC_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// The Redis the suite shares (`SOC_TEST_REDIS_URL`, default 127.0.0.1:6379). Tests isolate
 /// themselves with a unique key namespace.
 pub fn redis_url() -> String {

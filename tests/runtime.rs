@@ -1,0 +1,466 @@
+//! The runtime as a whole, in-process: crash recovery, poison, health, escalation, Redis
+//! outages and drains, against a real Redis where the test says so.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests own and abort the tasks they spawn"
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use soc_runtime::actors::role::PanicSchedule;
+use soc_runtime::bus::bridge::{self, BusBridge};
+use soc_runtime::bus::{Bus, BusConfig, BusError, Commit, Fields, Outcome, Outgoing, Topic};
+use soc_runtime::config::{Backend, Config};
+use soc_runtime::proto::{Alert, AlertReceived, Envelope, Event};
+use soc_runtime::runtime::{RunReport, Runtime};
+use soc_runtime::supervisor::{ExitReason, REACTIVE_ROLES, RuntimeOptions};
+
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+struct Setup {
+    config: Config,
+    _dir: tempfile::TempDir,
+    cleanup: Option<(String, String)>,
+}
+
+impl Setup {
+    fn new(backend: Backend, redis_url: Option<String>, feed: Option<(&str, usize)>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = dir.path().join("data");
+        config.http.addr = "off".into();
+        config.bus.backend = backend;
+        config.alerts = feed.map(|(prefix, n)| common::synthetic_feed(dir.path(), prefix, n));
+        config.supervisor.idle_poll_ms = 50;
+        let mut cleanup = None;
+        if backend == Backend::Redis {
+            let url = redis_url.unwrap_or_else(common::redis_url);
+            let ns = common::namespace("runtime");
+            config.bus.redis_url = url.clone();
+            config.bus.settings.namespace = ns.clone();
+            cleanup = Some((url, ns));
+        }
+        Setup {
+            config,
+            _dir: dir,
+            cleanup,
+        }
+    }
+
+    async fn finish(self) {
+        if let Some((url, ns)) = self.cleanup {
+            common::delete_namespace(&url, &ns).await;
+        }
+    }
+}
+
+async fn run_until_idle(config: Config, faults: Option<Arc<PanicSchedule>>) -> (RunReport, Bus) {
+    let runtime = Runtime::start(
+        config,
+        RuntimeOptions {
+            until_idle: true,
+            faults,
+        },
+    )
+    .await
+    .unwrap();
+    let bus = runtime.bus().clone();
+    let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
+        .await
+        .expect("the run went idle in time");
+    (report, bus)
+}
+
+/// Counts audit entries by (kind, ticket) without decoding.
+async fn audit_counts(bus: &Bus) -> BTreeMap<(String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for entry in bus.read_all(Topic::Audit).await.unwrap() {
+        let kind = entry.fields.get_str("kind").unwrap_or("?").to_owned();
+        let corr = entry.fields.get_str("corr").unwrap_or("?").to_owned();
+        *counts.entry((kind, corr)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every ticket has exactly one AlertReceived and one AlertTriaged in the audit, every role
+/// output appears at most once per ticket, nothing is pending or unread, nothing is dead.
+async fn assert_exactly_once(bus: &Bus, tickets: &[String]) {
+    let counts = audit_counts(bus).await;
+    for ticket in tickets {
+        for kind in ["AlertReceived", "AlertTriaged"] {
+            assert_eq!(
+                counts.get(&(kind.to_owned(), ticket.clone())),
+                Some(&1),
+                "{kind} for {ticket}"
+            );
+        }
+    }
+    for ((kind, ticket), n) in &counts {
+        let per_ticket = if kind == "ActionProposed" { 4 } else { 1 };
+        assert!(*n <= per_ticket, "{n} x {kind} for {ticket}");
+    }
+    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
+    for state in bus.group_states(&groups).await.unwrap() {
+        assert!(state.is_idle(), "work left behind: {state:?}");
+    }
+    assert_eq!(
+        bus.len(Topic::Dead).await.unwrap(),
+        0,
+        "nothing dead-lettered"
+    );
+}
+
+fn ticket_ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+async fn crash_test(backend: Backend, role: &str) {
+    let n = 2000;
+    let mut setup = Setup::new(backend, None, Some(("crash", n)));
+    // Few credits, so one crash never leaves an entry to be re-read past max_deliveries.
+    setup.config.bus.settings.credits = 32;
+    setup.config.bus.settings.read_batch = 32;
+    setup.config.supervisor.max_restarts = 10_000;
+    setup.config.supervisor.backoff_initial_ms = 5;
+    setup.config.supervisor.backoff_max_ms = 50;
+    let faults = Arc::new(PanicSchedule::new(role, 50));
+    let (report, bus) = run_until_idle(setup.config.clone(), Some(faults)).await;
+    assert_eq!(report.exit, ExitReason::Idle);
+    let summary = &report.summary;
+    let restarts = summary.roles[role].restarts;
+    assert!(restarts >= 20, "{role} restarted only {restarts} times");
+    assert_eq!(summary.alerts_in, n as u64);
+    assert_exactly_once(&bus, &ticket_ids("crash", n)).await;
+    // The summary agrees with the audit.
+    let counts = audit_counts(&bus).await;
+    let escalated = counts.keys().filter(|(k, _)| k == "CaseEscalated").count() as u64;
+    assert_eq!(summary.escalated, escalated);
+    assert!(escalated > 0);
+    setup.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sentinel_panics_on_redis_and_every_alert_is_triaged_once() {
+    common::logs();
+    crash_test(Backend::Redis, "sentinel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_tier2_panics_on_redis_and_escalations_stay_exactly_once() {
+    common::logs();
+    crash_test(Backend::Redis, "tier2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sentinel_panics_on_memory() {
+    common::logs();
+    crash_test(Backend::Memory, "sentinel").await;
+}
+
+async fn chain_test(backend: Backend) {
+    let n = 600;
+    let setup = Setup::new(backend, None, Some(("chain", n)));
+    let (report, bus) = run_until_idle(setup.config.clone(), None).await;
+    assert_exactly_once(&bus, &ticket_ids("chain", n)).await;
+    let counts = audit_counts(&bus).await;
+    let tickets_of = |kind: &str| -> BTreeSet<String> {
+        counts
+            .keys()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    let escalated = tickets_of("CaseEscalated");
+    assert!(!escalated.is_empty());
+    // Escalated cases run the whole chain; others end before the IR Lead.
+    assert_eq!(tickets_of("IRPlan"), escalated);
+    assert_eq!(tickets_of("ThreatIntelReport"), escalated);
+    assert!(tickets_of("ActionProposed").is_subset(&escalated));
+    let s = &report.summary;
+    assert_eq!(s.roles["sentinel"].processed, n as u64);
+    assert_eq!(s.roles["ir_lead"].processed, escalated.len() as u64);
+    assert_eq!(s.escalated, escalated.len() as u64);
+    assert_eq!(
+        s.actions_proposed,
+        counts
+            .iter()
+            .filter(|((k, _), _)| k == "ActionProposed")
+            .map(|(_, n)| *n as u64)
+            .sum::<u64>()
+    );
+    setup.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalated_cases_run_the_whole_chain_on_memory() {
+    common::logs();
+    chain_test(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalated_cases_run_the_whole_chain_on_redis() {
+    common::logs();
+    chain_test(Backend::Redis).await;
+}
+
+async fn poison_test(backend: Backend) {
+    let setup = Setup::new(backend, None, Some(("poison", 20)));
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let bus = runtime.bus().clone();
+    let poison = Fields::from_pairs([
+        ("v", &b"1"[..]),
+        ("kind", &b"AlertReceived"[..]),
+        ("id", &b"x"[..]),
+        ("corr", &b"poison"[..]),
+        ("data", &b"\x93\xff\x00garbage bytes"[..]),
+    ]);
+    bus.append_raw(Topic::Alerts, poison).await.unwrap();
+    let dead = common::wait_for("the poison entry in soc.dead", RUN_LIMIT, || async {
+        bus.read_all(Topic::Dead).await.unwrap().pop()
+    })
+    .await;
+    let reason = dead.fields.get_str("dead_reason").unwrap();
+    assert!(reason.contains("undecodable envelope"), "{reason}");
+    assert_eq!(dead.fields.get_str("dead_group"), Some("sentinel"));
+    // The role keeps running: a valid alert after the poison is triaged.
+    let late = Envelope::new_root(
+        "source:test",
+        "after-poison",
+        Event::AlertReceived(AlertReceived {
+            alert: Alert {
+                ticket_id: "after-poison".into(),
+                source: "wazuh".into(),
+                rule_id: "R".into(),
+                rule_name: "Wazuh: First time user executed sudo.".into(),
+                host: "h".into(),
+                first_seen: "2026-01-01T00:00:00Z".into(),
+                last_seen: "2026-01-01T00:00:00Z".into(),
+                alert_count: 1,
+                ..Alert::default()
+            },
+            received_via: "test".into(),
+        }),
+    );
+    bus.submit(vec![Commit::dedupe(
+        "alert:after-poison".into(),
+        vec![Outgoing::event(&late).unwrap()],
+    )])
+    .await
+    .unwrap();
+    common::wait_for("the next alert to be triaged", RUN_LIMIT, || async {
+        let counts = audit_counts(&bus).await;
+        counts
+            .contains_key(&("AlertTriaged".to_owned(), "after-poison".to_owned()))
+            .then_some(())
+    })
+    .await;
+    let snapshot = runtime.observe().await.unwrap();
+    assert_eq!(snapshot.roles["sentinel"].restarts, 0);
+    assert_eq!(snapshot.roles["sentinel"].feeder.dead_lettered, 1);
+    assert!(snapshot.children.values().all(|up| *up));
+    let report = runtime.shutdown().await;
+    assert_eq!(report.summary.dead_lettered, 1);
+    setup.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_entries_end_in_dead_and_the_role_keeps_running_on_redis() {
+    common::logs();
+    poison_test(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_entries_end_in_dead_and_the_role_keeps_running_on_memory() {
+    common::logs();
+    poison_test(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_over_http_and_the_server_stops_with_the_runtime() {
+    common::logs();
+    let mut setup = Setup::new(Backend::Memory, None, None);
+    setup.config.http.addr = "127.0.0.1:0".into();
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let url = format!("http://{}/healthz", runtime.http_addr().unwrap());
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = common::wait_for("healthz ok", RUN_LIMIT, || async {
+        let response = client.get(&url).send().await.ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["bus"], "memory");
+    for role in [
+        "sentinel",
+        "tier2",
+        "ir_lead",
+        "threat_intel",
+        "alert-source",
+        "http",
+    ] {
+        assert_eq!(body["children"][role], true, "{role}: {body}");
+    }
+    let missing = client
+        .get(url.replace("/healthz", "/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let report = runtime.shutdown().await;
+    assert_eq!(report.exit, ExitReason::Requested);
+    assert!(client.get(&url).send().await.is_err(), "the server is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_intensity_escalates_and_the_runtime_exits_with_the_reason() {
+    common::logs();
+    let mut setup = Setup::new(Backend::Memory, None, Some(("intense", 50)));
+    setup.config.supervisor.max_restarts = 3;
+    setup.config.supervisor.backoff_initial_ms = 5;
+    let faults = Arc::new(PanicSchedule::new("tier2", 1));
+    let runtime = Runtime::start(
+        setup.config.clone(),
+        RuntimeOptions {
+            until_idle: false,
+            faults: Some(faults),
+        },
+    )
+    .await
+    .unwrap();
+    let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
+        .await
+        .expect("escalation stops the runtime");
+    assert!(!report.is_success());
+    match &report.exit {
+        ExitReason::Escalated { child, error } => {
+            assert_eq!(child, "tier2");
+            assert!(error.contains("injected fault"), "{error}");
+        }
+        other => panic!("expected escalation, got {other:?}"),
+    }
+    assert_eq!(report.summary.roles["tier2"].restarts, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_buffers_while_redis_is_down_refuses_when_full_and_loses_nothing() {
+    common::logs();
+    let mut server = common::RedisServer::start(false);
+    let config = BusConfig {
+        bridge_buffer: 8,
+        ..BusConfig::default()
+    };
+    let (writer, queue) = bridge::queue(config.bridge_buffer);
+    let bus = Bus::redis(&server.url(), config.clone(), writer)
+        .await
+        .unwrap();
+    let (bridge_ref, _) = Actor::spawn(
+        None,
+        BusBridge,
+        bridge::Args {
+            url: server.url(),
+            config,
+            queue: queue.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let commit = |i: usize| {
+        let env = Envelope::new_root(
+            "test",
+            &format!("b-{i}"),
+            Event::AlertReceived(AlertReceived::default()),
+        );
+        Commit::dedupe(format!("b-{i}"), vec![Outgoing::event(&env).unwrap()])
+    };
+    assert_eq!(
+        bus.submit(vec![commit(0)]).await.unwrap(),
+        [Outcome::Applied]
+    );
+
+    server.kill();
+    let (tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let mut accepted = 1;
+    let mut refused = 0;
+    for i in 1..100 {
+        let tx = tx.clone();
+        match bus.submit_with(vec![commit(i)], Box::new(move |r| drop(tx.send(r)))) {
+            Ok(()) => accepted += 1,
+            Err(BusError::Backpressure(cap)) => {
+                assert_eq!(cap, 8);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused > 0, "a full buffer refuses new work");
+    assert!(accepted <= 1 + 8 + 1, "buffer bounded: {accepted} accepted");
+    let down = queue.snapshot();
+    assert!(!down.connected && down.reconnects > 0, "{down:?}");
+
+    server.restart();
+    for _ in 1..accepted {
+        let outcome = tokio::time::timeout(RUN_LIMIT, done.recv())
+            .await
+            .expect("buffered commits are written after reconnecting")
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, [Outcome::Applied]);
+    }
+    // The query connection reconnects on its own; the first query after the outage may fail.
+    let len = common::wait_for("a query after the outage", RUN_LIMIT, || async {
+        bus.len(Topic::Alerts).await.ok()
+    })
+    .await;
+    assert_eq!(
+        len,
+        accepted as u64 - 1,
+        "every accepted commit was written"
+    );
+    assert!(queue.snapshot().connected);
+    bridge_ref.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_drain_leaves_nothing_in_flight_and_a_rerun_finishes_the_rest() {
+    common::logs();
+    let n = 3000;
+    let setup = Setup::new(Backend::Redis, None, Some(("drain", n)));
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let bus = runtime.bus().clone();
+    common::wait_for("some triage", RUN_LIMIT, || async {
+        (bus.len(Topic::Triage).await.unwrap() >= 200).then_some(())
+    })
+    .await;
+    let report = runtime.shutdown().await;
+    assert_eq!(report.exit, ExitReason::Requested);
+    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
+    for state in bus.group_states(&groups).await.unwrap() {
+        assert_eq!(
+            state.pending, 0,
+            "drained roles leave nothing in flight: {state:?}"
+        );
+    }
+    let (second, bus) = run_until_idle(setup.config.clone(), None).await;
+    assert_eq!(second.exit, ExitReason::Idle);
+    assert_exactly_once(&bus, &ticket_ids("drain", n)).await;
+    assert_eq!(
+        report.summary.alerts_in + second.summary.alerts_in,
+        n as u64,
+        "each alert published once across both runs"
+    );
+    setup.finish().await;
+}
