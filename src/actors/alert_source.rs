@@ -180,8 +180,8 @@ impl Actor for AlertSource {
             reason = "the reader thread ends when the publisher task (owned below) drops `rx`"
         )]
         tokio::task::spawn_blocking(move || read_feed(reader, batch, &tx));
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
         let stop = CancellationToken::new();
+        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
         let task = tokio::spawn(publish(
             rx,
             args.bus,
