@@ -1,6 +1,12 @@
 //! Helpers shared by the integration tests: real Redis servers, namespaces, waiting.
 
-#![allow(dead_code, missing_docs)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failure should fail the test loudly"
+)]
 
 use std::future::Future;
 use std::net::TcpListener;
