@@ -5,6 +5,11 @@
     clippy::disallowed_methods,
     reason = "tests own and abort the tasks they spawn"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure should fail the test loudly"
+)]
 
 mod common;
 

@@ -4,6 +4,12 @@
 //! `SOC_BLESS=1 cargo test --test contract` writes the schema and any *missing* fixture;
 //! existing fixtures are frozen and never rewritten.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure should fail the test loudly"
+)]
+
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;

@@ -5,6 +5,11 @@
     clippy::disallowed_methods,
     reason = "tests own and abort the tasks they spawn"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure should fail the test loudly"
+)]
 
 mod common;
 
@@ -32,11 +37,13 @@ struct Setup {
 impl Setup {
     fn new(backend: Backend, redis_url: Option<String>, feed: Option<(&str, usize)>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().join("data");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            alerts: feed.map(|(prefix, n)| common::synthetic_feed(dir.path(), prefix, n)),
+            ..Config::default()
+        };
         config.http.addr = "off".into();
         config.bus.backend = backend;
-        config.alerts = feed.map(|(prefix, n)| common::synthetic_feed(dir.path(), prefix, n));
         config.supervisor.idle_poll_ms = 50;
         let mut cleanup = None;
         if backend == Backend::Redis {
