@@ -1,0 +1,384 @@
+//! The `soc-runtime` binary as a user runs it: help, errors, the dev tickets on both backends,
+//! SIGTERM drains, and SIGKILL mid-run followed by a restart keeps exactly-once.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure should fail the test loudly"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use soc_runtime::bus::bridge;
+use soc_runtime::bus::{Bus, BusConfig, Topic};
+use soc_runtime::supervisor::REACTIVE_ROLES;
+
+const BIN: &str = env!("CARGO_BIN_EXE_soc-runtime");
+
+fn soc() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("SOC_BUS")
+        .env_remove("SOC_REDIS_URL")
+        .env_remove("SOC_BUS_NAMESPACE")
+        .env_remove("SOC_ALERTS")
+        .env_remove("SOC_HTTP_ADDR")
+        .env_remove("SOC_DATA_DIR")
+        .env("SOC_LOG", "warn");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A read-only view of a Redis bus namespace.
+async fn redis_bus(url: &str, namespace: &str) -> Bus {
+    let (writer, _queue) = bridge::queue(1);
+    let config = BusConfig {
+        namespace: namespace.to_owned(),
+        ..BusConfig::default()
+    };
+    Bus::redis(url, config, writer).await.unwrap()
+}
+
+/// (kind, ticket) -> count, from the audit stream.
+async fn audit_counts(bus: &Bus) -> BTreeMap<(String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for e in bus.read_all(Topic::Audit).await.unwrap() {
+        let key = (
+            e.fields.get_str("kind").unwrap().to_owned(),
+            e.fields.get_str("corr").unwrap().to_owned(),
+        );
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn assert_exactly_once(bus: &Bus, prefix: &str, n: usize) {
+    let counts = audit_counts(bus).await;
+    for i in 0..n {
+        let ticket = format!("{prefix}-{i:05}");
+        for kind in ["AlertReceived", "AlertTriaged"] {
+            assert_eq!(
+                counts.get(&(kind.to_owned(), ticket.clone())),
+                Some(&1),
+                "{kind} for {ticket}"
+            );
+        }
+    }
+    for ((kind, ticket), n) in &counts {
+        assert!(
+            *n == 1 || kind == "ActionProposed",
+            "{n} x {kind} for {ticket}"
+        );
+    }
+    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
+    for state in bus.group_states(&groups).await.unwrap() {
+        assert!(state.is_idle(), "work left behind: {state:?}");
+    }
+    assert_eq!(bus.len(Topic::Dead).await.unwrap(), 0);
+}
+
+#[test]
+fn help_explains_the_commands_flags_and_environment() {
+    let out = run(soc().arg("--help"));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needle in [
+        "run",
+        "bench",
+        "--alerts",
+        "--bus",
+        "--redis-url",
+        "--data-dir",
+        "--until-idle",
+        "--summary-json",
+        "--http",
+        "SOC_REDIS_URL",
+        "Exit status",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+    let out = run(soc().args(["bench", "bus", "--help"]));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--events"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("soc.toml");
+    std::fs::write(&config, "[bus]\nbakend = \"redis\"\n").unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let dead_redis = format!("redis://127.0.0.1:{}", common::free_port());
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--alerts", "/nonexistent/feed.jsonl"],
+            "cannot open alerts file /nonexistent/feed.jsonl",
+        ),
+        (vec!["--config", config.to_str().unwrap()], "bakend"),
+        (
+            vec!["--bus", "redis", "--redis-url", &dead_redis],
+            "is redis-server running?",
+        ),
+        (vec!["--http", &busy], "cannot listen on"),
+        (vec!["--http", "localhost"], "http.addr `localhost`"),
+        (vec!["--bus", "kafka"], "invalid value 'kafka'"),
+    ];
+    for (args, expected) in cases {
+        let out = run(soc()
+            .args(["run", "--until-idle", "--data-dir", data])
+            .args(&args));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn malformed_lines_are_reported_with_their_line_numbers_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(common::synthetic_feed(dir.path(), "m", 3)).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let feed = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &feed,
+        format!(
+            "{}\n{{not json\n{}\n{}\n{}\n",
+            lines[0], lines[1], r#"{"ticket_id":"x"}"#, lines[2]
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("summary.json");
+    let out = run(soc()
+        .args(["run", "--until-idle", "--http", "off"])
+        .arg("--alerts")
+        .arg(&feed)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--summary-json")
+        .arg(&json));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert_eq!(s["alerts_in"], 3);
+    assert_eq!(s["malformed_lines"], 2);
+    let lines: Vec<u64> = s["malformed_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 4]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("line 2: invalid JSON"), "{stdout}");
+    // The last run's summary is also kept in the data dir.
+    assert!(dir.path().join("data/last-run.json").exists());
+}
+
+fn dev_run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let json = dir.join(format!("summary-{}.json", fastrand::u32(..)));
+    let mut cmd = soc();
+    cmd.args(["run", "--until-idle", "--http", "off"])
+        .arg("--alerts")
+        .arg(common::dev_tickets())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--summary-json")
+        .arg(&json)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    summary(&json)
+}
+
+fn assert_dev_summary(s: &serde_json::Value) {
+    assert_eq!(s["alerts_in"], 9869);
+    assert_eq!(s["malformed_lines"], 0);
+    assert_eq!(s["roles"]["sentinel"]["processed"], 9869);
+    assert_eq!(s["roles"]["sentinel"]["committed"], 9869);
+    assert_eq!(s["dead_lettered"], 0);
+    let escalated = s["escalated"].as_u64().unwrap();
+    assert!(escalated > 0 && escalated < 9869, "escalated {escalated}");
+    assert_eq!(s["roles"]["ir_lead"]["processed"].as_u64(), Some(escalated));
+    assert!(s["elapsed_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["exit"]["reason"], "idle");
+}
+
+#[test]
+fn the_dev_tickets_run_until_idle_on_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_dev_summary(&dev_run(dir.path(), &[], &[]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_tickets_run_until_idle_on_redis_and_a_rerun_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::redis_url();
+    let ns = common::namespace("cli-dev");
+    let env = [("SOC_BUS_NAMESPACE", ns.as_str())];
+    let args = ["--bus", "redis", "--redis-url", url.as_str()];
+    let first = dev_run(dir.path(), &args, &env);
+    assert_dev_summary(&first);
+    assert_eq!(first["bus"], "redis");
+    let again = dev_run(dir.path(), &args, &env);
+    assert_eq!(again["alerts_in"], 0);
+    assert_eq!(again["duplicates_dropped"], 9869);
+    assert_eq!(again["escalated"], 0);
+    let bus = redis_bus(&url, &ns).await;
+    assert_eq!(bus.len(Topic::Alerts).await.unwrap(), 9869);
+    let counts = audit_counts(&bus).await;
+    let triaged = counts.keys().filter(|(k, _)| k == "AlertTriaged").count();
+    assert_eq!(triaged, 9869);
+    assert!(counts.values().all(|n| *n == 1 || *n <= 4));
+    common::delete_namespace(&url, &ns).await;
+}
+
+/// Spawns `soc-runtime run` and waits until it logs that it is running.
+fn spawn_running(cmd: &mut Command) -> Child {
+    let mut child = cmd
+        .env("SOC_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines.next().expect("running line").unwrap();
+        if line.contains("soc-runtime running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no running line");
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly_leaving_nothing_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::redis_url();
+    let ns = common::namespace("cli-term");
+    let feed = common::synthetic_feed(dir.path(), "term", 3000);
+    let mut cmd = soc();
+    cmd.args([
+        "run",
+        "--bus",
+        "redis",
+        "--redis-url",
+        &url,
+        "--http",
+        "127.0.0.1:0",
+    ])
+    .arg("--alerts")
+    .arg(&feed)
+    .arg("--data-dir")
+    .arg(dir.path().join("data"))
+    .env("SOC_BUS_NAMESPACE", &ns);
+    let child = spawn_running(&mut cmd);
+    let bus = redis_bus(&url, &ns).await;
+    common::wait_for("some triage", Duration::from_secs(60), || async {
+        (bus.len(Topic::Triage).await.unwrap() > 100).then_some(())
+    })
+    .await;
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    assert!(text(&out.stdout).contains("stopped on request"));
+    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
+    for state in bus.group_states(&groups).await.unwrap() {
+        assert_eq!(state.pending, 0, "in flight after SIGTERM: {state:?}");
+    }
+    common::delete_namespace(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
+    let n = 5000;
+    let redis = common::RedisServer::start(true);
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "kill", n);
+    let base = |cmd: &mut Command| {
+        cmd.args([
+            "run",
+            "--bus",
+            "redis",
+            "--redis-url",
+            &url,
+            "--http",
+            "off",
+        ])
+        .arg("--alerts")
+        .arg(&feed)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    };
+    let bus = redis_bus(&url, "").await;
+
+    let mut first = soc();
+    base(&mut first);
+    let mut child = spawn_running(&mut first);
+    let at_kill = common::wait_for("triage under way", Duration::from_secs(60), || async {
+        let n = bus.len(Topic::Triage).await.unwrap();
+        (n >= 300).then_some(n)
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL: no drain, no flush
+    child.wait().unwrap();
+    let triaged_at_kill = bus.len(Topic::Triage).await.unwrap();
+    assert!(
+        triaged_at_kill < n as u64,
+        "the run finished before the kill ({at_kill} triaged); the test proves nothing"
+    );
+
+    let json = dir.path().join("second.json");
+    let mut second = soc();
+    base(&mut second);
+    let out = run(second.arg("--until-idle").arg("--summary-json").arg(&json));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert!(
+        s["duplicates_dropped"].as_u64().unwrap() > 0,
+        "the feed was re-read"
+    );
+    assert_eq!(
+        s["alerts_in"].as_u64().unwrap() + s["duplicates_dropped"].as_u64().unwrap(),
+        n as u64
+    );
+    assert_exactly_once(&bus, "kill", n).await;
+}
