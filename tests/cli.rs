@@ -376,6 +376,11 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
         s["duplicates_dropped"].as_u64().unwrap() > 0,
         "the feed was re-read"
     );
+    let redone = s["roles"]["sentinel"]["committed"].as_u64().unwrap();
+    assert!(
+        redone < n as u64,
+        "the killed run's triage persisted ({redone} redone)"
+    );
     assert_eq!(
         s["alerts_in"].as_u64().unwrap() + s["duplicates_dropped"].as_u64().unwrap(),
         n as u64
