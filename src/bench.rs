@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::bus::bridge::{self, BusBridge};
-use crate::bus::{AckRef, Bus, BusConfig, BusError, Commit, Fields, Outgoing, Retention, Topic};
+use crate::bus::{Bus, BusConfig, BusError, Commit, Fields, Outgoing, Retention, Topic};
 use crate::proto::{AlertTriaged, CaseContext, Envelope, Event, TriageVerdict};
 
 /// Result of one bus benchmark.
@@ -90,11 +90,15 @@ fn sample_fields() -> Result<Fields, BusError> {
 fn bench_config(namespace: String) -> BusConfig {
     BusConfig {
         namespace,
-        // Keep memory bounded on long runs; trimming is part of the measured cost.
+        // Keep memory bounded on long runs (trimming is part of the measured cost), but never
+        // trim the input: trimmed entries are gone even when no consumer has read them yet.
         default_retention: Retention::MaxLen(200_000),
-        retention: [(Topic::Audit.name().to_owned(), Retention::MaxLen(400_000))]
-            .into_iter()
-            .collect(),
+        retention: [
+            (Topic::Alerts.name().to_owned(), Retention::Keep),
+            (Topic::Audit.name().to_owned(), Retention::MaxLen(400_000)),
+        ]
+        .into_iter()
+        .collect(),
         credits: 1024,
         read_batch: 256,
         block_ms: 50,
@@ -193,39 +197,42 @@ async fn run(
         let committed = committed.clone();
         #[allow(clippy::disallowed_methods, reason = "awaited below")]
         workers.push(tokio::spawn(async move {
+            // Like a role: hold credits for what was read, commit the read batch in one
+            // submission (each commit still atomic on its own), return credits when done.
             let credits = Arc::new(Semaphore::new(1024));
             while committed.load(Ordering::Relaxed) < events {
+                let permits = credits
+                    .clone()
+                    .acquire_many_owned(256)
+                    .await
+                    .map_err(|_| BusError::Closed)?;
                 let entries = consumer.read_new(256, Duration::from_millis(20)).await?;
-                for entry in entries {
-                    let credit = credits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| BusError::Closed)?;
-                    let ack = AckRef {
-                        topic: Topic::Alerts,
-                        group: consumer.group().clone(),
-                        id: entry.id,
-                    };
-                    let commit = Commit::ack(
-                        ack,
-                        vec![Outgoing {
-                            topic: Topic::Triage,
-                            fields: fields.clone(),
-                            audit: true,
-                        }],
-                    );
-                    let committed = committed.clone();
-                    bus.submit_with(
-                        vec![commit],
-                        Box::new(move |result| {
-                            if result.is_ok() {
-                                committed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            drop(credit);
-                        }),
-                    )?;
+                if entries.is_empty() {
+                    continue;
                 }
+                let commits = entries
+                    .iter()
+                    .map(|entry| {
+                        Commit::ack(
+                            consumer.ack_ref(entry.id),
+                            vec![Outgoing {
+                                topic: Topic::Triage,
+                                fields: fields.clone(),
+                                audit: true,
+                            }],
+                        )
+                    })
+                    .collect();
+                let committed = committed.clone();
+                bus.submit_with(
+                    commits,
+                    Box::new(move |result| {
+                        if let Ok(outcomes) = result {
+                            committed.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+                        }
+                        drop(permits);
+                    }),
+                )?;
             }
             Ok::<(), BusError>(())
         }));

@@ -274,6 +274,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_the_defaults() {
+        let example: Config = toml::from_str(include_str!("../ops/soc.example.toml")).unwrap();
+        assert_eq!(example, Config::default());
+    }
+
+    #[test]
     fn env_overrides_apply_and_bad_values_are_explained() {
         let mut c = Config::default();
         c.apply_env(|k| match k {

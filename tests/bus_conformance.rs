@@ -168,7 +168,7 @@ impl TestFeeder {
             bus.clone(),
             FeederConfig::from(bus.config()),
             accepts,
-            Box::new(move |d| tx.send(d).is_ok()),
+            Box::new(move |batch| batch.into_iter().all(|d| tx.send(d).is_ok())),
             stats.clone(),
         );
         TestFeeder {
@@ -541,6 +541,36 @@ async fn blocking_reads_wake_on_publish(h: &Harness) {
     assert_eq!(got.len(), 1, "the blocked read returns the new entry");
 }
 
+async fn a_stop_interrupts_a_blocking_read_and_strands_nothing(h: &Harness) {
+    let mut consumer = h.bus.consumer(Topic::Alerts, "role", "c1").await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let reader = tokio::spawn(async move {
+        consumer
+            .read_new_or_stop(10, Duration::from_secs(30), &token)
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the stopped read returns long before its 30 s block")
+        .unwrap();
+    assert!(got.is_empty());
+    publish_n(&h.bus, "after-stop", 2).await;
+    let state = h
+        .bus
+        .group_states(&[(Topic::Alerts, "role")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (state[0].pending, state[0].has_unread),
+        (0, true),
+        "{state:?}"
+    );
+}
+
 async fn retention_trims_topics_but_keeps_the_audit(h: &Harness) {
     publish_n(&h.bus, "ret", 1000).await;
     let alerts = h.bus.len(Topic::Alerts).await.unwrap();
@@ -623,6 +653,7 @@ conformance!(
     the_feeder_skips_kinds_the_role_does_not_consume,
     the_feeder_holds_at_most_its_credits,
     blocking_reads_wake_on_publish,
+    a_stop_interrupts_a_blocking_read_and_strands_nothing,
     retention_trims_topics_but_keeps_the_audit with |c: &mut BusConfig| {
         c.default_retention = Retention::MaxLen(10);
     },

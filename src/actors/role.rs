@@ -25,14 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::Role;
-use crate::bus::feeder::{Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
-use crate::bus::{Bus, Commit, Outcome, Outgoing, Topic};
-use crate::proto::Event;
+use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
+use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
+use crate::proto::{Envelope, Event};
 
 /// Messages of a role actor.
 pub enum Msg {
-    /// Handle one delivery (sent by the feeder).
-    Deliver(Box<Delivery>),
+    /// Handle the deliveries of one feeder read.
+    Deliver(Vec<Delivery>),
     /// Stop the feeder gracefully (first step of a drain); answers once it has stopped.
     StopFeeding(RpcReplyPort<()>),
     /// Report stats.
@@ -253,7 +253,7 @@ impl<R: Role + Default> Actor for RoleActor<R> {
             args.bus.clone(),
             config,
             R::accepts,
-            Box::new(move |delivery| sink_ref.cast(Msg::Deliver(Box::new(delivery))).is_ok()),
+            Box::new(move |delivery| sink_ref.cast(Msg::Deliver(delivery)).is_ok()),
             args.stats.feeder.clone(),
         );
         let credits = feeder.credits();
@@ -280,7 +280,7 @@ impl<R: Role + Default> Actor for RoleActor<R> {
         state: &mut State<R>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Deliver(delivery) => state.handle_delivery(*delivery),
+            Msg::Deliver(deliveries) => state.handle_deliveries(deliveries),
             Msg::StopFeeding(reply) => {
                 state.feeder_stop.cancel();
                 if let Some(feeder) = state.feeder.take() {
@@ -300,20 +300,47 @@ impl<R: Role + Default> Actor for RoleActor<R> {
 }
 
 impl<R: Role> State<R> {
-    fn handle_delivery(&mut self, delivery: Delivery) {
-        let input = &delivery.envelope;
-        let span = tracing::info_span!(
-            "handle",
-            role = R::NAME,
-            ticket = %input.correlation_id,
-            event_kind = input.event.kind(),
-        );
-        let _entered = span.enter();
-        let fault = self.faults.as_ref().and_then(|f| f.next());
-        if fault == Some(PanicPoint::BeforeCommit) {
-            panic!("injected fault: {} panics before commit", R::NAME);
+    /// Decides every delivery of a feeder read, then submits their commits together: one lock
+    /// (memory) or one bridge job (Redis) per read instead of per entry. Each commit is still
+    /// atomic on its own, and each delivery's credit returns when its batch completes.
+    fn handle_deliveries(&mut self, deliveries: Vec<Delivery>) {
+        let mut commits = Vec::with_capacity(deliveries.len());
+        let mut kinds = Vec::with_capacity(deliveries.len());
+        let mut credits = Vec::with_capacity(deliveries.len());
+        let mut panic_after_commit = false;
+        for delivery in deliveries {
+            let input = &delivery.envelope;
+            let span = tracing::info_span!(
+                "handle",
+                role = R::NAME,
+                ticket = %input.correlation_id,
+                event_kind = input.event.kind(),
+            );
+            let _entered = span.enter();
+            match self.faults.as_ref().and_then(|f| f.next()) {
+                Some(PanicPoint::BeforeCommit) => {
+                    panic!("injected fault: {} panics before commit", R::NAME)
+                }
+                Some(PanicPoint::AfterCommit) => panic_after_commit = true,
+                None => {}
+            }
+            let Some((commit, output_kinds)) = self.decide(input, delivery.ack.clone()) else {
+                continue;
+            };
+            commits.push(commit);
+            kinds.push(output_kinds);
+            credits.push(delivery.credit);
         }
+        if !commits.is_empty() {
+            self.submit(commits, kinds, credits);
+        }
+        if panic_after_commit {
+            panic!("injected fault: {} panics after commit", R::NAME);
+        }
+    }
 
+    /// Decides one input; returns its commit and the kinds of the events it publishes.
+    fn decide(&self, input: &Envelope, ack: AckRef) -> Option<(Commit, Vec<usize>)> {
         let events = self.role.decide(input);
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         let mut kinds = Vec::with_capacity(events.len());
@@ -327,40 +354,44 @@ impl<R: Role> State<R> {
                     // Our own events always encode; if one does not, leave the input pending
                     // so it is retried and, failing that, dead-lettered with the reason.
                     tracing::error!(error = %e, "cannot encode an output event");
-                    return;
+                    return None;
                 }
             }
         }
-        let commit = Commit::ack(delivery.ack.clone(), outputs);
+        Some((Commit::ack(ack, outputs), kinds))
+    }
+
+    fn submit(&self, commits: Vec<Commit>, kinds: Vec<Vec<usize>>, credits: Vec<Credit>) {
         let stats = self.stats.clone();
-        let credit = delivery.credit;
         let submitted = self.bus.submit_with(
-            vec![commit],
+            commits,
             Box::new(move |result| {
-                match result.as_deref() {
-                    Ok([Outcome::Applied]) => {
-                        stats.committed.fetch_add(1, Ordering::Relaxed);
-                        for k in kinds {
-                            stats.published[k].fetch_add(1, Ordering::Relaxed);
+                match result {
+                    Ok(outcomes) => {
+                        for (outcome, kinds) in outcomes.iter().zip(kinds) {
+                            if *outcome == Outcome::Applied {
+                                stats.committed.fetch_add(1, Ordering::Relaxed);
+                                for k in kinds {
+                                    stats.published[k].fetch_add(1, Ordering::Relaxed);
+                                }
+                            } else {
+                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
-                    Ok(_) => {
-                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
                     Err(e) => {
-                        stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(role = R::NAME, error = %e, "commit failed; the input will be redelivered");
+                        stats
+                            .commit_failures
+                            .fetch_add(kinds.len() as u64, Ordering::Relaxed);
+                        tracing::warn!(role = R::NAME, error = %e, "commit failed; the inputs will be redelivered");
                     }
                 }
-                drop(credit);
+                drop(credits);
             }),
         );
         if let Err(e) = submitted {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "commit refused; the input stays pending");
-        }
-        if fault == Some(PanicPoint::AfterCommit) {
-            panic!("injected fault: {} panics after commit", R::NAME);
+            tracing::warn!(error = %e, "commit refused; the inputs stay pending");
         }
     }
 }

@@ -147,8 +147,9 @@ impl From<&BusConfig> for FeederConfig {
     }
 }
 
-/// Where deliveries go; returns `false` when the receiver is gone (the feeder then stops).
-pub type Sink = Box<dyn Fn(Delivery) -> bool + Send + Sync>;
+/// Where the deliveries of one read go; returns `false` when the receiver is gone (the
+/// feeder then stops).
+pub type Sink = Box<dyn Fn(Vec<Delivery>) -> bool + Send + Sync>;
 
 /// Which event kinds the role consumes.
 pub type Accepts = fn(&str) -> bool;
@@ -241,7 +242,11 @@ impl Feeder {
                 .block
                 .min(next_claim.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
-            match self.consumer.read_new(permits.num_permits(), block).await {
+            match self
+                .consumer
+                .read_new_or_stop(permits.num_permits(), block, &self.stop)
+                .await
+            {
                 Ok(entries) => {
                     delay = RETRY_MIN;
                     if let Err(Stop::Stopped) = self.dispatch(entries, permits).await {
@@ -402,6 +407,7 @@ impl Feeder {
         let mut settle = Vec::new();
         let mut dead = 0u64;
         let mut skipped = 0u64;
+        let mut batch = Vec::with_capacity(entries.len());
         for entry in entries {
             let Some(permit) = permits.split(1) else {
                 // More entries than credits cannot happen (reads ask for at most the credits
@@ -412,7 +418,7 @@ impl Feeder {
             match self.classify(&entry) {
                 Verdict::Deliver(envelope) => {
                     self.in_flight.lock().insert(entry.id);
-                    let delivery = Delivery {
+                    batch.push(Delivery {
                         ack,
                         envelope: *envelope,
                         deliveries: entry.deliveries,
@@ -421,11 +427,7 @@ impl Feeder {
                             in_flight: self.in_flight.clone(),
                             id: entry.id,
                         },
-                    };
-                    if !(self.sink)(delivery) {
-                        return Err(Stop::Stopped);
-                    }
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    });
                 }
                 Verdict::Skip => {
                     skipped += 1;
@@ -443,6 +445,13 @@ impl Feeder {
                     settle.push(Commit::dead_letter(ack, &entry, &reason));
                 }
             }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            if !(self.sink)(batch) {
+                return Err(Stop::Stopped);
+            }
+            self.stats.delivered.fetch_add(n, Ordering::Relaxed);
         }
         if !settle.is_empty() {
             // Settled entries hold no credit: a failure leaves them pending, to be claimed again.

@@ -8,17 +8,20 @@
 //! Everything lives in this process: a restart of the process loses it (a restarted *actor*
 //! loses nothing, since the state belongs to the bus, not to the actor).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashSet};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    BusConfig, Commit, Delivered, Entry, F_TOPIC, F_TOPIC_ID, Fields, GroupState, Outcome,
+    AckRef, BusConfig, Commit, Delivered, Entry, F_TOPIC, F_TOPIC_ID, Fields, GroupState, Outcome,
     Retention, StreamId, Topic, is_dead_local_consumer,
 };
 
@@ -32,6 +35,8 @@ struct Inner {
     state: Mutex<State>,
     /// One per topic, woken when entries are appended.
     appended: [Notify; 7],
+    /// Readers blocked per topic; writers skip the wakeup when there are none.
+    blocked: [AtomicUsize; 7],
 }
 
 #[derive(Default)]
@@ -76,6 +81,7 @@ impl MemoryBus {
                 config,
                 state: Mutex::new(State::default()),
                 appended: Default::default(),
+                blocked: Default::default(),
             }),
         }
     }
@@ -93,14 +99,16 @@ impl MemoryBus {
     }
 
     /// Applies commits in order, each atomically (all under one lock).
-    pub(super) fn apply(&self, commits: &[Commit]) -> Vec<Outcome> {
+    pub(super) fn apply(&self, commits: Vec<Commit>) -> Vec<Outcome> {
+        // Allocate before taking the lock: the critical section only links entries in.
+        let prepared: Vec<Prepared> = commits.into_iter().map(Prepared::from).collect();
         let mut touched = [false; 7];
         let outcomes = {
-            let mut state = self.inner.state.lock();
             let now = Instant::now();
             let now_ms = wall_ms();
-            commits
-                .iter()
+            let mut state = self.inner.state.lock();
+            prepared
+                .into_iter()
                 .map(|c| state.apply(c, &self.inner.config, now, now_ms, &mut touched))
                 .collect()
         };
@@ -114,7 +122,7 @@ impl MemoryBus {
             let retention = self.inner.config.retention_of(topic);
             state.streams[topic.index()].append(Arc::new(fields), None, retention, wall_ms())
         };
-        self.inner.appended[topic.index()].notify_waiters();
+        self.inner.wake(topic.index());
         id
     }
 
@@ -174,8 +182,42 @@ impl MemoryBus {
     fn wake(&self, touched: &[bool; 7]) {
         for (i, t) in touched.iter().enumerate() {
             if *t {
-                self.inner.appended[i].notify_waiters();
+                self.inner.wake(i);
             }
+        }
+    }
+}
+
+/// A commit with its outputs already wrapped for sharing between topic and audit.
+struct Prepared {
+    ack: Option<AckRef>,
+    dedupe_key: Option<String>,
+    outputs: Vec<(Topic, Arc<Fields>, bool)>,
+}
+
+impl From<Commit> for Prepared {
+    fn from(commit: Commit) -> Self {
+        let (ack, dedupe_key, outputs) = commit.into_parts();
+        Self {
+            ack,
+            dedupe_key,
+            outputs: outputs
+                .into_iter()
+                .map(|o| (o.topic, Arc::new(o.fields), o.audit))
+                .collect(),
+        }
+    }
+}
+
+impl Inner {
+    /// Wakes the readers blocked on topic `i`, if any.
+    ///
+    /// A reader counts itself in `blocked` and enables its wakeup *before* looking for
+    /// entries under the lock; a writer checks `blocked` *after* appending under the lock.
+    /// So either the reader's look sees the entry, or the writer sees the reader.
+    fn wake(&self, i: usize) {
+        if self.blocked[i].load(Ordering::SeqCst) > 0 {
+            self.appended[i].notify_waiters();
         }
     }
 }
@@ -183,13 +225,13 @@ impl MemoryBus {
 impl State {
     fn apply(
         &mut self,
-        commit: &Commit,
+        commit: Prepared,
         config: &BusConfig,
         now: Instant,
         now_ms: u64,
         touched: &mut [bool; 7],
     ) -> Outcome {
-        if let Some(ack) = commit.ack_ref() {
+        if let Some(ack) = &commit.ack {
             let acked = self.streams[ack.topic.index()]
                 .groups
                 .get_mut(&*ack.group)
@@ -199,24 +241,28 @@ impl State {
                 return Outcome::AlreadyAcked;
             }
         }
-        if let Some(key) = commit.dedupe_key() {
-            match self.dedupe.get(key) {
-                Some(expiry) if *expiry > now => return Outcome::Duplicate,
-                _ => {
-                    let ttl = Duration::from_secs(config.dedupe_ttl_s);
-                    self.dedupe.insert(key.to_owned(), now + ttl);
+        if let Some(key) = commit.dedupe_key {
+            let expiry = now + Duration::from_secs(config.dedupe_ttl_s);
+            match self.dedupe.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) if *e.get() > now => {
+                    return Outcome::Duplicate;
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    e.insert(expiry);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(expiry);
                 }
             }
         }
-        for out in commit.outputs() {
-            let fields = Arc::new(out.fields.clone());
-            let stream = &mut self.streams[out.topic.index()];
-            let id = stream.append(fields.clone(), None, config.retention_of(out.topic), now_ms);
-            touched[out.topic.index()] = true;
-            if out.audit {
+        for (topic, fields, audit) in commit.outputs {
+            let stream = &mut self.streams[topic.index()];
+            let id = stream.append(fields.clone(), None, config.retention_of(topic), now_ms);
+            touched[topic.index()] = true;
+            if audit {
                 self.streams[Topic::Audit.index()].append(
                     fields,
-                    Some((out.topic, id)),
+                    Some((topic, id)),
                     config.retention_of(Topic::Audit),
                     now_ms,
                 );
@@ -326,18 +372,36 @@ impl MemoryConsumer {
             .collect()
     }
 
-    pub(super) async fn read_new(&mut self, count: usize, block: Duration) -> Vec<Delivered> {
+    pub(super) async fn read_new(
+        &mut self,
+        count: usize,
+        block: Duration,
+        stop: &CancellationToken,
+    ) -> Vec<Delivered> {
+        let batch = self.take_new(count);
+        if !batch.is_empty() || block.is_zero() {
+            return batch;
+        }
         let deadline = Instant::now() + block;
         let inner = self.inner.clone();
+        let i = self.topic.index();
+        inner.blocked[i].fetch_add(1, Ordering::SeqCst);
+        let _unblock = Unblock(&inner.blocked[i]);
         loop {
-            let mut appended = pin!(inner.appended[self.topic.index()].notified());
+            let mut appended = pin!(inner.appended[i].notified());
             appended.as_mut().enable();
             let batch = self.take_new(count);
             if !batch.is_empty() {
                 return batch;
             }
-            if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return Vec::new();
+            // Waiting takes nothing from the stream, so giving up here loses nothing.
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, appended) => {
+                    if woken.is_err() {
+                        return Vec::new();
+                    }
+                }
+                () = stop.cancelled() => return Vec::new(),
             }
         }
     }
@@ -460,6 +524,15 @@ impl MemoryConsumer {
                 deliveries,
             })
             .collect()
+    }
+}
+
+/// Uncounts a blocked reader when its read ends (or is cancelled).
+struct Unblock<'a>(&'a AtomicUsize);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

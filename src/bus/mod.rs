@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::proto::{self, Envelope, Event};
 
@@ -385,6 +386,11 @@ impl Commit {
     pub fn outputs(&self) -> &[Outgoing] {
         &self.outputs
     }
+
+    /// The parts, by value (so a backend can move them instead of copying).
+    pub(crate) fn into_parts(self) -> (Option<AckRef>, Option<String>, Vec<Outgoing>) {
+        (self.ack, self.dedupe_key, self.outputs)
+    }
 }
 
 /// What happened to one commit.
@@ -441,6 +447,7 @@ pub struct BusConfig {
     /// Retention per stream name; streams not listed use `default_retention`.
     pub retention: std::collections::BTreeMap<String, Retention>,
     /// Retention of topic streams not listed in `retention` (the audit stream is kept whole).
+    /// Trimming drops entries whether or not they were read: size it above any backlog.
     pub default_retention: Retention,
 }
 
@@ -639,7 +646,7 @@ impl Bus {
     /// Submits commits and waits for their outcomes (one per commit, in order).
     pub async fn submit(&self, commits: Vec<Commit>) -> Result<Vec<Outcome>, BusError> {
         match &*self.inner {
-            Backend::Memory(m) => Ok(m.apply(&commits)),
+            Backend::Memory(m) => Ok(m.apply(commits)),
             Backend::Redis(r) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 r.enqueue(
@@ -660,7 +667,7 @@ impl Bus {
     pub fn submit_with(&self, commits: Vec<Commit>, done: CommitCallback) -> Result<(), BusError> {
         match &*self.inner {
             Backend::Memory(m) => {
-                let outcomes = m.apply(&commits);
+                let outcomes = m.apply(commits);
                 done(Ok(outcomes));
                 Ok(())
             }
@@ -806,9 +813,21 @@ impl Consumer {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Delivered>, BusError> {
+        self.read_new_or_stop(count, block, &CancellationToken::new())
+            .await
+    }
+
+    /// New entries, waiting up to `block` for at least one, or until `stop` is cancelled.
+    /// A stop never strands entries: whatever the read took is returned.
+    pub async fn read_new_or_stop(
+        &mut self,
+        count: usize,
+        block: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Delivered>, BusError> {
         match &mut self.inner {
-            ConsumerImpl::Memory(m) => Ok(m.read_new(count, block).await),
-            ConsumerImpl::Redis(r) => r.read_new(count, block).await,
+            ConsumerImpl::Memory(m) => Ok(m.read_new(count, block, stop).await),
+            ConsumerImpl::Redis(r) => r.read_new(count, block, stop).await,
         }
     }
 

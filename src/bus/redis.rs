@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::bridge::WriterHandle;
 use super::{
@@ -278,6 +279,8 @@ impl RedisBus {
         let mut consumer = RedisConsumer {
             client: self.client.clone(),
             conn: None,
+            client_id: 0,
+            unblocker: self.query.clone(),
             key: Arc::from(self.keys.stream(topic)),
             group: Arc::from(group),
             name: Arc::from(name),
@@ -292,6 +295,10 @@ impl RedisBus {
 pub struct RedisConsumer {
     client: Client,
     conn: Option<MultiplexedConnection>,
+    /// `CLIENT ID` of `conn`, to interrupt its blocking read from another connection.
+    client_id: i64,
+    /// Another connection, for `CLIENT UNBLOCK`.
+    unblocker: ConnectionManager,
     key: Arc<str>,
     group: Arc<str>,
     name: Arc<str>,
@@ -310,6 +317,10 @@ impl RedisConsumer {
         // A blocking read must not trip the response timeout.
         let mut conn = connect(&self.client, self.block + QUERY_TIMEOUT).await?;
         ensure_group(&mut conn, &self.key, &self.group).await?;
+        self.client_id = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await?;
         self.conn = Some(conn);
         Ok(())
     }
@@ -318,21 +329,37 @@ impl RedisConsumer {
         &mut self,
         count: usize,
         block: Duration,
+        stop: &CancellationToken,
     ) -> Result<Vec<Delivered>, BusError> {
-        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&*group)
-            .arg(&*name)
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&*self.group)
+            .arg(&*self.name)
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
             .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg("STREAMS")
-            .arg(&*key)
-            .arg(">")
-            .query_async(self.conn()?)
-            .await?;
+            .arg(&*self.key)
+            .arg(">");
+        let client_id = self.client_id;
+        let mut unblocker = self.unblocker.clone();
+        let conn = self.conn()?;
+        let read = cmd.query_async::<Value>(conn);
+        tokio::pin!(read);
+        let reply = tokio::select! {
+            reply = &mut read => reply?,
+            () = stop.cancelled() => {
+                // Never drop a blocking read half-way: entries Redis assigned to it would be
+                // stranded. Unblock it instead; it answers at once, with or without entries.
+                let _: Result<i64, _> = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(client_id)
+                    .query_async(&mut unblocker)
+                    .await;
+                read.await?
+            }
+        };
         Ok(parse_read_reply(&reply)?
             .into_iter()
             .map(|(id, fields)| Delivered {
