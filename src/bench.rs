@@ -1,11 +1,18 @@
 //! `soc-runtime bench bus`: bus throughput, measured against a baseline in the same run.
 //!
 //! The measured path is the one the SOC runs: a producer publishes events with dedupe keys
-//! (ingestion), consumers read them through consumer groups, and each input is committed on
-//! its own (ack + one output + audit copies) the way a role commits. On Redis the commits go
-//! through the real bus bridge actor. The baseline on Redis is raw pipelined `XADD` of entries
-//! of the same size, measured on the same server moments before, as `redis-benchmark -t xadd`
-//! would (but with our payload).
+//! (ingestion, with audit copies), consumers read them through one consumer group and commit
+//! each input (ack + one output + its audit copy) the way a role does: one submission per
+//! read, every commit atomic and fenced. On Redis the commits go through the real bus bridge
+//! actor.
+//!
+//! Baselines, measured in the same process moments before, with the same payload:
+//! - memory: a bare bounded tokio channel from one task to another (the floor for handing a
+//!   message between tasks, with none of the bus semantics);
+//! - redis: raw pipelined `XADD` (256 per pipeline) on the same server, as
+//!   `redis-benchmark -t xadd -P 256` would measure with our payload.
+//!
+//! Each measurement runs `rounds` times; the median is reported with the spread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,35 +31,94 @@ use crate::proto::{AlertTriaged, CaseContext, Envelope, Event, TriageVerdict};
 pub struct BusBench {
     /// `memory` or `redis`.
     pub backend: &'static str,
-    /// Events pushed through publish -> consume -> commit.
+    /// Events per round, each through publish -> consume -> commit.
     pub events: u64,
-    /// Wall time, seconds.
-    pub seconds: f64,
-    /// Events per second.
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Median events per second.
     pub events_per_s: f64,
-    /// Redis only: raw pipelined XADD per second on the same server, same entry size.
-    pub raw_xadd_per_s: Option<f64>,
-    /// Redis only: `events_per_s / raw_xadd_per_s`.
-    pub fraction_of_raw_xadd: Option<f64>,
+    /// Slowest round, events per second.
+    pub min_per_s: f64,
+    /// Fastest round, events per second.
+    pub max_per_s: f64,
+    /// What the baseline is.
+    pub baseline: &'static str,
+    /// Median baseline messages per second.
+    pub baseline_per_s: f64,
+    /// `events_per_s / baseline_per_s`.
+    pub ratio_to_baseline: f64,
     /// Bytes of one entry's `data` field.
     pub payload_bytes: usize,
+    /// Redis only: server main-thread CPU per bus event, microseconds (median round).
+    pub server_cpu_us_per_event: Option<f64>,
+    /// Redis only: server main-thread CPU per baseline XADD, microseconds.
+    pub server_cpu_us_per_baseline_op: Option<f64>,
 }
 
 impl std::fmt::Display for BusBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<7} {:>9} events in {:>7.3} s: {:>10.0} events/s",
-            self.backend, self.events, self.seconds, self.events_per_s
+            "{:<6} publish -> consume -> atomic commit: {:>9.0} events/s median of {} x {} \
+             (min {:.0}, max {:.0})\n       baseline {}: {:.0}/s; bus = {:.1}% of baseline",
+            self.backend,
+            self.events_per_s,
+            self.rounds,
+            self.events,
+            self.min_per_s,
+            self.max_per_s,
+            self.baseline,
+            self.baseline_per_s,
+            self.ratio_to_baseline * 100.0
         )?;
-        if let (Some(raw), Some(frac)) = (self.raw_xadd_per_s, self.fraction_of_raw_xadd) {
+        if let (Some(event), Some(op)) = (
+            self.server_cpu_us_per_event,
+            self.server_cpu_us_per_baseline_op,
+        ) {
             write!(
                 f,
-                "   (raw pipelined XADD {raw:.0}/s; end-to-end = {:.1}% of it, each event costing 4 XADD + XACK + SET + its share of XREADGROUP)",
-                frac * 100.0
+                "\n       redis main-thread CPU: {event:.1} us per bus event vs {op:.2} us per raw XADD \
+                 (one event costs as much server time as {:.1} raw XADDs)",
+                event / op.max(f64::MIN_POSITIVE)
             )?;
         }
         Ok(())
+    }
+}
+
+/// Median, min and max of some rates.
+fn spread(mut rates: Vec<f64>) -> (f64, f64, f64) {
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let min = rates.first().copied().unwrap_or(0.0);
+    let max = rates.last().copied().unwrap_or(0.0);
+    (median, min, max)
+}
+
+fn report(
+    backend: &'static str,
+    events: u64,
+    rates: Vec<f64>,
+    baseline: &'static str,
+    baseline_rates: Vec<f64>,
+    payload_bytes: usize,
+) -> BusBench {
+    let rounds = rates.len();
+    let (median, min, max) = spread(rates);
+    let (baseline_per_s, _, _) = spread(baseline_rates);
+    BusBench {
+        backend,
+        events,
+        rounds,
+        events_per_s: median,
+        min_per_s: min,
+        max_per_s: max,
+        baseline,
+        baseline_per_s,
+        ratio_to_baseline: median / baseline_per_s.max(f64::MIN_POSITIVE),
+        payload_bytes,
+        server_cpu_us_per_event: None,
+        server_cpu_us_per_baseline_op: None,
     }
 }
 
@@ -107,54 +173,124 @@ fn bench_config(namespace: String) -> BusConfig {
     }
 }
 
-/// Measures the in-memory bus.
-pub async fn memory(events: u64, consumers: usize) -> Result<BusBench, BusError> {
-    let bus = Bus::memory(bench_config(String::new()))?;
-    run(bus, events, consumers, None).await
-}
-
-/// Measures the Redis bus at `url` (under a throwaway namespace, deleted afterwards), with a
-/// raw XADD baseline first.
-pub async fn redis(url: &str, events: u64, consumers: usize) -> Result<BusBench, BusError> {
-    let namespace = format!("bench:{}:{}:", std::process::id(), fastrand::u32(..));
+/// Measures the in-memory bus, next to a bare tokio channel.
+pub async fn memory(events: u64, consumers: usize, rounds: usize) -> Result<BusBench, BusError> {
     let fields = sample_fields()?;
-    let raw = raw_xadd(
-        url,
-        &format!("{namespace}raw"),
-        &fields,
-        events.min(200_000),
-    )
-    .await?;
-
-    let config = bench_config(namespace.clone());
-    let (writer, queue) = bridge::queue(config.bridge_buffer);
-    let bus = Bus::redis(url, config.clone(), writer).await?;
-    let (bridge_ref, bridge_join) = Actor::spawn(
-        None,
-        BusBridge,
-        bridge::Args {
-            url: url.to_owned(),
-            config,
-            queue,
-        },
-    )
-    .await
-    .map_err(|e| BusError::Config(format!("cannot start the bus bridge: {e}")))?;
-    let result = run(bus, events, consumers, Some(raw)).await;
-    bridge_ref.stop(None);
-    let _ = bridge_join.await;
-    delete_namespace(url, &namespace).await?;
-    result
+    let payload = fields.get("data").map_or(0, |d| d.len());
+    let mut rates = Vec::new();
+    let mut baseline = Vec::new();
+    for _ in 0..rounds.max(1) {
+        baseline.push(bare_channel(&fields, events).await);
+        let bus = Bus::memory(bench_config(String::new()))?;
+        rates.push(run(bus, &fields, events, consumers).await?);
+    }
+    Ok(report(
+        "memory",
+        events,
+        rates,
+        "bare tokio mpsc channel, task to task",
+        baseline,
+        payload,
+    ))
 }
 
-async fn run(
-    bus: Bus,
+/// Measures the Redis bus at `url` (under throwaway namespaces, deleted afterwards), next to
+/// raw pipelined XADD on the same server.
+pub async fn redis(
+    url: &str,
     events: u64,
     consumers: usize,
-    raw_xadd_per_s: Option<f64>,
+    rounds: usize,
 ) -> Result<BusBench, BusError> {
     let fields = sample_fields()?;
-    let payload_bytes = fields.get("data").map_or(0, |d| d.len());
+    let payload = fields.get("data").map_or(0, |d| d.len());
+    let mut rates = Vec::new();
+    let mut baseline = Vec::new();
+    let mut cpu_per_event = Vec::new();
+    let mut cpu_per_op = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let namespace = format!("bench:{}:{}:", std::process::id(), fastrand::u32(..));
+        let cpu_before = server_cpu(url).await?;
+        baseline.push(raw_xadd(url, &format!("{namespace}raw"), &fields, events).await?);
+        let cpu_between = server_cpu(url).await?;
+        cpu_per_op.push((cpu_between - cpu_before) * 1e6 / events as f64);
+        let config = bench_config(namespace.clone());
+        let (writer, queue) = bridge::queue(config.bridge_buffer);
+        let bus = Bus::redis(url, config.clone(), writer).await?;
+        let (bridge_ref, bridge_join) = Actor::spawn(
+            None,
+            BusBridge,
+            bridge::Args {
+                url: url.to_owned(),
+                config,
+                queue,
+            },
+        )
+        .await
+        .map_err(|e| BusError::Config(format!("cannot start the bus bridge: {e}")))?;
+        let rate = run(bus, &fields, events, consumers).await;
+        cpu_per_event.push((server_cpu(url).await? - cpu_between) * 1e6 / events as f64);
+        bridge_ref.stop(None);
+        let _ = bridge_join.await;
+        delete_namespace(url, &namespace).await?;
+        rates.push(rate?);
+    }
+    let mut result = report(
+        "redis",
+        events,
+        rates,
+        "raw pipelined XADD, same payload (a bus event is 4 XADD, a SET, an XACK and its share of XREADGROUP, in Lua)",
+        baseline,
+        payload,
+    );
+    result.server_cpu_us_per_event = Some(spread(cpu_per_event).0);
+    result.server_cpu_us_per_baseline_op = Some(spread(cpu_per_op).0);
+    Ok(result)
+}
+
+/// CPU seconds the Redis server's main thread has used (user + system).
+async fn server_cpu(url: &str) -> Result<f64, BusError> {
+    let client = ::redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = ::redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let main = field("used_cpu_user_main_thread").zip(field("used_cpu_sys_main_thread"));
+    let all = field("used_cpu_user").zip(field("used_cpu_sys"));
+    main.or(all)
+        .map(|(user, sys)| user + sys)
+        .ok_or_else(|| BusError::Protocol("INFO cpu has no CPU counters".into()))
+}
+
+/// Messages per second through a bounded tokio channel between two tasks.
+async fn bare_channel(fields: &Fields, events: u64) -> f64 {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Fields>(1024);
+    let started = Instant::now();
+    let fields = fields.clone();
+    #[allow(clippy::disallowed_methods, reason = "awaited below")]
+    let producer = tokio::spawn(async move {
+        for _ in 0..events {
+            if tx.send(fields.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut received = 0u64;
+    while rx.recv().await.is_some() {
+        received += 1;
+    }
+    let _ = producer.await;
+    received as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One round: events per second through publish -> consume -> commit.
+async fn run(bus: Bus, fields: &Fields, events: u64, consumers: usize) -> Result<f64, BusError> {
     let group = "bench";
     bus.ensure_group(Topic::Alerts, group).await?;
     let committed = Arc::new(AtomicU64::new(0));
@@ -245,17 +381,7 @@ async fn run(
             .await
             .map_err(|e| BusError::Protocol(format!("consumer panicked: {e}")))??;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let events_per_s = events as f64 / seconds;
-    Ok(BusBench {
-        backend: bus.backend_name(),
-        events,
-        seconds,
-        events_per_s,
-        raw_xadd_per_s,
-        fraction_of_raw_xadd: raw_xadd_per_s.map(|raw| events_per_s / raw),
-        payload_bytes,
-    })
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Raw pipelined XADD throughput: `n` entries of `fields`, 256 per pipeline.

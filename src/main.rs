@@ -94,6 +94,9 @@ struct BenchBusArgs {
     /// Consumers (like role instances) reading the group.
     #[arg(long, default_value_t = 2)]
     consumers: usize,
+    /// Rounds per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Redis URL for the Redis measurement.
     #[arg(long, default_value = "redis://127.0.0.1:6379", env = "SOC_REDIS_URL")]
     redis_url: String,
@@ -237,13 +240,14 @@ async fn shutdown_signal() {
 async fn bench_bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     if matches!(args.backend, BenchBackend::Memory | BenchBackend::All) {
-        results.push(soc_runtime::bench::memory(args.events, args.consumers).await?);
+        results.push(soc_runtime::bench::memory(args.events, args.consumers, args.rounds).await?);
     }
     if matches!(args.backend, BenchBackend::Redis | BenchBackend::All) {
         let url = soc_runtime::bus::redis::redact_url(&args.redis_url);
-        let result = soc_runtime::bench::redis(&args.redis_url, args.events, args.consumers)
-            .await
-            .with_context(|| format!("redis benchmark against {url}"))?;
+        let result =
+            soc_runtime::bench::redis(&args.redis_url, args.events, args.consumers, args.rounds)
+                .await
+                .with_context(|| format!("redis benchmark against {url}"))?;
         results.push(result);
     }
     if args.json {

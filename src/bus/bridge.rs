@@ -33,6 +33,8 @@ pub const NAME: &str = "bus-bridge";
 
 /// Most submissions taken from the queue per round.
 const MAX_JOBS_PER_ROUND: usize = 4096;
+/// Most script calls pipelined at once; Redis runs them in order.
+const MAX_IN_FLIGHT: usize = 8;
 /// Backoff between reconnect attempts.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -278,7 +280,8 @@ async fn write_loop(
     }
 }
 
-/// Writes the commits of `jobs` in batches and calls each job's callback with its outcomes.
+/// Writes the commits of `jobs` in chunks of `write_batch` (up to [`MAX_IN_FLIGHT`] script
+/// calls pipelined at once) and calls each job's callback with its outcomes.
 async fn write_jobs(
     writer: &mut Writer,
     jobs: Vec<WriteJob>,
@@ -286,71 +289,108 @@ async fn write_jobs(
     stats: &BridgeStats,
 ) {
     let commits: Vec<&Commit> = jobs.iter().flat_map(|j| j.commits.iter()).collect();
-    let mut outcomes = Vec::with_capacity(commits.len());
-    let mut failure = None;
-    for chunk in commits.chunks(write_batch.max(1)) {
-        match write_with_retry(writer, chunk, stats).await {
-            Ok(o) => outcomes.extend(o),
-            Err(e) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, commits = chunk.len(), "redis rejected a commit batch");
-                failure = Some(e.to_string());
-                break;
+    let chunks: Vec<&[&Commit]> = commits.chunks(write_batch.max(1)).collect();
+    // Outcome of each commit, or why its chunk failed.
+    let mut outcomes: Vec<Result<Outcome, Arc<str>>> = Vec::with_capacity(commits.len());
+    for window in chunks.chunks(MAX_IN_FLIGHT) {
+        for (chunk, result) in window
+            .iter()
+            .zip(write_with_retry(writer, window, stats).await)
+        {
+            match result {
+                Ok(o) => outcomes.extend(o.into_iter().map(Ok)),
+                Err(e) => {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, commits = chunk.len(), "redis rejected a commit batch");
+                    let reason: Arc<str> = Arc::from(e.to_string());
+                    outcomes.extend(chunk.iter().map(|_| Err(reason.clone())));
+                }
             }
         }
     }
     let mut offset = 0;
     for job in jobs {
         let n = job.commits.len();
-        let result = match outcomes.get(offset..offset + n) {
-            Some(slice) => Ok(slice.to_vec()),
-            None => Err(BusError::Protocol(format!(
-                "commit batch failed: {}",
-                failure.as_deref().unwrap_or("unknown error")
-            ))),
-        };
+        let result = outcomes[offset..offset + n]
+            .iter()
+            .map(|o| o.clone())
+            .collect::<Result<Vec<Outcome>, Arc<str>>>()
+            .map_err(|reason| BusError::Protocol(format!("commit batch failed: {reason}")));
         offset += n;
         (job.done)(result);
     }
 }
 
-/// Writes one batch, reconnecting and retrying for as long as Redis is unreachable.
+/// Writes a window of chunks, retrying those whose fate is unknown (connection trouble) with
+/// backoff for as long as Redis is unreachable. Returns one result per chunk.
 async fn write_with_retry(
     writer: &mut Writer,
-    chunk: &[&Commit],
+    window: &[&[&Commit]],
     stats: &BridgeStats,
-) -> Result<Vec<Outcome>, BusError> {
+) -> Vec<Result<Vec<Outcome>, BusError>> {
+    let mut results: Vec<Option<Result<Vec<Outcome>, BusError>>> =
+        window.iter().map(|_| None).collect();
     let mut delay = RETRY_MIN;
     loop {
-        match writer.write(chunk).await {
-            Ok(outcomes) => {
-                if !stats.connected.swap(true, Ordering::Relaxed) {
-                    tracing::info!("bus bridge connected to redis");
+        let todo: Vec<usize> = (0..window.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        if todo.is_empty() {
+            return results.into_iter().flatten().collect();
+        }
+        let chunks: Vec<&[&Commit]> = todo.iter().map(|i| window[*i]).collect();
+        let attempt = writer.write_many(&chunks).await;
+        let mut failed: Option<BusError> = None;
+        match attempt {
+            Err(e) => failed = Some(e),
+            Ok(replies) => {
+                for (i, reply) in todo.into_iter().zip(replies) {
+                    match reply {
+                        Err(e @ BusError::Unavailable(_)) => failed = Some(e),
+                        Ok(outcomes) => {
+                            record(stats, &outcomes);
+                            results[i] = Some(Ok(outcomes));
+                        }
+                        Err(e) => {
+                            *stats.last_error.lock() = Some(e.to_string());
+                            results[i] = Some(Err(e));
+                        }
+                    }
                 }
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .commits
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count() as u64;
-                stats.applied.fetch_add(applied, Ordering::Relaxed);
-                stats
-                    .skipped
-                    .fetch_add(chunk.len() as u64 - applied, Ordering::Relaxed);
-                return Ok(outcomes);
-            }
-            Err(e @ BusError::Unavailable(_)) => {
-                if stats.connected.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "bus bridge lost redis; buffering and retrying");
-                }
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                *stats.last_error.lock() = Some(e.to_string());
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
-            }
-            Err(e) => {
-                *stats.last_error.lock() = Some(e.to_string());
-                return Err(e);
             }
         }
+        if let Some(e) = failed {
+            if !e.is_transient() {
+                // Not a connection problem: the remaining chunks fail with it.
+                *stats.last_error.lock() = Some(e.to_string());
+                let reason = e.to_string();
+                for slot in results.iter_mut().filter(|r| r.is_none()) {
+                    *slot = Some(Err(BusError::Protocol(reason.clone())));
+                }
+                continue;
+            }
+            if stats.connected.swap(false, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "bus bridge lost redis; buffering and retrying");
+            }
+            stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            *stats.last_error.lock() = Some(e.to_string());
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
     }
+}
+
+fn record(stats: &BridgeStats, outcomes: &[Outcome]) {
+    if !stats.connected.swap(true, Ordering::Relaxed) {
+        tracing::info!("bus bridge connected to redis");
+    }
+    let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count() as u64;
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .commits
+        .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+    stats.applied.fetch_add(applied, Ordering::Relaxed);
+    stats
+        .skipped
+        .fetch_add(outcomes.len() as u64 - applied, Ordering::Relaxed);
 }

@@ -240,6 +240,17 @@ impl Fields {
         self.0.iter().map(|(n, v)| (n.as_ref(), v))
     }
 
+    /// Whether these are exactly the fields of a domain message, in order:
+    /// `v`, `kind`, `id`, `corr`, `data`.
+    pub fn is_domain_message(&self) -> bool {
+        self.0.len() == 5
+            && self
+                .0
+                .iter()
+                .zip([F_V, F_KIND, F_ID, F_CORR, F_DATA])
+                .all(|((name, _), expected)| name == expected)
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -21,71 +21,19 @@ use super::{
     Retention, StreamId, Topic, is_dead_local_consumer,
 };
 
-/// The commit script: applies a batch of commits, each fenced by its ack or its dedupe key.
+/// The commit script (`scripts/commit.lua`): applies a batch of commits, each fenced by its
+/// ack or its dedupe key.
 ///
 /// For each commit, `XACK` runs first: when it acks nothing (the entry was already acked, by a
 /// crashed-and-restarted or a competing consumer) the outputs are skipped. Likewise a dedupe key
 /// that is already set skips them. Then every output is `XADD`ed to its stream and, when
 /// audited, to `soc.audit` with the topic and the entry id it got. Scripts run atomically, and
 /// the shebang makes Redis refuse the whole script up front when out of memory.
-pub const COMMIT_SCRIPT: &str = r"#!lua
--- ARGV: n_commits, then per commit:
---   ack_key, ack_group, ack_id       ('' when the commit acks nothing)
---   dedupe_key, dedupe_ttl_s         ('' when the commit claims no dedupe key)
---   n_outputs, then per output:
---     key, trim ('' | 'MAXLEN' | 'MINID'), trim_arg,
---     audit_key ('' when not audited), audit_trim, audit_trim_arg, topic_name,
---     n_fields, then n_fields name/value pairs
--- Returns one status per commit: 1 applied, 2 duplicate dedupe key, 3 input already acked.
-local argv = ARGV
-local i = 1
-local function take() local v = argv[i]; i = i + 1; return v end
-local result = {}
-local n = tonumber(take())
-for c = 1, n do
-  local ack_key, ack_group, ack_id = take(), take(), take()
-  local dedupe_key, dedupe_ttl = take(), take()
-  local n_out = tonumber(take())
-  local status = 1
-  if ack_key ~= '' and redis.call('XACK', ack_key, ack_group, ack_id) == 0 then
-    status = 3
-  end
-  if status == 1 and dedupe_key ~= '' then
-    if not redis.call('SET', dedupe_key, '1', 'NX', 'EX', dedupe_ttl) then
-      status = 2
-    end
-  end
-  for o = 1, n_out do
-    local key, trim, trim_arg = take(), take(), take()
-    local audit_key, audit_trim, audit_trim_arg, topic = take(), take(), take(), take()
-    local n_fields = tonumber(take())
-    if status == 1 then
-      local fields = {}
-      for f = 1, n_fields * 2 do fields[f] = argv[i + f - 1] end
-      local id
-      if trim == '' then
-        id = redis.call('XADD', key, '*', unpack(fields))
-      else
-        id = redis.call('XADD', key, trim, '~', trim_arg, '*', unpack(fields))
-      end
-      if audit_key ~= '' then
-        fields[#fields + 1] = 'topic'
-        fields[#fields + 1] = topic
-        fields[#fields + 1] = 'topic_id'
-        fields[#fields + 1] = id
-        if audit_trim == '' then
-          redis.call('XADD', audit_key, '*', unpack(fields))
-        else
-          redis.call('XADD', audit_key, audit_trim, '~', audit_trim_arg, '*', unpack(fields))
-        end
-      end
-    end
-    i = i + n_fields * 2
-  end
-  result[c] = status
-end
-return result
-";
+///
+/// Lua's own overhead used to cost more than the commands (every argument becomes an interned
+/// Lua string): per-batch constants travel once in a header, outputs name streams by index,
+/// and the usual five-field entry is added without building a table.
+pub const COMMIT_SCRIPT: &str = include_str!("scripts/commit.lua");
 
 /// An entry as read: its id and its fields (`None` when trimmed away while pending).
 type RawEntry = (StreamId, Option<Arc<Fields>>);
@@ -563,95 +511,110 @@ impl Writer {
         self.conn.is_some()
     }
 
-    /// Writes `commits` atomically per commit (one script call); on a connection error the
-    /// connection is dropped, so the next call reconnects. Retrying is always safe.
-    pub async fn write(&mut self, commits: &[&Commit]) -> Result<Vec<Outcome>, BusError> {
-        let result = self.try_write(commits).await;
-        if let Err(BusError::Unavailable(_)) = &result {
-            self.conn = None;
-        }
-        result
-    }
-
-    async fn try_write(&mut self, commits: &[&Commit]) -> Result<Vec<Outcome>, BusError> {
-        if self.conn.is_none() {
-            let mut conn = connect(&self.client, QUERY_TIMEOUT).await?;
-            load_script(&mut conn).await?;
-            self.conn = Some(conn);
-        }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.script_sha).arg(0);
-        self.push_args(&mut cmd, commits);
-        let conn = self.conn.as_mut().ok_or(BusError::Closed)?;
-        let reply: Result<Vec<i64>, redis::RedisError> = cmd.query_async(conn).await;
-        let statuses = match reply {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                // The server restarted or flushed its scripts: load it again and retry once.
-                load_script(conn).await?;
-                cmd.query_async(conn).await?
+    /// Writes each chunk of commits with one script call, all calls pipelined on the one
+    /// connection (Redis runs them in order). The outer error means no connection; an inner
+    /// `Unavailable` means that chunk's fate is unknown. Either way the connection is dropped
+    /// and the next call reconnects; retrying any chunk is safe (its commits are fenced).
+    pub async fn write_many(
+        &mut self,
+        chunks: &[&[&Commit]],
+    ) -> Result<Vec<Result<Vec<Outcome>, BusError>>, BusError> {
+        let conn = match self.conn.clone() {
+            Some(conn) => conn,
+            None => {
+                let mut conn = connect(&self.client, QUERY_TIMEOUT).await?;
+                load_script(&mut conn).await?;
+                self.conn = Some(conn.clone());
+                conn
             }
-            other => other?,
         };
-        if statuses.len() != commits.len() {
-            return Err(BusError::Protocol(format!(
-                "commit script returned {} statuses for {} commits",
-                statuses.len(),
-                commits.len()
-            )));
-        }
-        statuses
-            .into_iter()
-            .map(|s| match s {
-                1 => Ok(Outcome::Applied),
-                2 => Ok(Outcome::Duplicate),
-                3 => Ok(Outcome::AlreadyAcked),
-                other => Err(BusError::Protocol(format!("commit status {other}"))),
+        let cmds: Vec<redis::Cmd> = chunks
+            .iter()
+            .map(|chunk| {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.script_sha).arg(0);
+                self.push_args(&mut cmd, chunk);
+                cmd
             })
-            .collect()
+            .collect();
+        let replies = futures_util::future::join_all(cmds.iter().map(|cmd| {
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<Vec<i64>>(&mut conn).await }
+        }))
+        .await;
+        let mut results = Vec::with_capacity(chunks.len());
+        let mut reloaded = false;
+        for ((reply, cmd), chunk) in replies.into_iter().zip(&cmds).zip(chunks) {
+            let reply = match reply {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    // The server restarted or flushed its scripts: load it again, retry.
+                    if !reloaded {
+                        load_script(&mut conn.clone()).await?;
+                        reloaded = true;
+                    }
+                    cmd.query_async::<Vec<i64>>(&mut conn.clone()).await
+                }
+                other => other,
+            };
+            let result = reply
+                .map_err(BusError::from)
+                .and_then(|statuses| outcomes(statuses, chunk.len()));
+            if let Err(BusError::Unavailable(_)) = &result {
+                self.conn = None;
+            }
+            results.push(result);
+        }
+        Ok(results)
     }
 
     fn push_args(&self, cmd: &mut redis::Cmd, commits: &[&Commit]) {
         let now_ms = u64::try_from(crate::proto::now_ms()).unwrap_or(0);
-        let trim = |topic: Topic| -> (&'static str, String) {
-            match self.config.retention_of(topic) {
-                Retention::Keep => ("", String::new()),
-                Retention::MaxLen(n) => ("MAXLEN", n.to_string()),
-                Retention::MaxAgeSecs(s) => (
-                    "MINID",
-                    format!("{}-0", now_ms.saturating_sub(s.saturating_mul(1000))),
-                ),
-            }
-        };
-        let (audit_trim, audit_trim_arg) = trim(Topic::Audit);
-        cmd.arg(commits.len());
+        cmd.arg(commits.len()).arg(self.config.dedupe_ttl_s);
+        for topic in Topic::ALL {
+            cmd.arg(self.keys.stream(topic));
+        }
+        let trims = Topic::ALL.map(|topic| match self.config.retention_of(topic) {
+            Retention::Keep => ("", String::new()),
+            Retention::MaxLen(n) => ("MAXLEN", n.to_string()),
+            Retention::MaxAgeSecs(s) => (
+                "MINID",
+                format!("{}-0", now_ms.saturating_sub(s.saturating_mul(1000))),
+            ),
+        });
+        for (kind, _) in &trims {
+            cmd.arg(*kind);
+        }
+        for (_, arg) in &trims {
+            cmd.arg(arg);
+        }
+        for topic in Topic::ALL {
+            cmd.arg(topic.name());
+        }
         for commit in commits {
             match commit.ack_ref() {
                 Some(ack) => cmd
-                    .arg(self.keys.stream(ack.topic))
+                    .arg(ack.topic.index() + 1)
                     .arg(&*ack.group)
                     .arg(ack.id.to_string()),
-                None => cmd.arg("").arg("").arg(""),
+                None => cmd.arg(0).arg("").arg(""),
             };
             match commit.dedupe_key() {
-                Some(key) => cmd
-                    .arg(format!("{}{key}", self.keys.dedupe_prefix))
-                    .arg(self.config.dedupe_ttl_s),
-                None => cmd.arg("").arg(""),
+                Some(key) => cmd.arg(format!("{}{key}", self.keys.dedupe_prefix)),
+                None => cmd.arg(""),
             };
             cmd.arg(commit.outputs().len());
             for out in commit.outputs() {
-                let (t, t_arg) = trim(out.topic);
-                cmd.arg(self.keys.stream(out.topic)).arg(t).arg(t_arg);
-                if out.audit {
-                    cmd.arg(self.keys.stream(Topic::Audit))
-                        .arg(audit_trim)
-                        .arg(&audit_trim_arg);
+                cmd.arg(out.topic.index() + 1).arg(u8::from(out.audit));
+                if out.fields.is_domain_message() {
+                    cmd.arg(0);
+                    for (_, value) in out.fields.iter() {
+                        cmd.arg(value.as_ref());
+                    }
                 } else {
-                    cmd.arg("").arg("").arg("");
-                }
-                cmd.arg(out.topic.name()).arg(out.fields.len());
-                for (name, value) in out.fields.iter() {
-                    cmd.arg(name).arg(value.as_ref());
+                    cmd.arg(out.fields.len());
+                    for (name, value) in out.fields.iter() {
+                        cmd.arg(name).arg(value.as_ref());
+                    }
                 }
             }
         }
@@ -668,6 +631,24 @@ async fn connect(
     Ok(client
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
+}
+
+fn outcomes(statuses: Vec<i64>, expected: usize) -> Result<Vec<Outcome>, BusError> {
+    if statuses.len() != expected {
+        return Err(BusError::Protocol(format!(
+            "commit script returned {} statuses for {expected} commits",
+            statuses.len()
+        )));
+    }
+    statuses
+        .into_iter()
+        .map(|s| match s {
+            1 => Ok(Outcome::Applied),
+            2 => Ok(Outcome::Duplicate),
+            3 => Ok(Outcome::AlreadyAcked),
+            other => Err(BusError::Protocol(format!("commit status {other}"))),
+        })
+        .collect()
 }
 
 async fn load_script(conn: &mut MultiplexedConnection) -> Result<(), BusError> {
