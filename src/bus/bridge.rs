@@ -313,7 +313,7 @@ async fn write_jobs(
         let n = job.commits.len();
         let result = outcomes[offset..offset + n]
             .iter()
-            .map(|o| o.clone())
+            .cloned()
             .collect::<Result<Vec<Outcome>, Arc<str>>>()
             .map_err(|reason| BusError::Protocol(format!("commit batch failed: {reason}")));
         offset += n;
