@@ -20,8 +20,8 @@ use ractor::{Actor, ActorRef};
 use soc_runtime::bus::bridge::{self, BusBridge};
 use soc_runtime::bus::feeder::{Delivery, Feeder, FeederConfig, FeederStats};
 use soc_runtime::bus::{
-    Bus, BusConfig, Commit, F_CORR, F_DATA, F_ID, F_KIND, F_TOPIC, F_TOPIC_ID, F_V, Fields,
-    Outcome, Outgoing, Retention, StreamId, Topic,
+    Bus, BusConfig, BusError, Commit, F_CORR, F_DATA, F_ID, F_KIND, F_TOPIC, F_TOPIC_ID, F_V,
+    Fields, Outcome, Outgoing, Retention, StreamId, Topic,
 };
 use soc_runtime::proto::{
     Alert, AlertReceived, CaseContext, CaseEscalated, Envelope, Event, Tier2Analysis,
@@ -406,6 +406,44 @@ async fn entries_of_dead_local_consumers_are_reaped(h: &Harness) {
     assert!(alive.reap_dead_consumers().await.unwrap().is_empty());
 }
 
+async fn claimed_entries_report_exact_delivery_counts(h: &Harness) {
+    // Alternate entries between a live consumer and one whose process is gone, so the claimed
+    // entries sit between the live consumer's own pending entries.
+    publish_n(&h.bus, "x", 6).await;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let me = soc_runtime::bus::consumer_name("role");
+    let mut live = h.bus.consumer(Topic::Alerts, "role", &me).await.unwrap();
+    let dead_name = format!("{host}:2147483632:role");
+    let mut dead = h
+        .bus
+        .consumer(Topic::Alerts, "role", &dead_name)
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let reader = if i % 2 == 0 { &mut live } else { &mut dead };
+        assert_eq!(
+            reader
+                .read_new(1, Duration::from_millis(500))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    // The live consumer's own entries are now at 2 deliveries.
+    assert_eq!(
+        live.read_own_pending(StreamId::ZERO, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let reaped = live.reap_dead_consumers().await.unwrap();
+    assert_eq!(reaped.len(), 3);
+    let counts: Vec<u32> = reaped.iter().map(|d| d.deliveries).collect();
+    assert_eq!(counts, [2, 2, 2], "each reaped entry was delivered twice");
+}
+
 async fn the_feeder_dead_letters_after_max_deliveries(h: &Harness) {
     publish_n(&h.bus, "m", 1).await;
     // Each "crash": the feeder delivers the entry, the role dies without committing.
@@ -477,6 +515,54 @@ async fn the_feeder_dead_letters_poison_and_keeps_delivering(h: &Harness) {
     feeder.stop().await;
 }
 
+async fn invalid_commits_are_refused_whole(h: &Harness) {
+    let good = Outgoing::event(&alert_envelope("ok")).unwrap();
+    let empty = Outgoing {
+        topic: Topic::Reports,
+        fields: Fields::default(),
+        audit: false,
+    };
+    let huge = Outgoing {
+        topic: Topic::Reports,
+        fields: Fields::from_pairs((0..300).map(|i| (format!("f{i}"), "x"))),
+        audit: false,
+    };
+    for bad in [empty, huge] {
+        let commit = Commit::dedupe("k".into(), vec![good.clone(), bad]);
+        let err = h.bus.submit(vec![commit]).await.unwrap_err();
+        assert!(matches!(err, BusError::Invalid(_)), "{err}");
+    }
+    assert_eq!(
+        h.bus.len(Topic::Alerts).await.unwrap(),
+        0,
+        "nothing was written"
+    );
+    assert!(
+        h.bus
+            .append_raw(Topic::Alerts, Fields::default())
+            .await
+            .is_err()
+    );
+}
+
+async fn oversized_poison_is_dead_lettered_with_its_fields_capped(h: &Harness) {
+    let fields = Fields::from_pairs((0..400).map(|i| (format!("f{i}"), "x")));
+    h.bus.append_raw(Topic::Alerts, fields).await.unwrap();
+    let feeder = TestFeeder::start(&h.bus, Topic::Alerts, "c1", alerts_only).await;
+    let dead = common::wait_for("the dead letter", WAIT, || async {
+        dead_entries(&h.bus).await.pop()
+    })
+    .await;
+    assert!(
+        dead.len() <= soc_runtime::bus::MAX_FIELDS + 1,
+        "{}",
+        dead.len()
+    );
+    assert!(dead.get("dead_truncated").is_some());
+    assert!(dead.get_str("dead_reason").unwrap().contains("no `kind`"));
+    feeder.stop().await;
+}
+
 async fn the_feeder_skips_kinds_the_role_does_not_consume(h: &Harness) {
     let input = alert_envelope("s-1");
     let analysis = input.caused("tier2", Event::Tier2Analysis(Tier2Analysis::default()));
@@ -505,6 +591,34 @@ async fn the_feeder_skips_kinds_the_role_does_not_consume(h: &Harness) {
     .await;
     let state = h.bus.group_states(&[(Topic::Cases, "role")]).await.unwrap();
     assert_eq!(state[0].pending, 1, "only the delivered entry is pending");
+    feeder.stop().await;
+}
+
+async fn work_in_progress_is_neither_claimed_nor_recounted(h: &Harness) {
+    publish_n(&h.bus, "wip", 1).await;
+    let mut feeder = TestFeeder::start(&h.bus, Topic::Alerts, "c1", alerts_only).await;
+    let delivery = feeder.next().await;
+    assert_eq!(delivery.deliveries, 1);
+    // Hold it for five claim_idle periods while another consumer keeps trying to claim.
+    let mut other = h.bus.consumer(Topic::Alerts, "role", "c2").await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, claimed) = other
+            .autoclaim(Duration::from_millis(100), StreamId::ZERO, 10)
+            .await
+            .unwrap();
+        assert!(claimed.is_empty(), "work in progress was claimed away");
+    }
+    assert!(feeder.deliveries.try_recv().is_err(), "no second delivery");
+    let commit = Commit::ack(
+        delivery.ack.clone(),
+        vec![triage_output(&delivery.envelope)],
+    );
+    assert_eq!(
+        h.bus.submit(vec![commit]).await.unwrap(),
+        [Outcome::Applied]
+    );
+    drop(delivery);
     feeder.stop().await;
 }
 
@@ -652,10 +766,16 @@ conformance!(
     restarted_consumers_reread_their_own_pending_first,
     claimed_entries_are_committed_exactly_once,
     entries_of_dead_local_consumers_are_reaped,
+    claimed_entries_report_exact_delivery_counts,
     the_feeder_dead_letters_after_max_deliveries,
     the_feeder_dead_letters_poison_and_keeps_delivering,
     the_feeder_skips_kinds_the_role_does_not_consume,
+    invalid_commits_are_refused_whole,
+    oversized_poison_is_dead_lettered_with_its_fields_capped,
     the_feeder_holds_at_most_its_credits,
+    work_in_progress_is_neither_claimed_nor_recounted with |c: &mut BusConfig| {
+        c.claim_interval_ms = 50;
+    },
     blocking_reads_wake_on_publish,
     a_stop_interrupts_a_blocking_read_and_strands_nothing,
     retention_trims_topics_but_keeps_the_audit with |c: &mut BusConfig| {

@@ -31,8 +31,9 @@ use super::{BusConfig, BusError, Commit, CommitCallback, Outcome};
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "bus-bridge";
 
-/// Most submissions taken from the queue per round.
-const MAX_JOBS_PER_ROUND: usize = 4096;
+/// Most submissions taken from the queue per round (they are held, and retried, outside the
+/// bounded queue: keep this small next to `bridge_buffer`).
+const MAX_JOBS_PER_ROUND: usize = 64;
 /// Most script calls pipelined at once; Redis runs them in order.
 const MAX_IN_FLIGHT: usize = 8;
 /// Backoff between reconnect attempts.

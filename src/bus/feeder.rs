@@ -218,21 +218,29 @@ impl Feeder {
         }
         let mut cursor = StreamId::ZERO;
         let mut next_claim = Instant::now() + self.config.claim_interval;
+        // Well inside claim_idle, so work in progress never looks idle.
+        let touch_every = (self.config.claim_idle / 3).max(Duration::from_millis(10));
+        let mut next_touch = Instant::now() + touch_every;
         let mut delay = RETRY_MIN;
         loop {
             if self.stop.is_cancelled() {
                 return;
             }
+            if Instant::now() >= next_touch {
+                self.touch_in_flight().await;
+                next_touch = Instant::now() + touch_every;
+            }
             if Instant::now() >= next_claim {
+                self.touch_in_flight().await;
                 match self.claim_idle(&mut cursor).await {
                     Ok(()) => {}
                     Err(Stop::Stopped) => return,
                 }
                 next_claim = Instant::now() + self.config.claim_interval;
             }
+            let wake = next_claim.min(next_touch);
             let Ok(acquired) =
-                tokio::time::timeout_at(next_claim, self.take_credits(self.config.read_batch))
-                    .await
+                tokio::time::timeout_at(wake, self.take_credits(self.config.read_batch)).await
             else {
                 continue;
             };
@@ -240,7 +248,7 @@ impl Feeder {
             let block = self
                 .config
                 .block
-                .min(next_claim.saturating_duration_since(Instant::now()))
+                .min(wake.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
             match self
                 .consumer
@@ -261,9 +269,36 @@ impl Feeder {
         }
     }
 
-    /// Takes over dead consumers' entries, then re-reads this consumer's own pending entries.
+    /// Re-reads this consumer's own pending entries, then takes over dead consumers' entries.
     async fn recover(&mut self) -> Result<(), Stop> {
+        // Own pending entries first: reaped entries become "own" too, and must not be read
+        // twice.
         let mut delay = RETRY_MIN;
+        let mut after = StreamId::ZERO;
+        loop {
+            let Some(permits) = self.take_credits(self.config.read_batch).await else {
+                return Err(Stop::Stopped);
+            };
+            match self
+                .consumer
+                .read_own_pending(after, permits.num_permits())
+                .await
+            {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    delay = RETRY_MIN;
+                    after = entries.iter().map(|e| e.id).max().unwrap_or(after);
+                    self.stats
+                        .redelivered
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    self.dispatch(entries, permits).await?;
+                }
+                Err(e) => {
+                    drop(permits);
+                    delay = self.read_failed(e, delay).await;
+                }
+            }
+        }
         let reaped = loop {
             if self.stop.is_cancelled() {
                 return Err(Stop::Stopped);
@@ -290,30 +325,19 @@ impl Feeder {
                 self.dispatch(page.to_vec(), permits).await?;
             }
         }
-        let mut after = StreamId::ZERO;
-        loop {
-            let Some(permits) = self.take_credits(self.config.read_batch).await else {
-                return Err(Stop::Stopped);
-            };
-            match self
-                .consumer
-                .read_own_pending(after, permits.num_permits())
-                .await
-            {
-                Ok(entries) if entries.is_empty() => return Ok(()),
-                Ok(entries) => {
-                    delay = RETRY_MIN;
-                    after = entries.iter().map(|e| e.id).max().unwrap_or(after);
-                    self.stats
-                        .redelivered
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                    self.dispatch(entries, permits).await?;
-                }
-                Err(e) => {
-                    drop(permits);
-                    delay = self.read_failed(e, delay).await;
-                }
-            }
+        Ok(())
+    }
+
+    /// Resets the idle time of the entries this feeder has handed out and not yet seen
+    /// committed, without counting a delivery, so neither this feeder's own claims nor another
+    /// consumer's take slow work away or inflate its delivery count.
+    async fn touch_in_flight(&mut self) {
+        let ids: Vec<StreamId> = self.in_flight.lock().iter().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.touch(&ids).await {
+            tracing::debug!(error = %e, "refreshing in-flight entries failed; will retry");
         }
     }
 
@@ -330,17 +354,10 @@ impl Feeder {
             match claimed {
                 Ok((next, entries)) => {
                     *cursor = next;
-                    let fresh: Vec<Delivered> = {
-                        let in_flight = self.in_flight.lock();
-                        entries
-                            .into_iter()
-                            .filter(|e| !in_flight.contains(&e.id))
-                            .collect()
-                    };
                     self.stats
                         .claimed
-                        .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-                    self.dispatch(fresh, permits).await?;
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    self.dispatch(entries, permits).await?;
                     if next == StreamId::ZERO {
                         return Ok(());
                     }
@@ -414,6 +431,10 @@ impl Feeder {
                 // held); if it does, the entry stays pending and is re-read later.
                 break;
             };
+            if self.in_flight.lock().contains(&entry.id) {
+                // Already handed to the role (a claim or re-read found it again).
+                continue;
+            }
             let ack = self.consumer.ack_ref(entry.id);
             match self.classify(&entry) {
                 Verdict::Deliver(envelope) => {

@@ -25,6 +25,9 @@ use super::{
     Retention, StreamId, Topic, is_dead_local_consumer,
 };
 
+/// The dedupe map is swept for expired keys once it reaches at least this size.
+const DEDUPE_SWEEP_MIN: usize = 4096;
+
 /// The in-memory bus.
 pub struct MemoryBus {
     inner: Arc<Inner>,
@@ -44,6 +47,8 @@ struct State {
     streams: [Stream; 7],
     /// Dedupe key -> when it expires.
     dedupe: HashMap<String, Instant>,
+    /// Dedupe map size that triggers the next sweep of expired keys.
+    dedupe_sweep_at: usize,
 }
 
 #[derive(Default)]
@@ -119,8 +124,8 @@ impl MemoryBus {
     pub(super) fn append_raw(&self, topic: Topic, fields: Fields) -> StreamId {
         let id = {
             let mut state = self.inner.state.lock();
-            let retention = self.inner.config.retention_of(topic);
-            state.streams[topic.index()].append(Arc::new(fields), None, retention, wall_ms())
+            // Raw appends do not trim, as on Redis.
+            state.streams[topic.index()].append(Arc::new(fields), None, Retention::Keep, wall_ms())
         };
         self.inner.wake(topic.index());
         id
@@ -242,6 +247,11 @@ impl State {
             }
         }
         if let Some(key) = commit.dedupe_key {
+            if self.dedupe.len() >= self.dedupe_sweep_at {
+                // Expired keys go in amortized sweeps, as Redis expires its keys.
+                self.dedupe.retain(|_, expiry| *expiry > now);
+                self.dedupe_sweep_at = (self.dedupe.len() * 2).max(DEDUPE_SWEEP_MIN);
+            }
             let expiry = now + Duration::from_secs(config.dedupe_ttl_s);
             match self.dedupe.entry(key) {
                 std::collections::hash_map::Entry::Occupied(e) if *e.get() > now => {
@@ -452,11 +462,14 @@ impl MemoryConsumer {
         let mut claimed = Vec::new();
         let mut deleted = Vec::new();
         let mut next = StreamId::ZERO;
+        // Like Redis, examine at most COUNT * 10 entries per call.
+        let mut budget = count.saturating_mul(10);
         for (id, pending) in group.pel.range_mut(cursor..) {
-            if claimed.len() == count {
+            if claimed.len() == count || budget == 0 {
                 next = *id;
                 break;
             }
+            budget -= 1;
             if now.duration_since(pending.delivered_at) < min_idle {
                 continue;
             }
@@ -479,6 +492,14 @@ impl MemoryConsumer {
                 }
             }
         }
+        if !deleted.is_empty() {
+            tracing::warn!(
+                stream = %self.topic,
+                group = %self.group,
+                entries = deleted.len(),
+                "pending entries were trimmed by retention before being processed; they are lost"
+            );
+        }
         for id in deleted {
             group.pel.remove(&id);
         }
@@ -486,6 +507,20 @@ impl MemoryConsumer {
             group.consumers.insert(self.name.clone());
         }
         (next, claimed)
+    }
+
+    pub(super) fn touch(&mut self, ids: &[StreamId]) {
+        let mut state = self.inner.state.lock();
+        let now = Instant::now();
+        let stream = &mut state.streams[self.topic.index()];
+        if let Some(group) = stream.groups.get_mut(&self.group) {
+            for id in ids {
+                if let Some(pending) = group.pel.get_mut(id) {
+                    pending.consumer = self.name.clone();
+                    pending.delivered_at = now;
+                }
+            }
+        }
     }
 
     pub(super) fn reap_dead_consumers(&mut self, me: &str) -> Vec<Delivered> {
@@ -511,7 +546,9 @@ impl MemoryConsumer {
             }
         }
         for name in &dead {
-            group.consumers.remove(name);
+            if !group.pel.values().any(|p| &p.consumer == name) {
+                group.consumers.remove(name);
+            }
         }
         if !claimed.is_empty() {
             group.consumers.insert(self.name.clone());

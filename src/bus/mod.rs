@@ -178,6 +178,8 @@ pub const F_ID: &str = "id";
 pub const F_CORR: &str = "corr";
 /// Field name of the MessagePack-encoded envelope.
 pub const F_DATA: &str = "data";
+/// Most fields an appended entry may have (Lua's `unpack` and sanity both want a bound).
+pub const MAX_FIELDS: usize = 256;
 /// Audit entries only: the topic the message was published to.
 pub const F_TOPIC: &str = "topic";
 /// Audit entries only: the entry id in that topic.
@@ -364,9 +366,22 @@ impl Commit {
         }
     }
 
-    /// Moves a delivered entry to `soc.dead` with the reason, and acks it.
+    /// Moves a delivered entry to `soc.dead` with the reason, and acks it. The entry's own
+    /// fields are kept (at most [`MAX_FIELDS`] minus the dead-letter ones).
     pub fn dead_letter(input: AckRef, delivered: &Delivered, reason: &str) -> Commit {
-        let mut fields = delivered.fields.as_deref().cloned().unwrap_or_default();
+        const DEAD_FIELDS: usize = 7;
+        let original = delivered.fields.as_deref().cloned().unwrap_or_default();
+        let truncated = original.len() > MAX_FIELDS - DEAD_FIELDS;
+        let mut fields = Fields(
+            original
+                .0
+                .into_iter()
+                .take(MAX_FIELDS - DEAD_FIELDS)
+                .collect(),
+        );
+        if truncated {
+            fields.push("dead_truncated", "fields beyond the limit were dropped");
+        }
         fields.push("dead_reason", reason.to_owned());
         fields.push("dead_from", input.topic.name());
         fields.push("dead_id", input.id.to_string());
@@ -396,6 +411,21 @@ impl Commit {
     /// The entries this commit appends.
     pub fn outputs(&self) -> &[Outgoing] {
         &self.outputs
+    }
+
+    /// Checks what both backends require of every commit: each output has 1 to
+    /// [`MAX_FIELDS`] fields.
+    pub fn validate(&self) -> Result<(), BusError> {
+        for out in &self.outputs {
+            if out.fields.is_empty() || out.fields.len() > MAX_FIELDS {
+                return Err(BusError::Invalid(format!(
+                    "an entry for {} has {} fields (1 to {MAX_FIELDS} allowed)",
+                    out.topic,
+                    out.fields.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The parts, by value (so a backend can move them instead of copying).
@@ -449,7 +479,8 @@ pub struct BusConfig {
     pub read_batch: u32,
     /// How long a blocking read waits for new entries, ms.
     pub block_ms: u64,
-    /// Redis only: most commits the bus bridge buffers while Redis is unreachable.
+    /// Redis only: most submissions (a role's batch, an ingestion batch) the bus bridge buffers
+    /// while Redis is unreachable; more are refused. The bridge holds up to 64 more in flight.
     pub bridge_buffer: usize,
     /// Redis only: most commits written in one script call.
     pub write_batch: usize,
@@ -559,6 +590,9 @@ pub enum BusError {
     /// A setting is invalid.
     #[error("invalid bus configuration: {0}")]
     Config(String),
+    /// A commit breaks the bus's rules; nothing of it was written.
+    #[error("invalid commit: {0}")]
+    Invalid(String),
 }
 
 impl BusError {
@@ -573,11 +607,23 @@ impl BusError {
 
 impl From<::redis::RedisError> for BusError {
     fn from(e: ::redis::RedisError) -> Self {
+        // Server states that pass: loading a dataset, a busy script, a failover, a replica
+        // answering, memory full until something is trimmed or freed.
+        const PASSING: [&str; 7] = [
+            "LOADING",
+            "BUSY",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "READONLY",
+            "OOM",
+            "CLUSTERDOWN",
+        ];
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_timeout()
             || e.is_unrecoverable_error()
+            || e.code().is_some_and(|code| PASSING.contains(&code))
         {
             BusError::Unavailable(e)
         } else {
@@ -656,6 +702,7 @@ impl Bus {
 
     /// Submits commits and waits for their outcomes (one per commit, in order).
     pub async fn submit(&self, commits: Vec<Commit>) -> Result<Vec<Outcome>, BusError> {
+        validate_all(&commits)?;
         match &*self.inner {
             Backend::Memory(m) => Ok(m.apply(commits)),
             Backend::Redis(r) => {
@@ -676,6 +723,7 @@ impl Bus {
     /// Returns an error (and drops `done` uncalled) when the work is refused, e.g. because the
     /// bridge's buffer is full while Redis is down.
     pub fn submit_with(&self, commits: Vec<Commit>, done: CommitCallback) -> Result<(), BusError> {
+        validate_all(&commits)?;
         match &*self.inner {
             Backend::Memory(m) => {
                 let outcomes = m.apply(commits);
@@ -688,6 +736,11 @@ impl Bus {
 
     /// Appends raw fields straight to a stream, bypassing the contract (operators, tests).
     pub async fn append_raw(&self, topic: Topic, fields: Fields) -> Result<StreamId, BusError> {
+        if fields.is_empty() {
+            return Err(BusError::Invalid(
+                "an entry needs at least one field".into(),
+            ));
+        }
         match &*self.inner {
             Backend::Memory(m) => Ok(m.append_raw(topic, fields)),
             Backend::Redis(r) => r.append_raw(topic, fields).await,
@@ -765,6 +818,10 @@ impl Bus {
             inner,
         })
     }
+}
+
+fn validate_all(commits: &[Commit]) -> Result<(), BusError> {
+    commits.iter().try_for_each(Commit::validate)
 }
 
 /// One named consumer of one group.
@@ -853,6 +910,18 @@ impl Consumer {
         match &mut self.inner {
             ConsumerImpl::Memory(m) => Ok(m.autoclaim(min_idle, cursor, count)),
             ConsumerImpl::Redis(r) => r.autoclaim(min_idle, cursor, count).await,
+        }
+    }
+
+    /// Marks `ids` as just delivered to this consumer (their idle time restarts) without
+    /// counting a delivery: work in progress must not look abandoned.
+    pub async fn touch(&mut self, ids: &[StreamId]) -> Result<(), BusError> {
+        match &mut self.inner {
+            ConsumerImpl::Memory(m) => {
+                m.touch(ids);
+                Ok(())
+            }
+            ConsumerImpl::Redis(r) => r.touch(ids).await,
         }
     }
 

@@ -35,11 +35,21 @@ use super::{
 /// and the usual five-field entry is added without building a table.
 pub const COMMIT_SCRIPT: &str = include_str!("scripts/commit.lua");
 
+/// Deletes consumer ARGV[2] of group ARGV[1] on stream KEYS[1] if nothing is pending on it.
+const DELETE_IDLE_CONSUMER: &str = r"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+";
+
 /// An entry as read: its id and its fields (`None` when trimmed away while pending).
 type RawEntry = (StreamId, Option<Arc<Fields>>);
 
 /// How long a plain query may take before the connection is considered broken.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for an unblocked read before unblocking it again.
+const UNBLOCK_RETRY: Duration = Duration::from_millis(50);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -290,6 +300,9 @@ impl RedisConsumer {
             .arg("STREAMS")
             .arg(&*self.key)
             .arg(">");
+        if stop.is_cancelled() {
+            return Ok(Vec::new());
+        }
         let client_id = self.client_id;
         let mut unblocker = self.unblocker.clone();
         let conn = self.conn()?;
@@ -297,16 +310,20 @@ impl RedisConsumer {
         tokio::pin!(read);
         let reply = tokio::select! {
             reply = &mut read => reply?,
-            () = stop.cancelled() => {
+            () = stop.cancelled() => loop {
                 // Never drop a blocking read half-way: entries Redis assigned to it would be
                 // stranded. Unblock it instead; it answers at once, with or without entries.
+                // The unblock travels on another connection and may overtake the read, so
+                // repeat it until the read returns.
                 let _: Result<i64, _> = redis::cmd("CLIENT")
                     .arg("UNBLOCK")
                     .arg(client_id)
                     .query_async(&mut unblocker)
                     .await;
-                read.await?
-            }
+                if let Ok(reply) = tokio::time::timeout(UNBLOCK_RETRY, &mut read).await {
+                    break reply?;
+                }
+            },
         };
         Ok(parse_read_reply(&reply)?
             .into_iter()
@@ -362,7 +379,34 @@ impl RedisConsumer {
         };
         let next: StreamId = as_str(next).unwrap_or("0-0").parse()?;
         let entries = parse_entries(claimed)?;
+        if let Some(deleted) = parts.get(2).and_then(|d| as_array(d).ok())
+            && !deleted.is_empty()
+        {
+            tracing::warn!(
+                stream = %self.key,
+                group = %self.group,
+                entries = deleted.len(),
+                "pending entries were trimmed by retention before being processed; they are lost"
+            );
+        }
         Ok((next, self.with_counts(entries).await?))
+    }
+
+    pub(super) async fn touch(&mut self, ids: &[StreamId]) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        for chunk in ids.chunks(1000) {
+            pipe.cmd("XCLAIM")
+                .arg(&*self.key)
+                .arg(&*self.group)
+                .arg(&*self.name)
+                .arg(0);
+            for id in chunk {
+                pipe.arg(id.to_string());
+            }
+            pipe.arg("JUSTID").ignore();
+        }
+        pipe.query_async::<()>(self.conn()?).await?;
+        Ok(())
     }
 
     pub(super) async fn reap_dead_consumers(
@@ -431,12 +475,14 @@ impl RedisConsumer {
                     break;
                 }
             }
-            let _: Value = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&*key)
+            // Only a consumer with nothing pending is removed, atomically: if the process was
+            // alive after all (same host name, another pid namespace), nothing it read since
+            // is destroyed with it.
+            let _: i64 = redis::Script::new(DELETE_IDLE_CONSUMER)
+                .key(&*key)
                 .arg(&*group)
                 .arg(&name)
-                .query_async(self.conn()?)
+                .invoke_async(self.conn()?)
                 .await?;
         }
         claimed.sort_by_key(|d| d.id);
@@ -445,39 +491,37 @@ impl RedisConsumer {
 
     /// Attaches delivery counts (from `XPENDING`) to entries just delivered to this consumer.
     async fn with_counts(&mut self, entries: Vec<RawEntry>) -> Result<Vec<Delivered>, BusError> {
-        let (Some(first), Some(last)) = (
-            entries.iter().map(|e| e.0).min(),
-            entries.iter().map(|e| e.0).max(),
-        ) else {
+        if entries.is_empty() {
             return Ok(Vec::new());
-        };
-        let (key, group, name) = (self.key.clone(), self.group.clone(), self.name.clone());
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&*key)
-            .arg(&*group)
-            .arg(first.to_string())
-            .arg(last.to_string())
-            .arg(entries.len())
-            .arg(&*name)
-            .query_async(self.conn()?)
-            .await?;
-        let mut counts = HashMap::new();
-        for p in as_array(&reply)? {
-            let p = as_array(p)?;
-            if let (Some(id), Some(n)) = (p.first().and_then(as_str), p.get(3).and_then(as_int)) {
-                counts.insert(
-                    id.parse::<StreamId>()?,
-                    u32::try_from(n).unwrap_or(u32::MAX),
-                );
-            }
         }
+        // One exact lookup per id: a range query would also return this consumer's other
+        // pending entries and could be cut off before reaching the ones asked about.
+        let mut pipe = redis::pipe();
+        for (id, _) in &entries {
+            let id = id.to_string();
+            pipe.cmd("XPENDING")
+                .arg(&*self.key)
+                .arg(&*self.group)
+                .arg(&id)
+                .arg(&id)
+                .arg(1);
+        }
+        let replies: Vec<Value> = pipe.query_async(self.conn()?).await?;
+        let counts = replies.iter().map(|reply| {
+            as_array(reply)
+                .ok()
+                .and_then(|rows| rows.first())
+                .and_then(|row| as_array(row).ok()?.get(3).and_then(as_int))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        });
         Ok(entries
             .into_iter()
-            .map(|(id, fields)| Delivered {
+            .zip(counts)
+            .map(|((id, fields), count)| Delivered {
                 id,
                 fields,
                 // Not pending any more (acked meanwhile): it still counts as one delivery.
-                deliveries: counts.get(&id).copied().unwrap_or(1),
+                deliveries: count.unwrap_or(1),
             })
             .collect())
     }
@@ -549,8 +593,12 @@ impl Writer {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     // The server restarted or flushed its scripts: load it again, retry.
                     if !reloaded {
-                        load_script(&mut conn.clone()).await?;
                         reloaded = true;
+                        if let Err(e) = load_script(&mut conn.clone()).await {
+                            self.conn = None;
+                            results.push(Err(e));
+                            continue;
+                        }
                     }
                     cmd.query_async::<Vec<i64>>(&mut conn.clone()).await
                 }
@@ -606,7 +654,7 @@ impl Writer {
             for out in commit.outputs() {
                 cmd.arg(out.topic.index() + 1).arg(u8::from(out.audit));
                 if out.fields.is_domain_message() {
-                    cmd.arg(0);
+                    cmd.arg("D");
                     for (_, value) in out.fields.iter() {
                         cmd.arg(value.as_ref());
                     }

@@ -5,8 +5,8 @@
 --   keys[7], trim kinds[7] ('' | 'MAXLEN' | 'MINID'), trim args[7], names[7],
 -- then per commit:
 --   ack_stream (0 = no ack), ack_group, ack_id, dedupe_key ('' = none), n_outputs,
---   per output: stream, audited (1/0), n_fields, then either n_fields name/value pairs or,
---   when n_fields is 0, the five values of a domain message (v, kind, id, corr, data)
+--   per output: stream, audited (1/0), then either 'D' and the five values of a domain
+--   message (v, kind, id, corr, data), or n_fields and n_fields name/value pairs
 -- Returns one status per commit: 1 applied, 2 duplicate dedupe key, 3 input already acked.
 --
 -- Fencing: XACK runs first; a commit whose input was not pending (acked before, by a restarted
@@ -58,10 +58,11 @@ for c = 1, n do
   local n_out = tonumber(a[i + 4])
   i = i + 5
   for o = 1, n_out do
-    local t, audited, nf = tonumber(a[i]), a[i + 1] == '1', tonumber(a[i + 2])
+    local t, audited, layout = tonumber(a[i]), a[i + 1] == '1', a[i + 2]
+    local nf = layout == 'D' and 0 or tonumber(layout)
     i = i + 3
     if status == 1 then
-      if nf == 0 then
+      if layout == 'D' then
         local v, kind, mid, corr, data = a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4]
         local id = add5(t, 'v', v, 'kind', kind, 'id', mid, 'corr', corr, 'data', data)
         if audited then
@@ -81,7 +82,7 @@ for c = 1, n do
         end
       end
     end
-    if nf == 0 then i = i + 5 else i = i + nf * 2 end
+    if layout == 'D' then i = i + 5 else i = i + nf * 2 end
   end
   result[c] = status
 end
