@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::task::ExitNotice;
+
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "http";
 /// How long in-flight requests get to finish when the server stops.
@@ -103,6 +105,8 @@ impl Health {
 pub enum Msg {
     /// The address it listens on.
     LocalAddr(RpcReplyPort<SocketAddr>),
+    /// The server task ended without being asked to: fail, so the supervisor restarts it.
+    ServerExited,
 }
 
 /// Startup arguments.
@@ -132,7 +136,7 @@ impl Actor for HttpServer {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
         let taken = args.listener.lock().take();
@@ -146,13 +150,19 @@ impl Actor for HttpServer {
         let stop = CancellationToken::new();
         let app = router(args.health);
         let shutdown = stop.clone();
+        let notice = ExitNotice::new(move || {
+            let _ = myself.cast(Msg::ServerExited);
+        });
         #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "http server failed");
+            }
+            if shutdown.is_cancelled() {
+                notice.disarm();
             }
         });
         Ok(State {
@@ -187,6 +197,7 @@ impl Actor for HttpServer {
             Msg::LocalAddr(reply) => {
                 let _ = reply.send(state.addr);
             }
+            Msg::ServerExited => return Err("http server stopped unexpectedly".into()),
         }
         Ok(())
     }

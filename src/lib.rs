@@ -14,3 +14,4 @@ pub mod llm;
 pub mod proto;
 pub mod runtime;
 pub mod supervisor;
+pub mod task;

@@ -25,7 +25,8 @@ Environment (overridden by flags, override the config file):
   SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
 
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept
-failing past its restart intensity, 2 on bad arguments or configuration.";
+failing past its restart intensity or the feed could not be read to its end, 2 on bad
+arguments or configuration, 130/143 on a second SIGINT/SIGTERM (no drain).";
 
 /// An AI Security Operations Center: supervised role actors over a durable event bus.
 ///
@@ -132,6 +133,8 @@ fn main() -> ExitCode {
             Some(Command::Bench(BenchCommand::Bus(args))) => bench_bus(args).await,
         }
     });
+    // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -188,52 +191,61 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         tracing::info!("signal received: draining (signal again to exit at once)");
         drainer.drain();
-        shutdown_signal().await;
+        let code = shutdown_signal().await;
         eprintln!("second signal: exiting without draining; pending work stays in the bus");
         #[allow(clippy::disallowed_methods, reason = "main decides the exit")]
-        std::process::exit(130);
+        std::process::exit(code);
     };
     let report = tokio::select! {
         report = runtime.wait() => report,
         () = signals => unreachable!("the signal future exits the process"),
     };
-    print!("{}", report.summary.render());
+    // stdout may be closed (`| head`): the summary files below still get written.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), report.summary.render().as_bytes());
     let json = serde_json::to_string_pretty(&report.summary)?;
-    if let Some(path) = &args.summary_json {
-        std::fs::write(path, &json)
-            .with_context(|| format!("cannot write summary to {}", path.display()))?;
-    }
     let last = data_dir.join("last-run.json");
     if let Err(e) = std::fs::write(&last, &json) {
         tracing::warn!(path = %last.display(), error = %e, "cannot write the run summary");
     }
-    Ok(if report.is_success() {
+    let mut code = if report.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    };
+    if let Some(path) = &args.summary_json
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        eprintln!("error: cannot write summary to {}: {e}", path.display());
+        if report.is_success() {
+            code = ExitCode::from(2);
+        }
+    }
+    Ok(code)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM, with the exit status that signal conventionally gives
+/// (130 or 143).
+async fn shutdown_signal() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => 130,
+                    _ = term.recv() => 143,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                130
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        130
     }
 }
 

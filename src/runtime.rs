@@ -54,8 +54,15 @@ impl Runtime {
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let feed = match &config.alerts {
             Some(path) => {
-                std::fs::File::open(path)
+                // Only look: opening a FIFO would block until its writer appears.
+                let meta = std::fs::metadata(path)
                     .map_err(|e| StartError::Feed(path.display().to_string(), e))?;
+                if meta.is_dir() {
+                    return Err(StartError::Feed(
+                        path.display().to_string(),
+                        std::io::Error::other("it is a directory"),
+                    ));
+                }
                 Feed::File(path.clone())
             }
             None => Feed::Demo,
@@ -188,9 +195,9 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Whether the run ended without escalation.
+    /// Whether the run succeeded: no escalation, and the feed was read to its end.
     pub fn is_success(&self) -> bool {
-        !matches!(self.exit, ExitReason::Escalated { .. })
+        !matches!(self.exit, ExitReason::Escalated { .. }) && self.summary.feed_error.is_none()
     }
 }
 
@@ -207,6 +214,8 @@ pub struct Summary {
     pub malformed_lines: u64,
     /// The first rejected lines, with the reason.
     pub malformed_examples: Vec<MalformedLine>,
+    /// Why the feed could not be read to its end, if it could not (the run then fails).
+    pub feed_error: Option<String>,
     /// Per role.
     pub roles: BTreeMap<String, RoleSummary>,
     /// `CaseEscalated` events committed by this run.
@@ -276,6 +285,7 @@ impl Summary {
             duplicates_dropped: source.duplicates_dropped,
             malformed_lines: source.malformed_lines,
             malformed_examples: source.malformed_examples,
+            feed_error: source.feed_error,
             escalated: total("CaseEscalated"),
             actions_proposed: total("ActionProposed"),
             dead_lettered: roles.values().map(|r| r.dead_lettered).sum(),
@@ -309,6 +319,9 @@ impl Summary {
         );
         for m in &self.malformed_examples {
             let _ = writeln!(out, "    line {}: {}", m.line, m.error);
+        }
+        if let Some(e) = &self.feed_error {
+            let _ = writeln!(out, "  FEED ERROR: {e} (the rest of the feed was not read)");
         }
         let _ = writeln!(
             out,

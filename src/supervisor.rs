@@ -202,6 +202,8 @@ pub struct State {
     ctx: Arc<Context>,
     children: Vec<Child>,
     draining: bool,
+    /// Pending timers (restarts, idle checks); aborted when the supervisor stops.
+    timers: Vec<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<Msg>>>>,
 }
 
 impl Actor for Supervisor {
@@ -223,6 +225,9 @@ impl Actor for Supervisor {
         }
         ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
         ids.push(ChildId::Source);
+        for id in &ids {
+            ctx.health.set_child(id.name(), false);
+        }
         let mut state = State {
             children: ids
                 .into_iter()
@@ -235,13 +240,15 @@ impl Actor for Supervisor {
                 .collect(),
             ctx,
             draining: false,
+            timers: Vec::new(),
         };
         for i in 0..state.children.len() {
             let id = state.children[i].id;
             state.start_child(&myself, id).await;
         }
         if state.ctx.options.until_idle {
-            myself.send_after(state.poll_interval(), || Msg::CheckIdle);
+            let every = state.poll_interval();
+            state.schedule(&myself, every, Msg::CheckIdle);
         }
         Ok(state)
     }
@@ -259,6 +266,17 @@ impl Actor for Supervisor {
             Msg::Observe(reply) => {
                 let _ = reply.send(state.observe().await);
             }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        for timer in state.timers.drain(..) {
+            timer.abort();
         }
         Ok(())
     }
@@ -284,6 +302,12 @@ impl Actor for Supervisor {
 }
 
 impl State {
+    /// Sends `msg` to this supervisor after `delay`, keeping the timer owned.
+    fn schedule(&mut self, myself: &ActorRef<Msg>, delay: Duration, msg: Msg) {
+        self.timers.retain(|t| !t.is_finished());
+        self.timers.push(myself.send_after(delay, move || msg));
+    }
+
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.ctx.config.supervisor.idle_poll_ms)
     }
@@ -441,7 +465,7 @@ impl State {
             failures_in_window = recent,
             "child failed; restarting"
         );
-        myself.send_after(delay, move || Msg::Restart(id));
+        self.schedule(myself, delay, Msg::Restart(id));
     }
 
     async fn check_idle(&mut self, myself: &ActorRef<Msg>) {
@@ -461,7 +485,8 @@ impl State {
                 Err(e) => tracing::warn!(error = %e, "idle check failed; will retry"),
             }
         }
-        myself.send_after(self.poll_interval(), || Msg::CheckIdle);
+        let every = self.poll_interval();
+        self.schedule(myself, every, Msg::CheckIdle);
     }
 
     async fn drain(&mut self, myself: &ActorRef<Msg>, reason: ExitReason) {
@@ -482,7 +507,10 @@ impl State {
                         .await,
                 )
             {
-                tracing::warn!("alert source did not stop in time");
+                // Its handler is still running, which a stop cannot interrupt.
+                tracing::warn!("alert source did not stop in time; killing it");
+                child.cell().kill();
+                continue;
             }
             stop_or_kill(child.cell(), timeout).await;
         }
@@ -511,13 +539,25 @@ impl State {
                 role.kill();
             }
         }
-        for child in self.take_children(ChildId::is_bridge) {
+        let mut bridges = self.take_children(ChildId::is_bridge);
+        if bridges.is_empty() && self.ctx.bridge_queue.is_some() {
+            // The bridge was waiting out a restart backoff: start it for the final flush, or
+            // what the roles just committed would never be written.
+            match self.spawn(myself, ChildId::Bridge).await {
+                Ok(bridge) => bridges.push(bridge),
+                Err(e) => tracing::warn!(error = %e, "cannot start the bus bridge to flush"),
+            }
+        }
+        for child in bridges {
             if let ChildRef::Bridge(bridge) = &child
                 && !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await)
             {
                 tracing::warn!(
-                    "bus bridge did not flush in time; unwritten commits stay pending in redis"
+                    "bus bridge did not flush in time (is redis down?); killing it: unwritten \
+                     commits stay pending in redis and are redone on the next start"
                 );
+                child.cell().kill();
+                continue;
             }
             stop_or_kill(child.cell(), timeout).await;
         }

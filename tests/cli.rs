@@ -195,6 +195,83 @@ fn malformed_lines_are_reported_with_their_line_numbers_and_skipped() {
     assert!(dir.path().join("data/last-run.json").exists());
 }
 
+#[test]
+fn a_feed_that_breaks_off_fails_the_run_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(common::dev_tickets()).unwrap();
+    let feed = dir.path().join("truncated.jsonl.gz");
+    std::fs::write(&feed, &whole[..whole.len() / 2]).unwrap();
+    let json = dir.path().join("summary.json");
+    let out = run(soc()
+        .args(["run", "--until-idle", "--http", "off"])
+        .arg("--alerts")
+        .arg(&feed)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--summary-json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert!(
+        s["alerts_in"].as_u64().unwrap() > 0,
+        "what was read was processed"
+    );
+    let error = s["feed_error"].as_str().unwrap();
+    assert!(
+        error.contains("reading the feed failed after line"),
+        "{error}"
+    );
+    assert!(text(&out.stdout).contains("FEED ERROR"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_feed_neither_blocks_startup_nor_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("feed.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let url = common::redis_url();
+    let ns = common::namespace("cli-fifo");
+    let json = dir.path().join("summary.json");
+    let mut cmd = soc();
+    cmd.args([
+        "run",
+        "--http",
+        "off",
+        "--bus",
+        "redis",
+        "--redis-url",
+        &url,
+    ])
+    .arg("--alerts")
+    .arg(&fifo)
+    .arg("--data-dir")
+    .arg(dir.path().join("data"))
+    .arg("--summary-json")
+    .arg(&json)
+    .env("SOC_BUS_NAMESPACE", &ns);
+    // Starts although no writer has opened the FIFO yet.
+    let child = spawn_running(&mut cmd);
+    let lines = std::fs::read_to_string(common::synthetic_feed(dir.path(), "f", 3)).unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    std::io::Write::write_all(&mut writer, lines.as_bytes()).unwrap();
+    // Lines are processed as they come, although the stream has not ended.
+    let bus = redis_bus(&url, &ns).await;
+    common::wait_for(
+        "the streamed alerts triaged",
+        Duration::from_secs(60),
+        || async { (bus.len(Topic::Triage).await.unwrap() == 3).then_some(()) },
+    )
+    .await;
+    // The writer stays open, so the reader thread is blocked in read(): exit must not wait.
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    assert_eq!(summary(&json)["alerts_in"], 3);
+    drop(writer);
+    common::delete_namespace(&url, &ns).await;
+}
+
 fn dev_run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let json = dir.join(format!("summary-{}.json", fastrand::u32(..)));
     let mut cmd = soc();

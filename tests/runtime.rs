@@ -440,6 +440,29 @@ async fn the_bridge_buffers_while_redis_is_down_refuses_when_full_and_loses_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_while_redis_is_down_ends_within_its_timeouts() {
+    common::logs();
+    let mut server = common::RedisServer::start(false);
+    let mut setup = Setup::new(Backend::Redis, Some(server.url()), Some(("down", 2000)));
+    setup.config.supervisor.drain_timeout_s = 2;
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let bus = runtime.bus().clone();
+    common::wait_for("some triage", RUN_LIMIT, || async {
+        (bus.len(Topic::Triage).await.ok()? >= 100).then_some(())
+    })
+    .await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each drain step may take its timeout; the whole drain must still end.
+    let report = tokio::time::timeout(Duration::from_secs(60), runtime.shutdown())
+        .await
+        .expect("the drain ends although redis is gone");
+    assert_eq!(report.exit, ExitReason::Requested);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_drain_leaves_nothing_in_flight_and_a_rerun_finishes_the_rest() {
     common::logs();
     let n = 3000;

@@ -24,6 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
 use crate::ingest::jsonl::{FeedLine, FeedReader};
 use crate::proto::{AlertReceived, Envelope, Event};
+use crate::task::ExitNotice;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "alert-source";
@@ -40,6 +41,8 @@ pub enum Msg {
     Observe(RpcReplyPort<SourceSnapshot>),
     /// Finish the batch being published, publish no more, then answer (first step of a drain).
     StopPublishing(RpcReplyPort<()>),
+    /// The publishing task ended without being asked to: fail, so the supervisor restarts.
+    PublisherExited,
 }
 
 /// Where alerts come from.
@@ -94,6 +97,7 @@ pub struct SourceStats {
     malformed: AtomicU64,
     done: AtomicBool,
     examples: Mutex<Vec<MalformedLine>>,
+    feed_error: Mutex<Option<String>>,
 }
 
 /// A rejected line.
@@ -120,6 +124,8 @@ pub struct SourceSnapshot {
     pub done: bool,
     /// The first rejected lines.
     pub malformed_examples: Vec<MalformedLine>,
+    /// Why the feed could not be read to its end, if it could not.
+    pub feed_error: Option<String>,
 }
 
 impl SourceStats {
@@ -132,6 +138,7 @@ impl SourceStats {
             malformed_lines: self.malformed.load(Ordering::Relaxed),
             done: self.done.load(Ordering::Relaxed),
             malformed_examples: self.examples.lock().clone(),
+            feed_error: self.feed_error.lock().clone(),
         }
     }
 
@@ -144,6 +151,7 @@ impl SourceStats {
         self.lines.store(0, Ordering::Relaxed);
         self.malformed.store(0, Ordering::Relaxed);
         self.examples.lock().clear();
+        *self.feed_error.lock() = None;
         self.done.store(false, Ordering::Release);
     }
 }
@@ -165,30 +173,41 @@ impl Actor for AlertSource {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let reader = args.feed.open().map_err(|e| match &args.feed {
-            Feed::File(path) => format!("cannot open alerts file {}: {e}", path.display()),
-            Feed::Demo => format!("cannot read the demo feed: {e}"),
-        })?;
         args.stats.start_pass();
         let (tx, rx) = mpsc::channel(4);
         let batch = args.batch.max(1);
+        let feed = args.feed.clone();
+        // Opening happens on the blocking thread too: a FIFO or a pipe blocks in open() until
+        // its writer appears, and must not hold up a runtime thread.
         #[allow(
             clippy::disallowed_methods,
             reason = "the reader thread ends when the publisher task (owned below) drops `rx`"
         )]
-        tokio::task::spawn_blocking(move || read_feed(reader, batch, &tx));
+        tokio::task::spawn_blocking(move || match feed.open() {
+            Ok(reader) => read_feed(reader, batch, &tx),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(format!("cannot open the feed: {e}")));
+            }
+        });
         let stop = CancellationToken::new();
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let task = tokio::spawn(publish(
+        let notice = ExitNotice::new(move || {
+            let _ = myself.cast(Msg::PublisherExited);
+        });
+        let publisher = publish(
             rx,
             args.bus,
             args.feed.label(),
             args.stats.clone(),
             stop.clone(),
-        ));
+        );
+        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
+        let task = tokio::spawn(async move {
+            publisher.await;
+            notice.disarm();
+        });
         Ok(State {
             stats: args.stats,
             stop,
@@ -206,6 +225,9 @@ impl Actor for AlertSource {
             Msg::Observe(reply) => {
                 let _ = reply.send(state.stats.snapshot());
             }
+            Msg::PublisherExited => {
+                return Err("alert source publisher stopped unexpectedly".into());
+            }
             Msg::StopPublishing(reply) => {
                 state.stop.cancel();
                 if let Some(task) = state.task.take() {
@@ -219,14 +241,23 @@ impl Actor for AlertSource {
 }
 
 /// Reads the feed into batches of parsed lines; an I/O error ends the batch stream with it.
-fn read_feed(reader: FeedReader, batch: usize, tx: &mpsc::Sender<Result<Vec<FeedLine>, String>>) {
+fn read_feed(
+    mut reader: FeedReader,
+    batch: usize,
+    tx: &mpsc::Sender<Result<Vec<FeedLine>, String>>,
+) {
+    // A stream's next line may be minutes away: pass each line on as it comes.
+    let batch = if reader.is_streaming() { 1 } else { batch };
     let mut lines = Vec::with_capacity(batch);
-    for line in reader {
+    while let Some(line) = reader.next() {
         match line {
             Ok(line) => lines.push(line),
             Err(e) => {
                 let _ = tx.blocking_send(Ok(std::mem::take(&mut lines)));
-                let _ = tx.blocking_send(Err(e.to_string()));
+                let _ = tx.blocking_send(Err(format!(
+                    "reading the feed failed after line {}: {e}",
+                    reader.lines_read()
+                )));
                 return;
             }
         }
@@ -262,8 +293,10 @@ async fn publish(
         let lines = match batch {
             Ok(lines) => lines,
             Err(e) => {
-                // The rest of the file cannot be read; what was read is published.
+                // The rest of the feed cannot be read; what was read is published, and the
+                // run reports the error (and fails).
                 tracing::error!(feed = %label, error = %e, "reading the alert feed failed");
+                *stats.feed_error.lock() = Some(e);
                 break;
             }
         };
@@ -290,6 +323,7 @@ async fn publish(
                 Err(error) => record_malformed(&stats, line.line_no, &error),
             }
         }
+        // A batch under way completes (so it is counted); only waiting to retry is cut short.
         let Some(outcomes) = submit_until_accepted(&bus, commits, &stop).await else {
             return;
         };

@@ -28,6 +28,7 @@ use super::Role;
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
 use crate::proto::{Envelope, Event};
+use crate::task::ExitNotice;
 
 /// Messages of a role actor.
 pub enum Msg {
@@ -37,6 +38,8 @@ pub enum Msg {
     StopFeeding(RpcReplyPort<()>),
     /// Report stats.
     Observe(RpcReplyPort<RoleSnapshot>),
+    /// The feeder task ended without being asked to: fail, so the supervisor restarts.
+    FeederExited,
 }
 
 /// Startup arguments of a role actor.
@@ -259,8 +262,15 @@ impl<R: Role + Default> Actor for RoleActor<R> {
         let credits = feeder.credits();
         let feeder_stop = feeder.stop_token();
         let faults = args.faults.filter(|f| f.role == R::NAME);
+        let watcher = myself.clone();
+        let notice = ExitNotice::new(move || {
+            let _ = watcher.cast(Msg::FeederExited);
+        });
         #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let feeder = AbortOnDropHandle::new(tokio::spawn(feeder.run()));
+        let feeder = AbortOnDropHandle::new(tokio::spawn(async move {
+            feeder.run().await;
+            notice.disarm();
+        }));
         Ok(State {
             role: R::default(),
             bus: args.bus,
@@ -287,6 +297,13 @@ impl<R: Role + Default> Actor for RoleActor<R> {
                     let _ = feeder.await;
                 }
                 let _ = reply.send(());
+            }
+            Msg::FeederExited => {
+                // A feeder returns only when stopped or when this actor stops taking
+                // deliveries; anything else (a panic) leaves a role that does nothing.
+                if !state.feeder_stop.is_cancelled() {
+                    return Err(format!("{} feeder stopped unexpectedly", R::NAME).into());
+                }
             }
             Msg::Observe(reply) => {
                 let mut snapshot = state.stats.snapshot();
@@ -363,6 +380,7 @@ impl<R: Role> State<R> {
 
     fn submit(&self, commits: Vec<Commit>, kinds: Vec<Vec<usize>>, credits: Vec<Credit>) {
         let stats = self.stats.clone();
+        let n = commits.len() as u64;
         let submitted = self.bus.submit_with(
             commits,
             Box::new(move |result| {
@@ -390,7 +408,7 @@ impl<R: Role> State<R> {
             }),
         );
         if let Err(e) = submitted {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            self.stats.refused.fetch_add(n, Ordering::Relaxed);
             tracing::warn!(error = %e, "commit refused; the inputs stay pending");
         }
     }

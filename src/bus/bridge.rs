@@ -27,6 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::redis::Writer;
 use super::{BusConfig, BusError, Commit, CommitCallback, Outcome};
+use crate::task::ExitNotice;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "bus-bridge";
@@ -196,17 +197,16 @@ impl Actor for BusBridge {
     ) -> Result<State, ActorProcessingErr> {
         let writer = Writer::new(&args.url, args.config.clone())?;
         let closing = CancellationToken::new();
+        let notice = ExitNotice::new(move || {
+            let _ = myself.cast(Msg::WriterExited("writer task stopped".into()));
+        });
+        let (queue, write_batch, stop) =
+            (args.queue.clone(), args.config.write_batch, closing.clone());
         #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let task = tokio::spawn(write_loop(
-            writer,
-            args.queue.clone(),
-            args.config.write_batch,
-            closing.clone(),
-            ExitNotice {
-                bridge: myself,
-                closing: closing.clone(),
-            },
-        ));
+        let task = tokio::spawn(async move {
+            write_loop(writer, queue, write_batch, stop).await;
+            notice.disarm();
+        });
         Ok(State {
             queue: args.queue,
             closing,
@@ -239,28 +239,12 @@ impl Actor for BusBridge {
     }
 }
 
-/// Tells the bridge when its writer task ends without being asked to (including by panic).
-struct ExitNotice {
-    bridge: ActorRef<Msg>,
-    closing: CancellationToken,
-}
-
-impl Drop for ExitNotice {
-    fn drop(&mut self) {
-        if !self.closing.is_cancelled() {
-            let _ = self
-                .bridge
-                .cast(Msg::WriterExited("writer task stopped".into()));
-        }
-    }
-}
-
+/// Writes until asked to close (then flushes what is queued and returns).
 async fn write_loop(
     mut writer: Writer,
     queue: Arc<WriteQueue>,
     write_batch: usize,
     closing: CancellationToken,
-    _exit_notice: ExitNotice,
 ) {
     let mut rx = queue.rx.lock().await;
     let stats = &queue.stats;

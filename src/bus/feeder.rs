@@ -475,13 +475,22 @@ impl Feeder {
             self.stats.delivered.fetch_add(n, Ordering::Relaxed);
         }
         if !settle.is_empty() {
-            // Settled entries hold no credit: a failure leaves them pending, to be claimed again.
-            match self.bus.submit(settle).await {
-                Ok(_) => {
-                    self.stats.skipped.fetch_add(skipped, Ordering::Relaxed);
-                    self.stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(error = %e, "settling skipped or dead entries failed"),
+            // Settled entries hold no credit, and settling never blocks the feeder (a stop
+            // must not wait for a bus that cannot take the write). A failure or a refusal
+            // leaves them pending, to be claimed again.
+            let stats = self.stats.clone();
+            let submitted = self.bus.submit_with(
+                settle,
+                Box::new(move |result| match result {
+                    Ok(_) => {
+                        stats.skipped.fetch_add(skipped, Ordering::Relaxed);
+                        stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "settling skipped or dead entries failed"),
+                }),
+            );
+            if let Err(e) = submitted {
+                tracing::warn!(error = %e, "settling skipped or dead entries was refused");
             }
         }
         Ok(())

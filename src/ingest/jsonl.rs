@@ -143,19 +143,39 @@ pub struct FeedReader {
     reader: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: Vec<u8>,
+    streaming: bool,
 }
 
 impl FeedReader {
     /// Opens a feed file; gzip is detected by its magic bytes, not the file name.
+    ///
+    /// Anything but a regular file (a FIFO, a pipe, a terminal) is read as a stream: see
+    /// [`FeedReader::is_streaming`].
     pub fn open(path: &Path) -> io::Result<Self> {
-        let mut file = BufReader::new(File::open(path)?);
+        let file = File::open(path)?;
+        let streaming = !file.metadata()?.is_file();
+        let mut file = BufReader::new(file);
         let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let reader: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
         } else {
             Box::new(file)
         };
-        Ok(Self::new(reader))
+        Ok(Self {
+            streaming,
+            ..Self::new(reader)
+        })
+    }
+
+    /// Whether the feed is a stream whose next line may take any time to arrive (so lines
+    /// should be passed on as they come, not held for a batch).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// Lines read so far (blank ones included).
+    pub fn lines_read(&self) -> u64 {
+        self.line_no
     }
 
     /// The bundled demo feed.
@@ -169,6 +189,7 @@ impl FeedReader {
             reader,
             line_no: 0,
             buf: Vec::new(),
+            streaming: false,
         }
     }
 }
