@@ -32,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Harness {
     bus: Bus,
-    redis: Option<(String, String, ActorRef<bridge::Msg>)>,
+    redis: Option<(common::Namespace, ActorRef<bridge::Msg>)>,
 }
 
 fn config(namespace: &str) -> BusConfig {
@@ -57,8 +57,8 @@ async fn memory_harness(config: BusConfig) -> Harness {
 
 async fn redis_harness(mut config: BusConfig) -> Harness {
     let url = common::redis_url();
-    let ns = common::namespace("conformance");
-    config.namespace = ns.clone();
+    let ns = common::Namespace::new(&url, "conformance");
+    config.namespace = ns.name().to_owned();
     let (writer, queue) = bridge::queue(config.bridge_buffer);
     let bus = Bus::redis(&url, config.clone(), writer).await.unwrap();
     let (bridge, _) = Actor::spawn(
@@ -74,15 +74,14 @@ async fn redis_harness(mut config: BusConfig) -> Harness {
     .unwrap();
     Harness {
         bus,
-        redis: Some((url, ns, bridge)),
+        redis: Some((ns, bridge)),
     }
 }
 
 impl Harness {
     async fn finish(self) {
-        if let Some((url, ns, bridge)) = self.redis {
-            bridge.stop(None);
-            common::delete_namespace(&url, &ns).await;
+        if let Some((_namespace, bridge)) = self.redis {
+            bridge.stop_and_wait(None, None).await.unwrap();
         }
     }
 }

@@ -231,7 +231,8 @@ async fn a_fifo_feed_neither_blocks_startup_nor_exit() {
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     let url = common::redis_url();
-    let ns = common::namespace("cli-fifo");
+    let namespace = common::Namespace::new(&url, "cli-fifo");
+    let ns = namespace.name().to_owned();
     let json = dir.path().join("summary.json");
     let mut cmd = soc();
     cmd.args([
@@ -269,7 +270,6 @@ async fn a_fifo_feed_neither_blocks_startup_nor_exit() {
     assert!(out.status.success(), "exit status {:?}", out.status);
     assert_eq!(summary(&json)["alerts_in"], 3);
     drop(writer);
-    common::delete_namespace(&url, &ns).await;
 }
 
 fn dev_run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
@@ -314,7 +314,8 @@ fn the_dev_tickets_run_until_idle_on_memory() {
 async fn the_dev_tickets_run_until_idle_on_redis_and_a_rerun_adds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = common::redis_url();
-    let ns = common::namespace("cli-dev");
+    let namespace = common::Namespace::new(&url, "cli-dev");
+    let ns = namespace.name().to_owned();
     let env = [("SOC_BUS_NAMESPACE", ns.as_str())];
     let args = ["--bus", "redis", "--redis-url", url.as_str()];
     let first = dev_run(dir.path(), &args, &env);
@@ -330,7 +331,6 @@ async fn the_dev_tickets_run_until_idle_on_redis_and_a_rerun_adds_nothing() {
     let triaged = counts.keys().filter(|(k, _)| k == "AlertTriaged").count();
     assert_eq!(triaged, 9869);
     assert!(counts.values().all(|n| *n == 1 || *n <= 4));
-    common::delete_namespace(&url, &ns).await;
 }
 
 /// Spawns `soc-runtime run` and waits until it logs that it is running.
@@ -369,7 +369,8 @@ fn signal(child: &Child, sig: &str) {
 async fn sigterm_drains_and_exits_cleanly_leaving_nothing_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let url = common::redis_url();
-    let ns = common::namespace("cli-term");
+    let namespace = common::Namespace::new(&url, "cli-term");
+    let ns = namespace.name().to_owned();
     let feed = common::synthetic_feed(dir.path(), "term", 3000);
     let mut cmd = soc();
     cmd.args([
@@ -400,7 +401,6 @@ async fn sigterm_drains_and_exits_cleanly_leaving_nothing_in_flight() {
     for state in bus.group_states(&groups).await.unwrap() {
         assert_eq!(state.pending, 0, "in flight after SIGTERM: {state:?}");
     }
-    common::delete_namespace(&url, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

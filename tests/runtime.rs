@@ -31,7 +31,8 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 struct Setup {
     config: Config,
     _dir: tempfile::TempDir,
-    cleanup: Option<(String, String)>,
+    /// Deleted on drop, also when the test fails.
+    _namespace: Option<common::Namespace>,
 }
 
 impl Setup {
@@ -45,24 +46,18 @@ impl Setup {
         config.http.addr = "off".into();
         config.bus.backend = backend;
         config.supervisor.idle_poll_ms = 50;
-        let mut cleanup = None;
+        let mut namespace = None;
         if backend == Backend::Redis {
             let url = redis_url.unwrap_or_else(common::redis_url);
-            let ns = common::namespace("runtime");
-            config.bus.redis_url = url.clone();
-            config.bus.settings.namespace = ns.clone();
-            cleanup = Some((url, ns));
+            let ns = common::Namespace::new(&url, "runtime");
+            config.bus.redis_url = url;
+            config.bus.settings.namespace = ns.name().to_owned();
+            namespace = Some(ns);
         }
         Setup {
             config,
             _dir: dir,
-            cleanup,
-        }
-    }
-
-    async fn finish(self) {
-        if let Some((url, ns)) = self.cleanup {
-            common::delete_namespace(&url, &ns).await;
+            _namespace: namespace,
         }
     }
 }
@@ -149,7 +144,6 @@ async fn crash_test(backend: Backend, role: &str) {
     let escalated = counts.keys().filter(|(k, _)| k == "CaseEscalated").count() as u64;
     assert_eq!(summary.escalated, escalated);
     assert!(escalated > 0);
-    setup.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +195,6 @@ async fn chain_test(backend: Backend) {
             .map(|(_, n)| *n as u64)
             .sum::<u64>()
     );
-    setup.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +268,6 @@ async fn poison_test(backend: Backend) {
     assert!(snapshot.children.values().all(|up| *up));
     let report = runtime.shutdown().await;
     assert_eq!(report.summary.dead_lettered, 1);
-    setup.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,5 +484,4 @@ async fn a_graceful_drain_leaves_nothing_in_flight_and_a_rerun_finishes_the_rest
         n as u64,
         "each alert published once across both runs"
     );
-    setup.finish().await;
 }

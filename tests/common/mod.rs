@@ -29,26 +29,42 @@ pub fn redis_url() -> String {
     std::env::var("SOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A key namespace no other test uses.
-pub fn namespace(test: &str) -> String {
-    format!("t{}:{test}:{}:", std::process::id(), fastrand::u32(..))
+/// A key namespace no other test uses, on the Redis at `url`; its keys are deleted when it is
+/// dropped, also when the test fails.
+pub struct Namespace {
+    url: String,
+    name: String,
 }
 
-/// Deletes every key under `namespace`.
-pub async fn delete_namespace(url: &str, namespace: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{namespace}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+impl Namespace {
+    pub fn new(url: &str, test: &str) -> Namespace {
+        Namespace {
+            url: url.to_owned(),
+            name: format!("t{}:{test}:{}:", std::process::id(), fastrand::u32(..)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Blocking on purpose: Drop cannot await, and this must also run after a panic.
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.name))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(1000) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
     }
 }
 
