@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::task::ExitNotice;
+use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "http";
@@ -150,25 +150,25 @@ impl Actor for HttpServer {
         let stop = CancellationToken::new();
         let app = router(args.health);
         let shutdown = stop.clone();
-        let notice = ExitNotice::new(move || {
-            let _ = myself.cast(Msg::ServerExited);
-        });
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "http server failed");
-            }
-            if shutdown.is_cancelled() {
-                notice.disarm();
-            }
-        });
+        let server = spawn_watched(
+            async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http server failed");
+                }
+                // Ending is expected only once asked to shut down.
+                shutdown.is_cancelled()
+            },
+            move || {
+                let _ = myself.cast(Msg::ServerExited);
+            },
+        );
         Ok(State {
             addr,
             stop,
-            server: Some(AbortOnDropHandle::new(server)),
+            server: Some(server),
         })
     }
 

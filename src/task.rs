@@ -6,6 +6,34 @@
 //! panic, or a return nobody asked for), the notice tells the actor, which fails, so the
 //! supervisor restarts it instead of leaving an actor that looks alive but does nothing.
 
+use std::future::Future;
+
+use tokio_util::task::AbortOnDropHandle;
+
+/// Spawns `task` for an actor: the returned handle aborts it when dropped (keep it in the
+/// actor's state), and `on_unexpected_exit` runs if the task panics or resolves to `false`
+/// (it ended without being asked to). The callback typically casts a message that makes the
+/// actor fail, so its supervisor restarts it.
+pub fn spawn_watched<F>(
+    task: F,
+    on_unexpected_exit: impl FnOnce() + Send + 'static,
+) -> AbortOnDropHandle<()>
+where
+    F: Future<Output = bool> + Send + 'static,
+{
+    let notice = ExitNotice::new(on_unexpected_exit);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "owned by the returned handle, which the calling actor keeps"
+    )]
+    let handle = tokio::spawn(async move {
+        if task.await {
+            notice.disarm();
+        }
+    });
+    AbortOnDropHandle::new(handle)
+}
+
 /// Calls its function when dropped, unless disarmed first.
 #[must_use = "an exit notice fires when dropped"]
 pub struct ExitNotice(Option<Box<dyn FnOnce() + Send>>);

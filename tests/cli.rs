@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -53,44 +52,6 @@ async fn redis_bus(url: &str, namespace: &str) -> Bus {
         ..BusConfig::default()
     };
     Bus::redis(url, config, writer).await.unwrap()
-}
-
-/// (kind, ticket) -> count, from the audit stream.
-async fn audit_counts(bus: &Bus) -> BTreeMap<(String, String), usize> {
-    let mut counts = BTreeMap::new();
-    for e in bus.read_all(Topic::Audit).await.unwrap() {
-        let key = (
-            e.fields.get_str("kind").unwrap().to_owned(),
-            e.fields.get_str("corr").unwrap().to_owned(),
-        );
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
-}
-
-async fn assert_exactly_once(bus: &Bus, prefix: &str, n: usize) {
-    let counts = audit_counts(bus).await;
-    for i in 0..n {
-        let ticket = format!("{prefix}-{i:05}");
-        for kind in ["AlertReceived", "AlertTriaged"] {
-            assert_eq!(
-                counts.get(&(kind.to_owned(), ticket.clone())),
-                Some(&1),
-                "{kind} for {ticket}"
-            );
-        }
-    }
-    for ((kind, ticket), n) in &counts {
-        assert!(
-            *n == 1 || kind == "ActionProposed",
-            "{n} x {kind} for {ticket}"
-        );
-    }
-    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
-    for state in bus.group_states(&groups).await.unwrap() {
-        assert!(state.is_idle(), "work left behind: {state:?}");
-    }
-    assert_eq!(bus.len(Topic::Dead).await.unwrap(), 0);
 }
 
 #[test]
@@ -327,7 +288,7 @@ async fn the_dev_tickets_run_until_idle_on_redis_and_a_rerun_adds_nothing() {
     assert_eq!(again["escalated"], 0);
     let bus = redis_bus(&url, &ns).await;
     assert_eq!(bus.len(Topic::Alerts).await.unwrap(), 9869);
-    let counts = audit_counts(&bus).await;
+    let counts = common::audit_counts(&bus).await;
     let triaged = counts.keys().filter(|(k, _)| k == "AlertTriaged").count();
     assert_eq!(triaged, 9869);
     assert!(counts.values().all(|n| *n == 1 || *n <= 4));
@@ -462,5 +423,5 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
         s["alerts_in"].as_u64().unwrap() + s["duplicates_dropped"].as_u64().unwrap(),
         n as u64
     );
-    assert_exactly_once(&bus, "kill", n).await;
+    common::assert_exactly_once(&bus, &common::ticket_ids("kill", n)).await;
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,49 +79,6 @@ async fn run_until_idle(config: Config, faults: Option<Arc<PanicSchedule>>) -> (
     (report, bus)
 }
 
-/// Counts audit entries by (kind, ticket) without decoding.
-async fn audit_counts(bus: &Bus) -> BTreeMap<(String, String), usize> {
-    let mut counts = BTreeMap::new();
-    for entry in bus.read_all(Topic::Audit).await.unwrap() {
-        let kind = entry.fields.get_str("kind").unwrap_or("?").to_owned();
-        let corr = entry.fields.get_str("corr").unwrap_or("?").to_owned();
-        *counts.entry((kind, corr)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Every ticket has exactly one AlertReceived and one AlertTriaged in the audit, every role
-/// output appears at most once per ticket, nothing is pending or unread, nothing is dead.
-async fn assert_exactly_once(bus: &Bus, tickets: &[String]) {
-    let counts = audit_counts(bus).await;
-    for ticket in tickets {
-        for kind in ["AlertReceived", "AlertTriaged"] {
-            assert_eq!(
-                counts.get(&(kind.to_owned(), ticket.clone())),
-                Some(&1),
-                "{kind} for {ticket}"
-            );
-        }
-    }
-    for ((kind, ticket), n) in &counts {
-        let per_ticket = if kind == "ActionProposed" { 4 } else { 1 };
-        assert!(*n <= per_ticket, "{n} x {kind} for {ticket}");
-    }
-    let groups: Vec<(Topic, &str)> = REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
-    for state in bus.group_states(&groups).await.unwrap() {
-        assert!(state.is_idle(), "work left behind: {state:?}");
-    }
-    assert_eq!(
-        bus.len(Topic::Dead).await.unwrap(),
-        0,
-        "nothing dead-lettered"
-    );
-}
-
-fn ticket_ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
-}
-
 async fn crash_test(backend: Backend, role: &str) {
     let n = 2000;
     let mut setup = Setup::new(backend, None, Some(("crash", n)));
@@ -138,9 +95,9 @@ async fn crash_test(backend: Backend, role: &str) {
     let restarts = summary.roles[role].restarts;
     assert!(restarts >= 20, "{role} restarted only {restarts} times");
     assert_eq!(summary.alerts_in, n as u64);
-    assert_exactly_once(&bus, &ticket_ids("crash", n)).await;
+    common::assert_exactly_once(&bus, &common::ticket_ids("crash", n)).await;
     // The summary agrees with the audit.
-    let counts = audit_counts(&bus).await;
+    let counts = common::audit_counts(&bus).await;
     let escalated = counts.keys().filter(|(k, _)| k == "CaseEscalated").count() as u64;
     assert_eq!(summary.escalated, escalated);
     assert!(escalated > 0);
@@ -168,8 +125,8 @@ async fn chain_test(backend: Backend) {
     let n = 600;
     let setup = Setup::new(backend, None, Some(("chain", n)));
     let (report, bus) = run_until_idle(setup.config.clone(), None).await;
-    assert_exactly_once(&bus, &ticket_ids("chain", n)).await;
-    let counts = audit_counts(&bus).await;
+    common::assert_exactly_once(&bus, &common::ticket_ids("chain", n)).await;
+    let counts = common::audit_counts(&bus).await;
     let tickets_of = |kind: &str| -> BTreeSet<String> {
         counts
             .keys()
@@ -256,7 +213,7 @@ async fn poison_test(backend: Backend) {
     .await
     .unwrap();
     common::wait_for("the next alert to be triaged", RUN_LIMIT, || async {
-        let counts = audit_counts(&bus).await;
+        let counts = common::audit_counts(&bus).await;
         counts
             .contains_key(&("AlertTriaged".to_owned(), "after-poison".to_owned()))
             .then_some(())
@@ -478,7 +435,7 @@ async fn a_graceful_drain_leaves_nothing_in_flight_and_a_rerun_finishes_the_rest
     }
     let (second, bus) = run_until_idle(setup.config.clone(), None).await;
     assert_eq!(second.exit, ExitReason::Idle);
-    assert_exactly_once(&bus, &ticket_ids("drain", n)).await;
+    common::assert_exactly_once(&bus, &common::ticket_ids("drain", n)).await;
     assert_eq!(
         report.summary.alerts_in + second.summary.alerts_in,
         n as u64,

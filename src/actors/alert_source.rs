@@ -24,7 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
 use crate::ingest::jsonl::{FeedLine, FeedReader};
 use crate::proto::{AlertReceived, Envelope, Event};
-use crate::task::ExitNotice;
+use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "alert-source";
@@ -193,9 +193,6 @@ impl Actor for AlertSource {
             }
         });
         let stop = CancellationToken::new();
-        let notice = ExitNotice::new(move || {
-            let _ = myself.cast(Msg::PublisherExited);
-        });
         let publisher = publish(
             rx,
             args.bus,
@@ -203,15 +200,19 @@ impl Actor for AlertSource {
             args.stats.clone(),
             stop.clone(),
         );
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let task = tokio::spawn(async move {
-            publisher.await;
-            notice.disarm();
-        });
+        let task = spawn_watched(
+            async move {
+                publisher.await;
+                true
+            },
+            move || {
+                let _ = myself.cast(Msg::PublisherExited);
+            },
+        );
         Ok(State {
             stats: args.stats,
             stop,
-            task: Some(AbortOnDropHandle::new(task)),
+            task: Some(task),
         })
     }
 

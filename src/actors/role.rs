@@ -28,7 +28,7 @@ use super::Role;
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
 use crate::proto::{Envelope, Event};
-use crate::task::ExitNotice;
+use crate::task::spawn_watched;
 
 /// Messages of a role actor.
 pub enum Msg {
@@ -263,14 +263,15 @@ impl<R: Role + Default> Actor for RoleActor<R> {
         let feeder_stop = feeder.stop_token();
         let faults = args.faults.filter(|f| f.role == R::NAME);
         let watcher = myself.clone();
-        let notice = ExitNotice::new(move || {
-            let _ = watcher.cast(Msg::FeederExited);
-        });
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let feeder = AbortOnDropHandle::new(tokio::spawn(async move {
-            feeder.run().await;
-            notice.disarm();
-        }));
+        let feeder = spawn_watched(
+            async move {
+                feeder.run().await;
+                true
+            },
+            move || {
+                let _ = watcher.cast(Msg::FeederExited);
+            },
+        );
         Ok(State {
             role: R::default(),
             bus: args.bus,

@@ -27,7 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::redis::Writer;
 use super::{BusConfig, BusError, Commit, CommitCallback, Outcome};
-use crate::task::ExitNotice;
+use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "bus-bridge";
@@ -197,20 +197,21 @@ impl Actor for BusBridge {
     ) -> Result<State, ActorProcessingErr> {
         let writer = Writer::new(&args.url, args.config.clone())?;
         let closing = CancellationToken::new();
-        let notice = ExitNotice::new(move || {
-            let _ = myself.cast(Msg::WriterExited("writer task stopped".into()));
-        });
         let (queue, write_batch, stop) =
             (args.queue.clone(), args.config.write_batch, closing.clone());
-        #[allow(clippy::disallowed_methods, reason = "owned by this actor's state")]
-        let task = tokio::spawn(async move {
-            write_loop(writer, queue, write_batch, stop).await;
-            notice.disarm();
-        });
+        let writer = spawn_watched(
+            async move {
+                write_loop(writer, queue, write_batch, stop).await;
+                true
+            },
+            move || {
+                let _ = myself.cast(Msg::WriterExited("writer task stopped".into()));
+            },
+        );
         Ok(State {
             queue: args.queue,
             closing,
-            writer: Some(AbortOnDropHandle::new(task)),
+            writer: Some(writer),
         })
     }
 

@@ -219,3 +219,54 @@ pub fn synthetic_feed(dir: &Path, prefix: &str, n: usize) -> PathBuf {
     }
     path
 }
+
+/// Counts audit entries by (kind, ticket), without decoding them.
+pub async fn audit_counts(
+    bus: &soc_runtime::bus::Bus,
+) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in bus.read_all(soc_runtime::bus::Topic::Audit).await.unwrap() {
+        let kind = entry.fields.get_str("kind").unwrap_or("?").to_owned();
+        let corr = entry.fields.get_str("corr").unwrap_or("?").to_owned();
+        *counts.entry((kind, corr)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Ticket ids `<prefix>-00000` ... as [`synthetic_feed`] writes them.
+pub fn ticket_ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+/// The exactly-once property: every ticket has exactly one AlertReceived and one AlertTriaged
+/// in the audit, no role output appears more than once per ticket (an IR plan proposes up to
+/// four actions), no group has work pending or unread, and nothing was dead-lettered.
+pub async fn assert_exactly_once(bus: &soc_runtime::bus::Bus, tickets: &[String]) {
+    use soc_runtime::bus::Topic;
+    let counts = audit_counts(bus).await;
+    for ticket in tickets {
+        for kind in ["AlertReceived", "AlertTriaged"] {
+            assert_eq!(
+                counts.get(&(kind.to_owned(), ticket.clone())),
+                Some(&1),
+                "{kind} for {ticket}"
+            );
+        }
+    }
+    for ((kind, ticket), n) in &counts {
+        let per_ticket = if kind == "ActionProposed" { 4 } else { 1 };
+        assert!(*n <= per_ticket, "{n} x {kind} for {ticket}");
+    }
+    let groups: Vec<(Topic, &str)> = soc_runtime::supervisor::REACTIVE_ROLES
+        .iter()
+        .map(|r| (r.input, r.name))
+        .collect();
+    for state in bus.group_states(&groups).await.unwrap() {
+        assert!(state.is_idle(), "work left behind: {state:?}");
+    }
+    assert_eq!(
+        bus.len(Topic::Dead).await.unwrap(),
+        0,
+        "nothing dead-lettered"
+    );
+}
