@@ -32,8 +32,52 @@ fn soc() -> Command {
     cmd
 }
 
+/// Longest a CLI run may take before the test kills it and fails (they take seconds).
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs the command to completion, failing the test (and killing the process) past the limit.
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the binary runs")
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(RUN_LIMIT) {
+        Ok(output) => output.expect("the binary runs"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("soc-runtime did not finish within {RUN_LIMIT:?}");
+        }
+    }
+}
+
+/// `run --until-idle --http off` over `feed`, returning the output and the JSON summary.
+fn run_feed(
+    dir: &Path,
+    feed: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, serde_json::Value) {
+    let json = dir.join(format!("summary-{}.json", fastrand::u32(..)));
+    let mut cmd = soc();
+    cmd.args(["run", "--until-idle", "--http", "off"])
+        .arg("--alerts")
+        .arg(feed)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--summary-json")
+        .arg(&json)
+        .args(extra)
+        .envs(env.iter().copied());
+    let out = run(&mut cmd);
+    let summary = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (out, summary)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -130,17 +174,8 @@ fn malformed_lines_are_reported_with_their_line_numbers_and_skipped() {
         ),
     )
     .unwrap();
-    let json = dir.path().join("summary.json");
-    let out = run(soc()
-        .args(["run", "--until-idle", "--http", "off"])
-        .arg("--alerts")
-        .arg(&feed)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--summary-json")
-        .arg(&json));
+    let (out, s) = run_feed(dir.path(), &feed, &[], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let s = summary(&json);
     assert_eq!(s["alerts_in"], 3);
     assert_eq!(s["malformed_lines"], 2);
     let lines: Vec<u64> = s["malformed_examples"]
@@ -162,17 +197,8 @@ fn a_feed_that_breaks_off_fails_the_run_with_the_reason() {
     let whole = std::fs::read(common::dev_tickets()).unwrap();
     let feed = dir.path().join("truncated.jsonl.gz");
     std::fs::write(&feed, &whole[..whole.len() / 2]).unwrap();
-    let json = dir.path().join("summary.json");
-    let out = run(soc()
-        .args(["run", "--until-idle", "--http", "off"])
-        .arg("--alerts")
-        .arg(&feed)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--summary-json")
-        .arg(&json));
+    let (out, s) = run_feed(dir.path(), &feed, &[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let s = summary(&json);
     assert!(
         s["alerts_in"].as_u64().unwrap() > 0,
         "what was read was processed"
@@ -234,22 +260,9 @@ async fn a_fifo_feed_neither_blocks_startup_nor_exit() {
 }
 
 fn dev_run(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let json = dir.join(format!("summary-{}.json", fastrand::u32(..)));
-    let mut cmd = soc();
-    cmd.args(["run", "--until-idle", "--http", "off"])
-        .arg("--alerts")
-        .arg(common::dev_tickets())
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--summary-json")
-        .arg(&json)
-        .args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = run(&mut cmd);
+    let (out, summary) = run_feed(dir, &common::dev_tickets(), extra, env);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    summary(&json)
+    summary
 }
 
 fn assert_dev_summary(s: &serde_json::Value) {
@@ -371,6 +384,10 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
     let feed = common::synthetic_feed(dir.path(), "kill", n);
+    // No claiming by idle time: only taking over the dead process's consumers (its pid is
+    // gone) can recover what it had read and not committed.
+    let config = dir.path().join("soc.toml");
+    std::fs::write(&config, "[bus.settings]\nclaim_idle_ms = 3600000\n").unwrap();
     let base = |cmd: &mut Command| {
         cmd.args([
             "run",
@@ -383,6 +400,8 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
         ])
         .arg("--alerts")
         .arg(&feed)
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data"));
     };

@@ -6,6 +6,8 @@
 //!
 //! The first rules reasoner maps priority to severity, proposes isolating the host for SEV-1/2
 //! and blocking the public source IPs involved.
+//!
+//! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
 use std::net::IpAddr;
 use std::time::Instant;

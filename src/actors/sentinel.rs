@@ -7,6 +7,8 @@
 //! routine-noise phrases (security knowledge, not fitted to any dataset), with a small bonus for
 //! volume. Alert text is data: it is matched, never interpreted. Later issues add priors from
 //! analyst history and the LLM.
+//!
+//! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
 use std::time::Instant;
 

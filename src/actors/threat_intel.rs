@@ -6,6 +6,8 @@
 //! The first rules reasoner maps phrases of the rule title to ATT&CK techniques and lists the
 //! case's IPs, host and rule as indicators. It names no actor: attribution needs intel sources,
 //! which later issues add (ATT&CK bundle lookups, indicator lists, case memory).
+//!
+//! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
 use std::time::Instant;
 

@@ -7,6 +7,8 @@
 //!
 //! The first rules reasoner escalates confident true positives and anything of priority >= 8,
 //! and closes the rest with the reason.
+//!
+//! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
 use std::time::Instant;
 
