@@ -2,8 +2,9 @@
 //! (applied in [`Config::apply_env`], the one place that reads them), then command-line flags.
 //! Every field has exactly one default, in the `Default` impls below.
 //!
-//! Secrets (the Redis URL may carry a password) come only from the file or the environment and
-//! are never logged: use [`crate::bus::redis::redact_url`] to show them.
+//! Secrets (the Redis URL may carry a password, an LLM endpoint an API key) come only from the
+//! file or the environment and are never logged: use [`crate::bus::redis::redact_url`] to show
+//! a URL; API keys are [`crate::llm::Secret`]s, which do not print.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bus::{BusConfig, BusError};
+use crate::llm::LlmConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +28,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Restart policy and shutdown.
     pub supervisor: SupervisorConfig,
+    /// The LLM gateway and its model endpoints (none: rules reasoners only).
+    pub llm: LlmConfig,
 }
 
 impl Default for Config {
@@ -36,6 +40,7 @@ impl Default for Config {
             bus: BusSection::default(),
             http: HttpConfig::default(),
             supervisor: SupervisorConfig::default(),
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -177,6 +182,7 @@ impl Config {
         if let Some(v) = var("SOC_HTTP_ADDR") {
             self.http.addr = v;
         }
+        self.llm.apply_env(&var);
         Ok(())
     }
 
@@ -184,6 +190,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
+        self.llm.validate().map_err(ConfigError::Invalid)?;
         let s = &self.supervisor;
         if s.restart_window_s == 0 || s.backoff_initial_ms == 0 || s.idle_poll_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -21,6 +21,8 @@ use crate::bus::redis::redact_url;
 use crate::bus::{Bus, BusError};
 use crate::config::{Backend, Config, ConfigError};
 use crate::http::Health;
+use crate::llm::Llm;
+use crate::llm::stats::{GatewaySnapshot, GatewayStats};
 use crate::supervisor::{
     self, Context, ExitReason, REACTIVE_ROLES, RuntimeOptions, RuntimeSnapshot, Supervisor,
 };
@@ -111,6 +113,8 @@ impl Runtime {
             bridge_queue,
             http,
             health,
+            llm_stats: (!config.llm.endpoints.is_empty())
+                .then(|| Arc::new(GatewayStats::new(&config.llm))),
             exit: Mutex::new(None),
             started: std::time::Instant::now(),
             instance: instance.clone(),
@@ -132,6 +136,11 @@ impl Runtime {
     /// The bus this runtime runs on.
     pub fn bus(&self) -> &Bus {
         &self.ctx.bus
+    }
+
+    /// A handle to the LLM gateway, when endpoints are configured.
+    pub fn llm(&self) -> Option<Llm> {
+        self.ctx.llm()
     }
 
     /// The HTTP address actually bound (useful with port 0).
@@ -228,6 +237,8 @@ pub struct Summary {
     pub elapsed_s: f64,
     /// The bus bridge (Redis only).
     pub bridge: Option<BridgeSnapshot>,
+    /// The LLM gateway's accounting (absent when no endpoint is configured).
+    pub llm: Option<GatewaySnapshot>,
     /// Why the run stopped.
     pub exit: ExitReason,
 }
@@ -292,6 +303,7 @@ impl Summary {
             roles,
             elapsed_s: ctx.started.elapsed().as_secs_f64(),
             bridge: ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
+            llm: ctx.llm_stats.as_ref().map(|s| s.snapshot()),
             exit: ctx.exit.lock().clone().unwrap_or(ExitReason::Requested),
         }
     }
@@ -339,6 +351,32 @@ impl Summary {
                 "  {name:<14}{:>10}{:>10}{:>12}{:>10}{:>10}",
                 r.processed, r.committed, r.duplicates_skipped, r.commit_failures, r.restarts
             );
+        }
+        if let Some(llm) = &self.llm {
+            let c = |name| llm.counter(name);
+            let _ = writeln!(
+                out,
+                "  llm: answered {}   overloads {}   deadline exceeded {}   failovers {}   flips back {}",
+                c("completed"),
+                c("overloads"),
+                c("deadline_exceeded"),
+                c("failovers"),
+                c("flips_back")
+            );
+            for e in &llm.endpoints {
+                let _ = writeln!(
+                    out,
+                    "    {:<12} {:<7} answered {:>6}  failed {:>4}  tokens {}/{}  p50 {:.0} ms  ttft p50 {:.0} ms",
+                    e.name,
+                    format!("{:?}", e.circuit).to_lowercase(),
+                    e.account.answered,
+                    e.account.failed,
+                    e.account.tokens_in,
+                    e.account.tokens_out,
+                    e.account.latency_ms.p50,
+                    e.account.ttft_ms.p50
+                );
+            }
         }
         out
     }

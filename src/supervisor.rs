@@ -1,7 +1,8 @@
 //! The root supervisor: spawns every actor of the runtime, restarts what fails, drains on exit.
 //!
-//! Children, in start order: the bus bridge (Redis only), the HTTP server (unless off), one
-//! actor per reactive role of [`REACTIVE_ROLES`], and the alert source.
+//! Children, in start order: the bus bridge (Redis only), the HTTP server (unless off), the LLM
+//! gateway (when endpoints are configured), one actor per reactive role of [`REACTIVE_ROLES`],
+//! and the alert source.
 //!
 //! ractor has no built-in restart strategy, so this is it: a child that fails (panics or
 //! returns an error) or stops on its own is restarted after a backoff that doubles with each
@@ -10,8 +11,8 @@
 //! supervisor would pass the failure to its parent.
 //!
 //! Draining (on a signal, on `--until-idle`, or on escalation) goes source first, then roles
-//! (stop reading, finish what is in the mailbox), then the bridge (write what is queued), then
-//! HTTP. What was not processed stays pending in the bus. A restart of this actor is not
+//! (stop reading, finish what is in the mailbox), then the LLM gateway, then the bridge (write
+//! what is queued), then HTTP. What was not processed stays pending in the bus. A restart of this actor is not
 //! planned for: it is the root, and its exit ends the process.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -36,6 +37,9 @@ use crate::bus::bridge::{self, BridgeSnapshot, BusBridge, WriteQueue};
 use crate::bus::{Bus, Topic};
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
+use crate::llm::Llm;
+use crate::llm::gateway::{self, Gateway};
+use crate::llm::stats::{GatewaySnapshot, GatewayStats};
 
 /// The reactive roles, in start order. Adding a role: one file in `src/actors/`, one line here.
 pub const REACTIVE_ROLES: [RoleSpec; 4] = [
@@ -93,6 +97,8 @@ pub struct Context {
     pub http: Option<(Arc<Mutex<Option<std::net::TcpListener>>>, SocketAddr)>,
     /// Shared health.
     pub health: Arc<Health>,
+    /// The LLM gateway's accounting, when endpoints are configured.
+    pub llm_stats: Option<Arc<GatewayStats>>,
     /// Why the runtime stopped, once it has.
     pub exit: Mutex<Option<ExitReason>>,
     /// When the runtime started.
@@ -103,6 +109,16 @@ impl Context {
     fn consumer_name(&self, role: &str) -> String {
         crate::bus::consumer_name(role)
     }
+
+    /// A handle to this runtime's LLM gateway, when endpoints are configured.
+    pub fn llm(&self) -> Option<Llm> {
+        self.llm_stats.as_ref().map(|_| {
+            Llm::new(
+                format!("{}/{}", self.instance, gateway::NAME),
+                Duration::from_millis(self.config.llm.deadline_ms),
+            )
+        })
+    }
 }
 
 /// Supervised children.
@@ -112,6 +128,8 @@ pub enum ChildId {
     Bridge,
     /// The HTTP server.
     Http,
+    /// The LLM gateway.
+    Gateway,
     /// A reactive role, by index in [`REACTIVE_ROLES`].
     Role(usize),
     /// The alert source.
@@ -131,10 +149,15 @@ impl ChildId {
         *self == ChildId::Bridge
     }
 
+    fn is_gateway(&self) -> bool {
+        *self == ChildId::Gateway
+    }
+
     fn name(self) -> &'static str {
         match self {
             ChildId::Bridge => bridge::NAME,
             ChildId::Http => http::NAME,
+            ChildId::Gateway => gateway::NAME,
             ChildId::Role(i) => REACTIVE_ROLES[i].name,
             ChildId::Source => alert_source::NAME,
         }
@@ -144,6 +167,7 @@ impl ChildId {
 enum ChildRef {
     Bridge(ActorRef<bridge::Msg>),
     Http(ActorRef<http::Msg>),
+    Gateway(ActorRef<gateway::Msg>),
     Role(ActorRef<role::Msg>),
     Source(ActorRef<alert_source::Msg>),
 }
@@ -153,6 +177,7 @@ impl ChildRef {
         match self {
             ChildRef::Bridge(a) => a.get_cell(),
             ChildRef::Http(a) => a.get_cell(),
+            ChildRef::Gateway(a) => a.get_cell(),
             ChildRef::Role(a) => a.get_cell(),
             ChildRef::Source(a) => a.get_cell(),
         }
@@ -188,6 +213,8 @@ pub struct RuntimeSnapshot {
     pub source: SourceSnapshot,
     /// The bus bridge (Redis only).
     pub bridge: Option<BridgeSnapshot>,
+    /// The LLM gateway, when endpoints are configured.
+    pub llm: Option<GatewaySnapshot>,
     /// Children and whether they run.
     pub children: BTreeMap<String, bool>,
     /// Whether the runtime is draining.
@@ -222,6 +249,9 @@ impl Actor for Supervisor {
         }
         if ctx.http.is_some() {
             ids.push(ChildId::Http);
+        }
+        if ctx.llm_stats.is_some() {
+            ids.push(ChildId::Gateway);
         }
         ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
         ids.push(ChildId::Source);
@@ -351,6 +381,9 @@ impl State {
                             .restarts
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    if let (ChildId::Gateway, Some(stats)) = (id, &self.ctx.llm_stats) {
+                        GatewayStats::bump(&stats.counters.restarts);
+                    }
                 }
             }
             Err(error) => self.failed(myself, id, error),
@@ -383,6 +416,16 @@ impl State {
                 Actor::spawn_linked(Some(name), HttpServer, args, parent)
                     .await
                     .map(|(a, _)| ChildRef::Http(a))
+            }
+            ChildId::Gateway => {
+                let stats = ctx.llm_stats.clone().ok_or("no llm endpoints")?;
+                let args = gateway::Args {
+                    config: ctx.config.llm.clone(),
+                    stats,
+                };
+                Actor::spawn_linked(Some(name), Gateway, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Gateway(a))
             }
             ChildId::Role(i) => {
                 let spec = &REACTIVE_ROLES[i];
@@ -539,6 +582,9 @@ impl State {
                 role.kill();
             }
         }
+        for child in self.take_children(ChildId::is_gateway) {
+            stop_or_kill(child.cell(), timeout).await;
+        }
         let mut bridges = self.take_children(ChildId::is_bridge);
         if bridges.is_empty() && self.ctx.bridge_queue.is_some() {
             // The bridge was waiting out a restart backoff: start it for the final flush, or
@@ -595,6 +641,7 @@ impl State {
             roles,
             source: self.ctx.source_stats.snapshot(),
             bridge: self.ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
+            llm: self.ctx.llm_stats.as_ref().map(|s| s.snapshot()),
             children: self.ctx.health.report().children,
             draining: self.draining,
         }

@@ -8,6 +8,8 @@
     reason = "test helpers: a failure should fail the test loudly"
 )]
 
+pub mod llm;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

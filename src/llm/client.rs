@@ -1,0 +1,660 @@
+//! An OpenAI-compatible chat client for one endpoint: one leg of a gateway call.
+//!
+//! The request body is built in one place ([`Endpoint::body`]) from the caller's
+//! [`ChatRequest`] plus the endpoint's configured quirks, so every leg of a failover sends the
+//! same conversation and tools. Streaming answers (SSE) are assembled into one [`Answer`]: text
+//! deltas concatenated, tool calls rebuilt from their `index`/`id`/`name` chunk and the
+//! `arguments` fragments that follow, the usage chunk kept. A stream that ends before
+//! `[DONE]` is a [`AttemptErrorKind::BrokenStream`]: the gateway retries the whole request
+//! elsewhere, so a caller never sees half an answer.
+//!
+//! Failures are classified for the gateway: connection errors, timeouts, 408/429/5xx, broken
+//! streams and unparseable bodies are retryable; other 4xx mean the request itself is wrong
+//! and are [`AttemptErrorKind::Rejected`].
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{
+    AttemptError, AttemptErrorKind, ChatRequest, EndpointConfig, FunctionCall, Speaker, ToolCall,
+    ToolChoice, Usage,
+};
+
+/// Longest server message kept in an error.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A configured endpoint with its own connection pool.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Configuration.
+    pub config: EndpointConfig,
+    http: reqwest::Client,
+    chat_url: String,
+    models_url: String,
+}
+
+/// One leg's answer, before the gateway adds its own timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Text.
+    pub content: Option<String>,
+    /// Tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// Finish reason.
+    pub finish_reason: Option<String>,
+    /// Token counts.
+    pub usage: Usage,
+    /// Model the server reported.
+    pub model: String,
+    /// From the leg's start to its first token (or the whole answer when not streaming).
+    pub ttft: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint for `config` (validated by [`super::LlmConfig::validate`]).
+    pub fn new(config: EndpointConfig) -> Result<Self, AttemptError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| attempt(&config.name, AttemptErrorKind::Connect, &error_chain(&e)))?;
+        let base = config.url.trim_end_matches('/');
+        Ok(Self {
+            chat_url: format!("{base}/chat/completions"),
+            models_url: format!("{base}/models"),
+            http,
+            config,
+        })
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The JSON body this endpoint is sent for `req`.
+    pub fn body(&self, req: &ChatRequest) -> Value {
+        let c = &self.config;
+        let mut messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .collect();
+        let mut body = json!({
+            "model": req.model.as_deref().unwrap_or(&c.model),
+            "stream": req.stream,
+        });
+        let mut stop = c.stop.clone();
+        if !req.tools.is_empty() {
+            body["tools"] = serde_json::to_value(&req.tools).unwrap_or(Value::Null);
+            stop.extend(c.tool_stop.iter().cloned());
+            let ends_with_assistant = req
+                .messages
+                .last()
+                .is_some_and(|m| m.role == Speaker::Assistant && m.tool_calls.is_empty());
+            if let Some(prefill) = c.tool_prefill.as_deref().filter(|_| !ends_with_assistant) {
+                messages.push(json!({"role": "assistant", "content": prefill}));
+            }
+            let choice = c.tool_choice.as_deref().map(ToolChoice::parse);
+            if let Some(choice) = choice.as_ref().or(req.tool_choice.as_ref()) {
+                body["tool_choice"] = choice.to_json();
+            }
+        } else if let Some(choice) = &req.tool_choice {
+            body["tool_choice"] = choice.to_json();
+        }
+        body["messages"] = Value::Array(messages);
+        if !stop.is_empty() {
+            body["stop"] = json!(stop);
+        }
+        if let Some(schema) = &req.response_format {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": schema.name, "schema": schema.schema, "strict": true},
+            });
+        }
+        if let Some(n) = req.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        if req.stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        if let Value::Object(map) = &mut body {
+            for (k, v) in &c.extra_body {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let builder = self.http.post(&self.chat_url).json(body);
+        self.authorize(builder)
+    }
+
+    fn authorize(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.config.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
+        }
+    }
+
+    fn err(&self, kind: AttemptErrorKind, message: impl ToString) -> AttemptError {
+        attempt(&self.config.name, kind, &message.to_string())
+    }
+
+    /// Sends `req` and assembles the answer; gives up at `until` (or the endpoint's own leg
+    /// timeout, whichever is first).
+    pub async fn chat(&self, req: &ChatRequest, until: Instant) -> Result<Answer, AttemptError> {
+        let until = until.min(Instant::now() + Duration::from_millis(self.config.timeout_ms));
+        match tokio::time::timeout_at(until, self.chat_leg(req)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.err(AttemptErrorKind::Timeout, "leg timeout")),
+        }
+    }
+
+    async fn chat_leg(&self, req: &ChatRequest) -> Result<Answer, AttemptError> {
+        let started = Instant::now();
+        let idle = Duration::from_millis(self.config.idle_timeout_ms);
+        let body = self.body(req);
+        let response = tokio::time::timeout(idle, self.post(&body).send())
+            .await
+            .map_err(|_| self.err(AttemptErrorKind::Timeout, "no response headers"))?
+            .map_err(|e| self.transport_error(&e))?;
+        let response = self.check_status(response).await?;
+        if req.stream {
+            self.read_stream(response, started, idle).await
+        } else {
+            let bytes = self.read_body(response, idle).await?;
+            let ttft = started.elapsed();
+            parse_completion(&bytes, ttft).map_err(|e| self.err(AttemptErrorKind::Protocol, e))
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> AttemptError {
+        let kind = if e.is_timeout() {
+            AttemptErrorKind::Timeout
+        } else {
+            AttemptErrorKind::Connect
+        };
+        self.err(kind, error_chain(e))
+    }
+
+    async fn check_status(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let code = status.as_u16();
+        let text = tokio::time::timeout(Duration::from_secs(2), response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let kind = if code == 408 || code == 429 || status.is_server_error() {
+            AttemptErrorKind::Status(code)
+        } else {
+            AttemptErrorKind::Rejected(code)
+        };
+        Err(self.err(kind, truncate(text.trim(), MAX_ERROR_TEXT)))
+    }
+
+    async fn read_body(
+        &self,
+        response: reqwest::Response,
+        idle: Duration,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let limit = self.config.max_response_bytes;
+        let mut body = Vec::new();
+        let mut chunks = response.bytes_stream();
+        loop {
+            let chunk = tokio::time::timeout(idle, chunks.next())
+                .await
+                .map_err(|_| self.err(AttemptErrorKind::Timeout, "body stalled"))?;
+            match chunk {
+                None => return Ok(body),
+                Some(Err(e)) => return Err(self.err(AttemptErrorKind::Connect, error_chain(&e))),
+                Some(Ok(bytes)) => {
+                    if body.len() + bytes.len() > limit {
+                        return Err(self.err(
+                            AttemptErrorKind::Protocol,
+                            format!("response larger than {limit} bytes"),
+                        ));
+                    }
+                    body.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        started: Instant,
+        idle: Duration,
+    ) -> Result<Answer, AttemptError> {
+        let limit = self.config.max_response_bytes;
+        let mut seen = 0usize;
+        let bytes = response
+            .bytes_stream()
+            .map_err(|e| error_chain(&e))
+            .and_then(move |chunk: bytes::Bytes| {
+                seen += chunk.len();
+                let result = if seen > limit {
+                    Err(format!("response larger than {limit} bytes"))
+                } else {
+                    Ok(chunk)
+                };
+                std::future::ready(result)
+            });
+        let mut events = std::pin::pin!(bytes.eventsource());
+        let mut assembly = StreamAssembly::default();
+        loop {
+            let next = tokio::time::timeout(idle, events.next())
+                .await
+                .map_err(|_| self.err(AttemptErrorKind::Timeout, "stream stalled"))?;
+            let event = match next {
+                None => {
+                    return Err(self.err(AttemptErrorKind::BrokenStream, "ended before [DONE]"));
+                }
+                Some(Err(e)) => return Err(self.err(AttemptErrorKind::BrokenStream, e)),
+                Some(Ok(event)) => event,
+            };
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                return Ok(assembly.finish());
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: ChunkWire = serde_json::from_str(data).map_err(|e| {
+                self.err(AttemptErrorKind::Protocol, format!("bad stream chunk: {e}"))
+            })?;
+            if let Some(message) = chunk.error_message() {
+                return Err(self.err(AttemptErrorKind::BrokenStream, message));
+            }
+            assembly.push(chunk, started);
+        }
+    }
+
+    /// The model ids the endpoint serves (`GET /models`).
+    pub async fn models(&self) -> Result<Vec<String>, AttemptError> {
+        let timeout = Duration::from_millis(self.config.probe_timeout_ms);
+        let request = self
+            .authorize(self.http.get(&self.models_url))
+            .timeout(timeout);
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = self.check_status(response).await?;
+        let bytes = tokio::time::timeout(timeout, self.read_body(response, timeout))
+            .await
+            .map_err(|_| self.err(AttemptErrorKind::Timeout, "model list stalled"))??;
+        let list: ModelsWire = serde_json::from_slice(&bytes)
+            .map_err(|e| self.err(AttemptErrorKind::Protocol, format!("bad model list: {e}")))?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
+
+fn attempt(endpoint: &str, kind: AttemptErrorKind, message: &str) -> AttemptError {
+    AttemptError {
+        endpoint: endpoint.to_owned(),
+        kind,
+        message: message.to_owned(),
+    }
+}
+
+/// The error and its sources, on one line (reqwest's own message hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Parses a non-streamed completion body.
+pub fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, String> {
+    let wire: CompletionWire =
+        serde_json::from_slice(bytes).map_err(|e| format!("bad completion: {e}"))?;
+    let choice = wire
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("completion without choices")?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ToolCall {
+            id: c.id.unwrap_or_else(|| format!("call_{i}")),
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: c.function.name.unwrap_or_default(),
+                arguments: c.function.arguments.unwrap_or_default(),
+            },
+        })
+        .collect();
+    Ok(Answer {
+        content: choice.message.content,
+        tool_calls,
+        finish_reason: choice.finish_reason,
+        usage: wire.usage.unwrap_or_default(),
+        model: wire.model.unwrap_or_default(),
+        ttft,
+    })
+}
+
+/// Folds stream chunks into one answer.
+#[derive(Debug, Default)]
+pub struct StreamAssembly {
+    content: Option<String>,
+    calls: Vec<PartialCall>,
+    finish_reason: Option<String>,
+    usage: Usage,
+    model: String,
+    ttft: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct PartialCall {
+    index: u64,
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+impl StreamAssembly {
+    /// Adds one chunk received `started.elapsed()` after the leg began.
+    pub fn push(&mut self, chunk: ChunkWire, started: Instant) {
+        if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+            self.model = model;
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = usage;
+        }
+        for choice in chunk.choices {
+            let delta = choice.delta;
+            let has_token = delta.content.as_deref().is_some_and(|c| !c.is_empty())
+                || !delta.tool_calls.is_empty();
+            if has_token && self.ttft.is_none() {
+                self.ttft = Some(started.elapsed());
+            }
+            if let Some(text) = delta.content {
+                self.content.get_or_insert_with(String::new).push_str(&text);
+            }
+            for fragment in delta.tool_calls {
+                let index = fragment.index.unwrap_or(0);
+                let at = match self.calls.iter().position(|c| c.index == index) {
+                    Some(at) => at,
+                    None => {
+                        self.calls.push(PartialCall {
+                            index,
+                            ..PartialCall::default()
+                        });
+                        self.calls.len() - 1
+                    }
+                };
+                let call = &mut self.calls[at];
+                if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
+                    call.id = Some(id);
+                }
+                if let Some(name) = fragment.function.name {
+                    call.name.push_str(&name);
+                }
+                if let Some(args) = fragment.function.arguments {
+                    call.arguments.push_str(&args);
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason);
+            }
+        }
+    }
+
+    /// The assembled answer.
+    pub fn finish(self) -> Answer {
+        let mut calls = self.calls;
+        calls.sort_by_key(|c| c.index);
+        Answer {
+            content: self.content,
+            tool_calls: calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id.unwrap_or_else(|| format!("call_{}", c.index)),
+                    kind: "function".to_owned(),
+                    function: FunctionCall {
+                        name: c.name,
+                        arguments: c.arguments,
+                    },
+                })
+                .collect(),
+            finish_reason: self.finish_reason,
+            usage: self.usage,
+            model: self.model,
+            ttft: self.ttft.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CompletionWire {
+    #[serde(default)]
+    choices: Vec<ChoiceWire>,
+    usage: Option<Usage>,
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceWire {
+    message: MessageWire,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageWire {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<CallWire>,
+}
+
+#[derive(Deserialize)]
+struct CallWire {
+    #[serde(default)]
+    index: Option<u64>,
+    id: Option<String>,
+    #[serde(default)]
+    function: FunctionWire,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionWire {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+/// One `chat.completion.chunk`.
+#[derive(Deserialize)]
+pub struct ChunkWire {
+    #[serde(default)]
+    choices: Vec<ChunkChoiceWire>,
+    usage: Option<Usage>,
+    model: Option<String>,
+    error: Option<Value>,
+}
+
+impl ChunkWire {
+    fn error_message(&self) -> Option<String> {
+        let error = self.error.as_ref()?;
+        Some(
+            error
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct ChunkChoiceWire {
+    #[serde(default)]
+    delta: DeltaWire,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaWire {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<CallWire>,
+}
+
+#[derive(Deserialize)]
+struct ModelsWire {
+    #[serde(default)]
+    data: Vec<ModelWire>,
+}
+
+#[derive(Deserialize)]
+struct ModelWire {
+    id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{JsonSchema, Message, Tool};
+
+    fn endpoint(quirks: impl FnOnce(&mut EndpointConfig)) -> Endpoint {
+        let mut config = EndpointConfig {
+            name: "primary".into(),
+            url: "http://127.0.0.1:1/v1/".into(),
+            model: "smollm2".into(),
+            ..EndpointConfig::default()
+        };
+        quirks(&mut config);
+        Endpoint::new(config).unwrap()
+    }
+
+    fn weather_request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![Message::system("s"), Message::user("weather in Paris?")],
+            tools: vec![Tool::function(
+                "get_weather",
+                "weather",
+                json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            )],
+            tool_choice: Some(ToolChoice::Auto),
+            ..ChatRequest::default()
+        }
+    }
+
+    #[test]
+    fn body_applies_quirks_only_where_they_belong() {
+        let ep = endpoint(|c| {
+            c.stop = vec!["<|im_end|>".into()];
+            c.tool_stop = vec!["</tool_call>".into()];
+            c.tool_prefill = Some("<tool_call>\n".into());
+            c.tool_choice = Some("required".into());
+            c.extra_body.insert("top_k".into(), json!(1));
+        });
+        assert_eq!(ep.chat_url, "http://127.0.0.1:1/v1/chat/completions");
+        let body = ep.body(&weather_request());
+        assert_eq!(body["model"], "smollm2");
+        assert_eq!(body["tool_choice"], "required");
+        assert_eq!(body["stop"], json!(["<|im_end|>", "</tool_call>"]));
+        assert_eq!(body["top_k"], 1);
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(
+            messages[2],
+            json!({"role": "assistant", "content": "<tool_call>\n"})
+        );
+
+        // Without tools: no tool stop, no prefill; a per-request model wins.
+        let plain = ChatRequest {
+            messages: vec![Message::user("hi")],
+            model: Some("other".into()),
+            stream: true,
+            response_format: Some(JsonSchema {
+                name: "v".into(),
+                schema: json!({"type": "object"}),
+            }),
+            ..ChatRequest::default()
+        };
+        let body = ep.body(&plain);
+        assert_eq!(body["model"], "other");
+        assert_eq!(body["stop"], json!(["<|im_end|>"]));
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["response_format"]["json_schema"]["name"], "v");
+        assert!(body.get("tools").is_none());
+
+        // Without quirks, the caller's choice goes through untouched.
+        let body = endpoint(|_| {}).body(&weather_request());
+        assert_eq!(body["tool_choice"], "auto");
+        assert!(body.get("stop").is_none());
+    }
+
+    #[test]
+    fn streamed_tool_call_fragments_are_reassembled() {
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"model":"m"}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"city\": "}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"c2","function":{"name":"lookup","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"finish_reason":"tool_calls","delta":{}}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":194,"completion_tokens":29,"total_tokens":223}}"#,
+        ];
+        let started = Instant::now();
+        let mut assembly = StreamAssembly::default();
+        for c in chunks {
+            assembly.push(serde_json::from_str(c).unwrap(), started);
+        }
+        let answer = assembly.finish();
+        assert_eq!(answer.tool_calls.len(), 2);
+        assert_eq!(answer.tool_calls[0].id, "c1");
+        assert_eq!(answer.tool_calls[0].function.name, "get_weather");
+        assert_eq!(
+            answer.tool_calls[0].function.arguments,
+            r#"{"city": "Paris"}"#
+        );
+        assert_eq!(answer.tool_calls[1].function.name, "lookup");
+        assert_eq!(answer.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(answer.usage.prompt_tokens, 194);
+        assert_eq!(answer.usage.completion_tokens, 29);
+        assert_eq!(answer.model, "m");
+        assert_eq!(answer.content, None);
+    }
+
+    #[test]
+    fn completions_parse_and_garbage_is_an_error() {
+        let body = br#"{"choices":[{"finish_reason":"stop","index":0,"message":{"role":"assistant","content":"Hi"}}],"model":"smollm2","usage":{"completion_tokens":2,"prompt_tokens":9}}"#;
+        let answer = parse_completion(body, Duration::ZERO).unwrap();
+        assert_eq!(answer.content.as_deref(), Some("Hi"));
+        assert_eq!(answer.usage.prompt_tokens, 9);
+        assert!(parse_completion(b"{\"choices\":[]}", Duration::ZERO).is_err());
+        assert!(parse_completion(b"<html>", Duration::ZERO).is_err());
+    }
+}

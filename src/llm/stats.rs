@@ -1,0 +1,372 @@
+//! The gateway's accounting: tokens, latency and time to first token per role and per
+//! endpoint, and the counters a SOC watches (failovers, flips back, overloads, timeouts).
+//!
+//! Held in an `Arc` the supervisor creates, so the figures outlive gateway restarts and the
+//! run summary can read them without messaging the actor.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::breaker::Circuit;
+use super::{AttemptErrorKind, LlmConfig, Usage};
+use crate::bus::redis::redact_url;
+
+/// Gateway-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls received.
+    pub submitted: AtomicU64,
+    /// Calls answered.
+    pub completed: AtomicU64,
+    /// Calls refused at once because the queue was full.
+    pub overloads: AtomicU64,
+    /// Calls whose deadline passed (queued or in flight).
+    pub deadline_exceeded: AtomicU64,
+    /// Legs that timed out.
+    pub timeouts: AtomicU64,
+    /// Legs retried on the next endpoint after a failure.
+    pub failovers: AtomicU64,
+    /// Circuits opened.
+    pub circuit_opened: AtomicU64,
+    /// Circuits closed again by the health probe (traffic flips back).
+    pub flips_back: AtomicU64,
+    /// Calls dropped because their caller had gone (never sent, or cut off in flight).
+    pub cancelled: AtomicU64,
+    /// Calls an endpoint rejected (4xx: not retried).
+    pub rejected: AtomicU64,
+    /// Calls no endpoint could answer.
+    pub unavailable: AtomicU64,
+    /// Gateway restarts.
+    pub restarts: AtomicU64,
+}
+
+/// Everything the gateway accounts.
+#[derive(Debug)]
+pub struct GatewayStats {
+    /// Counters.
+    pub counters: Counters,
+    queue_depth: AtomicU64,
+    queue_peak: AtomicU64,
+    queue_capacity: AtomicU64,
+    accounts: Mutex<Accounts>,
+}
+
+#[derive(Debug, Default)]
+struct Accounts {
+    roles: BTreeMap<String, Account>,
+    endpoints: Vec<EndpointAccount>,
+}
+
+#[derive(Debug)]
+struct EndpointAccount {
+    name: String,
+    url: String,
+    max_in_flight: usize,
+    in_flight: usize,
+    circuit: Circuit,
+    failures: BTreeMap<String, u64>,
+    account: Account,
+}
+
+/// Requests, tokens and latencies of one role or endpoint.
+#[derive(Debug)]
+struct Account {
+    answered: u64,
+    failed: u64,
+    tokens_in: u64,
+    tokens_out: u64,
+    latency_us: Histogram<u64>,
+    ttft_us: Histogram<u64>,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        #[allow(
+            clippy::expect_used,
+            reason = "constant bounds, valid for hdrhistogram"
+        )]
+        let histogram = || {
+            // 1 µs .. 1 h at 2 significant digits: a few KiB each.
+            Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
+        };
+        Self {
+            answered: 0,
+            failed: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            latency_us: histogram(),
+            ttft_us: histogram(),
+        }
+    }
+}
+
+impl Account {
+    fn answered(&mut self, usage: Usage, latency: Duration, ttft: Duration) {
+        self.answered += 1;
+        self.tokens_in += usage.prompt_tokens;
+        self.tokens_out += usage.completion_tokens;
+        self.latency_us.saturating_record(micros(latency));
+        self.ttft_us.saturating_record(micros(ttft));
+    }
+
+    fn snapshot(&self) -> AccountSnapshot {
+        AccountSnapshot {
+            answered: self.answered,
+            failed: self.failed,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            latency_ms: Percentiles::of(&self.latency_us),
+            ttft_ms: Percentiles::of(&self.ttft_us),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What the run summary and `Observe` show.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GatewaySnapshot {
+    /// Requests waiting now.
+    pub queued: u64,
+    /// Most requests ever waiting at once.
+    pub queue_peak: u64,
+    /// Queue capacity.
+    pub queue_capacity: u64,
+    /// Counters.
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Per endpoint, in failover order.
+    pub endpoints: Vec<EndpointSnapshot>,
+    /// Per role.
+    pub roles: BTreeMap<String, AccountSnapshot>,
+}
+
+/// One endpoint.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointSnapshot {
+    /// Name.
+    pub name: String,
+    /// URL (without credentials).
+    pub url: String,
+    /// Circuit state.
+    pub circuit: Circuit,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Limit.
+    pub max_in_flight: usize,
+    /// Failed legs by kind.
+    pub failures: BTreeMap<String, u64>,
+    /// Answers and their cost.
+    #[serde(flatten)]
+    pub account: AccountSnapshot,
+}
+
+/// Answers and their cost.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AccountSnapshot {
+    /// Answers.
+    pub answered: u64,
+    /// Failures (for a role: calls that got an error; for an endpoint: failed legs).
+    pub failed: u64,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Generated tokens.
+    pub tokens_out: u64,
+    /// Latency: for a role, from the call to its answer; for an endpoint, the answering leg.
+    pub latency_ms: Percentiles,
+    /// Time to first token of the answering leg.
+    pub ttft_ms: Percentiles,
+}
+
+/// Percentiles of a histogram, ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Self {
+                p50: 0.0,
+                p95: 0.0,
+                p99: 0.0,
+                max: 0.0,
+            };
+        }
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+impl GatewayStats {
+    /// Stats for the gateway `config` describes.
+    pub fn new(config: &LlmConfig) -> Self {
+        let accounts = Accounts {
+            roles: BTreeMap::new(),
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|e| EndpointAccount {
+                    name: e.name.clone(),
+                    url: redact_url(&e.url),
+                    max_in_flight: e.max_in_flight,
+                    in_flight: 0,
+                    circuit: Circuit::Closed,
+                    failures: BTreeMap::new(),
+                    account: Account::default(),
+                })
+                .collect(),
+        };
+        Self {
+            counters: Counters::default(),
+            queue_depth: AtomicU64::new(0),
+            queue_peak: AtomicU64::new(0),
+            queue_capacity: AtomicU64::new(config.queue_capacity as u64),
+            accounts: Mutex::new(accounts),
+        }
+    }
+
+    /// Counts one.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the queue depth.
+    pub fn set_queue_depth(&self, depth: usize) {
+        let depth = depth as u64;
+        self.queue_depth.store(depth, Ordering::Relaxed);
+        self.queue_peak.fetch_max(depth, Ordering::Relaxed);
+    }
+
+    /// Records an endpoint's live state.
+    pub fn set_endpoint(&self, index: usize, in_flight: usize, circuit: Circuit) {
+        if let Some(e) = self.accounts.lock().endpoints.get_mut(index) {
+            e.in_flight = in_flight;
+            e.circuit = circuit;
+        }
+    }
+
+    /// An answer: `latency` is the caller's whole wait, `leg` the answering leg's.
+    pub fn answered(
+        &self,
+        role: &str,
+        endpoint: usize,
+        usage: Usage,
+        latency: Duration,
+        leg: Duration,
+        ttft: Duration,
+    ) {
+        Self::bump(&self.counters.completed);
+        let mut a = self.accounts.lock();
+        a.role(role).answered(usage, latency, ttft);
+        if let Some(e) = a.endpoints.get_mut(endpoint) {
+            e.account.answered(usage, leg, ttft);
+        }
+    }
+
+    /// A failed leg.
+    pub fn leg_failed(&self, endpoint: usize, kind: AttemptErrorKind) {
+        if kind == AttemptErrorKind::Timeout {
+            Self::bump(&self.counters.timeouts);
+        }
+        let mut a = self.accounts.lock();
+        if let Some(e) = a.endpoints.get_mut(endpoint) {
+            e.account.failed += 1;
+            let key = match kind {
+                AttemptErrorKind::Status(s) | AttemptErrorKind::Rejected(s) => format!("http_{s}"),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "other".to_owned()),
+            };
+            *e.failures.entry(key).or_default() += 1;
+        }
+    }
+
+    /// A call of `role` that ended in an error.
+    pub fn call_failed(&self, role: &str) {
+        self.accounts.lock().role(role).failed += 1;
+    }
+
+    /// A serializable view.
+    pub fn snapshot(&self) -> GatewaySnapshot {
+        let c = &self.counters;
+        let l = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let counters = BTreeMap::from([
+            ("submitted", l(&c.submitted)),
+            ("completed", l(&c.completed)),
+            ("overloads", l(&c.overloads)),
+            ("deadline_exceeded", l(&c.deadline_exceeded)),
+            ("timeouts", l(&c.timeouts)),
+            ("failovers", l(&c.failovers)),
+            ("circuit_opened", l(&c.circuit_opened)),
+            ("flips_back", l(&c.flips_back)),
+            ("cancelled", l(&c.cancelled)),
+            ("rejected", l(&c.rejected)),
+            ("unavailable", l(&c.unavailable)),
+            ("restarts", l(&c.restarts)),
+        ]);
+        let a = self.accounts.lock();
+        GatewaySnapshot {
+            queued: l(&self.queue_depth),
+            queue_peak: l(&self.queue_peak),
+            queue_capacity: l(&self.queue_capacity),
+            counters,
+            endpoints: a
+                .endpoints
+                .iter()
+                .map(|e| EndpointSnapshot {
+                    name: e.name.clone(),
+                    url: e.url.clone(),
+                    circuit: e.circuit,
+                    in_flight: e.in_flight,
+                    max_in_flight: e.max_in_flight,
+                    failures: e.failures.clone(),
+                    account: e.account.snapshot(),
+                })
+                .collect(),
+            roles: a
+                .roles
+                .iter()
+                .map(|(k, v)| (k.clone(), v.snapshot()))
+                .collect(),
+        }
+    }
+}
+
+impl Accounts {
+    fn role(&mut self, role: &str) -> &mut Account {
+        self.roles.entry(role.to_owned()).or_default()
+    }
+}
+
+impl GatewaySnapshot {
+    /// A counter by name (0 when unknown).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// An endpoint by name.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointSnapshot> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}

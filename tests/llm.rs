@@ -1,0 +1,684 @@
+//! The LLM gateway against real llama.cpp servers running SmolLM2-135M-Instruct: answers
+//! (streamed and not), tool calls, JSON-schema output, failover on a killed and on a paused
+//! primary with the circuit flipping back, backpressure measured at the server, and the faults
+//! only an injection proxy can make (503 burst, truncated stream). One model test at a time
+//! (`MODEL_LOCK`): two cores cannot run two models without turning timeouts into noise.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests own and abort the tasks they spawn"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure should fail the test loudly"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::llm::{Fault, FaultyUpstream, MODEL_LOCK, ModelServer, endpoint};
+use common::wait_for;
+use ractor::{Actor, ActorRef};
+use serde_json::{Value, json};
+use soc_runtime::llm::gateway::{self, Gateway};
+use soc_runtime::llm::stats::{GatewaySnapshot, GatewayStats};
+use soc_runtime::llm::{
+    CallOptions, ChatRequest, EndpointConfig, JsonSchema, Llm, LlmConfig, LlmError, Message, Tool,
+};
+
+/// A gateway actor of the test's own; stopped on drop.
+struct TestGateway {
+    llm: Llm,
+    actor: ActorRef<gateway::Msg>,
+    stats: Arc<GatewayStats>,
+}
+
+impl TestGateway {
+    async fn start(test: &str, config: LlmConfig) -> TestGateway {
+        config.validate().unwrap();
+        let stats = Arc::new(GatewayStats::new(&config));
+        let name = format!("llm-test-{test}/{}", gateway::NAME);
+        let args = gateway::Args {
+            config: config.clone(),
+            stats: stats.clone(),
+        };
+        let (actor, _) = Actor::spawn(Some(name.clone()), Gateway, args)
+            .await
+            .unwrap();
+        let llm = Llm::new(name, Duration::from_millis(config.deadline_ms));
+        TestGateway { llm, actor, stats }
+    }
+
+    fn snapshot(&self) -> GatewaySnapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.actor.stop(None);
+    }
+}
+
+fn config(endpoints: Vec<EndpointConfig>) -> LlmConfig {
+    LlmConfig {
+        endpoints,
+        ..LlmConfig::default()
+    }
+}
+
+fn ask(prompt: &str, max_tokens: u32, stream: bool) -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            Message::system("You are a concise assistant."),
+            Message::user(prompt),
+        ],
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        stream,
+        ..ChatRequest::default()
+    }
+}
+
+fn weather_tool() -> Tool {
+    Tool::function(
+        "get_weather",
+        "Current weather for a city",
+        json!({
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "city name"}},
+            "required": ["city"]
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_streamed_and_not_with_accounting() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let gw = TestGateway::start("answers", config(vec![server.endpoint("primary")])).await;
+
+    let plain = gw
+        .llm
+        .chat(
+            ask("Name one colour of the sky.", 16, false),
+            CallOptions::case("tier2", Some(5)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !plain.content.as_deref().unwrap_or("").trim().is_empty(),
+        "{plain:?}"
+    );
+    assert_eq!(plain.endpoint, "primary");
+    assert_eq!(plain.attempts, 1);
+    assert!(plain.usage.prompt_tokens > 0 && plain.usage.completion_tokens > 0);
+
+    let streamed = gw
+        .llm
+        .chat(
+            ask("Name one fruit that is red.", 16, true),
+            CallOptions::case("tier2", Some(5)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !streamed.content.as_deref().unwrap_or("").trim().is_empty(),
+        "{streamed:?}"
+    );
+    assert!(streamed.finish_reason.is_some());
+    assert!(
+        streamed.usage.completion_tokens > 0,
+        "the usage chunk was read: {streamed:?}"
+    );
+    assert!(streamed.ttft > Duration::ZERO && streamed.ttft <= streamed.upstream);
+
+    let s = gw.snapshot();
+    let role = &s.roles["tier2"];
+    assert_eq!(role.answered, 2);
+    assert_eq!(
+        role.tokens_in,
+        plain.usage.prompt_tokens + streamed.usage.prompt_tokens
+    );
+    assert_eq!(
+        role.tokens_out,
+        plain.usage.completion_tokens + streamed.usage.completion_tokens
+    );
+    let primary = s.endpoint("primary").unwrap();
+    assert_eq!(primary.account.answered, 2);
+    assert!(primary.account.ttft_ms.p50 > 0.0);
+    assert_eq!(s.counter("submitted"), 2);
+    assert_eq!(s.counter("completed"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_round_trip_streamed_and_not() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let gw = TestGateway::start("tools", config(vec![server.endpoint("primary")])).await;
+
+    for stream in [true, false] {
+        let question = Message::user("What is the weather in Paris right now?");
+        let request = ChatRequest {
+            messages: vec![Message::system("You answer with tools."), question.clone()],
+            tools: vec![weather_tool()],
+            max_tokens: Some(64),
+            temperature: Some(0.0),
+            stream,
+            ..ChatRequest::default()
+        };
+        let call = gw
+            .llm
+            .chat(request, CallOptions::case("sentinel", Some(7)))
+            .await
+            .unwrap();
+        assert_eq!(
+            call.finish_reason.as_deref(),
+            Some("tool_calls"),
+            "{call:?}"
+        );
+        assert_eq!(call.tool_calls.len(), 1, "{call:?}");
+        let tool_call = &call.tool_calls[0];
+        assert_eq!(tool_call.function.name, "get_weather");
+        assert!(!tool_call.id.is_empty());
+        let args: Value = serde_json::from_str(&tool_call.function.arguments)
+            .unwrap_or_else(|e| panic!("arguments {:?}: {e}", tool_call.function.arguments));
+        let city = args["city"].as_str().unwrap_or_default();
+        assert!(!city.is_empty(), "{args}");
+
+        // The result goes back and the model answers in words.
+        let follow_up = ChatRequest {
+            messages: vec![
+                Message::system("You answer with tools."),
+                question,
+                Message::assistant_calls(call.tool_calls.clone()),
+                Message::tool_result(
+                    &tool_call.id,
+                    r#"{"city": "Paris", "sky": "sunny", "celsius": 21}"#,
+                ),
+            ],
+            max_tokens: Some(40),
+            temperature: Some(0.0),
+            stream,
+            ..ChatRequest::default()
+        };
+        let answer = gw
+            .llm
+            .chat(follow_up, CallOptions::case("sentinel", Some(7)))
+            .await
+            .unwrap();
+        assert!(answer.tool_calls.is_empty());
+        assert!(
+            !answer.content.as_deref().unwrap_or("").trim().is_empty(),
+            "{answer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_answers_follow_the_schema_and_a_rejected_schema_is_not_retried() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let proxy = FaultyUpstream::start(&server.root()).await;
+    // Both legs would reach the same server: a retry would show at the proxy or the counters.
+    let gw = TestGateway::start(
+        "schema",
+        config(vec![
+            endpoint("primary", &proxy.url()),
+            server.endpoint("secondary"),
+        ]),
+    )
+    .await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": ["benign", "malicious"]},
+            "confidence": {"type": "number"}
+        },
+        "required": ["verdict", "confidence"],
+        "additionalProperties": false
+    });
+    for stream in [false, true] {
+        let mut request = ask(
+            "Alert: 500 failed SSH logins from 203.0.113.9 in one minute. Classify it.",
+            60,
+            stream,
+        );
+        request.response_format = Some(JsonSchema {
+            name: "triage".into(),
+            schema: schema.clone(),
+        });
+        let answer = gw
+            .llm
+            .chat(request, CallOptions::case("sentinel", None))
+            .await
+            .unwrap();
+        let doc: Value = serde_json::from_str(answer.content.as_deref().unwrap()).unwrap();
+        assert!(
+            ["benign", "malicious"].contains(&doc["verdict"].as_str().unwrap()),
+            "{doc}"
+        );
+        assert!(doc["confidence"].is_number(), "{doc}");
+        assert_eq!(doc.as_object().unwrap().len(), 2, "{doc}");
+    }
+
+    let mut bad = ask("Classify.", 10, false);
+    bad.response_format = Some(JsonSchema {
+        name: "bad".into(),
+        schema: json!({"type": "nonsense"}),
+    });
+    let before = proxy.chat_requests();
+    let err = gw
+        .llm
+        .chat(bad, CallOptions::case("sentinel", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Rejected { status: 400, endpoint, .. } if endpoint == "primary"),
+        "{err}"
+    );
+    assert_eq!(proxy.chat_requests(), before + 1, "sent once");
+    let s = gw.snapshot();
+    assert_eq!(s.counter("failovers"), 0);
+    assert_eq!(s.counter("rejected"), 1);
+    assert_eq!(s.endpoint("secondary").unwrap().account.failed, 0);
+    assert_eq!(
+        s.endpoints[0].circuit,
+        soc_runtime::llm::breaker::Circuit::Closed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_stream_fails_over_and_the_caller_gets_one_answer() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let mut primary = ModelServer::start(1).await;
+    let secondary = ModelServer::start(1).await;
+    let gw = TestGateway::start(
+        "kill",
+        config(vec![
+            primary.endpoint("primary"),
+            secondary.endpoint("secondary"),
+        ]),
+    )
+    .await;
+    let llm = gw.llm.clone();
+    let call = tokio::spawn(async move {
+        let mut request = ask(
+            "Write a long story about a dragon who guards a library.",
+            300,
+            true,
+        );
+        request.temperature = Some(0.7);
+        llm.chat(request, CallOptions::case("ir_lead", Some(9)))
+            .await
+    });
+    // Mid-stream: the primary is generating for this call.
+    let probe = reqwest::Client::new();
+    wait_for(
+        "the primary to be generating",
+        Duration::from_secs(20),
+        || async { (primary.processing(&probe).await == Some(1)).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    primary.kill();
+
+    let answer = call.await.unwrap().unwrap();
+    assert_eq!(answer.endpoint, "secondary");
+    assert_eq!(answer.attempts, 2);
+    assert!(!answer.content.as_deref().unwrap_or("").is_empty());
+    assert!(answer.finish_reason.is_some());
+    let s = gw.snapshot();
+    assert_eq!(s.counter("failovers"), 1);
+    assert_eq!(s.counter("circuit_opened"), 1);
+    let failures = &s.endpoint("primary").unwrap().failures;
+    assert_eq!(failures.values().sum::<u64>(), 1, "{failures:?}");
+    assert!(
+        failures.contains_key("broken_stream") || failures.contains_key("connect"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_primary_times_out_opens_the_circuit_and_traffic_flips_back() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let primary = ModelServer::start(1).await;
+    let secondary = ModelServer::start(1).await;
+    let probe_interval = Duration::from_millis(500);
+    let mut cfg = config(vec![
+        EndpointConfig {
+            timeout_ms: 1_500,
+            idle_timeout_ms: 1_000,
+            probe_timeout_ms: 300,
+            ..primary.endpoint("primary")
+        },
+        secondary.endpoint("secondary"),
+    ]);
+    cfg.probe_interval_ms = probe_interval.as_millis() as u64;
+    let gw = TestGateway::start("pause", cfg).await;
+    let opts = || CallOptions::case("tier2", Some(6));
+
+    primary.pause();
+    let first = gw
+        .llm
+        .chat(ask("Say hello.", 8, true), opts())
+        .await
+        .unwrap();
+    assert_eq!(first.endpoint, "secondary");
+    assert_eq!(first.attempts, 2);
+    let s = gw.snapshot();
+    assert_eq!(s.counter("timeouts"), 1);
+    assert_eq!(s.counter("circuit_opened"), 1);
+    assert_eq!(
+        s.endpoint("primary").unwrap().failures.get("timeout"),
+        Some(&1)
+    );
+
+    // The circuit is open: the next calls go straight to the secondary.
+    for prompt in ["Say goodbye.", "Say thanks."] {
+        let answer = gw.llm.chat(ask(prompt, 8, false), opts()).await.unwrap();
+        assert_eq!(answer.endpoint, "secondary");
+        assert_eq!(answer.attempts, 1, "the open primary was not tried");
+    }
+    assert_eq!(gw.snapshot().endpoint("primary").unwrap().account.failed, 1);
+
+    primary.resume();
+    let resumed = Instant::now();
+    wait_for("the circuit to close", Duration::from_secs(10), || async {
+        (gw.snapshot().counter("flips_back") == 1).then_some(())
+    })
+    .await;
+    let flip = resumed.elapsed();
+    assert!(
+        flip <= probe_interval * 2 + Duration::from_millis(300),
+        "flipped back after {flip:?} (probe interval {probe_interval:?})"
+    );
+    let back = gw
+        .llm
+        .chat(ask("Say welcome back.", 8, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(back.endpoint, "primary");
+    eprintln!("flip back {flip:?} after SIGCONT (probe interval {probe_interval:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_one_in_flight_bounded_queue_priority_order_nothing_lost() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    // Four slots: the server itself would run four requests at once; only the gateway's
+    // max_in_flight = 1 keeps it to one.
+    let server = Arc::new(ModelServer::start(4).await);
+    let mut cfg = config(vec![server.endpoint("primary")]);
+    cfg.queue_capacity = 8;
+    let gw = TestGateway::start("backpressure", cfg).await;
+
+    // A monitor of the server's own count of requests in processing.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let monitor = {
+        let (server, peak, stop) = (server.clone(), peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut samples = 0u64;
+            while !stop.is_cancelled() {
+                if let Some(n) = server.processing(&client).await {
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            samples
+        })
+    };
+
+    // The monitor can see concurrency: four direct requests at once show up as more than one.
+    let direct = reqwest::Client::new();
+    let direct_calls = (0..4).map(|i| {
+        let direct = direct.clone();
+        let url = format!("{}/chat/completions", server.url());
+        async move {
+            let body = json!({"model": "smollm2", "max_tokens": 40,
+                "messages": [{"role": "user", "content": format!("Count to {} slowly.", 20 + i)}]});
+            direct
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap();
+        }
+    });
+    futures_util::future::join_all(direct_calls).await;
+    let direct_peak = peak.swap(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        direct_peak >= 2,
+        "the monitor saw only {direct_peak} at once without the gateway"
+    );
+
+    // 100 calls at once through the gateway, priorities 1..=10 in turn: one is sent, eight
+    // fill the queue, the rest are refused at once.
+    let calls = (0..100u32).map(|i| {
+        let llm = gw.llm.clone();
+        let priority = (i % 10 + 1) as u8;
+        async move {
+            let request = ask(&format!("Give one word for the number {i}."), 6, false);
+            let result = llm
+                .chat(request, CallOptions::case("sentinel", Some(priority)))
+                .await;
+            (i, priority, result, Instant::now())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    stop.cancel();
+    let samples = monitor.await.unwrap();
+
+    assert_eq!(results.len(), 100, "every call got exactly one result");
+    let mut answered: Vec<_> = results
+        .iter()
+        .filter(|(_, _, r, _)| r.is_ok())
+        .map(|(i, p, _, at)| (*at, *i, *p))
+        .collect();
+    let overloaded = results
+        .iter()
+        .filter(|(_, _, r, _)| matches!(r, Err(LlmError::Overloaded { capacity: 8, .. })))
+        .count();
+    let other: Vec<_> = results
+        .iter()
+        .filter_map(|(i, _, r, _)| match r {
+            Err(LlmError::Overloaded { .. }) | Ok(_) => None,
+            Err(e) => Some(format!("{i}: {e}")),
+        })
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(answered.len() + overloaded, 100);
+    assert_eq!(
+        answered.len(),
+        9,
+        "one in flight plus a full queue of eight"
+    );
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(samples > 10, "the monitor sampled {samples} times");
+    assert_eq!(
+        peak, 1,
+        "the server never ran more than one request from the gateway"
+    );
+
+    // Service order: the call sent at once first, then the queued ones by priority.
+    answered.sort();
+    let order: Vec<(u32, u8)> = answered.iter().map(|(_, i, p)| (*i, *p)).collect();
+    let priorities: Vec<u8> = order[1..].iter().map(|(_, p)| *p).collect();
+    let mut by_priority = priorities.clone();
+    by_priority.sort_by(|a, b| b.cmp(a));
+    assert_eq!(
+        priorities, by_priority,
+        "queued calls served highest priority first: {order:?}"
+    );
+
+    let s = gw.snapshot();
+    assert_eq!(s.counter("overloads"), 91);
+    assert_eq!(s.counter("completed"), 9);
+    assert_eq!(s.queue_peak, 8);
+    assert_eq!(s.queued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_a_503_burst_and_a_truncated_stream_fail_over_cleanly() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let proxy = FaultyUpstream::start(&server.root()).await;
+    let mut cfg = config(vec![
+        endpoint("primary", &proxy.url()),
+        server.endpoint("secondary"),
+    ]);
+    cfg.probe_interval_ms = 300;
+    let gw = TestGateway::start("faults", cfg).await;
+    let opts = || CallOptions::case("threat_intel", Some(4));
+
+    // A truncated stream is retried whole on the next endpoint: one clean answer.
+    proxy.inject(Fault::TruncateNextStreamAfter(300));
+    let answer = gw
+        .llm
+        .chat(ask("List three primary colours.", 40, true), opts())
+        .await
+        .unwrap();
+    assert_eq!(answer.endpoint, "secondary");
+    assert_eq!(answer.attempts, 2);
+    assert!(answer.finish_reason.is_some());
+    let s = gw.snapshot();
+    assert_eq!(
+        s.endpoint("primary").unwrap().failures.get("broken_stream"),
+        Some(&1)
+    );
+    assert_eq!(s.counter("failovers"), 1);
+
+    // The truncation opened the circuit; the probe closes it again.
+    wait_for(
+        "the circuit to close after the truncation",
+        Duration::from_secs(5),
+        || async { (gw.snapshot().counter("flips_back") == 1).then_some(()) },
+    )
+    .await;
+
+    // A 503 burst: the first call fails over, later ones skip the primary while it lasts.
+    let burst = Duration::from_millis(1_500);
+    proxy.inject(Fault::ServiceUnavailableUntil(Instant::now() + burst));
+    let seen = proxy.chat_requests();
+    let first = gw
+        .llm
+        .chat(ask("Name a planet.", 8, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(first.endpoint, "secondary");
+    assert_eq!(first.attempts, 2);
+    let second = gw
+        .llm
+        .chat(ask("Name a star.", 8, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.endpoint.as_str(), second.attempts),
+        ("secondary", 1)
+    );
+    assert_eq!(
+        proxy.chat_requests(),
+        seen + 1,
+        "the open circuit kept calls off the primary"
+    );
+    let s = gw.snapshot();
+    assert_eq!(
+        s.endpoint("primary").unwrap().failures.get("http_503"),
+        Some(&1)
+    );
+    assert_eq!(s.counter("circuit_opened"), 2);
+
+    // The burst ends; the probe flips traffic back.
+    wait_for(
+        "the circuit to close after the burst",
+        Duration::from_secs(10),
+        || async { (gw.snapshot().counter("flips_back") == 2).then_some(()) },
+    )
+    .await;
+    let back = gw
+        .llm
+        .chat(ask("Name a moon.", 8, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(back.endpoint, "primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_their_deadline_or_abandoned_are_never_sent() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let proxy = FaultyUpstream::start(&server.root()).await;
+    let gw = TestGateway::start("deadline", config(vec![endpoint("primary", &proxy.url())])).await;
+
+    // A long answer holds the only slot.
+    let llm = gw.llm.clone();
+    let long = tokio::spawn(async move {
+        llm.chat(
+            ask("Write a long poem about the sea.", 200, true),
+            CallOptions::case("tier2", None),
+        )
+        .await
+    });
+    wait_for(
+        "the long call to be sent",
+        Duration::from_secs(10),
+        || async { (proxy.chat_requests() == 1).then_some(()) },
+    )
+    .await;
+
+    // Queued behind it: one with a short deadline, one whose caller gives up.
+    let short = gw
+        .llm
+        .chat(
+            ask("Say yes.", 4, false),
+            CallOptions::case("tier2", Some(10)).within(Duration::from_millis(300)),
+        )
+        .await;
+    assert!(
+        matches!(short, Err(LlmError::DeadlineExceeded(_))),
+        "{short:?}"
+    );
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        gw.llm.chat(
+            ask("Say no.", 4, false),
+            CallOptions::case("tier2", Some(10)),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller gave up first");
+
+    long.await.unwrap().unwrap();
+    wait_for("the gateway to settle", Duration::from_secs(5), || async {
+        let s = gw.snapshot();
+        (s.queued == 0 && s.endpoints[0].in_flight == 0).then_some(s)
+    })
+    .await;
+    // Nothing else reached the server, even now that the slot is free.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.chat_requests(), 1);
+    let s = gw.snapshot();
+    assert_eq!(s.counter("submitted"), 3);
+    assert_eq!(s.counter("completed"), 1);
+    assert_eq!(
+        s.counter("deadline_exceeded") + s.counter("cancelled"),
+        2,
+        "{:?}",
+        s.counters
+    );
+}
