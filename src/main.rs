@@ -22,6 +22,10 @@ Environment (overridden by flags, override the config file):
   SOC_DATA_DIR        data directory
   SOC_ALERTS          alert feed file
   SOC_HTTP_ADDR       listen address, or `off`
+  SOC_LLM_PRIMARY_URL     OpenAI-compatible model server, up to /v1 (enables the LLM gateway)
+  SOC_LLM_SECONDARY_URL   failover model server
+  SOC_LLM_MODEL           model name sent to every endpoint
+  SOC_LLM_API_KEY         bearer token for the endpoints (never logged)
   SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
 
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept
@@ -48,6 +52,26 @@ enum Command {
     /// Measure performance against a baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The LLM endpoints.
+    #[command(subcommand)]
+    Llm(LlmCommand),
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Ask each configured endpoint for its health, its model list and a one-line completion
+    /// (directly, no failover). Exits 1 if any endpoint fails.
+    Check(LlmCheckArgs),
+}
+
+#[derive(Args)]
+struct LlmCheckArgs {
+    /// Config file (its [llm] section; SOC_LLM_* variables apply on top).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -82,6 +106,38 @@ struct RunArgs {
 enum BenchCommand {
     /// Bus throughput: publish -> consume -> atomic commit (with audit copies).
     Bus(BenchBusArgs),
+    /// LLM gateway: added latency against direct client calls (zero-latency upstream), memory
+    /// per queued request, and (with --model-url) the cost against a real model server.
+    Llm(BenchLlmArgs),
+}
+
+#[derive(Args)]
+struct BenchLlmArgs {
+    /// Offered loads for the overhead measurement, requests per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u64>,
+    /// Seconds of load per rate and side.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Requests queued for the memory measurement.
+    #[arg(long, default_value_t = 20_000)]
+    queued: usize,
+    /// A real OpenAI-compatible model server (`http://127.0.0.1:8081/v1`) to compare direct
+    /// and gateway calls on.
+    #[arg(long, value_name = "URL")]
+    model_url: Option<String>,
+    /// Model name for --model-url.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Requests per side against the real model.
+    #[arg(long, default_value_t = 30)]
+    model_requests: usize,
+    /// Tokens generated per real-model request.
+    #[arg(long, default_value_t = 32)]
+    model_tokens: u32,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -131,6 +187,8 @@ fn main() -> ExitCode {
             Some(Command::Run(args)) => run(args).await,
             None => run(cli.run).await,
             Some(Command::Bench(BenchCommand::Bus(args))) => bench_bus(args).await,
+            Some(Command::Bench(BenchCommand::Llm(args))) => bench_llm(args).await,
+            Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -252,14 +310,19 @@ async fn shutdown_signal() -> i32 {
 async fn bench_bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     if matches!(args.backend, BenchBackend::Memory | BenchBackend::All) {
-        results.push(soc_runtime::bench::memory(args.events, args.consumers, args.rounds).await?);
+        results
+            .push(soc_runtime::bench::bus::memory(args.events, args.consumers, args.rounds).await?);
     }
     if matches!(args.backend, BenchBackend::Redis | BenchBackend::All) {
         let url = soc_runtime::bus::redis::redact_url(&args.redis_url);
-        let result =
-            soc_runtime::bench::redis(&args.redis_url, args.events, args.consumers, args.rounds)
-                .await
-                .with_context(|| format!("redis benchmark against {url}"))?;
+        let result = soc_runtime::bench::bus::redis(
+            &args.redis_url,
+            args.events,
+            args.consumers,
+            args.rounds,
+        )
+        .await
+        .with_context(|| format!("redis benchmark against {url}"))?;
         results.push(result);
     }
     if args.json {
@@ -268,6 +331,71 @@ async fn bench_bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
         for r in &results {
             println!("{r}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn llm_check(args: LlmCheckArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    config.validate()?;
+    if config.llm.endpoints.is_empty() {
+        anyhow::bail!(
+            "no LLM endpoint is configured: set SOC_LLM_PRIMARY_URL (e.g. \
+             http://127.0.0.1:8081/v1) or add [[llm.endpoints]] to the config file"
+        );
+    }
+    let mut checks = Vec::new();
+    for endpoint in &config.llm.endpoints {
+        checks.push(soc_runtime::llm::check::check(endpoint).await);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            print!("{c}");
+        }
+    }
+    Ok(if checks.iter().all(|c| c.is_healthy()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bench_llm(args: BenchLlmArgs) -> anyhow::Result<ExitCode> {
+    use soc_runtime::bench::llm;
+    if args.rates.contains(&0) || args.seconds <= 0.0 || args.queued < 2 {
+        anyhow::bail!("--rates must be positive, --seconds above 0 and --queued at least 2");
+    }
+    let overhead = llm::overhead(&args.rates, args.seconds).await?;
+    if !args.json {
+        for run in &overhead {
+            println!("{run}");
+        }
+    }
+    let memory = llm::queue_memory(args.queued).await?;
+    if !args.json {
+        println!("{memory}");
+    }
+    let model = match &args.model_url {
+        Some(url) => {
+            let run = llm::real_model(url, &args.model, args.model_requests, args.model_tokens)
+                .await
+                .with_context(|| {
+                    format!("real model at {}", soc_runtime::bus::redis::redact_url(url))
+                })?;
+            if !args.json {
+                println!("{run}");
+            }
+            Some(run)
+        }
+        None => None,
+    };
+    if args.json {
+        let all =
+            serde_json::json!({"overhead": overhead, "queue_memory": memory, "real_model": model});
+        println!("{}", serde_json::to_string_pretty(&all)?);
     }
     Ok(ExitCode::SUCCESS)
 }

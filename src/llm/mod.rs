@@ -14,6 +14,7 @@
 //! typed error, and a role that gets `Overloaded` leaves its input pending in the bus.
 
 pub mod breaker;
+pub mod check;
 pub mod client;
 pub mod gateway;
 pub mod queue;

@@ -1,0 +1,9 @@
+//! `soc-runtime bench`: performance measured against a baseline in the same run, never a
+//! timed test.
+//!
+//! - [`bus`]: bus throughput against a bare channel and raw pipelined `XADD`.
+//! - [`llm`]: gateway overhead against direct client calls, on a zero-latency upstream and on
+//!   a real model server, and memory per queued request.
+
+pub mod bus;
+pub mod llm;
