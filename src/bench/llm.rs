@@ -213,7 +213,7 @@ impl Upstream {
             .route("/v1/models", get(move || async move { json(MODELS) }))
             .route(
                 "/hang/v1/chat/completions",
-                post(|| std::future::pending::<&'static str>()),
+                post(std::future::pending::<&'static str>),
             )
             .route("/hang/v1/models", get(move || async move { json(MODELS) }));
         #[allow(
