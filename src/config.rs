@@ -268,10 +268,35 @@ mod tests {
             addr = "off"
             [supervisor]
             max_restarts = 3
+            [llm]
+            queue_capacity = 8
+            [[llm.endpoints]]
+            name = "primary"
+            url = "http://gpu-box:8000/v1"
+            model = "qwen"
+            api_key = "sk-secret"
+            max_in_flight = 4
+            tool_prefill = "<tool_call>\n"
+            tool_stop = ["</tool_call>"]
+            tool_choice = "required"
+            extra_body = { top_k = 40 }
+            [[llm.endpoints]]
+            name = "secondary"
+            url = "http://cpu-box:8081/v1"
             "#,
         )
         .unwrap();
         c.validate().unwrap();
+        assert_eq!(c.llm.endpoints.len(), 2);
+        assert_eq!(c.llm.endpoints[0].max_in_flight, 4);
+        assert_eq!(
+            c.llm.endpoints[1].max_in_flight, 1,
+            "defaults apply per endpoint"
+        );
+        assert!(
+            !format!("{c:?}").contains("sk-secret"),
+            "api keys never print"
+        );
         assert_eq!(c.bus.settings.credits, 64);
         assert_eq!(c.http.socket_addr().unwrap(), None);
         assert_eq!(
@@ -303,5 +328,39 @@ mod tests {
         assert!(err.to_string().contains("kafka"));
         c.http.addr = "localhost".into();
         assert!(c.validate().unwrap_err().to_string().contains("http.addr"));
+    }
+
+    #[test]
+    fn llm_env_creates_endpoints_and_bad_ones_are_named() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "SOC_LLM_PRIMARY_URL" => Some("http://127.0.0.1:8081/v1".into()),
+            "SOC_LLM_SECONDARY_URL" => Some("http://127.0.0.1:8082/v1".into()),
+            "SOC_LLM_MODEL" => Some("smollm2".into()),
+            "SOC_LLM_API_KEY" => Some("k".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.validate().unwrap();
+        let names: Vec<_> = c.llm.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["primary", "secondary"]);
+        assert!(c.llm.endpoints.iter().all(|e| e.model == "smollm2"));
+        assert_eq!(c.llm.endpoints[1].api_key.as_ref().unwrap().expose(), "k");
+
+        c.llm.endpoints[1].url = "ftp://x".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("llm.endpoints[1].url"), "{err}");
+        c.llm.endpoints[1].url = "not a url".into();
+        assert!(c.validate().unwrap_err().to_string().contains("not a URL"));
+        c.llm.endpoints[1] = c.llm.endpoints[0].clone();
+        assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+        c.llm.endpoints.truncate(1);
+        c.llm.endpoints[0].max_in_flight = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_in_flight")
+        );
     }
 }

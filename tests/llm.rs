@@ -23,11 +23,14 @@ use common::llm::{Fault, FaultyUpstream, MODEL_LOCK, ModelServer, endpoint};
 use common::wait_for;
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
+use soc_runtime::config::Config;
 use soc_runtime::llm::gateway::{self, Gateway};
 use soc_runtime::llm::stats::{GatewaySnapshot, GatewayStats};
 use soc_runtime::llm::{
     CallOptions, ChatRequest, EndpointConfig, JsonSchema, Llm, LlmConfig, LlmError, Message, Tool,
 };
+use soc_runtime::runtime::Runtime;
+use soc_runtime::supervisor::RuntimeOptions;
 
 /// A gateway actor of the test's own; stopped on drop.
 struct TestGateway {
@@ -681,4 +684,107 @@ async fn calls_past_their_deadline_or_abandoned_are_never_sent() {
         "{:?}",
         s.counters
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_supervises_the_gateway_and_reports_it() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.http.addr = "off".into();
+    config.llm.endpoints = vec![server.endpoint("primary")];
+    let runtime = Runtime::start(config, RuntimeOptions::default())
+        .await
+        .unwrap();
+    let llm = runtime.llm().expect("endpoints are configured");
+    let opts = || CallOptions::case("sentinel", Some(3));
+    llm.chat(ask("Say one word.", 4, false), opts())
+        .await
+        .unwrap();
+
+    // Killed, it is restarted, and the same handle reaches the new one.
+    ractor::registry::where_is(llm.actor_name().to_owned())
+        .expect("the gateway is registered")
+        .kill();
+    wait_for(
+        "the gateway to restart",
+        Duration::from_secs(10),
+        || async {
+            let snapshot = runtime.observe().await?;
+            (snapshot.llm?.counter("restarts") == 1 && snapshot.children["llm_gateway"])
+                .then_some(())
+        },
+    )
+    .await;
+    llm.chat(ask("Say another word.", 4, true), opts())
+        .await
+        .unwrap();
+
+    let report = runtime.shutdown().await;
+    let summary = report
+        .summary
+        .llm
+        .as_ref()
+        .expect("the summary has an llm section");
+    assert_eq!(
+        summary.counter("completed"),
+        2,
+        "accounting outlived the restart"
+    );
+    assert_eq!(summary.roles["sentinel"].answered, 2);
+    let text = report.summary.render();
+    assert!(text.contains("llm: answered 2"), "{text}");
+    let json = serde_json::to_value(&report.summary).unwrap();
+    assert_eq!(json["llm"]["endpoints"][0]["name"], "primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_check_reports_each_endpoint_and_fails_on_a_dead_one() {
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
+    let run = |envs: Vec<(&str, String)>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
+        command
+            .args(["llm", "check"])
+            .env_remove("SOC_LLM_PRIMARY_URL");
+        command
+            .env_remove("SOC_LLM_SECONDARY_URL")
+            .env("SOC_LLM_MODEL", "smollm2");
+        command.envs(envs);
+        let out = command.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run(vec![("SOC_LLM_PRIMARY_URL", server.url())]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("primary") && text.contains("healthy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("models") && text.contains("smollm2"),
+        "{text}"
+    );
+    assert!(text.contains("completion ("), "{text}");
+
+    let (code, text) = run(vec![
+        ("SOC_LLM_PRIMARY_URL", server.url()),
+        ("SOC_LLM_SECONDARY_URL", dead),
+        ("SOC_LLM_API_KEY", "sk-do-not-print".into()),
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("secondary") && text.contains("UNHEALTHY"),
+        "{text}"
+    );
+    assert!(!text.contains("sk-do-not-print"), "{text}");
+
+    let (code, text) = run(vec![]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("SOC_LLM_PRIMARY_URL"), "{text}");
 }

@@ -60,6 +60,11 @@ impl Llm {
         }
     }
 
+    /// The gateway actor's registered name.
+    pub fn actor_name(&self) -> &str {
+        &self.actor
+    }
+
     fn gateway(&self) -> Result<ActorRef<Msg>, LlmError> {
         ractor::registry::where_is(self.actor.clone())
             .map(ActorRef::from)
