@@ -692,8 +692,10 @@ async fn the_runtime_supervises_the_gateway_and_reports_it() {
     let _model = MODEL_LOCK.lock().await;
     let server = ModelServer::start(1).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.http.addr = "off".into();
     config.llm.endpoints = vec![server.endpoint("primary")];
     let runtime = Runtime::start(config, RuntimeOptions::default())
@@ -706,7 +708,7 @@ async fn the_runtime_supervises_the_gateway_and_reports_it() {
         .unwrap();
 
     // Killed, it is restarted, and the same handle reaches the new one.
-    ractor::registry::where_is(llm.actor_name().to_owned())
+    ractor::registry::where_is(llm.actor_name())
         .expect("the gateway is registered")
         .kill();
     wait_for(
