@@ -401,7 +401,7 @@ async fn a_paused_primary_times_out_opens_the_circuit_and_traffic_flips_back() {
     .await;
     let flip = resumed.elapsed();
     assert!(
-        flip <= probe_interval * 2 + Duration::from_millis(300),
+        flip <= probe_interval * 2 + Duration::from_millis(500),
         "flipped back after {flip:?} (probe interval {probe_interval:?})"
     );
     let back = gw
@@ -574,8 +574,7 @@ async fn injected_faults_a_503_burst_and_a_truncated_stream_fail_over_cleanly() 
     .await;
 
     // A 503 burst: the first call fails over, later ones skip the primary while it lasts.
-    let burst = Duration::from_millis(1_500);
-    proxy.inject(Fault::ServiceUnavailableUntil(Instant::now() + burst));
+    proxy.inject(Fault::ServiceUnavailable);
     let seen = proxy.chat_requests();
     let first = gw
         .llm
@@ -606,6 +605,7 @@ async fn injected_faults_a_503_burst_and_a_truncated_stream_fail_over_cleanly() 
     assert_eq!(s.counter("circuit_opened"), 2);
 
     // The burst ends; the probe flips traffic back.
+    proxy.inject(Fault::None);
     wait_for(
         "the circuit to close after the burst",
         Duration::from_secs(10),
@@ -678,11 +678,11 @@ async fn calls_past_their_deadline_or_abandoned_are_never_sent() {
     let s = gw.snapshot();
     assert_eq!(s.counter("submitted"), 3);
     assert_eq!(s.counter("completed"), 1);
+    assert_eq!(s.counter("deadline_exceeded"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("cancelled"), 1, "{:?}", s.counters);
     assert_eq!(
-        s.counter("deadline_exceeded") + s.counter("cancelled"),
-        2,
-        "{:?}",
-        s.counters
+        s.roles["tier2"].failed, 1,
+        "the deadline is the role's failure"
     );
 }
 

@@ -28,6 +28,12 @@ use super::{
 /// Longest server message kept in an error.
 const MAX_ERROR_TEXT: usize = 300;
 
+/// Most bytes of an error body read (the rest is not even received).
+const MAX_ERROR_BODY: usize = 8 << 10;
+
+/// Most tool calls one answer may carry.
+pub const MAX_TOOL_CALLS: usize = 128;
+
 /// A configured endpoint with its own connection pool.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -165,10 +171,17 @@ impl Endpoint {
         let started = Instant::now();
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let body = self.body(req);
-        let response = tokio::time::timeout(idle, self.post(&body).send())
-            .await
-            .map_err(|_| self.err(AttemptErrorKind::Timeout, "no response headers"))?
-            .map_err(|e| self.transport_error(&e))?;
+        // A streamed answer starts with headers at once; a plain one sends them with the whole
+        // answer, so only the leg timeout bounds it.
+        let send = self.post(&body).send();
+        let response = if req.stream {
+            tokio::time::timeout(idle, send)
+                .await
+                .map_err(|_| self.err(AttemptErrorKind::Timeout, "no response headers"))?
+        } else {
+            send.await
+        }
+        .map_err(|e| self.transport_error(&e))?;
         let response = self.check_status(response).await?;
         if req.stream {
             self.read_stream(response, started, idle).await
@@ -197,12 +210,10 @@ impl Endpoint {
             return Ok(response);
         }
         let code = status.as_u16();
-        let text = tokio::time::timeout(Duration::from_secs(2), response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let kind = if code == 408 || code == 429 || status.is_server_error() {
+        let text = read_capped(response, MAX_ERROR_BODY, Duration::from_secs(2)).await;
+        // 401/403/404 mean this endpoint is misconfigured (key, model, path): another one may
+        // answer. Other 4xx mean the request itself is wrong everywhere.
+        let kind = if matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error() {
             AttemptErrorKind::Status(code)
         } else {
             AttemptErrorKind::Rejected(code)
@@ -284,7 +295,27 @@ impl Endpoint {
             if let Some(message) = chunk.error_message() {
                 return Err(self.err(AttemptErrorKind::BrokenStream, message));
             }
-            assembly.push(chunk, started);
+            assembly
+                .push(chunk, started)
+                .map_err(|e| self.err(AttemptErrorKind::Protocol, e))?;
+        }
+    }
+
+    /// Whether the endpoint answers at all (the circuit breaker's probe): `GET /models`
+    /// answered with anything but 408, 429 or 5xx. A server without a model list, or with
+    /// other auth on it, still counts as back; if its chat still fails, the circuit opens
+    /// again on the next call.
+    pub async fn probe(&self) -> bool {
+        let timeout = Duration::from_millis(self.config.probe_timeout_ms);
+        let request = self
+            .authorize(self.http.get(&self.models_url))
+            .timeout(timeout);
+        match request.send().await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                !(code == 408 || code == 429 || r.status().is_server_error())
+            }
+            Err(_) => false,
         }
     }
 
@@ -311,6 +342,23 @@ fn attempt(endpoint: &str, kind: AttemptErrorKind, message: &str) -> AttemptErro
         kind,
         message: message.to_owned(),
     }
+}
+
+/// Up to `cap` bytes of a body, as text (lossy), within `timeout`.
+async fn read_capped(response: reqwest::Response, cap: usize, timeout: Duration) -> String {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    let read = async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            let room = cap.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// The error and its sources, on one line (reqwest's own message hides the cause).
@@ -385,8 +433,9 @@ struct PartialCall {
 }
 
 impl StreamAssembly {
-    /// Adds one chunk received `started.elapsed()` after the leg began.
-    pub fn push(&mut self, chunk: ChunkWire, started: Instant) {
+    /// Adds one chunk received `started.elapsed()` after the leg began. Refuses an answer
+    /// with more than [`MAX_TOOL_CALLS`] tool calls.
+    pub fn push(&mut self, chunk: ChunkWire, started: Instant) -> Result<(), String> {
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.model = model;
         }
@@ -407,6 +456,9 @@ impl StreamAssembly {
                 let index = fragment.index.unwrap_or(0);
                 let at = match self.calls.iter().position(|c| c.index == index) {
                     Some(at) => at,
+                    None if self.calls.len() >= MAX_TOOL_CALLS => {
+                        return Err(format!("more than {MAX_TOOL_CALLS} tool calls"));
+                    }
                     None => {
                         self.calls.push(PartialCall {
                             index,
@@ -430,6 +482,7 @@ impl StreamAssembly {
                 self.finish_reason = Some(reason);
             }
         }
+        Ok(())
     }
 
     /// The assembled answer.
@@ -630,7 +683,9 @@ mod tests {
         let started = Instant::now();
         let mut assembly = StreamAssembly::default();
         for c in chunks {
-            assembly.push(serde_json::from_str(c).unwrap(), started);
+            assembly
+                .push(serde_json::from_str(c).unwrap(), started)
+                .unwrap();
         }
         let answer = assembly.finish();
         assert_eq!(answer.tool_calls.len(), 2);

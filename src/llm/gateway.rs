@@ -13,6 +13,9 @@
 //! sends the whole request, unchanged, to the next endpoint; a rejection (other 4xx) is
 //! returned as is. Every `probe_interval_ms` a probe asks each open endpoint for its model
 //! list; the first answer closes the circuit and traffic flips back (logged and counted).
+//! While every circuit is open, calls fail at once with [`LlmError::Unavailable`] instead of
+//! waiting out their deadlines. A full queue refuses the least urgent call: the newcomer, or
+//! a queued call it outranks.
 //!
 //! A restart loses the queue and the legs in flight: their callers get
 //! [`LlmError::NotRunning`] and retry through the bus, like any other failure. Breakers start
@@ -36,6 +39,7 @@ use super::{
     AttemptError, AttemptErrorKind, CallOptions, ChatRequest, Completion, LlmConfig, LlmError,
 };
 use crate::bus::redis::redact_url;
+use crate::task::ExitNotice;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "llm_gateway";
@@ -104,6 +108,11 @@ pub enum Msg {
     Call(Box<Call>),
     /// A leg ended.
     LegDone(Box<LegDone>),
+    /// A leg's task ended without reporting (it panicked): free its slot.
+    LegLost {
+        /// Endpoint index.
+        endpoint: usize,
+    },
     /// Probe open circuits and sweep the queue.
     Tick,
     /// A probe ended.
@@ -254,6 +263,7 @@ impl Actor for Gateway {
         match msg {
             Msg::Call(call) => state.admit(*call),
             Msg::LegDone(done) => state.leg_done(*done),
+            Msg::LegLost { endpoint } => state.leg_lost(endpoint),
             Msg::Tick => state.tick(&myself),
             Msg::ProbeDone { endpoint, healthy } => state.probe_done(endpoint, healthy),
             Msg::Observe(reply) => {
@@ -285,16 +295,19 @@ impl State {
             Ok(()) => return,
             Err(Full(call)) => call,
         };
-        // Full: make room by dropping calls nobody waits for any more, then try once more.
+        // Full: make room by dropping calls nobody waits for any more, then try again; still
+        // full, the least urgent call (this one, or a queued one it outranks) is refused.
         self.sweep();
-        if let Err(Full(call)) = self.queue.push(key, call) {
-            GatewayStats::bump(&self.stats.counters.overloads);
-            let err = LlmError::Overloaded {
-                queued: self.queue.len(),
-                capacity: self.queue.capacity(),
-            };
-            self.fail(call, err);
-        }
+        let refused = match self.queue.push(key, call) {
+            Ok(()) => return,
+            Err(Full(call)) => self.queue.displace(key, call),
+        };
+        GatewayStats::bump(&self.stats.counters.overloads);
+        let err = LlmError::Overloaded {
+            queued: self.queue.len(),
+            capacity: self.queue.capacity(),
+        };
+        self.fail(refused, err);
     }
 
     /// Replies with an error and accounts it.
@@ -320,12 +333,14 @@ impl State {
         }
     }
 
+    /// Ends a call nobody waits for: past its deadline (the caller's own timer fires at the
+    /// same moment, so this is checked first), or withdrawn by its caller.
     fn abandon(&self, call: Call, now: Instant) {
-        if call.reply.is_closed() {
-            GatewayStats::bump(&self.stats.counters.cancelled);
-        } else if now >= call.deadline {
+        if now >= call.deadline {
             let len = call.deadline_len;
             self.fail(call, LlmError::DeadlineExceeded(len));
+        } else {
+            GatewayStats::bump(&self.stats.counters.cancelled);
         }
     }
 
@@ -348,6 +363,21 @@ impl State {
     /// Starts legs while endpoints have free slots, in queue order. A call whose endpoint is
     /// full waits; calls behind it for another endpoint may go first.
     fn dispatch(&mut self, myself: &ActorRef<Msg>) {
+        if !self.endpoints.iter().any(|s| s.breaker.is_closed()) {
+            // Every circuit is open: fail fast, so callers leave their work in the bus rather
+            // than wait out their deadlines for a probe.
+            while let Some((_, mut call)) = self.queue.pop() {
+                let now = Instant::now();
+                if call.is_abandoned(now) {
+                    self.abandon(call, now);
+                } else {
+                    let attempts = std::mem::take(&mut call.attempts);
+                    self.fail(call, LlmError::Unavailable(attempts));
+                }
+            }
+            self.stats.set_queue_depth(0);
+            return;
+        }
         let mut waiting = Vec::new();
         while self.has_free_slot() {
             let Some((key, call)) = self.queue.pop() else {
@@ -384,6 +414,12 @@ impl State {
         call.first_dispatch.get_or_insert_with(Instant::now);
         let endpoint = slot.endpoint.clone();
         let myself = myself.clone();
+        let lost = {
+            let myself = myself.clone();
+            ExitNotice::new(move || {
+                let _ = myself.send_message(Msg::LegLost { endpoint: index });
+            })
+        };
         self.legs.spawn(async move {
             let started = Instant::now();
             let outcome = tokio::select! {
@@ -400,8 +436,19 @@ impl State {
                 outcome,
                 leg: started.elapsed(),
             };
+            lost.disarm();
             let _ = myself.send_message(Msg::LegDone(Box::new(done)));
         });
+    }
+
+    fn leg_lost(&mut self, index: usize) {
+        while self.legs.try_join_next().is_some() {}
+        if let Some(slot) = self.endpoints.get_mut(index) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            warn!(endpoint = %slot.endpoint.name(), "an llm leg task died; its caller gets NotRunning");
+            self.stats
+                .set_endpoint(index, slot.in_flight, slot.breaker.circuit());
+        }
     }
 
     fn leg_done(&mut self, done: LegDone) {
@@ -417,9 +464,7 @@ impl State {
         slot.in_flight = slot.in_flight.saturating_sub(1);
         let name = slot.endpoint.name().to_owned();
         match outcome {
-            LegOutcome::CallerGone => {
-                GatewayStats::bump(&self.stats.counters.cancelled);
-            }
+            LegOutcome::CallerGone => self.abandon(call, Instant::now()),
             LegOutcome::Answered(answer) => {
                 slot.breaker.on_success();
                 let queued = call
@@ -489,8 +534,18 @@ impl State {
             slot.probing = true;
             let endpoint = slot.endpoint.clone();
             let myself = myself.clone();
+            let lost = {
+                let myself = myself.clone();
+                ExitNotice::new(move || {
+                    let _ = myself.send_message(Msg::ProbeDone {
+                        endpoint: index,
+                        healthy: false,
+                    });
+                })
+            };
             self.legs.spawn(async move {
-                let healthy = endpoint.models().await.is_ok();
+                let healthy = endpoint.probe().await;
+                lost.disarm();
                 let _ = myself.send_message(Msg::ProbeDone {
                     endpoint: index,
                     healthy,

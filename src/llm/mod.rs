@@ -326,10 +326,16 @@ impl CallOptions {
     }
 }
 
-/// A secret (API key): never printed, never logged.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret (API key): never printed, never logged, serialized as `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
 
 impl Secret {
     /// Wraps a secret.
@@ -363,7 +369,7 @@ pub struct LlmConfig {
     pub aging_ms: u64,
     /// Default deadline of a call, queue included, ms.
     pub deadline_ms: u64,
-    /// How often an endpoint with an open circuit is probed, ms (also its least cooldown).
+    /// How often endpoints with an open circuit are probed, ms.
     pub probe_interval_ms: u64,
     /// Consecutive failures (connection error, timeout, 429, 5xx, broken stream) that open an
     /// endpoint's circuit.
@@ -394,6 +400,7 @@ pub struct EndpointConfig {
     /// Model name sent with each request.
     pub model: String,
     /// Bearer token (`Authorization: Bearer ...`), when the server wants one.
+    /// `SOC_LLM_API_KEY` sets it on every endpoint; give each its own here when they differ.
     pub api_key: Option<Secret>,
     /// Requests sent to this endpoint at once (1: a single GPU stream).
     pub max_in_flight: usize,
@@ -480,6 +487,12 @@ impl LlmConfig {
         if self.probe_interval_ms == 0 || self.failure_threshold == 0 {
             return Err("llm.probe_interval_ms and failure_threshold must be at least 1".into());
         }
+        if self.endpoints.len() > gateway::MAX_ENDPOINTS {
+            return Err(format!(
+                "llm.endpoints: at most {} endpoints",
+                gateway::MAX_ENDPOINTS
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let at = format!("llm.endpoints[{i}]");
@@ -491,8 +504,10 @@ impl LlmConfig {
             if !names.insert(e.name.as_str()) {
                 return Err(format!("{at}.name `{}` is used twice", e.name));
             }
-            let url = reqwest::Url::parse(&e.url)
-                .map_err(|err| format!("{at}.url `{}` is not a URL: {err}", e.url))?;
+            let url = reqwest::Url::parse(&e.url).map_err(|err| {
+                let shown = crate::bus::redis::redact_url(&e.url);
+                format!("{at}.url `{shown}` is not a URL: {err}")
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!("{at}.url must be http:// or https://"));
             }
@@ -539,7 +554,7 @@ pub enum LlmError {
         /// What the server said (truncated).
         message: String,
     },
-    /// Every usable endpoint failed or has an open circuit.
+    /// Every endpoint the call could use failed, or every circuit is open.
     #[error("no llm endpoint could answer: {}", attempts_text(.0))]
     Unavailable(Vec<AttemptError>),
     /// The request cannot be sent as built.

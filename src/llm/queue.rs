@@ -103,6 +103,27 @@ impl<T> PriorityQueue<T> {
         }));
     }
 
+    /// With the queue full: admits `item` in place of the least urgent queued item if `item`
+    /// outranks it, and returns whichever of the two is refused. O(n), and n is the capacity.
+    pub fn displace(&mut self, key: u64, item: T) -> T {
+        let worst = self
+            .heap
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, Reverse(s))| (s.key, s.seq))
+            .map(|(i, Reverse(s))| (i, s.key));
+        match worst {
+            Some((at, worst_key)) if key < worst_key => {
+                let mut slots = std::mem::take(&mut self.heap).into_vec();
+                let Reverse(evicted) = slots.swap_remove(at);
+                self.heap = slots.into();
+                self.requeue(key, item);
+                evicted.item
+            }
+            _ => item,
+        }
+    }
+
     /// The next item and its key.
     pub fn pop(&mut self) -> Option<(u64, T)> {
         self.heap.pop().map(|Reverse(s)| (s.key, s.item))
@@ -139,6 +160,27 @@ mod tests {
         assert_eq!(q.len(), 4);
         let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, i)| i)).collect();
         assert_eq!(order, ["p10", "retried", "p5", "report"]);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_the_least_urgent() {
+        let mut q = PriorityQueue::new(2, 1000);
+        q.push(q.key(10, 0), "report").unwrap();
+        q.push(q.key(5, 0), "p5").unwrap();
+        let Err(Full(urgent)) = q.push(q.key(0, 0), "p10") else {
+            panic!("full")
+        };
+        assert_eq!(q.displace(q.key(0, 0), urgent), "report");
+        let Err(Full(low)) = q.push(q.key(9, 0), "p1") else {
+            panic!("full")
+        };
+        assert_eq!(
+            q.displace(q.key(9, 0), low),
+            "p1",
+            "it outranks nothing queued"
+        );
+        let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, i)| i)).collect();
+        assert_eq!(order, ["p10", "p5"]);
     }
 
     #[test]

@@ -108,8 +108,8 @@ impl Default for Account {
 impl Account {
     fn answered(&mut self, usage: Usage, latency: Duration, ttft: Duration) {
         self.answered += 1;
-        self.tokens_in += usage.prompt_tokens;
-        self.tokens_out += usage.completion_tokens;
+        self.tokens_in = self.tokens_in.saturating_add(usage.prompt_tokens);
+        self.tokens_out = self.tokens_out.saturating_add(usage.completion_tokens);
         self.latency_us.saturating_record(micros(latency));
         self.ttft_us.saturating_record(micros(ttft));
     }

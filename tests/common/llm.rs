@@ -172,8 +172,9 @@ pub fn endpoint(name: &str, url: &str) -> EndpointConfig {
 pub enum Fault {
     /// Pass everything through.
     None,
-    /// Answer every request (chat and model list) with HTTP 503 until this instant.
-    ServiceUnavailableUntil(Instant),
+    /// Answer every request (chat and model list) with HTTP 503 until another fault is
+    /// injected.
+    ServiceUnavailable,
     /// Cut the next streamed chat answer after this many bytes, before `[DONE]`, then pass
     /// through again.
     TruncateNextStreamAfter(usize),
@@ -254,11 +255,8 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         shared.chat_requests.fetch_add(1, Ordering::SeqCst);
     }
     let fault = *shared.fault.lock();
-    if let Fault::ServiceUnavailableUntil(until) = fault {
-        if Instant::now() < until {
-            return (StatusCode::SERVICE_UNAVAILABLE, "injected 503 burst").into_response();
-        }
-        *shared.fault.lock() = Fault::None;
+    if fault == Fault::ServiceUnavailable {
+        return (StatusCode::SERVICE_UNAVAILABLE, "injected 503 burst").into_response();
     }
     let method = request.method().clone();
     let body = axum::body::to_bytes(request.into_body(), 16 << 20)
