@@ -258,6 +258,10 @@ pub struct RoleSummary {
     pub dead_lettered: u64,
     /// Restarts by the supervisor.
     pub restarts: u64,
+    /// Inputs decided with the model.
+    pub model_decisions: u64,
+    /// Times the model could not take an input yet (kept unacked, retried).
+    pub deferred: u64,
     /// Events published, by kind.
     pub published: BTreeMap<String, u64>,
 }
@@ -279,6 +283,8 @@ impl Summary {
                         commit_failures: s.commit_failures + s.refused,
                         dead_lettered: s.feeder.dead_lettered,
                         restarts: s.restarts,
+                        model_decisions: s.model_decisions,
+                        deferred: s.deferred,
                         published: s.published,
                     },
                 )

@@ -434,6 +434,7 @@ impl State {
                     consumer: ctx.consumer_name(spec.name),
                     stats: ctx.role_stats[spec.name].clone(),
                     faults: ctx.options.faults.clone(),
+                    llm: ctx.llm(),
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)
             }

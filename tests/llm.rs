@@ -23,12 +23,16 @@ use common::llm::{Fault, FaultyUpstream, MODEL_LOCK, ModelServer, endpoint};
 use common::wait_for;
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
+use soc_runtime::actors::Role;
+use soc_runtime::actors::role::{self, RoleSpec, RoleStats};
+use soc_runtime::bus::{Bus, BusConfig, Commit, Outgoing, Topic};
 use soc_runtime::config::Config;
 use soc_runtime::llm::gateway::{self, Gateway};
 use soc_runtime::llm::stats::{GatewaySnapshot, GatewayStats};
 use soc_runtime::llm::{
     CallOptions, ChatRequest, EndpointConfig, JsonSchema, Llm, LlmConfig, LlmError, Message, Tool,
 };
+use soc_runtime::proto::{Alert, AlertReceived, AlertTriaged, Envelope, Event};
 use soc_runtime::runtime::Runtime;
 use soc_runtime::supervisor::RuntimeOptions;
 
@@ -789,4 +793,180 @@ async fn llm_check_reports_each_endpoint_and_fails_on_a_dead_one() {
     let (code, text) = run(vec![]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("SOC_LLM_PRIMARY_URL"), "{text}");
+}
+
+/// A role that decides every alert with the model: what the reasoners of the next step do, cut
+/// down to the part under test here (the role-side handling of `Overloaded`).
+#[derive(Default)]
+struct ModelTriage;
+
+impl Role for ModelTriage {
+    const NAME: &'static str = "model_triage";
+    const INPUT: Topic = Topic::Alerts;
+
+    fn accepts(kind: &str) -> bool {
+        kind == "AlertReceived"
+    }
+
+    fn decide(&self, _input: &Envelope) -> Vec<Event> {
+        Vec::new()
+    }
+
+    fn wants_model(&self, _input: &Envelope) -> bool {
+        true
+    }
+
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "the future must not borrow the role: it runs on a task"
+    )]
+    fn decide_with_model(
+        &self,
+        input: Envelope,
+        llm: Llm,
+    ) -> impl std::future::Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        async move {
+            let ticket = input.correlation_id.clone();
+            let question = ask(&format!("One word for alert {ticket}."), 4, false);
+            let answer = llm
+                .chat(question, CallOptions::case(Self::NAME, Some(5)))
+                .await?;
+            Ok(vec![Event::AlertTriaged(AlertTriaged {
+                rationale: answer.content.unwrap_or_default(),
+                ..AlertTriaged::default()
+            })])
+        }
+    }
+}
+
+/// A parent for actors a test spawns linked.
+struct Parent;
+
+impl Actor for Parent {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        _args: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_told_overloaded_keeps_its_input_unacked_and_the_bus_holds_the_backlog() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let mut cfg = config(vec![server.endpoint("primary")]);
+    cfg.queue_capacity = 2;
+    let gw = TestGateway::start("role-overload", cfg).await;
+
+    // Four credits against one slot and a queue of two: the role always holds more than the
+    // gateway takes, so it hears Overloaded.
+    let bus = Bus::memory(BusConfig {
+        credits: 4,
+        ..BusConfig::default()
+    })
+    .unwrap();
+    let alerts = 20;
+    let commits = (0..alerts)
+        .map(|i| {
+            let ticket = format!("ovl-{i:02}");
+            let envelope = Envelope::new_root(
+                "source:test",
+                &ticket,
+                Event::AlertReceived(AlertReceived {
+                    alert: Alert {
+                        ticket_id: ticket.clone(),
+                        rule_name: "ssh brute force".into(),
+                        host: "web-01".into(),
+                        ..Alert::default()
+                    },
+                    received_via: "test".into(),
+                }),
+            );
+            Commit::dedupe(
+                format!("alert:{ticket}"),
+                vec![Outgoing::event(&envelope).unwrap()],
+            )
+        })
+        .collect();
+    bus.submit(commits).await.unwrap();
+
+    let (parent, _) = Actor::spawn(None, Parent, ()).await.unwrap();
+    let stats = Arc::new(RoleStats::default());
+    let args = role::Args {
+        bus: bus.clone(),
+        consumer: "test:model_triage".into(),
+        stats: stats.clone(),
+        faults: None,
+        llm: Some(gw.llm.clone()),
+    };
+    let actor = RoleSpec::of::<ModelTriage>()
+        .spawn(
+            "llm-test-role-overload/model_triage".into(),
+            args,
+            parent.get_cell(),
+        )
+        .await
+        .unwrap();
+
+    // While the model works through them: never more than the credits held, the rest unread
+    // in the stream.
+    let mut peak_credits = 0;
+    let mut saw_backlog = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stats.committed.load(std::sync::atomic::Ordering::SeqCst) < alerts {
+        assert!(
+            Instant::now() < deadline,
+            "the role did not finish: {:?}",
+            stats.snapshot()
+        );
+        let snapshot = ractor::call!(actor, role::Msg::Observe).unwrap();
+        peak_credits = peak_credits.max(snapshot.credits_in_use);
+        let group = &bus
+            .group_states(&[(Topic::Alerts, "model_triage")])
+            .await
+            .unwrap()[0];
+        assert!(
+            group.pending <= 4,
+            "pending {} beyond the credits",
+            group.pending
+        );
+        saw_backlog |=
+            group.has_unread && stats.deferred.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let s = stats.snapshot();
+    assert_eq!(s.model_decisions, alerts, "{s:?}");
+    assert_eq!(s.committed, alerts);
+    assert!(s.deferred > 0, "the role never heard Overloaded: {s:?}");
+    assert_eq!(s.feeder.dead_lettered, 0, "{s:?}");
+    assert_eq!(
+        s.feeder.redelivered, 0,
+        "kept inputs are not redelivered: {s:?}"
+    );
+    assert!(peak_credits <= 4);
+    assert!(
+        saw_backlog,
+        "unread alerts waited in the stream while the role was deferring"
+    );
+    assert_eq!(
+        bus.len(Topic::Triage).await.unwrap(),
+        alerts,
+        "one triage per alert"
+    );
+    assert!(gw.snapshot().counter("overloads") > 0);
+    let group = &bus
+        .group_states(&[(Topic::Alerts, "model_triage")])
+        .await
+        .unwrap()[0];
+    assert!(group.is_idle(), "{group:?}");
+    actor.stop(None);
+    parent.stop(None);
 }

@@ -12,7 +12,10 @@ pub mod sentinel;
 pub mod threat_intel;
 pub mod tier2;
 
+use std::future::Future;
+
 use crate::bus::Topic;
+use crate::llm::{Llm, LlmError};
 use crate::proto::{DecisionMeta, Envelope, Event, ReasonerKind};
 
 /// A reactive role: consumes events from one stream and decides what to publish.
@@ -23,9 +26,28 @@ pub trait Role: Send + Sync + 'static {
     const INPUT: Topic;
     /// Whether the role handles events of this kind (others on its stream are skipped).
     fn accepts(kind: &str) -> bool;
-    /// Decides on one input; the returned events are published atomically with its ack.
-    /// An empty list means "nothing to say" (the input is still acked).
+    /// Decides on one input with the role's rules; the returned events are published
+    /// atomically with its ack. An empty list means "nothing to say" (the input is still
+    /// acked).
     fn decide(&self, input: &Envelope) -> Vec<Event>;
+
+    /// Whether `input` is decided with the model, when the LLM gateway runs. Default: never.
+    fn wants_model(&self, _input: &Envelope) -> bool {
+        false
+    }
+
+    /// Decides `input` with the model through `llm`. A transient error
+    /// ([`LlmError::is_transient`]: `Overloaded`, a deadline, no endpoint, no gateway) leaves
+    /// the input pending: the role actor keeps it, with its credit, and tries again later, so
+    /// the backlog waits in the bus. Any other error falls back to [`Role::decide`].
+    fn decide_with_model(
+        &self,
+        input: Envelope,
+        llm: Llm,
+    ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        let _ = llm;
+        std::future::ready(Ok(self.decide(&input)))
+    }
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.

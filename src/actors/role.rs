@@ -6,8 +6,16 @@
 //! while the bus bridge batches its writes; the delivery's credit returns when the commit
 //! completes.
 //!
-//! A restart loses the deliveries queued in the mailbox and the feeder's position: both are
-//! still pending in the bus, and the new feeder re-reads them first. A commit already submitted
+//! A role that decides an input with the model ([`Role::wants_model`], with the LLM gateway
+//! running) does so on a task of its own, so the actor keeps taking deliveries; the answer
+//! comes back as [`Msg::Modeled`] and is committed like any decision. When the gateway says
+//! "not now" (`Overloaded`, a deadline, no endpoint), the delivery is kept, with its credit,
+//! and retried after a backoff ([`Msg::Retry`]): the input stays unacked, the feeder stops
+//! reading once the credits are spent, and the backlog waits in the bus.
+//!
+//! A restart loses the deliveries queued in the mailbox, those waiting for the model or for a
+//! retry, and the feeder's position: all are still pending in the bus, and the new feeder
+//! re-reads them first. A commit already submitted
 //! completes on its own; if its input is re-read and decided again, the second commit finds the
 //! input acked and writes nothing.
 
@@ -21,12 +29,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::Role;
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
+use crate::llm::{Llm, LlmError};
 use crate::proto::{Envelope, Event};
 use crate::task::spawn_watched;
 
@@ -40,6 +50,17 @@ pub enum Msg {
     Observe(RpcReplyPort<RoleSnapshot>),
     /// The feeder task ended without being asked to: fail, so the supervisor restarts.
     FeederExited,
+    /// The model's decision on a delivery (or why there is none yet).
+    Modeled(Box<Modeled>),
+    /// Try the model again for a delivery it could not take earlier.
+    Retry(Box<Delivery>, u32),
+}
+
+/// A model decision coming back to the role actor.
+pub struct Modeled {
+    delivery: Delivery,
+    result: Result<Vec<Event>, LlmError>,
+    attempt: u32,
 }
 
 /// Startup arguments of a role actor.
@@ -53,6 +74,8 @@ pub struct Args {
     pub stats: Arc<RoleStats>,
     /// Injected faults (tests only).
     pub faults: Option<Arc<PanicSchedule>>,
+    /// The LLM gateway, when one runs.
+    pub llm: Option<Llm>,
 }
 
 /// Counters of a role; they outlive restarts.
@@ -70,6 +93,10 @@ pub struct RoleStats {
     pub refused: AtomicU64,
     /// Times the supervisor restarted the role.
     pub restarts: AtomicU64,
+    /// Inputs decided with the model.
+    pub model_decisions: AtomicU64,
+    /// Times the model could not take an input yet (it was kept unacked and retried).
+    pub deferred: AtomicU64,
     /// Events published (committed), by [`Event::ordinal`].
     pub published: [AtomicU64; Event::KINDS.len()],
     /// The feeder's counters.
@@ -91,6 +118,10 @@ pub struct RoleSnapshot {
     pub refused: u64,
     /// Restarts.
     pub restarts: u64,
+    /// Inputs decided with the model.
+    pub model_decisions: u64,
+    /// Times the model could not take an input yet.
+    pub deferred: u64,
     /// Credits held by deliveries right now.
     pub credits_in_use: u32,
     /// Events published, by kind.
@@ -110,6 +141,8 @@ impl RoleStats {
             commit_failures: l(&self.commit_failures),
             refused: l(&self.refused),
             restarts: l(&self.restarts),
+            model_decisions: l(&self.model_decisions),
+            deferred: l(&self.deferred),
             credits_in_use: 0,
             published: Event::KINDS
                 .iter()
@@ -235,6 +268,11 @@ pub struct State<R> {
     total_credits: u32,
     feeder: Option<AbortOnDropHandle<()>>,
     feeder_stop: CancellationToken,
+    llm: Option<Llm>,
+    /// Decisions the model is working on; aborted with the actor.
+    thinking: JoinSet<()>,
+    /// Retries waiting for their backoff; aborted with the actor.
+    retries: Vec<AbortOnDropHandle<Result<(), ractor::MessagingErr<Msg>>>>,
 }
 
 impl<R: Role + Default> Actor for RoleActor<R> {
@@ -281,17 +319,22 @@ impl<R: Role + Default> Actor for RoleActor<R> {
             total_credits,
             feeder: Some(feeder),
             feeder_stop,
+            llm: args.llm,
+            thinking: JoinSet::new(),
+            retries: Vec::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         msg: Msg,
         state: &mut State<R>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Deliver(deliveries) => state.handle_deliveries(deliveries),
+            Msg::Deliver(deliveries) => state.handle_deliveries(&myself, deliveries),
+            Msg::Modeled(modeled) => state.modeled(&myself, *modeled),
+            Msg::Retry(delivery, attempt) => state.think(&myself, *delivery, attempt),
             Msg::StopFeeding(reply) => {
                 state.feeder_stop.cancel();
                 if let Some(feeder) = state.feeder.take() {
@@ -321,7 +364,7 @@ impl<R: Role> State<R> {
     /// Decides every delivery of a feeder read, then submits their commits together: one lock
     /// (memory) or one bridge job (Redis) per read instead of per entry. Each commit is still
     /// atomic on its own, and each delivery's credit returns when its batch completes.
-    fn handle_deliveries(&mut self, deliveries: Vec<Delivery>) {
+    fn handle_deliveries(&mut self, myself: &ActorRef<Msg>, deliveries: Vec<Delivery>) {
         let mut commits = Vec::with_capacity(deliveries.len());
         let mut kinds = Vec::with_capacity(deliveries.len());
         let mut credits = Vec::with_capacity(deliveries.len());
@@ -342,7 +385,13 @@ impl<R: Role> State<R> {
                 Some(PanicPoint::AfterCommit) => panic_after_commit = true,
                 None => {}
             }
-            let Some((commit, output_kinds)) = self.decide(input, delivery.ack.clone()) else {
+            if self.llm.is_some() && self.role.wants_model(input) {
+                self.think(myself, delivery, 0);
+                continue;
+            }
+            let events = self.role.decide(input);
+            let Some((commit, output_kinds)) = self.commit_of(input, delivery.ack.clone(), events)
+            else {
                 continue;
             };
             commits.push(commit);
@@ -357,9 +406,66 @@ impl<R: Role> State<R> {
         }
     }
 
-    /// Decides one input; returns its commit and the kinds of the events it publishes.
-    fn decide(&self, input: &Envelope, ack: AckRef) -> Option<(Commit, Vec<usize>)> {
-        let events = self.role.decide(input);
+    /// Asks the model to decide `delivery`, on a task of this actor's.
+    fn think(&mut self, myself: &ActorRef<Msg>, delivery: Delivery, attempt: u32) {
+        while self.thinking.try_join_next().is_some() {}
+        let Some(llm) = self.llm.clone() else {
+            return;
+        };
+        let decision = self.role.decide_with_model(delivery.envelope.clone(), llm);
+        let myself = myself.clone();
+        self.thinking.spawn(async move {
+            let result = decision.await;
+            let modeled = Modeled {
+                delivery,
+                result,
+                attempt,
+            };
+            let _ = myself.send_message(Msg::Modeled(Box::new(modeled)));
+        });
+    }
+
+    /// Commits the model's decision, keeps the input for a retry, or falls back to the rules.
+    fn modeled(&mut self, myself: &ActorRef<Msg>, modeled: Modeled) {
+        let Modeled {
+            delivery,
+            result,
+            attempt,
+        } = modeled;
+        let input = &delivery.envelope;
+        let events = match result {
+            Ok(events) => {
+                self.stats.model_decisions.fetch_add(1, Ordering::Relaxed);
+                events
+            }
+            Err(e) if e.is_transient() => {
+                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                let delay = retry_delay(attempt);
+                tracing::debug!(role = R::NAME, ticket = %input.correlation_id, error = %e, retry_in_ms = delay.as_millis() as u64, "model busy; input kept for a retry");
+                self.retries.retain(|t| !t.is_finished());
+                let retry = myself.send_after(delay, move || {
+                    Msg::Retry(Box::new(delivery), attempt.saturating_add(1))
+                });
+                self.retries.push(AbortOnDropHandle::new(retry));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(role = R::NAME, ticket = %input.correlation_id, error = %e, "the model cannot decide this input; deciding by rules");
+                self.role.decide(input)
+            }
+        };
+        if let Some((commit, kinds)) = self.commit_of(input, delivery.ack.clone(), events) {
+            self.submit(vec![commit], vec![kinds], vec![delivery.credit]);
+        }
+    }
+
+    /// The commit of a decision on `input`, and the kinds of the events it publishes.
+    fn commit_of(
+        &self,
+        input: &Envelope,
+        ack: AckRef,
+        events: Vec<Event>,
+    ) -> Option<(Commit, Vec<usize>)> {
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
         let mut kinds = Vec::with_capacity(events.len());
         let mut outputs = Vec::with_capacity(events.len());
@@ -413,4 +519,11 @@ impl<R: Role> State<R> {
             tracing::warn!(error = %e, "commit refused; the inputs stay pending");
         }
     }
+}
+
+/// Backoff before asking the model again: 250 ms doubling to 8 s, +-20 % jitter.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(5));
+    let jitter = base / 5;
+    std::time::Duration::from_millis(base - jitter + fastrand::u64(0..=jitter * 2))
 }

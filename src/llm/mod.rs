@@ -565,6 +565,21 @@ pub enum LlmError {
     NotRunning,
 }
 
+impl LlmError {
+    /// Whether the same call may well succeed later (the queue was full, the deadline passed,
+    /// no endpoint answered, the gateway was restarting): the caller should keep its input
+    /// and retry, not give up on it.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Overloaded { .. }
+                | LlmError::DeadlineExceeded(_)
+                | LlmError::Unavailable(_)
+                | LlmError::NotRunning
+        )
+    }
+}
+
 fn attempts_text(attempts: &[AttemptError]) -> String {
     if attempts.is_empty() {
         return "every endpoint's circuit is open".to_owned();
