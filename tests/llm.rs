@@ -970,3 +970,81 @@ async fn a_role_told_overloaded_keeps_its_input_unacked_and_the_bus_holds_the_ba
     actor.stop(None);
     parent.stop(None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_sent_a_wrong_one_fails_over_and_a_dead_gateway_fails_fast() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let mut keyed = ModelServer::start_with_key(1, Some("sk-right")).await;
+    let open = ModelServer::start(1).await;
+    let keyed_endpoint = |key: &str| EndpointConfig {
+        api_key: Some(soc_runtime::llm::Secret::new(key)),
+        ..keyed.endpoint("primary")
+    };
+    let opts = || CallOptions::case("tier2", Some(5));
+
+    // The right key is sent and accepted.
+    let right = TestGateway::start("key-right", config(vec![keyed_endpoint("sk-right")])).await;
+    let answer = right
+        .llm
+        .chat(ask("Say ok.", 4, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(answer.endpoint, "primary");
+
+    // A wrong key is this endpoint's problem, not the request's: fail over, and the probe
+    // (which checks the key too) keeps the circuit open.
+    let mut cfg = config(vec![keyed_endpoint("sk-wrong"), open.endpoint("secondary")]);
+    cfg.probe_interval_ms = 200;
+    let wrong = TestGateway::start("key-wrong", cfg).await;
+    let answer = wrong
+        .llm
+        .chat(ask("Say fine.", 4, false), opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.endpoint.as_str(), answer.attempts),
+        ("secondary", 2)
+    );
+    let s = wrong.snapshot();
+    assert_eq!(
+        s.endpoint("primary").unwrap().failures.get("http_401"),
+        Some(&1)
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let s = wrong.snapshot();
+    assert_eq!(s.counter("flips_back"), 0);
+    assert_eq!(
+        s.endpoints[0].circuit,
+        soc_runtime::llm::breaker::Circuit::Open
+    );
+
+    // With its only endpoint dead, the gateway answers Unavailable, and fast once the circuit
+    // is open: callers keep their work in the bus instead of waiting out deadlines.
+    keyed.kill();
+    let err = right
+        .llm
+        .chat(ask("Say gone.", 4, false), opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Unavailable(a) if a.len() == 1),
+        "{err}"
+    );
+    let started = Instant::now();
+    let err = right
+        .llm
+        .chat(ask("Say still gone.", 4, false), opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Unavailable(a) if a.is_empty()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("circuit is open"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -11,6 +11,7 @@ or SIGINT. Binds to 127.0.0.1 unless told otherwise.
 """
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -28,6 +29,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=1, help="server slots")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chat-template", help="file with a Jinja chat template (tool-capable)")
+    ap.add_argument("--api-key-env", help="name of an environment variable holding the API key clients must send")
     args = ap.parse_args()
 
     p = xlc.CommonParams()
@@ -42,6 +44,8 @@ def main() -> int:
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
     p.model_alias = {args.alias}
+    if args.api_key_env:
+        p.api_keys = [os.environ[args.api_key_env]]
     if args.chat_template:
         with open(args.chat_template, encoding="utf-8") as f:
             p.chat_template = f.read()

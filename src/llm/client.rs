@@ -301,22 +301,11 @@ impl Endpoint {
         }
     }
 
-    /// Whether the endpoint answers at all (the circuit breaker's probe): `GET /models`
-    /// answered with anything but 408, 429 or 5xx. A server without a model list, or with
-    /// other auth on it, still counts as back; if its chat still fails, the circuit opens
-    /// again on the next call.
+    /// The circuit breaker's probe: whether `GET /models` answers 2xx within the probe
+    /// timeout. Every OpenAI-compatible server has it, and it checks the key and path too: a
+    /// misconfigured endpoint (401, 404) stays open, and says why in its failures.
     pub async fn probe(&self) -> bool {
-        let timeout = Duration::from_millis(self.config.probe_timeout_ms);
-        let request = self
-            .authorize(self.http.get(&self.models_url))
-            .timeout(timeout);
-        match request.send().await {
-            Ok(r) => {
-                let code = r.status().as_u16();
-                !(code == 408 || code == 429 || r.status().is_server_error())
-            }
-            Err(_) => false,
-        }
+        self.models().await.is_ok()
     }
 
     /// The model ids the endpoint serves (`GET /models`).

@@ -46,12 +46,23 @@ pub struct ModelServer {
 impl ModelServer {
     /// Starts a server with `slots` parallel slots and waits until it answers.
     pub async fn start(slots: usize) -> ModelServer {
+        Self::start_with_key(slots, None).await
+    }
+
+    /// Starts a server that wants `api_key` (if any) from its clients.
+    pub async fn start_with_key(slots: usize, api_key: Option<&str>) -> ModelServer {
         let python = env_path("SOC_LLM_PYTHON");
         let model = env_path("SOC_LLM_MODEL");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let port = super::free_port();
-        let child = Command::new(python)
-            .arg(root.join("ops/llm/serve.py"))
+        let mut command = Command::new(python);
+        command.arg(root.join("ops/llm/serve.py"));
+        if let Some(key) = api_key {
+            command
+                .env("SOC_TEST_LLM_KEY", key)
+                .args(["--api-key-env", "SOC_TEST_LLM_KEY"]);
+        }
+        let child = command
             .arg("--model")
             .arg(model)
             .args(["--port", &port.to_string()])
@@ -67,6 +78,7 @@ impl ModelServer {
             port,
             child: Some(child),
         };
+        // /health answers without a key.
         let health = format!("http://127.0.0.1:{port}/health");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
