@@ -47,7 +47,7 @@ pub enum BenchError {
 }
 
 /// Latency percentiles, microseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Latency {
     /// Median.
     pub p50_us: f64,
@@ -62,12 +62,7 @@ pub struct Latency {
 impl Latency {
     fn of(mut samples: Vec<f64>) -> Self {
         if samples.is_empty() {
-            return Self {
-                p50_us: 0.0,
-                p99_us: 0.0,
-                mean_us: 0.0,
-                max_us: 0.0,
-            };
+            return Self::default();
         }
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];

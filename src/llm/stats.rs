@@ -185,7 +185,7 @@ pub struct AccountSnapshot {
 }
 
 /// Percentiles of a histogram, ms.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -201,12 +201,7 @@ impl Percentiles {
     fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         if h.is_empty() {
-            return Self {
-                p50: 0.0,
-                p95: 0.0,
-                p99: 0.0,
-                max: 0.0,
-            };
+            return Self::default();
         }
         Self {
             p50: ms(h.value_at_quantile(0.5)),
