@@ -160,6 +160,9 @@ pub struct ModelRun {
     pub latency_ratio: f64,
     /// Gateway throughput / direct throughput.
     pub throughput_ratio: f64,
+    /// Median over pairs (one direct and one gateway call back to back) of gateway / direct
+    /// latency: the figure least moved by drift on the machine.
+    pub median_pair_ratio: f64,
 }
 
 impl std::fmt::Display for ModelRun {
@@ -167,7 +170,7 @@ impl std::fmt::Display for ModelRun {
         write!(
             f,
             "real model ({} requests each, {} tokens): direct {:.1} ms mean ({:.2} req/s), gateway \
-             {:.1} ms mean ({:.2} req/s): latency x{:.4}, throughput x{:.4}",
+             {:.1} ms mean ({:.2} req/s): latency x{:.4}, throughput x{:.4}, median pair x{:.4}",
             self.requests,
             self.max_tokens,
             self.direct.mean_us / 1e3,
@@ -175,7 +178,8 @@ impl std::fmt::Display for ModelRun {
             self.gateway.mean_us / 1e3,
             self.gateway_rps,
             self.latency_ratio,
-            self.throughput_ratio
+            self.throughput_ratio,
+            self.median_pair_ratio
         )
     }
 }
@@ -471,8 +475,10 @@ pub async fn real_model(
     let request = |i: usize, side: &str| ChatRequest {
         messages: vec![
             Message::system("You are a security analyst."),
+            // The distinct part first: no request shares more of its prompt with the one
+            // before it than any other does.
             Message::user(format!(
-                "Case {side}-{i:04}: summarise why alert {} on host web-{:02} matters.",
+                "{side}{i:04}: summarise why alert {} on host web-{:02} matters.",
                 1000 + i * 7,
                 i % 97
             )),
@@ -518,6 +524,9 @@ pub async fn real_model(
             d.push(direct_call.await?);
         }
     }
+    let mut pairs: Vec<f64> = g.iter().zip(&d).map(|(g, d)| g / d).collect();
+    pairs.sort_by(f64::total_cmp);
+    let median_pair_ratio = pairs.get(pairs.len() / 2).copied().unwrap_or(1.0);
     let rps = |v: &[f64]| v.len() as f64 / (v.iter().sum::<f64>() / 1e6);
     let (direct_rps, gateway_rps) = (rps(&d), rps(&g));
     let (direct, gateway) = (Latency::of(d), Latency::of(g));
@@ -526,6 +535,7 @@ pub async fn real_model(
         max_tokens,
         latency_ratio: gateway.mean_us / direct.mean_us,
         throughput_ratio: gateway_rps / direct_rps,
+        median_pair_ratio,
         direct,
         gateway,
         direct_rps,
