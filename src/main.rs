@@ -55,6 +55,39 @@ enum Command {
     /// The LLM endpoints.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Replay labelled tickets through the real roles (in-memory bus, no side effects) and
+    /// score "escalated to the IR Lead" against the analysts' dispositions.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Args)]
+struct BacktestArgs {
+    /// Labelled tickets (JSONL, plain or gzip, with `ground_truth`: escalate | close), e.g.
+    /// ../shared/datasets/ait-ads/tickets-dev.jsonl.gz.
+    #[arg(long, value_name = "FILE")]
+    tickets: PathBuf,
+    /// Only these sites (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',', value_name = "SITE")]
+    sites: Vec<String>,
+    /// Replay a random sample of this many tickets.
+    #[arg(long, value_name = "N")]
+    sample: Option<usize>,
+    /// With --sample: draw escalate and close tickets 50/50.
+    #[arg(long, requires = "sample")]
+    stratify: bool,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// A saved summary to compare against: exit 1 if F1 or recall fell by more than
+    /// --max-drop.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Largest tolerated drop of F1 or recall against --baseline.
+    #[arg(long, default_value_t = 0.05, requires = "baseline")]
+    max_drop: f64,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +222,7 @@ fn main() -> ExitCode {
             Some(Command::Bench(BenchCommand::Bus(args))) => bench_bus(args).await,
             Some(Command::Bench(BenchCommand::Llm(args))) => bench_llm(args).await,
             Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
+            Some(Command::Backtest(args)) => backtest(args).await,
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -396,6 +430,52 @@ async fn bench_llm(args: BenchLlmArgs) -> anyhow::Result<ExitCode> {
         let all =
             serde_json::json!({"overhead": overhead, "queue_memory": memory, "real_model": model});
         println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+    use soc_runtime::backtest::{self, Selection, SelectionSummary};
+    // Read the baseline first: a typo there should not cost a whole replay.
+    let baseline = match &args.baseline {
+        Some(path) => Some(backtest::load_summary(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if !(0.0..=1.0).contains(&args.max_drop) {
+        anyhow::bail!("--max-drop must be between 0 and 1");
+    }
+    let tickets = backtest::load_tickets(&args.tickets)?;
+    let selection = Selection {
+        sites: args.sites.clone(),
+        sample: args.sample,
+        stratify: args.stratify,
+        seed: args.seed,
+    };
+    let tickets = backtest::select(tickets, &selection);
+    let summary = backtest::run(
+        tickets,
+        SelectionSummary {
+            file: args.tickets.display().to_string(),
+            sites: args.sites,
+            sample: args.sample,
+            stratify: args.stratify,
+            seed: args.seed,
+        },
+    )
+    .await?;
+    print!("{summary}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(baseline) = baseline {
+        let fell = backtest::regressions(&summary, &baseline, args.max_drop);
+        if !fell.is_empty() {
+            for f in &fell {
+                eprintln!("backtest gate: {f}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

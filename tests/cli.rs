@@ -444,3 +444,80 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
     );
     common::assert_exactly_once(&bus, &common::ticket_ids("kill", n)).await;
 }
+
+#[test]
+fn backtest_scores_the_dev_tickets_per_site_and_gates_on_a_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("summary.json");
+    let output = run(soc()
+        .arg("backtest")
+        .arg("--tickets")
+        .arg(common::dev_tickets())
+        .arg("--out")
+        .arg(&out));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("precision") && stdout.contains("santos"),
+        "{stdout}"
+    );
+    let s = summary(&out);
+    // 9,869 tickets, 279 of them escalated by the analysts (the dataset's README).
+    assert_eq!(s["tickets"], 9869);
+    let c = &s["confusion"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&c["tp"]) + n(&c["fp"]) + n(&c["fn"]) + n(&c["tn"]), 9869);
+    assert_eq!(n(&c["tp"]) + n(&c["fn"]), 279);
+    let sites = s["per_site"].as_object().unwrap();
+    assert_eq!(sites.len(), 5);
+    let site_total: u64 = sites.values().map(|v| n(&v["tickets"])).sum();
+    assert_eq!(site_total, 9869);
+    for key in ["precision", "recall", "f1", "elapsed_s"] {
+        assert!(s[key].is_number(), "{key}: {s}");
+    }
+    assert_eq!(
+        n(&s["roles"]["sentinel"]["engaged"]),
+        9869,
+        "sentinel triaged every ticket"
+    );
+
+    // One site, and the gate: a run passes its own baseline and fails a better one.
+    let site = |baseline: &Path| {
+        run(soc()
+            .args(["backtest", "--sites", "santos", "--tickets"])
+            .arg(common::dev_tickets())
+            .arg("--baseline")
+            .arg(baseline))
+    };
+    let santos_out = dir.path().join("santos.json");
+    let santos = run(soc()
+        .args(["backtest", "--sites", "santos", "--tickets"])
+        .arg(common::dev_tickets())
+        .arg("--out")
+        .arg(&santos_out));
+    assert!(santos.status.success());
+    assert_eq!(summary(&santos_out)["tickets"], 1911);
+    assert_eq!(
+        site(&santos_out).status.code(),
+        Some(0),
+        "a run passes its own baseline"
+    );
+    let mut santos_better = summary(&santos_out);
+    santos_better["recall"] = serde_json::json!(santos_better["recall"].as_f64().unwrap() + 0.2);
+    let better_path = dir.path().join("better.json");
+    std::fs::write(&better_path, santos_better.to_string()).unwrap();
+    let gated = site(&better_path);
+    assert_eq!(gated.status.code(), Some(1));
+    assert!(
+        text(&gated.stderr).contains("recall fell"),
+        "{}",
+        text(&gated.stderr)
+    );
+
+    // Bad input: a file without labels is refused with its line number.
+    let unlabelled = dir.path().join("unlabelled.jsonl");
+    std::fs::write(&unlabelled, "{\"ticket_id\":\"x-1\",\"site\":\"x\"}\n").unwrap();
+    let bad = run(soc().arg("backtest").arg("--tickets").arg(&unlabelled));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("line 1") && text(&bad.stderr).contains("ground_truth"));
+}
