@@ -14,5 +14,6 @@ pub mod ingest;
 pub mod llm;
 pub mod proto;
 pub mod runtime;
+pub mod store;
 pub mod supervisor;
 pub mod task;

@@ -55,9 +55,32 @@ enum Command {
     /// The LLM endpoints.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Local stores built from the audit log.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Replay labelled tickets through the real roles (in-memory bus, no side effects) and
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
+}
+
+#[derive(Subcommand)]
+enum MemoryCommand {
+    /// Rebuild the verdict store from soc.audit on Redis: forget its rows and checkpoint, fold
+    /// the whole audit again. The result equals what the live projection wrote.
+    Rebuild(MemoryArgs),
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    /// Config file (its [bus] section and data_dir; SOC_* variables apply on top).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Redis URL (default from the config).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Data directory holding the store (default from the config).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -223,6 +246,7 @@ fn main() -> ExitCode {
             Some(Command::Bench(BenchCommand::Llm(args))) => bench_llm(args).await,
             Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
             Some(Command::Backtest(args)) => backtest(args).await,
+            Some(Command::Memory(MemoryCommand::Rebuild(args))) => memory_rebuild(args).await,
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -477,5 +501,49 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
+    use soc_runtime::store::{self, Store};
+    let mut config = Config::load(args.config.as_deref())?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(url) = args.redis_url {
+        config.bus.redis_url = url;
+        config.bus.backend = Backend::Redis;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.validate()?;
+    if config.bus.backend != Backend::Redis {
+        anyhow::bail!(
+            "the in-memory bus keeps no audit between runs, so there is nothing to rebuild \
+             from: use --redis-url (or SOC_BUS=redis)"
+        );
+    }
+    let url = soc_runtime::bus::redis::redact_url(&config.bus.redis_url);
+    // Read-only use: the writer queue is never flushed because nothing is written.
+    let (writer, _queue) = soc_runtime::bus::bridge::queue(1);
+    let bus =
+        soc_runtime::bus::Bus::redis(&config.bus.redis_url, config.bus.settings.clone(), writer)
+            .await
+            .with_context(|| format!("cannot reach redis at {url}"))?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join(store::FILE);
+    let store = Store::open(&path).await?;
+    let projection = store::projection_name(&bus, 0);
+    let started = std::time::Instant::now();
+    store.reset_verdicts(&projection).await?;
+    let folded = store::catch_up(&bus, &store, &projection, None).await?;
+    store.close().await;
+    println!(
+        "rebuilt {} from {} audit entries: {} verdict rows, checkpoint {} ({:.2} s)",
+        path.display(),
+        folded.entries,
+        folded.rows,
+        folded.checkpoint,
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

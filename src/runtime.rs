@@ -115,6 +115,9 @@ impl Runtime {
             health,
             llm_stats: (!config.llm.endpoints.is_empty())
                 .then(|| Arc::new(GatewayStats::new(&config.llm))),
+            store_path: config.data_dir.join(crate::store::FILE),
+            projection: crate::store::projection_name(&bus, crate::proto::now_ms()),
+            projector_stats: Arc::default(),
             exit: Mutex::new(None),
             started: std::time::Instant::now(),
             instance: instance.clone(),
@@ -239,8 +242,21 @@ pub struct Summary {
     pub bridge: Option<BridgeSnapshot>,
     /// The LLM gateway's accounting (absent when no endpoint is configured).
     pub llm: Option<GatewaySnapshot>,
+    /// The verdict store's projection of soc.audit.
+    pub store: StoreSummary,
     /// Why the run stopped.
     pub exit: ExitReason,
+}
+
+/// The local store's part of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSummary {
+    /// The SQLite file.
+    pub path: String,
+    /// The projection's checkpoint name.
+    pub projection: String,
+    /// What the projector folded.
+    pub projected: crate::actors::projector::ProjectorSnapshot,
 }
 
 /// One role's part of the summary.
@@ -310,6 +326,11 @@ impl Summary {
             elapsed_s: ctx.started.elapsed().as_secs_f64(),
             bridge: ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
             llm: ctx.llm_stats.as_ref().map(|s| s.snapshot()),
+            store: StoreSummary {
+                path: ctx.store_path.display().to_string(),
+                projection: ctx.projection.clone(),
+                projected: ctx.projector_stats.snapshot(),
+            },
             exit: ctx.exit.lock().clone().unwrap_or(ExitReason::Requested),
         }
     }
@@ -358,6 +379,18 @@ impl Summary {
                 r.processed, r.committed, r.duplicates_skipped, r.commit_failures, r.restarts
             );
         }
+        let _ = writeln!(
+            out,
+            "  verdict store: {} rows from {} audit entries ({}){}",
+            self.store.projected.rows,
+            self.store.projected.entries,
+            self.store.path,
+            if self.store.projected.errors > 0 {
+                format!(", {} failed folds", self.store.projected.errors)
+            } else {
+                String::new()
+            }
+        );
         if let Some(llm) = &self.llm {
             let c = |name| llm.counter(name);
             let _ = writeln!(

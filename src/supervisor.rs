@@ -1,8 +1,8 @@
 //! The root supervisor: spawns every actor of the runtime, restarts what fails, drains on exit.
 //!
 //! Children, in start order: the bus bridge (Redis only), the HTTP server (unless off), the LLM
-//! gateway (when endpoints are configured), one actor per reactive role of [`REACTIVE_ROLES`],
-//! and the alert source.
+//! gateway (when endpoints are configured), the projector (soc.audit into the local store),
+//! one actor per reactive role of [`REACTIVE_ROLES`], and the alert source.
 //!
 //! ractor has no built-in restart strategy, so this is it: a child that fails (panics or
 //! returns an error) or stops on its own is restarted after a backoff that doubles with each
@@ -12,7 +12,7 @@
 //!
 //! Draining (on a signal, on `--until-idle`, or on escalation) goes source first, then roles
 //! (stop reading, finish what is in the mailbox), then the LLM gateway, then the bridge (write
-//! what is queued), then HTTP. What was not processed stays pending in the bus. A restart of this actor is not
+//! what is queued), then the projector (fold the audit to its end), then HTTP. What was not processed stays pending in the bus. A restart of this actor is not
 //! planned for: it is the root, and its exit ends the process.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
 use crate::actors::ir_lead::IrLead;
+use crate::actors::projector::{self, Projector, ProjectorSnapshot, ProjectorStats};
 use crate::actors::role::{self, PanicSchedule, RoleSnapshot, RoleSpec, RoleStats};
 use crate::actors::sentinel::Sentinel;
 use crate::actors::threat_intel::ThreatIntel;
@@ -99,6 +100,12 @@ pub struct Context {
     pub health: Arc<Health>,
     /// The LLM gateway's accounting, when endpoints are configured.
     pub llm_stats: Option<Arc<GatewayStats>>,
+    /// The store file the projector folds into.
+    pub store_path: std::path::PathBuf,
+    /// The projection's checkpoint name.
+    pub projection: String,
+    /// The projector's counters.
+    pub projector_stats: Arc<ProjectorStats>,
     /// Why the runtime stopped, once it has.
     pub exit: Mutex<Option<ExitReason>>,
     /// When the runtime started.
@@ -130,6 +137,8 @@ pub enum ChildId {
     Http,
     /// The LLM gateway.
     Gateway,
+    /// The projector.
+    Projector,
     /// A reactive role, by index in [`REACTIVE_ROLES`].
     Role(usize),
     /// The alert source.
@@ -153,11 +162,16 @@ impl ChildId {
         *self == ChildId::Gateway
     }
 
+    fn is_projector(&self) -> bool {
+        *self == ChildId::Projector
+    }
+
     fn name(self) -> &'static str {
         match self {
             ChildId::Bridge => bridge::NAME,
             ChildId::Http => http::NAME,
             ChildId::Gateway => gateway::NAME,
+            ChildId::Projector => projector::NAME,
             ChildId::Role(i) => REACTIVE_ROLES[i].name,
             ChildId::Source => alert_source::NAME,
         }
@@ -168,6 +182,7 @@ enum ChildRef {
     Bridge(ActorRef<bridge::Msg>),
     Http(ActorRef<http::Msg>),
     Gateway(ActorRef<gateway::Msg>),
+    Projector(ActorRef<projector::Msg>),
     Role(ActorRef<role::Msg>),
     Source(ActorRef<alert_source::Msg>),
 }
@@ -178,6 +193,7 @@ impl ChildRef {
             ChildRef::Bridge(a) => a.get_cell(),
             ChildRef::Http(a) => a.get_cell(),
             ChildRef::Gateway(a) => a.get_cell(),
+            ChildRef::Projector(a) => a.get_cell(),
             ChildRef::Role(a) => a.get_cell(),
             ChildRef::Source(a) => a.get_cell(),
         }
@@ -215,6 +231,8 @@ pub struct RuntimeSnapshot {
     pub bridge: Option<BridgeSnapshot>,
     /// The LLM gateway, when endpoints are configured.
     pub llm: Option<GatewaySnapshot>,
+    /// The projector.
+    pub projector: ProjectorSnapshot,
     /// Children and whether they run.
     pub children: BTreeMap<String, bool>,
     /// Whether the runtime is draining.
@@ -253,6 +271,7 @@ impl Actor for Supervisor {
         if ctx.llm_stats.is_some() {
             ids.push(ChildId::Gateway);
         }
+        ids.push(ChildId::Projector);
         ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
         ids.push(ChildId::Source);
         for id in &ids {
@@ -426,6 +445,18 @@ impl State {
                 Actor::spawn_linked(Some(name), Gateway, args, parent)
                     .await
                     .map(|(a, _)| ChildRef::Gateway(a))
+            }
+            ChildId::Projector => {
+                let args = projector::Args {
+                    bus: ctx.bus.clone(),
+                    path: ctx.store_path.clone(),
+                    projection: ctx.projection.clone(),
+                    interval: Duration::from_millis(ctx.config.supervisor.idle_poll_ms.max(100)),
+                    stats: ctx.projector_stats.clone(),
+                };
+                Actor::spawn_linked(Some(name), Projector, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Projector(a))
             }
             ChildId::Role(i) => {
                 let spec = &REACTIVE_ROLES[i];
@@ -608,6 +639,16 @@ impl State {
             }
             stop_or_kill(child.cell(), timeout).await;
         }
+        for child in self.take_children(ChildId::is_projector) {
+            if let ChildRef::Projector(projector) = &child
+                && !answered(projector.call(projector::Msg::Flush, Some(timeout)).await)
+            {
+                tracing::warn!(
+                    "the projector did not catch up in time; it resumes from its checkpoint next start"
+                );
+            }
+            stop_or_kill(child.cell(), timeout).await;
+        }
         for child in self.take_children(|_| true) {
             stop_or_kill(child.cell(), timeout).await;
         }
@@ -643,6 +684,7 @@ impl State {
             source: self.ctx.source_stats.snapshot(),
             bridge: self.ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
             llm: self.ctx.llm_stats.as_ref().map(|s| s.snapshot()),
+            projector: self.ctx.projector_stats.snapshot(),
             children: self.ctx.health.report().children,
             draining: self.draining,
         }

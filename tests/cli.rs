@@ -443,6 +443,28 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
         n as u64
     );
     common::assert_exactly_once(&bus, &common::ticket_ids("kill", n)).await;
+
+    // The verdict store the two runs projected (the first killed mid-run, its projector with
+    // it) holds one triage per alert, and equals a rebuild from the audit.
+    let verdicts = |path: std::path::PathBuf| async move {
+        let store = soc_runtime::store::Store::open(&path).await.unwrap();
+        let rows = store.verdicts().await.unwrap();
+        store.close().await;
+        rows
+    };
+    let live = verdicts(dir.path().join("data").join("soc.db")).await;
+    let triaged = live.iter().filter(|v| v.kind == "AlertTriaged").count();
+    assert_eq!(triaged, n, "one triage verdict per alert");
+    assert!(s["store"]["projected"]["rows"].as_u64().unwrap() > 0);
+    let rebuilt_dir = dir.path().join("rebuilt");
+    let out = run(soc()
+        .args(["memory", "rebuild", "--redis-url", &url, "--data-dir"])
+        .arg(&rebuilt_dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("verdict rows"), "{}", text(&out.stdout));
+    let rebuilt = verdicts(rebuilt_dir.join("soc.db")).await;
+    assert_eq!(live.len(), rebuilt.len());
+    assert!(live == rebuilt, "the live projection differs from the rebuild");
 }
 
 #[test]

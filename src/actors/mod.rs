@@ -7,6 +7,7 @@
 
 pub mod alert_source;
 pub mod ir_lead;
+pub mod projector;
 pub mod role;
 pub mod sentinel;
 pub mod threat_intel;

@@ -1,0 +1,169 @@
+//! The projector: folds `soc.audit` into the local store (the verdict store) as the SOC runs.
+//!
+//! Inputs: a tick every `interval`, and [`Msg::Flush`] from the supervisor's drain. Outputs:
+//! rows in SQLite, written a page per transaction together with the projection's checkpoint
+//! ([`crate::store::catch_up`]). Nothing is published: a projection is a read model.
+//!
+//! A restart loses nothing: the checkpoint is in the store, and the fold resumes from it.
+//! A failed fold (Redis or the disk unavailable) is counted and retried on the next tick.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::bus::Bus;
+use crate::store::{self, Store};
+
+/// Actor name (prefixed by the runtime instance).
+pub const NAME: &str = "projector";
+
+/// Pages folded per tick, so a long backlog does not keep the mailbox waiting.
+const PAGES_PER_TICK: usize = 16;
+
+/// Messages of the projector.
+pub enum Msg {
+    /// Fold what is new (up to a bound).
+    Tick,
+    /// Fold everything there is, then answer (the drain's last step before the store closes).
+    Flush(RpcReplyPort<()>),
+    /// Report stats.
+    Observe(RpcReplyPort<ProjectorSnapshot>),
+}
+
+/// Startup arguments.
+#[derive(Clone)]
+pub struct Args {
+    /// The bus whose audit is folded.
+    pub bus: Bus,
+    /// The store file.
+    pub path: PathBuf,
+    /// The projection's checkpoint name ([`store::projection_name`]).
+    pub projection: String,
+    /// How often to fold.
+    pub interval: Duration,
+    /// Counters, shared across restarts.
+    pub stats: Arc<ProjectorStats>,
+}
+
+/// Counters of the projector; they outlive restarts.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Audit entries folded.
+    pub entries: AtomicU64,
+    /// Verdict rows written.
+    pub rows: AtomicU64,
+    /// Folds that failed (retried on the next tick).
+    pub errors: AtomicU64,
+    checkpoint: Mutex<String>,
+}
+
+/// A serializable view of the projector.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProjectorSnapshot {
+    /// Audit entries folded.
+    pub entries: u64,
+    /// Verdict rows written.
+    pub rows: u64,
+    /// Failed folds.
+    pub errors: u64,
+    /// The last audit entry folded.
+    pub checkpoint: String,
+}
+
+impl ProjectorStats {
+    /// A snapshot.
+    pub fn snapshot(&self) -> ProjectorSnapshot {
+        ProjectorSnapshot {
+            entries: self.entries.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            checkpoint: self.checkpoint.lock().clone(),
+        }
+    }
+}
+
+/// The projector actor.
+pub struct Projector;
+
+/// Its state.
+pub struct State {
+    bus: Bus,
+    store: Store,
+    projection: String,
+    stats: Arc<ProjectorStats>,
+    _ticker: AbortOnDropHandle<()>,
+}
+
+impl Actor for Projector {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let store = Store::open(&args.path).await?;
+        let ticker = AbortOnDropHandle::new(myself.send_interval(args.interval, || Msg::Tick));
+        Ok(State {
+            bus: args.bus,
+            store,
+            projection: args.projection,
+            stats: args.stats,
+            _ticker: ticker,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Tick => state.fold(Some(PAGES_PER_TICK)).await,
+            Msg::Flush(reply) => {
+                state.fold(None).await;
+                let _ = reply.send(());
+            }
+            Msg::Observe(reply) => {
+                let _ = reply.send(state.stats.snapshot());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+impl State {
+    async fn fold(&mut self, max_pages: Option<usize>) {
+        match store::catch_up(&self.bus, &self.store, &self.projection, max_pages).await {
+            Ok(folded) => {
+                self.stats
+                    .entries
+                    .fetch_add(folded.entries, Ordering::Relaxed);
+                self.stats.rows.fetch_add(folded.rows, Ordering::Relaxed);
+                *self.stats.checkpoint.lock() = folded.checkpoint.to_string();
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "projecting soc.audit failed; retrying on the next tick");
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Local stores (SQLite through sqlx, with migrations in `migrations/`): the verdict store, a
+//! projection of `soc.audit`.
+//!
+//! Every role decision in the audit (an event carrying [`DecisionMeta`]) becomes one row of
+//! `verdicts`, keyed by its audit entry id. A fold writes a page of rows and moves the
+//! projection's checkpoint in one transaction, so a crash between pages loses nothing and
+//! repeats nothing, and the keys make a repeated page a no-op anyway. Rebuilding is folding the
+//! same log from the start: the result is the same table.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::bus::{Bus, BusError, StreamId, Topic};
+use crate::proto::{DecisionMeta, Envelope, Event};
+
+/// The file name of the store in the data directory.
+pub const FILE: &str = "soc.db";
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be opened or migrated.
+    #[error("cannot open the store {0}: {1}")]
+    Open(String, #[source] sqlx::Error),
+    /// A query failed.
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// The audit could not be read.
+    #[error("reading soc.audit: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// Audit entries folded per transaction.
+pub const FOLD_PAGE: usize = 2_000;
+
+/// What one catch-up folded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Folded {
+    /// Audit entries read.
+    pub entries: u64,
+    /// Verdict rows written.
+    pub rows: u64,
+    /// Where the projection stands now.
+    #[serde(serialize_with = "display")]
+    pub checkpoint: StreamId,
+}
+
+fn display<S: serde::Serializer>(id: &StreamId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// The checkpoint name of the verdict projection of `bus`'s audit. A Redis audit outlives
+/// runs, so its projection is named for the namespace; an in-memory audit is new with every
+/// run, so each run's projection is its own (its rows accumulate in the store).
+pub fn projection_name(bus: &Bus, run_started_ms: i64) -> String {
+    match bus.backend_name() {
+        "redis" => format!("verdicts:redis:{}", bus.config().namespace),
+        other => format!("verdicts:{other}:{run_started_ms}"),
+    }
+}
+
+/// Folds `bus`'s audit into `store` from the projection's checkpoint, a page per transaction,
+/// for at most `max_pages` pages (all when `None`).
+pub async fn catch_up(
+    bus: &Bus,
+    store: &Store,
+    projection: &str,
+    max_pages: Option<usize>,
+) -> Result<Folded, StoreError> {
+    let mut folded = Folded {
+        checkpoint: store.checkpoint(projection).await?,
+        ..Folded::default()
+    };
+    let mut pages = 0;
+    while max_pages.is_none_or(|max| pages < max) {
+        let entries = bus
+            .range(
+                Topic::Audit,
+                folded.checkpoint.next(),
+                StreamId::MAX,
+                FOLD_PAGE,
+            )
+            .await?;
+        let Some(last) = entries.last().map(|e| e.id) else {
+            break;
+        };
+        let page: Vec<(StreamId, Envelope)> = entries
+            .iter()
+            .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
+            .collect();
+        folded.rows += store.fold_verdicts(projection, &page, last).await?;
+        folded.entries += entries.len() as u64;
+        folded.checkpoint = last;
+        pages += 1;
+    }
+    Ok(folded)
+}
+
+/// One role decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictRow {
+    /// The audit entry it was folded from.
+    pub audit_id: String,
+    /// Ticket.
+    pub ticket: String,
+    /// Site, if the alert had one.
+    pub site: Option<String>,
+    /// Deciding role.
+    pub role: String,
+    /// The event kind.
+    pub kind: String,
+    /// The verdict in the role's own terms (triage verdict, tier2 decision, severity, actor).
+    pub verdict: String,
+    /// Confidence, when the role gives one.
+    pub confidence: Option<f64>,
+    /// Which reasoner decided.
+    pub reasoner: String,
+    /// Wall time, ms.
+    pub wall_time_ms: f64,
+    /// Tool calls made.
+    pub tool_calls_made: i64,
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Completion tokens.
+    pub tokens_out: i64,
+    /// The analysts' disposition, once known.
+    pub ground_truth: Option<String>,
+    /// When the decision was made, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{shown}"))
+            .map_err(|e| StoreError::Open(shown.clone(), e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Open(shown.clone(), e))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Open(shown, e.into()))?;
+        Ok(Store { pool })
+    }
+
+    /// Where `projection` has folded up to (`StreamId::ZERO` before its first fold).
+    pub async fn checkpoint(&self, projection: &str) -> Result<StreamId, StoreError> {
+        let row = sqlx::query("SELECT audit_ms, audit_seq FROM checkpoints WHERE projection = ?")
+            .bind(projection)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(StreamId::ZERO, |r| StreamId {
+            ms: r.get::<i64, _>(0) as u64,
+            seq: r.get::<i64, _>(1) as u64,
+        }))
+    }
+
+    /// Folds one page of audit entries (in id order, all after the checkpoint) into
+    /// `verdicts` and moves the checkpoint to `last`, in one transaction. Returns the rows
+    /// written.
+    pub async fn fold_verdicts(
+        &self,
+        projection: &str,
+        page: &[(StreamId, Envelope)],
+        last: StreamId,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for (id, envelope) in page {
+            let Some(row) = verdict_of(*id, envelope) else {
+                continue;
+            };
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO verdicts (audit_ms, audit_seq, ticket, site, role, kind, \
+                 verdict, confidence, reasoner, wall_time_ms, tool_calls_made, tokens_in, \
+                 tokens_out, ground_truth, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id.ms as i64)
+            .bind(id.seq as i64)
+            .bind(&row.ticket)
+            .bind(&row.site)
+            .bind(&row.role)
+            .bind(&row.kind)
+            .bind(&row.verdict)
+            .bind(row.confidence)
+            .bind(&row.reasoner)
+            .bind(row.wall_time_ms)
+            .bind(row.tool_calls_made)
+            .bind(row.tokens_in)
+            .bind(row.tokens_out)
+            .bind(&row.ground_truth)
+            .bind(row.at_ms)
+            .execute(&mut *tx)
+            .await?;
+            written += done.rows_affected();
+        }
+        sqlx::query(
+            "INSERT INTO checkpoints (projection, audit_ms, audit_seq) VALUES (?, ?, ?) \
+             ON CONFLICT (projection) DO UPDATE SET audit_ms = excluded.audit_ms, \
+             audit_seq = excluded.audit_seq",
+        )
+        .bind(projection)
+        .bind(last.ms as i64)
+        .bind(last.seq as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Every verdict, in audit order.
+    pub async fn verdicts(&self) -> Result<Vec<VerdictRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT audit_ms, audit_seq, ticket, site, role, kind, verdict, confidence, reasoner, \
+             wall_time_ms, tool_calls_made, tokens_in, tokens_out, ground_truth, at_ms \
+             FROM verdicts ORDER BY audit_ms, audit_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| VerdictRow {
+                audit_id: format!("{}-{}", r.get::<i64, _>(0), r.get::<i64, _>(1)),
+                ticket: r.get(2),
+                site: r.get(3),
+                role: r.get(4),
+                kind: r.get(5),
+                verdict: r.get(6),
+                confidence: r.get(7),
+                reasoner: r.get(8),
+                wall_time_ms: r.get(9),
+                tool_calls_made: r.get(10),
+                tokens_in: r.get(11),
+                tokens_out: r.get(12),
+                ground_truth: r.get(13),
+                at_ms: r.get(14),
+            })
+            .collect())
+    }
+
+    /// Forgets `projection`'s rows and checkpoint (before a rebuild).
+    pub async fn reset_verdicts(&self, projection: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM verdicts")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM checkpoints WHERE projection = ?")
+            .bind(projection)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The verdict row of a decision event (`None` for events that are not a role's decision).
+pub fn verdict_of(id: StreamId, envelope: &Envelope) -> Option<VerdictRow> {
+    let (meta, verdict, confidence): (&DecisionMeta, String, Option<f64>) = match &envelope.event {
+        Event::AlertTriaged(e) => (&e.meta, label(&e.verdict), Some(f64::from(e.confidence))),
+        Event::Tier2Analysis(e) => (&e.meta, label(&e.decision), Some(f64::from(e.confidence))),
+        Event::IrPlan(e) => (&e.meta, label(&e.severity), None),
+        Event::ThreatIntelReport(e) => (
+            &e.meta,
+            e.likely_actor
+                .clone()
+                .unwrap_or_else(|| "unattributed".to_owned()),
+            None,
+        ),
+        _ => return None,
+    };
+    let case = envelope.event.case()?;
+    Some(VerdictRow {
+        audit_id: id.to_string(),
+        ticket: case.ticket.clone(),
+        site: case.site.clone(),
+        role: envelope.produced_by.clone(),
+        kind: envelope.event.kind().to_owned(),
+        verdict,
+        confidence,
+        reasoner: label(&meta.reasoner),
+        wall_time_ms: meta.wall_time_us as f64 / 1e3,
+        tool_calls_made: i64::from(meta.tool_calls),
+        tokens_in: i64::from(meta.tokens_in),
+        tokens_out: i64::from(meta.tokens_out),
+        ground_truth: None,
+        at_ms: envelope.at_ms,
+    })
+}
+
+/// A unit enum's serde name (`true_positive`, `escalate`, `SEV-1`).
+fn label<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
