@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod llm;
+pub mod memory;
 pub mod proto;
 pub mod runtime;
 pub mod store;

@@ -58,9 +58,53 @@ enum Command {
     /// Local stores built from the audit log.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// Case memory: a ticket's recorded trace, or the earlier cases it recalls.
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Campaigns: cases tied by shared rare infrastructure.
+    Campaigns(CampaignArgs),
     /// Replay labelled tickets through the real roles (in-memory bus, no side effects) and
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// Every event, verdict and decision recorded for the ticket, in order.
+    Why(CaseArgs),
+    /// Earlier cases sharing strong indicators with the ticket, best first, with why.
+    Recall(CaseArgs),
+}
+
+#[derive(Args)]
+struct CaseArgs {
+    /// The ticket id.
+    ticket: String,
+    /// Data directory holding the store (default from the config).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (for data_dir).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CampaignArgs {
+    /// Only cases opened in the last this many days (of the newest case's time).
+    #[arg(long, default_value_t = 14)]
+    days: i64,
+    /// Data directory holding the store (default from the config).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (for data_dir).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +291,9 @@ fn main() -> ExitCode {
             Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
             Some(Command::Backtest(args)) => backtest(args).await,
             Some(Command::Memory(MemoryCommand::Rebuild(args))) => memory_rebuild(args).await,
+            Some(Command::Case(CaseCommand::Why(args))) => case_why(args).await,
+            Some(Command::Case(CaseCommand::Recall(args))) => case_recall(args).await,
+            Some(Command::Campaigns(args)) => campaigns(args).await,
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -545,5 +592,119 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         folded.checkpoint,
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store of the configured (or given) data directory, which must exist.
+async fn open_store(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<soc_runtime::store::Store> {
+    let mut cfg = Config::load(config)?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    let dir = data_dir.unwrap_or(cfg.data_dir);
+    let path = dir.join(soc_runtime::store::FILE);
+    if !path.exists() {
+        anyhow::bail!(
+            "no store at {}: run the SOC first, or point --data-dir at its data directory",
+            path.display()
+        );
+    }
+    Ok(soc_runtime::store::Store::open(&path).await?)
+}
+
+async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let trace = soc_runtime::memory::why(store.pool(), &args.ticket).await?;
+    store.close().await;
+    if trace.is_empty() {
+        anyhow::bail!("no case {} in the store", args.ticket);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&trace)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("case {}: {} recorded events", args.ticket, trace.len());
+    for step in &trace {
+        let at = chrono::DateTime::from_timestamp_millis(step.at_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        let body = &step.event["body"];
+        let detail = [
+            "verdict",
+            "decision",
+            "severity",
+            "likely_actor",
+            "rationale",
+            "summary",
+            "reason",
+        ]
+        .iter()
+        .filter_map(|k| {
+            body.get(*k)
+                .filter(|v| !v.is_null())
+                .map(|v| format!("{k}={v}"))
+        })
+        .collect::<Vec<_>>()
+        .join("  ");
+        println!("  {at}  {:<18} {:<13} {detail}", step.kind, step.role);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn case_recall(args: CaseArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let found = soc_runtime::memory::recall(store.pool(), &args.ticket, Default::default()).await?;
+    store.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} earlier cases recalled for {}", found.len(), args.ticket);
+    for r in &found {
+        let outcome = match (&r.ground_truth, r.escalated) {
+            (Some(truth), _) => format!("analysts: {truth}"),
+            (None, true) => "escalated".to_owned(),
+            (None, false) => "not escalated".to_owned(),
+        };
+        println!(
+            "  {:<20} score {:>7.3}  {outcome:<18} shares {}",
+            r.ticket,
+            r.score,
+            r.shared.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn campaigns(args: CampaignArgs) -> anyhow::Result<ExitCode> {
+    use soc_runtime::memory::CampaignOptions;
+    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let to_ms = store.newest_case_ms().await?.unwrap_or(0);
+    let options = CampaignOptions {
+        from_ms: to_ms.saturating_sub(args.days.max(0).saturating_mul(86_400_000)),
+        to_ms,
+        ..CampaignOptions::default()
+    };
+    let found = soc_runtime::memory::campaigns(store.pool(), options).await?;
+    store.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} campaigns in the {} days up to the newest case",
+        found.len(),
+        args.days
+    );
+    for c in &found {
+        println!(
+            "  {}  {} cases: {}",
+            c.id,
+            c.cases.len(),
+            c.cases.join(", ")
+        );
+        println!("      shared: {}", c.shared.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
-//! Local stores (SQLite through sqlx, with migrations in `migrations/`): the verdict store, a
-//! projection of `soc.audit`.
+//! Local stores (SQLite through sqlx, with migrations in `migrations/`): the verdict store and
+//! case memory ([`crate::memory`]), projections of `soc.audit` folded in the same transactions.
 //!
 //! Every role decision in the audit (an event carrying [`DecisionMeta`]) becomes one row of
 //! `verdicts`, keyed by its audit entry id. A fold writes a page of rows and moves the
@@ -35,8 +35,11 @@ pub enum StoreError {
     Bus(#[from] BusError),
 }
 
+/// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
+pub const BULK_ROWS: usize = 1_000;
+
 /// Audit entries folded per transaction.
-pub const FOLD_PAGE: usize = 2_000;
+pub const FOLD_PAGE: usize = 500;
 
 /// What one catch-up folded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -149,9 +152,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", "-1024");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Open(shown.clone(), e))?;
@@ -183,35 +187,37 @@ impl Store {
         page: &[(StreamId, Envelope)],
         last: StreamId,
     ) -> Result<u64, StoreError> {
+        let rows: Vec<(StreamId, VerdictRow)> = page
+            .iter()
+            .filter_map(|(id, envelope)| verdict_of(*id, envelope).map(|row| (*id, row)))
+            .collect();
         let mut tx = self.pool.begin().await?;
+        crate::memory::fold_page(&mut tx, page).await?;
         let mut written = 0;
-        for (id, envelope) in page {
-            let Some(row) = verdict_of(*id, envelope) else {
-                continue;
-            };
-            let done = sqlx::query(
+        for chunk in rows.chunks(BULK_ROWS) {
+            let mut insert = sqlx::QueryBuilder::new(
                 "INSERT OR IGNORE INTO verdicts (audit_ms, audit_seq, ticket, site, role, kind, \
                  verdict, confidence, reasoner, wall_time_ms, tool_calls_made, tokens_in, \
-                 tokens_out, ground_truth, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id.ms as i64)
-            .bind(id.seq as i64)
-            .bind(&row.ticket)
-            .bind(&row.site)
-            .bind(&row.role)
-            .bind(&row.kind)
-            .bind(&row.verdict)
-            .bind(row.confidence)
-            .bind(&row.reasoner)
-            .bind(row.wall_time_ms)
-            .bind(row.tool_calls_made)
-            .bind(row.tokens_in)
-            .bind(row.tokens_out)
-            .bind(&row.ground_truth)
-            .bind(row.at_ms)
-            .execute(&mut *tx)
-            .await?;
-            written += done.rows_affected();
+                 tokens_out, ground_truth, at_ms) ",
+            );
+            insert.push_values(chunk, |mut b, (id, row)| {
+                b.push_bind(id.ms as i64)
+                    .push_bind(id.seq as i64)
+                    .push_bind(&row.ticket)
+                    .push_bind(&row.site)
+                    .push_bind(&row.role)
+                    .push_bind(&row.kind)
+                    .push_bind(&row.verdict)
+                    .push_bind(row.confidence)
+                    .push_bind(&row.reasoner)
+                    .push_bind(row.wall_time_ms)
+                    .push_bind(row.tool_calls_made)
+                    .push_bind(row.tokens_in)
+                    .push_bind(row.tokens_out)
+                    .push_bind(&row.ground_truth)
+                    .push_bind(row.at_ms);
+            });
+            written += insert.build().execute(&mut *tx).await?.rows_affected();
         }
         sqlx::query(
             "INSERT INTO checkpoints (projection, audit_ms, audit_seq) VALUES (?, ?, ?) \
@@ -257,12 +263,34 @@ impl Store {
             .collect())
     }
 
-    /// Forgets `projection`'s rows and checkpoint (before a rebuild).
+    /// When the newest case opened, ms since the epoch.
+    pub async fn newest_case_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query("SELECT MAX(first_ms) FROM cases")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    /// The connection pool (for the read models' queries).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Forgets the projected rows (verdicts and case memory) and `projection`'s checkpoint,
+    /// before a rebuild.
     pub async fn reset_verdicts(&self, projection: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM verdicts")
-            .execute(&mut *tx)
-            .await?;
+        for table in [
+            "verdicts",
+            "cases",
+            "case_events",
+            "indicators",
+            "indicator_counts",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("DELETE FROM checkpoints WHERE projection = ?")
             .bind(projection)
             .execute(&mut *tx)

@@ -461,10 +461,17 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
         .args(["memory", "rebuild", "--redis-url", &url, "--data-dir"])
         .arg(&rebuilt_dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("verdict rows"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("verdict rows"),
+        "{}",
+        text(&out.stdout)
+    );
     let rebuilt = verdicts(rebuilt_dir.join("soc.db")).await;
     assert_eq!(live.len(), rebuilt.len());
-    assert!(live == rebuilt, "the live projection differs from the rebuild");
+    assert!(
+        live == rebuilt,
+        "the live projection differs from the rebuild"
+    );
 }
 
 #[test]

@@ -1,0 +1,463 @@
+//! Case memory: a read model of `soc.audit`, folded into the store with the verdicts (same
+//! transaction, same checkpoint), so it is exactly-once and rebuildable like them.
+//!
+//! - [`why`]: the recorded trace of a ticket (every event, verdict and decision, in audit
+//!   order), read back as written, never re-derived.
+//! - [`recall`]: earlier cases sharing typed indicators ([`indicators`]) with a ticket, scored
+//!   by rarity (inverse case frequency; a value in half the cases or more counts for nothing),
+//!   recency and confidence, with the shared indicators listed so a human sees why.
+//! - [`campaigns`]: cases tied by enough shared rare strong indicators inside a window. Only
+//!   rare values link cases, so one ubiquitous value (a CDN, an update server) cannot chain
+//!   unrelated cases together. A campaign's id is derived from its earliest case, so it stays
+//!   the same as the campaign grows.
+
+pub mod indicators;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row, SqliteConnection, SqlitePool};
+
+use crate::bus::StreamId;
+use crate::proto::{CaseContext, Envelope, Event};
+use crate::store::{BULK_ROWS, StoreError};
+
+/// A case's row as one page changes it.
+struct CaseFold {
+    site: Option<String>,
+    rule: String,
+    host: String,
+    first_ms: i64,
+    escalated: bool,
+    confidence: Option<f64>,
+}
+
+/// Folds a page of audit entries into case memory, inside the caller's transaction: a few
+/// multi-row statements per page, not a statement per event.
+pub async fn fold_page(
+    tx: &mut SqliteConnection,
+    page: &[(StreamId, Envelope)],
+) -> Result<(), sqlx::Error> {
+    let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
+    for (id, envelope) in page {
+        let case = match &envelope.event {
+            Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
+            other => match other.case() {
+                Some(case) => case.clone(),
+                None => continue,
+            },
+        };
+        let entry = cases
+            .entry(case.ticket.clone())
+            .or_insert_with(|| CaseFold {
+                site: case.site.clone(),
+                rule: case.rule_id.clone(),
+                host: case.host.clone(),
+                first_ms: chrono::DateTime::parse_from_rfc3339(&case.first_seen)
+                    .map_or(envelope.at_ms, |t| t.timestamp_millis()),
+                escalated: false,
+                confidence: None,
+            });
+        match &envelope.event {
+            Event::CaseEscalated(_) => entry.escalated = true,
+            Event::AlertTriaged(e) => entry.confidence = Some(f64::from(e.confidence)),
+            Event::Tier2Analysis(e) => entry.confidence = Some(f64::from(e.confidence)),
+            _ => {}
+        }
+        for (kind, value) in indicators::of_event(&envelope.event) {
+            found.insert((kind.as_str(), value, case.ticket.clone()));
+        }
+        let body = serde_json::to_string(&envelope.event).unwrap_or_default();
+        events.push((case.ticket, *id, envelope, body));
+    }
+    let cases: Vec<_> = cases.into_iter().collect();
+    for chunk in cases.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence) ",
+        );
+        q.push_values(chunk, |mut b, (ticket, c)| {
+            b.push_bind(ticket)
+                .push_bind(&c.site)
+                .push_bind(&c.rule)
+                .push_bind(&c.host)
+                .push_bind(c.first_ms)
+                .push_bind(i64::from(c.escalated))
+                .push_bind(c.confidence);
+        });
+        q.push(
+            " ON CONFLICT (ticket) DO UPDATE SET escalated = MAX(cases.escalated, \
+             excluded.escalated), confidence = COALESCE(excluded.confidence, cases.confidence)",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in events.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) ",
+        );
+        q.push_values(chunk, |mut b, (ticket, id, envelope, body)| {
+            b.push_bind(ticket)
+                .push_bind(id.ms as i64)
+                .push_bind(id.seq as i64)
+                .push_bind(envelope.event.kind())
+                .push_bind(&envelope.produced_by)
+                .push_bind(envelope.at_ms)
+                .push_bind(body);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // Count a value once per case: only rows that are new add to its case count.
+    let found: Vec<_> = found.into_iter().collect();
+    let mut new_counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for chunk in found.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket) ");
+        q.push_values(chunk, |mut b, (kind, value, ticket)| {
+            b.push_bind(*kind).push_bind(value).push_bind(ticket);
+        });
+        q.push(" RETURNING kind, value");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            *new_counts.entry((row.get(0), row.get(1))).or_default() += 1;
+        }
+    }
+    let new_counts: Vec<_> = new_counts.into_iter().collect();
+    for chunk in new_counts.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("INSERT INTO indicator_counts (kind, value, cases) ");
+        q.push_values(chunk, |mut b, ((kind, value), n)| {
+            b.push_bind(kind).push_bind(value).push_bind(*n);
+        });
+        q.push(
+            " ON CONFLICT (kind, value) DO UPDATE SET cases = indicator_counts.cases + \
+             excluded.cases",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// One event of a ticket's trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceStep {
+    /// The audit entry.
+    pub audit_id: String,
+    /// Event kind.
+    pub kind: String,
+    /// Who produced it.
+    pub role: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// The event as recorded.
+    pub event: serde_json::Value,
+}
+
+/// The recorded trace of `ticket`, in audit order.
+pub async fn why(pool: &SqlitePool, ticket: &str) -> Result<Vec<TraceStep>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT audit_ms, audit_seq, kind, role, at_ms, body FROM case_events WHERE ticket = ? \
+         ORDER BY audit_ms, audit_seq",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TraceStep {
+            audit_id: format!("{}-{}", r.get::<i64, _>(0), r.get::<i64, _>(1)),
+            kind: r.get(2),
+            role: r.get(3),
+            at_ms: r.get(4),
+            event: serde_json::from_str(r.get::<&str, _>(5)).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// A prior case recall found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recalled {
+    /// The prior case.
+    pub ticket: String,
+    /// Its score (higher is closer).
+    pub score: f64,
+    /// What it shares with the asked ticket, rarest first: `kind:value`.
+    pub shared: Vec<String>,
+    /// Whether it was escalated.
+    pub escalated: bool,
+    /// The analysts' disposition, if known.
+    pub ground_truth: Option<String>,
+    /// When it opened, ms since the epoch.
+    pub first_ms: i64,
+}
+
+/// How recall weighs.
+#[derive(Debug, Clone, Copy)]
+pub struct RecallOptions {
+    /// Most results.
+    pub limit: usize,
+    /// Cases examined per shared value (the most recent first).
+    pub per_value: usize,
+    /// Half-life of the recency weight, days.
+    pub half_life_days: f64,
+}
+
+impl Default for RecallOptions {
+    fn default() -> Self {
+        Self {
+            limit: 10,
+            per_value: 200,
+            half_life_days: 30.0,
+        }
+    }
+}
+
+/// Earlier cases sharing indicators with `ticket`, best first.
+pub async fn recall(
+    pool: &SqlitePool,
+    ticket: &str,
+    options: RecallOptions,
+) -> Result<Vec<Recalled>, StoreError> {
+    let Some(me) = sqlx::query("SELECT first_ms FROM cases WHERE ticket = ?")
+        .bind(ticket)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let my_first: i64 = me.get(0);
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM cases")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    let mine = sqlx::query(
+        "SELECT i.kind, i.value, c.cases FROM indicators i \
+         JOIN indicator_counts c ON c.kind = i.kind AND c.value = i.value WHERE i.ticket = ?",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?;
+    let mut scores: HashMap<String, (f64, Vec<(f64, String)>)> = HashMap::new();
+    for row in &mine {
+        let (kind, value, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        // Alone, or in half the cases or more: says nothing.
+        if count < 2 || count * 2 > total {
+            continue;
+        }
+        let weight = indicators::Kind::weight(&kind) * ((total as f64) / (count as f64)).ln();
+        let others = sqlx::query(
+            "SELECT i.ticket FROM indicators i JOIN cases k ON k.ticket = i.ticket \
+             WHERE i.kind = ? AND i.value = ? AND i.ticket != ? AND k.first_ms <= ? \
+             ORDER BY k.first_ms DESC LIMIT ?",
+        )
+        .bind(&kind)
+        .bind(&value)
+        .bind(ticket)
+        .bind(my_first)
+        .bind(options.per_value as i64)
+        .fetch_all(pool)
+        .await?;
+        for other in others {
+            let entry = scores.entry(other.get(0)).or_default();
+            entry.0 += weight;
+            entry.1.push((weight, format!("{kind}:{value}")));
+        }
+    }
+    let mut ranked: Vec<(String, f64, Vec<(f64, String)>)> = scores
+        .into_iter()
+        .map(|(t, (s, why))| (t, s, why))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(options.limit.saturating_mul(4).max(options.limit));
+    let mut out = Vec::with_capacity(ranked.len());
+    for (other, raw, mut shared) in ranked {
+        let row = sqlx::query(
+            "SELECT first_ms, escalated, confidence, ground_truth FROM cases WHERE ticket = ?",
+        )
+        .bind(&other)
+        .fetch_one(pool)
+        .await?;
+        let first_ms: i64 = row.get(0);
+        let confidence: Option<f64> = row.get(2);
+        let age_days = (my_first - first_ms).max(0) as f64 / 86_400_000.0;
+        let recency = 0.5f64.powf(age_days / options.half_life_days);
+        let score = raw * (0.5 + 0.5 * recency) * (0.5 + 0.5 * confidence.unwrap_or(0.5));
+        shared.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        out.push(Recalled {
+            ticket: other,
+            score: (score * 1000.0).round() / 1000.0,
+            shared: shared.into_iter().map(|(_, s)| s).collect(),
+            escalated: row.get::<i64, _>(1) != 0,
+            ground_truth: row.get(3),
+            first_ms,
+        });
+    }
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.ticket.cmp(&b.ticket))
+    });
+    out.truncate(options.limit);
+    Ok(out)
+}
+
+/// A cluster of cases tied by shared rare infrastructure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Campaign {
+    /// Stable id (from the earliest case).
+    pub id: String,
+    /// Its cases, earliest first.
+    pub cases: Vec<String>,
+    /// Strong indicators shared by two or more of its cases: `kind:value`.
+    pub shared: Vec<String>,
+    /// First case opened, ms.
+    pub first_ms: i64,
+    /// Last case opened, ms.
+    pub last_ms: i64,
+}
+
+/// How campaigns are found.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignOptions {
+    /// Cases opened in `[from_ms, to_ms]`.
+    pub from_ms: i64,
+    /// End of the window.
+    pub to_ms: i64,
+    /// A value counts as rare when at most this share of the window's cases carry it.
+    pub max_share: f64,
+    /// Rare values two cases must share to be tied.
+    pub min_shared: usize,
+    /// Fewest cases that make a campaign.
+    pub min_cases: usize,
+}
+
+impl Default for CampaignOptions {
+    fn default() -> Self {
+        Self {
+            from_ms: 0,
+            to_ms: i64::MAX,
+            max_share: 0.05,
+            min_shared: 2,
+            min_cases: 3,
+        }
+    }
+}
+
+/// Campaigns among the cases opened inside the window.
+pub async fn campaigns(
+    pool: &SqlitePool,
+    options: CampaignOptions,
+) -> Result<Vec<Campaign>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT i.kind, i.value, i.ticket, k.first_ms FROM indicators i \
+         JOIN cases k ON k.ticket = i.ticket WHERE k.first_ms BETWEEN ? AND ?",
+    )
+    .bind(options.from_ms)
+    .bind(options.to_ms)
+    .fetch_all(pool)
+    .await?;
+    let mut first: HashMap<String, i64> = HashMap::new();
+    let mut by_value: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in &rows {
+        let kind: String = r.get(0);
+        let ticket: String = r.get(2);
+        first.insert(ticket.clone(), r.get(3));
+        if indicators::Kind::is_strong(&kind) {
+            by_value.entry((kind, r.get(1))).or_default().push(ticket);
+        }
+    }
+    let cases_in_window = first.len().max(1);
+    let rare_limit = ((cases_in_window as f64 * options.max_share).floor() as usize).max(2);
+    // Pairs of cases and the rare values they share.
+    let mut pair_shared: HashMap<(String, String), usize> = HashMap::new();
+    let mut rare_values: Vec<(&(String, String), &Vec<String>)> = Vec::new();
+    for (value, tickets) in &by_value {
+        if tickets.len() < 2 || tickets.len() > rare_limit {
+            continue;
+        }
+        rare_values.push((value, tickets));
+        for (i, a) in tickets.iter().enumerate() {
+            for b in &tickets[i + 1..] {
+                let key = if a < b {
+                    (a.clone(), b.clone())
+                } else {
+                    (b.clone(), a.clone())
+                };
+                *pair_shared.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let mut sets = UnionFind::default();
+    for ((a, b), n) in &pair_shared {
+        if *n >= options.min_shared {
+            sets.union(a, b);
+        }
+    }
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ticket in sets.members() {
+        let root = sets.find(&ticket);
+        groups.entry(root).or_default().push(ticket);
+    }
+    let mut out = Vec::new();
+    for mut cases in groups.into_values() {
+        if cases.len() < options.min_cases {
+            continue;
+        }
+        cases.sort_by(|a, b| (first[a], a).cmp(&(first[b], b)));
+        let shared: Vec<String> = rare_values
+            .iter()
+            .filter(|(_, tickets)| tickets.iter().filter(|t| cases.contains(t)).count() >= 2)
+            .map(|((kind, value), _)| format!("{kind}:{value}"))
+            .collect();
+        out.push(Campaign {
+            id: format!("campaign-{:016x}", fnv1a(&cases[0])),
+            first_ms: first[&cases[0]],
+            last_ms: cases.iter().map(|c| first[c]).max().unwrap_or_default(),
+            cases,
+            shared,
+        });
+    }
+    out.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
+    Ok(out)
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[derive(Default)]
+struct UnionFind {
+    parent: HashMap<String, String>,
+}
+
+impl UnionFind {
+    fn find(&mut self, x: &str) -> String {
+        let mut root = x.to_owned();
+        while let Some(p) = self.parent.get(&root).filter(|p| **p != root) {
+            root = p.clone();
+        }
+        // Path compression.
+        let mut node = x.to_owned();
+        while let Some(p) = self.parent.get(&node).cloned().filter(|p| *p != root) {
+            self.parent.insert(node, root.clone());
+            node = p;
+        }
+        self.parent
+            .entry(x.to_owned())
+            .or_insert_with(|| root.clone());
+        root
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // The smaller name becomes the root: deterministic.
+            let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent.insert(child, root);
+        }
+    }
+
+    fn members(&self) -> Vec<String> {
+        self.parent.keys().cloned().collect()
+    }
+}
