@@ -5,24 +5,25 @@
 //! - the **feed**: each selected ticket, with `ground_truth` removed, written in time order to
 //!   a scratch file that a real [`Runtime`] reads (in-memory bus, HTTP off, a scratch data
 //!   directory: nothing leaves the process, nothing persists);
-//! - the **scorer**: the labels, kept here, compared with the `CaseEscalated` events in the
-//!   run's own `soc.audit` once the runtime is idle.
+//! - the **scorer**: the labels, kept here, compared with the cases the run escalated, as its
+//!   own store (the projection of its `soc.audit`, complete once the runtime has drained)
+//!   records them.
 //!
 //! So no role can read the answer: it is not in the bytes they are given. Sampling may look at
 //! labels (`--stratify` draws escalate and close tickets 50/50, as the seed harness does); it
 //! decides which tickets are replayed, never what a role sees of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{BusError, Topic};
 use crate::config::{Backend, Config};
 use crate::ingest::jsonl::parse_line;
-use crate::proto::{DecisionMeta, Envelope, Event};
+use crate::store::{Store, StoreError, VerdictRow};
+
 use crate::runtime::{Runtime, StartError};
 use crate::supervisor::{ExitReason, RuntimeOptions};
 
@@ -92,9 +93,9 @@ pub enum BacktestError {
     /// The runtime failed during the replay.
     #[error("the replay did not finish cleanly: {0}")]
     Replay(String),
-    /// The audit could not be read.
-    #[error("reading the replay's audit: {0}")]
-    Audit(#[from] BusError),
+    /// The run's store could not be read.
+    #[error("reading the replay's store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Reads a labelled tickets file (JSONL, plain or gzip).
@@ -320,43 +321,28 @@ pub struct SelectionSummary {
 /// output here and nowhere else.
 pub fn score(
     tickets: &[Ticket],
-    audit: &[Envelope],
+    escalated: &HashSet<String>,
+    decisions: &[VerdictRow],
 ) -> (
     Confusion,
     BTreeMap<String, Scores>,
     BTreeMap<String, RoleScore>,
 ) {
-    let mut escalated: HashMap<&str, bool> =
-        tickets.iter().map(|t| (t.id.as_str(), false)).collect();
-    let mut walls: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut walls: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut roles: BTreeMap<String, RoleScore> = BTreeMap::new();
-    for envelope in audit {
-        if let Event::CaseEscalated(e) = &envelope.event
-            && let Some(flag) = escalated.get_mut(e.case.ticket.as_str())
-        {
-            *flag = true;
-        }
-        if let Some(meta) = meta_of(&envelope.event) {
-            let role = roles.entry(envelope.produced_by.clone()).or_default();
-            role.engaged += 1;
-            role.tool_calls += u64::from(meta.tool_calls);
-            role.tokens_in += u64::from(meta.tokens_in);
-            role.tokens_out += u64::from(meta.tokens_out);
-            let reasoner = serde_json::to_value(meta.reasoner)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            *role.reasoners.entry(reasoner).or_default() += 1;
-            walls
-                .entry(envelope.produced_by.clone())
-                .or_default()
-                .push(meta.wall_time_us);
-        }
+    for d in decisions {
+        let role = roles.entry(d.role.clone()).or_default();
+        role.engaged += 1;
+        role.tool_calls += d.tool_calls_made.max(0) as u64;
+        role.tokens_in += d.tokens_in.max(0) as u64;
+        role.tokens_out += d.tokens_out.max(0) as u64;
+        *role.reasoners.entry(d.reasoner.clone()).or_default() += 1;
+        walls.entry(&d.role).or_default().push(d.wall_time_ms);
     }
     for (role, mut w) in walls {
-        w.sort_unstable();
-        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
-        if let Some(r) = roles.get_mut(&role) {
+        w.sort_by(f64::total_cmp);
+        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize];
+        if let Some(r) = roles.get_mut(role) {
             r.wall_ms_p50 = round(at(0.5));
             r.wall_ms_p95 = round(at(0.95));
         }
@@ -364,7 +350,7 @@ pub fn score(
     let mut all = Confusion::default();
     let mut sites: BTreeMap<String, Confusion> = BTreeMap::new();
     for t in tickets {
-        let e = escalated.get(t.id.as_str()).copied().unwrap_or(false);
+        let e = escalated.contains(&t.id);
         all.add(e, t.ground_truth);
         sites
             .entry(t.site.clone())
@@ -373,17 +359,6 @@ pub fn score(
     }
     let per_site = sites.into_iter().map(|(k, c)| (k, Scores::of(c))).collect();
     (all, per_site, roles)
-}
-
-/// The decision record of a role's event.
-fn meta_of(event: &Event) -> Option<&DecisionMeta> {
-    match event {
-        Event::AlertTriaged(e) => Some(&e.meta),
-        Event::Tier2Analysis(e) => Some(&e.meta),
-        Event::IrPlan(e) => Some(&e.meta),
-        Event::ThreatIntelReport(e) => Some(&e.meta),
-        _ => None,
-    }
 }
 
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
@@ -410,7 +385,6 @@ pub async fn run(
         faults: None,
     };
     let runtime = Runtime::start(config, options).await?;
-    let bus = runtime.bus().clone();
     let report = runtime.wait().await;
     if report.exit != ExitReason::Idle {
         return Err(BacktestError::Replay(format!("{:?}", report.exit)));
@@ -418,13 +392,17 @@ pub async fn run(
     if let Some(e) = &report.summary.feed_error {
         return Err(BacktestError::Replay(e.clone()));
     }
-    let audit: Vec<Envelope> = bus
-        .read_all(Topic::Audit)
-        .await?
-        .iter()
-        .filter_map(|entry| entry.fields.decode_envelope().ok())
-        .collect();
-    let (confusion, per_site, roles) = score(&tickets, &audit);
+    // Scored from the run's own store: the projection of its audit, complete after the drain.
+    if report.summary.store.projected.errors > 0 {
+        return Err(BacktestError::Replay(
+            "the verdict store missed part of the audit".into(),
+        ));
+    }
+    let store = Store::open(Path::new(&report.summary.store.path)).await?;
+    let escalated = store.escalated_tickets().await?;
+    let decisions = store.verdicts().await?;
+    store.close().await;
+    let (confusion, per_site, roles) = score(&tickets, &escalated, &decisions);
     let overall = Scores::of(confusion);
     Ok(Summary {
         tickets: overall.tickets,
@@ -523,7 +501,6 @@ impl std::fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{CaseContext, CaseEscalated};
 
     fn ticket(id: &str, site: &str, truth: Disposition) -> Ticket {
         let line = format!(
@@ -558,27 +535,34 @@ mod tests {
             ticket("b-1", "b", Disposition::Escalate),
             ticket("b-2", "b", Disposition::Close),
         ];
-        let escalate = |id: &str| {
-            Envelope::new_root(
-                "tier2",
-                id,
-                Event::CaseEscalated(CaseEscalated {
-                    case: CaseContext {
-                        ticket: id.into(),
-                        ..CaseContext::default()
-                    },
-                    ..CaseEscalated::default()
-                }),
-            )
+        // b-2 is a false positive, b-1 is missed; an unknown ticket is ignored.
+        let escalated: HashSet<String> = ["a-1", "b-2", "zz-9"].map(String::from).into();
+        let decision = |role: &str, wall_time_ms: f64| VerdictRow {
+            audit_id: String::new(),
+            ticket: "a-1".into(),
+            site: None,
+            role: role.into(),
+            kind: "AlertTriaged".into(),
+            verdict: "true_positive".into(),
+            confidence: Some(0.9),
+            reasoner: "rules".into(),
+            wall_time_ms,
+            tool_calls_made: 2,
+            tokens_in: 10,
+            tokens_out: 5,
+            ground_truth: None,
+            at_ms: 0,
         };
-        // a-1 escalated twice still counts once; b-2 is a false positive; b-1 is missed.
-        let audit = vec![
-            escalate("a-1"),
-            escalate("a-1"),
-            escalate("b-2"),
-            escalate("zz-9"),
+        let decisions = [
+            decision("sentinel", 1.0),
+            decision("sentinel", 3.0),
+            decision("tier2", 2.0),
         ];
-        let (all, sites, _) = score(&tickets, &audit);
+        let (all, sites, roles) = score(&tickets, &escalated, &decisions);
+        assert_eq!(roles["sentinel"].engaged, 2);
+        assert_eq!(roles["sentinel"].tool_calls, 4);
+        assert_eq!(roles["sentinel"].wall_ms_p95, 3.0);
+        assert_eq!(roles["tier2"].reasoners["rules"], 1);
         assert_eq!(
             all,
             Confusion {

@@ -263,6 +263,14 @@ impl Store {
             .collect())
     }
 
+    /// Tickets whose case was escalated to the IR Lead.
+    pub async fn escalated_tickets(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT ticket FROM cases WHERE escalated = 1")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// When the newest case opened, ms since the epoch.
     pub async fn newest_case_ms(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query("SELECT MAX(first_ms) FROM cases")

@@ -272,7 +272,8 @@ pub fn of_ip(addr: IpAddr, site: &str) -> Option<Indicator> {
 
 fn of_ipv4(ip: Ipv4Addr, site: &str) -> Option<Indicator> {
     let [a, b, c, _] = ip.octets();
-    let documentation = (a, b, c) == (192, 0, 2) || (a, b, c) == (198, 51, 100);
+    let documentation =
+        (a, b, c) == (192, 0, 2) || (a, b, c) == (198, 51, 100) || (a, b, c) == (203, 0, 113);
     if ip.is_loopback()
         || ip.is_link_local()
         || ip.is_unspecified()

@@ -210,6 +210,9 @@ impl Default for RecallOptions {
     }
 }
 
+/// Shared values and what each weighs.
+type Reasons = Vec<(f64, String)>;
+
 /// Earlier cases sharing indicators with `ticket`, best first.
 pub async fn recall(
     pool: &SqlitePool,
@@ -235,7 +238,7 @@ pub async fn recall(
     .bind(ticket)
     .fetch_all(pool)
     .await?;
-    let mut scores: HashMap<String, (f64, Vec<(f64, String)>)> = HashMap::new();
+    let mut scores: HashMap<String, (f64, Reasons)> = HashMap::new();
     for row in &mine {
         let (kind, value, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         // Alone, or in half the cases or more: says nothing.
@@ -261,7 +264,7 @@ pub async fn recall(
             entry.1.push((weight, format!("{kind}:{value}")));
         }
     }
-    let mut ranked: Vec<(String, f64, Vec<(f64, String)>)> = scores
+    let mut ranked: Vec<(String, f64, Reasons)> = scores
         .into_iter()
         .map(|(t, (s, why))| (t, s, why))
         .collect();
