@@ -26,12 +26,14 @@ CREATE TABLE case_events (
 
 -- Typed indicators per case, and in how many cases each value occurs (its rarity).
 CREATE TABLE indicators (
-    kind   TEXT NOT NULL,
-    value  TEXT NOT NULL,
-    ticket TEXT NOT NULL,
+    kind     TEXT    NOT NULL,
+    value    TEXT    NOT NULL,
+    ticket   TEXT    NOT NULL,
+    first_ms INTEGER NOT NULL,   -- the case's, so recall reads the latest cases off the index
     PRIMARY KEY (kind, value, ticket)
 ) WITHOUT ROWID;
 CREATE INDEX indicators_ticket ON indicators (ticket);
+CREATE INDEX indicators_recent ON indicators (kind, value, first_ms);
 
 CREATE TABLE indicator_counts (
     kind  TEXT    NOT NULL,

@@ -209,6 +209,22 @@ enum BenchCommand {
     /// LLM gateway: added latency against direct client calls (zero-latency upstream), memory
     /// per queued request, and (with --model-url) the cost against a real model server.
     Llm(BenchLlmArgs),
+    /// Case memory at scale (a scratch SQLite file): fold throughput, recall p50/p99,
+    /// campaign clustering time.
+    Memory(BenchMemoryArgs),
+}
+
+#[derive(Args)]
+struct BenchMemoryArgs {
+    /// Cases to build.
+    #[arg(long, default_value_t = 100_000)]
+    cases: u64,
+    /// Recalls to time.
+    #[arg(long, default_value_t = 1_000)]
+    recalls: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -288,6 +304,15 @@ fn main() -> ExitCode {
             None => run(cli.run).await,
             Some(Command::Bench(BenchCommand::Bus(args))) => bench_bus(args).await,
             Some(Command::Bench(BenchCommand::Llm(args))) => bench_llm(args).await,
+            Some(Command::Bench(BenchCommand::Memory(args))) => {
+                let result = soc_runtime::bench::memory::run(args.cases, args.recalls).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&result)?);
+                } else {
+                    println!("{result}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
             Some(Command::Backtest(args)) => backtest(args).await,
             Some(Command::Memory(MemoryCommand::Rebuild(args))) => memory_rebuild(args).await,

@@ -4,6 +4,8 @@
 //! - [`bus`]: bus throughput against a bare channel and raw pipelined `XADD`.
 //! - [`llm`]: gateway overhead against direct client calls, on a zero-latency upstream and on
 //!   a real model server, and memory per queued request.
+//! - [`memory`]: case memory at scale: fold throughput, recall latency, clustering time.
 
 pub mod bus;
 pub mod llm;
+pub mod memory;

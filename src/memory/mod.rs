@@ -40,7 +40,7 @@ pub async fn fold_page(
 ) -> Result<(), sqlx::Error> {
     let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
     let mut events = Vec::new();
-    let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
+    let mut found: BTreeSet<(&'static str, String, String, i64)> = BTreeSet::new();
     for (id, envelope) in page {
         let case = match &envelope.event {
             Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
@@ -66,8 +66,9 @@ pub async fn fold_page(
             Event::Tier2Analysis(e) => entry.confidence = Some(f64::from(e.confidence)),
             _ => {}
         }
+        let first_ms = entry.first_ms;
         for (kind, value) in indicators::of_event(&envelope.event) {
-            found.insert((kind.as_str(), value, case.ticket.clone()));
+            found.insert((kind.as_str(), value, case.ticket.clone(), first_ms));
         }
         let body = serde_json::to_string(&envelope.event).unwrap_or_default();
         events.push((case.ticket, *id, envelope, body));
@@ -112,9 +113,13 @@ pub async fn fold_page(
     let found: Vec<_> = found.into_iter().collect();
     let mut new_counts: BTreeMap<(String, String), i64> = BTreeMap::new();
     for chunk in found.chunks(BULK_ROWS) {
-        let mut q = QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket) ");
-        q.push_values(chunk, |mut b, (kind, value, ticket)| {
-            b.push_bind(*kind).push_bind(value).push_bind(ticket);
+        let mut q =
+            QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket, first_ms) ");
+        q.push_values(chunk, |mut b, (kind, value, ticket, first_ms)| {
+            b.push_bind(*kind)
+                .push_bind(value)
+                .push_bind(ticket)
+                .push_bind(*first_ms);
         });
         q.push(" RETURNING kind, value");
         for row in q.build().fetch_all(&mut *tx).await? {
@@ -239,29 +244,34 @@ pub async fn recall(
     .fetch_all(pool)
     .await?;
     let mut scores: HashMap<String, (f64, Reasons)> = HashMap::new();
-    for row in &mine {
+    // One query per shared value, run concurrently on the pool's connections.
+    let lookups = mine.iter().filter_map(|row| {
         let (kind, value, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         // Alone, or in half the cases or more: says nothing.
         if count < 2 || count * 2 > total {
-            continue;
+            return None;
         }
         let weight = indicators::Kind::weight(&kind) * ((total as f64) / (count as f64)).ln();
-        let others = sqlx::query(
-            "SELECT i.ticket FROM indicators i JOIN cases k ON k.ticket = i.ticket \
-             WHERE i.kind = ? AND i.value = ? AND i.ticket != ? AND k.first_ms <= ? \
-             ORDER BY k.first_ms DESC LIMIT ?",
-        )
-        .bind(&kind)
-        .bind(&value)
-        .bind(ticket)
-        .bind(my_first)
-        .bind(options.per_value as i64)
-        .fetch_all(pool)
-        .await?;
+        Some(async move {
+            let others = sqlx::query(
+                "SELECT ticket FROM indicators WHERE kind = ? AND value = ? AND ticket != ? \
+                 AND first_ms <= ? ORDER BY first_ms DESC LIMIT ?",
+            )
+            .bind(&kind)
+            .bind(&value)
+            .bind(ticket)
+            .bind(my_first)
+            .bind(options.per_value as i64)
+            .fetch_all(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((format!("{kind}:{value}"), weight, others))
+        })
+    });
+    for (label, weight, others) in futures_util::future::try_join_all(lookups).await? {
         for other in others {
             let entry = scores.entry(other.get(0)).or_default();
             entry.0 += weight;
-            entry.1.push((weight, format!("{kind}:{value}")));
+            entry.1.push((weight, label.clone()));
         }
     }
     let mut ranked: Vec<(String, f64, Reasons)> = scores
@@ -270,16 +280,32 @@ pub async fn recall(
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(options.limit.saturating_mul(4).max(options.limit));
+    let mut lookup = QueryBuilder::new(
+        "SELECT ticket, first_ms, escalated, confidence, ground_truth FROM cases WHERE ticket IN (",
+    );
+    let mut list = lookup.separated(", ");
+    for (ticket, _, _) in &ranked {
+        list.push_bind(ticket);
+    }
+    lookup.push(")");
+    let rows: HashMap<String, sqlx::sqlite::SqliteRow> = if ranked.is_empty() {
+        HashMap::new()
+    } else {
+        lookup
+            .build()
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r))
+            .collect()
+    };
     let mut out = Vec::with_capacity(ranked.len());
     for (other, raw, mut shared) in ranked {
-        let row = sqlx::query(
-            "SELECT first_ms, escalated, confidence, ground_truth FROM cases WHERE ticket = ?",
-        )
-        .bind(&other)
-        .fetch_one(pool)
-        .await?;
-        let first_ms: i64 = row.get(0);
-        let confidence: Option<f64> = row.get(2);
+        let Some(row) = rows.get(&other) else {
+            continue;
+        };
+        let first_ms: i64 = row.get(1);
+        let confidence: Option<f64> = row.get(3);
         let age_days = (my_first - first_ms).max(0) as f64 / 86_400_000.0;
         let recency = 0.5f64.powf(age_days / options.half_life_days);
         let score = raw * (0.5 + 0.5 * recency) * (0.5 + 0.5 * confidence.unwrap_or(0.5));
@@ -288,8 +314,8 @@ pub async fn recall(
             ticket: other,
             score: (score * 1000.0).round() / 1000.0,
             shared: shared.into_iter().map(|(_, s)| s).collect(),
-            escalated: row.get::<i64, _>(1) != 0,
-            ground_truth: row.get(3),
+            escalated: row.get::<i64, _>(2) != 0,
+            ground_truth: row.get(4),
             first_ms,
         });
     }
@@ -324,8 +350,11 @@ pub struct CampaignOptions {
     pub from_ms: i64,
     /// End of the window.
     pub to_ms: i64,
-    /// A value counts as rare when at most this share of the window's cases carry it.
+    /// A value counts as rare when at most this share of the window's cases carry it...
     pub max_share: f64,
+    /// ...and at most this many cases: campaign infrastructure is shared by a handful of
+    /// cases, and pairing the cases of a common value costs its count squared.
+    pub max_value_cases: usize,
     /// Rare values two cases must share to be tied.
     pub min_shared: usize,
     /// Fewest cases that make a campaign.
@@ -338,6 +367,7 @@ impl Default for CampaignOptions {
             from_ms: 0,
             to_ms: i64::MAX,
             max_share: 0.05,
+            max_value_cases: 50,
             min_shared: 2,
             min_cases: 3,
         }
@@ -349,10 +379,23 @@ pub async fn campaigns(
     pool: &SqlitePool,
     options: CampaignOptions,
 ) -> Result<Vec<Campaign>, StoreError> {
+    let cases_in_window: i64 =
+        sqlx::query("SELECT COUNT(*) FROM cases WHERE first_ms BETWEEN ? AND ?")
+            .bind(options.from_ms)
+            .bind(options.to_ms)
+            .fetch_one(pool)
+            .await?
+            .get(0);
+    let rare_limit = ((cases_in_window.max(1) as f64 * options.max_share).floor() as usize)
+        .clamp(2, options.max_value_cases.max(2));
+    // Only strong values rare overall can tie cases: read just those.
     let rows = sqlx::query(
-        "SELECT i.kind, i.value, i.ticket, k.first_ms FROM indicators i \
-         JOIN cases k ON k.ticket = i.ticket WHERE k.first_ms BETWEEN ? AND ?",
+        "SELECT i.kind, i.value, i.ticket, i.first_ms FROM indicators i \
+         JOIN indicator_counts c ON c.kind = i.kind AND c.value = i.value \
+         WHERE c.cases BETWEEN 2 AND ? AND i.kind IN ('actor', 'hash', 'domain', 'ip', 'cve') \
+         AND i.first_ms BETWEEN ? AND ?",
     )
+    .bind(rare_limit as i64)
     .bind(options.from_ms)
     .bind(options.to_ms)
     .fetch_all(pool)
@@ -360,15 +403,13 @@ pub async fn campaigns(
     let mut first: HashMap<String, i64> = HashMap::new();
     let mut by_value: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for r in &rows {
-        let kind: String = r.get(0);
         let ticket: String = r.get(2);
         first.insert(ticket.clone(), r.get(3));
-        if indicators::Kind::is_strong(&kind) {
-            by_value.entry((kind, r.get(1))).or_default().push(ticket);
-        }
+        by_value
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push(ticket);
     }
-    let cases_in_window = first.len().max(1);
-    let rare_limit = ((cases_in_window as f64 * options.max_share).floor() as usize).max(2);
     // Pairs of cases and the rare values they share.
     let mut pair_shared: HashMap<(String, String), usize> = HashMap::new();
     let mut rare_values: Vec<(&(String, String), &Vec<String>)> = Vec::new();
