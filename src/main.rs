@@ -148,6 +148,9 @@ struct BacktestArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Write a self-contained HTML report (confusion matrix, per-site bars, latency).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// A saved summary to compare against: exit 1 if F1 or recall fell by more than
     /// --max-drop.
     #[arg(long, value_name = "FILE")]
@@ -562,6 +565,10 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     print!("{summary}");
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, backtest::report_html(&summary))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(baseline) = baseline {

@@ -478,12 +478,15 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
 fn backtest_scores_the_dev_tickets_per_site_and_gates_on_a_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("summary.json");
+    let report = dir.path().join("report.html");
     let output = run(soc()
         .arg("backtest")
         .arg("--tickets")
         .arg(common::dev_tickets())
         .arg("--out")
-        .arg(&out));
+        .arg(&out)
+        .arg("--report")
+        .arg(&report));
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
@@ -508,6 +511,20 @@ fn backtest_scores_the_dev_tickets_per_site_and_gates_on_a_baseline() {
         n(&s["roles"]["sentinel"]["engaged"]),
         9869,
         "sentinel triaged every ticket"
+    );
+    // The report shows the same figures, self-contained.
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains(&format!("<td class=\"tp\">{}</td>", n(&c["tp"]))),
+        "{html}"
+    );
+    assert!(html.contains(&format!("<td class=\"tn\">{}</td>", n(&c["tn"]))));
+    for site in sites.keys() {
+        assert!(html.contains(&format!("<th>{site}</th>")), "{site}");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
     );
 
     // One site, and the gate: a run passes its own baseline and fails a better one.
