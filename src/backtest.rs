@@ -402,6 +402,17 @@ pub async fn run(
     let escalated = store.escalated_tickets().await?;
     let decisions = store.verdicts().await?;
     store.close().await;
+    // Every alert the run took in has its triage in the store, or the store is incomplete.
+    let triaged = decisions
+        .iter()
+        .filter(|d| d.kind == "AlertTriaged")
+        .count() as u64;
+    if triaged != report.summary.alerts_in {
+        return Err(BacktestError::Replay(format!(
+            "the store holds {triaged} triage verdicts for {} alerts: it is incomplete",
+            report.summary.alerts_in
+        )));
+    }
     let (confusion, per_site, roles) = score(&tickets, &escalated, &decisions);
     let overall = Scores::of(confusion);
     Ok(Summary {

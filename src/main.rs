@@ -611,11 +611,18 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&config.data_dir)?;
     let path = config.data_dir.join(store::FILE);
     let store = Store::open(&path).await?;
-    let projection = store::projection_name(&bus, 0);
+    let projection = store::projection_name(&bus);
+    store.bind_projection(&projection).await?;
     let started = std::time::Instant::now();
     store.reset_verdicts(&projection).await?;
     let folded = store::catch_up(&bus, &store, &projection, None).await?;
     store.close().await;
+    if folded.skipped > 0 {
+        anyhow::bail!(
+            "{} audit entries could not be decoded: the rebuilt store is incomplete",
+            folded.skipped
+        );
+    }
     println!(
         "rebuilt {} from {} audit entries: {} verdict rows, checkpoint {} ({:.2} s)",
         path.display(),
@@ -635,7 +642,11 @@ async fn open_store(
     let mut cfg = Config::load(config)?;
     cfg.apply_env(|k| std::env::var(k).ok())?;
     let dir = data_dir.unwrap_or(cfg.data_dir);
-    let path = dir.join(soc_runtime::store::FILE);
+    // The Redis-backed store, or else the last in-memory run's.
+    let mut path = dir.join(soc_runtime::store::FILE);
+    if !path.exists() {
+        path = dir.join(soc_runtime::store::MEMORY_FILE);
+    }
     if !path.exists() {
         anyhow::bail!(
             "no store at {}: run the SOC first, or point --data-dir at its data directory",

@@ -103,6 +103,17 @@ impl Runtime {
                 })
             }),
         ));
+        let store_path = crate::store::file_for(&config.data_dir, bus.backend_name());
+        let projection = crate::store::projection_name(&bus);
+        if bus.backend_name() == "redis" {
+            let store = crate::store::Store::open(&store_path).await?;
+            let bound = store.bind_projection(&projection).await;
+            store.close().await;
+            bound?;
+        } else {
+            crate::store::remove(&store_path)
+                .map_err(|e| StartError::DataDir(store_path.display().to_string(), e))?;
+        }
         let instance = format!("soc{}", INSTANCES.fetch_add(1, Ordering::Relaxed));
         let ctx = Arc::new(Context {
             role_stats: REACTIVE_ROLES
@@ -115,8 +126,8 @@ impl Runtime {
             health,
             llm_stats: (!config.llm.endpoints.is_empty())
                 .then(|| Arc::new(GatewayStats::new(&config.llm))),
-            store_path: config.data_dir.join(crate::store::FILE),
-            projection: crate::store::projection_name(&bus, crate::proto::now_ms()),
+            store_path,
+            projection,
             projector_stats: Arc::default(),
             exit: Mutex::new(None),
             started: std::time::Instant::now(),
@@ -427,6 +438,9 @@ pub enum StartError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The local store cannot be used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The data directory cannot be created.
     #[error("cannot create data directory {0}: {1}")]
     DataDir(String, #[source] std::io::Error),

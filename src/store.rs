@@ -18,8 +18,35 @@ use sqlx::{Row, SqlitePool};
 use crate::bus::{Bus, BusError, StreamId, Topic};
 use crate::proto::{DecisionMeta, Envelope, Event};
 
-/// The file name of the store in the data directory.
+/// The store of a Redis-backed SOC, in the data directory: it projects one namespace's
+/// audit, which outlives runs.
 pub const FILE: &str = "soc.db";
+
+/// The store of an in-memory run: its audit dies with the process, so the store is made anew
+/// at each start and holds the last in-memory run.
+pub const MEMORY_FILE: &str = "soc-memory.db";
+
+/// The store file for `backend` in `data_dir`.
+pub fn file_for(data_dir: &Path, backend: &str) -> std::path::PathBuf {
+    data_dir.join(if backend == "redis" {
+        FILE
+    } else {
+        MEMORY_FILE
+    })
+}
+
+/// Removes an in-memory run's store (and its WAL files) before a new run.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +60,17 @@ pub enum StoreError {
     /// The audit could not be read.
     #[error("reading soc.audit: {0}")]
     Bus(#[from] BusError),
+    /// The store projects another log.
+    #[error(
+        "this store holds the projection `{found}`, not `{wanted}`: use another data directory \
+         for another namespace"
+    )]
+    OtherProjection {
+        /// In the store.
+        found: String,
+        /// Asked for.
+        wanted: String,
+    },
 }
 
 /// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
@@ -51,19 +89,19 @@ pub struct Folded {
     /// Where the projection stands now.
     #[serde(serialize_with = "display")]
     pub checkpoint: StreamId,
+    /// Audit entries that could not be decoded (skipped; a rebuild fails on any).
+    pub skipped: u64,
 }
 
 fn display<S: serde::Serializer>(id: &StreamId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
-/// The checkpoint name of the verdict projection of `bus`'s audit. A Redis audit outlives
-/// runs, so its projection is named for the namespace; an in-memory audit is new with every
-/// run, so each run's projection is its own (its rows accumulate in the store).
-pub fn projection_name(bus: &Bus, run_started_ms: i64) -> String {
+/// The name of the projection of `bus`'s audit: one store holds one.
+pub fn projection_name(bus: &Bus) -> String {
     match bus.backend_name() {
-        "redis" => format!("verdicts:redis:{}", bus.config().namespace),
-        other => format!("verdicts:{other}:{run_started_ms}"),
+        "redis" => format!("redis:{}", bus.config().namespace),
+        other => other.to_owned(),
     }
 }
 
@@ -96,6 +134,7 @@ pub async fn catch_up(
             .iter()
             .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
             .collect();
+        folded.skipped += (entries.len() - page.len()) as u64;
         folded.rows += store.fold_verdicts(projection, &page, last).await?;
         folded.entries += entries.len() as u64;
         folded.checkpoint = last;
@@ -165,6 +204,21 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Makes sure this store holds `projection` (or nothing yet): one store, one log.
+    pub async fn bind_projection(&self, projection: &str) -> Result<(), StoreError> {
+        let other = sqlx::query("SELECT projection FROM checkpoints WHERE projection != ? LIMIT 1")
+            .bind(projection)
+            .fetch_optional(&self.pool)
+            .await?;
+        match other {
+            Some(row) => Err(StoreError::OtherProjection {
+                found: row.get(0),
+                wanted: projection.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Where `projection` has folded up to (`StreamId::ZERO` before its first fold).
     pub async fn checkpoint(&self, projection: &str) -> Result<StreamId, StoreError> {
         let row = sqlx::query("SELECT audit_ms, audit_seq FROM checkpoints WHERE projection = ?")
@@ -221,7 +275,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO checkpoints (projection, audit_ms, audit_seq) VALUES (?, ?, ?) \
              ON CONFLICT (projection) DO UPDATE SET audit_ms = excluded.audit_ms, \
-             audit_seq = excluded.audit_seq",
+             audit_seq = excluded.audit_seq \
+             WHERE (excluded.audit_ms, excluded.audit_seq) > (checkpoints.audit_ms, checkpoints.audit_seq)",
         )
         .bind(projection)
         .bind(last.ms as i64)
@@ -283,8 +338,9 @@ impl Store {
         &self.pool
     }
 
-    /// Forgets the projected rows (verdicts and case memory) and `projection`'s checkpoint,
-    /// before a rebuild.
+    /// Forgets the projected rows (verdicts and case memory) and the checkpoint, before a
+    /// rebuild. The store holds one projection ([`Store::bind_projection`]), so this forgets
+    /// nothing of any other.
     pub async fn reset_verdicts(&self, projection: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for table in [

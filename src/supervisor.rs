@@ -639,7 +639,18 @@ impl State {
             }
             stop_or_kill(child.cell(), timeout).await;
         }
-        for child in self.take_children(ChildId::is_projector) {
+        let mut projectors = self.take_children(ChildId::is_projector);
+        if projectors.is_empty() {
+            // It was waiting out a restart backoff: start it for the final fold, or the store
+            // would miss the end of the audit.
+            match self.spawn(myself, ChildId::Projector).await {
+                Ok(projector) => projectors.push(projector),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the projector for the final fold")
+                }
+            }
+        }
+        for child in projectors {
             if let ChildRef::Projector(projector) = &child
                 && !answered(projector.call(projector::Msg::Flush, Some(timeout)).await)
             {

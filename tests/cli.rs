@@ -468,9 +468,21 @@ async fn sigkill_mid_run_then_restart_until_idle_keeps_exactly_once() {
     );
     let rebuilt = verdicts(rebuilt_dir.join("soc.db")).await;
     assert_eq!(live.len(), rebuilt.len());
+    assert!(live == rebuilt, "the live verdicts differ from the rebuild");
+    // Case memory too: every row of every projected table.
+    let live = common::dump_store(&dir.path().join("data").join("soc.db")).await;
+    let rebuilt = common::dump_store(&rebuilt_dir.join("soc.db")).await;
+    assert!(live.len() > 4 * n, "{} rows", live.len());
+    assert_eq!(live.len(), rebuilt.len());
+    let differing: Vec<_> = live
+        .iter()
+        .zip(&rebuilt)
+        .filter(|(a, b)| a != b)
+        .take(3)
+        .collect();
     assert!(
-        live == rebuilt,
-        "the live projection differs from the rebuild"
+        differing.is_empty(),
+        "the live store differs from the rebuild: {differing:?}"
     );
 }
 

@@ -9,6 +9,8 @@
     reason = "test code: a failure should fail the test loudly"
 )]
 
+mod common;
+
 use soc_runtime::bus::StreamId;
 use soc_runtime::memory::{self, CampaignOptions, RecallOptions};
 use soc_runtime::proto::{Alert, AlertReceived, Envelope, Event};
@@ -81,12 +83,15 @@ async fn fold(store: &Store, envelopes: &[Envelope], from_seq: u64) {
 #[tokio::test]
 async fn a_planted_campaign_is_recalled_and_clustered_without_chaining_the_ubiquitous_domain() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
+    let path = dir.path().join("soc.db");
+    let store = Store::open(&path).await.unwrap();
     let mut cases: Vec<Envelope> = (0..200).map(benign).collect();
     cases.extend((0..5).map(campaign));
     fold(&store, &cases, 0).await;
     // Folding the same entries again changes nothing (exactly-once by key).
+    let once = common::dump_store(&path).await;
     fold(&store, &cases, 0).await;
+    assert_eq!(common::dump_store(&path).await, once);
 
     // Recall from the last campaign case: the four earlier ones, for the right reasons.
     let found = memory::recall(store.pool(), "camp-4", RecallOptions::default())
@@ -143,6 +148,11 @@ async fn a_planted_campaign_is_recalled_and_clustered_without_chaining_the_ubiqu
     assert_eq!(grown.len(), 1);
     assert_eq!(grown[0].id, id, "a campaign keeps its id as it grows");
     assert_eq!(grown[0].cases.len(), 6);
+
+    // One store, one log: another projection is refused, not mixed in.
+    store.bind_projection("test").await.unwrap();
+    let err = store.bind_projection("redis:other").await.unwrap_err();
+    assert!(err.to_string().contains("another data directory"), "{err}");
 
     // The trace of a case is what was recorded, in order.
     let trace = memory::why(store.pool(), "camp-2").await.unwrap();

@@ -154,6 +154,13 @@ impl State {
     async fn fold(&mut self, max_pages: Option<usize>) {
         match store::catch_up(&self.bus, &self.store, &self.projection, max_pages).await {
             Ok(folded) => {
+                if folded.skipped > 0 {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        skipped = folded.skipped,
+                        "audit entries that do not decode were skipped by the projection"
+                    );
+                }
                 self.stats
                     .entries
                     .fetch_add(folded.entries, Ordering::Relaxed);

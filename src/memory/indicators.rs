@@ -158,7 +158,7 @@ fn of_ioc(kind: IocKind, value: &str, site: &str, out: &mut BTreeSet<Indicator>)
     let value = value.trim();
     let found = match kind {
         IocKind::Ip => value.parse().ok().and_then(|a| of_ip(a, site)),
-        IocKind::Domain => of_domain(value, site),
+        IocKind::Domain => of_domain(value, site, true),
         IocKind::Hash => of_hash(value),
         IocKind::Cve => of_cve(value),
         IocKind::Actor => (!value.is_empty()).then(|| (Kind::Actor, value.to_lowercase())),
@@ -209,7 +209,7 @@ fn of_token(token: &str, site: &str) -> Option<Indicator> {
     if token.contains(':') {
         return None;
     }
-    of_domain(token, site)
+    of_domain(token, site, false)
 }
 
 fn of_cve(token: &str) -> Option<Indicator> {
@@ -229,7 +229,9 @@ fn of_hash(token: &str) -> Option<Indicator> {
         .then(|| (Kind::Hash, token.to_ascii_lowercase()))
 }
 
-fn of_domain(token: &str, site: &str) -> Option<Indicator> {
+/// `typed`: the source says it is a domain (an IOC), so a TLD that is also a file extension
+/// (`.zip`, `.sh`) does not make it a file name.
+fn of_domain(token: &str, site: &str, typed: bool) -> Option<Indicator> {
     let name = token.trim_end_matches('.').to_ascii_lowercase();
     let labels: Vec<&str> = name.split('.').collect();
     if labels.len() < 2 || name.len() > 253 {
@@ -250,7 +252,7 @@ fn of_domain(token: &str, site: &str) -> Option<Indicator> {
     if !(2..=24).contains(&tld.len()) || !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
-    if FILE_EXTENSIONS.contains(&tld) {
+    if !typed && FILE_EXTENSIONS.contains(&tld) {
         return None;
     }
     if INTERNAL_SUFFIXES.contains(&tld) {

@@ -40,7 +40,7 @@ pub async fn fold_page(
 ) -> Result<(), sqlx::Error> {
     let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
     let mut events = Vec::new();
-    let mut found: BTreeSet<(&'static str, String, String, i64)> = BTreeSet::new();
+    let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
     for (id, envelope) in page {
         let case = match &envelope.event {
             Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
@@ -66,9 +66,8 @@ pub async fn fold_page(
             Event::Tier2Analysis(e) => entry.confidence = Some(f64::from(e.confidence)),
             _ => {}
         }
-        let first_ms = entry.first_ms;
         for (kind, value) in indicators::of_event(&envelope.event) {
-            found.insert((kind.as_str(), value, case.ticket.clone(), first_ms));
+            found.insert((kind.as_str(), value, case.ticket.clone()));
         }
         let body = serde_json::to_string(&envelope.event).unwrap_or_default();
         events.push((case.ticket, *id, envelope, body));
@@ -93,6 +92,20 @@ pub async fn fold_page(
         );
         q.build().execute(&mut *tx).await?;
     }
+    // A case's opening time as stored (its first fold decided it), whatever this page says:
+    // indicators carry it, so every fold agrees, however the audit was paged.
+    let mut opened: HashMap<String, i64> = HashMap::new();
+    for chunk in cases.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("SELECT ticket, first_ms FROM cases WHERE ticket IN (");
+        let mut list = q.separated(", ");
+        for (ticket, _) in chunk {
+            list.push_bind(ticket);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            opened.insert(row.get(0), row.get(1));
+        }
+    }
     for chunk in events.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
@@ -115,11 +128,12 @@ pub async fn fold_page(
     for chunk in found.chunks(BULK_ROWS) {
         let mut q =
             QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket, first_ms) ");
-        q.push_values(chunk, |mut b, (kind, value, ticket, first_ms)| {
+        q.push_values(chunk, |mut b, (kind, value, ticket)| {
+            let first_ms = opened.get(ticket).copied().unwrap_or_default();
             b.push_bind(*kind)
                 .push_bind(value)
                 .push_bind(ticket)
-                .push_bind(*first_ms);
+                .push_bind(first_ms);
         });
         q.push(" RETURNING kind, value");
         for row in q.build().fetch_all(&mut *tx).await? {
@@ -248,7 +262,7 @@ pub async fn recall(
     let lookups = mine.iter().filter_map(|row| {
         let (kind, value, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         // Alone, or in half the cases or more: says nothing.
-        if count < 2 || count * 2 > total {
+        if count < 2 || count * 2 >= total {
             return None;
         }
         let weight = indicators::Kind::weight(&kind) * ((total as f64) / (count as f64)).ln();
@@ -279,7 +293,7 @@ pub async fn recall(
         .map(|(t, (s, why))| (t, s, why))
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ranked.truncate(options.limit.saturating_mul(4).max(options.limit));
+    ranked.truncate(options.limit.clamp(1, 1_000) * 4);
     let mut lookup = QueryBuilder::new(
         "SELECT ticket, first_ms, escalated, confidence, ground_truth FROM cases WHERE ticket IN (",
     );
@@ -387,17 +401,21 @@ pub async fn campaigns(
             .await?
             .get(0);
     let rare_limit = ((cases_in_window.max(1) as f64 * options.max_share).floor() as usize)
+        .max(options.min_cases)
         .clamp(2, options.max_value_cases.max(2));
-    // Only strong values rare overall can tie cases: read just those.
+    // Only strong values carried by few cases inside the window can tie cases: read just
+    // those, counted inside the window.
     let rows = sqlx::query(
-        "SELECT i.kind, i.value, i.ticket, i.first_ms FROM indicators i \
-         JOIN indicator_counts c ON c.kind = i.kind AND c.value = i.value \
-         WHERE c.cases BETWEEN 2 AND ? AND i.kind IN ('actor', 'hash', 'domain', 'ip', 'cve') \
-         AND i.first_ms BETWEEN ? AND ?",
+        "SELECT i.kind, i.value, i.ticket, i.first_ms FROM indicators i JOIN ( \
+           SELECT kind, value FROM indicators \
+           WHERE kind IN ('actor', 'hash', 'domain', 'ip', 'cve') AND first_ms BETWEEN ?1 AND ?2 \
+           GROUP BY kind, value HAVING COUNT(*) BETWEEN 2 AND ?3 \
+         ) r ON r.kind = i.kind AND r.value = i.value \
+         WHERE i.first_ms BETWEEN ?1 AND ?2",
     )
-    .bind(rare_limit as i64)
     .bind(options.from_ms)
     .bind(options.to_ms)
+    .bind(rare_limit as i64)
     .fetch_all(pool)
     .await?;
     let mut first: HashMap<String, i64> = HashMap::new();

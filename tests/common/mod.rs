@@ -272,3 +272,40 @@ pub async fn assert_exactly_once(bus: &soc_runtime::bus::Bus, tickets: &[String]
         "nothing dead-lettered"
     );
 }
+
+/// Every row of the store's projected tables, as text, in key order: two stores folded from
+/// the same audit must give the same lines.
+pub async fn dump_store(path: &Path) -> Vec<String> {
+    use sqlx::Row;
+    let store = soc_runtime::store::Store::open(path).await.unwrap();
+    let mut out = Vec::new();
+    for table in [
+        "verdicts",
+        "cases",
+        "case_events",
+        "indicators",
+        "indicator_counts",
+    ] {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for row in rows {
+            let mut line = table.to_owned();
+            for i in 0..row.len() {
+                let value = match row.try_get::<Option<String>, _>(i) {
+                    Ok(v) => format!("{v:?}"),
+                    Err(_) => match row.try_get::<Option<i64>, _>(i) {
+                        Ok(v) => format!("{v:?}"),
+                        Err(_) => format!("{:?}", row.try_get::<Option<f64>, _>(i).unwrap()),
+                    },
+                };
+                line.push('|');
+                line.push_str(&value);
+            }
+            out.push(line);
+        }
+    }
+    store.close().await;
+    out
+}
