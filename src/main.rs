@@ -80,12 +80,8 @@ enum CaseCommand {
 struct CaseArgs {
     /// The ticket id.
     ticket: String,
-    /// Data directory holding the store (default from the config).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Config file (for data_dir).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -96,15 +92,22 @@ struct CampaignArgs {
     /// Only cases opened in the last this many days (of the newest case's time).
     #[arg(long, default_value_t = 14)]
     days: i64,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the store is.
+#[derive(Args)]
+struct StoreArgs {
     /// Data directory holding the store (default from the config).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Config file (for data_dir).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -635,13 +638,10 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the store of the configured (or given) data directory, which must exist.
-async fn open_store(
-    config: Option<&std::path::Path>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<soc_runtime::store::Store> {
-    let mut cfg = Config::load(config)?;
+async fn open_store(args: StoreArgs) -> anyhow::Result<soc_runtime::store::Store> {
+    let mut cfg = Config::load(args.config.as_deref())?;
     cfg.apply_env(|k| std::env::var(k).ok())?;
-    let dir = data_dir.unwrap_or(cfg.data_dir);
+    let dir = args.data_dir.unwrap_or(cfg.data_dir);
     // The Redis-backed store, or else the last in-memory run's.
     let mut path = dir.join(soc_runtime::store::FILE);
     if !path.exists() {
@@ -657,7 +657,7 @@ async fn open_store(
 }
 
 async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let store = open_store(args.store).await?;
     let trace = soc_runtime::memory::why(store.pool(), &args.ticket).await?;
     store.close().await;
     if trace.is_empty() {
@@ -696,7 +696,7 @@ async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn case_recall(args: CaseArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let store = open_store(args.store).await?;
     let found = soc_runtime::memory::recall(store.pool(), &args.ticket, Default::default()).await?;
     store.close().await;
     if args.json {
@@ -722,7 +722,7 @@ async fn case_recall(args: CaseArgs) -> anyhow::Result<ExitCode> {
 
 async fn campaigns(args: CampaignArgs) -> anyhow::Result<ExitCode> {
     use soc_runtime::memory::CampaignOptions;
-    let store = open_store(args.config.as_deref(), args.data_dir).await?;
+    let store = open_store(args.store).await?;
     let to_ms = store.newest_case_ms().await?.unwrap_or(0);
     let options = CampaignOptions {
         from_ms: to_ms.saturating_sub(args.days.max(0).saturating_mul(86_400_000)),

@@ -73,6 +73,15 @@ pub enum StoreError {
     },
 }
 
+/// The tables a projection writes (and a rebuild empties).
+pub const PROJECTED_TABLES: [&str; 5] = [
+    "verdicts",
+    "cases",
+    "case_events",
+    "indicators",
+    "indicator_counts",
+];
+
 /// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
 pub const BULK_ROWS: usize = 1_000;
 
@@ -343,13 +352,7 @@ impl Store {
     /// nothing of any other.
     pub async fn reset_verdicts(&self, projection: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for table in [
-            "verdicts",
-            "cases",
-            "case_events",
-            "indicators",
-            "indicator_counts",
-        ] {
+        for table in PROJECTED_TABLES {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;

@@ -579,3 +579,64 @@ fn backtest_scores_the_dev_tickets_per_site_and_gates_on_a_baseline() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("line 1") && text(&bad.stderr).contains("ground_truth"));
 }
+
+#[test]
+fn case_memory_commands_read_the_last_runs_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let before = run(soc()
+        .args(["case", "why", "cm-00001", "--data-dir"])
+        .arg(&data));
+    assert_eq!(before.status.code(), Some(2), "no store yet");
+    assert!(
+        text(&before.stderr).contains("no store"),
+        "{}",
+        text(&before.stderr)
+    );
+
+    let feed = common::synthetic_feed(dir.path(), "cm", 300);
+    let (out, summary) = run_feed(dir.path(), &feed, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(summary["store"]["projected"]["errors"], 0);
+
+    let why = run(soc()
+        .args(["case", "why", "cm-00007", "--data-dir"])
+        .arg(&data));
+    assert!(why.status.success(), "{}", text(&why.stderr));
+    let trace = text(&why.stdout);
+    assert!(
+        trace.contains("AlertReceived") && trace.contains("AlertTriaged"),
+        "{trace}"
+    );
+
+    // cm-00257 shares host-2 with other cases (hosts repeat every 17 tickets).
+    let recall = run(soc()
+        .args(["case", "recall", "cm-00257", "--json", "--data-dir"])
+        .arg(&data));
+    assert!(recall.status.success(), "{}", text(&recall.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&recall.stdout).unwrap();
+    let found = found.as_array().unwrap();
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|r| r["ticket"] != "cm-00257"),
+        "not itself"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|r| !r["shared"].as_array().unwrap().is_empty()),
+        "each says why"
+    );
+
+    let campaigns = run(soc().args(["campaigns", "--json", "--data-dir"]).arg(&data));
+    assert!(campaigns.status.success(), "{}", text(&campaigns.stderr));
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&campaigns.stdout)
+            .unwrap()
+            .is_array()
+    );
+
+    let unknown = run(soc().args(["case", "why", "nope", "--data-dir"]).arg(&data));
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("no case nope"));
+}

@@ -279,13 +279,7 @@ pub async fn dump_store(path: &Path) -> Vec<String> {
     use sqlx::Row;
     let store = soc_runtime::store::Store::open(path).await.unwrap();
     let mut out = Vec::new();
-    for table in [
-        "verdicts",
-        "cases",
-        "case_events",
-        "indicators",
-        "indicator_counts",
-    ] {
+    for table in soc_runtime::store::PROJECTED_TABLES {
         let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
             .fetch_all(store.pool())
             .await
