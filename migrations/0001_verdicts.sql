@@ -13,7 +13,6 @@ CREATE TABLE verdicts (
     tool_calls_made INTEGER NOT NULL,
     tokens_in       INTEGER NOT NULL,
     tokens_out      INTEGER NOT NULL,
-    ground_truth    TEXT,               -- the analysts' disposition, once known
     at_ms           INTEGER NOT NULL,   -- when the decision was made
     PRIMARY KEY (audit_ms, audit_seq)
 ) WITHOUT ROWID;

@@ -8,8 +8,7 @@ CREATE TABLE cases (
     host         TEXT    NOT NULL,
     first_ms     INTEGER NOT NULL,   -- when the case opened (first alert, or first event)
     escalated    INTEGER NOT NULL DEFAULT 0,
-    confidence   REAL,               -- the latest role confidence
-    ground_truth TEXT
+    confidence   REAL                -- the latest role confidence
 ) WITHOUT ROWID;
 
 -- Every event of a case, in audit order: the recorded reasoning trace.

@@ -115,6 +115,33 @@ enum MemoryCommand {
     /// Rebuild the verdict store from soc.audit on Redis: forget its rows and checkpoint, fold
     /// the whole audit again. The result equals what the live projection wrote.
     Rebuild(MemoryArgs),
+    /// Record analysts' dispositions (`ground_truth`: escalate | close) from a labelled
+    /// tickets file: the verdict store and recall show them, trends score against them.
+    Import(MemoryImportArgs),
+    /// Per-role counts, confidence, tool calls, latency, tokens and accuracy against known
+    /// dispositions (sentinel and tier2, on escalation).
+    Trends(MemoryTrendsArgs),
+}
+
+#[derive(Args)]
+struct MemoryImportArgs {
+    /// Labelled tickets (JSONL, plain or gzip), as for `backtest --tickets`.
+    #[arg(long, value_name = "FILE")]
+    tickets: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct MemoryTrendsArgs {
+    /// Only decisions made in the last this many days (0: all).
+    #[arg(long, default_value_t = 0)]
+    days: i64,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -322,6 +349,8 @@ fn main() -> ExitCode {
             Some(Command::Llm(LlmCommand::Check(args))) => llm_check(args).await,
             Some(Command::Backtest(args)) => backtest(args).await,
             Some(Command::Memory(MemoryCommand::Rebuild(args))) => memory_rebuild(args).await,
+            Some(Command::Memory(MemoryCommand::Import(args))) => memory_import(args).await,
+            Some(Command::Memory(MemoryCommand::Trends(args))) => memory_trends(args).await,
             Some(Command::Case(CaseCommand::Why(args))) => case_why(args).await,
             Some(Command::Case(CaseCommand::Recall(args))) => case_recall(args).await,
             Some(Command::Campaigns(args)) => campaigns(args).await,
@@ -748,6 +777,71 @@ async fn campaigns(args: CampaignArgs) -> anyhow::Result<ExitCode> {
             c.cases.join(", ")
         );
         println!("      shared: {}", c.shared.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn memory_import(args: MemoryImportArgs) -> anyhow::Result<ExitCode> {
+    let tickets = soc_runtime::backtest::load_tickets(&args.tickets)?;
+    let dispositions: Vec<(String, String)> = tickets
+        .iter()
+        .map(|t| {
+            let truth = match t.ground_truth {
+                soc_runtime::backtest::Disposition::Escalate => "escalate",
+                soc_runtime::backtest::Disposition::Close => "close",
+            };
+            (t.id.clone(), truth.to_owned())
+        })
+        .collect();
+    let store = open_store(args.store).await?;
+    let source = format!("import:{}", args.tickets.display());
+    let written = store.import_dispositions(&dispositions, &source).await?;
+    store.close().await;
+    println!(
+        "recorded {written} dispositions from {}",
+        args.tickets.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn memory_trends(args: MemoryTrendsArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args.store).await?;
+    let now = soc_runtime::proto::now_ms();
+    let from = if args.days > 0 {
+        now.saturating_sub(args.days.saturating_mul(86_400_000))
+    } else {
+        0
+    };
+    let trends = soc_runtime::memory::trends(store.pool(), from, i64::MAX).await?;
+    store.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&trends)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "  {:<14}{:>10}{:>12}{:>11}{:>14}{:>16}{:>10}{:>10}",
+        "role",
+        "decisions",
+        "confidence",
+        "tool calls",
+        "mean wall ms",
+        "tokens in/out",
+        "judged",
+        "accuracy"
+    );
+    for t in &trends {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        println!(
+            "  {:<14}{:>10}{:>12}{:>11}{:>14.3}{:>16}{:>10}{:>10}",
+            t.role,
+            t.decisions,
+            opt(t.mean_confidence),
+            t.tool_calls,
+            t.mean_wall_ms,
+            format!("{}/{}", t.tokens_in, t.tokens_out),
+            t.judged,
+            opt(t.accuracy)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

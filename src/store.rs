@@ -179,7 +179,7 @@ pub struct VerdictRow {
     pub tokens_in: i64,
     /// Completion tokens.
     pub tokens_out: i64,
-    /// The analysts' disposition, once known.
+    /// The analysts' disposition, once known (from `dispositions`, by ticket).
     pub ground_truth: Option<String>,
     /// When the decision was made, ms since the epoch.
     pub at_ms: i64,
@@ -260,7 +260,7 @@ impl Store {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT OR IGNORE INTO verdicts (audit_ms, audit_seq, ticket, site, role, kind, \
                  verdict, confidence, reasoner, wall_time_ms, tool_calls_made, tokens_in, \
-                 tokens_out, ground_truth, at_ms) ",
+                 tokens_out, at_ms) ",
             );
             insert.push_values(chunk, |mut b, (id, row)| {
                 b.push_bind(id.ms as i64)
@@ -276,7 +276,6 @@ impl Store {
                     .push_bind(row.tool_calls_made)
                     .push_bind(row.tokens_in)
                     .push_bind(row.tokens_out)
-                    .push_bind(&row.ground_truth)
                     .push_bind(row.at_ms);
             });
             written += insert.build().execute(&mut *tx).await?.rows_affected();
@@ -299,9 +298,10 @@ impl Store {
     /// Every verdict, in audit order.
     pub async fn verdicts(&self) -> Result<Vec<VerdictRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT audit_ms, audit_seq, ticket, site, role, kind, verdict, confidence, reasoner, \
-             wall_time_ms, tool_calls_made, tokens_in, tokens_out, ground_truth, at_ms \
-             FROM verdicts ORDER BY audit_ms, audit_seq",
+            "SELECT v.audit_ms, v.audit_seq, v.ticket, v.site, v.role, v.kind, v.verdict, \
+             v.confidence, v.reasoner, v.wall_time_ms, v.tool_calls_made, v.tokens_in, \
+             v.tokens_out, d.ground_truth, v.at_ms FROM verdicts v \
+             LEFT JOIN dispositions d ON d.ticket = v.ticket ORDER BY v.audit_ms, v.audit_seq",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -340,6 +340,32 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .get(0))
+    }
+
+    /// Records what analysts decided for tickets (`escalate` or `close`), from `source`.
+    /// Returns the tickets recorded; a later record for a ticket replaces an earlier one.
+    pub async fn import_dispositions(
+        &self,
+        dispositions: &[(String, String)],
+        source: &str,
+    ) -> Result<u64, StoreError> {
+        let at_ms = crate::proto::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for chunk in dispositions.chunks(BULK_ROWS) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT OR REPLACE INTO dispositions (ticket, ground_truth, source, at_ms) ",
+            );
+            q.push_values(chunk, |mut b, (ticket, truth)| {
+                b.push_bind(ticket)
+                    .push_bind(truth)
+                    .push_bind(source)
+                    .push_bind(at_ms);
+            });
+            written += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// The connection pool (for the read models' queries).

@@ -640,3 +640,70 @@ fn case_memory_commands_read_the_last_runs_store() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("no case nope"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_dispositions_score_the_roles_trends() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A labelled feed: the run ignores the labels; the import records them.
+    let feed = common::synthetic_feed(dir.path(), "tr", 400);
+    let labelled = dir.path().join("labelled.jsonl");
+    let mut out = std::fs::File::create(&labelled).unwrap();
+    for (i, line) in std::fs::read_to_string(&feed).unwrap().lines().enumerate() {
+        let truth = if i % 7 == 0 { "escalate" } else { "close" };
+        let line = line.trim_end_matches('}');
+        writeln!(out, r#"{line},"ground_truth":"{truth}"}}"#).unwrap();
+    }
+    drop(out);
+    let (run_out, _) = run_feed(dir.path(), &labelled, &[], &[]);
+    assert!(run_out.status.success(), "{}", text(&run_out.stderr));
+
+    let import = run(soc()
+        .args(["memory", "import", "--tickets"])
+        .arg(&labelled)
+        .arg("--data-dir")
+        .arg(&data));
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    assert!(
+        text(&import.stdout).contains("recorded 400"),
+        "{}",
+        text(&import.stdout)
+    );
+
+    let trends = run(soc()
+        .args(["memory", "trends", "--json", "--data-dir"])
+        .arg(&data));
+    assert!(trends.status.success(), "{}", text(&trends.stderr));
+    let trends: serde_json::Value = serde_json::from_slice(&trends.stdout).unwrap();
+    let sentinel = trends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "sentinel")
+        .unwrap()
+        .clone();
+    assert_eq!(sentinel["decisions"], 400);
+    assert_eq!(sentinel["judged"], 400);
+
+    // The same agreement, counted here from the verdict store's rows.
+    let store = soc_runtime::store::Store::open(&data.join(soc_runtime::store::MEMORY_FILE))
+        .await
+        .unwrap();
+    let rows = store.verdicts().await.unwrap();
+    store.close().await;
+    let triage: Vec<_> = rows.iter().filter(|r| r.kind == "AlertTriaged").collect();
+    assert!(
+        triage.iter().all(|r| r.ground_truth.is_some()),
+        "every verdict shows its label"
+    );
+    let agreed = triage
+        .iter()
+        .filter(|r| {
+            (r.verdict == "true_positive") == (r.ground_truth.as_deref() == Some("escalate"))
+        })
+        .count();
+    assert_eq!(sentinel["agreed"], agreed as u64);
+    let accuracy = sentinel["accuracy"].as_f64().unwrap();
+    assert!((accuracy - agreed as f64 / 400.0).abs() < 1e-9);
+}

@@ -295,7 +295,8 @@ pub async fn recall(
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(options.limit.clamp(1, 1_000) * 4);
     let mut lookup = QueryBuilder::new(
-        "SELECT ticket, first_ms, escalated, confidence, ground_truth FROM cases WHERE ticket IN (",
+        "SELECT c.ticket, c.first_ms, c.escalated, c.confidence, d.ground_truth FROM cases c \
+         LEFT JOIN dispositions d ON d.ticket = c.ticket WHERE c.ticket IN (",
     );
     let mut list = lookup.separated(", ");
     for (ticket, _, _) in &ranked {
@@ -522,4 +523,76 @@ impl UnionFind {
     fn members(&self) -> Vec<String> {
         self.parent.keys().cloned().collect()
     }
+}
+
+/// One role's record over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoleTrend {
+    /// The role.
+    pub role: String,
+    /// Decisions.
+    pub decisions: u64,
+    /// Mean confidence, where the role gives one.
+    pub mean_confidence: Option<f64>,
+    /// Tool calls made.
+    pub tool_calls: u64,
+    /// Mean wall time per decision, ms.
+    pub mean_wall_ms: f64,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// Decisions on tickets whose disposition is known, on the role's own question.
+    pub judged: u64,
+    /// Of those, how many agreed with the analysts.
+    pub agreed: u64,
+    /// `agreed / judged`, when anything was judged.
+    pub accuracy: Option<f64>,
+}
+
+/// Per-role trends for decisions made in `[from_ms, to_ms]`. Accuracy is scored only on each
+/// role's own question about escalation: sentinel's (`true_positive` or not) and tier2's
+/// (`escalate` or not) against the analysts' escalate/close. Other roles are not judged.
+pub async fn trends(
+    pool: &SqlitePool,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<RoleTrend>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT v.role, COUNT(*), AVG(v.confidence), SUM(v.tool_calls_made), \
+         AVG(v.wall_time_ms), SUM(v.tokens_in), SUM(v.tokens_out), \
+         SUM(CASE WHEN d.ground_truth IS NOT NULL \
+             AND v.kind IN ('AlertTriaged', 'Tier2Analysis') THEN 1 ELSE 0 END), \
+         SUM(CASE WHEN d.ground_truth IS NULL THEN 0 \
+             WHEN v.kind = 'AlertTriaged' \
+               AND (v.verdict = 'true_positive') = (d.ground_truth = 'escalate') THEN 1 \
+             WHEN v.kind = 'Tier2Analysis' \
+               AND (v.verdict = 'escalate') = (d.ground_truth = 'escalate') THEN 1 \
+             ELSE 0 END) \
+         FROM verdicts v LEFT JOIN dispositions d ON d.ticket = v.ticket \
+         WHERE v.at_ms BETWEEN ? AND ? GROUP BY v.role ORDER BY v.role",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(pool)
+    .await?;
+    let count = |r: &sqlx::sqlite::SqliteRow, i: usize| r.get::<i64, _>(i).max(0) as u64;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (judged, agreed) = (count(r, 7), count(r, 8));
+            RoleTrend {
+                role: r.get(0),
+                decisions: count(r, 1),
+                mean_confidence: r.get(2),
+                tool_calls: count(r, 3),
+                mean_wall_ms: r.get(4),
+                tokens_in: count(r, 5),
+                tokens_out: count(r, 6),
+                judged,
+                agreed,
+                accuracy: (judged > 0).then(|| agreed as f64 / judged as f64),
+            }
+        })
+        .collect())
 }
