@@ -385,7 +385,27 @@ pub async fn run(
         faults: None,
     };
     let runtime = Runtime::start(config, options).await?;
-    let report = runtime.wait().await;
+    // A progress bar on stderr while the replay runs (hidden when stderr is not a terminal).
+    let bar = indicatif::ProgressBar::new(tickets.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying [{bar:40}] {pos}/{len} tickets triaged (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let triage = runtime.role_stats("sentinel");
+    let progress = async {
+        loop {
+            if let Some(stats) = &triage {
+                bar.set_position(stats.processed.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let report = tokio::select! {
+        report = runtime.wait() => report,
+        () = progress => unreachable!("the progress loop never ends"),
+    };
+    bar.finish_and_clear();
     if report.exit != ExitReason::Idle {
         return Err(BacktestError::Replay(format!("{:?}", report.exit)));
     }

@@ -152,6 +152,11 @@ impl Runtime {
         &self.ctx.bus
     }
 
+    /// The counters of `role` (they outlive its restarts), if it runs here.
+    pub fn role_stats(&self, role: &str) -> Option<Arc<RoleStats>> {
+        self.ctx.role_stats.get(role).cloned()
+    }
+
     /// A handle to the LLM gateway, when endpoints are configured.
     pub fn llm(&self) -> Option<Llm> {
         self.ctx.llm()
