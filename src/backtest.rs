@@ -44,8 +44,8 @@ pub struct Ticket {
     pub id: String,
     /// Site (scenario).
     pub site: String,
-    /// First alert, RFC 3339: replay order.
-    pub first_seen: String,
+    /// First alert, ms since the epoch: replay order.
+    pub first_ms: i64,
     /// The analysts' answer: read by the scorer only.
     pub ground_truth: Disposition,
     /// The ticket as the feed carries it, without its label.
@@ -142,7 +142,9 @@ fn ticket_of(line: &str) -> Result<Ticket, String> {
     Ok(Ticket {
         id: alert.ticket_id,
         site: alert.site.unwrap_or_default(),
-        first_seen: alert.first_seen,
+        first_ms: chrono::DateTime::parse_from_rfc3339(&alert.first_seen)
+            .map_err(|e| format!("first_seen: {e}"))?
+            .timestamp_millis(),
         ground_truth,
         feed_line,
     })
@@ -174,7 +176,7 @@ pub fn select(tickets: Vec<Ticket>, selection: &Selection) -> Vec<Ticket> {
             pool.truncate(n);
         }
     }
-    pool.sort_by(|a, b| (&a.first_seen, &a.id).cmp(&(&b.first_seen, &b.id)));
+    pool.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
     pool
 }
 
@@ -762,7 +764,7 @@ mod tests {
         assert_eq!(ids(&a), ids(&b), "same seed, same sample");
         assert!(
             a.windows(2)
-                .all(|w| (&w[0].first_seen, &w[0].id) <= (&w[1].first_seen, &w[1].id))
+                .all(|w| (w[0].first_ms, &w[0].id) <= (w[1].first_ms, &w[1].id))
         );
         let other = select(
             tickets,

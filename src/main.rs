@@ -646,7 +646,7 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let projection = store::projection_name(&bus);
     store.bind_projection(&projection).await?;
     let started = std::time::Instant::now();
-    store.reset_verdicts(&projection).await?;
+    store.reset(&projection).await?;
     let folded = store::catch_up(&bus, &store, &projection, None).await?;
     store.close().await;
     if folded.skipped > 0 {

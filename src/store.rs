@@ -144,7 +144,7 @@ pub async fn catch_up(
             .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
             .collect();
         folded.skipped += (entries.len() - page.len()) as u64;
-        folded.rows += store.fold_verdicts(projection, &page, last).await?;
+        folded.rows += store.fold(projection, &page, last).await?;
         folded.entries += entries.len() as u64;
         folded.checkpoint = last;
         pages += 1;
@@ -240,10 +240,10 @@ impl Store {
         }))
     }
 
-    /// Folds one page of audit entries (in id order, all after the checkpoint) into
-    /// `verdicts` and moves the checkpoint to `last`, in one transaction. Returns the rows
-    /// written.
-    pub async fn fold_verdicts(
+    /// Folds one page of audit entries (in id order, all after the checkpoint) into the
+    /// verdicts and case memory, and moves the checkpoint to `last`, in one transaction.
+    /// Returns the verdict rows written.
+    pub async fn fold(
         &self,
         projection: &str,
         page: &[(StreamId, Envelope)],
@@ -376,7 +376,7 @@ impl Store {
     /// Forgets the projected rows (verdicts and case memory) and the checkpoint, before a
     /// rebuild. The store holds one projection ([`Store::bind_projection`]), so this forgets
     /// nothing of any other.
-    pub async fn reset_verdicts(&self, projection: &str) -> Result<(), StoreError> {
+    pub async fn reset(&self, projection: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for table in PROJECTED_TABLES {
             sqlx::query(&format!("DELETE FROM {table}"))

@@ -725,36 +725,30 @@ async fn group_states_report_pending_and_unread(h: &Harness) {
     assert_eq!((partly[1].pending, partly[1].has_unread), (0, true));
 }
 
+/// The suite against one backend: a module of tests, each on a fresh harness.
+macro_rules! conformance_on {
+    ($backend:ident, $harness:ident, $($name:ident $(with $tweak:expr)?),*) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    #[allow(unused_mut)]
+                    let mut config = super::config("");
+                    $( ($tweak)(&mut config); )?
+                    let h = super::$harness(config).await;
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! conformance {
     ($($name:ident $(with $tweak:expr)?),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    #[allow(unused_mut)]
-                    let mut config = super::config("");
-                    $( ($tweak)(&mut config); )?
-                    let h = super::memory_harness(config).await;
-                    super::$name(&h).await;
-                    h.finish().await;
-                }
-            )*
-        }
-        mod redis {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    #[allow(unused_mut)]
-                    let mut config = super::config("");
-                    $( ($tweak)(&mut config); )?
-                    let h = super::redis_harness(config).await;
-                    super::$name(&h).await;
-                    h.finish().await;
-                }
-            )*
-        }
+        conformance_on!(memory, memory_harness, $($name $(with $tweak)?),*);
+        conformance_on!(redis, redis_harness, $($name $(with $tweak)?),*);
     };
 }
 

@@ -77,7 +77,7 @@ async fn fold(store: &Store, envelopes: &[Envelope], from_seq: u64) {
         })
         .collect();
     let last = page.last().unwrap().0;
-    store.fold_verdicts("test", &page, last).await.unwrap();
+    store.fold("test", &page, last).await.unwrap();
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         }
         if page.len() >= FOLD_PAGE || i + 1 == cases {
             let last = page.last().map_or(StreamId::ZERO, |(id, _)| *id);
-            store.fold_verdicts("bench", &page, last).await?;
+            store.fold("bench", &page, last).await?;
             page.clear();
         }
     }

@@ -633,10 +633,3 @@ impl fmt::Display for AttemptErrorKind {
         }
     }
 }
-
-impl AttemptError {
-    /// Whether another endpoint might answer (and this one's circuit should count it).
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self.kind, AttemptErrorKind::Rejected(_))
-    }
-}
