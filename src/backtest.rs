@@ -16,26 +16,20 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Backend, Config};
 use crate::ingest::jsonl::parse_line;
+use crate::knowledge::{DispositionFacts, Knowledge};
 use crate::store::{Store, StoreError, VerdictRow};
 
 use crate::runtime::{Runtime, StartError};
 use crate::supervisor::{ExitReason, RuntimeOptions};
 
-/// What the analysts decided for a ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Disposition {
-    /// Handed to incident response.
-    Escalate,
-    /// Closed as benign or uninteresting.
-    Close,
-}
+pub use crate::knowledge::Disposition;
 
 /// One labelled ticket.
 #[derive(Debug, Clone)]
@@ -46,10 +40,33 @@ pub struct Ticket {
     pub site: String,
     /// First alert, ms since the epoch: replay order.
     pub first_ms: i64,
+    /// Last alert, ms since the epoch: when the ticket could be closed.
+    pub last_ms: i64,
+    /// Rule code.
+    pub rule: String,
+    /// Host.
+    pub host: String,
+    /// Detector family.
+    pub detector: String,
     /// The analysts' answer: read by the scorer only.
     pub ground_truth: Disposition,
     /// The ticket as the feed carries it, without its label.
     feed_line: String,
+}
+
+impl Ticket {
+    /// The ticket's disposition as prior knowledge, known from `known_ms`.
+    pub fn disposition(&self, known_ms: i64) -> DispositionFacts {
+        DispositionFacts {
+            ticket: self.id.clone(),
+            disposition: self.ground_truth,
+            site: self.site.clone(),
+            rule: self.rule.clone(),
+            host: self.host.clone(),
+            detector: self.detector.clone(),
+            known_ms,
+        }
+    }
 }
 
 /// Which tickets to replay.
@@ -139,12 +156,19 @@ fn ticket_of(line: &str) -> Result<Ticket, String> {
         .map_err(|_| "ground_truth must be \"escalate\" or \"close\"".to_owned())?;
     let feed_line = serde_json::to_string(&object).map_err(|e| e.to_string())?;
     let alert = parse_line(feed_line.as_bytes())?;
+    let time = |field: &str, value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("{field}: {e}"))
+    };
     Ok(Ticket {
+        first_ms: time("first_seen", &alert.first_seen)?,
+        last_ms: time("last_seen", &alert.last_seen)?,
         id: alert.ticket_id,
         site: alert.site.unwrap_or_default(),
-        first_ms: chrono::DateTime::parse_from_rfc3339(&alert.first_seen)
-            .map_err(|e| format!("first_seen: {e}"))?
-            .timestamp_millis(),
+        rule: alert.rule_id,
+        host: alert.host,
+        detector: alert.source,
         ground_truth,
         feed_line,
     })
@@ -300,6 +324,9 @@ pub struct Summary {
     pub elapsed_s: f64,
     /// How the tickets were chosen.
     pub selection: SelectionSummary,
+    /// The history and feedback the replay ran with.
+    #[serde(default)]
+    pub priors: PriorsSummary,
     /// Tickets the runtime rejected as malformed (not scored).
     pub malformed: u64,
 }
@@ -317,6 +344,9 @@ pub struct SelectionSummary {
     pub stratify: bool,
     /// Seed.
     pub seed: u64,
+    /// Each site replayed with the other sites as history.
+    #[serde(default)]
+    pub leave_one_site_out: bool,
 }
 
 /// Scores the replay's audit against the labels. Pure: the tickets' labels meet the roles'
@@ -363,18 +393,163 @@ pub fn score(
     (all, per_site, roles)
 }
 
+/// What a replay knows before it starts, and what it learns as it goes.
+#[derive(Debug, Clone, Default)]
+pub struct Priors {
+    /// Tickets whose dispositions are known before the replay (`--history`). A ticket that is
+    /// also replayed is left out of the history.
+    pub history: Vec<Ticket>,
+    /// Where the history came from, for the summary.
+    pub history_source: Option<String>,
+    /// `--feedback-delay`: each replayed ticket's disposition becomes known this long (ms)
+    /// after its last alert, the way analysts close tickets. Off when `None`.
+    pub feedback_delay_ms: Option<i64>,
+}
+
+/// The history and feedback a replay ran with, as reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PriorsSummary {
+    /// Where the history came from (`None`: no history).
+    pub history: Option<String>,
+    /// Dispositions imported as history (summed over the replays).
+    pub history_tickets: u64,
+    /// Replays run (one per site when leaving one site out).
+    #[serde(default)]
+    pub replays: u64,
+    /// Sites of the history.
+    pub history_sites: Vec<String>,
+    /// The feedback delay, seconds (`None`: no feedback).
+    pub feedback_delay_s: Option<f64>,
+}
+
+/// One replay's raw result, before scoring.
+struct Replayed {
+    escalated: HashSet<String>,
+    decisions: Vec<VerdictRow>,
+    malformed: u64,
+    history_tickets: u64,
+}
+
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
 pub async fn run(
     tickets: Vec<Ticket>,
     selection: SelectionSummary,
+    priors: &Priors,
 ) -> Result<Summary, BacktestError> {
     if tickets.is_empty() {
         return Err(BacktestError::Empty);
     }
     let started = Instant::now();
+    let replayed = replay(&tickets, priors).await?;
+    let summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
+    Ok(summarize(
+        &tickets,
+        &replayed.escalated,
+        &replayed.decisions,
+        replayed.malformed,
+        started,
+        selection,
+        summary,
+    ))
+}
+
+/// Leave-one-site-out: replays each site's tickets with the dispositions of every *other*
+/// site of the history (`priors.history`, or the tickets themselves when it is empty) as prior
+/// knowledge, and scores all the replays together (`per_site` holds each site as replayed).
+pub async fn leave_one_site_out(
+    tickets: Vec<Ticket>,
+    mut selection: SelectionSummary,
+    priors: &Priors,
+) -> Result<Summary, BacktestError> {
+    if tickets.is_empty() {
+        return Err(BacktestError::Empty);
+    }
+    let started = Instant::now();
+    let pool = if priors.history.is_empty() {
+        &tickets
+    } else {
+        &priors.history
+    };
+    let sites: std::collections::BTreeSet<&str> = tickets.iter().map(|t| t.site.as_str()).collect();
+    let mut escalated = HashSet::new();
+    let mut decisions = Vec::new();
+    let mut malformed = 0;
+    let mut imported = 0;
+    for site in &sites {
+        let fold: Vec<Ticket> = tickets
+            .iter()
+            .filter(|t| t.site == *site)
+            .cloned()
+            .collect();
+        let fold_priors = Priors {
+            history: pool.iter().filter(|t| t.site != *site).cloned().collect(),
+            ..priors.clone()
+        };
+        let r = replay(&fold, &fold_priors).await?;
+        escalated.extend(r.escalated);
+        decisions.extend(r.decisions);
+        malformed += r.malformed;
+        imported += r.history_tickets;
+    }
+    selection.leave_one_site_out = true;
+    let mut summary = priors_summary(priors, pool, imported, sites.len() as u64);
+    summary.history = Some(format!(
+        "for each site, the other sites of {}",
+        priors.history_source.as_deref().unwrap_or(&selection.file)
+    ));
+    Ok(summarize(
+        &tickets, &escalated, &decisions, malformed, started, selection, summary,
+    ))
+}
+
+fn priors_summary(
+    priors: &Priors,
+    history: &[Ticket],
+    imported: u64,
+    replays: u64,
+) -> PriorsSummary {
+    let sites: std::collections::BTreeSet<&str> = history.iter().map(|t| t.site.as_str()).collect();
+    PriorsSummary {
+        history: priors.history_source.clone(),
+        history_tickets: imported,
+        replays,
+        history_sites: sites.into_iter().map(str::to_owned).collect(),
+        feedback_delay_s: priors.feedback_delay_ms.map(|ms| ms as f64 / 1000.0),
+    }
+}
+
+fn summarize(
+    tickets: &[Ticket],
+    escalated: &HashSet<String>,
+    decisions: &[VerdictRow],
+    malformed: u64,
+    started: Instant,
+    selection: SelectionSummary,
+    priors: PriorsSummary,
+) -> Summary {
+    let (confusion, per_site, roles) = score(tickets, escalated, decisions);
+    let overall = Scores::of(confusion);
+    Summary {
+        tickets: overall.tickets,
+        confusion,
+        precision: overall.precision,
+        recall: overall.recall,
+        f1: overall.f1,
+        per_site,
+        roles,
+        elapsed_s: round(started.elapsed().as_secs_f64()),
+        selection,
+        priors,
+        malformed,
+    }
+}
+
+/// Runs one replay: a real runtime over a scratch feed, with the history (and feedback) as
+/// its knowledge; returns what its store recorded.
+async fn replay(tickets: &[Ticket], priors: &Priors) -> Result<Replayed, BacktestError> {
     let scratch = tempfile::tempdir().map_err(BacktestError::Scratch)?;
     let feed = scratch.path().join("feed.jsonl");
-    write_feed(&feed, &tickets).map_err(BacktestError::Scratch)?;
+    write_feed(&feed, tickets).map_err(BacktestError::Scratch)?;
     let mut config = Config {
         data_dir: scratch.path().join("data"),
         alerts: Some(feed),
@@ -382,9 +557,30 @@ pub async fn run(
     };
     config.bus.backend = Backend::Memory;
     config.http.addr = "off".into();
+    // Prior knowledge: the history, known from the start, minus anything being replayed.
+    let replayed: HashSet<&str> = tickets.iter().map(|t| t.id.as_str()).collect();
+    let history: Vec<DispositionFacts> = priors
+        .history
+        .iter()
+        .filter(|t| !replayed.contains(t.id.as_str()))
+        .map(|t| t.disposition(i64::MIN))
+        .collect();
+    let knowledge = Arc::new(Knowledge::default());
+    knowledge.add_dispositions(&history);
+    // Feedback: the third reader of the labels, off by default. Each disposition is stamped
+    // with the ticket time from which it is known, and the reasoner counts a disposition only
+    // for cases that open after that time, so adding them all now leaks nothing.
+    if let Some(delay) = priors.feedback_delay_ms {
+        let feedback: Vec<DispositionFacts> = tickets
+            .iter()
+            .map(|t| t.disposition(t.last_ms.saturating_add(delay)))
+            .collect();
+        knowledge.add_dispositions(&feedback);
+    }
     let options = RuntimeOptions {
         until_idle: true,
-        faults: None,
+        knowledge: Some(knowledge),
+        ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(config, options).await?;
     // A progress bar on stderr while the replay runs (hidden when stderr is not a terminal).
@@ -435,19 +631,11 @@ pub async fn run(
             report.summary.alerts_in
         )));
     }
-    let (confusion, per_site, roles) = score(&tickets, &escalated, &decisions);
-    let overall = Scores::of(confusion);
-    Ok(Summary {
-        tickets: overall.tickets,
-        confusion,
-        precision: overall.precision,
-        recall: overall.recall,
-        f1: overall.f1,
-        per_site,
-        roles,
-        elapsed_s: round(started.elapsed().as_secs_f64()),
-        selection,
+    Ok(Replayed {
+        escalated,
+        decisions,
         malformed: report.summary.malformed_lines,
+        history_tickets: history.len() as u64,
     })
 }
 
@@ -482,6 +670,33 @@ pub fn load_summary(path: &PathBuf) -> Result<Summary, String> {
         .map_err(|e| format!("{} is not a backtest summary: {e}", path.display()))
 }
 
+impl std::fmt::Display for PriorsSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.history {
+            Some(h) => write!(
+                f,
+                "history: {h} ({} dispositions{}; sites {})",
+                self.history_tickets,
+                if self.replays > 1 {
+                    format!(" over {} replays", self.replays)
+                } else {
+                    String::new()
+                },
+                self.history_sites.join(", ")
+            )?,
+            None => f.write_str("history: none")?,
+        }
+        match self.feedback_delay_s {
+            Some(s) => write!(
+                f,
+                "; feedback after {}",
+                humantime::format_duration(std::time::Duration::from_secs_f64(s))
+            ),
+            None => f.write_str("; no feedback"),
+        }
+    }
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.confusion;
@@ -498,6 +713,7 @@ impl std::fmt::Display for Summary {
             c.fn_,
             c.tn
         )?;
+        writeln!(f, "  {}", self.priors)?;
         writeln!(
             f,
             "  {:<16}{:>8}{:>11}{:>8}{:>8}{:>6}{:>6}{:>6}{:>7}",
@@ -579,7 +795,7 @@ pub fn report_html(summary: &Summary) -> String {
     }
     let sel = &summary.selection;
     let scope = format!(
-        "{} tickets from {}{}{}",
+        "{} tickets from {}{}{}{}. {}",
         summary.tickets,
         escape(&sel.file),
         if sel.sites.is_empty() {
@@ -598,7 +814,13 @@ pub fn report_html(summary: &Summary) -> String {
                 sel.seed
             ),
             None => String::new(),
-        }
+        },
+        if sel.leave_one_site_out {
+            ", each site replayed with the other sites as history"
+        } else {
+            ""
+        },
+        escape(&summary.priors.to_string())
     );
     format!(
         r#"<!doctype html>
@@ -793,7 +1015,9 @@ mod tests {
                 sample: None,
                 stratify: false,
                 seed: 0,
+                leave_one_site_out: false,
             },
+            priors: PriorsSummary::default(),
             malformed: 0,
         };
         let worse = Summary {

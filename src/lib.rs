@@ -11,6 +11,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod knowledge;
 pub mod llm;
 pub mod memory;
 pub mod proto;

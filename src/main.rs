@@ -188,6 +188,18 @@ struct BacktestArgs {
     /// Largest tolerated drop of F1 or recall against --baseline.
     #[arg(long, default_value_t = 0.05, requires = "baseline")]
     max_drop: f64,
+    /// Past labelled tickets whose dispositions are known before the replay (the rules
+    /// reasoner's priors). Tickets that are also replayed are left out of it.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Let each replayed ticket's disposition become known this much ticket time after its
+    /// last alert (e.g. 4h, 2d), as analysts close tickets. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    feedback_delay: Option<std::time::Duration>,
+    /// Replay each site with the other sites' dispositions (of --history, or of --tickets)
+    /// as history, and score all sites together.
+    #[arg(long)]
+    leave_one_site_out: bool,
 }
 
 #[derive(Subcommand)]
@@ -401,6 +413,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = RuntimeOptions {
         until_idle: args.until_idle,
         faults: None,
+        ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(config, options).await?;
     tracing::info!(
@@ -583,17 +596,33 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     };
     let tickets = backtest::select(tickets, &selection);
-    let summary = backtest::run(
-        tickets,
-        SelectionSummary {
-            file: args.tickets.display().to_string(),
-            sites: args.sites,
-            sample: args.sample,
-            stratify: args.stratify,
-            seed: args.seed,
+    let priors = backtest::Priors {
+        history: match &args.history {
+            Some(path) => backtest::load_tickets(path)?,
+            None => Vec::new(),
         },
-    )
-    .await?;
+        history_source: args.history.as_ref().map(|p| p.display().to_string()),
+        feedback_delay_ms: match args.feedback_delay {
+            Some(d) => Some(
+                i64::try_from(d.as_millis())
+                    .map_err(|_| anyhow::anyhow!("--feedback-delay is too long"))?,
+            ),
+            None => None,
+        },
+    };
+    let selection = SelectionSummary {
+        file: args.tickets.display().to_string(),
+        sites: args.sites,
+        sample: args.sample,
+        stratify: args.stratify,
+        seed: args.seed,
+        leave_one_site_out: args.leave_one_site_out,
+    };
+    let summary = if args.leave_one_site_out {
+        backtest::leave_one_site_out(tickets, selection, &priors).await?
+    } else {
+        backtest::run(tickets, selection, &priors).await?
+    };
     print!("{summary}");
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
@@ -783,16 +812,7 @@ async fn campaigns(args: CampaignArgs) -> anyhow::Result<ExitCode> {
 
 async fn memory_import(args: MemoryImportArgs) -> anyhow::Result<ExitCode> {
     let tickets = soc_runtime::backtest::load_tickets(&args.tickets)?;
-    let dispositions: Vec<(String, String)> = tickets
-        .iter()
-        .map(|t| {
-            let truth = match t.ground_truth {
-                soc_runtime::backtest::Disposition::Escalate => "escalate",
-                soc_runtime::backtest::Disposition::Close => "close",
-            };
-            (t.id.clone(), truth.to_owned())
-        })
-        .collect();
+    let dispositions: Vec<_> = tickets.iter().map(|t| t.disposition(i64::MIN)).collect();
     let store = open_store(args.store).await?;
     let source = format!("import:{}", args.tickets.display());
     let written = store.import_dispositions(&dispositions, &source).await?;

@@ -105,15 +105,11 @@ impl Runtime {
         ));
         let store_path = crate::store::file_for(&config.data_dir, bus.backend_name());
         let projection = crate::store::projection_name(&bus);
-        if bus.backend_name() == "redis" {
-            let store = crate::store::Store::open(&store_path).await?;
-            let bound = store.bind_projection(&projection).await;
-            store.close().await;
-            bound?;
-        } else {
-            crate::store::remove(&store_path)
-                .map_err(|e| StartError::DataDir(store_path.display().to_string(), e))?;
-        }
+        let knowledge = options.knowledge.clone().unwrap_or_default();
+        let store = crate::store::Store::open(&store_path).await?;
+        let prepared = prepare_store(&store, &projection, bus.backend_name(), &knowledge).await;
+        store.close().await;
+        prepared?;
         let instance = format!("soc{}", INSTANCES.fetch_add(1, Ordering::Relaxed));
         let ctx = Arc::new(Context {
             role_stats: REACTIVE_ROLES
@@ -129,6 +125,7 @@ impl Runtime {
             store_path,
             projection,
             projector_stats: Arc::default(),
+            knowledge,
             exit: Mutex::new(None),
             started: std::time::Instant::now(),
             instance: instance.clone(),
@@ -435,6 +432,26 @@ impl Summary {
         }
         out
     }
+}
+
+/// Binds the store to this run's projection (an in-memory run's audit is new, so its
+/// projection starts over; imported dispositions stay), and loads what the rules reasoner
+/// knows from it: the dispositions, and the activity of the last hour of cases.
+async fn prepare_store(
+    store: &crate::store::Store,
+    projection: &str,
+    backend: &str,
+    knowledge: &crate::knowledge::Knowledge,
+) -> Result<(), crate::store::StoreError> {
+    if backend != "redis" {
+        store.reset(projection).await?;
+    }
+    store.bind_projection(projection).await?;
+    knowledge.add_dispositions(&store.dispositions().await?);
+    for alert in store.recent_alerts().await? {
+        crate::actors::sentinel::remember(knowledge, &alert);
+    }
+    Ok(())
 }
 
 /// Why the runtime could not start.

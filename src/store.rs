@@ -16,14 +16,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::bus::{Bus, BusError, StreamId, Topic};
+use crate::knowledge::{Disposition, DispositionFacts};
 use crate::proto::{DecisionMeta, Envelope, Event};
 
 /// The store of a Redis-backed SOC, in the data directory: it projects one namespace's
 /// audit, which outlives runs.
 pub const FILE: &str = "soc.db";
 
-/// The store of an in-memory run: its audit dies with the process, so the store is made anew
-/// at each start and holds the last in-memory run.
+/// The store of an in-memory run: its audit dies with the process, so the projection is reset
+/// at each start and holds the last in-memory run (imported dispositions are kept).
 pub const MEMORY_FILE: &str = "soc-memory.db";
 
 /// The store file for `backend` in `data_dir`.
@@ -33,19 +34,6 @@ pub fn file_for(data_dir: &Path, backend: &str) -> std::path::PathBuf {
     } else {
         MEMORY_FILE
     })
-}
-
-/// Removes an in-memory run's store (and its WAL files) before a new run.
-pub fn remove(path: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        match std::fs::remove_file(&name) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Store errors.
@@ -183,6 +171,17 @@ pub struct VerdictRow {
     pub ground_truth: Option<String>,
     /// When the decision was made, ms since the epoch.
     pub at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DispositionRow {
+    ticket: String,
+    ground_truth: String,
+    site: String,
+    rule: String,
+    host: String,
+    detector: String,
+    known_ms: Option<i64>,
 }
 
 /// The SQLite store.
@@ -346,7 +345,7 @@ impl Store {
     /// Returns the tickets recorded; a later record for a ticket replaces an earlier one.
     pub async fn import_dispositions(
         &self,
-        dispositions: &[(String, String)],
+        dispositions: &[DispositionFacts],
         source: &str,
     ) -> Result<u64, StoreError> {
         let at_ms = crate::proto::now_ms();
@@ -354,18 +353,73 @@ impl Store {
         let mut written = 0;
         for chunk in dispositions.chunks(BULK_ROWS) {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO dispositions (ticket, ground_truth, source, at_ms) ",
+                "INSERT OR REPLACE INTO dispositions (ticket, ground_truth, source, at_ms, site, \
+                 rule, host, detector, known_ms) ",
             );
-            q.push_values(chunk, |mut b, (ticket, truth)| {
-                b.push_bind(ticket)
-                    .push_bind(truth)
+            q.push_values(chunk, |mut b, f| {
+                b.push_bind(&f.ticket)
+                    .push_bind(f.disposition.label())
                     .push_bind(source)
-                    .push_bind(at_ms);
+                    .push_bind(at_ms)
+                    .push_bind(&f.site)
+                    .push_bind(&f.rule)
+                    .push_bind(&f.host)
+                    .push_bind(&f.detector)
+                    .push_bind((f.known_ms != i64::MIN).then_some(f.known_ms));
             });
             written += q.build().execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(written)
+    }
+
+    /// Every recorded disposition with its ticket's facts (rows without them keep empty
+    /// strings; a row with an unknown label is skipped).
+    pub async fn dispositions(&self) -> Result<Vec<DispositionFacts>, StoreError> {
+        let rows: Vec<DispositionRow> = sqlx::query_as(
+            "SELECT ticket, ground_truth, COALESCE(site, '') AS site, COALESCE(rule, '') AS rule, \
+             COALESCE(host, '') AS host, COALESCE(detector, '') AS detector, known_ms \
+             FROM dispositions ORDER BY COALESCE(known_ms, -9223372036854775808), ticket",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(DispositionFacts {
+                    disposition: Disposition::parse(&r.ground_truth)?,
+                    ticket: r.ticket,
+                    site: r.site,
+                    rule: r.rule,
+                    host: r.host,
+                    detector: r.detector,
+                    known_ms: r.known_ms.unwrap_or(i64::MIN),
+                })
+            })
+            .collect())
+    }
+
+    /// The alerts of the cases opened in the activity window before the newest case, in time
+    /// order: what [`Knowledge`] needs to know which hosts are busy after a restart.
+    pub async fn recent_alerts(&self) -> Result<Vec<crate::proto::Alert>, StoreError> {
+        let Some(newest) = self.newest_case_ms().await? else {
+            return Ok(Vec::new());
+        };
+        let bodies: Vec<(String,)> = sqlx::query_as(
+            "SELECT e.body FROM cases c JOIN case_events e ON e.ticket = c.ticket \
+             WHERE c.first_ms >= ? AND e.kind = 'AlertReceived' \
+             ORDER BY c.first_ms, c.ticket, e.audit_ms, e.audit_seq",
+        )
+        .bind(newest.saturating_sub(crate::knowledge::ACTIVITY_WINDOW_MS))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(bodies
+            .into_iter()
+            .filter_map(|(body,)| match serde_json::from_str::<Event>(&body) {
+                Ok(Event::AlertReceived(r)) => Some(r.alert),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The connection pool (for the read models' queries).

@@ -27,6 +27,7 @@ use ractor::{
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::actors::RoleEnv;
 use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
 use crate::actors::ir_lead::IrLead;
 use crate::actors::projector::{self, Projector, ProjectorSnapshot, ProjectorStats};
@@ -38,6 +39,7 @@ use crate::bus::bridge::{self, BridgeSnapshot, BusBridge, WriteQueue};
 use crate::bus::{Bus, Topic};
 use crate::config::Config;
 use crate::http::{self, Health, HttpServer};
+use crate::knowledge::Knowledge;
 use crate::llm::Llm;
 use crate::llm::gateway::{self, Gateway};
 use crate::llm::stats::{GatewaySnapshot, GatewayStats};
@@ -74,6 +76,9 @@ pub struct RuntimeOptions {
     pub until_idle: bool,
     /// Fault injection for crash tests.
     pub faults: Option<Arc<PanicSchedule>>,
+    /// Knowledge to start from instead of a fresh one (a backtest's history and feedback);
+    /// the store's dispositions are added to it.
+    pub knowledge: Option<Arc<Knowledge>>,
 }
 
 /// Everything the supervisor and the runtime handle share.
@@ -106,6 +111,8 @@ pub struct Context {
     pub projection: String,
     /// The projector's counters.
     pub projector_stats: Arc<ProjectorStats>,
+    /// What the rules reasoner knows (dispositions, activity); outlives role restarts.
+    pub knowledge: Arc<Knowledge>,
     /// Why the runtime stopped, once it has.
     pub exit: Mutex<Option<ExitReason>>,
     /// When the runtime started.
@@ -466,6 +473,9 @@ impl State {
                     stats: ctx.role_stats[spec.name].clone(),
                     faults: ctx.options.faults.clone(),
                     llm: ctx.llm(),
+                    env: RoleEnv {
+                        knowledge: ctx.knowledge.clone(),
+                    },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)
             }

@@ -581,6 +581,93 @@ fn backtest_scores_the_dev_tickets_per_site_and_gates_on_a_baseline() {
 }
 
 #[test]
+fn leave_one_site_out_meets_the_rules_reasoners_target_without_seeing_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("loso.json");
+    let output = run(soc()
+        .args(["backtest", "--leave-one-site-out", "--tickets"])
+        .arg(common::dev_tickets())
+        .arg("--out")
+        .arg(&out));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let s = summary(&out);
+    assert_eq!(s["tickets"], 9869);
+    assert_eq!(s["selection"]["leave_one_site_out"], true);
+    assert_eq!(s["priors"]["replays"], 5);
+    // Each of the five replays had the other four sites as history.
+    assert_eq!(s["priors"]["history_tickets"], 4 * 9869);
+    let f = |k: &str| s[k].as_f64().unwrap();
+    // The issue's target, pooled over the five unseen sites.
+    assert!(f("f1") >= 0.65 && f("recall") >= 0.85, "{s}");
+    assert_eq!(s["per_site"].as_object().unwrap().len(), 5);
+
+    // A history holding the replayed tickets themselves gives them nothing: they are left
+    // out of it, so the run equals one without history.
+    let shaw_only = dir.path().join("shaw.jsonl");
+    {
+        use std::io::{BufRead, Write};
+        let gz = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(common::dev_tickets()).unwrap(),
+        ));
+        let mut out = std::fs::File::create(&shaw_only).unwrap();
+        for line in gz.lines().map(Result::unwrap) {
+            if line.contains(r#""site":"shaw""#) {
+                writeln!(out, "{line}").unwrap();
+            }
+        }
+    }
+    let plain = dir.path().join("plain.json");
+    let same = dir.path().join("same.json");
+    for (path, extra) in [(&plain, None), (&same, Some(&shaw_only))] {
+        let mut cmd = soc();
+        cmd.args(["backtest", "--sites", "shaw", "--tickets"])
+            .arg(common::dev_tickets())
+            .arg("--out")
+            .arg(path);
+        if let Some(h) = extra {
+            cmd.arg("--history").arg(h);
+        }
+        let o = run(&mut cmd);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let (plain, same) = (summary(&plain), summary(&same));
+    assert_eq!(same["priors"]["history_tickets"], 0);
+    assert_eq!(plain["confusion"], same["confusion"]);
+
+    // Feedback is deterministic (each disposition counts only from its time), and reported.
+    let runs: Vec<serde_json::Value> = (0..2)
+        .map(|i| {
+            let path = dir.path().join(format!("feedback-{i}.json"));
+            let o = run(soc()
+                .args([
+                    "backtest",
+                    "--sites",
+                    "santos",
+                    "--feedback-delay",
+                    "4h",
+                    "--tickets",
+                ])
+                .arg(common::dev_tickets())
+                .arg("--out")
+                .arg(&path));
+            assert!(o.status.success(), "{}", text(&o.stderr));
+            summary(&path)
+        })
+        .collect();
+    assert_eq!(runs[0]["confusion"], runs[1]["confusion"]);
+    assert_eq!(runs[0]["priors"]["feedback_delay_s"], 14400.0);
+    let bad = run(soc()
+        .args(["backtest", "--feedback-delay", "soon", "--tickets"])
+        .arg(common::dev_tickets()));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--feedback-delay"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
 fn case_memory_commands_read_the_last_runs_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -706,4 +793,30 @@ async fn imported_dispositions_score_the_roles_trends() {
     assert_eq!(sentinel["agreed"], agreed as u64);
     let accuracy = sentinel["accuracy"].as_f64().unwrap();
     assert!((accuracy - agreed as f64 / 400.0).abs() < 1e-9);
+
+    // The next run starts from those dispositions: the rules reasoner's priors (a new
+    // in-memory run starts a new projection, and keeps what was imported).
+    let (again, _) = run_feed(dir.path(), &feed, &[], &[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let store = soc_runtime::store::Store::open(&data.join(soc_runtime::store::MEMORY_FILE))
+        .await
+        .unwrap();
+    assert_eq!(store.dispositions().await.unwrap().len(), 400);
+    let rationales: Vec<(String,)> = sqlx::query_as(
+        "SELECT json_extract(body, '$.body.rationale') FROM case_events \
+         WHERE kind = 'AlertTriaged'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    assert_eq!(rationales.len(), 400);
+    let (with_prior, total) = (
+        rationales
+            .iter()
+            .filter(|(r,)| r.contains("; all: 58 of 400 escalated"))
+            .count(),
+        rationales.len(),
+    );
+    assert_eq!(with_prior, total, "{:?}", rationales.first());
 }

@@ -23,8 +23,8 @@ use common::llm::{Fault, FaultyUpstream, MODEL_LOCK, ModelServer, endpoint};
 use common::wait_for;
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
-use soc_runtime::actors::Role;
 use soc_runtime::actors::role::{self, RoleSpec, RoleStats};
+use soc_runtime::actors::{Role, RoleEnv};
 use soc_runtime::bus::{Bus, BusConfig, Commit, Outgoing, Topic};
 use soc_runtime::config::Config;
 use soc_runtime::llm::gateway::{self, Gateway};
@@ -804,6 +804,10 @@ impl Role for ModelTriage {
     const NAME: &'static str = "model_triage";
     const INPUT: Topic = Topic::Alerts;
 
+    fn new(_: &RoleEnv) -> Self {
+        Self
+    }
+
     fn accepts(kind: &str) -> bool {
         kind == "AlertReceived"
     }
@@ -905,6 +909,7 @@ async fn a_role_told_overloaded_keeps_its_input_unacked_and_the_bus_holds_the_ba
         stats: stats.clone(),
         faults: None,
         llm: Some(gw.llm.clone()),
+        env: RoleEnv::default(),
     };
     let actor = RoleSpec::of::<ModelTriage>()
         .spawn(

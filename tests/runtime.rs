@@ -69,6 +69,7 @@ async fn run_until_idle(config: Config, faults: Option<Arc<PanicSchedule>>) -> (
         RuntimeOptions {
             until_idle: true,
             faults,
+            ..RuntimeOptions::default()
         },
     )
     .await
@@ -294,6 +295,7 @@ async fn restart_intensity_escalates_and_the_runtime_exits_with_the_reason() {
         RuntimeOptions {
             until_idle: false,
             faults: Some(faults),
+            ..RuntimeOptions::default()
         },
     )
     .await

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::{Role, rules_meta};
+use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::proto::{ActionProposed, CaseEscalated, Envelope, Event, IrPlan, PlanStep, Severity};
 
@@ -32,6 +32,10 @@ pub struct IrLead;
 impl Role for IrLead {
     const NAME: &'static str = "ir_lead";
     const INPUT: Topic = Topic::Cases;
+
+    fn new(_: &RoleEnv) -> Self {
+        Self
+    }
 
     fn accepts(kind: &str) -> bool {
         kind == "CaseEscalated"

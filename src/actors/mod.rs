@@ -14,8 +14,10 @@ pub mod threat_intel;
 pub mod tier2;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::bus::Topic;
+use crate::knowledge::Knowledge;
 use crate::llm::{Llm, LlmError};
 use crate::proto::{DecisionMeta, Envelope, Event, ReasonerKind};
 
@@ -23,6 +25,10 @@ use crate::proto::{DecisionMeta, Envelope, Event, ReasonerKind};
 pub trait Role: Send + Sync + 'static {
     /// Role name: the consumer group and the envelopes' `produced_by`.
     const NAME: &'static str;
+    /// Builds the role (at each start of its actor).
+    fn new(env: &RoleEnv) -> Self
+    where
+        Self: Sized;
     /// The stream the role consumes.
     const INPUT: Topic;
     /// Whether the role handles events of this kind (others on its stream are skipped).
@@ -49,6 +55,13 @@ pub trait Role: Send + Sync + 'static {
         let _ = llm;
         std::future::ready(Ok(self.decide(&input)))
     }
+}
+
+/// What a role is built with: shared by the roles of one runtime, outliving their restarts.
+#[derive(Debug, Clone, Default)]
+pub struct RoleEnv {
+    /// Analysts' dispositions and recent activity, for the rules reasoner.
+    pub knowledge: Arc<Knowledge>,
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.

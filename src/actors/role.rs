@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::Role;
+use super::{Role, RoleEnv};
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
 use crate::llm::{Llm, LlmError};
@@ -76,6 +76,8 @@ pub struct Args {
     pub faults: Option<Arc<PanicSchedule>>,
     /// The LLM gateway, when one runs.
     pub llm: Option<Llm>,
+    /// What roles are built with.
+    pub env: RoleEnv,
 }
 
 /// Counters of a role; they outlive restarts.
@@ -223,7 +225,7 @@ type SpawnFn = fn(
 
 impl RoleSpec {
     /// The spec of role `R`.
-    pub const fn of<R: Role + Default>() -> Self {
+    pub const fn of<R: Role>() -> Self {
         Self {
             name: R::NAME,
             input: R::INPUT,
@@ -242,7 +244,7 @@ impl RoleSpec {
     }
 }
 
-fn spawn_role<R: Role + Default>(
+fn spawn_role<R: Role>(
     actor_name: String,
     args: Args,
     supervisor: ActorCell,
@@ -275,7 +277,7 @@ pub struct State<R> {
     retries: Vec<AbortOnDropHandle<Result<(), ractor::MessagingErr<Msg>>>>,
 }
 
-impl<R: Role + Default> Actor for RoleActor<R> {
+impl<R: Role> Actor for RoleActor<R> {
     type Msg = Msg;
     type State = State<R>;
     type Arguments = Args;
@@ -311,7 +313,7 @@ impl<R: Role + Default> Actor for RoleActor<R> {
             },
         );
         Ok(State {
-            role: R::default(),
+            role: R::new(&args.env),
             bus: args.bus,
             stats: args.stats,
             faults,

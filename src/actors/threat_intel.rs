@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use super::{Role, rules_meta};
+use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::proto::{AttackTechnique, Envelope, Event, Ioc, IocKind, ThreatIntelReport};
 
@@ -46,6 +46,10 @@ pub struct ThreatIntel;
 impl Role for ThreatIntel {
     const NAME: &'static str = "threat_intel";
     const INPUT: Topic = Topic::Cases;
+
+    fn new(_: &RoleEnv) -> Self {
+        Self
+    }
 
     fn accepts(kind: &str) -> bool {
         kind == "IRPlan"

@@ -5,15 +5,19 @@
 //! `Tier2Analysis` and, when it escalates, a `CaseEscalated` for the IR Lead, both on
 //! `soc.cases`.
 //!
-//! The first rules reasoner escalates confident true positives and anything of priority >= 8,
-//! and closes the rest with the reason.
+//! The rules reasoner escalates confident true positives and anything of priority >= 8, and
+//! closes the rest with the reason. Its similar incidents are the alerts that scored on the
+//! same host in the hour before (from the runtime's [`Knowledge`], as triage recorded them).
 //!
-//! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
+//! No state of its own: a restart loses nothing (the role actor in `role.rs` owns delivery
+//! and commits).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Role, rules_meta};
+use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
+use crate::knowledge::Knowledge;
 use crate::proto::{
     AlertTriaged, CaseEscalated, Envelope, Event, Tier2Analysis, Tier2Decision, TriageVerdict,
 };
@@ -25,13 +29,24 @@ const ESCALATE_PRIORITY: u8 = 8;
 /// Triage confidence from which a true positive is escalated.
 const ESCALATE_CONFIDENCE: f32 = 0.7;
 
+/// Similar incidents listed at most.
+const SIMILAR_MAX: usize = 10;
+
 /// Tier 2's rules reasoner.
 #[derive(Debug, Default)]
-pub struct Tier2;
+pub struct Tier2 {
+    knowledge: Arc<Knowledge>,
+}
 
 impl Role for Tier2 {
     const NAME: &'static str = "tier2";
     const INPUT: Topic = Topic::Triage;
+
+    fn new(env: &RoleEnv) -> Self {
+        Self {
+            knowledge: env.knowledge.clone(),
+        }
+    }
 
     fn accepts(kind: &str) -> bool {
         kind == "AlertTriaged"
@@ -89,7 +104,7 @@ impl Role for Tier2 {
             decision,
             confidence,
             summary: summary.clone(),
-            similar_incidents: Vec::new(),
+            similar_incidents: self.similar(triaged),
             next_steps,
             meta: rules_meta(started),
         };
@@ -102,6 +117,25 @@ impl Role for Tier2 {
             }));
         }
         events
+    }
+}
+
+impl Tier2 {
+    /// The alerts that scored on the same host in the hour before this one, latest first.
+    fn similar(&self, triaged: &AlertTriaged) -> Vec<String> {
+        let case = &triaged.case;
+        let at_ms = chrono::DateTime::parse_from_rfc3339(&case.first_seen)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0);
+        let site = case.site.as_deref().unwrap_or("");
+        self.knowledge
+            .recent(site, &case.host, at_ms, &case.ticket)
+            .into_iter()
+            .rev()
+            .filter(|r| r.score > 0.0)
+            .take(SIMILAR_MAX)
+            .map(|r| r.ticket)
+            .collect()
     }
 }
 
@@ -139,7 +173,7 @@ mod tests {
                 ..AlertTriaged::default()
             }),
         );
-        Tier2.decide(&input)
+        Tier2::default().decide(&input)
     }
 
     #[test]
