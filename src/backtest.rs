@@ -404,6 +404,9 @@ pub struct Priors {
     /// `--feedback-delay`: each replayed ticket's disposition becomes known this long (ms)
     /// after its last alert, the way analysts close tickets. Off when `None`.
     pub feedback_delay_ms: Option<i64>,
+    /// `--dry-run`: the roles' model is the canned-answer server ([`crate::llm::canned`]),
+    /// so the model path runs end to end without a model; hybrid reasoning.
+    pub dry_run: bool,
 }
 
 /// The history and feedback a replay ran with, as reported.
@@ -420,6 +423,12 @@ pub struct PriorsSummary {
     pub history_sites: Vec<String>,
     /// The feedback delay, seconds (`None`: no feedback).
     pub feedback_delay_s: Option<f64>,
+    /// The model the roles had: `none`, or `canned (dry run)`.
+    #[serde(default)]
+    pub model: String,
+    /// Chat requests the model answered (summed over the replays).
+    #[serde(default)]
+    pub model_requests: u64,
 }
 
 /// One replay's raw result, before scoring.
@@ -428,6 +437,7 @@ struct Replayed {
     decisions: Vec<VerdictRow>,
     malformed: u64,
     history_tickets: u64,
+    model_requests: u64,
 }
 
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
@@ -441,7 +451,8 @@ pub async fn run(
     }
     let started = Instant::now();
     let replayed = replay(&tickets, priors).await?;
-    let summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
+    let mut summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
+    summary.model_requests = replayed.model_requests;
     Ok(summarize(
         &tickets,
         &replayed.escalated,
@@ -475,6 +486,7 @@ pub async fn leave_one_site_out(
     let mut decisions = Vec::new();
     let mut malformed = 0;
     let mut imported = 0;
+    let mut model_requests = 0;
     for site in &sites {
         let fold: Vec<Ticket> = tickets
             .iter()
@@ -490,9 +502,11 @@ pub async fn leave_one_site_out(
         decisions.extend(r.decisions);
         malformed += r.malformed;
         imported += r.history_tickets;
+        model_requests += r.model_requests;
     }
     selection.leave_one_site_out = true;
     let mut summary = priors_summary(priors, pool, imported, sites.len() as u64);
+    summary.model_requests = model_requests;
     summary.history = Some(format!(
         "for each site, the other sites of {}",
         priors.history_source.as_deref().unwrap_or(&selection.file)
@@ -515,6 +529,12 @@ fn priors_summary(
         replays,
         history_sites: sites.into_iter().map(str::to_owned).collect(),
         feedback_delay_s: priors.feedback_delay_ms.map(|ms| ms as f64 / 1000.0),
+        model: if priors.dry_run {
+            "canned (dry run)".into()
+        } else {
+            "none".into()
+        },
+        model_requests: 0,
     }
 }
 
@@ -557,6 +577,20 @@ async fn replay(tickets: &[Ticket], priors: &Priors) -> Result<Replayed, Backtes
     };
     config.bus.backend = Backend::Memory;
     config.http.addr = "off".into();
+    let canned = if priors.dry_run {
+        let model = crate::llm::canned::start()
+            .await
+            .map_err(BacktestError::Scratch)?;
+        config.llm.endpoints = vec![crate::llm::EndpointConfig {
+            name: "canned".into(),
+            url: model.url.clone(),
+            model: "canned".into(),
+            ..crate::llm::EndpointConfig::default()
+        }];
+        Some(model)
+    } else {
+        None
+    };
     // Prior knowledge: the history, known from the start, minus anything being replayed.
     let replayed: HashSet<&str> = tickets.iter().map(|t| t.id.as_str()).collect();
     let history: Vec<DispositionFacts> = priors
@@ -636,6 +670,7 @@ async fn replay(tickets: &[Ticket], priors: &Priors) -> Result<Replayed, Backtes
         decisions,
         malformed: report.summary.malformed_lines,
         history_tickets: history.len() as u64,
+        model_requests: canned.map_or(0, |m| m.requests.load(std::sync::atomic::Ordering::Relaxed)),
     })
 }
 
@@ -691,9 +726,14 @@ impl std::fmt::Display for PriorsSummary {
                 f,
                 "; feedback after {}",
                 humantime::format_duration(std::time::Duration::from_secs_f64(s))
-            ),
-            None => f.write_str("; no feedback"),
+            )?,
+            None => f.write_str("; no feedback")?,
         }
+        write!(f, "; model: {}", self.model)?;
+        if self.model_requests > 0 {
+            write!(f, " ({} requests)", self.model_requests)?;
+        }
+        Ok(())
     }
 }
 

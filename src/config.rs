@@ -30,6 +30,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// The LLM gateway and its model endpoints (none: rules reasoners only).
     pub llm: LlmConfig,
+    /// Which reasoner decides what.
+    pub reasoning: ReasoningConfig,
 }
 
 impl Default for Config {
@@ -41,8 +43,48 @@ impl Default for Config {
             http: HttpConfig::default(),
             supervisor: SupervisorConfig::default(),
             llm: LlmConfig::default(),
+            reasoning: ReasoningConfig::default(),
         }
     }
+}
+
+/// `[reasoning]`: which reasoner decides what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReasoningConfig {
+    /// `rules` (never the model), `llm` (the model decides every case a role takes), or
+    /// `hybrid` (low-risk alerts to rules, the rest to the model). With no `[[llm.endpoints]]`
+    /// the rules reasoner decides everything, whatever this says.
+    pub mode: ReasoningMode,
+    /// In hybrid mode, the rules score from which an alert goes to the model (1.5: what the
+    /// rules call suspicious or worse).
+    pub hybrid_llm_from: f64,
+    /// Give the model the case's precedent (how analysts disposed of the rule's past tickets,
+    /// the host's scoring alerts of the last hour) in the prompt. Off by default, so its
+    /// value is an A/B backtest.
+    pub precedent: bool,
+}
+
+impl Default for ReasoningConfig {
+    fn default() -> Self {
+        Self {
+            mode: ReasoningMode::Hybrid,
+            hybrid_llm_from: 1.5,
+            precedent: false,
+        }
+    }
+}
+
+/// Reasoning modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningMode {
+    /// The rules reasoner only.
+    Rules,
+    /// The model for every case.
+    Llm,
+    /// Low-risk alerts to rules, the rest to the model.
+    Hybrid,
 }
 
 /// `[bus]`: backend choice plus the bus settings.
@@ -191,6 +233,11 @@ impl Config {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
         self.llm.validate().map_err(ConfigError::Invalid)?;
+        if !self.reasoning.hybrid_llm_from.is_finite() {
+            return Err(ConfigError::Invalid(
+                "reasoning.hybrid_llm_from must be a number".into(),
+            ));
+        }
         let s = &self.supervisor;
         if s.restart_window_s == 0 || s.backoff_initial_ms == 0 || s.idle_poll_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -200,6 +200,10 @@ struct BacktestArgs {
     /// as history, and score all sites together.
     #[arg(long)]
     leave_one_site_out: bool,
+    /// Give the roles a canned-answer model server instead of a model (hybrid reasoning): the
+    /// whole model path runs, nothing is decided by a model.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -609,6 +613,7 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         },
+        dry_run: args.dry_run,
     };
     let selection = SelectionSummary {
         file: args.tickets.display().to_string(),

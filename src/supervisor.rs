@@ -475,6 +475,7 @@ impl State {
                     llm: ctx.llm(),
                     env: RoleEnv {
                         knowledge: ctx.knowledge.clone(),
+                        reasoning: ctx.config.reasoning.clone(),
                     },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)

@@ -48,6 +48,7 @@ fn meta() -> DecisionMeta {
         tool_calls: 2,
         tokens_in: 300,
         tokens_out: 80,
+        needs_human_review: None,
     }
 }
 

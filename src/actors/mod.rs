@@ -62,6 +62,8 @@ pub trait Role: Send + Sync + 'static {
 pub struct RoleEnv {
     /// Analysts' dispositions and recent activity, for the rules reasoner.
     pub knowledge: Arc<Knowledge>,
+    /// Which reasoner decides what.
+    pub reasoning: crate::config::ReasoningConfig,
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.

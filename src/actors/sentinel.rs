@@ -31,13 +31,21 @@
 //! delivery and commits).
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Deserialize;
+
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
+use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::knowledge::{CasePriors, Counts, Knowledge, Recent};
-use crate::proto::{Alert, AlertTriaged, CaseContext, Envelope, Event, TriageVerdict};
+use crate::llm::reason::{Answer, Brief, NoTools, injection_flags, reason};
+use crate::llm::{CallOptions, Llm, LlmError};
+use crate::proto::{
+    Alert, AlertTriaged, CaseContext, DecisionMeta, Envelope, Event, TriageVerdict,
+};
 
 /// Weight of the title's phrase score.
 const TITLE_WEIGHT: f64 = 0.6;
@@ -92,10 +100,66 @@ const PHRASES: &[(&str, i32)] = &[
     ("ids event", -2),
 ];
 
-/// Sentinel's rules reasoner.
+/// The system prompt of Sentinel's model reasoner.
+const PROMPT: &str = "You are Sentinel, the Tier 1 triage analyst of a security operations \
+center. For one alert decide: verdict (true_positive: a step of an attack or a real \
+compromise; suspicious: needs a closer look; benign: expected activity; false_positive: the \
+detector misfired), confidence from 0 to 1, priority from 1 to 10 (10: act now; 7 or more \
+sends the case to Tier 2), and a short rationale that cites the alert's fields. Scanning, \
+exploitation, web attacks, credential abuse, privilege escalation and exfiltration are true \
+positives; routine updates, successful logins and session bookkeeping are not. When the case \
+has a precedent section, weigh how analysts disposed of this rule before and what else fired \
+on the host in the last hour.";
+
+/// What Sentinel's model reasoner works with.
+pub const BRIEF: Brief = Brief {
+    role: "sentinel",
+    system: PROMPT,
+    tools: &[],
+    budget: 12,
+    max_tokens: 256,
+};
+
+/// Sentinel's answer, as the model must give it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriageAnswer {
+    /// The verdict.
+    pub verdict: TriageVerdict,
+    /// Confidence, 0 to 1.
+    pub confidence: f32,
+    /// Priority, 1 (lowest) to 10 (act now).
+    pub priority: u8,
+    /// Why, citing the alert's fields.
+    pub rationale: String,
+}
+
+impl Answer for TriageAnswer {
+    fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(format!(
+                "confidence {} is not between 0 and 1",
+                self.confidence
+            ));
+        }
+        if !(1..=10).contains(&self.priority) {
+            return Err(format!(
+                "priority {} is not between 1 and 10",
+                self.priority
+            ));
+        }
+        if self.rationale.trim().is_empty() || self.rationale.len() > 4000 {
+            return Err("the rationale must be 1 to 4000 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// Sentinel: the rules reasoner, and the model when the reasoning mode sends it there.
 #[derive(Debug, Default)]
 pub struct Sentinel {
     knowledge: Arc<Knowledge>,
+    reasoning: ReasoningConfig,
 }
 
 impl Role for Sentinel {
@@ -105,6 +169,7 @@ impl Role for Sentinel {
     fn new(env: &RoleEnv) -> Self {
         Self {
             knowledge: env.knowledge.clone(),
+            reasoning: env.reasoning.clone(),
         }
     }
 
@@ -119,59 +184,135 @@ impl Role for Sentinel {
         let started = Instant::now();
         let alert = &received.alert;
         let a = assess(&self.knowledge, alert);
-        self.knowledge.record(
-            site_of(alert),
-            &alert.host,
-            Recent {
-                ticket: alert.ticket_id.clone(),
-                first_ms: a.at_ms,
-                rule: alert.rule_id.clone(),
-                score: a.own_score(),
-            },
-        );
-        let score = a.score();
-        let (verdict, confidence, priority) = if score >= TRUE_POSITIVE {
-            let confidence = (0.7 + (score - TRUE_POSITIVE) * 0.05).min(0.95);
-            (
-                TriageVerdict::TruePositive,
-                confidence,
-                7.0 + (score - TRUE_POSITIVE) / 2.0,
-            )
-        } else if score >= SUSPICIOUS {
-            (
-                TriageVerdict::Suspicious,
-                0.6,
-                5.0 + (score - SUSPICIOUS) / 1.5,
-            )
-        } else if score >= 0.0 {
-            (TriageVerdict::Benign, 0.6, 3.0 + score / 1.5)
-        } else {
-            (TriageVerdict::FalsePositive, 0.7, 2.0 + score / 2.0)
+        remember_assessed(&self.knowledge, alert, &a);
+        vec![Event::AlertTriaged(by_rules(
+            &input.id,
+            alert,
+            &a,
+            rules_meta(started),
+        ))]
+    }
+
+    fn wants_model(&self, input: &Envelope) -> bool {
+        let Event::AlertReceived(received) = &input.event else {
+            return false;
         };
-        let bounds = match verdict {
-            TriageVerdict::TruePositive => (7.0, 10.0),
-            TriageVerdict::Suspicious => (5.0, 6.0),
-            TriageVerdict::Benign => (3.0, 4.0),
-            TriageVerdict::FalsePositive => (1.0, 2.0),
-        };
-        let priority = priority.clamp(bounds.0, bounds.1) as u8;
-        let mut case = CaseContext::from_alert(alert, &input.id);
-        case.priority = Some(priority);
-        vec![Event::AlertTriaged(AlertTriaged {
-            case,
-            verdict,
-            confidence: confidence as f32,
-            priority,
-            rationale: a.rationale(alert),
-            meta: rules_meta(started),
-        })]
+        match self.reasoning.mode {
+            ReasoningMode::Rules => false,
+            ReasoningMode::Llm => true,
+            ReasoningMode::Hybrid => {
+                assess(&self.knowledge, &received.alert).score() >= self.reasoning.hybrid_llm_from
+            }
+        }
+    }
+
+    fn decide_with_model(
+        &self,
+        input: Envelope,
+        llm: Llm,
+    ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        let knowledge = self.knowledge.clone();
+        let precedent = self.reasoning.precedent;
+        async move {
+            let Event::AlertReceived(received) = &input.event else {
+                return Ok(Vec::new());
+            };
+            let alert = &received.alert;
+            let a = assess(&knowledge, alert);
+            let mut case = serde_json::json!({ "alert": alert });
+            if precedent {
+                case["precedent"] = a.precedent(alert);
+            }
+            let flags = injection_flags([
+                ("rule_name", alert.rule_name.as_str()),
+                ("host", alert.host.as_str()),
+                ("user", alert.user.as_deref().unwrap_or("")),
+                ("rule_id", alert.rule_id.as_str()),
+                ("source", alert.source.as_str()),
+            ]);
+            let options = CallOptions::case(Self::NAME, None);
+            let reasoned =
+                reason::<TriageAnswer>(&llm, &BRIEF, &case.to_string(), &NoTools, options).await?;
+            remember_assessed(&knowledge, alert, &a);
+            let mut meta = reasoned.meta;
+            let triaged = match reasoned.answer {
+                Ok(answer) => {
+                    let mut c = CaseContext::from_alert(alert, &input.id);
+                    c.priority = Some(answer.priority);
+                    let mut rationale = answer.rationale;
+                    if !flags.is_empty() {
+                        let why = format!(
+                            "instructions found inside alert text ({})",
+                            flags.join(", ")
+                        );
+                        rationale = format!("{rationale} [flagged: {why}]");
+                        meta.needs_human_review = Some(why);
+                    }
+                    AlertTriaged {
+                        case: c,
+                        verdict: answer.verdict,
+                        confidence: answer.confidence,
+                        priority: answer.priority,
+                        rationale,
+                        meta,
+                    }
+                }
+                Err(why) => {
+                    // The rules' verdict stands in, so the chain has one; a human reviews.
+                    let mut t = by_rules(&input.id, alert, &a, DecisionMeta::default());
+                    t.rationale = format!("needs human review: {why}. Rules: {}", t.rationale);
+                    t.confidence = 0.0;
+                    meta.needs_human_review = Some(why);
+                    t.meta = meta;
+                    t
+                }
+            };
+            Ok(vec![Event::AlertTriaged(triaged)])
+        }
     }
 }
 
-/// Records an alert triaged earlier (read back from the store after a restart) as activity
-/// on its host, with the score it had on its own.
-pub fn remember(knowledge: &Knowledge, alert: &Alert) {
-    let a = assess(knowledge, alert);
+/// The rules reasoner's triage of an assessed alert.
+fn by_rules(alert_ref: &str, alert: &Alert, a: &Assessment, meta: DecisionMeta) -> AlertTriaged {
+    let score = a.score();
+    let (verdict, confidence, priority) = if score >= TRUE_POSITIVE {
+        let confidence = (0.7 + (score - TRUE_POSITIVE) * 0.05).min(0.95);
+        (
+            TriageVerdict::TruePositive,
+            confidence,
+            7.0 + (score - TRUE_POSITIVE) / 2.0,
+        )
+    } else if score >= SUSPICIOUS {
+        (
+            TriageVerdict::Suspicious,
+            0.6,
+            5.0 + (score - SUSPICIOUS) / 1.5,
+        )
+    } else if score >= 0.0 {
+        (TriageVerdict::Benign, 0.6, 3.0 + score / 1.5)
+    } else {
+        (TriageVerdict::FalsePositive, 0.7, 2.0 + score / 2.0)
+    };
+    let bounds = match verdict {
+        TriageVerdict::TruePositive => (7.0, 10.0),
+        TriageVerdict::Suspicious => (5.0, 6.0),
+        TriageVerdict::Benign => (3.0, 4.0),
+        TriageVerdict::FalsePositive => (1.0, 2.0),
+    };
+    let priority = priority.clamp(bounds.0, bounds.1) as u8;
+    let mut case = CaseContext::from_alert(alert, alert_ref);
+    case.priority = Some(priority);
+    AlertTriaged {
+        case,
+        verdict,
+        confidence: confidence as f32,
+        priority,
+        rationale: a.rationale(alert),
+        meta,
+    }
+}
+
+fn remember_assessed(knowledge: &Knowledge, alert: &Alert, a: &Assessment) {
     knowledge.record(
         site_of(alert),
         &alert.host,
@@ -182,6 +323,12 @@ pub fn remember(knowledge: &Knowledge, alert: &Alert) {
             score: a.own_score(),
         },
     );
+}
+
+/// Records an alert triaged earlier (read back from the store after a restart) as activity
+/// on its host, with the score it had on its own.
+pub fn remember(knowledge: &Knowledge, alert: &Alert) {
+    remember_assessed(knowledge, alert, &assess(knowledge, alert));
 }
 
 fn site_of(alert: &Alert) -> &str {
@@ -215,6 +362,19 @@ impl Assessment {
 
     fn score(&self) -> f64 {
         self.own_score() + HEAT_WEIGHT * self.heat.min(HEAT_CAP)
+    }
+
+    /// The precedent given to the model when `[reasoning] precedent` is on.
+    fn precedent(&self, alert: &Alert) -> serde_json::Value {
+        let counts = |c: Counts| serde_json::json!({"escalated": c.escalated, "closed": c.closed});
+        serde_json::json!({
+            "rule_dispositions": counts(self.priors.rule),
+            "all_dispositions": counts(self.priors.all),
+            "host_alerts_last_hour": self.recent.iter().rev().take(10).map(|r| serde_json::json!({
+                "ticket": r.ticket, "rule_id": r.rule, "rules_score": (r.score * 100.0).round() / 100.0,
+            })).collect::<Vec<_>>(),
+            "host": alert.host,
+        })
     }
 
     fn rationale(&self, alert: &Alert) -> String {
@@ -432,6 +592,7 @@ mod tests {
         knowledge.add_dispositions(&history("FILLER", 10, 490));
         let sentinel = Sentinel::new(&RoleEnv {
             knowledge: knowledge.clone(),
+            ..RoleEnv::default()
         });
         let at = "2022-01-15T00:00:00Z";
         let title = "Vendor: suspicious thing";

@@ -5,7 +5,9 @@
 //! `Tier2Analysis` and, when it escalates, a `CaseEscalated` for the IR Lead, both on
 //! `soc.cases`.
 //!
-//! The rules reasoner escalates confident true positives and anything of priority >= 8, and
+//! A triage that needs human review (its model answer did not validate, or alert text held
+//! instructions) is always engaged and ends as `needs_human_review`, never escalated on its
+//! own. Otherwise the rules reasoner escalates confident true positives and anything of priority >= 8, and
 //! closes the rest with the reason. Its similar incidents are the alerts that scored on the
 //! same host in the hour before (from the runtime's [`Knowledge`], as triage recorded them).
 //!
@@ -56,10 +58,27 @@ impl Role for Tier2 {
         let Event::AlertTriaged(triaged) = &input.event else {
             return Vec::new();
         };
+        let started = Instant::now();
+        if let Some(why) = &triaged.meta.needs_human_review {
+            // Triage could not be trusted: a person decides, nothing escalates on its own.
+            return vec![Event::Tier2Analysis(Tier2Analysis {
+                case: triaged.case.clone(),
+                triage_verdict: triaged.verdict,
+                verdict: triaged.verdict,
+                decision: Tier2Decision::NeedsHumanReview,
+                confidence: 0.0,
+                summary: format!("triage needs human review: {why}"),
+                similar_incidents: self.similar(triaged),
+                next_steps: vec![format!(
+                    "an analyst reviews {} on {} and decides",
+                    triaged.case.ticket, triaged.case.host
+                )],
+                meta: rules_meta(started),
+            })];
+        }
         if !engages(triaged) {
             return Vec::new();
         }
-        let started = Instant::now();
         let true_positive = triaged.verdict == TriageVerdict::TruePositive;
         let escalate = (true_positive && triaged.confidence >= ESCALATE_CONFIDENCE)
             || triaged.priority >= ESCALATE_PRIORITY;
@@ -190,6 +209,28 @@ mod tests {
             matches!(&events[0], Event::Tier2Analysis(a) if a.decision == Tier2Decision::Escalate)
         );
         assert!(matches!(&events[1], Event::CaseEscalated(e) if e.case.host == "web-1"));
+    }
+
+    #[test]
+    fn a_triage_that_needs_review_goes_to_a_human_and_does_not_escalate() {
+        let input = Envelope::new_root(
+            "sentinel",
+            "t-1",
+            Event::AlertTriaged(AlertTriaged {
+                verdict: TriageVerdict::TruePositive,
+                confidence: 0.9,
+                priority: 9,
+                meta: crate::proto::DecisionMeta {
+                    needs_human_review: Some("instructions found inside alert text".into()),
+                    ..Default::default()
+                },
+                ..AlertTriaged::default()
+            }),
+        );
+        let events = Tier2::default().decide(&input);
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], Event::Tier2Analysis(a)
+            if a.decision == Tier2Decision::NeedsHumanReview && a.summary.contains("instructions")));
     }
 
     #[test]

@@ -14,10 +14,12 @@
 //! typed error, and a role that gets `Overloaded` leaves its input pending in the bus.
 
 pub mod breaker;
+pub mod canned;
 pub mod check;
 pub mod client;
 pub mod gateway;
 pub mod queue;
+pub mod reason;
 pub mod stats;
 
 use std::fmt;

@@ -201,6 +201,10 @@ pub struct DecisionMeta {
     /// Completion tokens spent.
     #[serde(default)]
     pub tokens_out: u32,
+    /// Why a human must look at this decision (the model's answer did not validate after a
+    /// repair, instructions were found inside alert text); absent when nothing is amiss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_human_review: Option<String>,
 }
 
 /// Kinds of reasoner a role can decide with.
