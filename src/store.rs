@@ -400,7 +400,7 @@ impl Store {
     }
 
     /// The alerts of the cases opened in the activity window before the newest case, in time
-    /// order: what [`Knowledge`] needs to know which hosts are busy after a restart.
+    /// order: what [`crate::knowledge::Knowledge`] needs to know which hosts are busy after a restart.
     pub async fn recent_alerts(&self) -> Result<Vec<crate::proto::Alert>, StoreError> {
         let Some(newest) = self.newest_case_ms().await? else {
             return Ok(Vec::new());

@@ -7,7 +7,7 @@
 //! One score per alert, the sum of three parts, each shown in the rationale:
 //!
 //! - **Title** (`0.6 x` phrase score): the detector's title against a fixed table of attack and
-//!   routine-noise phrases ([`PHRASES`]: security knowledge, not fitted to any dataset), plus 1
+//!   routine-noise phrases (`PHRASES`: security knowledge, not fitted to any dataset), plus 1
 //!   for a flood of 100 or more raw alerts.
 //! - **Rule prior** (`0.5 x` log-odds): how often analysts escalated this rule's past tickets,
 //!   against how often they escalated anything: `logit(p_rule) - logit(p_all)` with `p_rule =
