@@ -393,9 +393,9 @@ pub fn score(
     (all, per_site, roles)
 }
 
-/// What a replay knows before it starts, and what it learns as it goes.
+/// What a replay knows before it starts, what it learns as it goes, and its model.
 #[derive(Debug, Clone, Default)]
-pub struct Priors {
+pub struct Setup {
     /// Tickets whose dispositions are known before the replay (`--history`). A ticket that is
     /// also replayed is left out of the history.
     pub history: Vec<Ticket>,
@@ -407,6 +407,8 @@ pub struct Priors {
     /// `--dry-run`: the roles' model is the canned-answer server ([`crate::llm::canned`]),
     /// so the model path runs end to end without a model; hybrid reasoning.
     pub dry_run: bool,
+    /// The model endpoints and reasoning settings (`--config`); no endpoints: rules only.
+    pub model: (crate::llm::LlmConfig, crate::config::ReasoningConfig),
 }
 
 /// The history and feedback a replay ran with, as reported.
@@ -444,7 +446,7 @@ struct Replayed {
 pub async fn run(
     tickets: Vec<Ticket>,
     selection: SelectionSummary,
-    priors: &Priors,
+    priors: &Setup,
 ) -> Result<Summary, BacktestError> {
     if tickets.is_empty() {
         return Err(BacktestError::Empty);
@@ -470,7 +472,7 @@ pub async fn run(
 pub async fn leave_one_site_out(
     tickets: Vec<Ticket>,
     mut selection: SelectionSummary,
-    priors: &Priors,
+    priors: &Setup,
 ) -> Result<Summary, BacktestError> {
     if tickets.is_empty() {
         return Err(BacktestError::Empty);
@@ -493,7 +495,7 @@ pub async fn leave_one_site_out(
             .filter(|t| t.site == *site)
             .cloned()
             .collect();
-        let fold_priors = Priors {
+        let fold_priors = Setup {
             history: pool.iter().filter(|t| t.site != *site).cloned().collect(),
             ..priors.clone()
         };
@@ -517,7 +519,7 @@ pub async fn leave_one_site_out(
 }
 
 fn priors_summary(
-    priors: &Priors,
+    priors: &Setup,
     history: &[Ticket],
     imported: u64,
     replays: u64,
@@ -531,6 +533,18 @@ fn priors_summary(
         feedback_delay_s: priors.feedback_delay_ms.map(|ms| ms as f64 / 1000.0),
         model: if priors.dry_run {
             "canned (dry run)".into()
+        } else if let Some(e) = priors.model.0.endpoints.first() {
+            format!(
+                "{} at {} ({:?} reasoning{})",
+                e.model,
+                crate::bus::redis::redact_url(&e.url),
+                priors.model.1.mode,
+                if priors.model.1.precedent {
+                    ", precedent on"
+                } else {
+                    ""
+                }
+            )
         } else {
             "none".into()
         },
@@ -566,7 +580,7 @@ fn summarize(
 
 /// Runs one replay: a real runtime over a scratch feed, with the history (and feedback) as
 /// its knowledge; returns what its store recorded.
-async fn replay(tickets: &[Ticket], priors: &Priors) -> Result<Replayed, BacktestError> {
+async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, BacktestError> {
     let scratch = tempfile::tempdir().map_err(BacktestError::Scratch)?;
     let feed = scratch.path().join("feed.jsonl");
     write_feed(&feed, tickets).map_err(BacktestError::Scratch)?;
@@ -577,6 +591,7 @@ async fn replay(tickets: &[Ticket], priors: &Priors) -> Result<Replayed, Backtes
     };
     config.bus.backend = Backend::Memory;
     config.http.addr = "off".into();
+    (config.llm, config.reasoning) = priors.model.clone();
     let canned = if priors.dry_run {
         let model = crate::llm::canned::start()
             .await

@@ -202,8 +202,25 @@ struct BacktestArgs {
     leave_one_site_out: bool,
     /// Give the roles a canned-answer model server instead of a model (hybrid reasoning): the
     /// whole model path runs, nothing is decided by a model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     dry_run: bool,
+    /// Config file whose [llm] and [reasoning] sections the replay uses (SOC_LLM_* variables
+    /// apply on top); everything else is the backtest's own (memory bus, HTTP off, scratch
+    /// stores). Without it the roles use their rules reasoners.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override `[reasoning] precedent`: give the model the case's precedent (on) or not
+    /// (off), for an A/B run.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    precedent: Option<bool>,
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {value:?}")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -600,7 +617,7 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     };
     let tickets = backtest::select(tickets, &selection);
-    let priors = backtest::Priors {
+    let priors = backtest::Setup {
         history: match &args.history {
             Some(path) => backtest::load_tickets(path)?,
             None => Vec::new(),
@@ -614,6 +631,15 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             None => None,
         },
         dry_run: args.dry_run,
+        model: {
+            let mut config = Config::load(args.config.as_deref())?;
+            config.apply_env(|k| std::env::var(k).ok())?;
+            if let Some(on) = args.precedent {
+                config.reasoning.precedent = on;
+            }
+            config.validate()?;
+            (config.llm, config.reasoning)
+        },
     };
     let selection = SelectionSummary {
         file: args.tickets.display().to_string(),

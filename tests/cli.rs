@@ -665,6 +665,50 @@ fn leave_one_site_out_meets_the_rules_reasoners_target_without_seeing_the_answer
         "{}",
         text(&bad.stderr)
     );
+    let bad = run(soc()
+        .args(["backtest", "--precedent", "maybe", "--tickets"])
+        .arg(common::dev_tickets()));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("on or off"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn a_dry_run_sends_the_riskier_alerts_through_the_model_path_to_a_canned_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dry.json");
+    let o = run(soc()
+        .args(["backtest", "--sites", "santos", "--dry-run", "--tickets"])
+        .arg(common::dev_tickets())
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = summary(&out);
+    assert_eq!(s["tickets"], 1911);
+    assert_eq!(s["priors"]["model"], "canned (dry run)");
+    let sentinel = &s["roles"]["sentinel"];
+    let by_model = sentinel["reasoners"]["llm"].as_u64().unwrap_or(0);
+    let by_rules = sentinel["reasoners"]["rules"].as_u64().unwrap_or(0);
+    // Hybrid: the riskier alerts go to the model, the rest stay with rules.
+    assert!(by_model > 0 && by_rules > 0, "{sentinel}");
+    assert_eq!(by_model + by_rules, 1911);
+    // One chat request per model decision (the canned answers validate: no repairs).
+    assert_eq!(s["priors"]["model_requests"].as_u64().unwrap(), by_model);
+    assert!(sentinel["tokens_in"].as_u64().unwrap() > 0);
+    // A model configuration is the dry run's own.
+    let both = run(soc()
+        .args([
+            "backtest",
+            "--dry-run",
+            "--config",
+            "ops/soc.example.toml",
+            "--tickets",
+        ])
+        .arg(common::dev_tickets()));
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
 }
 
 #[test]
