@@ -8,6 +8,7 @@ pub mod actors;
 pub mod backtest;
 pub mod bench;
 pub mod bus;
+pub mod calendar;
 pub mod config;
 pub mod http;
 pub mod ingest;

@@ -66,6 +66,31 @@ enum Command {
     /// Replay labelled tickets through the real roles (in-memory bus, no side effects) and
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
+    /// Run one calendar role's report now, over the store's record of its window: a shift
+    /// summary (soc-manager), noisy-rule tuning (detection-eng) or a hunt (threat-hunter).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The calendar role.
+    #[arg(value_enum)]
+    role: soc_runtime::calendar::CalendarRole,
+    /// Report as of this time (RFC 3339; default now): the window ends at the role's latest
+    /// scheduled time at or before it.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// The last DURATION up to --at (e.g. 24h, 7d), instead of the role's scheduled window.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    window: Option<std::time::Duration>,
+    /// Time zone of the schedules.
+    #[arg(long, default_value = soc_runtime::calendar::DEFAULT_TZ)]
+    tz: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -387,6 +412,7 @@ fn main() -> ExitCode {
             Some(Command::Case(CaseCommand::Why(args))) => case_why(args).await,
             Some(Command::Case(CaseCommand::Recall(args))) => case_recall(args).await,
             Some(Command::Campaigns(args)) => campaigns(args).await,
+            Some(Command::Report(args)) => report(args).await,
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -727,6 +753,32 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the store of the configured (or given) data directory, which must exist.
+async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    use soc_runtime::calendar;
+    let at_ms = match &args.at {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t:?} is not an RFC 3339 time"))?
+            .timestamp_millis(),
+        None => soc_runtime::proto::now_ms(),
+    };
+    let length = match args.window {
+        Some(d) if d.is_zero() => anyhow::bail!("--window must be longer than 0"),
+        Some(d) => Some(i64::try_from(d.as_millis()).context("--window is too long")?),
+        None => None,
+    };
+    let window = calendar::window_at(args.role, at_ms, &args.tz, length)?;
+    let store = open_store(args.store).await?;
+    let events = calendar::read_store(&store, &window).await?;
+    store.close().await;
+    let report = calendar::report(args.role, window, &events);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", calendar::render(&report, events.len()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn open_store(args: StoreArgs) -> anyhow::Result<soc_runtime::store::Store> {
     let mut cfg = Config::load(args.config.as_deref())?;
     cfg.apply_env(|k| std::env::var(k).ok())?;

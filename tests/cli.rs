@@ -279,9 +279,81 @@ fn assert_dev_summary(s: &serde_json::Value) {
 }
 
 #[test]
-fn the_dev_tickets_run_until_idle_on_memory() {
+fn the_dev_tickets_run_until_idle_on_memory_and_the_calendar_roles_report_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    assert_dev_summary(&dev_run(dir.path(), &[], &[]));
+    let s = dev_run(dir.path(), &[], &[]);
+    assert_dev_summary(&s);
+    let report = |role: &str| {
+        let o = run(soc()
+            .args(["report", role, "--window", "1h", "--json", "--data-dir"])
+            .arg(dir.path().join("data")));
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    // The detection engineer names the noisiest benign rules with counts: ClamAV updates on
+    // the mail servers lead (2,218 tickets in the dev set, none escalated by anyone).
+    let tuning = &report("detection-eng")["body"];
+    let noisy = tuning["noisy_rules"].as_array().unwrap();
+    assert!(noisy.len() >= 5, "{tuning}");
+    assert_eq!(noisy[0]["rule_id"], "W-Sys-Cav", "{}", noisy[0]);
+    assert_eq!(noisy[0]["fired"], 2218);
+    assert_eq!(noisy[0]["closed"], 2218);
+    assert!(
+        noisy[0]["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains("suppress")
+    );
+    assert_eq!(noisy[0]["sample_tickets"].as_array().unwrap().len(), 3);
+    assert!(
+        tuning["report_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("detection_eng:")
+    );
+    // The shift summary counts what the run did.
+    let shift = &report("soc-manager")["body"];
+    assert_eq!(shift["alerts"], 9869);
+    assert_eq!(shift["escalated"], s["escalated"]);
+    assert_eq!(
+        shift["closed"].as_u64().unwrap() + shift["escalated"].as_u64().unwrap(),
+        9869
+    );
+    assert_eq!(shift["actions_proposed"], s["actions_proposed"]);
+    // The hunter finds hosts escalated again and again, and closed tickets beside them.
+    let hunt = &report("threat-hunter")["body"];
+    let titles: Vec<&str> = hunt["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    assert!(titles.iter().any(|t| t.contains("escalated")), "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("closed tickets next to")),
+        "{titles:?}"
+    );
+    // Its scheduled window (06:00 or 18:00 New York, 12 h; 06:00 EST is 11:00 UTC) ended long
+    // before this run: nothing in it.
+    let o = run(soc()
+        .args([
+            "report",
+            "threat-hunter",
+            "--json",
+            "--at",
+            "2020-01-01T12:00:00Z",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data")));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let old: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        old["body"]["report_id"],
+        "threat_hunter:2020-01-01T11:00:00+00:00"
+    );
+    assert!(old["body"]["findings"].as_array().unwrap().is_empty());
+    let bad = run(soc().args(["report", "threat-hunter", "--at", "yesterday"]));
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
