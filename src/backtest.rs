@@ -591,6 +591,8 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     };
     config.bus.backend = Backend::Memory;
     config.http.addr = "off".into();
+    // Reports are not scored, and their windows are wall-clock time, not ticket time.
+    config.calendar.enabled = false;
     (config.llm, config.reasoning) = priors.model.clone();
     let canned = if priors.dry_run {
         let model = crate::llm::canned::start()

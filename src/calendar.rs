@@ -29,10 +29,13 @@ pub const DEFAULT_TZ: &str = "America/New_York";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CalendarRole {
     /// Shift summaries at 06:00, 14:00 and 22:00 over the 8 hours before.
+    #[value(name = "soc_manager", alias = "soc-manager")]
     SocManager,
     /// Noisy-rule tuning at 09:00 Monday to Friday over the 24 hours before.
+    #[value(name = "detection_eng", alias = "detection-eng")]
     DetectionEng,
     /// Sweeps at 06:00 and 18:00 over the 12 hours before.
+    #[value(name = "threat_hunter", alias = "threat-hunter")]
     ThreatHunter,
 }
 
@@ -630,7 +633,7 @@ mod tests {
             end_ms: 3_600_000,
         };
         let role = CalendarRole::SocManager;
-        let first = report(role, window.clone(), &[]);
+        let first = report(role, window, &[]);
         assert!(publish(&bus, role, &first).await.unwrap());
         let again = report(role, window, &[]);
         assert!(

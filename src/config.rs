@@ -32,6 +32,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// Which reasoner decides what.
     pub reasoning: ReasoningConfig,
+    /// The calendar roles.
+    pub calendar: CalendarConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,26 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             llm: LlmConfig::default(),
             reasoning: ReasoningConfig::default(),
+            calendar: CalendarConfig::default(),
+        }
+    }
+}
+
+/// `[calendar]`: the calendar roles (shift summaries, detection tuning, hunts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Run them in this process.
+    pub enabled: bool,
+    /// Time zone of their schedules (IANA name).
+    pub tz: String,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tz: crate::calendar::DEFAULT_TZ.to_owned(),
         }
     }
 }
@@ -233,6 +255,12 @@ impl Config {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
         self.llm.validate().map_err(ConfigError::Invalid)?;
+        if self.calendar.tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "calendar.tz: unknown time zone {:?} (an IANA name such as America/New_York)",
+                self.calendar.tz
+            )));
+        }
         if !self.reasoning.hybrid_llm_from.is_finite() {
             return Err(ConfigError::Invalid(
                 "reasoning.hybrid_llm_from must be a number".into(),

@@ -67,7 +67,7 @@ enum Command {
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
     /// Run one calendar role's report now, over the store's record of its window: a shift
-    /// summary (soc-manager), noisy-rule tuning (detection-eng) or a hunt (threat-hunter).
+    /// summary (soc_manager), noisy-rule tuning (detection_eng) or a hunt (threat_hunter).
     Report(ReportArgs),
 }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::actors::RoleEnv;
 use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
+use crate::actors::calendar::{self, Calendar};
 use crate::actors::ir_lead::IrLead;
 use crate::actors::projector::{self, Projector, ProjectorSnapshot, ProjectorStats};
 use crate::actors::role::{self, PanicSchedule, RoleSnapshot, RoleSpec, RoleStats};
@@ -150,11 +151,14 @@ pub enum ChildId {
     Role(usize),
     /// The alert source.
     Source,
+    /// The calendar roles.
+    Calendar,
 }
 
 impl ChildId {
+    /// Publishers of new work, stopped first in a drain.
     fn is_source(&self) -> bool {
-        *self == ChildId::Source
+        matches!(self, ChildId::Source | ChildId::Calendar)
     }
 
     fn is_role(&self) -> bool {
@@ -181,6 +185,7 @@ impl ChildId {
             ChildId::Projector => projector::NAME,
             ChildId::Role(i) => REACTIVE_ROLES[i].name,
             ChildId::Source => alert_source::NAME,
+            ChildId::Calendar => calendar::NAME,
         }
     }
 }
@@ -192,6 +197,7 @@ enum ChildRef {
     Projector(ActorRef<projector::Msg>),
     Role(ActorRef<role::Msg>),
     Source(ActorRef<alert_source::Msg>),
+    Calendar(ActorRef<calendar::Msg>),
 }
 
 impl ChildRef {
@@ -203,6 +209,7 @@ impl ChildRef {
             ChildRef::Projector(a) => a.get_cell(),
             ChildRef::Role(a) => a.get_cell(),
             ChildRef::Source(a) => a.get_cell(),
+            ChildRef::Calendar(a) => a.get_cell(),
         }
     }
 }
@@ -281,6 +288,9 @@ impl Actor for Supervisor {
         ids.push(ChildId::Projector);
         ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
         ids.push(ChildId::Source);
+        if ctx.config.calendar.enabled {
+            ids.push(ChildId::Calendar);
+        }
         for id in &ids {
             ctx.health.set_child(id.name(), false);
         }
@@ -479,6 +489,15 @@ impl State {
                     },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)
+            }
+            ChildId::Calendar => {
+                let args = calendar::Args {
+                    bus: ctx.bus.clone(),
+                    tz: ctx.config.calendar.tz.clone(),
+                };
+                Actor::spawn_linked(Some(name), Calendar, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Calendar(a))
             }
             ChildId::Source => {
                 let args = alert_source::Args {

@@ -292,7 +292,7 @@ fn the_dev_tickets_run_until_idle_on_memory_and_the_calendar_roles_report_on_it(
     };
     // The detection engineer names the noisiest benign rules with counts: ClamAV updates on
     // the mail servers lead (2,218 tickets in the dev set, none escalated by anyone).
-    let tuning = &report("detection-eng")["body"];
+    let tuning = &report("detection_eng")["body"];
     let noisy = tuning["noisy_rules"].as_array().unwrap();
     assert!(noisy.len() >= 5, "{tuning}");
     assert_eq!(noisy[0]["rule_id"], "W-Sys-Cav", "{}", noisy[0]);
@@ -312,7 +312,7 @@ fn the_dev_tickets_run_until_idle_on_memory_and_the_calendar_roles_report_on_it(
             .starts_with("detection_eng:")
     );
     // The shift summary counts what the run did.
-    let shift = &report("soc-manager")["body"];
+    let shift = &report("soc_manager")["body"];
     assert_eq!(shift["alerts"], 9869);
     assert_eq!(shift["escalated"], s["escalated"]);
     assert_eq!(
@@ -367,12 +367,22 @@ async fn the_dev_tickets_run_until_idle_on_redis_and_a_rerun_adds_nothing() {
     let first = dev_run(dir.path(), &args, &env);
     assert_dev_summary(&first);
     assert_eq!(first["bus"], "redis");
+    // The calendar roles caught up on their latest windows (soc_manager's 8 h and
+    // threat_hunter's 12 h windows always ended less than a window ago).
+    let reports = redis_bus(&url, &ns)
+        .await
+        .len(Topic::Reports)
+        .await
+        .unwrap();
+    assert!(reports >= 2, "{reports} reports");
     let again = dev_run(dir.path(), &args, &env);
     assert_eq!(again["alerts_in"], 0);
     assert_eq!(again["duplicates_dropped"], 9869);
     assert_eq!(again["escalated"], 0);
     let bus = redis_bus(&url, &ns).await;
     assert_eq!(bus.len(Topic::Alerts).await.unwrap(), 9869);
+    // The rerun's catch-up found its windows already reported: nothing new.
+    assert_eq!(bus.len(Topic::Reports).await.unwrap(), reports);
     let counts = common::audit_counts(&bus).await;
     let triaged = counts.keys().filter(|(k, _)| k == "AlertTriaged").count();
     assert_eq!(triaged, 9869);

@@ -6,6 +6,7 @@
 //! Adding a role is one file here plus one line in [`crate::supervisor::REACTIVE_ROLES`].
 
 pub mod alert_source;
+pub mod calendar;
 pub mod ir_lead;
 pub mod projector;
 pub mod role;
