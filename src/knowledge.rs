@@ -235,6 +235,14 @@ impl Knowledge {
         }
     }
 
+    /// When the latest recorded case on `(site, host)` opened.
+    pub fn latest_ms(&self, site: &str, host: &str) -> Option<i64> {
+        let a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        a.hosts
+            .get(&(site.to_owned(), host.to_owned()))
+            .and_then(|list| list.iter().map(|r| r.first_ms).max())
+    }
+
     /// The cases on `(site, host)` within the activity window before a case opened at
     /// `at_ms` (earlier by time, then by ticket id; the case itself excluded), oldest first.
     pub fn recent(&self, site: &str, host: &str, at_ms: i64, ticket: &str) -> Vec<Recent> {
@@ -250,6 +258,108 @@ impl Knowledge {
             .collect();
         out.sort_by(|a, b| (a.first_ms, &a.ticket).cmp(&(b.first_ms, &b.ticket)));
         out
+    }
+}
+
+/// Read-only tools over the knowledge, for the roles' model reasoners.
+///
+/// - `memory.host_activity {site, host, before}`: the alerts triage recorded on that host in
+///   the hour before `before` (RFC 3339), with their own scores.
+/// - `memory.rule_history {rule_id, before}`: how analysts disposed of the rule's past tickets
+///   known by `before`, against all tickets.
+#[derive(Debug, Clone)]
+pub struct KnowledgeTools(pub std::sync::Arc<Knowledge>);
+
+impl KnowledgeTools {
+    fn host_activity(&self, args: &serde_json::Value) -> Result<String, String> {
+        let host = args["host"].as_str().ok_or("host (a string) is required")?;
+        let site = args["site"].as_str().unwrap_or("");
+        let before = match args["before"].as_str() {
+            Some(_) => before_ms(args)?,
+            // The hour up to the host's latest alert.
+            None => self
+                .0
+                .latest_ms(site, host)
+                .map_or(0, |ms| ms.saturating_add(1)),
+        };
+        let recent = self.0.recent(site, host, before, "");
+        let rows: Vec<serde_json::Value> = recent
+            .iter()
+            .rev()
+            .take(25)
+            .map(|r| {
+                serde_json::json!({
+                    "ticket": r.ticket, "rule_id": r.rule,
+                    "opened_ms": r.first_ms, "rules_score": (r.score * 100.0).round() / 100.0
+                })
+            })
+            .collect();
+        Ok(
+            serde_json::json!({"host": host, "alerts_last_hour": recent.len(), "latest": rows})
+                .to_string(),
+        )
+    }
+
+    fn rule_history(&self, args: &serde_json::Value) -> Result<String, String> {
+        let rule = args["rule_id"]
+            .as_str()
+            .ok_or("rule_id (a string) is required")?;
+        let p = self.0.priors(rule, "", "", before_ms(args)?);
+        Ok(serde_json::json!({
+            "rule_id": rule,
+            "rule": {"escalated": p.rule.escalated, "closed": p.rule.closed},
+            "all": {"escalated": p.all.escalated, "closed": p.all.closed},
+        })
+        .to_string())
+    }
+}
+
+fn before_ms(args: &serde_json::Value) -> Result<i64, String> {
+    match args["before"].as_str() {
+        None => Ok(i64::MAX),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("before must be an RFC 3339 time: {e}")),
+    }
+}
+
+impl crate::llm::reason::ToolProvider for KnowledgeTools {
+    fn tools(&self) -> Vec<crate::llm::Tool> {
+        use crate::llm::Tool;
+        vec![
+            Tool::function(
+                "memory.host_activity",
+                "Alerts triaged on a host in the hour before a time, newest first.",
+                serde_json::json!({"type": "object", "properties": {
+                    "site": {"type": "string"}, "host": {"type": "string"},
+                    "before": {"type": "string", "description": "RFC 3339 time"}},
+                    "required": ["host"]}),
+            ),
+            Tool::function(
+                "memory.rule_history",
+                "How analysts disposed of a detection rule's past tickets.",
+                serde_json::json!({"type": "object", "properties": {
+                    "rule_id": {"type": "string"},
+                    "before": {"type": "string", "description": "RFC 3339 time"}},
+                    "required": ["rule_id"]}),
+            ),
+        ]
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        arguments: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
+    {
+        let result = serde_json::from_str::<serde_json::Value>(arguments)
+            .map_err(|e| format!("arguments are not JSON: {e}"))
+            .and_then(|args| match name {
+                "memory.host_activity" => self.host_activity(&args),
+                "memory.rule_history" => self.rule_history(&args),
+                other => Err(format!("no tool named {other}")),
+            });
+        Box::pin(std::future::ready(result))
     }
 }
 

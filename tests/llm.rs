@@ -1448,3 +1448,82 @@ async fn the_canned_model_runs_the_whole_model_path_and_an_unknown_schema_ends_i
     );
     assert!(sentinel.is_ok(), "the canned sentinel answer validates");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier2_investigates_with_its_tools_on_the_real_model_within_its_budget() {
+    use soc_runtime::actors::tier2::Tier2;
+    use soc_runtime::knowledge::{Knowledge, Recent};
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start(1).await;
+    let gw = TestGateway::start("tier2-tools", config(vec![server.endpoint("primary")])).await;
+    let knowledge = Arc::new(Knowledge::default());
+    knowledge.record(
+        "llm",
+        "web-1",
+        Recent {
+            ticket: "earlier-1".into(),
+            first_ms: 1_642_240_000_000,
+            rule: "R-0".into(),
+            score: 4.2,
+        },
+    );
+    let reasoning = soc_runtime::config::ReasoningConfig {
+        mode: soc_runtime::config::ReasoningMode::Llm,
+        ..Default::default()
+    };
+    let tier2 = Tier2::new(&RoleEnv {
+        knowledge,
+        reasoning,
+    });
+    let triaged = AlertTriaged {
+        case: soc_runtime::proto::CaseContext {
+            ticket: "t2-1".into(),
+            site: Some("llm".into()),
+            source: "suricata".into(),
+            rule_id: "R-1".into(),
+            rule_name: "Suricata: ET SCAN Possible Nmap User-Agent Observed".into(),
+            host: "web-1".into(),
+            first_seen: "2022-01-15T10:00:00Z".into(),
+            last_seen: "2022-01-15T10:05:00Z".into(),
+            alert_count: 3,
+            ..Default::default()
+        },
+        verdict: soc_runtime::proto::TriageVerdict::TruePositive,
+        confidence: 0.8,
+        priority: 9,
+        rationale: "nmap scan".into(),
+        ..AlertTriaged::default()
+    };
+    let input = Envelope::new_root("sentinel", "t2-1", Event::AlertTriaged(triaged));
+    assert!(tier2.wants_model(&input));
+    let events = tier2
+        .decide_with_model(input, gw.llm.clone())
+        .await
+        .unwrap();
+    let Some(Event::Tier2Analysis(analysis)) = events.first() else {
+        panic!("no analysis: {events:?}");
+    };
+    assert_eq!(
+        analysis.meta.reasoner,
+        soc_runtime::proto::ReasonerKind::Llm
+    );
+    // The small model, told to call tools, calls them until the budget is spent; the loop
+    // then makes it answer.
+    assert!(
+        analysis.meta.tool_calls > 0 && analysis.meta.tool_calls <= 30,
+        "{:?}",
+        analysis.meta
+    );
+    assert!(analysis.meta.tokens_in > 0);
+    // Valid or sent to a human: never a crash, and an escalation comes with its event.
+    let escalated = events.iter().any(|e| matches!(e, Event::CaseEscalated(_)));
+    assert_eq!(
+        escalated,
+        analysis.decision == soc_runtime::proto::Tier2Decision::Escalate
+    );
+    if analysis.decision == soc_runtime::proto::Tier2Decision::NeedsHumanReview {
+        assert!(analysis.meta.needs_human_review.is_some(), "{analysis:?}");
+    }
+    assert_eq!(analysis.similar_incidents, ["earlier-1"]);
+}

@@ -14,12 +14,19 @@
 //! No state of its own: a restart loses nothing (the role actor in `role.rs` owns delivery
 //! and commits).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Deserialize;
+
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::knowledge::Knowledge;
+use crate::config::{ReasoningConfig, ReasoningMode};
+use crate::knowledge::{Knowledge, KnowledgeTools};
+use crate::llm::reason::{Answer, Brief, injection_flags, reason};
+use crate::llm::{CallOptions, Llm, LlmError};
+use crate::proto::DecisionMeta;
 use crate::proto::{
     AlertTriaged, CaseEscalated, Envelope, Event, Tier2Analysis, Tier2Decision, TriageVerdict,
 };
@@ -34,10 +41,62 @@ const ESCALATE_CONFIDENCE: f32 = 0.7;
 /// Similar incidents listed at most.
 const SIMILAR_MAX: usize = 10;
 
-/// Tier 2's rules reasoner.
+/// The system prompt of Tier 2's model reasoner.
+const PROMPT: &str = "You are the Tier 2 analyst of a security operations center. Triage has \
+flagged a case as worth a closer look. Investigate it with your tools (the host's other alerts \
+in the hour before, how analysts disposed of this rule's past tickets) and decide: escalate \
+(an attack or compromise that needs incident response), close (benign or a detector \
+misfire), or needs_human_review (you cannot tell). Give your refined verdict, a confidence \
+from 0 to 1, a summary citing the evidence, and up to five next steps.";
+
+/// What Tier 2's model reasoner works with.
+pub const BRIEF: Brief = Brief {
+    role: "tier2",
+    system: PROMPT,
+    tools: &["memory.host_activity", "memory.rule_history"],
+    budget: 30,
+    max_tokens: 384,
+};
+
+/// Tier 2's answer, as the model must give it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tier2Answer {
+    /// Escalate, close, or needs_human_review.
+    pub decision: Tier2Decision,
+    /// The refined verdict.
+    pub verdict: TriageVerdict,
+    /// Confidence, 0 to 1.
+    pub confidence: f32,
+    /// What was found, citing the evidence.
+    pub summary: String,
+    /// Up to five next steps.
+    pub next_steps: Vec<String>,
+}
+
+impl Answer for Tier2Answer {
+    fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(format!(
+                "confidence {} is not between 0 and 1",
+                self.confidence
+            ));
+        }
+        if self.summary.trim().is_empty() || self.summary.len() > 4000 {
+            return Err("the summary must be 1 to 4000 characters".into());
+        }
+        if self.next_steps.len() > 5 {
+            return Err(format!("{} next steps; at most 5", self.next_steps.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Tier 2: the rules reasoner, and the model when the reasoning mode sends it there.
 #[derive(Debug, Default)]
 pub struct Tier2 {
     knowledge: Arc<Knowledge>,
+    reasoning: ReasoningConfig,
 }
 
 impl Role for Tier2 {
@@ -47,6 +106,96 @@ impl Role for Tier2 {
     fn new(env: &RoleEnv) -> Self {
         Self {
             knowledge: env.knowledge.clone(),
+            reasoning: env.reasoning.clone(),
+        }
+    }
+
+    fn wants_model(&self, input: &Envelope) -> bool {
+        let Event::AlertTriaged(triaged) = &input.event else {
+            return false;
+        };
+        // A case for a human stays with the human; one Tier 2 would not engage ends here.
+        self.reasoning.mode != ReasoningMode::Rules
+            && triaged.meta.needs_human_review.is_none()
+            && engages(triaged)
+    }
+
+    fn decide_with_model(
+        &self,
+        input: Envelope,
+        llm: Llm,
+    ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        let knowledge = self.knowledge.clone();
+        async move {
+            let Event::AlertTriaged(triaged) = &input.event else {
+                return Ok(Vec::new());
+            };
+            let case = &triaged.case;
+            let flags = injection_flags([
+                ("rule_name", case.rule_name.as_str()),
+                ("host", case.host.as_str()),
+                ("user", case.user.as_deref().unwrap_or("")),
+                ("triage_rationale", triaged.rationale.as_str()),
+            ]);
+            let data = serde_json::json!({
+                "case": case,
+                "triage": {"verdict": triaged.verdict, "confidence": triaged.confidence,
+                           "priority": triaged.priority, "rationale": triaged.rationale},
+            });
+            let tools = KnowledgeTools(knowledge.clone());
+            let options = CallOptions::case(Self::NAME, Some(triaged.priority));
+            let reasoned =
+                reason::<Tier2Answer>(&llm, &BRIEF, &data.to_string(), &tools, options).await?;
+            let similar = similar(&knowledge, triaged);
+            let mut meta = reasoned.meta;
+            let mut analysis = match reasoned.answer {
+                Ok(a) => Tier2Analysis {
+                    case: case.clone(),
+                    triage_verdict: triaged.verdict,
+                    verdict: a.verdict,
+                    decision: a.decision,
+                    confidence: a.confidence,
+                    summary: a.summary,
+                    similar_incidents: similar,
+                    next_steps: a.next_steps,
+                    meta: DecisionMeta::default(),
+                },
+                Err(why) => {
+                    meta.needs_human_review = Some(why.clone());
+                    Tier2Analysis {
+                        case: case.clone(),
+                        triage_verdict: triaged.verdict,
+                        verdict: triaged.verdict,
+                        decision: Tier2Decision::NeedsHumanReview,
+                        confidence: 0.0,
+                        summary: format!("needs human review: {why}"),
+                        similar_incidents: similar,
+                        next_steps: vec![format!("an analyst reviews {}", case.ticket)],
+                        meta: DecisionMeta::default(),
+                    }
+                }
+            };
+            if !flags.is_empty() {
+                let why = format!(
+                    "instructions found inside alert text ({})",
+                    flags.join(", ")
+                );
+                analysis.summary = format!("{} [flagged: {why}]", analysis.summary);
+                analysis.decision = Tier2Decision::NeedsHumanReview;
+                meta.needs_human_review = Some(why);
+            }
+            analysis.meta = meta;
+            let escalate = analysis.decision == Tier2Decision::Escalate;
+            let mut events = Vec::with_capacity(2);
+            if escalate {
+                events.push(Event::CaseEscalated(CaseEscalated {
+                    case: case.clone(),
+                    reason: analysis.summary.clone(),
+                    confidence: analysis.confidence,
+                }));
+            }
+            events.insert(0, Event::Tier2Analysis(analysis));
+            Ok(events)
         }
     }
 
@@ -140,22 +289,26 @@ impl Role for Tier2 {
 }
 
 impl Tier2 {
-    /// The alerts that scored on the same host in the hour before this one, latest first.
     fn similar(&self, triaged: &AlertTriaged) -> Vec<String> {
-        let case = &triaged.case;
-        let at_ms = chrono::DateTime::parse_from_rfc3339(&case.first_seen)
-            .map(|t| t.timestamp_millis())
-            .unwrap_or(0);
-        let site = case.site.as_deref().unwrap_or("");
-        self.knowledge
-            .recent(site, &case.host, at_ms, &case.ticket)
-            .into_iter()
-            .rev()
-            .filter(|r| r.score > 0.0)
-            .take(SIMILAR_MAX)
-            .map(|r| r.ticket)
-            .collect()
+        similar(&self.knowledge, triaged)
     }
+}
+
+/// The alerts that scored on the same host in the hour before this one, latest first.
+fn similar(knowledge: &Knowledge, triaged: &AlertTriaged) -> Vec<String> {
+    let case = &triaged.case;
+    let at_ms = chrono::DateTime::parse_from_rfc3339(&case.first_seen)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0);
+    let site = case.site.as_deref().unwrap_or("");
+    knowledge
+        .recent(site, &case.host, at_ms, &case.ticket)
+        .into_iter()
+        .rev()
+        .filter(|r| r.score > 0.0)
+        .take(SIMILAR_MAX)
+        .map(|r| r.ticket)
+        .collect()
 }
 
 fn engages(triaged: &AlertTriaged) -> bool {

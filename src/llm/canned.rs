@@ -35,6 +35,13 @@ pub fn answer_for(schema: &str) -> Value {
             "priority": 5,
             "rationale": "dry run: a canned answer, not a model's"
         }),
+        "tier2_answer" => json!({
+            "decision": "close",
+            "verdict": "suspicious",
+            "confidence": 0.5,
+            "summary": "dry run: a canned answer, not a model's",
+            "next_steps": []
+        }),
         _ => json!({}),
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Failures are classified for the gateway: connection errors, timeouts, 408/429/5xx, broken
 //! streams and unparseable bodies are retryable; other 4xx mean the request itself is wrong
-//! and are [`AttemptErrorKind::Rejected`].
+//! and are [`AttemptErrorKind::Rejected`], as is llama.cpp's 500 for a tool call whose
+//! arguments the model wrote as broken JSON (the server is healthy; the answer is not).
 
 use std::time::Duration;
 
@@ -212,8 +213,13 @@ impl Endpoint {
         let code = status.as_u16();
         let text = read_capped(response, MAX_ERROR_BODY, Duration::from_secs(2)).await;
         // 401/403/404 mean this endpoint is misconfigured (key, model, path): another one may
-        // answer. Other 4xx mean the request itself is wrong everywhere.
-        let kind = if matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error() {
+        // answer. Other 4xx mean the request itself is wrong everywhere. So does llama.cpp's
+        // 500 for a tool call the model wrote with broken arguments: the server is fine, the
+        // model's answer is not, and the same conversation would break the same way elsewhere.
+        let model_wrote_garbage = code == 500 && text.contains("Failed to parse tool call");
+        let kind = if model_wrote_garbage {
+            AttemptErrorKind::Rejected(code)
+        } else if matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error() {
             AttemptErrorKind::Status(code)
         } else {
             AttemptErrorKind::Rejected(code)

@@ -85,7 +85,9 @@ impl ToolProvider for NoTools {
 pub struct CallRecord {
     /// The tool asked for.
     pub tool: String,
-    /// `ran`, `failed`, `refused: not allowed` or `refused: over budget`.
+    /// `ran`, `failed`, `refused: not allowed`, `refused: over budget`, `refused: bad
+    /// arguments` (not JSON), or `refused by the
+    /// server: ...` (a tool call the model wrote so badly the server could not read it).
     pub outcome: String,
 }
 
@@ -118,7 +120,7 @@ pub async fn reason<T: Answer>(
         name: format!("{}_answer", brief.role),
         schema: serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default(),
     };
-    let offered: Vec<Tool> = tools
+    let mut offered: Vec<Tool> = tools
         .tools()
         .into_iter()
         .filter(|t| brief.tools.contains(&t.function.name.as_str()))
@@ -154,16 +156,52 @@ pub async fn reason<T: Answer>(
             temperature: Some(0.0),
             ..ChatRequest::default()
         };
-        let completion = llm.chat(request, options.clone()).await?;
+        let completion = match llm.chat(request, options.clone()).await {
+            Ok(c) => c,
+            // The server refused the investigation as it stands (a tool call it could not
+            // read, a conversation past its context): start over from the case, without
+            // tools, and answer.
+            Err(LlmError::Rejected { message, .. }) if may_call => {
+                calls.push(CallRecord {
+                    tool: "(investigation)".into(),
+                    outcome: format!("refused by the server: {message}"),
+                });
+                messages.truncate(2);
+                messages.push(Message::user(format!(
+                    "The investigation with tools had to stop after {ran} tool calls (the \
+                     model server refused to go on). Do not call tools: answer now from the case."
+                )));
+                offered.clear();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         add_usage(&mut meta, &completion.usage);
         if completion.tool_calls.is_empty() {
             answer = Some(completion.content.unwrap_or_default());
             break;
         }
-        messages.push(Message::assistant_calls(completion.tool_calls.clone()));
-        for call in completion.tool_calls {
+        // Arguments that are not JSON are not sent back as written (a server parses the
+        // conversation it is given, and would refuse all of it): the call is kept as `{}` and
+        // answered with the reason.
+        let mut calls_made = completion.tool_calls;
+        let mut unreadable = Vec::with_capacity(calls_made.len());
+        for call in &mut calls_made {
+            let bad = serde_json::from_str::<serde_json::Value>(&call.function.arguments).err();
+            if bad.is_some() {
+                call.function.arguments = "{}".into();
+            }
+            unreadable.push(bad);
+        }
+        messages.push(Message::assistant_calls(calls_made.clone()));
+        for (call, bad) in calls_made.into_iter().zip(unreadable) {
             let name = call.function.name.as_str();
-            let (result, outcome) = if !brief.tools.contains(&name) {
+            let (result, outcome) = if let Some(e) = bad {
+                (
+                    format!("refused: the arguments are not valid JSON ({e})"),
+                    "refused: bad arguments",
+                )
+            } else if !brief.tools.contains(&name) {
                 (
                     format!(
                         "refused: {name} is not available to {}; available tools: {}",
