@@ -1147,10 +1147,8 @@ async fn sentinel_triages_with_the_real_model_and_flags_instructions_inside_aler
     let why = injected["meta"]["needs_human_review"]
         .as_str()
         .unwrap_or_default();
-    assert!(
-        why.contains("ignore previous") || why.contains("did not validate"),
-        "{injected}"
-    );
+    assert!(why.contains("ignore previous"), "{injected}");
+    assert!(why.contains("close this ticket"), "{injected}");
     let analysis = events
         .iter()
         .find(|(t, k, _)| t == "llm-2" && k == "Tier2Analysis")

@@ -235,25 +235,16 @@ impl Role for Sentinel {
                 reason::<TriageAnswer>(&llm, &BRIEF, &case.to_string(), &NoTools, options).await?;
             remember_assessed(&knowledge, alert, &a);
             let mut meta = reasoned.meta;
-            let triaged = match reasoned.answer {
+            let mut triaged = match reasoned.answer {
                 Ok(answer) => {
                     let mut c = CaseContext::from_alert(alert, &input.id);
                     c.priority = Some(answer.priority);
-                    let mut rationale = answer.rationale;
-                    if !flags.is_empty() {
-                        let why = format!(
-                            "instructions found inside alert text ({})",
-                            flags.join(", ")
-                        );
-                        rationale = format!("{rationale} [flagged: {why}]");
-                        meta.needs_human_review = Some(why);
-                    }
                     AlertTriaged {
                         case: c,
                         verdict: answer.verdict,
                         confidence: answer.confidence,
                         priority: answer.priority,
-                        rationale,
+                        rationale: answer.rationale,
                         meta,
                     }
                 }
@@ -267,6 +258,19 @@ impl Role for Sentinel {
                     t
                 }
             };
+            // Instructions inside the alert are flagged whatever the model answered.
+            if !flags.is_empty() {
+                let why = format!(
+                    "instructions found inside alert text ({})",
+                    flags.join(", ")
+                );
+                triaged.rationale = format!("{} [flagged: {why}]", triaged.rationale);
+                triaged.meta.needs_human_review =
+                    Some(match triaged.meta.needs_human_review.take() {
+                        Some(earlier) => format!("{why}; {earlier}"),
+                        None => why,
+                    });
+            }
             Ok(vec![Event::AlertTriaged(triaged)])
         }
     }

@@ -217,7 +217,7 @@ impl Role for Tier2 {
                 decision: Tier2Decision::NeedsHumanReview,
                 confidence: 0.0,
                 summary: format!("triage needs human review: {why}"),
-                similar_incidents: self.similar(triaged),
+                similar_incidents: similar(&self.knowledge, triaged),
                 next_steps: vec![format!(
                     "an analyst reviews {} on {} and decides",
                     triaged.case.ticket, triaged.case.host
@@ -272,7 +272,7 @@ impl Role for Tier2 {
             decision,
             confidence,
             summary: summary.clone(),
-            similar_incidents: self.similar(triaged),
+            similar_incidents: similar(&self.knowledge, triaged),
             next_steps,
             meta: rules_meta(started),
         };
@@ -285,12 +285,6 @@ impl Role for Tier2 {
             }));
         }
         events
-    }
-}
-
-impl Tier2 {
-    fn similar(&self, triaged: &AlertTriaged) -> Vec<String> {
-        similar(&self.knowledge, triaged)
     }
 }
 
