@@ -409,6 +409,8 @@ pub struct Setup {
     pub dry_run: bool,
     /// The model endpoints and reasoning settings (`--config`); no endpoints: rules only.
     pub model: (crate::llm::LlmConfig, crate::config::ReasoningConfig),
+    /// The roles' tools (`--config`'s `[tools]`); site connectors are always left out.
+    pub tools: crate::tools::ToolsConfig,
 }
 
 /// The history and feedback a replay ran with, as reported.
@@ -594,6 +596,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     // Reports are not scored, and their windows are wall-clock time, not ticket time.
     config.calendar.enabled = false;
     (config.llm, config.reasoning) = priors.model.clone();
+    config.tools = priors.tools.clone();
     let canned = if priors.dry_run {
         let model = crate::llm::canned::start()
             .await
@@ -631,6 +634,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     let options = RuntimeOptions {
         until_idle: true,
         knowledge: Some(knowledge),
+        no_site_connectors: true,
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(config, options).await?;

@@ -34,6 +34,8 @@ pub struct Config {
     pub reasoning: ReasoningConfig,
     /// The calendar roles.
     pub calendar: CalendarConfig,
+    /// The roles' tools and site connectors.
+    pub tools: crate::tools::ToolsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             reasoning: ReasoningConfig::default(),
             calendar: CalendarConfig::default(),
+            tools: crate::tools::ToolsConfig::default(),
         }
     }
 }
@@ -247,6 +250,12 @@ impl Config {
             self.http.addr = v;
         }
         self.llm.apply_env(&var);
+        if let Some(v) = var("SOC_FALCON_CLIENT_ID") {
+            self.tools.falcon.client_id = v;
+        }
+        if let Some(v) = var("SOC_FALCON_CLIENT_SECRET") {
+            self.tools.falcon.client_secret = Some(crate::llm::Secret::new(v));
+        }
         Ok(())
     }
 

@@ -20,3 +20,4 @@ pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod task;
+pub mod tools;

@@ -26,6 +26,8 @@ Environment (overridden by flags, override the config file):
   SOC_LLM_SECONDARY_URL   failover model server
   SOC_LLM_MODEL           model name sent to every endpoint
   SOC_LLM_API_KEY         bearer token for the endpoints (never logged)
+  SOC_FALCON_CLIENT_ID      CrowdStrike Falcon API client id (read-only connector)
+  SOC_FALCON_CLIENT_SECRET  its secret (never logged)
   SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
 
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept
@@ -229,9 +231,10 @@ struct BacktestArgs {
     /// whole model path runs, nothing is decided by a model.
     #[arg(long, conflicts_with = "config")]
     dry_run: bool,
-    /// Config file whose [llm] and [reasoning] sections the replay uses (SOC_LLM_* variables
-    /// apply on top); everything else is the backtest's own (memory bus, HTTP off, scratch
-    /// stores). Without it the roles use their rules reasoners.
+    /// Config file whose [llm], [reasoning] and [tools] sections the replay uses (SOC_LLM_*
+    /// variables apply on top); everything else is the backtest's own (memory bus, HTTP off,
+    /// scratch stores, no site connectors: a live EDR knows nothing of a replayed ticket's
+    /// time). Without it the roles use their rules reasoners.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override `[reasoning] precedent`: give the model the case's precedent (on) or not
@@ -643,6 +646,12 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
     };
     let tickets = backtest::select(tickets, &selection);
+    let mut config = Config::load(args.config.as_deref())?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(on) = args.precedent {
+        config.reasoning.precedent = on;
+    }
+    config.validate()?;
     let priors = backtest::Setup {
         history: match &args.history {
             Some(path) => backtest::load_tickets(path)?,
@@ -657,15 +666,8 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             None => None,
         },
         dry_run: args.dry_run,
-        model: {
-            let mut config = Config::load(args.config.as_deref())?;
-            config.apply_env(|k| std::env::var(k).ok())?;
-            if let Some(on) = args.precedent {
-                config.reasoning.precedent = on;
-            }
-            config.validate()?;
-            (config.llm, config.reasoning)
-        },
+        model: (config.llm, config.reasoning),
+        tools: config.tools,
     };
     let selection = SelectionSummary {
         file: args.tickets.display().to_string(),

@@ -108,8 +108,21 @@ impl Runtime {
         let knowledge = options.knowledge.clone().unwrap_or_default();
         let store = crate::store::Store::open(&store_path).await?;
         let prepared = prepare_store(&store, &projection, bus.backend_name(), &knowledge).await;
-        store.close().await;
-        prepared?;
+        if let Err(e) = prepared {
+            store.close().await;
+            return Err(e.into());
+        }
+        // The store stays open for the tools' case memory (`memory.recall`).
+        let tools = crate::tools::Toolbox::load(
+            &config.tools,
+            knowledge.clone(),
+            Some(store.pool().clone()),
+            !options.no_site_connectors,
+        )
+        .await?;
+        if !tools.names().is_empty() {
+            tracing::info!(tools = ?tools.names(), "role tools ready");
+        }
         let instance = format!("soc{}", INSTANCES.fetch_add(1, Ordering::Relaxed));
         let ctx = Arc::new(Context {
             role_stats: REACTIVE_ROLES
@@ -126,6 +139,7 @@ impl Runtime {
             projection,
             projector_stats: Arc::default(),
             knowledge,
+            tools: Arc::new(tools),
             exit: Mutex::new(None),
             started: std::time::Instant::now(),
             instance: instance.clone(),
@@ -463,6 +477,9 @@ pub enum StartError {
     /// The local store cannot be used.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A tool's data cannot be loaded.
+    #[error(transparent)]
+    Tools(#[from] crate::tools::ToolsError),
     /// The data directory cannot be created.
     #[error("cannot create data directory {0}: {1}")]
     DataDir(String, #[source] std::io::Error),

@@ -80,6 +80,9 @@ pub struct RuntimeOptions {
     /// Knowledge to start from instead of a fresh one (a backtest's history and feedback);
     /// the store's dispositions are added to it.
     pub knowledge: Option<Arc<Knowledge>>,
+    /// Leave out the tools that reach live systems (site connectors such as Falcon): a
+    /// backtest's tickets are history, and a live EDR knows nothing of their time.
+    pub no_site_connectors: bool,
 }
 
 /// Everything the supervisor and the runtime handle share.
@@ -114,6 +117,8 @@ pub struct Context {
     pub projector_stats: Arc<ProjectorStats>,
     /// What the rules reasoner knows (dispositions, activity); outlives role restarts.
     pub knowledge: Arc<Knowledge>,
+    /// The roles' tools (over the same knowledge).
+    pub tools: Arc<crate::tools::Toolbox>,
     /// Why the runtime stopped, once it has.
     pub exit: Mutex<Option<ExitReason>>,
     /// When the runtime started.
@@ -486,6 +491,7 @@ impl State {
                     env: RoleEnv {
                         knowledge: ctx.knowledge.clone(),
                         reasoning: ctx.config.reasoning.clone(),
+                        tools: ctx.tools.clone(),
                     },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)

@@ -777,8 +777,18 @@ fn a_dry_run_sends_the_riskier_alerts_through_the_model_path_to_a_canned_model()
     // Hybrid: the riskier alerts go to the model, the rest stay with rules.
     assert!(by_model > 0 && by_rules > 0, "{sentinel}");
     assert_eq!(by_model + by_rules, 1911);
-    // One chat request per model decision (the canned answers validate: no repairs).
-    assert_eq!(s["priors"]["model_requests"].as_u64().unwrap(), by_model);
+    // One chat request per model decision (the canned answers validate, also while tools
+    // are on offer: no repairs).
+    let model_decisions: u64 = s["roles"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["reasoners"]["llm"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        s["priors"]["model_requests"].as_u64().unwrap(),
+        model_decisions
+    );
     assert!(sentinel["tokens_in"].as_u64().unwrap() > 0);
     // A model configuration is the dry run's own.
     let both = run(soc()

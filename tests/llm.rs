@@ -1296,6 +1296,7 @@ impl soc_runtime::llm::reason::ToolProvider for HostTools {
 
     fn call<'a>(
         &'a self,
+        _scope: &'a soc_runtime::llm::reason::Scope,
         name: &'a str,
         _arguments: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
@@ -1333,6 +1334,7 @@ async fn tool_calls_outside_the_whitelist_or_past_the_budget_are_refused_and_eve
         &brief,
         r#"{"host":"web-1"}"#,
         &tools,
+        &soc_runtime::llm::reason::Scope::default(),
         CallOptions::case("tier2", None),
     )
     .await
@@ -1428,6 +1430,7 @@ async fn the_canned_model_runs_the_whole_model_path_and_an_unknown_schema_ends_i
         &brief,
         "{}",
         &NoTools,
+        &soc_runtime::llm::reason::Scope::default(),
         CallOptions::case("x", None),
     )
     .await
@@ -1471,6 +1474,7 @@ async fn tier2_investigates_with_its_tools_on_the_real_model_within_its_budget()
         ..Default::default()
     };
     let tier2 = Tier2::new(&RoleEnv {
+        tools: Arc::new(soc_runtime::tools::Toolbox::new(knowledge.clone())),
         knowledge,
         reasoning,
     });

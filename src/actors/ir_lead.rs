@@ -1,40 +1,186 @@
 //! IR Lead: sets severity and plans the response for escalated cases.
 //!
 //! Consumes `CaseEscalated` on `soc.cases`; publishes an `IRPlan` (on `soc.cases`) and one
-//! `ActionProposed` per containment step (on `soc.actions`), addressed to a human approver role.
-//! Nothing is executed: proposals wait for a signed-in human's decision.
+//! `ActionProposed` per containment step (on `soc.actions`), addressed to a human approver role
+//! (SEV-1/2: the IR Lead On-Call, SEV-3/4: the SOC Shift Lead). Nothing is executed: proposals
+//! wait for a signed-in human's decision.
 //!
-//! The first rules reasoner maps priority to severity, proposes isolating the host for SEV-1/2
-//! and blocking the public source IPs involved.
+//! The rules reasoner maps priority to severity, proposes isolating the host for SEV-1/2 and
+//! blocking the public source IPs involved. The model reasoner scopes the incident with its
+//! tools and writes the plan; its containment steps come from a fixed list of actions, each on
+//! an entity of the case itself (its host, user or a source IP): a step on anything else makes
+//! the answer invalid. An invalid answer, or instructions found in the case's text, leave the
+//! rules plan in place, marked `needs_human_review` with the reason.
 //!
 //! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use serde::Deserialize;
 
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::proto::{ActionProposed, CaseEscalated, Envelope, Event, IrPlan, PlanStep, Severity};
+use crate::config::{ReasoningConfig, ReasoningMode};
+use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason_checked};
+use crate::llm::{CallOptions, Llm, LlmError};
+use crate::proto::{
+    ActionProposed, CaseContext, CaseEscalated, DecisionMeta, Envelope, Event, IrPlan, PlanStep,
+    Severity,
+};
+use crate::tools::Toolbox;
 
 /// How long a proposal stays decidable.
 const PROPOSAL_TTL_MS: i64 = 4 * 3600 * 1000;
 /// Most IPs proposed for blocking in one plan.
 const MAX_BLOCKED_IPS: usize = 3;
+/// Most entries in each section of a model's plan.
+const MAX_SECTION: usize = 5;
 /// Approver for SEV-1 and SEV-2.
 const APPROVER_HIGH: &str = "IR Lead On-Call";
 /// Approver for SEV-3 and SEV-4.
 const APPROVER_LOW: &str = "SOC Shift Lead";
 
-/// IR Lead's rules reasoner.
+/// The system prompt of the IR Lead's model reasoner.
+const PROMPT: &str = "You are the IR Lead of a security operations center. Tier 2 escalated \
+this case as an incident. Scope it with your tools (the raw alert archive, earlier cases \
+sharing its indicators, the host's other alerts, the EDR when there is one), then decide its \
+severity (SEV-1: active compromise with business impact; SEV-2: high; SEV-3: medium; SEV-4: \
+low) and plan the response: a short summary citing the evidence; containment steps, each an \
+action from the allowed list on a target taken from the case (its host, its user or one of \
+its source IPs); eradication and recovery steps; who to notify. Containment steps are \
+proposals only: a human approver decides each one.";
+
+/// What the IR Lead's model reasoner works with.
+pub const BRIEF: Brief = Brief {
+    role: "ir_lead",
+    system: PROMPT,
+    tools: &[
+        "alerts.search",
+        "memory.recall",
+        "memory.host_activity",
+        "falcon.host",
+        "falcon.alerts",
+    ],
+    budget: 15,
+    max_tokens: 512,
+};
+
+/// Containment actions the IR Lead may propose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainmentAction {
+    /// Cut a host off the network (target: the case's host).
+    IsolateHost,
+    /// Block an address at the perimeter (target: one of the case's source IPs).
+    BlockIp,
+    /// Disable an account (target: the case's user).
+    DisableAccount,
+}
+
+impl ContainmentAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::IsolateHost => "isolate_host",
+            Self::BlockIp => "block_ip",
+            Self::DisableAccount => "disable_account",
+        }
+    }
+}
+
+/// One containment step, as the model must give it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepAnswer {
+    /// The action.
+    pub action: ContainmentAction,
+    /// Its target: the case's host, user or one of its source IPs.
+    pub target: String,
+    /// What it does and why.
+    pub description: String,
+}
+
+/// The IR Lead's plan, as the model must give it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanAnswer {
+    /// SEV-1 (worst) to SEV-4.
+    pub severity: Severity,
+    /// What happened and why this severity, citing the evidence.
+    pub summary: String,
+    /// Containment steps (proposals for a human approver), at most five.
+    pub containment: Vec<StepAnswer>,
+    /// Eradication steps, at most five.
+    pub eradication: Vec<String>,
+    /// Recovery steps, at most five.
+    pub recovery: Vec<String>,
+    /// Who to notify, at most five.
+    pub notifications: Vec<String>,
+}
+
+impl Answer for PlanAnswer {
+    fn check(&self) -> Result<(), String> {
+        if self.summary.trim().is_empty() || self.summary.len() > 4000 {
+            return Err("the summary must be 1 to 4000 characters".into());
+        }
+        for (name, len) in [
+            ("containment", self.containment.len()),
+            ("eradication", self.eradication.len()),
+            ("recovery", self.recovery.len()),
+            ("notifications", self.notifications.len()),
+        ] {
+            if len > MAX_SECTION {
+                return Err(format!("{len} {name} entries; at most {MAX_SECTION}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether every containment step of `answer` targets an entity of `case` fit for its action.
+fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), String> {
+    for step in &answer.containment {
+        let target = step.target.trim();
+        let fits = match step.action {
+            ContainmentAction::IsolateHost => {
+                !case.host.is_empty() && target.eq_ignore_ascii_case(&case.host)
+            }
+            ContainmentAction::BlockIp => case.src_ips.iter().any(|ip| ip == target),
+            ContainmentAction::DisableAccount => case.user.as_deref() == Some(target),
+        };
+        if !fits {
+            return Err(format!(
+                "containment step {} on {target:?}: the target must be the case's own {}",
+                step.action.as_str(),
+                match step.action {
+                    ContainmentAction::IsolateHost => "host",
+                    ContainmentAction::BlockIp => "source IP",
+                    ContainmentAction::DisableAccount => "user",
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// IR Lead: the rules reasoner, and the model when the reasoning mode sends it there.
 #[derive(Debug, Default)]
-pub struct IrLead;
+pub struct IrLead {
+    reasoning: ReasoningConfig,
+    tools: Arc<Toolbox>,
+}
 
 impl Role for IrLead {
     const NAME: &'static str = "ir_lead";
     const INPUT: Topic = Topic::Cases;
 
-    fn new(_: &RoleEnv) -> Self {
-        Self
+    fn new(env: &RoleEnv) -> Self {
+        Self {
+            reasoning: env.reasoning.clone(),
+            tools: env.tools.clone(),
+        }
     }
 
     fn accepts(kind: &str) -> bool {
@@ -46,35 +192,123 @@ impl Role for IrLead {
             return Vec::new();
         };
         let started = Instant::now();
-        let plan = plan(escalated);
-        let approver = if plan.severity <= Severity::Sev2 {
-            APPROVER_HIGH
-        } else {
-            APPROVER_LOW
-        };
-        let mut events = Vec::with_capacity(1 + plan.containment.len());
-        let proposals: Vec<Event> = plan
-            .containment
-            .iter()
-            .map(|step| {
-                Event::ActionProposed(ActionProposed {
-                    action_id: format!("{}/{}", escalated.case.ticket, step.step_id),
-                    case: escalated.case.clone(),
-                    plan_id: plan.plan_id.clone(),
-                    step: step.clone(),
-                    severity: plan.severity,
-                    approver_role: approver.to_owned(),
-                    expires_at_ms: input.at_ms + PROPOSAL_TTL_MS,
-                })
-            })
-            .collect();
-        events.push(Event::IrPlan(IrPlan {
+        let plan = IrPlan {
             meta: rules_meta(started),
-            ..plan
-        }));
-        events.extend(proposals);
-        events
+            ..plan(escalated)
+        };
+        with_proposals(plan, input.at_ms)
     }
+
+    /// Escalated cases are never low-risk: the model plans them unless reasoning is `rules`.
+    fn wants_model(&self, input: &Envelope) -> bool {
+        self.reasoning.mode != ReasoningMode::Rules
+            && matches!(input.event, Event::CaseEscalated(_))
+    }
+
+    fn decide_with_model(
+        &self,
+        input: Envelope,
+        llm: Llm,
+    ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        let tools = self.tools.clone();
+        async move {
+            let Event::CaseEscalated(escalated) = &input.event else {
+                return Ok(Vec::new());
+            };
+            let started = Instant::now();
+            let case = &escalated.case;
+            let rules = plan(escalated);
+            // Instructions in the case's text: the rules plan stands, a human reviews, and the
+            // model is not asked to plan from text written to steer it.
+            if let Some(why) = case_injection(case, &[("escalation_reason", &escalated.reason)]) {
+                return Ok(with_proposals(
+                    needs_review(rules, why, rules_meta(started)),
+                    input.at_ms,
+                ));
+            }
+            let data = serde_json::json!({
+                "case": case,
+                "escalation": {"reason": escalated.reason, "confidence": escalated.confidence},
+                "allowed_targets": {"host": case.host, "user": case.user, "source_ips": case.src_ips},
+            });
+            let options = CallOptions::case(Self::NAME, case.priority);
+            let scope = Scope::of(case);
+            let check = |a: &PlanAnswer| check_targets(a, case);
+            let reasoned = reason_checked::<PlanAnswer>(
+                &llm,
+                &BRIEF,
+                &data.to_string(),
+                &*tools,
+                &scope,
+                options,
+                &check,
+            )
+            .await?;
+            let plan = match reasoned.answer {
+                Ok(a) => IrPlan {
+                    plan_id: rules.plan_id,
+                    case: case.clone(),
+                    severity: a.severity,
+                    summary: a.summary,
+                    containment: a
+                        .containment
+                        .iter()
+                        .enumerate()
+                        .map(|(i, step)| PlanStep {
+                            step_id: format!("step-{}", i + 1),
+                            action: step.action.as_str().to_owned(),
+                            target: step.target.trim().to_owned(),
+                            description: step.description.clone(),
+                        })
+                        .collect(),
+                    eradication: a.eradication,
+                    recovery: a.recovery,
+                    notifications: a.notifications,
+                    meta: reasoned.meta,
+                },
+                Err(why) => needs_review(rules, why, reasoned.meta),
+            };
+            Ok(with_proposals(plan, input.at_ms))
+        }
+    }
+}
+
+/// The rules plan, standing in for one a human must review, with the reason.
+fn needs_review(rules: IrPlan, why: String, mut meta: DecisionMeta) -> IrPlan {
+    meta.needs_human_review = Some(why.clone());
+    IrPlan {
+        summary: format!("needs human review: {why}. Rules plan: {}", rules.summary),
+        meta,
+        ..rules
+    }
+}
+
+/// The plan, then one proposal per containment step for the approver of its severity.
+fn with_proposals(plan: IrPlan, at_ms: i64) -> Vec<Event> {
+    let approver = if plan.severity <= Severity::Sev2 {
+        APPROVER_HIGH
+    } else {
+        APPROVER_LOW
+    };
+    let proposals: Vec<Event> = plan
+        .containment
+        .iter()
+        .map(|step| {
+            Event::ActionProposed(ActionProposed {
+                action_id: format!("{}/{}", plan.case.ticket, step.step_id),
+                case: plan.case.clone(),
+                plan_id: plan.plan_id.clone(),
+                step: step.clone(),
+                severity: plan.severity,
+                approver_role: approver.to_owned(),
+                expires_at_ms: at_ms + PROPOSAL_TTL_MS,
+            })
+        })
+        .collect();
+    let mut events = Vec::with_capacity(1 + proposals.len());
+    events.push(Event::IrPlan(plan));
+    events.extend(proposals);
+    events
 }
 
 fn plan(escalated: &CaseEscalated) -> IrPlan {
@@ -188,7 +422,7 @@ mod tests {
                 confidence: 0.8,
             }),
         );
-        IrLead.decide(&input)
+        IrLead::default().decide(&input)
     }
 
     #[test]
@@ -210,5 +444,38 @@ mod tests {
         let events = decide(5, &["8.8.4.4"]);
         assert!(matches!(&events[0], Event::IrPlan(p) if p.severity == Severity::Sev3));
         assert!(matches!(&events[1], Event::ActionProposed(p) if p.approver_role == APPROVER_LOW));
+    }
+
+    #[test]
+    fn a_model_plan_may_only_contain_the_cases_own_entities() {
+        let case = CaseContext {
+            host: "mail".into(),
+            user: Some("alice".into()),
+            src_ips: vec!["203.0.113.9".into()],
+            ..CaseContext::default()
+        };
+        let answer = |action, target: &str| PlanAnswer {
+            severity: Severity::Sev2,
+            summary: "s".into(),
+            containment: vec![StepAnswer {
+                action,
+                target: target.into(),
+                description: "d".into(),
+            }],
+            eradication: vec![],
+            recovery: vec![],
+            notifications: vec![],
+        };
+        use ContainmentAction::*;
+        assert!(check_targets(&answer(IsolateHost, "MAIL"), &case).is_ok());
+        assert!(check_targets(&answer(BlockIp, "203.0.113.9"), &case).is_ok());
+        assert!(check_targets(&answer(DisableAccount, "alice"), &case).is_ok());
+        let e = check_targets(&answer(IsolateHost, "dc-1"), &case).unwrap_err();
+        assert!(e.contains("the case's own host"), "{e}");
+        assert!(check_targets(&answer(BlockIp, "8.8.8.8"), &case).is_err());
+        assert!(check_targets(&answer(DisableAccount, "root"), &case).is_err());
+        let mut long = answer(IsolateHost, "mail");
+        long.notifications = vec!["x".into(); 6];
+        assert!(long.check().unwrap_err().contains("at most 5"));
     }
 }

@@ -65,6 +65,8 @@ pub struct RoleEnv {
     pub knowledge: Arc<Knowledge>,
     /// Which reasoner decides what.
     pub reasoning: crate::config::ReasoningConfig,
+    /// The tools the model reasoner may call (each role offers its whitelist of them).
+    pub tools: Arc<crate::tools::Toolbox>,
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.

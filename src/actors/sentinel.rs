@@ -41,11 +41,12 @@ use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::knowledge::{CasePriors, Counts, Knowledge, Recent};
-use crate::llm::reason::{Answer, Brief, NoTools, injection_flags, reason};
+use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
     Alert, AlertTriaged, CaseContext, DecisionMeta, Envelope, Event, TriageVerdict,
 };
+use crate::tools::Toolbox;
 
 /// Weight of the title's phrase score.
 const TITLE_WEIGHT: f64 = 0.6;
@@ -107,15 +108,16 @@ compromise; suspicious: needs a closer look; benign: expected activity; false_po
 detector misfired), confidence from 0 to 1, priority from 1 to 10 (10: act now; 7 or more \
 sends the case to Tier 2), and a short rationale that cites the alert's fields. Scanning, \
 exploitation, web attacks, credential abuse, privilege escalation and exfiltration are true \
-positives; routine updates, successful logins and session bookkeeping are not. When the case \
-has a precedent section, weigh how analysts disposed of this rule before and what else fired \
-on the host in the last hour.";
+positives; routine updates, successful logins and session bookkeeping are not. Your tools \
+tell how analysts disposed of this rule's past tickets, what else fired on the host in the \
+last hour, and whether an address is on the site's indicator lists; use them only when they \
+would change your answer. When the case has a precedent section, weigh it the same way.";
 
 /// What Sentinel's model reasoner works with.
 pub const BRIEF: Brief = Brief {
     role: "sentinel",
     system: PROMPT,
-    tools: &[],
+    tools: &["memory.rule_history", "memory.host_activity", "ioc.lookup"],
     budget: 12,
     max_tokens: 256,
 };
@@ -160,6 +162,7 @@ impl Answer for TriageAnswer {
 pub struct Sentinel {
     knowledge: Arc<Knowledge>,
     reasoning: ReasoningConfig,
+    tools: Arc<Toolbox>,
 }
 
 impl Role for Sentinel {
@@ -170,6 +173,7 @@ impl Role for Sentinel {
         Self {
             knowledge: env.knowledge.clone(),
             reasoning: env.reasoning.clone(),
+            tools: env.tools.clone(),
         }
     }
 
@@ -212,6 +216,7 @@ impl Role for Sentinel {
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let knowledge = self.knowledge.clone();
+        let tools = self.tools.clone();
         let precedent = self.reasoning.precedent;
         async move {
             let Event::AlertReceived(received) = &input.event else {
@@ -223,21 +228,18 @@ impl Role for Sentinel {
             if precedent {
                 case["precedent"] = a.precedent(alert);
             }
-            let flags = injection_flags([
-                ("rule_name", alert.rule_name.as_str()),
-                ("host", alert.host.as_str()),
-                ("user", alert.user.as_deref().unwrap_or("")),
-                ("rule_id", alert.rule_id.as_str()),
-                ("source", alert.source.as_str()),
-            ]);
+            let context = CaseContext::from_alert(alert, &input.id);
+            let flagged = case_injection(&context, &[]);
             let options = CallOptions::case(Self::NAME, None);
+            let scope = Scope::of(&context);
             let reasoned =
-                reason::<TriageAnswer>(&llm, &BRIEF, &case.to_string(), &NoTools, options).await?;
+                reason::<TriageAnswer>(&llm, &BRIEF, &case.to_string(), &*tools, &scope, options)
+                    .await?;
             remember_assessed(&knowledge, alert, &a);
             let mut meta = reasoned.meta;
             let mut triaged = match reasoned.answer {
                 Ok(answer) => {
-                    let mut c = CaseContext::from_alert(alert, &input.id);
+                    let mut c = context;
                     c.priority = Some(answer.priority);
                     AlertTriaged {
                         case: c,
@@ -259,11 +261,7 @@ impl Role for Sentinel {
                 }
             };
             // Instructions inside the alert are flagged whatever the model answered.
-            if !flags.is_empty() {
-                let why = format!(
-                    "instructions found inside alert text ({})",
-                    flags.join(", ")
-                );
+            if let Some(why) = flagged {
                 triaged.rationale = format!("{} [flagged: {why}]", triaged.rationale);
                 triaged.meta.needs_human_review =
                     Some(match triaged.meta.needs_human_review.take() {

@@ -23,13 +23,14 @@ use serde::Deserialize;
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::config::{ReasoningConfig, ReasoningMode};
-use crate::knowledge::{Knowledge, KnowledgeTools};
-use crate::llm::reason::{Answer, Brief, injection_flags, reason};
+use crate::knowledge::Knowledge;
+use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::DecisionMeta;
 use crate::proto::{
     AlertTriaged, CaseEscalated, Envelope, Event, Tier2Analysis, Tier2Decision, TriageVerdict,
 };
+use crate::tools::Toolbox;
 
 /// Priority from which Tier 2 engages regardless of verdict.
 const ENGAGE_PRIORITY: u8 = 7;
@@ -44,7 +45,9 @@ const SIMILAR_MAX: usize = 10;
 /// The system prompt of Tier 2's model reasoner.
 const PROMPT: &str = "You are the Tier 2 analyst of a security operations center. Triage has \
 flagged a case as worth a closer look. Investigate it with your tools (the host's other alerts \
-in the hour before, how analysts disposed of this rule's past tickets) and decide: escalate \
+in the hour before, how analysts disposed of this rule's past tickets, earlier cases sharing \
+its indicators, the raw alert archive, the site's indicator lists, the EDR when there is one) \
+and decide: escalate \
 (an attack or compromise that needs incident response), close (benign or a detector \
 misfire), or needs_human_review (you cannot tell). Give your refined verdict, a confidence \
 from 0 to 1, a summary citing the evidence, and up to five next steps.";
@@ -53,7 +56,16 @@ from 0 to 1, a summary citing the evidence, and up to five next steps.";
 pub const BRIEF: Brief = Brief {
     role: "tier2",
     system: PROMPT,
-    tools: &["memory.host_activity", "memory.rule_history"],
+    tools: &[
+        "memory.host_activity",
+        "memory.rule_history",
+        "memory.recall",
+        "alerts.search",
+        "ioc.lookup",
+        "falcon.alerts",
+        "falcon.host",
+        "falcon.process",
+    ],
     budget: 30,
     max_tokens: 384,
 };
@@ -97,6 +109,7 @@ impl Answer for Tier2Answer {
 pub struct Tier2 {
     knowledge: Arc<Knowledge>,
     reasoning: ReasoningConfig,
+    tools: Arc<Toolbox>,
 }
 
 impl Role for Tier2 {
@@ -107,6 +120,7 @@ impl Role for Tier2 {
         Self {
             knowledge: env.knowledge.clone(),
             reasoning: env.reasoning.clone(),
+            tools: env.tools.clone(),
         }
     }
 
@@ -126,26 +140,23 @@ impl Role for Tier2 {
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let knowledge = self.knowledge.clone();
+        let tools = self.tools.clone();
         async move {
             let Event::AlertTriaged(triaged) = &input.event else {
                 return Ok(Vec::new());
             };
             let case = &triaged.case;
-            let flags = injection_flags([
-                ("rule_name", case.rule_name.as_str()),
-                ("host", case.host.as_str()),
-                ("user", case.user.as_deref().unwrap_or("")),
-                ("triage_rationale", triaged.rationale.as_str()),
-            ]);
+            let flagged = case_injection(case, &[("triage_rationale", &triaged.rationale)]);
             let data = serde_json::json!({
                 "case": case,
                 "triage": {"verdict": triaged.verdict, "confidence": triaged.confidence,
                            "priority": triaged.priority, "rationale": triaged.rationale},
             });
-            let tools = KnowledgeTools(knowledge.clone());
             let options = CallOptions::case(Self::NAME, Some(triaged.priority));
+            let scope = Scope::of(case);
             let reasoned =
-                reason::<Tier2Answer>(&llm, &BRIEF, &data.to_string(), &tools, options).await?;
+                reason::<Tier2Answer>(&llm, &BRIEF, &data.to_string(), &*tools, &scope, options)
+                    .await?;
             let similar = similar(&knowledge, triaged);
             let mut meta = reasoned.meta;
             let mut analysis = match reasoned.answer {
@@ -175,11 +186,7 @@ impl Role for Tier2 {
                     }
                 }
             };
-            if !flags.is_empty() {
-                let why = format!(
-                    "instructions found inside alert text ({})",
-                    flags.join(", ")
-                );
+            if let Some(why) = flagged {
                 analysis.summary = format!("{} [flagged: {why}]", analysis.summary);
                 analysis.decision = Tier2Decision::NeedsHumanReview;
                 meta.needs_human_review = Some(why);

@@ -42,6 +42,21 @@ pub fn answer_for(schema: &str) -> Value {
             "summary": "dry run: a canned answer, not a model's",
             "next_steps": []
         }),
+        "ir_lead_answer" => json!({
+            "severity": "SEV-3",
+            "summary": "dry run: a canned answer, not a model's",
+            "containment": [],
+            "eradication": [],
+            "recovery": [],
+            "notifications": []
+        }),
+        "threat_intel_answer" => json!({
+            "likely_actor": null,
+            "evidence": ["dry run: a canned answer, not a model's"],
+            "attack_techniques": [],
+            "iocs": [],
+            "severity_adjustment": 0
+        }),
         _ => json!({}),
     }
 }
@@ -73,8 +88,14 @@ pub async fn start() -> std::io::Result<CannedModel> {
 
 async fn chat(State(requests): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> Json<Value> {
     requests.fetch_add(1, Ordering::Relaxed);
+    // While tools are on offer the schema is named in the system prompt only.
     let schema = body["response_format"]["json_schema"]["name"]
         .as_str()
+        .or_else(|| {
+            let system = body["messages"][0]["content"].as_str()?;
+            let (_, after) = system.split_once("The answer's JSON Schema (")?;
+            after.split_once(')').map(|(name, _)| name)
+        })
         .unwrap_or_default();
     let content = answer_for(schema).to_string();
     let prompt_tokens = body["messages"].to_string().len() / 4;

@@ -49,14 +49,50 @@ pub struct Brief {
     pub max_tokens: u32,
 }
 
-/// A read-only tool source for roles (local tools, site connectors).
+/// The case a tool is called for. A tool answers only with what could be known at `until_ms`
+/// (a replayed ticket never sees its future) and searches the case's own site by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The ticket.
+    pub ticket: String,
+    /// Its site or tenant (empty: none).
+    pub site: String,
+    /// The case's last alert, ms since the Unix epoch: nothing after it is returned.
+    pub until_ms: i64,
+    /// The case's own indicators (for `memory.recall`).
+    pub indicators: std::collections::BTreeSet<crate::memory::indicators::Indicator>,
+}
+
+impl Scope {
+    /// The scope of `case`: its ticket, site and last alert (its first when the last does not
+    /// parse; the epoch when neither does, so nothing dated is returned).
+    pub fn of(case: &crate::proto::CaseContext) -> Self {
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        Self {
+            ticket: case.ticket.clone(),
+            site: case.site.clone().unwrap_or_default(),
+            until_ms: ms(&case.last_seen)
+                .or_else(|| ms(&case.first_seen))
+                .unwrap_or(0),
+            indicators: crate::memory::indicators::of_case_fields(case),
+        }
+    }
+}
+
+/// A read-only tool source for roles: the local tools ([`crate::tools::Toolbox`]) and site
+/// connectors (EDR, SIEM) alike. Nothing behind this trait may change a system.
 pub trait ToolProvider: Send + Sync {
     /// The tools offered, with their parameter schemas.
     fn tools(&self) -> Vec<Tool>;
-    /// Runs tool `name` with `arguments` (the model's JSON); the result or why not, as text
-    /// for the model.
+    /// Runs tool `name` with `arguments` (the model's JSON) for the case in `scope`; the
+    /// result or why not, as text for the model.
     fn call<'a>(
         &'a self,
+        scope: &'a Scope,
         name: &'a str,
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
@@ -73,6 +109,7 @@ impl ToolProvider for NoTools {
 
     fn call<'a>(
         &'a self,
+        _: &'a Scope,
         name: &'a str,
         _: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
@@ -113,8 +150,25 @@ pub async fn reason<T: Answer>(
     brief: &Brief,
     case: &str,
     tools: &dyn ToolProvider,
+    scope: &Scope,
     options: CallOptions,
 ) -> Result<Reasoned<T>, LlmError> {
+    reason_checked(llm, brief, case, tools, scope, options, &|_: &T| Ok(())).await
+}
+
+/// [`reason`], with `check` validating the answer against the case (targets that must be the
+/// case's own, ids that must exist) after [`Answer::check`]; its failures are repaired once
+/// like any other.
+pub async fn reason_checked<T: Answer>(
+    llm: &Llm,
+    brief: &Brief,
+    case: &str,
+    tools: &dyn ToolProvider,
+    scope: &Scope,
+    options: CallOptions,
+    check: &(dyn Fn(&T) -> Result<(), String> + Sync),
+) -> Result<Reasoned<T>, LlmError> {
+    let parse = |text: &str| parse::<T>(text).and_then(|v| check(&v).map(|()| v));
     let started = Instant::now();
     let schema = JsonSchema {
         name: format!("{}_answer", brief.role),
@@ -125,8 +179,14 @@ pub async fn reason<T: Answer>(
         .into_iter()
         .filter(|t| brief.tools.contains(&t.function.name.as_str()))
         .collect();
+    // What the role may call here: its whitelist, as far as this runtime has the tools.
+    let available: Vec<String> = offered.iter().map(|t| t.function.name.clone()).collect();
+    // The schema is in the prompt too: while tools are on offer it is not enforced.
     let mut messages = vec![
-        Message::system(format!("{}\n\n{DATA_RULES}", brief.system)),
+        Message::system(format!(
+            "{}\n\n{DATA_RULES}\n\nThe answer's JSON Schema ({}): {}",
+            brief.system, schema.name, schema.schema
+        )),
         Message::user(format!(
             "Assess this case.\n<<<CASE\n{}\nCASE>>>",
             case.replace("CASE>>>", "CASE> > >")
@@ -201,12 +261,12 @@ pub async fn reason<T: Answer>(
                     format!("refused: the arguments are not valid JSON ({e})"),
                     "refused: bad arguments",
                 )
-            } else if !brief.tools.contains(&name) {
+            } else if !available.iter().any(|a| a == name) {
                 (
                     format!(
                         "refused: {name} is not available to {}; available tools: {}",
                         brief.role,
-                        brief.tools.join(", ")
+                        available.join(", ")
                     ),
                     "refused: not allowed",
                 )
@@ -220,7 +280,7 @@ pub async fn reason<T: Answer>(
                 )
             } else {
                 ran += 1;
-                match tools.call(name, &call.function.arguments).await {
+                match tools.call(scope, name, &call.function.arguments).await {
                     Ok(text) => (text, "ran"),
                     Err(e) => (format!("error: {e}"), "failed"),
                 }
@@ -234,7 +294,7 @@ pub async fn reason<T: Answer>(
     }
     meta.tool_calls = ran;
     let first = answer.unwrap_or_default();
-    let answer = match parse::<T>(&first) {
+    let answer = match parse(&first) {
         Ok(v) => Ok(v),
         Err(why) => {
             // One repair: the answer back, the reason, and the schema enforced.
@@ -251,7 +311,7 @@ pub async fn reason<T: Answer>(
             };
             let completion = llm.chat(request, options).await?;
             add_usage(&mut meta, &completion.usage);
-            parse::<T>(&completion.content.unwrap_or_default()).map_err(|again| {
+            parse(&completion.content.unwrap_or_default()).map_err(|again| {
                 format!("the model's answer did not validate ({why}), nor did its repair ({again})")
             })
         }
@@ -311,6 +371,25 @@ const INJECTION_MARKERS: &[&str] = &[
     "mark as benign",
     "do not escalate",
 ];
+
+/// Why a case needs a human because its attacker-controlled fields (and `extra` text copied
+/// from them) hold instructions; `None` when they hold none.
+pub fn case_injection(case: &crate::proto::CaseContext, extra: &[(&str, &str)]) -> Option<String> {
+    let fields = [
+        ("rule_name", case.rule_name.as_str()),
+        ("host", case.host.as_str()),
+        ("user", case.user.as_deref().unwrap_or("")),
+        ("rule_id", case.rule_id.as_str()),
+        ("source", case.source.as_str()),
+    ];
+    let flags = injection_flags(fields.into_iter().chain(extra.iter().copied()));
+    (!flags.is_empty()).then(|| {
+        format!(
+            "instructions found inside alert text ({})",
+            flags.join(", ")
+        )
+    })
+}
 
 /// The markers of instructions found in `fields` (name, text), as `field: "marker"`.
 pub fn injection_flags<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {

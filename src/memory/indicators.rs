@@ -137,6 +137,18 @@ pub fn of_event(event: &Event) -> BTreeSet<Indicator> {
     out
 }
 
+/// The indicators of a case's own fields (rule, host, IPs), without its text.
+pub fn of_case_fields(case: &CaseContext) -> BTreeSet<Indicator> {
+    let mut out = BTreeSet::new();
+    of_case(case, &mut out);
+    of_text(
+        &case.rule_name,
+        case.site.as_deref().unwrap_or_default(),
+        &mut out,
+    );
+    out
+}
+
 fn of_case(case: &CaseContext, out: &mut BTreeSet<Indicator>) {
     let site = case.site.as_deref().unwrap_or_default();
     if !case.rule_id.is_empty() {

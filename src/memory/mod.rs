@@ -256,11 +256,65 @@ pub async fn recall(
     )
     .bind(ticket)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .iter()
+    .map(|row| (row.get(0), row.get(1), row.get(2)))
+    .collect();
+    rank(pool, mine, total, ticket, my_first, i64::MAX, options).await
+}
+
+/// Earlier cases sharing `indicators` (a case's, which memory may not have folded yet) with
+/// the case `ticket` opened at `at_ms`, counting and showing only what was known at `at_ms`:
+/// rarity among the cases opened by then, analysts' dispositions known by then. This is what
+/// a role's `memory.recall` tool sees, so a replayed ticket never sees its future.
+pub async fn recall_as_of(
+    pool: &SqlitePool,
+    indicators: &BTreeSet<indicators::Indicator>,
+    ticket: &str,
+    at_ms: i64,
+    options: RecallOptions,
+) -> Result<Vec<Recalled>, StoreError> {
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM cases WHERE first_ms <= ?")
+        .bind(at_ms)
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    let counts = indicators.iter().map(|(kind, value)| async move {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM indicators WHERE kind = ? AND value = ? AND first_ms <= ? \
+             AND ticket != ?",
+        )
+        .bind(kind.as_str())
+        .bind(value)
+        .bind(at_ms)
+        .bind(ticket)
+        .fetch_one(pool)
+        .await?;
+        // The case itself counts as one carrier, as in `recall`.
+        Ok::<_, sqlx::Error>((
+            kind.as_str().to_owned(),
+            value.clone(),
+            row.get::<i64, _>(0) + 1,
+        ))
+    });
+    let mine = futures_util::future::try_join_all(counts).await?;
+    rank(pool, mine, total + 1, ticket, at_ms, at_ms, options).await
+}
+
+/// Ranks the cases opened by `my_first` that share values of `mine` (kind, value, cases
+/// carrying it among `total`); dispositions count when known by `known_by`.
+async fn rank(
+    pool: &SqlitePool,
+    mine: Vec<(String, String, i64)>,
+    total: i64,
+    ticket: &str,
+    my_first: i64,
+    known_by: i64,
+    options: RecallOptions,
+) -> Result<Vec<Recalled>, StoreError> {
     let mut scores: HashMap<String, (f64, Reasons)> = HashMap::new();
     // One query per shared value, run concurrently on the pool's connections.
-    let lookups = mine.iter().filter_map(|row| {
-        let (kind, value, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+    let lookups = mine.into_iter().filter_map(|(kind, value, count)| {
         // Alone, or in half the cases or more: says nothing.
         if count < 2 || count * 2 >= total {
             return None;
@@ -296,8 +350,11 @@ pub async fn recall(
     ranked.truncate(options.limit.clamp(1, 1_000) * 4);
     let mut lookup = QueryBuilder::new(
         "SELECT c.ticket, c.first_ms, c.escalated, c.confidence, d.ground_truth FROM cases c \
-         LEFT JOIN dispositions d ON d.ticket = c.ticket WHERE c.ticket IN (",
+         LEFT JOIN dispositions d ON d.ticket = c.ticket \
+         AND COALESCE(d.known_ms, -9223372036854775808) <= ",
     );
+    lookup.push_bind(known_by);
+    lookup.push(" WHERE c.ticket IN (");
     let mut list = lookup.separated(", ");
     for (ticket, _, _) in &ranked {
         list.push_bind(ticket);
