@@ -17,8 +17,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::bus::{Bus, BusError, Commit, Outgoing, StreamId, Topic};
 use crate::proto::{
-    DecisionMeta, DetectionTuningReport, Envelope, Event, HuntFinding, HuntingReport, Ioc, IocKind,
-    NoisyRule, ReasonerKind, ShiftSummary, Tier2Decision, Window,
+    CampaignDetected, DecisionMeta, DetectionTuningReport, Envelope, Event, HuntFinding,
+    HuntingReport, Ioc, IocKind, NoisyRule, ReasonerKind, ShiftSummary, Tier2Decision, Window,
 };
 use crate::store::{Store, StoreError};
 
@@ -37,14 +37,18 @@ pub enum CalendarRole {
     /// Sweeps at 06:00 and 18:00 over the 12 hours before.
     #[value(name = "threat_hunter", alias = "threat-hunter")]
     ThreatHunter,
+    /// Campaign clustering every 6 hours (00:00, 06:00, 12:00, 18:00) over the 14 days before.
+    #[value(name = "campaign_detector", alias = "campaign-detector")]
+    CampaignDetector,
 }
 
 impl CalendarRole {
     /// Every calendar role.
-    pub const ALL: [CalendarRole; 3] = [
+    pub const ALL: [CalendarRole; 4] = [
         CalendarRole::SocManager,
         CalendarRole::DetectionEng,
         CalendarRole::ThreatHunter,
+        CalendarRole::CampaignDetector,
     ];
 
     /// The role's name.
@@ -53,6 +57,7 @@ impl CalendarRole {
             CalendarRole::SocManager => "soc_manager",
             CalendarRole::DetectionEng => "detection_eng",
             CalendarRole::ThreatHunter => "threat_hunter",
+            CalendarRole::CampaignDetector => "campaign_detector",
         }
     }
 
@@ -62,6 +67,7 @@ impl CalendarRole {
             CalendarRole::SocManager => "0 6,14,22 * * *",
             CalendarRole::DetectionEng => "0 9 * * MON-FRI",
             CalendarRole::ThreatHunter => "0 6,18 * * *",
+            CalendarRole::CampaignDetector => "0 0,6,12,18 * * *",
         }
     }
 
@@ -71,6 +77,7 @@ impl CalendarRole {
             CalendarRole::SocManager => 8,
             CalendarRole::DetectionEng => 24,
             CalendarRole::ThreatHunter => 12,
+            CalendarRole::CampaignDetector => 14 * 24,
         };
         hours * 3_600_000
     }
@@ -183,11 +190,16 @@ pub async fn read_store(
         .collect())
 }
 
-/// The report of `role` over `window` from its events.
-pub fn report(role: CalendarRole, window: Window, events: &[(String, Event)]) -> Event {
+/// The reports of `role` over `window` from its events: one report, or for the campaign
+/// detector one `CampaignDetected` per campaign.
+pub fn reports(role: CalendarRole, window: Window, events: &[(String, Event)]) -> Vec<Event> {
+    if role == CalendarRole::CampaignDetector {
+        return campaigns(window, events);
+    }
     let started = std::time::Instant::now();
     let id = report_id(role, &window);
     let mut event = match role {
+        CalendarRole::CampaignDetector => return Vec::new(),
         CalendarRole::SocManager => Event::ShiftSummary(shift_summary(id, window, events)),
         CalendarRole::DetectionEng => Event::DetectionTuningReport(DetectionTuningReport {
             report_id: id,
@@ -213,20 +225,105 @@ pub fn report(role: CalendarRole, window: Window, events: &[(String, Event)]) ->
         Event::HuntingReport(r) => r.meta = meta,
         _ => {}
     }
-    event
+    vec![event]
 }
 
-/// Publishes a report once: a second publish of the same report id writes nothing. Returns
-/// whether this one was written.
+/// Campaigns among the window's cases: cases tied by shared rare strong indicators (actor,
+/// hash, domain, public IP, CVE) found in their events, as case memory clusters them
+/// ([`crate::memory::cluster`]).
+fn campaigns(window: Window, events: &[(String, Event)]) -> Vec<Event> {
+    use crate::memory::indicators::{self, Kind};
+    let mut first: HashMap<&str, i64> = HashMap::new();
+    let mut rows: BTreeSet<(&'static str, String, &str)> = BTreeSet::new();
+    for (_, event) in events {
+        let Some(case) = event.case() else {
+            continue;
+        };
+        let opened =
+            DateTime::parse_from_rfc3339(&case.first_seen).map_or(0, |t| t.timestamp_millis());
+        first.entry(case.ticket.as_str()).or_insert(opened);
+        for (kind, value) in indicators::of_event(event) {
+            if Kind::is_strong(kind.as_str()) {
+                rows.insert((kind.as_str(), value, case.ticket.as_str()));
+            }
+        }
+    }
+    let options = crate::memory::CampaignOptions::default();
+    let found = crate::memory::cluster(
+        rows.into_iter().map(|(kind, value, ticket)| {
+            let at = first.get(ticket).copied().unwrap_or_default();
+            (kind.to_owned(), value, ticket.to_owned(), at)
+        }),
+        options.rare_limit(first.len()),
+        &options,
+    );
+    found
+        .into_iter()
+        .map(|c| {
+            let shared_indicators: Vec<Ioc> = c
+                .shared
+                .iter()
+                .filter_map(|s| {
+                    let (kind, value) = s.split_once(':')?;
+                    let kind = match kind {
+                        "actor" => IocKind::Actor,
+                        "hash" => IocKind::Hash,
+                        "domain" => IocKind::Domain,
+                        "cve" => IocKind::Cve,
+                        _ => IocKind::Ip,
+                    };
+                    Some(Ioc {
+                        kind,
+                        value: value.to_owned(),
+                    })
+                })
+                .collect();
+            let summary = format!(
+                "{} cases from {} to {} share {}",
+                c.cases.len(),
+                rfc3339(c.first_ms),
+                rfc3339(c.last_ms),
+                c.shared.join(", ")
+            );
+            Event::CampaignDetected(CampaignDetected {
+                campaign_id: c.id,
+                window,
+                tickets: c.cases,
+                shared_indicators,
+                summary,
+            })
+        })
+        .collect()
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| ms.to_string(), |t: DateTime<Utc>| t.to_rfc3339())
+}
+
+/// Publishes a report once: a second publish of the same report id writes nothing. A
+/// campaign is published once per set of cases: again only when it has grown or changed.
+/// Returns whether this one was written.
 pub async fn publish(bus: &Bus, role: CalendarRole, event: &Event) -> Result<bool, BusError> {
-    let id = match event {
-        Event::ShiftSummary(r) => &r.report_id,
-        Event::DetectionTuningReport(r) => &r.report_id,
-        Event::HuntingReport(r) => &r.report_id,
+    let (id, key) = match event {
+        Event::ShiftSummary(r) => (&r.report_id, format!("report:{}", r.report_id)),
+        Event::DetectionTuningReport(r) => (&r.report_id, format!("report:{}", r.report_id)),
+        Event::HuntingReport(r) => (&r.report_id, format!("report:{}", r.report_id)),
+        Event::CampaignDetected(c) => {
+            let cases = c.tickets.join("\n");
+            let digest = cases.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            (
+                &c.campaign_id,
+                format!("campaign:{}:{digest:016x}", c.campaign_id),
+            )
+        }
         _ => return Ok(false),
     };
     let envelope = Envelope::new_root(role.name(), id, event.clone());
-    let commit = Commit::dedupe(format!("report:{id}"), vec![Outgoing::event(&envelope)?]);
+    let commit = Commit::dedupe(key, vec![Outgoing::event(&envelope)?]);
     let outcome = bus.submit(vec![commit]).await?;
     Ok(matches!(
         outcome.first(),
@@ -309,6 +406,10 @@ pub fn render(report: &Event, events: usize) -> String {
                     f.tickets.join(", ")
                 );
             }
+        }
+        Event::CampaignDetected(c) => {
+            let _ = writeln!(out, "{}: {}", c.campaign_id, c.summary);
+            let _ = writeln!(out, "      {}", c.tickets.join(", "));
         }
         other => {
             let _ = writeln!(out, "{}", other.kind());
@@ -633,13 +734,65 @@ mod tests {
             end_ms: 3_600_000,
         };
         let role = CalendarRole::SocManager;
-        let first = report(role, window, &[]);
+        let first = reports(role, window, &[]).remove(0);
         assert!(publish(&bus, role, &first).await.unwrap());
-        let again = report(role, window, &[]);
+        let again = reports(role, window, &[]).remove(0);
         assert!(
             !publish(&bus, role, &again).await.unwrap(),
             "same window, same id"
         );
         assert_eq!(bus.len(Topic::Reports).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn campaigns_are_published_once_per_set_of_cases() {
+        let triaged = |ticket: &str, ips: &[&str]| {
+            (
+                "sentinel".to_owned(),
+                Event::AlertTriaged(crate::proto::AlertTriaged {
+                    case: crate::proto::CaseContext {
+                        ticket: ticket.into(),
+                        site: Some("s".into()),
+                        host: format!("h-{ticket}"),
+                        src_ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+                        first_seen: "2026-11-20T10:00:00Z".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }),
+            )
+        };
+        let c2 = ["45.33.32.156", "185.220.101.4"];
+        let mut events = vec![triaged("a", &c2), triaged("b", &c2), triaged("c", &c2)];
+        // Background: other cases, each with an address of its own (rarity is relative).
+        for i in 0..80 {
+            let ip = format!("8.8.{}.{}", i / 200, i % 200 + 1);
+            events.push(triaged(&format!("z{i:02}"), &[ip.as_str()]));
+        }
+        let window = Window {
+            start_ms: 0,
+            end_ms: 3_600_000,
+        };
+        let role = CalendarRole::CampaignDetector;
+        let found = reports(role, window, &events);
+        let [Event::CampaignDetected(c)] = found.as_slice() else {
+            panic!("one campaign: {found:?}")
+        };
+        assert_eq!(c.tickets, ["a", "b", "c"]);
+        assert_eq!(c.shared_indicators.len(), 2);
+        assert!(c.summary.starts_with("3 cases"), "{}", c.summary);
+        let bus = Bus::memory(crate::bus::BusConfig::default()).unwrap();
+        assert!(publish(&bus, role, &found[0]).await.unwrap());
+        let again = reports(role, window, &events).remove(0);
+        assert!(!publish(&bus, role, &again).await.unwrap(), "nothing new");
+        // A fourth case joins: the grown campaign is news, under the same id.
+        events.push(triaged("e", &c2));
+        let grown = reports(role, window, &events).remove(0);
+        let Event::CampaignDetected(g) = &grown else {
+            panic!()
+        };
+        assert_eq!(g.campaign_id, c.campaign_id);
+        assert!(publish(&bus, role, &grown).await.unwrap());
+        assert_eq!(bus.len(Topic::Reports).await.unwrap(), 2);
     }
 }

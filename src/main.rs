@@ -69,7 +69,8 @@ enum Command {
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
     /// Run one calendar role's report now, over the store's record of its window: a shift
-    /// summary (soc_manager), noisy-rule tuning (detection_eng) or a hunt (threat_hunter).
+    /// summary (soc_manager), noisy-rule tuning (detection_eng), a hunt (threat_hunter) or
+    /// the campaigns of the window (campaign_detector; --json prints them as an array).
     Report(ReportArgs),
 }
 
@@ -772,11 +773,24 @@ async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(args.store).await?;
     let events = calendar::read_store(&store, &window).await?;
     store.close().await;
-    let report = calendar::report(args.role, window, &events);
+    let reports = calendar::reports(args.role, window, &events);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        match reports.as_slice() {
+            [one] if args.role != calendar::CalendarRole::CampaignDetector => {
+                println!("{}", serde_json::to_string_pretty(one)?);
+            }
+            all => println!("{}", serde_json::to_string_pretty(all)?),
+        }
+    } else if reports.is_empty() {
+        println!(
+            "{}: no campaign among the {} events of the window",
+            calendar::report_id(args.role, &window),
+            events.len()
+        );
     } else {
-        println!("{}", calendar::render(&report, events.len()));
+        for report in &reports {
+            print!("{}", calendar::render(report, events.len()));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -127,12 +127,16 @@ impl Actor for Calendar {
     }
 }
 
+/// Reports `role` over `window`; how many reports were new.
 async fn run(
     bus: &Bus,
     role: CalendarRole,
     window: crate::proto::Window,
-) -> Result<bool, crate::bus::BusError> {
+) -> Result<usize, crate::bus::BusError> {
     let events = calendar::read_audit(bus, &window).await?;
-    let report = calendar::report(role, window, &events);
-    calendar::publish(bus, role, &report).await
+    let mut published = 0;
+    for report in calendar::reports(role, window, &events) {
+        published += usize::from(calendar::publish(bus, role, &report).await?);
+    }
+    Ok(published)
 }

@@ -446,6 +446,15 @@ impl Default for CampaignOptions {
     }
 }
 
+impl CampaignOptions {
+    /// The most cases a value may be carried by and still tie cases, among `cases` cases.
+    pub fn rare_limit(&self, cases: usize) -> usize {
+        ((cases.max(1) as f64 * self.max_share).floor() as usize)
+            .max(self.min_cases)
+            .clamp(2, self.max_value_cases.max(2))
+    }
+}
+
 /// Campaigns among the cases opened inside the window.
 pub async fn campaigns(
     pool: &SqlitePool,
@@ -458,9 +467,7 @@ pub async fn campaigns(
             .fetch_one(pool)
             .await?
             .get(0);
-    let rare_limit = ((cases_in_window.max(1) as f64 * options.max_share).floor() as usize)
-        .max(options.min_cases)
-        .clamp(2, options.max_value_cases.max(2));
+    let rare_limit = options.rare_limit(cases_in_window.max(0) as usize);
     // Only strong values carried by few cases inside the window can tie cases: read just
     // those, counted inside the window.
     let rows = sqlx::query(
@@ -476,15 +483,27 @@ pub async fn campaigns(
     .bind(rare_limit as i64)
     .fetch_all(pool)
     .await?;
+    Ok(cluster(
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))),
+        rare_limit,
+        &options,
+    ))
+}
+
+/// Campaigns among cases, from their strong indicators as `(kind, value, ticket, first_ms)`
+/// (each at most once): cases tied by at least `min_shared` values that at most `rare_limit`
+/// cases carry ([`CampaignOptions::rare_limit`]), in groups of at least `min_cases`.
+pub fn cluster(
+    rows: impl IntoIterator<Item = (String, String, String, i64)>,
+    rare_limit: usize,
+    options: &CampaignOptions,
+) -> Vec<Campaign> {
     let mut first: HashMap<String, i64> = HashMap::new();
     let mut by_value: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for r in &rows {
-        let ticket: String = r.get(2);
-        first.insert(ticket.clone(), r.get(3));
-        by_value
-            .entry((r.get(0), r.get(1)))
-            .or_default()
-            .push(ticket);
+    for (kind, value, ticket, first_ms) in rows {
+        first.insert(ticket.clone(), first_ms);
+        by_value.entry((kind, value)).or_default().push(ticket);
     }
     // Pairs of cases and the rare values they share.
     let mut pair_shared: HashMap<(String, String), usize> = HashMap::new();
@@ -536,7 +555,7 @@ pub async fn campaigns(
         });
     }
     out.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
-    Ok(out)
+    out
 }
 
 fn fnv1a(s: &str) -> u64 {
