@@ -237,6 +237,15 @@ pub async fn reason_checked<T: Answer>(
             Err(e) => return Err(e),
         };
         add_usage(&mut meta, &completion.usage);
+        tracing::debug!(
+            role = brief.role,
+            round,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            prompt_tokens = completion.usage.prompt_tokens,
+            completion_tokens = completion.usage.completion_tokens,
+            tool_calls = completion.tool_calls.len(),
+            "reasoning round"
+        );
         if completion.tool_calls.is_empty() {
             answer = Some(completion.content.unwrap_or_default());
             break;
@@ -285,6 +294,13 @@ pub async fn reason_checked<T: Answer>(
                     Err(e) => (format!("error: {e}"), "failed"),
                 }
             };
+            tracing::debug!(
+                role = brief.role,
+                tool = name,
+                outcome,
+                result_bytes = result.len(),
+                "tool call"
+            );
             calls.push(CallRecord {
                 tool: name.to_owned(),
                 outcome: outcome.to_owned(),

@@ -51,6 +51,16 @@ impl ModelServer {
 
     /// Starts a server that wants `api_key` (if any) from its clients.
     pub async fn start_with_key(slots: usize, api_key: Option<&str>) -> ModelServer {
+        Self::start_on(slots, api_key, 1).await
+    }
+
+    /// Starts a server computing on `threads` CPU threads (for tests whose model work is long
+    /// and which run alone under `MODEL_LOCK`).
+    pub async fn start_threads(slots: usize, threads: usize) -> ModelServer {
+        Self::start_on(slots, None, threads).await
+    }
+
+    async fn start_on(slots: usize, api_key: Option<&str>, threads: usize) -> ModelServer {
         let python = env_path("SOC_LLM_PYTHON");
         let model = env_path("SOC_LLM_MODEL");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -67,7 +77,7 @@ impl ModelServer {
             .arg(model)
             .args(["--port", &port.to_string()])
             .args(["--parallel", &slots.to_string()])
-            .args(["--threads", "1", "--alias", MODEL])
+            .args(["--threads", &threads.to_string(), "--alias", MODEL])
             .arg("--chat-template")
             .arg(root.join("ops/llm/chatml-tools.jinja"))
             .stdout(Stdio::null())
