@@ -12,6 +12,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::LoadError;
+
 /// Most rows one search returns.
 pub const MAX_ROWS: usize = 50;
 
@@ -59,24 +61,6 @@ pub struct AlertIndex {
     by_host: HashMap<u32, Vec<u32>>,
     by_ip: HashMap<u32, Vec<u32>>,
     by_rule: HashMap<u32, Vec<u32>>,
-}
-
-/// Why the alerts file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("reading {0}: {1}")]
-    Read(String, std::io::Error),
-    /// A line is not `site,time,name,ip,host,rule_id`.
-    #[error("{file}:{line}: {reason}")]
-    Line {
-        /// The file.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 /// One search.

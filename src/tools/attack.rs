@@ -12,6 +12,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::LoadError;
+
 /// Characters of a description kept.
 const DESCRIPTION_CHARS: usize = 600;
 /// Most search results.
@@ -98,30 +100,16 @@ struct Phase {
     phase_name: String,
 }
 
-/// Why the bundle could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("reading {0}: {1}")]
-    Read(String, std::io::Error),
-    /// It is not a STIX bundle.
-    #[error("{0} is not a STIX bundle: {1}")]
-    Parse(String, serde_json::Error),
-    /// It holds no ATT&CK technique.
-    #[error("{0} holds no ATT&CK technique")]
-    Empty(String),
-}
-
 impl Attack {
     /// Loads a STIX bundle (JSON, plain or gzip).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let file = path.display().to_string();
         let reader = super::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
-        let bundle: Bundle =
-            serde_json::from_reader(reader).map_err(|e| LoadError::Parse(file.clone(), e))?;
+        let bundle: Bundle = serde_json::from_reader(reader)
+            .map_err(|e| LoadError::Parse(format!("{file} is not a STIX bundle"), e))?;
         let attack = Self::from_bundle(bundle);
         if attack.techniques.is_empty() {
-            return Err(LoadError::Empty(file));
+            return Err(LoadError::Empty(file, "no ATT&CK technique"));
         }
         Ok(attack)
     }

@@ -20,6 +20,8 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
+use super::LoadError;
+
 /// One hit: the list and the entry's label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -44,24 +46,6 @@ pub struct IocLists {
     names: Vec<String>,
     exact: HashMap<String, Vec<Entry>>,
     networks: Vec<(IpAddr, u8, Entry)>,
-}
-
-/// Why a list could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("reading {0}: {1}")]
-    Read(String, std::io::Error),
-    /// A line holds no usable indicator.
-    #[error("{file}:{line}: {reason}")]
-    Line {
-        /// The file.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl IocLists {

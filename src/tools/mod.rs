@@ -58,18 +58,42 @@ pub struct ToolsConfig {
     pub falcon: falcon::FalconConfig,
 }
 
+/// Why a tool's data file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    /// A line of it is wrong.
+    #[error("{file}:{line}: {reason}")]
+    Line {
+        /// The file.
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// It is not the JSON it should be.
+    #[error("{0}: {1}")]
+    Parse(String, serde_json::Error),
+    /// It holds nothing usable.
+    #[error("{0} holds {1}")]
+    Empty(String, &'static str),
+}
+
 /// Why the tools could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolsError {
     /// `[tools] alerts`.
     #[error("[tools] alerts: {0}")]
-    Alerts(#[from] alerts::LoadError),
+    Alerts(LoadError),
     /// `[tools] attack_bundle`.
     #[error("[tools] attack_bundle: {0}")]
-    Attack(#[from] attack::LoadError),
+    Attack(LoadError),
     /// `[tools] ioc_lists`.
     #[error("[tools] ioc_lists: {0}")]
-    Ioc(#[from] ioc::LoadError),
+    Ioc(LoadError),
     /// `[tools.falcon]`.
     #[error("[tools.falcon]: {0}")]
     Falcon(String),
@@ -126,15 +150,18 @@ impl Toolbox {
                 .alerts
                 .as_deref()
                 .map(alerts::AlertIndex::load)
-                .transpose()?;
+                .transpose()
+                .map_err(ToolsError::Alerts)?;
             let attack = files
                 .attack_bundle
                 .as_deref()
                 .map(attack::Attack::load)
-                .transpose()?;
+                .transpose()
+                .map_err(ToolsError::Attack)?;
             let iocs = (!files.ioc_lists.is_empty())
                 .then(|| ioc::IocLists::load(&files.ioc_lists))
-                .transpose()?;
+                .transpose()
+                .map_err(ToolsError::Ioc)?;
             Ok::<_, ToolsError>((alerts, attack, iocs))
         })
         .await
