@@ -273,7 +273,12 @@ fn assert_dev_summary(s: &serde_json::Value) {
     assert_eq!(s["dead_lettered"], 0);
     let escalated = s["escalated"].as_u64().unwrap();
     assert!(escalated > 0 && escalated < 9869, "escalated {escalated}");
+    // The whole chain for every escalated case: an IR plan, then Threat Intel's report.
     assert_eq!(s["roles"]["ir_lead"]["processed"].as_u64(), Some(escalated));
+    assert_eq!(
+        s["roles"]["threat_intel"]["processed"].as_u64(),
+        Some(escalated)
+    );
     assert!(s["elapsed_s"].as_f64().unwrap() > 0.0);
     assert_eq!(s["exit"]["reason"], "idle");
 }
@@ -333,6 +338,12 @@ fn the_dev_tickets_run_until_idle_on_memory_and_the_calendar_roles_report_on_it(
         titles.iter().any(|t| t.contains("closed tickets next to")),
         "{titles:?}"
     );
+    // The campaign detector prints its campaigns as an array; each ties three or more cases.
+    let campaigns = report("campaign_detector");
+    for c in campaigns.as_array().expect("an array of campaigns") {
+        assert_eq!(c["kind"], "CampaignDetected", "{c}");
+        assert!(c["body"]["tickets"].as_array().unwrap().len() >= 3, "{c}");
+    }
     // Its scheduled window (06:00 or 18:00 New York, 12 h; 06:00 EST is 11:00 UTC) ended long
     // before this run: nothing in it.
     let o = run(soc()

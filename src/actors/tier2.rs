@@ -160,17 +160,24 @@ impl Role for Tier2 {
             let similar = similar(&knowledge, triaged);
             let mut meta = reasoned.meta;
             let mut analysis = match reasoned.answer {
-                Ok(a) => Tier2Analysis {
-                    case: case.clone(),
-                    triage_verdict: triaged.verdict,
-                    verdict: a.verdict,
-                    decision: a.decision,
-                    confidence: a.confidence,
-                    summary: a.summary,
-                    similar_incidents: similar,
-                    next_steps: a.next_steps,
-                    meta: DecisionMeta::default(),
-                },
+                Ok(a) => {
+                    if a.decision == Tier2Decision::NeedsHumanReview {
+                        // The model's own call: the reason is its summary.
+                        meta.needs_human_review =
+                            Some(format!("the model asked for a human: {}", a.summary));
+                    }
+                    Tier2Analysis {
+                        case: case.clone(),
+                        triage_verdict: triaged.verdict,
+                        verdict: a.verdict,
+                        decision: a.decision,
+                        confidence: a.confidence,
+                        summary: a.summary,
+                        similar_incidents: similar,
+                        next_steps: a.next_steps,
+                        meta: DecisionMeta::default(),
+                    }
+                }
                 Err(why) => {
                     meta.needs_human_review = Some(why.clone());
                     Tier2Analysis {
