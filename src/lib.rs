@@ -5,6 +5,7 @@
 //! ([`bus`]) whose audit stream is the truth. Start one with [`runtime::Runtime::start`].
 
 pub mod actors;
+pub mod approvals;
 pub mod backtest;
 pub mod bench;
 pub mod bus;

@@ -62,12 +62,13 @@ pub enum StoreError {
 }
 
 /// The tables a projection writes (and a rebuild empties).
-pub const PROJECTED_TABLES: [&str; 5] = [
+pub const PROJECTED_TABLES: [&str; 6] = [
     "verdicts",
     "cases",
     "case_events",
     "indicators",
     "indicator_counts",
+    "proposals",
 ];
 
 /// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).

@@ -41,7 +41,11 @@ pub async fn fold_page(
     let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
     let mut events = Vec::new();
     let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
+    let mut proposals = Vec::new();
     for (id, envelope) in page {
+        if let Event::ActionProposed(p) = &envelope.event {
+            proposals.push((p, envelope));
+        }
         let case = match &envelope.event {
             Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
             other => match other.case() {
@@ -71,6 +75,22 @@ pub async fn fold_page(
         }
         let body = serde_json::to_string(&envelope.event).unwrap_or_default();
         events.push((case.ticket, *id, envelope, body));
+    }
+    for chunk in proposals.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO proposals (action_id, ticket, approver_role, proposed_by, \
+             proposed_at_ms, expires_at_ms, body) ",
+        );
+        q.push_values(chunk, |mut b, (p, envelope)| {
+            b.push_bind(&p.action_id)
+                .push_bind(&p.case.ticket)
+                .push_bind(&p.approver_role)
+                .push_bind(&envelope.produced_by)
+                .push_bind(envelope.at_ms)
+                .push_bind(p.expires_at_ms)
+                .push_bind(serde_json::to_string(p).unwrap_or_default());
+        });
+        q.build().execute(&mut *tx).await?;
     }
     let cases: Vec<_> = cases.into_iter().collect();
     for chunk in cases.chunks(BULK_ROWS) {

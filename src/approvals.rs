@@ -1,0 +1,304 @@
+//! Human approval of proposed actions: the record and its rules.
+//!
+//! Agents propose, humans decide, nothing executes. The IR Lead's `ActionProposed` events are
+//! folded into the store's `proposals` (see `migrations/0006_approvals.sql`). A human holding
+//! the proposal's approver role decides it once ([`decide`]):
+//!
+//! - an unknown action is [`DecideError::NotFound`] (HTTP 404);
+//! - a decider without the approver role is [`DecideError::Forbidden`] (403);
+//! - a second decision is [`DecideError::AlreadyDecided`], showing the first (409);
+//! - a decision after the proposal expired is [`DecideError::Expired`] (410).
+//!
+//! The decision and its `ActionDecision` envelope (`executed: false`) are written in one
+//! transaction: the envelope goes to the `outbox`, and [`relay`] publishes unsent rows to the
+//! bus, deduplicated on `decision:<action_id>`, then marks them sent. A crash between the
+//! store write and the publish loses neither: the next relay publishes it, and a publish that
+//! happened but was not marked is deduplicated by the bus.
+
+use serde::Serialize;
+use sqlx::{Row, SqlitePool};
+
+use crate::bus::{Bus, BusError, Commit, Outgoing};
+use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, Event};
+use crate::store::StoreError;
+
+/// Who produces the `ActionDecision` envelopes.
+pub const PRODUCER: &str = "approvals";
+
+/// A signed-in person and the approver roles they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approver {
+    /// Their name, as recorded in decisions.
+    pub name: String,
+    /// Approver roles ("IR Lead On-Call", ...).
+    pub roles: Vec<String>,
+}
+
+impl Approver {
+    /// Whether they may decide a proposal addressed to `role`.
+    pub fn holds(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Approved or rejected.
+    pub decision: ApprovalDecision,
+    /// Who decided.
+    pub decided_by: String,
+    /// Why.
+    pub reason: String,
+    /// When, ms since the epoch.
+    pub decided_at_ms: i64,
+}
+
+/// A proposal and its decision, if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    /// The proposal as the IR Lead published it.
+    pub proposed: ActionProposed,
+    /// The role that proposed it.
+    pub proposed_by: String,
+    /// When it was published, ms.
+    pub proposed_at_ms: i64,
+    /// The decision, once made.
+    pub decision: Option<Decision>,
+}
+
+/// Why a decision was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No such proposal.
+    #[error("no proposed action {0}")]
+    NotFound(String),
+    /// The decider does not hold the approver role.
+    #[error("{who} does not hold the role {role}, which this action is addressed to")]
+    Forbidden {
+        /// The decider.
+        who: String,
+        /// The role it needs.
+        role: String,
+    },
+    /// Decided before: the first decision stands.
+    #[error("already decided ({:?}) by {}", .0.decision, .0.decided_by)]
+    AlreadyDecided(Decision),
+    /// Past its expiry.
+    #[error("the proposal expired at {0} ms")]
+    Expired(i64),
+    /// The decision reason is empty or too long.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for DecideError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Longest decision reason, characters.
+pub const MAX_REASON: usize = 2000;
+
+/// One proposal with its decision.
+pub async fn proposal(pool: &SqlitePool, action_id: &str) -> Result<Option<Proposal>, StoreError> {
+    let row = sqlx::query(
+        "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
+         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         WHERE p.action_id = ?",
+    )
+    .bind(action_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| of_row(&r)))
+}
+
+/// Proposals newest first, at most `limit`; only undecided ones when `pending`.
+pub async fn list(
+    pool: &SqlitePool,
+    pending: bool,
+    limit: usize,
+) -> Result<Vec<Proposal>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
+         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         WHERE (? = 0 OR d.action_id IS NULL) ORDER BY p.proposed_at_ms DESC, p.action_id \
+         LIMIT ?",
+    )
+    .bind(i64::from(pending))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().filter_map(of_row).collect())
+}
+
+fn of_row(r: &sqlx::sqlite::SqliteRow) -> Option<Proposal> {
+    let proposed: ActionProposed = serde_json::from_str(&r.get::<String, _>(0)).ok()?;
+    let decision = r.get::<Option<String>, _>(3).map(|d| Decision {
+        decision: if d == "approved" {
+            ApprovalDecision::Approved
+        } else {
+            ApprovalDecision::Rejected
+        },
+        decided_by: r.get(4),
+        reason: r.get(5),
+        decided_at_ms: r.get(6),
+    });
+    Some(Proposal {
+        proposed,
+        proposed_by: r.get(1),
+        proposed_at_ms: r.get(2),
+        decision,
+    })
+}
+
+/// Records `approver`'s decision on `action_id` at `now_ms`, with its `ActionDecision` in the
+/// outbox, in one transaction; see the module docs for the refusals.
+pub async fn decide(
+    pool: &SqlitePool,
+    action_id: &str,
+    approver: &Approver,
+    decision: ApprovalDecision,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Decision, DecideError> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON {
+        return Err(DecideError::Invalid(format!(
+            "the reason is longer than {MAX_REASON} characters"
+        )));
+    }
+    // IMMEDIATE: the write lock first, so racing deciders queue instead of both reading "not
+    // decided" and one of them failing to upgrade.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let row = sqlx::query(
+        "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
+         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         WHERE p.action_id = ?",
+    )
+    .bind(action_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(found) = row.as_ref().and_then(of_row) else {
+        return Err(DecideError::NotFound(action_id.to_owned()));
+    };
+    if !approver.holds(&found.proposed.approver_role) {
+        return Err(DecideError::Forbidden {
+            who: approver.name.clone(),
+            role: found.proposed.approver_role,
+        });
+    }
+    if let Some(first) = found.decision {
+        return Err(DecideError::AlreadyDecided(first));
+    }
+    if now_ms > found.proposed.expires_at_ms {
+        return Err(DecideError::Expired(found.proposed.expires_at_ms));
+    }
+    let recorded = Decision {
+        decision,
+        decided_by: approver.name.clone(),
+        reason: reason.to_owned(),
+        decided_at_ms: now_ms,
+    };
+    let label = match decision {
+        ApprovalDecision::Approved => "approved",
+        ApprovalDecision::Rejected => "rejected",
+    };
+    // INSERT OR IGNORE and a row count: two deciders racing cannot both win.
+    let inserted = sqlx::query(
+        "INSERT OR IGNORE INTO decisions (action_id, decision, decided_by, reason, \
+         decided_at_ms) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(action_id)
+    .bind(label)
+    .bind(&recorded.decided_by)
+    .bind(&recorded.reason)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        drop(tx);
+        let first = proposal(pool, action_id)
+            .await?
+            .and_then(|p| p.decision)
+            .ok_or_else(|| DecideError::NotFound(action_id.to_owned()))?;
+        return Err(DecideError::AlreadyDecided(first));
+    }
+    let envelope = Envelope::new_root(
+        PRODUCER,
+        &found.proposed.case.ticket,
+        Event::ActionDecision(ActionDecision {
+            action_id: action_id.to_owned(),
+            case: found.proposed.case.clone(),
+            decision,
+            decided_by: recorded.decided_by.clone(),
+            decided_at_ms: now_ms,
+            reason: recorded.reason.clone(),
+            executed: false,
+        }),
+    );
+    sqlx::query("INSERT INTO outbox (dedupe_key, envelope, created_ms) VALUES (?, ?, ?)")
+        .bind(format!("decision:{action_id}"))
+        .bind(
+            serde_json::to_string(&envelope)
+                .map_err(|e| DecideError::Invalid(format!("cannot encode the decision: {e}")))?,
+        )
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus refused.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Publishes the outbox's unsent decisions (oldest first, up to `batch`) and marks them sent;
+/// returns how many it handled.
+pub async fn relay(pool: &SqlitePool, bus: &Bus, batch: usize) -> Result<usize, RelayError> {
+    let rows = sqlx::query(
+        "SELECT id, dedupe_key, envelope FROM outbox WHERE sent_ms IS NULL ORDER BY id LIMIT ?",
+    )
+    .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        let id: i64 = row.get(0);
+        let key: String = row.get(1);
+        let text: String = row.get(2);
+        match serde_json::from_str::<Envelope>(&text) {
+            Ok(envelope) => {
+                let commit = Commit::dedupe(key, vec![Outgoing::event(&envelope)?]);
+                bus.submit(vec![commit]).await?;
+            }
+            // Written by this module, so never expected; kept (marked) rather than retried
+            // forever, and said loudly.
+            Err(e) => tracing::error!(outbox_id = id, error = %e, "unreadable outbox row"),
+        }
+        sqlx::query("UPDATE outbox SET sent_ms = ? WHERE id = ?")
+            .bind(crate::proto::now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(rows.len())
+}
