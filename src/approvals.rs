@@ -15,12 +15,115 @@
 //! store write and the publish loses neither: the next relay publishes it, and a publish that
 //! happened but was not marked is deduplicated by the bus.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
 use crate::bus::{Bus, BusError, Commit, Outgoing};
 use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, Event};
 use crate::store::StoreError;
+
+pub mod web;
+
+/// `[approvals]`: who may decide, and how the approval pages sign people in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// `demo` or `live`: the banner on every approval page (nothing executes either way).
+    pub mode: String,
+    /// How long a proposal may be decided, seconds (the IR Lead sets each one's expiry).
+    pub proposal_ttl_s: u64,
+    /// How long a sign-in lasts, seconds.
+    pub session_ttl_s: u64,
+    /// Key that signs session cookies and CSRF tokens (`SOC_APPROVALS_SESSION_KEY`). Unset: a
+    /// random key per start (sign-ins end with the process).
+    pub session_key: Option<crate::llm::Secret>,
+    /// Local approvers.
+    pub approvers: Vec<ApproverConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            mode: "demo".into(),
+            proposal_ttl_s: 4 * 3600,
+            session_ttl_s: 8 * 3600,
+            session_key: None,
+            approvers: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    /// Checks the mode, the TTLs and every approver.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.mode.as_str(), "demo" | "live") {
+            return Err(format!(
+                "approvals.mode must be \"demo\" or \"live\", not {:?}",
+                self.mode
+            ));
+        }
+        if self.proposal_ttl_s == 0 || self.session_ttl_s == 0 {
+            return Err("approvals.proposal_ttl_s and session_ttl_s must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.approvers {
+            if a.name.trim().is_empty() || a.name.trim() != a.name {
+                return Err(format!(
+                    "approvals.approvers: name {:?} must be non-empty, without surrounding spaces",
+                    a.name
+                ));
+            }
+            if !names.insert(&a.name) {
+                return Err(format!("approvals.approvers: {} is listed twice", a.name));
+            }
+            if argon2::password_hash::PasswordHash::new(&a.password_hash).is_err() {
+                return Err(format!(
+                    "approvals.approvers: the password_hash of {} is not an Argon2 hash (make one \
+                     with `soc-runtime approvers hash-password`)",
+                    a.name
+                ));
+            }
+            if a.roles.iter().all(|r| r.trim().is_empty()) {
+                return Err(format!("approvals.approvers: {} holds no role", a.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One local approver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// Sign-in name, as recorded in decisions.
+    pub name: String,
+    /// Argon2 hash of the password (`soc-runtime approvers hash-password`).
+    pub password_hash: String,
+    /// Approver roles held ("IR Lead On-Call", "SOC Shift Lead", ...).
+    pub roles: Vec<String>,
+}
+
+/// An Argon2id hash (PHC string) of `password`, with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
+    use rand_core::OsRng;
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches the Argon2 `hash` (false for a malformed hash).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::PasswordVerifier;
+    argon2::password_hash::PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
 
 /// Who produces the `ActionDecision` envelopes.
 pub const PRODUCER: &str = "approvals";
@@ -108,7 +211,7 @@ pub const MAX_REASON: usize = 2000;
 pub async fn proposal(pool: &SqlitePool, action_id: &str) -> Result<Option<Proposal>, StoreError> {
     let row = sqlx::query(
         "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
-         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         d.decided_at_ms, p.expires_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
          WHERE p.action_id = ?",
     )
     .bind(action_id)
@@ -125,7 +228,7 @@ pub async fn list(
 ) -> Result<Vec<Proposal>, StoreError> {
     let rows = sqlx::query(
         "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
-         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         d.decided_at_ms, p.expires_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
          WHERE (? = 0 OR d.action_id IS NULL) ORDER BY p.proposed_at_ms DESC, p.action_id \
          LIMIT ?",
     )
@@ -137,7 +240,9 @@ pub async fn list(
 }
 
 fn of_row(r: &sqlx::sqlite::SqliteRow) -> Option<Proposal> {
-    let proposed: ActionProposed = serde_json::from_str(&r.get::<String, _>(0)).ok()?;
+    let mut proposed: ActionProposed = serde_json::from_str(&r.get::<String, _>(0)).ok()?;
+    // The column is the record's expiry (the one queries see).
+    proposed.expires_at_ms = r.get(7);
     let decision = r.get::<Option<String>, _>(3).map(|d| Decision {
         decision: if d == "approved" {
             ApprovalDecision::Approved
@@ -177,7 +282,7 @@ pub async fn decide(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let row = sqlx::query(
         "SELECT p.body, p.proposed_by, p.proposed_at_ms, d.decision, d.decided_by, d.reason, \
-         d.decided_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         d.decided_at_ms, p.expires_at_ms FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
          WHERE p.action_id = ?",
     )
     .bind(action_id)

@@ -36,6 +36,8 @@ pub struct Config {
     pub calendar: CalendarConfig,
     /// The roles' tools and site connectors.
     pub tools: crate::tools::ToolsConfig,
+    /// Human approval of proposed actions.
+    pub approvals: crate::approvals::ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             reasoning: ReasoningConfig::default(),
             calendar: CalendarConfig::default(),
             tools: crate::tools::ToolsConfig::default(),
+            approvals: crate::approvals::ApprovalsConfig::default(),
         }
     }
 }
@@ -253,6 +256,9 @@ impl Config {
         if let Some(v) = var("SOC_FALCON_CLIENT_ID") {
             self.tools.falcon.client_id = v;
         }
+        if let Some(v) = var("SOC_APPROVALS_SESSION_KEY") {
+            self.approvals.session_key = Some(crate::llm::Secret::new(v));
+        }
         if let Some(v) = var("SOC_FALCON_CLIENT_SECRET") {
             self.tools.falcon.client_secret = Some(crate::llm::Secret::new(v));
         }
@@ -270,6 +276,7 @@ impl Config {
                 self.calendar.tz
             )));
         }
+        self.approvals.validate().map_err(ConfigError::Invalid)?;
         if !self.reasoning.hybrid_llm_from.is_finite() {
             return Err(ConfigError::Invalid(
                 "reasoning.hybrid_llm_from must be a number".into(),

@@ -1,5 +1,5 @@
-//! The HTTP server actor (axum): `GET /healthz` now; approval pages, the dashboard and
-//! `/metrics` join it in later releases.
+//! The HTTP server actor (axum): `GET /healthz` and the approval pages
+//! ([`crate::approvals::web`]); the dashboard and `/metrics` join it in later releases.
 //!
 //! Input: requests on the configured address. Output: JSON answers built from the shared
 //! [`Health`] the supervisor maintains. A restart re-binds the same address; in-flight requests
@@ -117,6 +117,8 @@ pub struct Args {
     pub addr: SocketAddr,
     /// Shared health.
     pub health: Arc<Health>,
+    /// The store the approval pages read and record decisions in, and their configuration.
+    pub approvals: Option<(std::path::PathBuf, crate::approvals::ApprovalsConfig)>,
 }
 
 /// The HTTP server actor.
@@ -148,7 +150,12 @@ impl Actor for HttpServer {
         };
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let app = router(args.health);
+        let mut app = router(args.health);
+        if let Some((path, config)) = args.approvals {
+            let store = crate::store::Store::open(&path).await?;
+            let web = crate::approvals::web::Web::new(store.pool().clone(), config);
+            app = app.merge(crate::approvals::web::routes(Arc::new(web)));
+        }
         let shutdown = stop.clone();
         let server = spawn_watched(
             async move {

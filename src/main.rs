@@ -68,10 +68,20 @@ enum Command {
     /// Replay labelled tickets through the real roles (in-memory bus, no side effects) and
     /// score "escalated to the IR Lead" against the analysts' dispositions.
     Backtest(BacktestArgs),
+    /// Approvers of proposed actions.
+    #[command(subcommand)]
+    Approvers(ApproversCommand),
     /// Run one calendar role's report now, over the store's record of its window: a shift
     /// summary (soc_manager), noisy-rule tuning (detection_eng), a hunt (threat_hunter) or
     /// the campaigns of the window (campaign_detector; --json prints them as an array).
     Report(ReportArgs),
+}
+
+#[derive(Subcommand)]
+enum ApproversCommand {
+    /// Read a password from stdin (its first line) and print its Argon2id hash, for
+    /// `password_hash` in `[[approvals.approvers]]`.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -417,6 +427,7 @@ fn main() -> ExitCode {
             Some(Command::Case(CaseCommand::Recall(args))) => case_recall(args).await,
             Some(Command::Campaigns(args)) => campaigns(args).await,
             Some(Command::Report(args)) => report(args).await,
+            Some(Command::Approvers(ApproversCommand::HashPassword)) => hash_password(),
         }
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
@@ -752,6 +763,21 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         folded.checkpoint,
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `approvers hash-password`: the first line of stdin, hashed.
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("no password on stdin (give it as the first line)");
+    }
+    let hash = soc_runtime::approvals::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -453,6 +453,7 @@ impl State {
                     listener,
                     addr,
                     health: ctx.health.clone(),
+                    approvals: Some((ctx.store_path.clone(), ctx.config.approvals.clone())),
                 };
                 Actor::spawn_linked(Some(name), HttpServer, args, parent)
                     .await
@@ -492,6 +493,9 @@ impl State {
                         knowledge: ctx.knowledge.clone(),
                         reasoning: ctx.config.reasoning.clone(),
                         tools: ctx.tools.clone(),
+                        proposal_ttl_ms: i64::try_from(ctx.config.approvals.proposal_ttl_s)
+                            .unwrap_or(i64::MAX / 2_000)
+                            .saturating_mul(1000),
                     },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)

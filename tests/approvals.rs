@@ -184,3 +184,310 @@ async fn a_proposal_is_decided_once_by_its_role_and_published_once() {
     assert_eq!(kept, 1);
     store.close().await;
 }
+
+/// A response's status, `Location` and `Set-Cookie`, and its body.
+struct Got {
+    status: u16,
+    location: String,
+    cookie: String,
+    body: String,
+}
+
+async fn got(r: reqwest::Response) -> Got {
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (location, cookie) = (header("location"), header("set-cookie"));
+    Got {
+        status: r.status().as_u16(),
+        location,
+        cookie,
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// The value of hidden input `name` in a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .map(|i| i + marker.len())
+        .expect("hidden field");
+    body[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
+    common::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let hash = approvals::hash_password("correct horse").unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        alerts: Some(common::synthetic_feed(dir.path(), "ap", 24)),
+        ..Config::default()
+    };
+    config.http.addr = "127.0.0.1:0".into();
+    config.calendar.enabled = false;
+    config.approvals.approvers = vec![
+        soc_runtime::approvals::ApproverConfig {
+            name: "ana".into(),
+            password_hash: hash.clone(),
+            roles: vec!["IR Lead On-Call".into(), "SOC Shift Lead".into()],
+        },
+        soc_runtime::approvals::ApproverConfig {
+            name: "bob".into(),
+            password_hash: hash,
+            roles: vec!["Auditor".into()],
+        },
+    ];
+    config.validate().unwrap();
+    let runtime = Runtime::start(config, RuntimeOptions::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", runtime.http_addr().unwrap());
+    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
+        &dir.path().join("data"),
+        "memory",
+    ))
+    .await
+    .unwrap();
+    let pool = store.pool().clone();
+    let pending = common::wait_for(
+        "proposals folded",
+        std::time::Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move {
+                let p = approvals::list(&pool, true, 100).await.unwrap();
+                (p.len() >= 2).then_some(p)
+            }
+        },
+    )
+    .await;
+    let action = pending[0].proposed.action_id.clone();
+    let encoded = action.replace('/', "%2F");
+    let page_url = format!("{base}/approvals/{encoded}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Not signed in: the card's link leads to the sign-in page, and records nothing.
+    let r = got(http
+        .get(format!("{page_url}?decision=approve"))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(
+        r.location.starts_with("/login?next=%2Fapprovals%2F"),
+        "{}",
+        r.location
+    );
+    let login = |name: &'static str, password: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            got(http
+                .post(format!("{base}/login"))
+                .form(&[
+                    ("name", name),
+                    ("password", password),
+                    ("next", "/approvals"),
+                ])
+                .send()
+                .await
+                .unwrap())
+            .await
+        }
+    };
+    let wrong = login("ana", "wrong").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong name or password"));
+    assert_eq!(login("nobody", "correct horse").await.status, 401);
+    let ana = login("ana", "correct horse").await;
+    assert_eq!(ana.status, 303);
+    assert!(ana.cookie.contains("HttpOnly") && ana.cookie.contains("SameSite=Strict"));
+    let ana_cookie = ana.cookie.split(';').next().unwrap().to_owned();
+
+    // The confirmation page: what, for whom, the banner, and a form; nothing recorded yet.
+    let page = got(http
+        .get(format!("{page_url}?decision=approve"))
+        .header("cookie", &ana_cookie)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(page.status, 200);
+    let role = &pending[0].proposed.approver_role;
+    assert!(page.body.contains(&format!(
+        "Action required from: <strong id=\"approver-role\">{role}</strong>"
+    )));
+    assert!(page.body.contains("DEMO"));
+    assert!(page.body.contains(&pending[0].proposed.case.ticket));
+    assert!(
+        approvals::proposal(&pool, &action)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision
+            .is_none()
+    );
+    let csrf = hidden(&page.body, "csrf");
+    let post = |cookie: String, csrf: String| {
+        let http = http.clone();
+        let url = format!("{page_url}/decision");
+        async move {
+            got(http
+                .post(url)
+                .header("cookie", cookie)
+                .form(&[
+                    ("decision", "approve"),
+                    ("reason", "contain the scanner"),
+                    ("csrf", &csrf),
+                ])
+                .send()
+                .await
+                .unwrap())
+            .await
+        }
+    };
+    // Forged and missing CSRF tokens are refused; so is a token of another action.
+    assert_eq!(post(ana_cookie.clone(), "00".repeat(32)).await.status, 403);
+    assert_eq!(post(ana_cookie.clone(), String::new()).await.status, 403);
+    // No session: 401.
+    assert_eq!(post(String::new(), csrf.clone()).await.status, 401);
+    assert!(
+        approvals::proposal(&pool, &action)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision
+            .is_none()
+    );
+    let done = post(ana_cookie.clone(), csrf.clone()).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let decided = approvals::proposal(&pool, &action)
+        .await
+        .unwrap()
+        .unwrap()
+        .decision
+        .unwrap();
+    assert_eq!(decided.decided_by, "ana");
+    assert_eq!(decided.reason, "contain the scanner");
+    // A second submit: 409, showing the first decision.
+    let again = post(ana_cookie.clone(), csrf.clone()).await;
+    assert_eq!(again.status, 409);
+    assert!(again.body.contains("Approved by ana"), "{}", again.body);
+
+    // Someone signed in without the role sees the page read-only and cannot decide.
+    let bob = login("bob", "correct horse").await;
+    let bob_cookie = bob.cookie.split(';').next().unwrap().to_owned();
+    let other = pending[1].proposed.action_id.replace('/', "%2F");
+    let page = got(http
+        .get(format!("{base}/approvals/{other}"))
+        .header("cookie", &bob_cookie)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert!(
+        page.body
+            .contains("Read only: you (bob) do not hold the role"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("name=\"csrf\""));
+    // Bob forges a form with a token of his own session: still 403 (no role).
+    let ana_page = got(http
+        .get(format!("{base}/approvals/{other}"))
+        .header("cookie", &ana_cookie)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    let ana_csrf = hidden(&ana_page.body, "csrf");
+    let stolen = got(http
+        .post(format!("{base}/approvals/{other}/decision"))
+        .header("cookie", &bob_cookie)
+        .form(&[("decision", "approve"), ("csrf", ana_csrf.as_str())])
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(stolen.status, 403, "ana's token is not bob's");
+
+    // Expired: the proposal's time has passed (set in the store: waiting hours is not a test).
+    let changed = sqlx::query("UPDATE proposals SET expires_at_ms = 1 WHERE action_id = ?")
+        .bind(&pending[1].proposed.action_id)
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+    let stored = approvals::proposal(&pool, &pending[1].proposed.action_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.proposed.expires_at_ms, 1, "{stored:?}");
+    let late = got(http
+        .post(format!("{base}/approvals/{other}/decision"))
+        .header("cookie", &ana_cookie)
+        .form(&[("decision", "reject"), ("csrf", ana_csrf.as_str())])
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(late.status, 410, "{}", late.body);
+    let unknown = got(http
+        .get(format!("{base}/approvals/nope%2Fstep"))
+        .header("cookie", &ana_cookie)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(unknown.status, 404);
+    let list = got(http
+        .get(format!("{base}/approvals"))
+        .header("cookie", &ana_cookie)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert!(list.body.contains("Approved by ana"));
+
+    // The decision is on the bus (relayed from the outbox), once, never executed.
+    let bus = runtime.bus().clone();
+    let decisions = common::wait_for(
+        "the decision published",
+        std::time::Duration::from_secs(30),
+        || {
+            let bus = bus.clone();
+            async move {
+                let found: Vec<_> = bus
+                    .read_all(Topic::Audit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|e| e.fields.decode_envelope().ok())
+                    .filter_map(|e| match e.event {
+                        soc_runtime::proto::Event::ActionDecision(d) => Some(d),
+                        _ => None,
+                    })
+                    .collect();
+                (!found.is_empty()).then_some(found)
+            }
+        },
+    )
+    .await;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].action_id, action);
+    assert!(!decisions[0].executed);
+    runtime.shutdown().await;
+    store.close().await;
+}

@@ -967,3 +967,44 @@ async fn imported_dispositions_score_the_roles_trends() {
     );
     assert_eq!(with_prior, total, "{:?}", rationales.first());
 }
+
+#[test]
+fn approvers_hash_password_makes_a_hash_the_config_accepts() {
+    use std::io::Write;
+    let hash_of = |input: &str| {
+        let mut child = soc()
+            .args(["approvers", "hash-password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = hash_of("correct horse\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hash = text(&out.stdout).trim().to_owned();
+    assert!(soc_runtime::approvals::verify_password("correct horse", &hash));
+    // The hash goes into the config as is, and the config validates.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("soc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[approvals.approvers]]\nname = \"ana\"\npassword_hash = \"{hash}\"\n\
+             roles = [\"IR Lead On-Call\"]\n"
+        ),
+    )
+    .unwrap();
+    let parsed = soc_runtime::config::Config::load(Some(&config)).unwrap();
+    parsed.validate().unwrap();
+    let empty = hash_of("\n");
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(text(&empty.stderr).contains("no password on stdin"));
+}

@@ -1477,6 +1477,7 @@ async fn tier2_investigates_with_its_tools_on_the_real_model_within_its_budget()
         tools: Arc::new(soc_runtime::tools::Toolbox::new(knowledge.clone())),
         knowledge,
         reasoning,
+        ..RoleEnv::default()
     });
     let triaged = AlertTriaged {
         case: soc_runtime::proto::CaseContext {
@@ -1561,6 +1562,7 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
             mode: soc_runtime::config::ReasoningMode::Llm,
             ..Default::default()
         },
+        ..RoleEnv::default()
     };
     let _model = MODEL_LOCK.lock().await;
     let server = ModelServer::start_threads(1, 2).await;

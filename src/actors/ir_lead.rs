@@ -32,8 +32,6 @@ use crate::proto::{
 };
 use crate::tools::Toolbox;
 
-/// How long a proposal stays decidable.
-const PROPOSAL_TTL_MS: i64 = 4 * 3600 * 1000;
 /// Most IPs proposed for blocking in one plan.
 const MAX_BLOCKED_IPS: usize = 3;
 /// Most entries in each section of a model's plan.
@@ -166,10 +164,17 @@ fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), String> 
 }
 
 /// IR Lead: the rules reasoner, and the model when the reasoning mode sends it there.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IrLead {
     reasoning: ReasoningConfig,
     tools: Arc<Toolbox>,
+    proposal_ttl_ms: i64,
+}
+
+impl Default for IrLead {
+    fn default() -> Self {
+        Self::new(&RoleEnv::default())
+    }
 }
 
 impl Role for IrLead {
@@ -180,6 +185,7 @@ impl Role for IrLead {
         Self {
             reasoning: env.reasoning.clone(),
             tools: env.tools.clone(),
+            proposal_ttl_ms: env.proposal_ttl_ms,
         }
     }
 
@@ -196,7 +202,7 @@ impl Role for IrLead {
             meta: rules_meta(started),
             ..plan(escalated)
         };
-        with_proposals(plan, input.at_ms)
+        with_proposals(plan, input.at_ms + self.proposal_ttl_ms)
     }
 
     /// Escalated cases are never low-risk: the model plans them unless reasoning is `rules`.
@@ -211,6 +217,7 @@ impl Role for IrLead {
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let tools = self.tools.clone();
+        let ttl = self.proposal_ttl_ms;
         async move {
             let Event::CaseEscalated(escalated) = &input.event else {
                 return Ok(Vec::new());
@@ -223,7 +230,7 @@ impl Role for IrLead {
             if let Some(why) = case_injection(case, &[("escalation_reason", &escalated.reason)]) {
                 return Ok(with_proposals(
                     needs_review(rules, why, rules_meta(started)),
-                    input.at_ms,
+                    input.at_ms + ttl,
                 ));
             }
             let data = serde_json::json!({
@@ -268,7 +275,7 @@ impl Role for IrLead {
                 },
                 Err(why) => needs_review(rules, why, reasoned.meta),
             };
-            Ok(with_proposals(plan, input.at_ms))
+            Ok(with_proposals(plan, input.at_ms + ttl))
         }
     }
 }
@@ -283,8 +290,9 @@ fn needs_review(rules: IrPlan, why: String, mut meta: DecisionMeta) -> IrPlan {
     }
 }
 
-/// The plan, then one proposal per containment step for the approver of its severity.
-fn with_proposals(plan: IrPlan, at_ms: i64) -> Vec<Event> {
+/// The plan, then one proposal per containment step for the approver of its severity, each
+/// decidable until `expires_at_ms`.
+fn with_proposals(plan: IrPlan, expires_at_ms: i64) -> Vec<Event> {
     let approver = if plan.severity <= Severity::Sev2 {
         APPROVER_HIGH
     } else {
@@ -301,7 +309,7 @@ fn with_proposals(plan: IrPlan, at_ms: i64) -> Vec<Event> {
                 step: step.clone(),
                 severity: plan.severity,
                 approver_role: approver.to_owned(),
-                expires_at_ms: at_ms + PROPOSAL_TTL_MS,
+                expires_at_ms,
             })
         })
         .collect();

@@ -59,7 +59,7 @@ pub trait Role: Send + Sync + 'static {
 }
 
 /// What a role is built with: shared by the roles of one runtime, outliving their restarts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RoleEnv {
     /// Analysts' dispositions and recent activity, for the rules reasoner.
     pub knowledge: Arc<Knowledge>,
@@ -67,6 +67,23 @@ pub struct RoleEnv {
     pub reasoning: crate::config::ReasoningConfig,
     /// The tools the model reasoner may call (each role offers its whitelist of them).
     pub tools: Arc<crate::tools::Toolbox>,
+    /// How long a proposed action may be decided, ms (`[approvals] proposal_ttl_s`).
+    pub proposal_ttl_ms: i64,
+}
+
+impl Default for RoleEnv {
+    fn default() -> Self {
+        Self {
+            knowledge: Arc::default(),
+            reasoning: crate::config::ReasoningConfig::default(),
+            tools: Arc::default(),
+            proposal_ttl_ms: i64::try_from(
+                crate::approvals::ApprovalsConfig::default().proposal_ttl_s,
+            )
+            .unwrap_or(0)
+                * 1000,
+        }
+    }
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.

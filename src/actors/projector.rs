@@ -4,8 +4,12 @@
 //! rows in SQLite, written a page per transaction together with the projection's checkpoint
 //! ([`crate::store::catch_up`]). Nothing is published: a projection is a read model.
 //!
-//! A restart loses nothing: the checkpoint is in the store, and the fold resumes from it.
-//! A failed fold (Redis or the disk unavailable) is counted and retried on the next tick.
+//! It also relays the store's outbox to the bus: the `ActionDecision` of each human decision,
+//! written with the decision ([`crate::approvals`]), published once and marked sent.
+//!
+//! A restart loses nothing: the checkpoint is in the store, and the fold resumes from it; an
+//! unsent outbox row is sent by the next relay. A failed fold or relay (Redis or the disk
+//! unavailable) is counted and retried on the next tick.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,8 +132,12 @@ impl Actor for Projector {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Tick => state.fold(Some(PAGES_PER_TICK)).await,
+            Msg::Tick => {
+                state.relay().await;
+                state.fold(Some(PAGES_PER_TICK)).await;
+            }
             Msg::Flush(reply) => {
+                state.relay().await;
                 state.fold(None).await;
                 let _ = reply.send(());
             }
@@ -151,6 +159,13 @@ impl Actor for Projector {
 }
 
 impl State {
+    async fn relay(&mut self) {
+        if let Err(e) = crate::approvals::relay(self.store.pool(), &self.bus, 256).await {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "relaying decisions failed; retrying on the next tick");
+        }
+    }
+
     async fn fold(&mut self, max_pages: Option<usize>) {
         match store::catch_up(&self.bus, &self.store, &self.projection, max_pages).await {
             Ok(folded) => {
