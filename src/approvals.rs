@@ -62,6 +62,15 @@ impl ApprovalsConfig {
                 self.mode
             ));
         }
+        if let Some(key) = &self.session_key
+            && key.expose().len() < 32
+        {
+            return Err(
+                "approvals.session_key (SOC_APPROVALS_SESSION_KEY) must be at least 32 bytes: \
+                 a short key can be guessed from any valid cookie"
+                    .into(),
+            );
+        }
         if self.proposal_ttl_s == 0 || self.session_ttl_s == 0 {
             return Err("approvals.proposal_ttl_s and session_ttl_s must be at least 1".into());
         }

@@ -990,7 +990,10 @@ fn approvers_hash_password_makes_a_hash_the_config_accepts() {
     let out = hash_of("correct horse\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let hash = text(&out.stdout).trim().to_owned();
-    assert!(soc_runtime::approvals::verify_password("correct horse", &hash));
+    assert!(soc_runtime::approvals::verify_password(
+        "correct horse",
+        &hash
+    ));
     // The hash goes into the config as is, and the config validates.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("soc.toml");

@@ -232,6 +232,15 @@ async fn tools_over_real_data_never_see_past_the_case() {
         hidden += usize::from(!known);
     }
     tracing::info!(recalled = similar.len(), hidden, "recall as of the case");
+    // Another tenant's case recalls none of this site's cases.
+    let elsewhere = Scope {
+        site: "fox".into(),
+        ..scope.clone()
+    };
+    let none = call(&tools, &elsewhere, "memory.recall", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(none["similar_cases"], json!([]), "{none}");
 
     // ATT&CK from the real bundle.
     let t = call(
@@ -501,6 +510,19 @@ async fn the_falcon_connector_only_reads_and_never_widens_its_filter() {
         filter,
         "device.hostname:'web-1'+created_timestamp:<='2022-01-15T10:05:00Z'"
     );
+
+    // A Falcon tenant covering other sites answers nothing for this case's site.
+    let scoped = Falcon::from_config(&FalconConfig {
+        sites: vec!["other-site".into()],
+        ..config.clone()
+    })
+    .unwrap()
+    .unwrap();
+    let e = scoped
+        .call(&scope, "falcon.host", r#"{"host":"web-1"}"#)
+        .await
+        .unwrap_err();
+    assert!(e.contains("does not cover site \"x\""), "{e}");
 
     // Wrong credentials: a clear error, no secret in it.
     let wrong = Falcon::from_config(&FalconConfig {

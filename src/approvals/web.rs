@@ -36,6 +36,9 @@ const COOKIE: &str = "soc_session";
 
 /// The approval pages' state.
 pub struct Web {
+    /// Password checks (Argon2, ~19 MiB and tens of ms each) run two at a time, off the async
+    /// threads, so a flood of sign-ins cannot stall the runtime.
+    hashing: tokio::sync::Semaphore,
     pool: SqlitePool,
     config: ApprovalsConfig,
     key: Vec<u8>,
@@ -67,6 +70,7 @@ impl Web {
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
         Self {
+            hashing: tokio::sync::Semaphore::new(2),
             pool,
             config,
             key,
@@ -196,13 +200,20 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     // An unknown name is checked against a dummy hash too, so timing does not tell names.
     const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29jLXJ1bnRpbWUtZHVtbXk$\
                          4Fz7ZmCqj1fZ3mQJQ0m0xL2V7r0b4mDqS5H7bQvG3jE";
-    let ok = match web.approvers.get(form.name.trim()) {
-        Some(a) => super::verify_password(&form.password, &a.password_hash),
-        None => {
-            super::verify_password(&form.password, DUMMY);
-            false
+    let known = web.approvers.get(form.name.trim());
+    let hash = known.map_or(DUMMY, |a| a.password_hash.as_str()).to_owned();
+    let password = form.password.clone();
+    let checked = match web.hashing.acquire().await {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "awaited right here: the check ends before the request does"
+        )]
+        Ok(_permit) => {
+            tokio::task::spawn_blocking(move || super::verify_password(&password, &hash)).await
         }
+        Err(_) => Ok(false),
     };
+    let ok = known.is_some() && checked.unwrap_or(false);
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
@@ -230,7 +241,16 @@ async fn logout() -> Response {
 /// Only a path of this site: never another host (`//host`, `https://...`).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        // No control characters or spaces either: browsers drop a tab, so "/\t/host" would
+        // become "//host".
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.bytes().any(|b| b < 0x21 || b == 0x7f) =>
+        {
+            n
+        }
         _ => "/approvals",
     }
 }
@@ -572,6 +592,8 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/approvals");
         assert_eq!(safe_next(Some("https://evil.example/")), "/approvals");
         assert_eq!(safe_next(Some("/approvals/x")), "/approvals/x");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/approvals");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/approvals");
         assert_eq!(unhex(&hex(b"ana")).unwrap(), b"ana");
         assert!(unhex("zz").is_none() && unhex("abc").is_none());
     }

@@ -280,17 +280,19 @@ pub async fn recall(
     .iter()
     .map(|row| (row.get(0), row.get(1), row.get(2)))
     .collect();
-    rank(pool, mine, total, ticket, my_first, i64::MAX, options).await
+    rank(pool, mine, total, ticket, my_first, i64::MAX, None, options).await
 }
 
 /// Earlier cases sharing `indicators` (a case's, which memory may not have folded yet) with
 /// the case `ticket` opened at `at_ms`, counting and showing only what was known at `at_ms`:
 /// rarity among the cases opened by then, analysts' dispositions known by then. This is what
-/// a role's `memory.recall` tool sees, so a replayed ticket never sees its future.
+/// a role's `memory.recall` tool sees, so a replayed ticket never sees its future. Only cases
+/// of `site` are returned (a tenant never sees another's).
 pub async fn recall_as_of(
     pool: &SqlitePool,
     indicators: &BTreeSet<indicators::Indicator>,
     ticket: &str,
+    site: &str,
     at_ms: i64,
     options: RecallOptions,
 ) -> Result<Vec<Recalled>, StoreError> {
@@ -318,11 +320,26 @@ pub async fn recall_as_of(
         ))
     });
     let mine = futures_util::future::try_join_all(counts).await?;
-    rank(pool, mine, total + 1, ticket, at_ms, at_ms, options).await
+    rank(
+        pool,
+        mine,
+        total + 1,
+        ticket,
+        at_ms,
+        at_ms,
+        Some(site),
+        options,
+    )
+    .await
 }
 
 /// Ranks the cases opened by `my_first` that share values of `mine` (kind, value, cases
-/// carrying it among `total`); dispositions count when known by `known_by`.
+/// carrying it among `total`); dispositions count when known by `known_by`; only cases of
+/// `site` when given.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private ranking shared by two public entry points"
+)]
 async fn rank(
     pool: &SqlitePool,
     mine: Vec<(String, String, i64)>,
@@ -330,6 +347,7 @@ async fn rank(
     ticket: &str,
     my_first: i64,
     known_by: i64,
+    site: Option<&str>,
     options: RecallOptions,
 ) -> Result<Vec<Recalled>, StoreError> {
     let mut scores: HashMap<String, (f64, Reasons)> = HashMap::new();
@@ -374,7 +392,13 @@ async fn rank(
          AND COALESCE(d.known_ms, -9223372036854775808) <= ",
     );
     lookup.push_bind(known_by);
-    lookup.push(" WHERE c.ticket IN (");
+    lookup.push(" WHERE ");
+    if let Some(site) = site {
+        lookup.push("COALESCE(c.site, '') = ");
+        lookup.push_bind(site.to_owned());
+        lookup.push(" AND ");
+    }
+    lookup.push("c.ticket IN (");
     let mut list = lookup.separated(", ");
     for (ticket, _, _) in &ranked {
         list.push_bind(ticket);

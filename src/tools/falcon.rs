@@ -50,6 +50,9 @@ pub struct FalconConfig {
     pub client_secret: Option<Secret>,
     /// Longest time one request may take, ms.
     pub timeout_ms: u64,
+    /// The sites (tenants) whose hosts this Falcon tenant covers; cases of other sites get no
+    /// Falcon tools. Empty: every site (one tenant).
+    pub sites: Vec<String>,
 }
 
 impl Default for FalconConfig {
@@ -59,12 +62,14 @@ impl Default for FalconConfig {
             client_id: String::new(),
             client_secret: None,
             timeout_ms: 10_000,
+            sites: Vec::new(),
         }
     }
 }
 
 /// The connector.
 pub struct Falcon {
+    sites: Vec<String>,
     http: reqwest::Client,
     base: String,
     client_id: String,
@@ -105,11 +110,14 @@ impl Falcon {
                 "base_url {base:?} must be https (plain http only to this machine)"
             )));
         }
+        // No redirects: the token must never follow one, and only READ_PATHS may be reached.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .build()
             .map_err(|e| ToolsError::Falcon(e.to_string()))?;
         Ok(Some(Self {
+            sites: config.sites.clone(),
             http,
             base,
             client_id,
@@ -279,7 +287,7 @@ impl Falcon {
         Ok(json!({"host": host, "devices": devices}).to_string())
     }
 
-    async fn process(&self, args: &Value) -> Result<String, String> {
+    async fn process(&self, scope: &Scope, args: &Value) -> Result<String, String> {
         let device = args["device_id"]
             .as_str()
             .filter(|d| d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -300,7 +308,15 @@ impl Falcon {
                 None,
             )
             .await?;
+        // A process started after the case's last alert is not the case's.
+        let started_by_then = |p: &&Value| {
+            p["start_timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_none_or(|t| t.timestamp_millis() <= scope.until_ms)
+        };
         let processes: Vec<Value> = resources(&found)
+            .filter(started_by_then)
             .map(|p| {
                 json!({
                     "process_id": p["process_id"], "file_name": p["file_name"],
@@ -348,12 +364,19 @@ impl ToolProvider for Falcon {
         arguments: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async move {
+            if !self.sites.is_empty() && !self.sites.contains(&scope.site) {
+                return Err(format!(
+                    "Falcon does not cover site {:?} (it covers {})",
+                    scope.site,
+                    self.sites.join(", ")
+                ));
+            }
             let args: Value = serde_json::from_str(arguments)
                 .map_err(|e| format!("arguments are not JSON: {e}"))?;
             match name {
                 "falcon.alerts" => self.alerts(scope, &args).await,
                 "falcon.host" => self.host(&args).await,
-                "falcon.process" => self.process(&args).await,
+                "falcon.process" => self.process(scope, &args).await,
                 other => Err(format!("no tool named {other}")),
             }
         })

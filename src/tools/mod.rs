@@ -244,6 +244,7 @@ impl Toolbox {
             pool,
             &scope.indicators,
             &scope.ticket,
+            &scope.site,
             scope.until_ms,
             options,
         )
@@ -279,7 +280,8 @@ impl Toolbox {
         let until = time_arg(args, "until")?.map_or(cap, |ms| ms.div_euclid(1000).min(cap));
         let since = time_arg(args, "since")?.map_or(until - SEARCH_WINDOW_S, |ms| ms / 1000);
         let query = alerts::Query {
-            site: (!scope.site.is_empty()).then(|| scope.site.clone()),
+            // Always the case's own site (a case without one sees alerts without one).
+            site: Some(scope.site.clone()),
             host,
             ip,
             rule_id,
