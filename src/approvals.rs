@@ -22,6 +22,7 @@ use crate::bus::{Bus, BusError, Commit, Outgoing};
 use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, Event};
 use crate::store::StoreError;
 
+pub mod executor;
 pub mod web;
 
 /// `[approvals]`: who may decide, and how the approval pages sign people in.
@@ -386,9 +387,15 @@ impl From<sqlx::Error> for RelayError {
     }
 }
 
-/// Publishes the outbox's unsent decisions (oldest first, up to `batch`) and marks them sent;
-/// returns how many it handled.
-pub async fn relay(pool: &SqlitePool, bus: &Bus, batch: usize) -> Result<usize, RelayError> {
+/// Publishes the outbox's unsent decisions (oldest first, up to `batch`), hands each to
+/// `executor` (the dry run: nothing executes), and marks them sent; returns how many it
+/// handled.
+pub async fn relay(
+    pool: &SqlitePool,
+    bus: &Bus,
+    batch: usize,
+    executor: &dyn executor::Executor,
+) -> Result<usize, RelayError> {
     let rows = sqlx::query(
         "SELECT id, dedupe_key, envelope FROM outbox WHERE sent_ms IS NULL ORDER BY id LIMIT ?",
     )
@@ -403,6 +410,11 @@ pub async fn relay(pool: &SqlitePool, bus: &Bus, batch: usize) -> Result<usize, 
             Ok(envelope) => {
                 let commit = Commit::dedupe(key, vec![Outgoing::event(&envelope)?]);
                 bus.submit(vec![commit]).await?;
+                if let Event::ActionDecision(d) = &envelope.event
+                    && let Err(e) = executor.execute(d)
+                {
+                    tracing::warn!(action = %d.action_id, executor = executor.name(), error = %e, "executor failed");
+                }
             }
             // Written by this module, so never expected; kept (marked) rather than retried
             // forever, and said loudly.

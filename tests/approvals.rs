@@ -141,13 +141,28 @@ async fn a_proposal_is_decided_once_by_its_role_and_published_once() {
     // The relay publishes the decision, with executed = false, exactly once: a crash after the
     // publish but before marking it sent (the row put back to unsent) publishes nothing new.
     let bus = Bus::memory(BusConfig::default()).unwrap();
-    assert_eq!(approvals::relay(pool, &bus, 100).await.unwrap(), 1);
-    assert_eq!(approvals::relay(pool, &bus, 100).await.unwrap(), 0);
+    assert_eq!(
+        approvals::relay(pool, &bus, 100, &approvals::executor::DryRun)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        approvals::relay(pool, &bus, 100, &approvals::executor::DryRun)
+            .await
+            .unwrap(),
+        0
+    );
     sqlx::query("UPDATE outbox SET sent_ms = NULL")
         .execute(pool)
         .await
         .unwrap();
-    assert_eq!(approvals::relay(pool, &bus, 100).await.unwrap(), 1);
+    assert_eq!(
+        approvals::relay(pool, &bus, 100, &approvals::executor::DryRun)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(bus.len(Topic::Actions).await.unwrap(), 1);
     let entries = bus
         .range(

@@ -160,7 +160,9 @@ impl Actor for Projector {
 
 impl State {
     async fn relay(&mut self) {
-        if let Err(e) = crate::approvals::relay(self.store.pool(), &self.bus, 256).await {
+        let executor = crate::approvals::executor::DryRun;
+        if let Err(e) = crate::approvals::relay(self.store.pool(), &self.bus, 256, &executor).await
+        {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "relaying decisions failed; retrying on the next tick");
         }
