@@ -28,32 +28,10 @@ fn approver(name: &str, role: &str) -> Approver {
 async fn a_proposal_is_decided_once_by_its_role_and_published_once() {
     common::logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        alerts: Some(common::dev_tickets()),
-        ..Config::default()
-    };
-    config.http.addr = "off".into();
-    config.calendar.enabled = false;
-    let report = Runtime::start(
-        config,
-        RuntimeOptions {
-            until_idle: true,
-            ..RuntimeOptions::default()
-        },
-    )
-    .await
-    .unwrap()
-    .wait()
-    .await;
+    let (report, store_path) = common::run_until_idle(dir.path(), common::dev_tickets()).await;
     let proposed = report.summary.actions_proposed;
     assert!(proposed > 0);
-    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
-        &dir.path().join("data"),
-        "memory",
-    ))
-    .await
-    .unwrap();
+    let store = soc_runtime::store::Store::open(&store_path).await.unwrap();
     let pool = store.pool();
     // Every proposal the IR Lead published is in the store, undecided.
     let pending = approvals::list(pool, true, 100_000).await.unwrap();
@@ -225,6 +203,11 @@ async fn got(r: reqwest::Response) -> Got {
     }
 }
 
+/// `GET url` with a session cookie.
+async fn get(http: &reqwest::Client, url: String, cookie: &str) -> Got {
+    got(http.get(url).header("cookie", cookie).send().await.unwrap()).await
+}
+
 /// The value of hidden input `name` in a page.
 fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
@@ -331,13 +314,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     let ana_cookie = ana.cookie.split(';').next().unwrap().to_owned();
 
     // The confirmation page: what, for whom, the banner, and a form; nothing recorded yet.
-    let page = got(http
-        .get(format!("{page_url}?decision=approve"))
-        .header("cookie", &ana_cookie)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let page = get(&http, format!("{page_url}?decision=approve"), &ana_cookie).await;
     assert_eq!(page.status, 200);
     let role = &pending[0].proposed.approver_role;
     assert!(page.body.contains(&format!(
@@ -404,13 +381,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     let bob = login("bob", "correct horse").await;
     let bob_cookie = bob.cookie.split(';').next().unwrap().to_owned();
     let other = pending[1].proposed.action_id.replace('/', "%2F");
-    let page = got(http
-        .get(format!("{base}/approvals/{other}"))
-        .header("cookie", &bob_cookie)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let page = get(&http, format!("{base}/approvals/{other}"), &bob_cookie).await;
     assert!(
         page.body
             .contains("Read only: you (bob) do not hold the role"),
@@ -419,13 +390,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     );
     assert!(!page.body.contains("name=\"csrf\""));
     // Bob forges a form with a token of his own session: still 403 (no role).
-    let ana_page = got(http
-        .get(format!("{base}/approvals/{other}"))
-        .header("cookie", &ana_cookie)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let ana_page = get(&http, format!("{base}/approvals/{other}"), &ana_cookie).await;
     let ana_csrf = hidden(&ana_page.body, "csrf");
     let stolen = got(http
         .post(format!("{base}/approvals/{other}/decision"))
@@ -459,21 +424,9 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
         .unwrap())
     .await;
     assert_eq!(late.status, 410, "{}", late.body);
-    let unknown = got(http
-        .get(format!("{base}/approvals/nope%2Fstep"))
-        .header("cookie", &ana_cookie)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let unknown = get(&http, format!("{base}/approvals/nope%2Fstep"), &ana_cookie).await;
     assert_eq!(unknown.status, 404);
-    let list = got(http
-        .get(format!("{base}/approvals"))
-        .header("cookie", &ana_cookie)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let list = get(&http, format!("{base}/approvals"), &ana_cookie).await;
     assert!(list.body.contains("Approved by ana"));
 
     // The decision is on the bus (relayed from the outbox), once, never executed.

@@ -19,12 +19,9 @@ use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use soc_runtime::config::Config;
 use soc_runtime::knowledge::Knowledge;
 use soc_runtime::llm::reason::{Scope, ToolProvider};
 use soc_runtime::proto::CaseContext;
-use soc_runtime::runtime::Runtime;
-use soc_runtime::supervisor::RuntimeOptions;
 use soc_runtime::tools::{Toolbox, ToolsConfig};
 
 /// The first `n` dev tickets of `site`, as JSON.
@@ -82,33 +79,10 @@ async fn tools_over_real_data_never_see_past_the_case() {
         })
         .collect();
     std::fs::write(&feed, lines.join("\n") + "\n").unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        alerts: Some(feed),
-        ..Config::default()
-    };
-    config.http.addr = "off".into();
-    config.calendar.enabled = false;
-    let report = Runtime::start(
-        config,
-        RuntimeOptions {
-            until_idle: true,
-            ..RuntimeOptions::default()
-        },
-    )
-    .await
-    .unwrap()
-    .wait()
-    .await;
-    assert_eq!(report.exit, soc_runtime::supervisor::ExitReason::Idle);
+    let (_, store_path) = common::run_until_idle(dir.path(), feed).await;
 
     // The analysts' dispositions, each known four hours after its ticket's last alert.
-    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
-        &dir.path().join("data"),
-        "memory",
-    ))
-    .await
-    .unwrap();
+    let store = soc_runtime::store::Store::open(&store_path).await.unwrap();
     let facts: Vec<_> = sample
         .iter()
         .map(|t| soc_runtime::knowledge::DispositionFacts {

@@ -303,3 +303,30 @@ pub async fn dump_store(path: &Path) -> Vec<String> {
     store.close().await;
     out
 }
+
+/// Runs `feed` through a runtime on embedded defaults (memory bus, HTTP and calendar off) with
+/// its store under `dir/data`, until idle; returns the report and the store's path.
+pub async fn run_until_idle(
+    dir: &Path,
+    feed: PathBuf,
+) -> (soc_runtime::runtime::RunReport, PathBuf) {
+    let mut config = soc_runtime::config::Config {
+        data_dir: dir.join("data"),
+        alerts: Some(feed),
+        ..soc_runtime::config::Config::default()
+    };
+    config.http.addr = "off".into();
+    config.calendar.enabled = false;
+    let options = soc_runtime::supervisor::RuntimeOptions {
+        until_idle: true,
+        ..soc_runtime::supervisor::RuntimeOptions::default()
+    };
+    let report = soc_runtime::runtime::Runtime::start(config, options)
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    assert_eq!(report.exit, soc_runtime::supervisor::ExitReason::Idle);
+    let store = soc_runtime::store::file_for(&dir.join("data"), "memory");
+    (report, store)
+}
