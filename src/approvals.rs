@@ -14,6 +14,9 @@
 //! bus, deduplicated on `decision:<action_id>`, then marks them sent. A crash between the
 //! store write and the publish loses neither: the next relay publishes it, and a publish that
 //! happened but was not marked is deduplicated by the bus.
+//!
+//! Everything lives in the store, so a restart loses nothing: proposals are refolded from the
+//! audit if the projection is rebuilt, decisions stay, unsent outbox rows are sent next.
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};

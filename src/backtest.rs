@@ -14,7 +14,7 @@
 //! decides which tickets are replayed, never what a role sees of them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -119,17 +119,7 @@ pub enum BacktestError {
 pub fn load_tickets(path: &Path) -> Result<Vec<Ticket>, BacktestError> {
     let file_name = path.display().to_string();
     let read_err = |e| BacktestError::Read(file_name.clone(), e);
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut file = BufReader::new(file);
-    let gzip = file
-        .fill_buf()
-        .map_err(read_err)?
-        .starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn BufRead> = if gzip {
-        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
-    } else {
-        Box::new(file)
-    };
+    let reader = crate::ingest::open_text(path).map_err(read_err)?;
     let mut tickets = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(read_err)?;

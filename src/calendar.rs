@@ -311,10 +311,7 @@ pub async fn publish(bus: &Bus, role: CalendarRole, event: &Event) -> Result<boo
         Event::DetectionTuningReport(r) => (&r.report_id, format!("report:{}", r.report_id)),
         Event::HuntingReport(r) => (&r.report_id, format!("report:{}", r.report_id)),
         Event::CampaignDetected(c) => {
-            let cases = c.tickets.join("\n");
-            let digest = cases.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+            let digest = crate::memory::fnv1a(&c.tickets.join("\n"));
             (
                 &c.campaign_id,
                 format!("campaign:{}:{digest:016x}", c.campaign_id),

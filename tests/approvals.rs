@@ -208,6 +208,18 @@ async fn get(http: &reqwest::Client, url: String, cookie: &str) -> Got {
     got(http.get(url).header("cookie", cookie).send().await.unwrap()).await
 }
 
+/// `POST url` with a session cookie and a form.
+async fn post(http: &reqwest::Client, url: String, cookie: &str, form: &[(&str, &str)]) -> Got {
+    got(http
+        .post(url)
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap())
+    .await
+}
+
 /// The value of hidden input `name` in a page.
 fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
@@ -331,29 +343,26 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
             .is_none()
     );
     let csrf = hidden(&page.body, "csrf");
-    let post = |cookie: String, csrf: String| {
+    let approve = |cookie: String, csrf: String| {
         let http = http.clone();
         let url = format!("{page_url}/decision");
         async move {
-            got(http
-                .post(url)
-                .header("cookie", cookie)
-                .form(&[
-                    ("decision", "approve"),
-                    ("reason", "contain the scanner"),
-                    ("csrf", &csrf),
-                ])
-                .send()
-                .await
-                .unwrap())
-            .await
+            let form = [
+                ("decision", "approve"),
+                ("reason", "contain the scanner"),
+                ("csrf", csrf.as_str()),
+            ];
+            post(&http, url, &cookie, &form).await
         }
     };
     // Forged and missing CSRF tokens are refused; so is a token of another action.
-    assert_eq!(post(ana_cookie.clone(), "00".repeat(32)).await.status, 403);
-    assert_eq!(post(ana_cookie.clone(), String::new()).await.status, 403);
+    assert_eq!(
+        approve(ana_cookie.clone(), "00".repeat(32)).await.status,
+        403
+    );
+    assert_eq!(approve(ana_cookie.clone(), String::new()).await.status, 403);
     // No session: 401.
-    assert_eq!(post(String::new(), csrf.clone()).await.status, 401);
+    assert_eq!(approve(String::new(), csrf.clone()).await.status, 401);
     assert!(
         approvals::proposal(&pool, &action)
             .await
@@ -362,7 +371,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
             .decision
             .is_none()
     );
-    let done = post(ana_cookie.clone(), csrf.clone()).await;
+    let done = approve(ana_cookie.clone(), csrf.clone()).await;
     assert_eq!(done.status, 303, "{}", done.body);
     let decided = approvals::proposal(&pool, &action)
         .await
@@ -373,7 +382,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     assert_eq!(decided.decided_by, "ana");
     assert_eq!(decided.reason, "contain the scanner");
     // A second submit: 409, showing the first decision.
-    let again = post(ana_cookie.clone(), csrf.clone()).await;
+    let again = approve(ana_cookie.clone(), csrf.clone()).await;
     assert_eq!(again.status, 409);
     assert!(again.body.contains("Approved by ana"), "{}", again.body);
 
@@ -392,13 +401,12 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     // Bob forges a form with a token of his own session: still 403 (no role).
     let ana_page = get(&http, format!("{base}/approvals/{other}"), &ana_cookie).await;
     let ana_csrf = hidden(&ana_page.body, "csrf");
-    let stolen = got(http
-        .post(format!("{base}/approvals/{other}/decision"))
-        .header("cookie", &bob_cookie)
-        .form(&[("decision", "approve"), ("csrf", ana_csrf.as_str())])
-        .send()
-        .await
-        .unwrap())
+    let stolen = post(
+        &http,
+        format!("{base}/approvals/{other}/decision"),
+        &bob_cookie,
+        &[("decision", "approve"), ("csrf", ana_csrf.as_str())],
+    )
     .await;
     assert_eq!(stolen.status, 403, "ana's token is not bob's");
 
@@ -415,13 +423,12 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.proposed.expires_at_ms, 1, "{stored:?}");
-    let late = got(http
-        .post(format!("{base}/approvals/{other}/decision"))
-        .header("cookie", &ana_cookie)
-        .form(&[("decision", "reject"), ("csrf", ana_csrf.as_str())])
-        .send()
-        .await
-        .unwrap())
+    let late = post(
+        &http,
+        format!("{base}/approvals/{other}/decision"),
+        &ana_cookie,
+        &[("decision", "reject"), ("csrf", ana_csrf.as_str())],
+    )
     .await;
     assert_eq!(late.status, 410, "{}", late.body);
     let unknown = get(&http, format!("{base}/approvals/nope%2Fstep"), &ana_cookie).await;

@@ -26,7 +26,7 @@ use soc_runtime::tools::{Toolbox, ToolsConfig};
 
 /// The first `n` dev tickets of `site`, as JSON.
 fn tickets(site: &str, n: usize) -> Vec<Value> {
-    let reader = soc_runtime::tools::open_text(&common::dev_tickets()).unwrap();
+    let reader = soc_runtime::ingest::open_text(&common::dev_tickets()).unwrap();
     reader
         .lines()
         .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())

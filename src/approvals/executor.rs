@@ -4,6 +4,7 @@
 //! EDR's containment API, a firewall) is a type implementing [`Executor`]; none is in this
 //! codebase, so no approval can change a real system. The relay hands each approved decision
 //! to the executor after publishing it; the published `ActionDecision` says `executed: false`.
+//! `DryRun` is stateless: a restart loses nothing.
 
 use crate::proto::{ActionDecision, ApprovalDecision};
 

@@ -14,6 +14,9 @@
 //! - `GET /approvals?pending=1`: the audit list of proposals and decisions.
 //!
 //! Action ids hold a `/` (`<ticket>/<step>`): links encode it as `%2F`.
+//!
+//! State: the store (every decision) and the signing key. A restart loses sign-ins only when
+//! no `session_key` is configured (the key is then random per start).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

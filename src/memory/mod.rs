@@ -602,7 +602,8 @@ pub fn cluster(
     out
 }
 
-fn fnv1a(s: &str) -> u64 {
+/// FNV-1a of `s`: a stable short digest (campaign ids, publish keys), not a security hash.
+pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -86,7 +86,8 @@ impl AlertIndex {
     /// Loads the alerts CSV at `path` (with its header line; plain or gzip).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let file = path.display().to_string();
-        let reader = super::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
+        let reader =
+            crate::ingest::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
         Self::read(reader, &file)
     }
 

@@ -104,7 +104,8 @@ impl Attack {
     /// Loads a STIX bundle (JSON, plain or gzip).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let file = path.display().to_string();
-        let reader = super::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
+        let reader =
+            crate::ingest::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
         let bundle: Bundle = serde_json::from_reader(reader)
             .map_err(|e| LoadError::Parse(format!("{file} is not a STIX bundle"), e))?;
         let attack = Self::from_bundle(bundle);

@@ -10,6 +10,9 @@
 //! Model-written arguments go into Falcon Query Language filters, so they are checked against
 //! strict patterns (host names, device and process ids) and refused otherwise: a tool call can
 //! never widen its own filter. Alerts are capped at the case's last alert, like every tool.
+//!
+//! State: the access token, cached until a minute before it expires; a restart fetches a new
+//! one.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -54,7 +54,8 @@ impl IocLists {
         let mut lists = IocLists::default();
         for path in paths {
             let file = path.display().to_string();
-            let reader = super::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
+            let reader =
+                crate::ingest::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
             let name = path
                 .file_stem()
                 .and_then(|s| s.to_str())

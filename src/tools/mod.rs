@@ -17,6 +17,10 @@
 //!
 //! Site connectors are [`ToolProvider`]s too: a new one is a type implementing it, added to
 //! [`Toolbox::connectors`] at start. Nothing behind a tool may change a system.
+//!
+//! Input: the files `[tools]` names, loaded once at start (a bad file fails the start with its
+//! line); the store, read live. Output: text for the model. State: none but what was loaded,
+//! so a role restart loses nothing and a process restart reloads the files.
 
 pub mod alerts;
 pub mod attack;
@@ -24,8 +28,7 @@ pub mod falcon;
 pub mod ioc;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -419,17 +422,6 @@ impl ToolProvider for Toolbox {
             }
         })
     }
-}
-
-/// Opens a text file, plain or gzip (detected by its magic bytes, not its name).
-pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
-    let mut file = BufReader::new(std::fs::File::open(path)?);
-    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gzip {
-        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
-    } else {
-        Box::new(file)
-    })
 }
 
 fn time_arg(args: &Value, key: &str) -> Result<Option<i64>, String> {
