@@ -41,7 +41,13 @@ pub struct ApprovalsConfig {
     /// Key that signs session cookies and CSRF tokens (`SOC_APPROVALS_SESSION_KEY`). Unset: a
     /// random key per start (sign-ins end with the process).
     pub session_key: Option<crate::llm::Secret>,
-    /// Local approvers.
+    /// Behind an SSO proxy: the request header naming the signed-in person (e.g.
+    /// `X-Auth-Request-Email`); empty: no SSO. Believed only from `sso_proxies`; the person's
+    /// roles come from their `approvers` entry (no entry: read-only).
+    pub sso_header: String,
+    /// Addresses of the SSO proxies whose identity header is trusted.
+    pub sso_proxies: Vec<std::net::IpAddr>,
+    /// Approvers: who holds which roles, and the password of those who sign in here.
     pub approvers: Vec<ApproverConfig>,
 }
 
@@ -52,6 +58,8 @@ impl Default for ApprovalsConfig {
             proposal_ttl_s: 4 * 3600,
             session_ttl_s: 8 * 3600,
             session_key: None,
+            sso_header: String::new(),
+            sso_proxies: Vec::new(),
             approvers: Vec::new(),
         }
     }
@@ -78,6 +86,21 @@ impl ApprovalsConfig {
         if self.proposal_ttl_s == 0 || self.session_ttl_s == 0 {
             return Err("approvals.proposal_ttl_s and session_ttl_s must be at least 1".into());
         }
+        if !self.sso_header.is_empty() {
+            if axum::http::HeaderName::from_bytes(self.sso_header.as_bytes()).is_err() {
+                return Err(format!(
+                    "approvals.sso_header {:?} is not a header name",
+                    self.sso_header
+                ));
+            }
+            if self.sso_proxies.is_empty() {
+                return Err(
+                    "approvals.sso_header needs approvals.sso_proxies: the header is believed \
+                     only from those addresses"
+                        .into(),
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for a in &self.approvers {
             if a.name.trim().is_empty() || a.name.trim() != a.name {
@@ -89,7 +112,9 @@ impl ApprovalsConfig {
             if !names.insert(&a.name) {
                 return Err(format!("approvals.approvers: {} is listed twice", a.name));
             }
-            if argon2::password_hash::PasswordHash::new(&a.password_hash).is_err() {
+            if let Some(hash) = &a.password_hash
+                && argon2::password_hash::PasswordHash::new(hash).is_err()
+            {
                 return Err(format!(
                     "approvals.approvers: the password_hash of {} is not an Argon2 hash (make one \
                      with `soc-runtime approvers hash-password`)",
@@ -110,8 +135,10 @@ impl ApprovalsConfig {
 pub struct ApproverConfig {
     /// Sign-in name, as recorded in decisions.
     pub name: String,
-    /// Argon2 hash of the password (`soc-runtime approvers hash-password`).
-    pub password_hash: String,
+    /// Argon2 hash of the password (`soc-runtime approvers hash-password`); none: this person
+    /// signs in only through the SSO proxy.
+    #[serde(default)]
+    pub password_hash: Option<String>,
     /// Approver roles held ("IR Lead On-Call", "SOC Shift Lead", ...).
     pub roles: Vec<String>,
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub tools: crate::tools::ToolsConfig,
     /// Human approval of proposed actions.
     pub approvals: crate::approvals::ApprovalsConfig,
+    /// Webex cards and card feedback.
+    pub webex: crate::webex::WebexConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             calendar: CalendarConfig::default(),
             tools: crate::tools::ToolsConfig::default(),
             approvals: crate::approvals::ApprovalsConfig::default(),
+            webex: crate::webex::WebexConfig::default(),
         }
     }
 }
@@ -259,6 +262,12 @@ impl Config {
         if let Some(v) = var("SOC_APPROVALS_SESSION_KEY") {
             self.approvals.session_key = Some(crate::llm::Secret::new(v));
         }
+        if let Some(v) = var("SOC_WEBEX_BOT_TOKEN") {
+            self.webex.bot_token = Some(crate::llm::Secret::new(v));
+        }
+        if let Some(v) = var("SOC_WEBEX_WEBHOOK_SECRET") {
+            self.webex.webhook_secret = Some(crate::llm::Secret::new(v));
+        }
         if let Some(v) = var("SOC_FALCON_CLIENT_SECRET") {
             self.tools.falcon.client_secret = Some(crate::llm::Secret::new(v));
         }
@@ -277,6 +286,7 @@ impl Config {
             )));
         }
         self.approvals.validate().map_err(ConfigError::Invalid)?;
+        self.webex.validate().map_err(ConfigError::Invalid)?;
         if !self.reasoning.hybrid_llm_from.is_finite() {
             return Err(ConfigError::Invalid(
                 "reasoning.hybrid_llm_from must be a number".into(),

@@ -1,5 +1,6 @@
-//! The HTTP server actor (axum): `GET /healthz` and the approval pages
-//! ([`crate::approvals::web`]); the dashboard and `/metrics` join it in later releases.
+//! The HTTP server actor (axum): `GET /healthz`, the approval pages
+//! ([`crate::approvals::web`]) and the Webex webhook ([`crate::webex::webhook`]); the
+//! dashboard and `/metrics` join it in later releases.
 //!
 //! Input: requests on the configured address. Output: JSON answers built from the shared
 //! [`Health`] the supervisor maintains. A restart re-binds the same address; in-flight requests
@@ -117,8 +118,20 @@ pub struct Args {
     pub addr: SocketAddr,
     /// Shared health.
     pub health: Arc<Health>,
-    /// The store the approval pages read and record decisions in, and their configuration.
-    pub approvals: Option<(std::path::PathBuf, crate::approvals::ApprovalsConfig)>,
+    /// The approval pages and the Webex webhook.
+    pub pages: Option<Pages>,
+}
+
+/// What the approval pages and the Webex webhook work with.
+pub struct Pages {
+    /// The store they read and record decisions and feedback in.
+    pub store: std::path::PathBuf,
+    /// Approvers, sessions, the SSO proxy.
+    pub approvals: crate::approvals::ApprovalsConfig,
+    /// The webhook's secret and the API it looks actions up in.
+    pub webex: crate::webex::WebexConfig,
+    /// Where recorded feedback also goes (the rules reasoner's knowledge).
+    pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
 }
 
 /// The HTTP server actor.
@@ -151,14 +164,24 @@ impl Actor for HttpServer {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let mut app = router(args.health);
-        if let Some((path, config)) = args.approvals {
-            let store = crate::store::Store::open(&path).await?;
-            let web = crate::approvals::web::Web::new(store.pool().clone(), config);
-            app = app.merge(crate::approvals::web::routes(Arc::new(web)));
+        if let Some(pages) = args.pages {
+            let store = crate::store::Store::open(&pages.store).await?;
+            let web = crate::approvals::web::Web::new(store.pool().clone(), pages.approvals);
+            let hook = crate::webex::webhook::Hook::new(
+                store.pool().clone(),
+                pages.webex,
+                pages.knowledge,
+            )?;
+            app = app
+                .merge(crate::approvals::web::routes(Arc::new(web)))
+                .merge(crate::webex::webhook::routes(Arc::new(hook)));
         }
         let shutdown = stop.clone();
         let server = spawn_watched(
             async move {
+                // The peer address lets the approval pages trust an SSO proxy's header only
+                // from the configured proxies.
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                     .await;

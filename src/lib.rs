@@ -22,3 +22,4 @@ pub mod store;
 pub mod supervisor;
 pub mod task;
 pub mod tools;
+pub mod webex;

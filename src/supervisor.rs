@@ -31,6 +31,7 @@ use crate::actors::RoleEnv;
 use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
 use crate::actors::calendar::{self, Calendar};
 use crate::actors::ir_lead::IrLead;
+use crate::actors::notifier::{self, Notifier};
 use crate::actors::projector::{self, Projector, ProjectorSnapshot, ProjectorStats};
 use crate::actors::role::{self, PanicSchedule, RoleSnapshot, RoleSpec, RoleStats};
 use crate::actors::sentinel::Sentinel;
@@ -130,6 +131,25 @@ impl Context {
         crate::bus::consumer_name(role)
     }
 
+    /// How long a proposal may be decided, ms.
+    pub fn proposal_ttl_ms(&self) -> i64 {
+        i64::try_from(self.config.approvals.proposal_ttl_s)
+            .unwrap_or(i64::MAX / 2_000)
+            .saturating_mul(1000)
+    }
+
+    /// Where approvers' browsers reach the approval pages: `webex.approvals_url`, else this
+    /// runtime's HTTP address.
+    pub fn approvals_url(&self) -> String {
+        if !self.config.webex.approvals_url.is_empty() {
+            return self.config.webex.approvals_url.clone();
+        }
+        match &self.http {
+            Some((_, addr)) => format!("http://{addr}"),
+            None => format!("http://{}", self.config.http.addr),
+        }
+    }
+
     /// A handle to this runtime's LLM gateway, when endpoints are configured.
     pub fn llm(&self) -> Option<Llm> {
         self.llm_stats.as_ref().map(|_| {
@@ -152,6 +172,8 @@ pub enum ChildId {
     Gateway,
     /// The projector.
     Projector,
+    /// The Webex notifier (when a room and bot token are configured).
+    Notifier,
     /// A reactive role, by index in [`REACTIVE_ROLES`].
     Role(usize),
     /// The alert source.
@@ -188,6 +210,7 @@ impl ChildId {
             ChildId::Http => http::NAME,
             ChildId::Gateway => gateway::NAME,
             ChildId::Projector => projector::NAME,
+            ChildId::Notifier => notifier::NAME,
             ChildId::Role(i) => REACTIVE_ROLES[i].name,
             ChildId::Source => alert_source::NAME,
             ChildId::Calendar => calendar::NAME,
@@ -200,6 +223,7 @@ enum ChildRef {
     Http(ActorRef<http::Msg>),
     Gateway(ActorRef<gateway::Msg>),
     Projector(ActorRef<projector::Msg>),
+    Notifier(ActorRef<notifier::Msg>),
     Role(ActorRef<role::Msg>),
     Source(ActorRef<alert_source::Msg>),
     Calendar(ActorRef<calendar::Msg>),
@@ -212,6 +236,7 @@ impl ChildRef {
             ChildRef::Http(a) => a.get_cell(),
             ChildRef::Gateway(a) => a.get_cell(),
             ChildRef::Projector(a) => a.get_cell(),
+            ChildRef::Notifier(a) => a.get_cell(),
             ChildRef::Role(a) => a.get_cell(),
             ChildRef::Source(a) => a.get_cell(),
             ChildRef::Calendar(a) => a.get_cell(),
@@ -291,6 +316,9 @@ impl Actor for Supervisor {
             ids.push(ChildId::Gateway);
         }
         ids.push(ChildId::Projector);
+        if ctx.config.webex.sends_cards() {
+            ids.push(ChildId::Notifier);
+        }
         ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
         ids.push(ChildId::Source);
         if ctx.config.calendar.enabled {
@@ -453,7 +481,12 @@ impl State {
                     listener,
                     addr,
                     health: ctx.health.clone(),
-                    approvals: Some((ctx.store_path.clone(), ctx.config.approvals.clone())),
+                    pages: Some(http::Pages {
+                        store: ctx.store_path.clone(),
+                        approvals: ctx.config.approvals.clone(),
+                        webex: ctx.config.webex.clone(),
+                        knowledge: Some(ctx.knowledge.clone()),
+                    }),
                 };
                 Actor::spawn_linked(Some(name), HttpServer, args, parent)
                     .await
@@ -481,6 +514,17 @@ impl State {
                     .await
                     .map(|(a, _)| ChildRef::Projector(a))
             }
+            ChildId::Notifier => {
+                let args = notifier::Args {
+                    path: ctx.store_path.clone(),
+                    config: ctx.config.webex.clone(),
+                    approvals_url: ctx.approvals_url(),
+                    max_age_ms: ctx.proposal_ttl_ms(),
+                };
+                Actor::spawn_linked(Some(name), Notifier, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Notifier(a))
+            }
             ChildId::Role(i) => {
                 let spec = &REACTIVE_ROLES[i];
                 let args = role::Args {
@@ -493,9 +537,7 @@ impl State {
                         knowledge: ctx.knowledge.clone(),
                         reasoning: ctx.config.reasoning.clone(),
                         tools: ctx.tools.clone(),
-                        proposal_ttl_ms: i64::try_from(ctx.config.approvals.proposal_ttl_s)
-                            .unwrap_or(i64::MAX / 2_000)
-                            .saturating_mul(1000),
+                        proposal_ttl_ms: ctx.proposal_ttl_ms(),
                     },
                 };
                 spec.spawn(name, args, parent).await.map(ChildRef::Role)

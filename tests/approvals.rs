@@ -3,6 +3,10 @@
 //! a bus, also after a crash between the store write and the publish.
 
 #![allow(
+    clippy::disallowed_methods,
+    reason = "tests own and abort the tasks they spawn"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "test code: a failure should fail the test loudly"
@@ -245,12 +249,12 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     config.approvals.approvers = vec![
         soc_runtime::approvals::ApproverConfig {
             name: "ana".into(),
-            password_hash: hash.clone(),
+            password_hash: Some(hash.clone()),
             roles: vec!["IR Lead On-Call".into(), "SOC Shift Lead".into()],
         },
         soc_runtime::approvals::ApproverConfig {
             name: "bob".into(),
-            password_hash: hash,
+            password_hash: Some(hash),
             roles: vec!["Auditor".into()],
         },
     ];
@@ -465,4 +469,83 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
     assert!(!decisions[0].executed);
     runtime.shutdown().await;
     store.close().await;
+}
+
+/// Serves the approval pages for `config` over a fresh store, recording peer addresses as
+/// the runtime's server does; returns the base URL and the server task.
+async fn serve_pages(
+    dir: &std::path::Path,
+    config: soc_runtime::approvals::ApprovalsConfig,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let store = soc_runtime::store::Store::open(&dir.join("pages.db"))
+        .await
+        .unwrap();
+    let web = soc_runtime::approvals::web::Web::new(store.pool().clone(), config);
+    let app = soc_runtime::approvals::web::routes(std::sync::Arc::new(web))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, server)
+}
+
+#[tokio::test]
+async fn an_sso_identity_header_is_believed_only_from_a_configured_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let sso = |proxy: &str| soc_runtime::approvals::ApprovalsConfig {
+        sso_header: "X-Auth-Request-Email".into(),
+        sso_proxies: vec![proxy.parse().unwrap()],
+        approvers: vec![soc_runtime::approvals::ApproverConfig {
+            name: "ana@soc.example".into(),
+            password_hash: None,
+            roles: vec!["IR Lead On-Call".into()],
+        }],
+        ..soc_runtime::approvals::ApprovalsConfig::default()
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let as_ana = |base: &str| {
+        http.get(format!("{base}/approvals"))
+            .header("X-Auth-Request-Email", "ana@soc.example")
+            .send()
+    };
+
+    // From the proxy (this test is 127.0.0.1): signed in, with her configured role.
+    let (base, server) = serve_pages(dir.path(), sso("127.0.0.1")).await;
+    let page = as_ana(&base).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("Signed in as ana@soc.example (IR Lead On-Call)"),
+        "{body}"
+    );
+    // Without the header: the sign-in page; and an SSO-only approver has no password here.
+    let plain = http.get(format!("{base}/approvals")).send().await.unwrap();
+    assert_eq!(plain.status(), 303);
+    let login = http
+        .post(format!("{base}/login"))
+        .form(&[("name", "ana@soc.example"), ("password", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 401);
+    server.abort();
+
+    // The same header from an address that is not the proxy is ignored.
+    let (base, server) = serve_pages(dir.path(), sso("10.20.30.40")).await;
+    let page = as_ana(&base).await.unwrap();
+    assert_eq!(page.status(), 303, "a client cannot name itself");
+    server.abort();
+
+    // A config naming the header without proxies is refused.
+    let mut unsafe_config = sso("127.0.0.1");
+    unsafe_config.sso_proxies.clear();
+    assert!(
+        unsafe_config
+            .validate()
+            .unwrap_err()
+            .contains("sso_proxies")
+    );
 }

@@ -290,20 +290,30 @@ fn needs_review(rules: IrPlan, why: String, mut meta: DecisionMeta) -> IrPlan {
     }
 }
 
-/// The plan, then one proposal per containment step for the approver of its severity, each
-/// decidable until `expires_at_ms`.
-fn with_proposals(plan: IrPlan, expires_at_ms: i64) -> Vec<Event> {
-    let approver = if plan.severity <= Severity::Sev2 {
+/// The human role that decides the containment of a case of `severity`.
+pub fn approver_for(severity: Severity) -> &'static str {
+    if severity <= Severity::Sev2 {
         APPROVER_HIGH
     } else {
         APPROVER_LOW
-    };
+    }
+}
+
+/// The id of the proposal of containment step `step_id` in `ticket`'s plan.
+pub fn action_id(ticket: &str, step_id: &str) -> String {
+    format!("{ticket}/{step_id}")
+}
+
+/// The plan, then one proposal per containment step for the approver of its severity, each
+/// decidable until `expires_at_ms`.
+fn with_proposals(plan: IrPlan, expires_at_ms: i64) -> Vec<Event> {
+    let approver = approver_for(plan.severity);
     let proposals: Vec<Event> = plan
         .containment
         .iter()
         .map(|step| {
             Event::ActionProposed(ActionProposed {
-                action_id: format!("{}/{}", plan.case.ticket, step.step_id),
+                action_id: action_id(&plan.case.ticket, &step.step_id),
                 case: plan.case.clone(),
                 plan_id: plan.plan_id.clone(),
                 step: step.clone(),

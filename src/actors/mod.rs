@@ -8,6 +8,7 @@
 pub mod alert_source;
 pub mod calendar;
 pub mod ir_lead;
+pub mod notifier;
 pub mod projector;
 pub mod role;
 pub mod sentinel;

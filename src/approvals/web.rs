@@ -12,6 +12,8 @@
 //!   signed-in person without the approver role 403, decided before 409 (showing the first),
 //!   expired 410.
 //! - `GET /approvals?pending=1`: the audit list of proposals and decisions.
+//! - Behind an SSO proxy (`sso_header`), the proxy's identity header signs the person in, but
+//!   only on requests from `sso_proxies`; their roles come from `approvers`.
 //!
 //! Action ids hold a `/` (`<ticket>/<step>`): links encode it as `%2F`.
 //!
@@ -105,8 +107,48 @@ impl Web {
         )
     }
 
-    /// The signed-in approver and their session's expiry, if the cookie is valid.
-    fn session(&self, headers: &HeaderMap) -> Option<(Approver, String)> {
+    /// The signed-in person and their session (the cookie's expiry, or `sso`): the SSO
+    /// proxy's header when the request comes from a configured proxy, else a valid cookie.
+    fn session(&self, headers: &HeaderMap, peer: Peer) -> Option<(Approver, String)> {
+        if let Some(person) = self.sso_person(headers, peer) {
+            let roles = self
+                .approvers
+                .get(&person)
+                .map(|a| a.roles.clone())
+                .unwrap_or_default();
+            return Some((
+                Approver {
+                    name: person,
+                    roles,
+                },
+                "sso".to_owned(),
+            ));
+        }
+        self.cookie_session(headers)
+    }
+
+    /// The person the SSO proxy names, if SSO is configured and the request comes from one of
+    /// its proxies. The header from anyone else is ignored (and logged): a client cannot name
+    /// itself.
+    fn sso_person(&self, headers: &HeaderMap, peer: Peer) -> Option<String> {
+        if self.config.sso_header.is_empty() {
+            return None;
+        }
+        let value = headers.get(self.config.sso_header.as_str())?;
+        let trusted = peer
+            .0
+            .is_some_and(|ip| self.config.sso_proxies.contains(&ip));
+        if !trusted {
+            tracing::warn!(peer = ?peer.0, header = %self.config.sso_header,
+                "identity header from an address that is not a configured SSO proxy: ignored");
+            return None;
+        }
+        let person = value.to_str().ok()?.trim();
+        (!person.is_empty() && person.len() <= 256).then(|| person.to_owned())
+    }
+
+    /// The approver whose session cookie is valid, and its expiry.
+    fn cookie_session(&self, headers: &HeaderMap) -> Option<(Approver, String)> {
         let value = headers
             .get_all(header::COOKIE)
             .iter()
@@ -145,6 +187,26 @@ impl Web {
                 .verify_slice(&t)
                 .is_ok()
         })
+    }
+}
+
+/// The peer's address, when the server records it (`into_make_service_with_connect_info`).
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -204,7 +266,11 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29jLXJ1bnRpbWUtZHVtbXk$\
                          4Fz7ZmCqj1fZ3mQJQ0m0xL2V7r0b4mDqS5H7bQvG3jE";
     let known = web.approvers.get(form.name.trim());
-    let hash = known.map_or(DUMMY, |a| a.password_hash.as_str()).to_owned();
+    // An approver without a password (SSO only) cannot sign in here either.
+    let hash = known
+        .and_then(|a| a.password_hash.as_deref())
+        .unwrap_or(DUMMY)
+        .to_owned();
     let password = form.password.clone();
     let checked = match web.hashing.acquire().await {
         #[allow(
@@ -216,7 +282,7 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
         }
         Err(_) => Ok(false),
     };
-    let ok = known.is_some() && checked.unwrap_or(false);
+    let ok = known.is_some_and(|a| a.password_hash.is_some()) && checked.unwrap_or(false);
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
@@ -264,10 +330,11 @@ fn to_login(path: &str) -> Response {
 
 async fn list(
     State(web): State<Arc<Web>>,
+    peer: Peer,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some((me, _)) = web.session(&headers) else {
+    let Some((me, _)) = web.session(&headers, peer) else {
         return to_login("/approvals");
     };
     let pending = q
@@ -282,11 +349,12 @@ async fn list(
 
 async fn confirm_page(
     State(web): State<Arc<Web>>,
+    peer: Peer,
     headers: HeaderMap,
     Path(action_id): Path<String>,
     Query(q): Query<ConfirmQuery>,
 ) -> Response {
-    let Some((me, session)) = web.session(&headers) else {
+    let Some((me, session)) = web.session(&headers, peer) else {
         let mut path = format!("/approvals/{}", encode(&action_id));
         if let Some(d) = &q.decision {
             let _ = write!(path, "?decision={}", encode(d));
@@ -317,11 +385,12 @@ async fn confirm_page(
 
 async fn decide(
     State(web): State<Arc<Web>>,
+    peer: Peer,
     headers: HeaderMap,
     Path(action_id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let Some((me, session)) = web.session(&headers) else {
+    let Some((me, session)) = web.session(&headers, peer) else {
         return error_page(&web, StatusCode::UNAUTHORIZED, "Sign in to decide.");
     };
     if !web.csrf_ok(&me.name, &session, &action_id, &form.csrf) {

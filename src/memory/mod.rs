@@ -42,9 +42,12 @@ pub async fn fold_page(
     let mut events = Vec::new();
     let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
     let mut proposals = Vec::new();
+    let mut plans = Vec::new();
     for (id, envelope) in page {
-        if let Event::ActionProposed(p) = &envelope.event {
-            proposals.push((p, envelope));
+        match &envelope.event {
+            Event::ActionProposed(p) => proposals.push((p, envelope)),
+            Event::IrPlan(p) => plans.push((p, envelope)),
+            _ => {}
         }
         let case = match &envelope.event {
             Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
@@ -89,6 +92,21 @@ pub async fn fold_page(
                 .push_bind(envelope.at_ms)
                 .push_bind(p.expires_at_ms)
                 .push_bind(serde_json::to_string(p).unwrap_or_default());
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // Each plan queues its Webex card (sent, if Webex is configured, by the notifier). Not a
+    // projection: a refold finds the card queued or sent already.
+    for chunk in plans.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO cards (plan_id, ticket, plan, created_ms, next_attempt_ms) ",
+        );
+        q.push_values(chunk, |mut b, (p, envelope)| {
+            b.push_bind(&p.plan_id)
+                .push_bind(&p.case.ticket)
+                .push_bind(serde_json::to_string(p).unwrap_or_default())
+                .push_bind(envelope.at_ms)
+                .push_bind(envelope.at_ms);
         });
         q.build().execute(&mut *tx).await?;
     }

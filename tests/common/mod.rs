@@ -9,6 +9,8 @@
 )]
 
 pub mod llm;
+pub mod webdriver;
+pub mod webex;
 
 use std::future::Future;
 use std::net::TcpListener;

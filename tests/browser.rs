@@ -1,0 +1,276 @@
+//! The approval flow end to end in a real browser (Debian's chromium, headless, driven over
+//! WebDriver): alert -> IR plan -> card recorded by the local Webex API -> the card's Approve
+//! URL -> sign in -> confirm -> `ActionDecision` in soc.audit (on a real Redis) and in the
+//! store. A second submit gets 409; forged and missing CSRF tokens are refused; a signed-in
+//! person without the approver role sees the page read-only and cannot decide.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    reason = "tests: a failure should fail loudly"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::webdriver::Browser;
+use common::webex::WebexRecorder;
+use serde_json::json;
+use soc_runtime::approvals::{self, ApproverConfig};
+use soc_runtime::bus::Topic;
+use soc_runtime::config::{Backend, Config};
+use soc_runtime::runtime::Runtime;
+use soc_runtime::supervisor::RuntimeOptions;
+
+/// POSTs the page's decision form (or `csrf` instead of its token; `None`: no token) from
+/// inside the page, as a forged or replayed submission would, and returns the status.
+const POST_FROM_PAGE: &str = "const [action, csrf, done] = arguments;
+    const body = new URLSearchParams({decision: 'approve', reason: 'from script'});
+    if (csrf !== null) body.set('csrf', csrf);
+    fetch(action, {method: 'POST', body, redirect: 'manual'})
+      .then(r => done(r.status), e => done(String(e)));";
+
+/// POSTs the page's own decision form, as its submit button would, and returns the status.
+const RESUBMIT_PAGE_FORM: &str = "const done = arguments[0];
+    const form = document.querySelector('form[action$=\"/decision\"]');
+    fetch(form.action, {method: 'POST', body: new URLSearchParams(new FormData(form)),
+                        redirect: 'manual'})
+      .then(r => done(r.status), e => done(String(e)));";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_real_browser() {
+    common::logs();
+    let recorder = WebexRecorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::redis_url();
+    let namespace = common::Namespace::new(&url, "browser");
+    let hash = approvals::hash_password("correct horse battery").unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        alerts: Some(common::synthetic_feed(dir.path(), "br", 24)),
+        ..Config::default()
+    };
+    config.bus.backend = Backend::Redis;
+    config.bus.redis_url = url;
+    config.bus.settings.namespace = namespace.name().to_owned();
+    config.http.addr = "127.0.0.1:0".into();
+    config.calendar.enabled = false;
+    config.webex = soc_runtime::webex::WebexConfig {
+        api_base: recorder.url(),
+        room_id: "room-soc".into(),
+        bot_token: Some(soc_runtime::llm::Secret::new("bot-token")),
+        poll_ms: 50,
+        ..soc_runtime::webex::WebexConfig::default()
+    };
+    config.approvals.approvers = vec![
+        ApproverConfig {
+            name: "ana".into(),
+            password_hash: Some(hash.clone()),
+            roles: vec!["IR Lead On-Call".into(), "SOC Shift Lead".into()],
+        },
+        ApproverConfig {
+            name: "bob".into(),
+            password_hash: Some(hash),
+            roles: vec!["Auditor".into()],
+        },
+    ];
+    config.validate().unwrap();
+    let runtime = Runtime::start(config, RuntimeOptions::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", runtime.http_addr().unwrap());
+    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
+        &dir.path().join("data"),
+        "redis",
+    ))
+    .await
+    .unwrap();
+    let pool = store.pool().clone();
+
+    // The IR Lead's plan reaches Webex as a card; its first Approve button is the way in.
+    let card = common::wait_for("a card posted", Duration::from_secs(60), || async {
+        recorder.messages().into_iter().next().map(|(_, body)| body)
+    })
+    .await;
+    let approve_url = card["attachments"][0]["content"]["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["actions"].as_array())
+        .flatten()
+        .find(|a| a["title"] == "Approve")
+        .and_then(|a| a["url"].as_str())
+        .expect("an Approve button")
+        .to_owned();
+    let encoded = approve_url
+        .strip_prefix(&format!("{base}/approvals/"))
+        .and_then(|rest| rest.strip_suffix("?decision=approve"))
+        .expect("the button opens this runtime's confirmation page")
+        .to_owned();
+    let action = encoded.replace("%2F", "/");
+    common::wait_for("the proposal folded", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        let action = action.clone();
+        async move { approvals::proposal(&pool, &action).await.unwrap() }
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    // Not signed in: the link leads to the sign-in page, which returns to the link.
+    browser.goto(&approve_url).await;
+    let login = browser.url().await;
+    assert!(login.starts_with(&format!("{base}/login?next=")), "{login}");
+    browser.type_into("input[name=name]", "ana").await;
+    browser
+        .type_into("input[name=password]", "correct horse battery")
+        .await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_url("the confirmation page", |u| u == approve_url)
+        .await;
+    let proposal = approvals::proposal(&pool, &action).await.unwrap().unwrap();
+    assert_eq!(
+        browser.text("#approver-role").await,
+        proposal.proposed.approver_role
+    );
+    assert_eq!(browser.text("#ticket").await, proposal.proposed.case.ticket);
+    assert!(browser.text(".banner").await.starts_with("DEMO"));
+    assert!(browser.has("input[value=approve][checked]").await);
+    assert!(
+        proposal.decision.is_none(),
+        "opening the page records nothing"
+    );
+
+    // The same page in a second tab, to submit again after the decision.
+    let first_tab = browser.current_tab().await;
+    browser.new_tab().await;
+    browser.goto(&approve_url).await;
+    assert!(browser.has("#confirm").await);
+    let second_tab = browser.current_tab().await;
+    browser.switch_to(&first_tab).await;
+
+    browser
+        .type_into("textarea[name=reason]", "contain it: lateral movement")
+        .await;
+    browser.click("#confirm").await;
+    browser
+        .wait_url("the decided page", |u| {
+            u == format!("{base}/approvals/{encoded}")
+        })
+        .await;
+    assert!(
+        browser
+            .text("#decision")
+            .await
+            .starts_with("Approved by ana"),
+        "{}",
+        browser.source().await
+    );
+    let decided = approvals::proposal(&pool, &action)
+        .await
+        .unwrap()
+        .unwrap()
+        .decision
+        .expect("the decision is stored");
+    assert_eq!(
+        (decided.decided_by.as_str(), decided.reason.as_str()),
+        ("ana", "contain it: lateral movement")
+    );
+
+    // The second tab's form, submitted after the decision: 409, showing the first decision.
+    browser.switch_to(&second_tab).await;
+    let status = browser.run_async(RESUBMIT_PAGE_FORM, vec![]).await;
+    assert_eq!(status, json!(409));
+    browser.click("#confirm").await;
+    assert!(browser.text("#error").await.contains("already decided"));
+    assert!(
+        browser
+            .text("#decision")
+            .await
+            .starts_with("Approved by ana")
+    );
+
+    // Forged and missing CSRF tokens, from ana's own signed-in browser: 403.
+    let other = approvals::list(&pool, true, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.proposed.action_id != action)
+        .expect("a second pending proposal");
+    let other_id = other.proposed.action_id.replace('/', "%2F");
+    let other_url = format!("{base}/approvals/{other_id}");
+    browser.goto(&other_url).await;
+    let ana_csrf = browser
+        .run_async(
+            "arguments[0](document.querySelector('input[name=csrf]').value)",
+            vec![],
+        )
+        .await;
+    let post_to = format!("{other_url}/decision");
+    for forged in [json!("00".repeat(32)), json!(null)] {
+        let status = browser
+            .run_async(POST_FROM_PAGE, vec![json!(post_to), forged])
+            .await;
+        assert_eq!(status, json!(403));
+    }
+
+    // Bob, signed in without the role: read-only, and his POST (even with ana's token) is 403.
+    browser.delete_cookies().await;
+    browser.goto(&other_url).await;
+    browser.type_into("input[name=name]", "bob").await;
+    browser
+        .type_into("input[name=password]", "correct horse battery")
+        .await;
+    browser.click("#sign-in").await;
+    browser.wait_url("bob's page", |u| u == other_url).await;
+    assert!(
+        browser
+            .text("#read-only")
+            .await
+            .contains("do not hold the role")
+    );
+    assert!(!browser.has("#confirm").await);
+    let status = browser
+        .run_async(POST_FROM_PAGE, vec![json!(post_to), ana_csrf])
+        .await;
+    assert_eq!(status, json!(403));
+    assert!(
+        approvals::proposal(&pool, &other.proposed.action_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision
+            .is_none(),
+        "no forged or unauthorized decision was recorded"
+    );
+
+    // On the bus: exactly one ActionDecision, ana's, and nothing executed.
+    let bus = runtime.bus().clone();
+    let decisions = common::wait_for("the decision in soc.audit", Duration::from_secs(30), || {
+        let bus = bus.clone();
+        async move {
+            let found: Vec<_> = bus
+                .read_all(Topic::Audit)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| e.fields.decode_envelope().ok())
+                .filter_map(|e| match e.event {
+                    soc_runtime::proto::Event::ActionDecision(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].action_id, action);
+    assert_eq!(decisions[0].decided_by, "ana");
+    assert!(!decisions[0].executed);
+    drop(browser);
+    runtime.shutdown().await;
+    store.close().await;
+}

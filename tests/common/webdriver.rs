@@ -1,0 +1,235 @@
+//! A small WebDriver client driving Debian's chromium through chromedriver (both from apt:
+//! `chromium`, `chromium-driver`; scripts/test installs them). Headless, a fresh profile,
+//! no background networking (this machine's network is closed).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The W3C element reference key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    session: String,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and a headless chromium session.
+    pub async fn start() -> Browser {
+        let port = super::free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver not found: install Debian's chromium and chromium-driver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        super::wait_for("chromedriver ready", Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = format!("{base}/status");
+            async move {
+                let status: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                status["value"]["ready"].as_bool().filter(|r| *r)
+            }
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+        }}});
+        let answer: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {answer}"))
+            .to_owned();
+        Browser {
+            driver,
+            http,
+            session,
+            base,
+            _profile: profile,
+        }
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if answer["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {}", answer["value"]);
+        }
+        answer["value"].clone()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    pub async fn url(&self) -> String {
+        self.command(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn source(&self) -> String {
+        self.command(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {found}"))
+            .to_owned()
+    }
+
+    /// Whether an element matches `css`.
+    pub async fn has(&self, css: &str) -> bool {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        !found.as_array().unwrap().is_empty()
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    pub async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Runs `script` (an async function body: `arguments[0]` is the callback) in the page.
+    pub async fn run_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Opens a new tab and switches to it; returns the previous tab's handle.
+    pub async fn new_tab(&self) -> String {
+        let previous = self.command(reqwest::Method::GET, "/window", None).await;
+        let tab = self
+            .command(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({"type": "tab"})),
+            )
+            .await;
+        self.switch_to(tab["handle"].as_str().unwrap()).await;
+        previous.as_str().unwrap().to_owned()
+    }
+
+    pub async fn current_tab(&self) -> String {
+        self.command(reqwest::Method::GET, "/window", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn switch_to(&self, handle: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({"handle": handle})),
+        )
+        .await;
+    }
+
+    pub async fn delete_cookies(&self) {
+        self.command(reqwest::Method::DELETE, "/cookie", None).await;
+    }
+
+    /// Waits until the page's URL satisfies `done`.
+    pub async fn wait_url(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        super::wait_for(what, Duration::from_secs(20), || async {
+            let url = self.url().await;
+            done(&url).then_some(url)
+        })
+        .await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session dies with its driver; kill by PID, whatever happened.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
