@@ -16,6 +16,7 @@ CREATE TABLE cards (
     sent_ms         INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX cards_due ON cards (status, next_attempt_ms);
+CREATE INDEX cards_by_message ON cards (message_id);
 
 -- feedback: one row per Webex attachment action (a button press on a card), so a replayed
 -- webhook records nothing twice. The disposition itself goes to `dispositions`.

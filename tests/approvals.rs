@@ -521,6 +521,15 @@ async fn an_sso_identity_header_is_believed_only_from_a_configured_proxy() {
         body.contains("Signed in as ana@soc.example (IR Lead On-Call)"),
         "{body}"
     );
+    // The header twice (a proxy appending to a client's own): not believed.
+    let twice = http
+        .get(format!("{base}/approvals"))
+        .header("X-Auth-Request-Email", "mallory@soc.example")
+        .header("X-Auth-Request-Email", "ana@soc.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 303);
     // Without the header: the sign-in page; and an SSO-only approver has no password here.
     let plain = http.get(format!("{base}/approvals")).send().await.unwrap();
     assert_eq!(plain.status(), 303);

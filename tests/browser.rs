@@ -184,6 +184,7 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
     let status = browser.run_async(RESUBMIT_PAGE_FORM, vec![]).await;
     assert_eq!(status, json!(409));
     browser.click("#confirm").await;
+    browser.wait_for_element("#error").await;
     assert!(browser.text("#error").await.contains("already decided"));
     assert!(
         browser
@@ -225,6 +226,7 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
         .await;
     browser.click("#sign-in").await;
     browser.wait_url("bob's page", |u| u == other_url).await;
+    browser.wait_for_element("#read-only").await;
     assert!(
         browser
             .text("#read-only")
@@ -266,7 +268,17 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
         }
     })
     .await;
-    assert_eq!(decisions.len(), 1);
+    // Several relay passes later, still exactly one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = bus
+        .read_all(Topic::Audit)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.fields.decode_envelope().ok())
+        .filter(|e| matches!(e.event, soc_runtime::proto::Event::ActionDecision(_)))
+        .count();
+    assert_eq!((decisions.len(), again), (1, 1));
     assert_eq!(decisions[0].action_id, action);
     assert_eq!(decisions[0].decided_by, "ana");
     assert!(!decisions[0].executed);

@@ -121,7 +121,7 @@ impl Web {
                     name: person,
                     roles,
                 },
-                "sso".to_owned(),
+                self.sso_session(crate::proto::now_ms(), 0),
             ));
         }
         self.cookie_session(headers)
@@ -134,13 +134,20 @@ impl Web {
         if self.config.sso_header.is_empty() {
             return None;
         }
-        let value = headers.get(self.config.sso_header.as_str())?;
+        let mut values = headers.get_all(self.config.sso_header.as_str()).iter();
+        let value = values.next()?;
         let trusted = peer
             .0
-            .is_some_and(|ip| self.config.sso_proxies.contains(&ip));
+            .is_some_and(|ip| self.config.sso_proxies.contains(&ip.to_canonical()));
         if !trusted {
             tracing::warn!(peer = ?peer.0, header = %self.config.sso_header,
                 "identity header from an address that is not a configured SSO proxy: ignored");
+            return None;
+        }
+        if values.next().is_some() {
+            // A proxy that appends instead of replacing would pass a client's own value on.
+            tracing::warn!(header = %self.config.sso_header,
+                "identity header sent more than once: ignored");
             return None;
         }
         let person = value.to_str().ok()?.trim();
@@ -181,12 +188,27 @@ impl Web {
             .into_bytes())
     }
 
+    /// An SSO sign-in's session: the current `session_ttl_s` window (`back` windows ago), so
+    /// its CSRF tokens expire like a cookie session's.
+    fn sso_session(&self, now_ms: i64, back: i64) -> String {
+        let window = i64::try_from(self.config.session_ttl_s.max(1))
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        format!("sso:{}", now_ms / window - back)
+    }
+
     fn csrf_ok(&self, who: &str, session: &str, action_id: &str, token: &str) -> bool {
-        unhex(token).is_some_and(|t| {
+        let Some(token) = unhex(token) else {
+            return false;
+        };
+        let check = |session: &str| {
             self.mac(&["csrf", who, session, action_id])
-                .verify_slice(&t)
+                .verify_slice(&token)
                 .is_ok()
-        })
+        };
+        // A form opened just before an SSO window ended stays good for one more window.
+        check(session)
+            || (session.starts_with("sso:") && check(&self.sso_session(crate::proto::now_ms(), 1)))
     }
 }
 

@@ -108,6 +108,34 @@ impl WebexConfig {
                 return Err("webex.approvals_url must be http or https".into());
             }
         }
+        if let Some(token) = &self.bot_token
+            && token.expose().trim().is_empty()
+        {
+            return Err("webex.bot_token (SOC_WEBEX_BOT_TOKEN) is set but empty".into());
+        }
+        if let Some(secret) = &self.webhook_secret {
+            // HMAC takes any key, the empty one too: a short secret signs for anyone.
+            if secret.expose().len() < 16 {
+                return Err(
+                    "webex.webhook_secret (SOC_WEBEX_WEBHOOK_SECRET) must be at least 16 bytes"
+                        .into(),
+                );
+            }
+            if self.feedback_from.is_empty() || self.room_id.is_empty() {
+                return Err(
+                    "webex.webhook_secret is set but room_id or feedback_from is empty: every \
+                     card feedback would be refused"
+                        .into(),
+                );
+            }
+        }
+        if !self.room_id.is_empty() && self.bot_token.is_none() {
+            return Err(
+                "webex.room_id is set but there is no bot token (SOC_WEBEX_BOT_TOKEN): no card \
+                 could be sent"
+                    .into(),
+            );
+        }
         if self.max_attempts == 0 || self.retry_initial_ms == 0 || self.poll_ms == 0 {
             return Err(
                 "webex.max_attempts, retry_initial_ms and poll_ms must be at least 1".into(),
@@ -211,10 +239,9 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         let excerpt: String = text.chars().take(300).collect();
         if status.is_success() {
-            return serde_json::from_str(&text).map_err(|e| WebexError::Retry {
-                message: format!("Webex answered {status} with unreadable JSON: {e}"),
-                after: None,
-            });
+            // Accepted is accepted: an unreadable answer must not make a message be sent
+            // again.
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
         let message = format!("Webex answered {status}: {excerpt}");
         if status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error() {
@@ -224,15 +251,16 @@ impl Client {
         }
     }
 
-    /// Posts a message (`POST /v1/messages`); returns its id.
-    pub async fn post_message(&self, message: &Value) -> Result<String, WebexError> {
+    /// Posts a message (`POST /v1/messages`); returns its id (`None` if Webex accepted it
+    /// without saying).
+    pub async fn post_message(&self, message: &Value) -> Result<Option<String>, WebexError> {
         let url = format!("{}/v1/messages", self.base);
         let answer = self.send(self.http.post(url).json(message)).await?;
         Ok(answer
             .get("id")
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned))
     }
 
     /// Fetches an attachment action (`GET /v1/attachment/actions/{id}`).
@@ -280,21 +308,30 @@ fn path_id(id: &str) -> Result<&str, WebexError> {
 }
 
 /// Longest text of any one field on a card, characters.
-const MAX_FIELD: usize = 600;
+const MAX_FIELD: usize = 300;
 /// Most entries of each plan section on a card.
-const MAX_ENTRIES: usize = 8;
+const MAX_ENTRIES: usize = 5;
+/// Longest markdown fallback, bytes (Webex caps a message's text near 7,400 bytes).
+const MAX_MARKDOWN: usize = 7_000;
 
-/// Untrusted text for a card: control characters become spaces, markdown is escaped, long text
-/// is cut.
+/// Untrusted text for a card: control and invisible formatting characters (bidi overrides,
+/// zero-width) go, markdown is escaped, URLs are defanged (`hxxps[:]//`, `www[.]`: Webex
+/// links bare URLs), long text is cut.
 pub fn md(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_FIELD + 8));
-    for (i, c) in text.chars().enumerate() {
+    let defanged = defang(text);
+    let mut out = String::with_capacity(defanged.len().min(MAX_FIELD * 2 + 8));
+    for (i, c) in defanged.chars().enumerate() {
         if i == MAX_FIELD {
             out.push('…');
             break;
         }
         match c {
             c if c.is_control() => out.push(' '),
+            '\u{00ad}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' => {}
             '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '<' | '>' | '|' | '~' => {
                 out.push('\\');
                 out.push(c);
@@ -303,6 +340,46 @@ pub fn md(text: &str) -> String {
         }
     }
     out
+}
+
+/// `https://x` -> `hxxps[:]//x`, `www.` -> `www[.]` (any case): readable, never a link.
+fn defang(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &lower[i..];
+        if rest.starts_with("://") {
+            out.push_str("[:]//");
+            i += 3;
+        } else if rest.starts_with("www.") {
+            out.push_str(&text[i..i + 3]);
+            out.push_str("[.]");
+            i += 4;
+        } else if rest.starts_with("http://") || rest.starts_with("https://") {
+            out.push_str(&text[i..i + 1]);
+            out.push_str("xx");
+            i += 3;
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The confirmation page of `action_id` for `decision` (`approve` | `reject`).
@@ -436,7 +513,7 @@ pub fn card_message(
     };
     json!({
         "roomId": room_id,
-        "markdown": markdown,
+        "markdown": cut(markdown, MAX_MARKDOWN),
         "attachments": [{
             "contentType": "application/vnd.microsoft.card.adaptive",
             "content": {
@@ -516,22 +593,19 @@ pub async fn send_due(
         let attempts = attempts.saturating_add(1);
         match client.post_message(&message).await {
             Ok(message_id) => {
-                sqlx::query(
-                    "UPDATE cards SET status = 'sent', attempts = ?, sent_ms = ?, message_id = ?, \
-                     last_error = NULL WHERE plan_id = ?",
-                )
-                .bind(i64::from(attempts))
-                .bind(now_ms)
-                .bind(message_id)
-                .bind(&plan_id)
-                .execute(pool)
-                .await?;
+                if message_id.is_none() {
+                    tracing::warn!(plan = %plan_id, "Webex accepted the card without a message id: \
+                        its feedback buttons cannot be matched to it");
+                }
+                mark_sent(pool, &plan_id, attempts, message_id.as_deref(), now_ms).await?;
                 tracing::info!(plan = %plan_id, attempts, "card sent to Webex");
                 report.sent += 1;
             }
             Err(WebexError::Retry { message, after }) if attempts < config.max_attempts => {
-                let delay = after.unwrap_or_else(|| config.backoff(attempts));
-                let next = now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(0));
+                let cap = Duration::from_millis(config.retry_max_ms);
+                let delay = after.map_or_else(|| config.backoff(attempts), |a| a.min(cap));
+                let next =
+                    now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 tracing::warn!(plan = %plan_id, attempts, retry_in_ms = delay.as_millis() as u64,
                     error = %message, "card not sent; retrying");
                 sqlx::query(
@@ -554,6 +628,39 @@ pub async fn send_due(
         }
     }
     Ok(report)
+}
+
+/// Records a posted card as sent. Retried a few times (the store may be busy with the
+/// projector): a card left queued after its post would be posted again.
+async fn mark_sent(
+    pool: &SqlitePool,
+    plan_id: &str,
+    attempts: u32,
+    message_id: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        let written = sqlx::query(
+            "UPDATE cards SET status = 'sent', attempts = ?, sent_ms = ?, message_id = ?, \
+             last_error = NULL WHERE plan_id = ?",
+        )
+        .bind(i64::from(attempts))
+        .bind(now_ms)
+        .bind(message_id)
+        .bind(plan_id)
+        .execute(pool)
+        .await;
+        match written {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::warn!(plan = %plan_id, error = %e, "recording a sent card failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn set_status(
@@ -668,9 +775,16 @@ mod tests {
         assert!(text.contains("0.87") && text.contains("\"Priority\""));
         // Alert text cannot make a link or formatting.
         assert!(!text.contains("[click](https://evil.example)"));
-        assert!(text.contains(r"\\[click\\]\\(https://evil.example\\)"));
+        assert!(text.contains(r"\\[click\\]\\(hxxps\\[:\\]//evil.example\\)"));
         assert!(text.contains(r"SSH \\*\\*brute\\*\\* force"));
         assert!(!text.contains("<b>"));
+        // Nor a bare link, nor invisible bidi tricks.
+        assert_eq!(
+            md("see https://evil.example/x or WWW.evil.example"),
+            r"see hxxps\[:\]//evil.example/x or WWW\[.\]evil.example"
+        );
+        assert_eq!(md("HTTP flood"), "HTTP flood");
+        assert_eq!(md("a\u{202e}b\u{200b}c\nd"), "abc d");
         let submits: Vec<&str> = card["actions"]
             .as_array()
             .unwrap()
@@ -700,6 +814,15 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("https"));
         config.api_base = "http://127.0.0.1:9".into();
         assert!(config.validate().is_ok());
+        config.webhook_secret = Some(Secret::new(""));
+        assert!(config.validate().unwrap_err().contains("at least 16 bytes"));
+        config.webhook_secret = Some(Secret::new("0123456789abcdef"));
+        assert!(config.validate().unwrap_err().contains("feedback_from"));
+        config.webhook_secret = None;
+        config.room_id = "room".into();
+        assert!(config.validate().unwrap_err().contains("no bot token"));
+        config.bot_token = Some(Secret::new(" "));
+        assert!(config.validate().unwrap_err().contains("empty"));
         assert!(path_id("abc/../x").is_err() && path_id("Y2lzY29zcGFyazovL3Vz").is_ok());
     }
 }

@@ -216,6 +216,14 @@ impl Browser {
         self.command(reqwest::Method::DELETE, "/cookie", None).await;
     }
 
+    /// Waits until an element matches `css` (a submitted form's answer has loaded).
+    pub async fn wait_for_element(&self, css: &str) {
+        super::wait_for(css, Duration::from_secs(20), || async {
+            self.has(css).await.then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the page's URL satisfies `done`.
     pub async fn wait_url(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         super::wait_for(what, Duration::from_secs(20), || async {
