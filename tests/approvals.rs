@@ -18,8 +18,6 @@ use soc_runtime::approvals::{self, Approver, DecideError};
 use soc_runtime::bus::{Bus, BusConfig, Topic};
 use soc_runtime::config::Config;
 use soc_runtime::proto::ApprovalDecision;
-use soc_runtime::runtime::Runtime;
-use soc_runtime::supervisor::RuntimeOptions;
 
 fn approver(name: &str, role: &str) -> Approver {
     Approver {
@@ -258,17 +256,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
             roles: vec!["Auditor".into()],
         },
     ];
-    config.validate().unwrap();
-    let runtime = Runtime::start(config, RuntimeOptions::default())
-        .await
-        .unwrap();
-    let base = format!("http://{}", runtime.http_addr().unwrap());
-    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
-        &dir.path().join("data"),
-        "memory",
-    ))
-    .await
-    .unwrap();
+    let (runtime, base, store) = common::start_serving(config).await;
     let pool = store.pool().clone();
     let pending = common::wait_for(
         "proposals folded",
@@ -448,17 +436,7 @@ async fn the_approval_pages_sign_in_confirm_once_and_refuse_the_rest() {
         || {
             let bus = bus.clone();
             async move {
-                let found: Vec<_> = bus
-                    .read_all(Topic::Audit)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|e| e.fields.decode_envelope().ok())
-                    .filter_map(|e| match e.event {
-                        soc_runtime::proto::Event::ActionDecision(d) => Some(d),
-                        _ => None,
-                    })
-                    .collect();
+                let found = common::audited_decisions(&bus).await;
                 (!found.is_empty()).then_some(found)
             }
         },

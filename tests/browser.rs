@@ -19,10 +19,7 @@ use common::webdriver::Browser;
 use common::webex::WebexRecorder;
 use serde_json::json;
 use soc_runtime::approvals::{self, ApproverConfig};
-use soc_runtime::bus::Topic;
 use soc_runtime::config::{Backend, Config};
-use soc_runtime::runtime::Runtime;
-use soc_runtime::supervisor::RuntimeOptions;
 
 /// POSTs the page's decision form (or `csrf` instead of its token; `None`: no token) from
 /// inside the page, as a forged or replayed submission would, and returns the status.
@@ -76,17 +73,7 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
             roles: vec!["Auditor".into()],
         },
     ];
-    config.validate().unwrap();
-    let runtime = Runtime::start(config, RuntimeOptions::default())
-        .await
-        .unwrap();
-    let base = format!("http://{}", runtime.http_addr().unwrap());
-    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
-        &dir.path().join("data"),
-        "redis",
-    ))
-    .await
-    .unwrap();
+    let (runtime, base, store) = common::start_serving(config).await;
     let pool = store.pool().clone();
 
     // The IR Lead's plan reaches Webex as a card; its first Approve button is the way in.
@@ -253,31 +240,14 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
     let decisions = common::wait_for("the decision in soc.audit", Duration::from_secs(30), || {
         let bus = bus.clone();
         async move {
-            let found: Vec<_> = bus
-                .read_all(Topic::Audit)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter_map(|e| e.fields.decode_envelope().ok())
-                .filter_map(|e| match e.event {
-                    soc_runtime::proto::Event::ActionDecision(d) => Some(d),
-                    _ => None,
-                })
-                .collect();
+            let found = common::audited_decisions(&bus).await;
             (!found.is_empty()).then_some(found)
         }
     })
     .await;
     // Several relay passes later, still exactly one.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let again = bus
-        .read_all(Topic::Audit)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.fields.decode_envelope().ok())
-        .filter(|e| matches!(e.event, soc_runtime::proto::Event::ActionDecision(_)))
-        .count();
+    let again = common::audited_decisions(&bus).await.len();
     assert_eq!((decisions.len(), again), (1, 1));
     assert_eq!(decisions[0].action_id, action);
     assert_eq!(decisions[0].decided_by, "ana");

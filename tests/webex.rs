@@ -21,8 +21,6 @@ use std::time::Duration;
 use common::webex::WebexRecorder;
 use serde_json::json;
 use soc_runtime::config::Config;
-use soc_runtime::runtime::Runtime;
-use soc_runtime::supervisor::RuntimeOptions;
 use soc_runtime::webex::webhook::sign;
 use sqlx::Row;
 
@@ -88,17 +86,7 @@ async fn cards_survive_a_webex_outage_and_signed_feedback_is_recorded_once() {
     config.http.addr = "127.0.0.1:0".into();
     config.calendar.enabled = false;
     config.webex = webex_config(&recorder);
-    config.validate().unwrap();
-    let runtime = Runtime::start(config, RuntimeOptions::default())
-        .await
-        .unwrap();
-    let base = format!("http://{}", runtime.http_addr().unwrap());
-    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
-        &dir.path().join("data"),
-        "memory",
-    ))
-    .await
-    .unwrap();
+    let (runtime, base, store) = common::start_serving(config).await;
     let pool = store.pool().clone();
 
     // Every IR plan's card is sent once, whatever the outage.

@@ -332,3 +332,47 @@ pub async fn run_until_idle(
     let store = soc_runtime::store::file_for(&dir.join("data"), "memory");
     (report, store)
 }
+
+/// Starts a runtime serving HTTP (its address in the config must be set) and opens the store
+/// it projects into: the runtime, its base URL, the store.
+pub async fn start_serving(
+    config: soc_runtime::config::Config,
+) -> (
+    soc_runtime::runtime::Runtime,
+    String,
+    soc_runtime::store::Store,
+) {
+    config.validate().unwrap();
+    let path = soc_runtime::store::file_for(
+        &config.data_dir,
+        match config.bus.backend {
+            soc_runtime::config::Backend::Memory => "memory",
+            soc_runtime::config::Backend::Redis => "redis",
+        },
+    );
+    let runtime = soc_runtime::runtime::Runtime::start(
+        config,
+        soc_runtime::supervisor::RuntimeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", runtime.http_addr().unwrap());
+    let store = soc_runtime::store::Store::open(&path).await.unwrap();
+    (runtime, base, store)
+}
+
+/// The `ActionDecision`s in soc.audit.
+pub async fn audited_decisions(
+    bus: &soc_runtime::bus::Bus,
+) -> Vec<soc_runtime::proto::ActionDecision> {
+    bus.read_all(soc_runtime::bus::Topic::Audit)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.fields.decode_envelope().ok())
+        .filter_map(|e| match e.event {
+            soc_runtime::proto::Event::ActionDecision(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
