@@ -200,6 +200,44 @@ pub struct SupervisorConfig {
     pub idle_poll_ms: u64,
     /// Alerts published per batch by the alert source.
     pub source_batch: usize,
+    /// What this process runs, for scale-out ([`PARTS`]); empty: everything. Processes on
+    /// one Redis share each role's work (consumer groups), and a killed one's pending entries
+    /// go to the others.
+    pub roles: Vec<String>,
+}
+
+/// What `supervisor.roles` (`--roles`, `SOC_ROLES`) can name: the reactive roles, the alert
+/// source and the calendar roles.
+pub const PARTS: [&str; 6] = [
+    "sentinel",
+    "tier2",
+    "ir_lead",
+    "threat_intel",
+    "source",
+    "calendar",
+];
+
+impl SupervisorConfig {
+    /// Whether this process runs `part` (one of [`PARTS`]).
+    pub fn runs(&self, part: &str) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| r == part)
+    }
+
+    /// Parses a comma-separated list of parts (`tier2,ir_lead`).
+    pub fn parse_roles(list: &str) -> Result<Vec<String>, ConfigError> {
+        let roles: Vec<String> = list
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if roles.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "--roles: no role named (one or more of {})",
+                PARTS.join(", ")
+            )));
+        }
+        Ok(roles)
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -212,6 +250,7 @@ impl Default for SupervisorConfig {
             drain_timeout_s: 30,
             idle_poll_ms: 100,
             source_batch: 256,
+            roles: Vec::new(),
         }
     }
 }
@@ -252,6 +291,9 @@ impl Config {
         if let Some(v) = var("SOC_ALERTS") {
             self.alerts = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("SOC_ROLES") {
+            self.supervisor.roles = SupervisorConfig::parse_roles(&v)?;
+        }
         if let Some(v) = var("SOC_HTTP_ADDR") {
             self.http.addr = v;
         }
@@ -287,6 +329,19 @@ impl Config {
         }
         self.approvals.validate().map_err(ConfigError::Invalid)?;
         self.webex.validate().map_err(ConfigError::Invalid)?;
+        if self.webex.sends_cards()
+            && self.webex.approvals_url.is_empty()
+            && self
+                .http
+                .socket_addr()?
+                .is_none_or(|addr| addr.ip().is_unspecified())
+        {
+            return Err(ConfigError::Invalid(
+                "webex.approvals_url: cards link to the approval pages, and http.addr does not \
+                 say where approvers reach them: set the URL their browsers use"
+                    .into(),
+            ));
+        }
         if !self.reasoning.hybrid_llm_from.is_finite() {
             return Err(ConfigError::Invalid(
                 "reasoning.hybrid_llm_from must be a number".into(),
@@ -302,6 +357,19 @@ impl Config {
         if s.backoff_max_ms < s.backoff_initial_ms {
             return Err(ConfigError::Invalid(
                 "supervisor.backoff_max_ms must not be below backoff_initial_ms".into(),
+            ));
+        }
+        if let Some(unknown) = s.roles.iter().find(|r| !PARTS.contains(&r.as_str())) {
+            return Err(ConfigError::Invalid(format!(
+                "supervisor.roles: unknown role {unknown:?} (one or more of {})",
+                PARTS.join(", ")
+            )));
+        }
+        if !s.roles.is_empty() && self.bus.backend == Backend::Memory {
+            return Err(ConfigError::Invalid(
+                "supervisor.roles (--roles) splits the work between processes on one Redis: \
+                 use --bus redis"
+                    .into(),
             ));
         }
         if s.source_batch == 0 {

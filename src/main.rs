@@ -305,6 +305,11 @@ struct RunArgs {
     /// HTTP listen address for /healthz, or `off` (default 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Run only these parts (scale-out), comma-separated: sentinel, tier2, ir_lead,
+    /// threat_intel, source (the alert feed), calendar. Processes on one Redis share each
+    /// role's work; a killed one's pending entries go to the others. Default: everything.
+    #[arg(long, value_name = "LIST")]
+    roles: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -470,6 +475,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(http) = args.http {
         config.http.addr = http;
+    }
+    if let Some(roles) = &args.roles {
+        config.supervisor.roles = soc_runtime::config::SupervisorConfig::parse_roles(roles)?;
     }
     let data_dir = config.data_dir.clone();
     let options = RuntimeOptions {

@@ -319,9 +319,16 @@ impl Actor for Supervisor {
         if ctx.config.webex.sends_cards() {
             ids.push(ChildId::Notifier);
         }
-        ids.extend((0..REACTIVE_ROLES.len()).map(ChildId::Role));
-        ids.push(ChildId::Source);
-        if ctx.config.calendar.enabled {
+        let parts = &ctx.config.supervisor;
+        ids.extend(
+            (0..REACTIVE_ROLES.len())
+                .filter(|i| parts.runs(REACTIVE_ROLES[*i].name))
+                .map(ChildId::Role),
+        );
+        if parts.runs("source") {
+            ids.push(ChildId::Source);
+        }
+        if ctx.config.calendar.enabled && parts.runs("calendar") {
             ids.push(ChildId::Calendar);
         }
         for id in &ids {
@@ -629,7 +636,9 @@ impl State {
         if self.draining {
             return;
         }
-        if self.ctx.source_stats.is_done() {
+        // Idle means the whole SOC is: every role's group, whichever processes run them, and
+        // the feed, if this process reads it.
+        if !self.ctx.config.supervisor.runs("source") || self.ctx.source_stats.is_done() {
             let groups: Vec<(Topic, &str)> =
                 REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
             match self.ctx.bus.group_states(&groups).await {

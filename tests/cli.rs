@@ -1028,3 +1028,156 @@ fn approvers_hash_password_makes_a_hash_the_config_accepts() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(text(&empty.stderr).contains("no password on stdin"));
 }
+
+/// Pending entries per consumer of `group` on `stream`, from XPENDING's summary.
+async fn pending_by_consumer(url: &str, stream: &str, group: &str) -> Vec<(String, u64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(parts) = reply else {
+        return Vec::new();
+    };
+    let Some(redis::Value::Array(consumers)) = parts.get(3) else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter_map(|c| {
+            let (name, count): (String, String) = redis::from_redis_value(c.clone()).ok()?;
+            Some((name, count.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_roles_and_a_killed_ones_pending_work_goes_to_the_other() {
+    let n = 3000;
+    let redis = common::RedisServer::start(false);
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "scale", n);
+    // Entries idle for 1.5 s on any consumer are claimed (XAUTOCLAIM) by a live one.
+    let config = dir.path().join("soc.toml");
+    std::fs::write(&config, "[bus.settings]\nclaim_idle_ms = 1500\n").unwrap();
+    let process = |roles: &str, name: &str| {
+        let mut cmd = soc();
+        cmd.args([
+            "run",
+            "--bus",
+            "redis",
+            "--redis-url",
+            &url,
+            "--http",
+            "off",
+            "--roles",
+            roles,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join(name))
+        .arg("--summary-json")
+        .arg(dir.path().join(format!("{name}.json")));
+        cmd
+    };
+    let workers = "sentinel,tier2,ir_lead,threat_intel";
+    let mut first = spawn_running(&mut process(workers, "w1"));
+    let mut second = spawn_running(&mut process(workers, "w2"));
+    let mut source = spawn_running(process("source", "source").arg("--alerts").arg(&feed));
+    let bus = redis_bus(&url, "").await;
+
+    // Stop the first worker while it holds entries it has read and not committed, then kill
+    // it: no drain, no flush.
+    let first_pid = first.id().to_string();
+    let mine = |consumer: &str| consumer.split(':').nth(1) == Some(first_pid.as_str());
+    let groups = [
+        ("soc.alerts", "sentinel"),
+        ("soc.triage", "tier2"),
+        ("soc.cases", "ir_lead"),
+        ("soc.cases", "threat_intel"),
+    ];
+    let held = common::wait_for(
+        "the first worker holding pending entries",
+        Duration::from_secs(60),
+        || async {
+            if bus.len(Topic::Triage).await.unwrap() < 200 {
+                return None;
+            }
+            signal(&first, "-STOP");
+            let mut held = 0;
+            for (stream, group) in groups {
+                held += pending_by_consumer(&url, stream, group)
+                    .await
+                    .iter()
+                    .filter(|(c, _)| mine(c))
+                    .map(|(_, n)| n)
+                    .sum::<u64>();
+            }
+            if held == 0 {
+                signal(&first, "-CONT");
+            }
+            (held > 0).then_some(held)
+        },
+    )
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let triaged_at_kill = bus.len(Topic::Triage).await.unwrap();
+    assert!(
+        triaged_at_kill < n as u64,
+        "the work was done before the kill; the test proves nothing"
+    );
+
+    // The second worker claims what the first held, and finishes everything.
+    let role_groups: Vec<(Topic, &str)> = soc_runtime::supervisor::REACTIVE_ROLES
+        .iter()
+        .map(|r| (r.input, r.name))
+        .collect();
+    common::wait_for("all work done", Duration::from_secs(120), || async {
+        let triaged = bus.len(Topic::Triage).await.unwrap();
+        let idle = bus
+            .group_states(&role_groups)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.is_idle());
+        (triaged == n as u64 && idle).then_some(())
+    })
+    .await;
+    for (stream, group) in groups {
+        let left: u64 = pending_by_consumer(&url, stream, group)
+            .await
+            .iter()
+            .filter(|(c, _)| mine(c))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            left, 0,
+            "{group}: the killed worker's entries were not claimed"
+        );
+    }
+    common::assert_exactly_once(&bus, &common::ticket_ids("scale", n)).await;
+
+    // Both workers did part of the work: the second committed some, not all.
+    signal(&second, "-TERM");
+    signal(&source, "-TERM");
+    assert!(second.wait().unwrap().success());
+    assert!(source.wait().unwrap().success());
+    let s = summary(&dir.path().join("w2.json"));
+    let by_second = s["roles"]["sentinel"]["committed"].as_u64().unwrap();
+    assert!(
+        by_second > 0 && by_second < n as u64,
+        "the second worker triaged {by_second} of {n}; the first held {held} entries at its kill"
+    );
+    eprintln!(
+        "scale-out: the first worker held {held} entries when killed, {triaged_at_kill} of {n} \
+         triaged by then; the second worker triaged {by_second}"
+    );
+    let src = summary(&dir.path().join("source.json"));
+    assert_eq!(src["alerts_in"].as_u64().unwrap(), n as u64);
+}
