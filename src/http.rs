@@ -1,6 +1,6 @@
-//! The HTTP server actor (axum): `GET /healthz`, the approval pages
-//! ([`crate::approvals::web`]) and the Webex webhook ([`crate::webex::webhook`]); the
-//! dashboard and `/metrics` join it in later releases.
+//! The HTTP server actor (axum): `GET /healthz`, `GET /metrics` ([`crate::metrics`]), the
+//! approval pages ([`crate::approvals::web`]) and the Webex webhook
+//! ([`crate::webex::webhook`]).
 //!
 //! Input: requests on the configured address. Output: JSON answers built from the shared
 //! [`Health`] the supervisor maintains. A restart re-binds the same address; in-flight requests
@@ -120,6 +120,8 @@ pub struct Args {
     pub health: Arc<Health>,
     /// The approval pages and the Webex webhook.
     pub pages: Option<Pages>,
+    /// What `/metrics` reads.
+    pub metrics: crate::metrics::Sources,
 }
 
 /// What the approval pages and the Webex webhook work with.
@@ -164,8 +166,10 @@ impl Actor for HttpServer {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let mut app = router(args.health);
+        let mut metrics = args.metrics;
         if let Some(pages) = args.pages {
             let store = crate::store::Store::open(&pages.store).await?;
+            metrics.pool = Some(store.pool().clone());
             let web = crate::approvals::web::Web::new(store.pool().clone(), pages.approvals);
             let hook = crate::webex::webhook::Hook::new(
                 store.pool().clone(),
@@ -176,6 +180,11 @@ impl Actor for HttpServer {
                 .merge(crate::approvals::web::routes(Arc::new(web)))
                 .merge(crate::webex::webhook::routes(Arc::new(hook)));
         }
+        app = app.merge(
+            axum::Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state(Arc::new(metrics)),
+        );
         let shutdown = stop.clone();
         let server = spawn_watched(
             async move {
@@ -248,6 +257,18 @@ async fn healthz(AxumState(health): AxumState<Arc<Health>>) -> impl IntoResponse
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report))
+}
+
+async fn metrics_text(
+    AxumState(sources): AxumState<Arc<crate::metrics::Sources>>,
+) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        sources.render().await,
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod knowledge;
 pub mod llm;
 pub mod memory;
+pub mod metrics;
 pub mod proto;
 pub mod runtime;
 pub mod store;

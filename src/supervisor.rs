@@ -494,6 +494,17 @@ impl State {
                         webex: ctx.config.webex.clone(),
                         knowledge: Some(ctx.knowledge.clone()),
                     }),
+                    metrics: crate::metrics::Sources {
+                        roles: REACTIVE_ROLES
+                            .iter()
+                            .map(|r| (r.name, (r.input, ctx.role_stats[r.name].clone())))
+                            .collect(),
+                        source: ctx.source_stats.clone(),
+                        llm: ctx.llm_stats.clone(),
+                        projector: ctx.projector_stats.clone(),
+                        bus: ctx.bus.clone(),
+                        pool: None,
+                    },
                 };
                 Actor::spawn_linked(Some(name), HttpServer, args, parent)
                     .await

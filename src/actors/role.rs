@@ -103,6 +103,8 @@ pub struct RoleStats {
     pub published: [AtomicU64; Event::KINDS.len()],
     /// The feeder's counters.
     pub feeder: Arc<FeederStats>,
+    /// Time from an input's publication to the role's decision on it.
+    pub latency: crate::metrics::Histogram,
 }
 
 /// A serializable view of a role.
@@ -469,6 +471,8 @@ impl<R: Role> State<R> {
         events: Vec<Event>,
     ) -> Option<(Commit, Vec<usize>)> {
         self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        let waited_ms = crate::proto::now_ms().saturating_sub(input.at_ms);
+        self.stats.latency.observe(waited_ms as f64 / 1000.0);
         let mut kinds = Vec::with_capacity(events.len());
         let mut outputs = Vec::with_capacity(events.len());
         for event in events {

@@ -164,11 +164,14 @@ impl MemoryBus {
                     stream.groups.get(name).map_or((0, StreamId::ZERO), |g| {
                         (g.pel.len() as u64, g.last_delivered)
                     });
+                let unread = stream.entries.len()
+                    - stream.entries.partition_point(|e| e.id <= last_delivered);
                 GroupState {
                     topic,
                     group: name.to_owned(),
                     pending,
-                    has_unread: stream.entries.back().is_some_and(|e| e.id > last_delivered),
+                    has_unread: unread > 0,
+                    lag: Some(unread as u64),
                 }
             })
             .collect()

@@ -560,6 +560,9 @@ pub struct GroupState {
     pub pending: u64,
     /// Whether entries exist that the group has not read yet.
     pub has_unread: bool,
+    /// Entries not yet read by the group, when the backend knows (Redis's `lag` is unknown
+    /// after trims or deletions).
+    pub lag: Option<u64>,
 }
 
 impl GroupState {

@@ -203,12 +203,16 @@ impl RedisBus {
                 let info = flat_map(info)?;
                 let name = info.get("name").and_then(|v| as_str(v)).unwrap_or_default();
                 let pending = info.get("pending").and_then(|v| as_int(v)).unwrap_or(0);
+                let lag = info
+                    .get("lag")
+                    .and_then(|v| as_int(v))
+                    .and_then(|l| u64::try_from(l).ok());
                 let delivered = info
                     .get("last-delivered-id")
                     .and_then(|v| as_str(v))
                     .unwrap_or("0-0")
                     .parse()?;
-                by_group.insert(name.to_owned(), (pending, delivered));
+                by_group.insert(name.to_owned(), (pending, delivered, lag));
             }
             per_topic.insert(*topic, (last_id, by_group));
         }
@@ -216,13 +220,17 @@ impl RedisBus {
             .iter()
             .map(|&(topic, group)| {
                 let (last_id, by_group) = &per_topic[&topic];
-                let (pending, delivered) =
-                    by_group.get(group).copied().unwrap_or((0, StreamId::ZERO));
+                let (pending, delivered, lag) =
+                    by_group
+                        .get(group)
+                        .copied()
+                        .unwrap_or((0, StreamId::ZERO, None));
                 GroupState {
                     topic,
                     group: group.to_owned(),
                     pending: u64::try_from(pending).unwrap_or(0),
                     has_unread: last_id.is_some_and(|last| last > delivered),
+                    lag,
                 }
             })
             .collect())
