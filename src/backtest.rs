@@ -798,6 +798,55 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Precision, recall and F1 per site as an inline SVG bar chart (no external assets).
+pub fn site_chart_svg(summary: &Summary) -> String {
+    use std::fmt::Write;
+    const BAR: usize = 16;
+    const GAP: usize = 48;
+    const HEIGHT: f64 = 120.0;
+    let group = 3 * BAR + GAP;
+    let width = 40 + group * summary.per_site.len().max(1);
+    let mut svg = format!(
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" \
+         height=\"170\" role=\"img\" aria-label=\"precision, recall and F1 per site\">\
+         <line x1=\"30\" y1=\"130\" x2=\"{width}\" y2=\"130\" stroke=\"#8c959f\"/>\
+         <text x=\"0\" y=\"14\" font-size=\"10\">1.0</text>\
+         <text x=\"0\" y=\"130\" font-size=\"10\">0</text>"
+    );
+    for (i, (site, s)) in summary.per_site.iter().enumerate() {
+        let x0 = 36 + i * group;
+        for (j, (value, color)) in [
+            (s.precision, "#54aeff"),
+            (s.recall, "#4ac26b"),
+            (s.f1, "#d4a72c"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let h = (value.clamp(0.0, 1.0) * HEIGHT).round();
+            let _ = write!(
+                svg,
+                "<rect x=\"{}\" y=\"{}\" width=\"{BAR}\" height=\"{h}\" fill=\"{color}\">\
+                 <title>{value:.3}</title></rect>",
+                x0 + j * BAR,
+                130.0 - h
+            );
+        }
+        let short: String = site.chars().take(14).collect();
+        let _ = write!(
+            svg,
+            "<text x=\"{x0}\" y=\"146\" font-size=\"11\"><title>{}</title>{}</text>",
+            escape(site),
+            escape(&short)
+        );
+    }
+    svg.push_str(
+        "<text x=\"36\" y=\"166\" font-size=\"11\"><tspan fill=\"#0969da\">■ precision</tspan> \
+         <tspan fill=\"#1a7f37\">■ recall</tspan> <tspan fill=\"#9a6700\">■ F1</tspan></text></svg>",
+    );
+    svg
+}
+
 /// The summary as a self-contained HTML page (no external assets): the headline figures, the
 /// confusion matrix, per-site bars and per-role latency.
 pub fn report_html(summary: &Summary) -> String {

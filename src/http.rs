@@ -1,5 +1,5 @@
-//! The HTTP server actor (axum): `GET /healthz`, `GET /metrics` ([`crate::metrics`]), the
-//! approval pages ([`crate::approvals::web`]) and the Webex webhook
+//! The HTTP server actor (axum): `GET /` (the dashboard, [`crate::dashboard`]), `GET /healthz`,
+//! `GET /metrics` ([`crate::metrics`]), the approval pages ([`crate::approvals::web`]) and the Webex webhook
 //! ([`crate::webex::webhook`]).
 //!
 //! Input: requests on the configured address. Output: JSON answers built from the shared
@@ -134,6 +134,8 @@ pub struct Pages {
     pub webex: crate::webex::WebexConfig,
     /// Where recorded feedback also goes (the rules reasoner's knowledge).
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    /// Where the dashboard finds `last-backtest.json`.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The HTTP server actor.
@@ -165,20 +167,29 @@ impl Actor for HttpServer {
         };
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let mut app = router(args.health);
+        let mut app = router(args.health.clone());
         let mut metrics = args.metrics;
         if let Some(pages) = args.pages {
             let store = crate::store::Store::open(&pages.store).await?;
-            metrics.pool = Some(store.pool().clone());
-            let web = crate::approvals::web::Web::new(store.pool().clone(), pages.approvals);
-            let hook = crate::webex::webhook::Hook::new(
-                store.pool().clone(),
-                pages.webex,
-                pages.knowledge,
-            )?;
+            let pool = store.pool().clone();
+            metrics.pool = Some(pool.clone());
+            let web = Arc::new(crate::approvals::web::Web::new(
+                pool.clone(),
+                pages.approvals,
+            ));
+            let hook =
+                crate::webex::webhook::Hook::new(pool.clone(), pages.webex, pages.knowledge)?;
+            let dashboard = crate::dashboard::Dashboard {
+                web: web.clone(),
+                sources: Arc::new(metrics.clone()),
+                health: args.health,
+                pool,
+                data_dir: pages.data_dir,
+            };
             app = app
-                .merge(crate::approvals::web::routes(Arc::new(web)))
-                .merge(crate::webex::webhook::routes(Arc::new(hook)));
+                .merge(crate::approvals::web::routes(web))
+                .merge(crate::webex::webhook::routes(Arc::new(hook)))
+                .merge(crate::dashboard::routes(Arc::new(dashboard)));
         }
         app = app.merge(
             axum::Router::new()

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bus;
 pub mod calendar;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod ingest;
 pub mod knowledge;

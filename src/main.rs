@@ -668,6 +668,7 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let tickets = backtest::select(tickets, &selection);
     let mut config = Config::load(args.config.as_deref())?;
     config.apply_env(|k| std::env::var(k).ok())?;
+    let data_dir = config.data_dir.clone();
     if let Some(on) = args.precedent {
         config.reasoning.precedent = on;
     }
@@ -703,6 +704,13 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         backtest::run(tickets, selection, &priors).await?
     };
     print!("{summary}");
+    // The dashboard shows the latest backtest.
+    let last = data_dir.join("last-backtest.json");
+    let kept = std::fs::create_dir_all(&data_dir)
+        .and_then(|()| std::fs::write(&last, serde_json::to_string_pretty(&summary)?));
+    if let Err(e) = kept {
+        tracing::warn!(path = %last.display(), error = %e, "cannot keep the backtest summary");
+    }
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -493,6 +493,7 @@ impl State {
                         approvals: ctx.config.approvals.clone(),
                         webex: ctx.config.webex.clone(),
                         knowledge: Some(ctx.knowledge.clone()),
+                        data_dir: ctx.config.data_dir.clone(),
                     }),
                     metrics: crate::metrics::Sources {
                         roles: REACTIVE_ROLES

@@ -256,3 +256,96 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
     runtime.shutdown().await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_its_panels_in_a_real_browser() {
+    common::logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The latest backtest, as the CLI keeps it for the dashboard.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"))
+        .args(["backtest", "--sample", "600", "--stratify", "--tickets"])
+        .arg(common::dev_tickets())
+        .env("SOC_DATA_DIR", &data)
+        .env("SOC_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("last-backtest.json")).unwrap())
+            .unwrap();
+    let sites = summary["per_site"].as_object().unwrap().len();
+    assert!(sites > 0);
+
+    let mut config = Config {
+        data_dir: data,
+        alerts: Some(common::synthetic_feed(dir.path(), "dash", 60)),
+        ..Config::default()
+    };
+    config.http.addr = "127.0.0.1:0".into();
+    config.calendar.enabled = false;
+    config.approvals.approvers = vec![ApproverConfig {
+        name: "ana".into(),
+        password_hash: Some(approvals::hash_password("correct horse battery").unwrap()),
+        roles: vec!["IR Lead On-Call".into(), "SOC Shift Lead".into()],
+    }];
+    let (runtime, base, store) = common::start_serving(config).await;
+    common::wait_for("proposals folded", Duration::from_secs(60), || async {
+        let pending = approvals::list(store.pool(), true, 10).await.unwrap();
+        (!pending.is_empty()).then_some(())
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    // Approvers are configured: the dashboard needs a sign-in.
+    browser.goto(&format!("{base}/")).await;
+    assert!(browser.url().await.starts_with(&format!("{base}/login")));
+    browser.type_into("input[name=name]", "ana").await;
+    browser
+        .type_into("input[name=password]", "correct horse battery")
+        .await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_url("the dashboard", |u| u == format!("{base}/"))
+        .await;
+    browser.wait_for_element("#cases .case").await;
+    // Tall enough for every panel to be on screen.
+    browser.resize(1400, 1800).await;
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let page = browser.screenshot(None).await;
+    std::fs::write(&shot, &page).unwrap();
+    eprintln!("dashboard screenshot: {}", shot.display());
+    assert!(page.starts_with(b"\x89PNG") && page.len() > 20_000);
+    // Every main panel is there, on screen, with what the run produced.
+    for panel in [
+        "#cases",
+        "#roles",
+        "#gateway",
+        "#approvals",
+        "#backtest",
+        "#campaigns",
+    ] {
+        let (w, h) = browser.size(panel).await;
+        assert!(w > 200.0 && h > 40.0, "{panel} renders at {w}x{h}");
+        let png = browser.screenshot(Some(panel)).await;
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 1_000,
+            "{panel}: {} bytes",
+            png.len()
+        );
+    }
+    assert!(browser.count("#cases .case").await > 0);
+    assert_eq!(browser.count("#roles .role").await, 4);
+    assert_eq!(browser.count("#roles .state.up").await, 4);
+    assert!(browser.count("#approvals .approval").await > 0);
+    assert_eq!(browser.count("#backtest svg.chart rect").await, 3 * sites);
+    assert!(browser.text("#status").await == "ok");
+    drop(browser);
+    runtime.shutdown().await;
+    store.close().await;
+}

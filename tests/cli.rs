@@ -27,7 +27,12 @@ fn soc() -> Command {
         .env_remove("SOC_BUS_NAMESPACE")
         .env_remove("SOC_ALERTS")
         .env_remove("SOC_HTTP_ADDR")
-        .env_remove("SOC_DATA_DIR")
+        // Commands that keep state by default (backtest's last-backtest.json) keep it in a
+        // scratch directory, never in the checkout.
+        .env(
+            "SOC_DATA_DIR",
+            std::env::temp_dir().join("soc-runtime-cli-tests"),
+        )
         .env("SOC_LOG", "warn");
     cmd
 }

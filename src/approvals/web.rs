@@ -107,6 +107,17 @@ impl Web {
         )
     }
 
+    /// Whether pages other than the approvals' (the dashboard) need a sign-in: yes as soon
+    /// as anyone can sign in (approvers or an SSO proxy are configured).
+    pub(crate) fn sign_in_required(&self) -> bool {
+        !self.approvers.is_empty() || !self.config.sso_header.is_empty()
+    }
+
+    /// The signed-in person, if any.
+    pub(crate) fn viewer(&self, headers: &HeaderMap, peer: Peer) -> Option<Approver> {
+        self.session(headers, peer).map(|(who, _)| who)
+    }
+
     /// The signed-in person and their session (the cookie's expiry, or `sso`): the SSO
     /// proxy's header when the request comes from a configured proxy, else a valid cookie.
     fn session(&self, headers: &HeaderMap, peer: Peer) -> Option<(Approver, String)> {
@@ -214,7 +225,7 @@ impl Web {
 
 /// The peer's address, when the server records it (`into_make_service_with_connect_info`).
 #[derive(Debug, Clone, Copy)]
-struct Peer(Option<std::net::IpAddr>);
+pub(crate) struct Peer(pub(crate) Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -626,7 +637,7 @@ fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> Stri
 }
 
 /// HTML-escapes text (alert fields are attacker-controlled).
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -642,7 +653,7 @@ fn esc(text: &str) -> String {
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

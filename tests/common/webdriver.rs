@@ -142,6 +142,54 @@ impl Browser {
         !found.as_array().unwrap().is_empty()
     }
 
+    /// Resizes the window (CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
+    /// How many elements match `css`.
+    pub async fn count(&self, css: &str) -> usize {
+        self.command(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+    }
+
+    /// The element's size on the page, CSS pixels.
+    pub async fn size(&self, css: &str) -> (f64, f64) {
+        let id = self.find(css).await;
+        let rect = self
+            .command(reqwest::Method::GET, &format!("/element/{id}/rect"), None)
+            .await;
+        (
+            rect["width"].as_f64().unwrap(),
+            rect["height"].as_f64().unwrap(),
+        )
+    }
+
+    /// A PNG of the viewport, or of one element.
+    pub async fn screenshot(&self, css: Option<&str>) -> Vec<u8> {
+        use base64::Engine;
+        let path = match css {
+            Some(css) => format!("/element/{}/screenshot", self.find(css).await),
+            None => "/screenshot".to_owned(),
+        };
+        let data = self.command(reqwest::Method::GET, &path, None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap()
+    }
+
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
         self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
