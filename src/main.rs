@@ -22,12 +22,16 @@ Environment (overridden by flags, override the config file):
   SOC_DATA_DIR        data directory
   SOC_ALERTS          alert feed file
   SOC_HTTP_ADDR       listen address, or `off`
+  SOC_ROLES           parts this process runs (scale-out), e.g. `sentinel,tier2`
   SOC_LLM_PRIMARY_URL     OpenAI-compatible model server, up to /v1 (enables the LLM gateway)
   SOC_LLM_SECONDARY_URL   failover model server
   SOC_LLM_MODEL           model name sent to every endpoint
   SOC_LLM_API_KEY         bearer token for the endpoints (never logged)
   SOC_FALCON_CLIENT_ID      CrowdStrike Falcon API client id (read-only connector)
   SOC_FALCON_CLIENT_SECRET  its secret (never logged)
+  SOC_APPROVALS_SESSION_KEY key signing approval sessions (>= 32 bytes; never logged)
+  SOC_WEBEX_BOT_TOKEN       Webex bot token for IR plan cards (never logged)
+  SOC_WEBEX_WEBHOOK_SECRET  secret of the card feedback webhook (never logged)
   SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
 
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept
@@ -37,7 +41,7 @@ arguments or configuration, 130/143 on a second SIGINT/SIGTERM (no drain).";
 /// An AI Security Operations Center: supervised role actors over a durable event bus.
 ///
 /// With no arguments, runs a bundled demo feed on the in-memory bus until Ctrl-C, serving
-/// http://127.0.0.1:8080/healthz.
+/// the dashboard, /metrics and /healthz on http://127.0.0.1:8080.
 #[derive(Parser)]
 #[command(version, after_help = ENV_HELP, args_conflicts_with_subcommands = true)]
 struct Cli {
