@@ -40,6 +40,8 @@ pub struct Config {
     pub approvals: crate::approvals::ApprovalsConfig,
     /// Webex cards and card feedback.
     pub webex: crate::webex::WebexConfig,
+    /// Cortex XSOAR as an alert source.
+    pub xsoar: crate::ingest::xsoar::XsoarConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             tools: crate::tools::ToolsConfig::default(),
             approvals: crate::approvals::ApprovalsConfig::default(),
             webex: crate::webex::WebexConfig::default(),
+            xsoar: crate::ingest::xsoar::XsoarConfig::default(),
         }
     }
 }
@@ -310,6 +313,15 @@ impl Config {
         if let Some(v) = var("SOC_WEBEX_WEBHOOK_SECRET") {
             self.webex.webhook_secret = Some(crate::llm::Secret::new(v));
         }
+        if let Some(v) = var("SOC_XSOAR_URL") {
+            self.xsoar.url = v;
+        }
+        if let Some(v) = var("SOC_XSOAR_API_KEY") {
+            self.xsoar.api_key = Some(crate::llm::Secret::new(v));
+        }
+        if let Some(v) = var("SOC_XSOAR_API_KEY_ID") {
+            self.xsoar.api_key_id = Some(v);
+        }
         if let Some(v) = var("SOC_FALCON_CLIENT_SECRET") {
             self.tools.falcon.client_secret = Some(crate::llm::Secret::new(v));
         }
@@ -329,6 +341,7 @@ impl Config {
         }
         self.approvals.validate().map_err(ConfigError::Invalid)?;
         self.webex.validate().map_err(ConfigError::Invalid)?;
+        self.xsoar.validate().map_err(ConfigError::Invalid)?;
         if self.webex.sends_cards()
             && self.webex.approvals_url.is_empty()
             && self

@@ -32,6 +32,9 @@ Environment (overridden by flags, override the config file):
   SOC_APPROVALS_SESSION_KEY key signing approval sessions (>= 32 bytes; never logged)
   SOC_WEBEX_BOT_TOKEN       Webex bot token for IR plan cards (never logged)
   SOC_WEBEX_WEBHOOK_SECRET  secret of the card feedback webhook (never logged)
+  SOC_XSOAR_URL             Cortex XSOAR API to poll for incidents
+  SOC_XSOAR_API_KEY         its API key (never logged)
+  SOC_XSOAR_API_KEY_ID      XSOAR 8 API key id (x-xdr-auth-id)
   SOC_LOG             log filter (e.g. `info`, `soc_runtime=debug`); RUST_LOG also works
 
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM, --until-idle), 1 when a role kept

@@ -138,6 +138,7 @@ impl Runtime {
             store_path,
             projection,
             projector_stats: Arc::default(),
+            xsoar_stats: Arc::default(),
             knowledge,
             tools: Arc::new(tools),
             exit: Mutex::new(None),

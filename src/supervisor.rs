@@ -116,6 +116,8 @@ pub struct Context {
     pub projection: String,
     /// The projector's counters.
     pub projector_stats: Arc<ProjectorStats>,
+    /// The XSOAR poller's counters.
+    pub xsoar_stats: Arc<crate::actors::xsoar::XsoarStats>,
     /// What the rules reasoner knows (dispositions, activity); outlives role restarts.
     pub knowledge: Arc<Knowledge>,
     /// The roles' tools (over the same knowledge).
@@ -174,6 +176,8 @@ pub enum ChildId {
     Projector,
     /// The Webex notifier (when a room and bot token are configured).
     Notifier,
+    /// The XSOAR poller (when `[xsoar] url` is set).
+    Xsoar,
     /// A reactive role, by index in [`REACTIVE_ROLES`].
     Role(usize),
     /// The alert source.
@@ -211,6 +215,7 @@ impl ChildId {
             ChildId::Gateway => gateway::NAME,
             ChildId::Projector => projector::NAME,
             ChildId::Notifier => notifier::NAME,
+            ChildId::Xsoar => crate::actors::xsoar::NAME,
             ChildId::Role(i) => REACTIVE_ROLES[i].name,
             ChildId::Source => alert_source::NAME,
             ChildId::Calendar => calendar::NAME,
@@ -224,6 +229,7 @@ enum ChildRef {
     Gateway(ActorRef<gateway::Msg>),
     Projector(ActorRef<projector::Msg>),
     Notifier(ActorRef<notifier::Msg>),
+    Xsoar(ActorRef<crate::actors::xsoar::Msg>),
     Role(ActorRef<role::Msg>),
     Source(ActorRef<alert_source::Msg>),
     Calendar(ActorRef<calendar::Msg>),
@@ -237,6 +243,7 @@ impl ChildRef {
             ChildRef::Gateway(a) => a.get_cell(),
             ChildRef::Projector(a) => a.get_cell(),
             ChildRef::Notifier(a) => a.get_cell(),
+            ChildRef::Xsoar(a) => a.get_cell(),
             ChildRef::Role(a) => a.get_cell(),
             ChildRef::Source(a) => a.get_cell(),
             ChildRef::Calendar(a) => a.get_cell(),
@@ -326,7 +333,13 @@ impl Actor for Supervisor {
                 .map(ChildId::Role),
         );
         if parts.runs("source") {
-            ids.push(ChildId::Source);
+            // The JSONL feed (or the demo feed) unless XSOAR alone is the source.
+            if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() {
+                ids.push(ChildId::Source);
+            }
+            if ctx.config.xsoar.enabled() {
+                ids.push(ChildId::Xsoar);
+            }
         }
         if ctx.config.calendar.enabled && parts.runs("calendar") {
             ids.push(ChildId::Calendar);
@@ -544,6 +557,17 @@ impl State {
                     .await
                     .map(|(a, _)| ChildRef::Notifier(a))
             }
+            ChildId::Xsoar => {
+                let args = crate::actors::xsoar::Args {
+                    config: ctx.config.xsoar.clone(),
+                    bus: ctx.bus.clone(),
+                    store: ctx.store_path.clone(),
+                    stats: ctx.xsoar_stats.clone(),
+                };
+                Actor::spawn_linked(Some(name), crate::actors::xsoar::XsoarPoller, args, parent)
+                    .await
+                    .map(|(a, _)| ChildRef::Xsoar(a))
+            }
             ChildId::Role(i) => {
                 let spec = &REACTIVE_ROLES[i];
                 let args = role::Args {
@@ -649,8 +673,10 @@ impl State {
             return;
         }
         // Idle means the whole SOC is: every role's group, whichever processes run them, and
-        // the feed, if this process reads it.
-        if !self.ctx.config.supervisor.runs("source") || self.ctx.source_stats.is_done() {
+        // the feed, if this process reads one (XSOAR is polled for ever: never idle).
+        let feed_done = !self.ctx.config.supervisor.runs("source")
+            || (!self.ctx.config.xsoar.enabled() && self.ctx.source_stats.is_done());
+        if feed_done {
             let groups: Vec<(Topic, &str)> =
                 REACTIVE_ROLES.iter().map(|r| (r.input, r.name)).collect();
             match self.ctx.bus.group_states(&groups).await {

@@ -14,6 +14,7 @@ pub mod role;
 pub mod sentinel;
 pub mod threat_intel;
 pub mod tier2;
+pub mod xsoar;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! never a panic, and never stops the feed.
 
 pub mod jsonl;
+pub mod xsoar;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,0 +1,278 @@
+//! Cortex XSOAR as an alert source: the incident search API, and incidents mapped to alerts.
+//!
+//! `POST <url>/incidents/search` with `{"filter": {"query", "fromDate", "page", "size",
+//! "sort": created ascending}}` returns `{"total", "data": [incident]}`. XSOAR 6 takes the API
+//! key in `Authorization`; XSOAR 8 (and XSIAM) also needs the key's id in `x-xdr-auth-id`
+//! (`api_key_id`), and its `url` includes the `/xsoar/public/v1` prefix.
+//!
+//! Every incident field is untrusted: a malformed incident is counted and skipped, never a
+//! crash; text is kept as data for the roles to quote.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::llm::Secret;
+use crate::proto::Alert;
+
+/// `[xsoar]`: where incidents come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XsoarConfig {
+    /// Base URL of the API (XSOAR 8: `https://api-<tenant>/xsoar/public/v1`); empty: off.
+    pub url: String,
+    /// API key (`SOC_XSOAR_API_KEY`).
+    pub api_key: Option<Secret>,
+    /// XSOAR 8 API key id, sent as `x-xdr-auth-id` (`SOC_XSOAR_API_KEY_ID`); unset: XSOAR 6.
+    pub api_key_id: Option<String>,
+    /// Incident query (XSOAR query language).
+    pub query: String,
+    /// Seconds between polls.
+    pub poll_s: u64,
+    /// Incidents per page.
+    pub page_size: u32,
+    /// Where the first poll starts (RFC 3339), before any cursor is stored; empty: now.
+    pub start: String,
+    /// The site (tenant) these incidents belong to.
+    pub site: Option<String>,
+    /// Timeout of each request, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for XsoarConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            api_key: None,
+            api_key_id: None,
+            query: "-status:closed".into(),
+            poll_s: 30,
+            page_size: 100,
+            start: String::new(),
+            site: None,
+            timeout_ms: 15_000,
+        }
+    }
+}
+
+impl XsoarConfig {
+    /// Whether XSOAR is polled.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// Checks the URL, the key and the numbers.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| format!("xsoar.url {:?} is not a URL: {e}", self.url))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err("xsoar.url must be https (http only to loopback)".into());
+        }
+        if self.api_key.as_ref().is_none_or(|k| k.expose().is_empty()) {
+            return Err("xsoar.url is set but there is no API key (SOC_XSOAR_API_KEY)".into());
+        }
+        if self.poll_s == 0 || self.page_size == 0 || self.page_size > 1000 {
+            return Err("xsoar.poll_s must be at least 1, page_size 1 to 1000".into());
+        }
+        if !self.start.is_empty() && chrono::DateTime::parse_from_rfc3339(&self.start).is_err() {
+            return Err(format!(
+                "xsoar.start {:?} is not an RFC 3339 time",
+                self.start
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An XSOAR API client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Secret,
+    key_id: Option<String>,
+}
+
+impl Client {
+    /// A client of `config`'s API (`None` when XSOAR is off).
+    pub fn new(config: &XsoarConfig) -> Result<Option<Self>, String> {
+        let Some(key) = config.api_key.clone().filter(|_| config.enabled()) else {
+            return Ok(None);
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Self {
+            http,
+            base: config.url.trim_end_matches('/').to_owned(),
+            key,
+            key_id: config.api_key_id.clone(),
+        }))
+    }
+
+    /// One page of incidents created at or after `from` (RFC 3339), oldest first.
+    pub async fn search(
+        &self,
+        query: &str,
+        from: &str,
+        page: u32,
+        size: u32,
+    ) -> Result<Vec<Value>, String> {
+        let body = json!({"filter": {
+            "query": query, "fromDate": from, "page": page, "size": size,
+            "sort": [{"field": "created", "asc": true}]
+        }});
+        let mut request = self
+            .http
+            .post(format!("{}/incidents/search", self.base))
+            .header("Authorization", self.key.expose())
+            .header("Accept", "application/json")
+            .json(&body);
+        if let Some(id) = &self.key_id {
+            request = request.header("x-xdr-auth-id", id);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("XSOAR unreachable: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let excerpt: String = text.chars().take(300).collect();
+            return Err(format!("XSOAR answered {status}: {excerpt}"));
+        }
+        let answer: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
+        Ok(match answer.get("data") {
+            Some(Value::Array(data)) => data.clone(),
+            // No incidents: XSOAR sends `"data": null`.
+            _ => Vec::new(),
+        })
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The first value of `incident`'s labels of any of `types`, or of its custom fields `keys`.
+fn field(incident: &Value, types: &[&str], keys: &[&str]) -> Option<String> {
+    let custom = incident.get("CustomFields");
+    keys.iter()
+        .find_map(|k| text(custom.and_then(|c| c.get(*k))))
+        .or_else(|| {
+            incident
+                .get("labels")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|l| {
+                    l.get("type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| types.iter().any(|x| x.eq_ignore_ascii_case(t)))
+                })
+                .and_then(|l| text(l.get("value")))
+        })
+}
+
+fn rfc3339(v: Option<&Value>) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(v?.as_str()?).ok()?;
+    Some(
+        t.with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+/// The incident's ticket id in the SOC: `xsoar-<id>`.
+pub fn ticket_of(id: &str) -> String {
+    format!("xsoar-{id}")
+}
+
+/// Maps an incident to an alert, or says why it cannot be.
+pub fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
+    let id = text(incident.get("id")).ok_or("incident without an id")?;
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!("incident id {id:?} is not an XSOAR id"));
+    }
+    let created = rfc3339(incident.get("created"))
+        .ok_or(format!("incident {id}: no RFC 3339 `created` time"))?;
+    let occurred = rfc3339(incident.get("occurred")).unwrap_or_else(|| created.clone());
+    let modified = rfc3339(incident.get("modified")).unwrap_or_else(|| created.clone());
+    let src_ips: Vec<String> = field(incident, &["SourceIP", "src_ip", "srcip"], &["sourceip"])
+        .into_iter()
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+                .collect::<Vec<_>>()
+        })
+        .take(10)
+        .collect();
+    Ok(Alert {
+        ticket_id: ticket_of(&id),
+        site: site.map(str::to_owned),
+        source: text(incident.get("sourceBrand")).map_or_else(
+            || "xsoar".to_owned(),
+            |b| b.to_ascii_lowercase().replace(' ', "_"),
+        ),
+        rule_id: text(incident.get("type")).unwrap_or_else(|| "Unclassified".into()),
+        rule_name: text(incident.get("name")).unwrap_or_else(|| format!("XSOAR incident {id}")),
+        host: field(incident, &["Host", "hostname"], &["hostname", "devicename"])
+            .unwrap_or_else(|| "unknown".into()),
+        user: field(
+            incident,
+            &["User", "username"],
+            &["username", "accountname"],
+        ),
+        src_ips,
+        first_seen: occurred.min(created.clone()),
+        last_seen: modified.max(created),
+        alert_count: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incidents_map_to_alerts_and_bad_ones_are_refused() {
+        let incident = json!({
+            "id": "1042", "name": "Brute force on web-1", "type": "Authentication",
+            "created": "2026-11-20T10:00:00.123+02:00", "occurred": "2026-11-20T07:59:00Z",
+            "modified": "2026-11-20T08:10:00Z", "sourceBrand": "Splunk Py",
+            "labels": [{"type": "SourceIP", "value": "203.0.113.9, not-an-ip"},
+                       {"type": "User", "value": "alice"}],
+            "CustomFields": {"hostname": "web-1"}
+        });
+        let a = to_alert(&incident, Some("hq")).unwrap();
+        assert_eq!(a.ticket_id, "xsoar-1042");
+        assert_eq!(
+            (a.host.as_str(), a.user.as_deref()),
+            ("web-1", Some("alice"))
+        );
+        assert_eq!(a.src_ips, ["203.0.113.9"]);
+        assert_eq!(a.source, "splunk_py");
+        assert_eq!(a.first_seen, "2026-11-20T07:59:00.000Z");
+        assert_eq!(a.last_seen, "2026-11-20T08:10:00.000Z");
+        assert_eq!(a.site.as_deref(), Some("hq"));
+        for bad in [
+            json!({"name": "no id", "created": "2026-11-20T10:00:00Z"}),
+            json!({"id": "../x", "created": "2026-11-20T10:00:00Z"}),
+            json!({"id": "7", "created": "yesterday"}),
+            json!("not an object"),
+        ] {
+            assert!(to_alert(&bad, None).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! XSOAR as an alert source, against a local server that replays XSOAR incident-search
+//! responses (`tests/fixtures/xsoar/incidents.json`, in the shape the XSOAR API documents):
+//! incidents become alerts once each, a malformed one is skipped, XSOAR 8 authentication
+//! headers are sent, and a restart resumes from the stored cursor on a real Redis.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests own and abort the tasks they spawn"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    reason = "tests: a failure should fail loudly"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use soc_runtime::bus::Topic;
+use soc_runtime::config::{Backend, Config};
+
+/// What the replay server was asked: Authorization, x-xdr-auth-id, the filter.
+type Asked = (String, String, Value);
+
+struct Replay {
+    incidents: Vec<Value>,
+    /// How many of the recorded incidents exist yet.
+    visible: AtomicUsize,
+    asked: Mutex<Vec<Asked>>,
+}
+
+async fn search(
+    State(r): State<Arc<Replay>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let filter = body["filter"].clone();
+    r.asked.lock().push((
+        header("authorization"),
+        header("x-xdr-auth-id"),
+        filter.clone(),
+    ));
+    let from = chrono::DateTime::parse_from_rfc3339(filter["fromDate"].as_str().unwrap()).unwrap();
+    let matching: Vec<&Value> = r.incidents[..r.visible.load(Ordering::SeqCst)]
+        .iter()
+        .filter(|i| {
+            // Incidents whose time does not parse are returned as they are.
+            i["created"]
+                .as_str()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .is_none_or(|c| c >= from)
+        })
+        .collect();
+    let size = filter["size"].as_u64().unwrap() as usize;
+    let page = filter["page"].as_u64().unwrap() as usize;
+    let data: Vec<&Value> = matching
+        .iter()
+        .skip(page * size)
+        .take(size)
+        .copied()
+        .collect();
+    Json(json!({
+        "total": matching.len(),
+        "data": if data.is_empty() { Value::Null } else { json!(data) }
+    }))
+}
+
+async fn alerts(bus: &soc_runtime::bus::Bus) -> Vec<soc_runtime::proto::Alert> {
+    bus.read_all(Topic::Audit)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.fields.decode_envelope().ok())
+        .filter_map(|e| match e.event {
+            soc_runtime::proto::Event::AlertReceived(a) => Some(a.alert),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_cursor() {
+    common::logs();
+    let recorded: Value =
+        serde_json::from_str(include_str!("fixtures/xsoar/incidents.json")).unwrap();
+    let replay = Arc::new(Replay {
+        incidents: recorded["data"].as_array().unwrap().clone(),
+        visible: AtomicUsize::new(4),
+        asked: Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/xsoar/public/v1/incidents/search",
+            axum::routing::post(search),
+        )
+        .with_state(replay.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/xsoar/public/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = common::redis_url();
+    let namespace = common::Namespace::new(&redis, "xsoar");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.bus.backend = Backend::Redis;
+    config.bus.redis_url = redis;
+    config.bus.settings.namespace = namespace.name().to_owned();
+    config.http.addr = "off".into();
+    config.calendar.enabled = false;
+    config.xsoar = soc_runtime::ingest::xsoar::XsoarConfig {
+        url,
+        api_key: Some(soc_runtime::llm::Secret::new("xsoar-key-for-tests")),
+        api_key_id: Some("17".into()),
+        poll_s: 1,
+        page_size: 2,
+        start: "2026-11-01T00:00:00Z".into(),
+        site: Some("hq".into()),
+        ..Default::default()
+    };
+    config.validate().unwrap();
+
+    let start = |config: Config| async move {
+        soc_runtime::runtime::Runtime::start(
+            config,
+            soc_runtime::supervisor::RuntimeOptions::default(),
+        )
+        .await
+        .unwrap()
+    };
+    let runtime = start(config.clone()).await;
+    let bus = runtime.bus().clone();
+    let first = common::wait_for("three alerts", Duration::from_secs(30), || async {
+        let a = alerts(&bus).await;
+        (a.len() >= 3).then_some(a)
+    })
+    .await;
+    let mut tickets: Vec<&str> = first.iter().map(|a| a.ticket_id.as_str()).collect();
+    tickets.sort_unstable();
+    assert_eq!(
+        tickets,
+        ["xsoar-1201", "xsoar-1202", "xsoar-1204"],
+        "1203 is malformed"
+    );
+    let mail = first.iter().find(|a| a.ticket_id == "xsoar-1201").unwrap();
+    assert_eq!(
+        (
+            mail.host.as_str(),
+            mail.user.as_deref(),
+            mail.site.as_deref()
+        ),
+        ("mail-gw", Some("j.doe"), Some("hq"))
+    );
+    assert_eq!(mail.src_ips, ["198.51.100.23"]);
+    assert_eq!(mail.rule_id, "Authentication");
+    assert_eq!(mail.source, "splunk_py");
+    let ws = first.iter().find(|a| a.ticket_id == "xsoar-1202").unwrap();
+    assert_eq!(
+        (ws.host.as_str(), ws.user.as_deref()),
+        ("ws-0142", Some("CORP\\m.smith"))
+    );
+    // XSOAR 8 authentication on every request; paged two at a time, oldest first.
+    {
+        let asked = replay.asked.lock();
+        assert!(
+            asked
+                .iter()
+                .all(|(auth, id, _)| auth == "xsoar-key-for-tests" && id == "17")
+        );
+        assert_eq!(asked[0].2["fromDate"], "2026-11-01T00:00:00.000Z");
+        assert_eq!(
+            asked[0].2["sort"],
+            json!([{"field": "created", "asc": true}])
+        );
+        assert_eq!(asked[0].2["query"], "-status:closed");
+        assert_eq!(
+            asked
+                .iter()
+                .take(3)
+                .map(|a| a.2["page"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+    // Later polls start from the newest incident published (1204, 09:12+01:00) and add nothing.
+    common::wait_for(
+        "a poll from the cursor",
+        Duration::from_secs(10),
+        || async {
+            replay
+                .asked
+                .lock()
+                .iter()
+                .any(|a| a.2["fromDate"] == "2026-11-20T08:12:00.000Z")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(alerts(&bus).await.len(), 3);
+    runtime.shutdown().await;
+
+    // Two incidents arrive while the poller is down; the restart resumes from its cursor.
+    replay.visible.store(6, Ordering::SeqCst);
+    let asked_before = replay.asked.lock().len();
+    let runtime = start(config).await;
+    let bus = runtime.bus().clone();
+    let all = common::wait_for("five alerts", Duration::from_secs(30), || async {
+        let a = alerts(&bus).await;
+        (a.len() >= 5).then_some(a)
+    })
+    .await;
+    let resumed_from = replay.asked.lock()[asked_before].2["fromDate"].clone();
+    assert_eq!(resumed_from, "2026-11-20T08:12:00.000Z");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut tickets: Vec<String> = alerts(&bus)
+        .await
+        .into_iter()
+        .map(|a| a.ticket_id)
+        .collect();
+    tickets.sort_unstable();
+    assert_eq!(
+        tickets,
+        [
+            "xsoar-1201",
+            "xsoar-1202",
+            "xsoar-1204",
+            "xsoar-1205",
+            "xsoar-1206"
+        ],
+        "every incident once: {all:?}"
+    );
+    runtime.shutdown().await;
+    server.abort();
+}
