@@ -42,6 +42,8 @@ pub struct Config {
     pub webex: crate::webex::WebexConfig,
     /// Cortex XSOAR as an alert source.
     pub xsoar: crate::ingest::xsoar::XsoarConfig,
+    /// Where traces go.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             approvals: crate::approvals::ApprovalsConfig::default(),
             webex: crate::webex::WebexConfig::default(),
             xsoar: crate::ingest::xsoar::XsoarConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }

@@ -23,5 +23,6 @@ pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod task;
+pub mod telemetry;
 pub mod tools;
 pub mod webex;

@@ -404,7 +404,7 @@ enum BenchBackend {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let telemetry = init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -444,6 +444,8 @@ fn main() -> ExitCode {
     });
     // A feed reader blocked on a pipe or FIFO cannot be cancelled: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // Export the spans still queued (a few seconds at most, whatever the collector does).
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -453,16 +455,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs, and traces when an OTLP endpoint is set (the environment, or `[telemetry]` in the
+/// `run` config; a config that does not load is reported by `run` itself).
+fn init_logging(cli: &Cli) -> soc_runtime::telemetry::Telemetry {
     let filter = std::env::var("SOC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let config_file = match &cli.command {
+        Some(Command::Run(args)) => args.config.as_deref(),
+        None => cli.run.config.as_deref(),
+        _ => None,
+    };
+    let telemetry = Config::load(config_file)
+        .map(|c| c.telemetry)
+        .unwrap_or_default();
+    let endpoint = soc_runtime::telemetry::endpoint(|k| std::env::var(k).ok(), &telemetry);
+    soc_runtime::telemetry::init(&filter, endpoint.as_deref())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

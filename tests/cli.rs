@@ -1186,3 +1186,199 @@ async fn two_processes_share_the_roles_and_a_killed_ones_pending_work_goes_to_th
     let src = summary(&dir.path().join("source.json"));
     assert_eq!(src["alerts_in"].as_u64().unwrap(), n as u64);
 }
+
+/// A span as an OTLP receiver got it: hex ids, name, the exporting process.
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    instance: String,
+    attributes: Vec<(String, String)>,
+}
+
+/// A real OTLP/HTTP traces receiver: decodes what exporters send with the official OTLP
+/// protobuf types (opentelemetry-proto) and keeps every span.
+async fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<parking_lot::Mutex<Vec<ReceivedSpan>>>,
+    tokio_util::task::AbortOnDropHandle<()>,
+) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    let spans = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let keep = spans.clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    };
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
+                };
+                let mut got = keep.lock();
+                for rs in request.resource_spans {
+                    let instance = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.instance.id")
+                        .map(|a| text(&a.value))
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            got.push(ReceivedSpan {
+                                trace_id: hex(&s.trace_id),
+                                span_id: hex(&s.span_id),
+                                parent: hex(&s.parent_span_id),
+                                name: s.name,
+                                instance: instance.clone(),
+                                attributes: s
+                                    .attributes
+                                    .iter()
+                                    .map(|a| (a.key.clone(), text(&a.value)))
+                                    .collect(),
+                            });
+                        }
+                    }
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "owned by the test, aborted on drop"
+    )]
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, spans, tokio_util::task::AbortOnDropHandle::new(server))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_is_one_trace_across_two_processes_and_every_role() {
+    let (endpoint, spans, _receiver) = otlp_receiver().await;
+    let redis = common::RedisServer::start(false);
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "tr", 6);
+    let process = |roles: &str, name: &str| {
+        let mut cmd = soc();
+        cmd.args([
+            "run",
+            "--bus",
+            "redis",
+            "--redis-url",
+            &url,
+            "--http",
+            "off",
+        ])
+        .args(["--roles", roles])
+        .arg("--data-dir")
+        .arg(dir.path().join(name))
+        .env("SOC_OTLP_ENDPOINT", &endpoint);
+        cmd
+    };
+    let mut front = spawn_running(
+        process("source,sentinel,tier2", "front")
+            .arg("--alerts")
+            .arg(&feed),
+    );
+    let mut back = spawn_running(&mut process("ir_lead,threat_intel", "back"));
+    let bus = redis_bus(&url, "").await;
+    // Wait for an escalated case to be attributed by Threat Intel (the last role).
+    let (ticket, trace) =
+        common::wait_for("an attributed case", Duration::from_secs(60), || async {
+            let envelopes: Vec<_> = bus
+                .read_all(Topic::Audit)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| e.fields.decode_envelope().ok())
+                .collect();
+            let ticket = envelopes
+                .iter()
+                .find(|e| matches!(e.event, soc_runtime::proto::Event::ThreatIntelReport(_)))?
+                .correlation_id
+                .clone();
+            let received = envelopes.iter().find(|e| {
+                e.correlation_id == ticket
+                    && matches!(e.event, soc_runtime::proto::Event::AlertReceived(_))
+            })?;
+            let tp = soc_runtime::proto::Traceparent::parse(received.traceparent.as_deref()?)?;
+            Some((ticket, format!("{:032x}", tp.trace_id)))
+        })
+        .await;
+    // Both processes drain on SIGTERM and flush their spans on the way out.
+    signal(&front, "-TERM");
+    signal(&back, "-TERM");
+    assert!(front.wait().unwrap().success());
+    assert!(back.wait().unwrap().success());
+
+    let spans = spans.lock().clone();
+    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let names: std::collections::BTreeSet<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+    for name in ["ingest", "sentinel", "tier2", "ir_lead", "threat_intel"] {
+        assert!(
+            names.contains(name),
+            "{ticket}: no {name} span in {names:?}"
+        );
+    }
+    // One root (the ingestion); every other span's parent is in the same trace.
+    let ids: std::collections::HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+    let roots: Vec<_> = trace.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert_eq!(roots[0].name, "ingest");
+    for s in &trace {
+        assert!(
+            s.parent.is_empty() || ids.contains(s.parent.as_str()),
+            "orphan {s:?}"
+        );
+    }
+    // The chain crosses the processes: triage in one, response in the other.
+    let instance = |name: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.instance.clone())
+            .unwrap()
+    };
+    assert!(instance("sentinel").ends_with(&format!(":{}", front.id())));
+    assert!(instance("ir_lead").ends_with(&format!(":{}", back.id())));
+    let span = |name: &str| *trace.iter().find(|s| s.name == name).unwrap();
+    assert_eq!(span("sentinel").parent, span("ingest").span_id);
+    assert_eq!(span("tier2").parent, span("sentinel").span_id);
+    assert_eq!(span("ir_lead").parent, span("tier2").span_id);
+    assert!(
+        span("ir_lead")
+            .attributes
+            .iter()
+            .any(|(k, v)| k == "ticket" && *v == ticket)
+    );
+    eprintln!(
+        "trace {trace_id}: {} spans from 2 processes: {names:?}",
+        trace.len(),
+        trace_id = trace[0].trace_id
+    );
+}

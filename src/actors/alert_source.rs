@@ -23,7 +23,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
 use crate::ingest::jsonl::{FeedLine, FeedReader};
-use crate::proto::{AlertReceived, Envelope, Event};
+use crate::proto::{AlertReceived, Event};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
@@ -308,7 +308,7 @@ async fn publish(
                 Ok(alert) => {
                     let ticket = alert.ticket_id.clone();
                     let key = format!("alert:{ticket}");
-                    let envelope = Envelope::new_root(
+                    let envelope = crate::telemetry::ingested(
                         PRODUCER,
                         &ticket,
                         Event::AlertReceived(AlertReceived {

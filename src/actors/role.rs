@@ -61,6 +61,22 @@ pub struct Modeled {
     delivery: Delivery,
     result: Result<Vec<Event>, LlmError>,
     attempt: u32,
+    /// The handling span the model call ran in; the commit is made in it.
+    span: tracing::Span,
+}
+
+/// The span of a role's handling of `input`: a child of the span that published it (its
+/// `traceparent`), so one incident is one trace across roles and processes.
+fn handling_span<R: Role>(input: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "handle",
+        otel.name = R::NAME,
+        role = R::NAME,
+        ticket = %input.correlation_id,
+        event_kind = input.event.kind(),
+    );
+    crate::telemetry::with_parent(&span, input.traceparent.as_deref());
+    span
 }
 
 /// Startup arguments of a role actor.
@@ -375,12 +391,7 @@ impl<R: Role> State<R> {
         let mut panic_after_commit = false;
         for delivery in deliveries {
             let input = &delivery.envelope;
-            let span = tracing::info_span!(
-                "handle",
-                role = R::NAME,
-                ticket = %input.correlation_id,
-                event_kind = input.event.kind(),
-            );
+            let span = handling_span::<R>(input);
             let _entered = span.enter();
             match self.faults.as_ref().and_then(|f| f.next()) {
                 Some(PanicPoint::BeforeCommit) => {
@@ -418,15 +429,20 @@ impl<R: Role> State<R> {
         };
         let decision = self.role.decide_with_model(delivery.envelope.clone(), llm);
         let myself = myself.clone();
-        self.thinking.spawn(async move {
-            let result = decision.await;
-            let modeled = Modeled {
-                delivery,
-                result,
-                attempt,
-            };
-            let _ = myself.send_message(Msg::Modeled(Box::new(modeled)));
-        });
+        let span = handling_span::<R>(&delivery.envelope);
+        self.thinking.spawn(tracing::Instrument::instrument(
+            async move {
+                let result = decision.await;
+                let modeled = Modeled {
+                    delivery,
+                    result,
+                    attempt,
+                    span: tracing::Span::current(),
+                };
+                let _ = myself.send_message(Msg::Modeled(Box::new(modeled)));
+            },
+            span,
+        ));
     }
 
     /// Commits the model's decision, keeps the input for a retry, or falls back to the rules.
@@ -435,7 +451,9 @@ impl<R: Role> State<R> {
             delivery,
             result,
             attempt,
+            span,
         } = modeled;
+        let _entered = span.enter();
         let input = &delivery.envelope;
         let events = match result {
             Ok(events) => {
@@ -477,7 +495,11 @@ impl<R: Role> State<R> {
         let mut outputs = Vec::with_capacity(events.len());
         for event in events {
             kinds.push(event.ordinal());
-            let envelope = input.caused(R::NAME, event);
+            let mut envelope = input.caused(R::NAME, event);
+            // Children of this handling span, when traces are exported.
+            if let Some(tp) = crate::telemetry::current_traceparent() {
+                envelope.traceparent = Some(tp);
+            }
             match Outgoing::event(&envelope) {
                 Ok(out) => outputs.push(out),
                 Err(e) => {

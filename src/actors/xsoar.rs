@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
 use crate::ingest::xsoar::{self, XsoarConfig};
-use crate::proto::{AlertReceived, Envelope, Event};
+use crate::proto::{AlertReceived, Event};
 use crate::store::Store;
 
 /// Actor name (prefixed by the runtime instance).
@@ -188,7 +188,7 @@ impl State {
                     }
                 }
                 let ticket = alert.ticket_id.clone();
-                let envelope = Envelope::new_root(
+                let envelope = crate::telemetry::ingested(
                     PRODUCER,
                     &ticket,
                     Event::AlertReceived(AlertReceived {

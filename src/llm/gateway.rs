@@ -82,6 +82,57 @@ impl Llm {
         request: ChatRequest,
         options: CallOptions,
     ) -> Result<Completion, LlmError> {
+        // A span per call, with GenAI semantic-convention attributes (and ours for what they
+        // do not name: time to first token, queueing, failover).
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = "chat",
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = "openai",
+            gen_ai.request.max_tokens = request.max_tokens,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            soc.role = %options.role,
+            soc.llm.ttft_ms = tracing::field::Empty,
+            soc.llm.queued_ms = tracing::field::Empty,
+            soc.llm.attempts = tracing::field::Empty,
+            soc.llm.failover = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result =
+            tracing::Instrument::instrument(self.call(request, options), span.clone()).await;
+        match &result {
+            Ok(c) => {
+                span.record("otel.name", format!("chat {}", c.model));
+                span.record("gen_ai.response.model", c.model.as_str());
+                span.record("gen_ai.usage.input_tokens", c.usage.prompt_tokens);
+                span.record("gen_ai.usage.output_tokens", c.usage.completion_tokens);
+                span.record(
+                    "gen_ai.response.finish_reasons",
+                    c.finish_reason.as_deref().unwrap_or(""),
+                );
+                span.record("server.address", c.endpoint.as_str());
+                span.record("soc.llm.ttft_ms", c.ttft.as_millis() as u64);
+                span.record("soc.llm.queued_ms", c.queued.as_millis() as u64);
+                span.record("soc.llm.attempts", c.attempts);
+                span.record("soc.llm.failover", c.attempts > 1);
+            }
+            Err(e) => {
+                span.record("error.type", e.to_string().as_str());
+            }
+        }
+        result
+    }
+
+    async fn call(
+        &self,
+        request: ChatRequest,
+        options: CallOptions,
+    ) -> Result<Completion, LlmError> {
         let deadline = options.deadline.unwrap_or(self.default_deadline);
         let (reply, answer) = oneshot::channel();
         let call = Call::new(request, options, deadline, reply);

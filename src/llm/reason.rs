@@ -289,9 +289,25 @@ pub async fn reason_checked<T: Answer>(
                 )
             } else {
                 ran += 1;
-                match tools.call(scope, name, &call.function.arguments).await {
+                let span = tracing::info_span!(
+                    "tool",
+                    otel.name = format!("execute_tool {name}"),
+                    gen_ai.operation.name = "execute_tool",
+                    gen_ai.tool.name = name,
+                    soc.role = brief.role,
+                    error.type = tracing::field::Empty,
+                );
+                let called = tracing::Instrument::instrument(
+                    tools.call(scope, name, &call.function.arguments),
+                    span.clone(),
+                )
+                .await;
+                match called {
                     Ok(text) => (text, "ran"),
-                    Err(e) => (format!("error: {e}"), "failed"),
+                    Err(e) => {
+                        span.record("error.type", e.to_string().as_str());
+                        (format!("error: {e}"), "failed")
+                    }
                 }
             };
             tracing::debug!(
