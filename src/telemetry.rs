@@ -4,8 +4,8 @@
 //! envelope ([`crate::proto::Envelope::traceparent`]), across Redis and across processes. Each
 //! role's handling of an envelope is a span whose parent is that traceparent
 //! ([`with_parent`]), and the envelopes it publishes carry the handling span's own context
-//! ([`current_traceparent`]). Model calls (`chat <model>`, GenAI semantic-convention
-//! attributes) and tool calls (`execute_tool <name>`) are spans inside the role's.
+//! ([`current_traceparent`]). Model calls (`chat`, with GenAI semantic-convention
+//! attributes: the model in `gen_ai.response.model`) and tool calls (`execute_tool <name>`) are spans inside the role's.
 //!
 //! The exporter runs a batch processor on its own thread: spans are queued and dropped when
 //! the queue is full, so a collector that is down or slow never blocks or crashes the

@@ -1187,98 +1187,9 @@ async fn two_processes_share_the_roles_and_a_killed_ones_pending_work_goes_to_th
     assert_eq!(src["alerts_in"].as_u64().unwrap(), n as u64);
 }
 
-/// A span as an OTLP receiver got it: hex ids, name, the exporting process.
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    name: String,
-    instance: String,
-    attributes: Vec<(String, String)>,
-}
-
-/// A real OTLP/HTTP traces receiver: decodes what exporters send with the official OTLP
-/// protobuf types (opentelemetry-proto) and keeps every span.
-async fn otlp_receiver() -> (
-    String,
-    std::sync::Arc<parking_lot::Mutex<Vec<ReceivedSpan>>>,
-    tokio_util::task::AbortOnDropHandle<()>,
-) {
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-    use prost::Message as _;
-    let spans = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let keep = spans.clone();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
-        .as_ref()
-        .and_then(|v| v.value.as_ref())
-    {
-        Some(Any::StringValue(s)) => s.clone(),
-        Some(Any::IntValue(i)) => i.to_string(),
-        Some(Any::BoolValue(b)) => b.to_string(),
-        Some(Any::DoubleValue(d)) => d.to_string(),
-        _ => String::new(),
-    };
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let keep = keep.clone();
-            async move {
-                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                    return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
-                };
-                let mut got = keep.lock();
-                for rs in request.resource_spans {
-                    let instance = rs
-                        .resource
-                        .iter()
-                        .flat_map(|r| &r.attributes)
-                        .find(|a| a.key == "service.instance.id")
-                        .map(|a| text(&a.value))
-                        .unwrap_or_default();
-                    for ss in rs.scope_spans {
-                        for s in ss.spans {
-                            got.push(ReceivedSpan {
-                                trace_id: hex(&s.trace_id),
-                                span_id: hex(&s.span_id),
-                                parent: hex(&s.parent_span_id),
-                                name: s.name,
-                                instance: instance.clone(),
-                                attributes: s
-                                    .attributes
-                                    .iter()
-                                    .map(|a| (a.key.clone(), text(&a.value)))
-                                    .collect(),
-                            });
-                        }
-                    }
-                }
-                (
-                    axum::http::StatusCode::OK,
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "owned by the test, aborted on drop"
-    )]
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, spans, tokio_util::task::AbortOnDropHandle::new(server))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_is_one_trace_across_two_processes_and_every_role() {
-    let (endpoint, spans, _receiver) = otlp_receiver().await;
+    let (endpoint, spans, _receiver) = common::otlp_receiver().await;
     let redis = common::RedisServer::start(false);
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
@@ -1337,7 +1248,7 @@ async fn an_incident_is_one_trace_across_two_processes_and_every_role() {
     assert!(back.wait().unwrap().success());
 
     let spans = spans.lock().clone();
-    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let trace: Vec<&common::ReceivedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let names: std::collections::BTreeSet<&str> = trace.iter().map(|s| s.name.as_str()).collect();
     for name in ["ingest", "sentinel", "tier2", "ir_lead", "threat_intel"] {
         assert!(

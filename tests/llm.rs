@@ -1684,3 +1684,122 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
         assert!(bundle.group(actor).is_some(), "{actor}");
     }
 }
+
+/// The model path in a trace: the real binary, on the real model, exporting to a real OTLP
+/// receiver; Sentinel's handling span holds its GenAI `chat` spans and its tool calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_and_tool_calls_are_spans_in_the_incidents_trace() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let server = ModelServer::start_threads(1, 2).await;
+    let (endpoint, spans, _receiver) = common::otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "gt", 1);
+    let config = dir.path().join("soc.toml");
+    let list = dir.path().join("watchlist.txt");
+    std::fs::write(&list, "203.0.113.1, scanner seen across the sector\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[reasoning]\nmode = \"llm\"\n[tools]\nioc_lists = [{:?}]\n",
+            list.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
+    cmd.args(["run", "--until-idle", "--http", "off"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--alerts")
+        .arg(&feed)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("SOC_LLM_PRIMARY_URL", server.url())
+        .env("SOC_LLM_MODEL", common::llm::MODEL)
+        .env("SOC_OTLP_ENDPOINT", &endpoint)
+        .env("SOC_LOG", "warn")
+        .env_remove("SOC_BUS");
+    // The receiver keeps serving on the test's runtime while the binary runs.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let spans = spans.lock().clone();
+    let sentinel = spans
+        .iter()
+        .find(|s| s.name == "sentinel")
+        .expect("sentinel's handling span");
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == sentinel.trace_id)
+        .collect();
+    let attr = |s: &common::ReceivedSpan, key: &str| {
+        s.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let chats: Vec<_> = trace.iter().filter(|s| s.name == "chat").collect();
+    assert!(!chats.is_empty(), "no chat spans: {trace:?}");
+    for chat in &chats {
+        assert_eq!(attr(chat, "gen_ai.operation.name").as_deref(), Some("chat"));
+        assert_eq!(attr(chat, "server.address").as_deref(), Some("primary"));
+        assert!(attr(chat, "gen_ai.usage.input_tokens").is_some_and(|t| t != "0"));
+        assert!(attr(chat, "soc.llm.ttft_ms").is_some());
+        assert_eq!(attr(chat, "soc.llm.failover").as_deref(), Some("false"));
+    }
+    // Sentinel's model calls and tool calls hang off its handling span.
+    let sentinel_chats = chats
+        .iter()
+        .filter(|c| c.parent == sentinel.span_id)
+        .count();
+    assert!(sentinel_chats > 0, "{chats:?}");
+    let tools: Vec<_> = trace
+        .iter()
+        .filter(|s| s.name.starts_with("execute_tool "))
+        .collect();
+    assert!(
+        tools.iter().all(|t| attr(t, "gen_ai.tool.name").is_some()),
+        "{tools:?}"
+    );
+    // One tool span per tool call the roles report (this small model calls tools only some
+    // of the time, so the count, not its size, is what is checked).
+    let store = soc_runtime::store::Store::open(&dir.path().join("data").join("soc.db"))
+        .await
+        .unwrap();
+    let reported: i64 = store
+        .verdicts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.tool_calls_made)
+        .sum();
+    store.close().await;
+    assert_eq!(tools.len() as i64, reported, "{tools:?}");
+    let handlers: std::collections::HashSet<&str> = trace
+        .iter()
+        .filter(|s| s.name == "sentinel" || s.name == "tier2")
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert!(tools.iter().all(|t| handlers.contains(t.parent.as_str())));
+    // One handling span per role and case.
+    assert_eq!(trace.iter().filter(|s| s.name == "sentinel").count(), 1);
+    let ingest = trace
+        .iter()
+        .find(|s| s.name == "ingest")
+        .expect("ingest span");
+    assert_eq!(sentinel.parent, ingest.span_id);
+    eprintln!(
+        "trace {}: {} spans, {} chat, {} tool calls",
+        sentinel.trace_id,
+        trace.len(),
+        chats.len(),
+        tools.len()
+    );
+}

@@ -354,7 +354,10 @@ impl<R: Role> Actor for RoleActor<R> {
         match msg {
             Msg::Deliver(deliveries) => state.handle_deliveries(&myself, deliveries),
             Msg::Modeled(modeled) => state.modeled(&myself, *modeled),
-            Msg::Retry(delivery, attempt) => state.think(&myself, *delivery, attempt),
+            Msg::Retry(delivery, attempt) => {
+                let span = handling_span::<R>(&delivery.envelope);
+                state.think(&myself, *delivery, attempt, span);
+            }
             Msg::StopFeeding(reply) => {
                 state.feeder_stop.cancel();
                 if let Some(feeder) = state.feeder.take() {
@@ -401,7 +404,7 @@ impl<R: Role> State<R> {
                 None => {}
             }
             if self.llm.is_some() && self.role.wants_model(input) {
-                self.think(myself, delivery, 0);
+                self.think(myself, delivery, 0, span.clone());
                 continue;
             }
             let events = self.role.decide(input);
@@ -421,15 +424,20 @@ impl<R: Role> State<R> {
         }
     }
 
-    /// Asks the model to decide `delivery`, on a task of this actor's.
-    fn think(&mut self, myself: &ActorRef<Msg>, delivery: Delivery, attempt: u32) {
+    /// Asks the model to decide `delivery`, on a task of this actor's, in its handling `span`.
+    fn think(
+        &mut self,
+        myself: &ActorRef<Msg>,
+        delivery: Delivery,
+        attempt: u32,
+        span: tracing::Span,
+    ) {
         while self.thinking.try_join_next().is_some() {}
         let Some(llm) = self.llm.clone() else {
             return;
         };
         let decision = self.role.decide_with_model(delivery.envelope.clone(), llm);
         let myself = myself.clone();
-        let span = handling_span::<R>(&delivery.envelope);
         self.thinking.spawn(tracing::Instrument::instrument(
             async move {
                 let result = decision.await;

@@ -86,7 +86,6 @@ impl Llm {
         // do not name: time to first token, queueing, failover).
         let span = tracing::info_span!(
             "chat",
-            otel.name = "chat",
             otel.kind = "client",
             gen_ai.operation.name = "chat",
             gen_ai.system = "openai",
@@ -107,7 +106,6 @@ impl Llm {
             tracing::Instrument::instrument(self.call(request, options), span.clone()).await;
         match &result {
             Ok(c) => {
-                span.record("otel.name", format!("chat {}", c.model));
                 span.record("gen_ai.response.model", c.model.as_str());
                 span.record("gen_ai.usage.input_tokens", c.usage.prompt_tokens);
                 span.record("gen_ai.usage.output_tokens", c.usage.completion_tokens);

@@ -376,3 +376,92 @@ pub async fn audited_decisions(
         })
         .collect()
 }
+
+/// A span as an OTLP receiver got it: hex ids, name, the exporting process.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent: String,
+    pub name: String,
+    pub instance: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A real OTLP/HTTP traces receiver: decodes what exporters send with the official OTLP
+/// protobuf types (opentelemetry-proto) and keeps every span.
+pub async fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<parking_lot::Mutex<Vec<ReceivedSpan>>>,
+    tokio_util::task::AbortOnDropHandle<()>,
+) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    let spans = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let keep = spans.clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    };
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
+                };
+                let mut got = keep.lock();
+                for rs in request.resource_spans {
+                    let instance = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.instance.id")
+                        .map(|a| text(&a.value))
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            got.push(ReceivedSpan {
+                                trace_id: hex(&s.trace_id),
+                                span_id: hex(&s.span_id),
+                                parent: hex(&s.parent_span_id),
+                                name: s.name,
+                                instance: instance.clone(),
+                                attributes: s
+                                    .attributes
+                                    .iter()
+                                    .map(|a| (a.key.clone(), text(&a.value)))
+                                    .collect(),
+                            });
+                        }
+                    }
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "owned by the test, aborted on drop"
+    )]
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, spans, tokio_util::task::AbortOnDropHandle::new(server))
+}
