@@ -1293,3 +1293,24 @@ async fn an_incident_is_one_trace_across_two_processes_and_every_role() {
         trace_id = trace[0].trace_id
     );
 }
+
+#[test]
+fn a_collector_that_is_down_never_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "down", 200);
+    // Nothing listens there: every export fails.
+    let closed = format!("http://127.0.0.1:{}/v1/traces", common::free_port());
+    let json = dir.path().join("summary.json");
+    let out = run(soc()
+        .args(["run", "--until-idle", "--http", "off", "--alerts"])
+        .arg(&feed)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--summary-json")
+        .arg(&json)
+        .env("SOC_OTLP_ENDPOINT", &closed));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert_eq!(s["alerts_in"], 200);
+    assert_eq!(s["roles"]["sentinel"]["committed"], 200);
+}
