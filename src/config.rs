@@ -213,14 +213,17 @@ pub struct SupervisorConfig {
 }
 
 /// What `supervisor.roles` (`--roles`, `SOC_ROLES`) can name: the reactive roles, the alert
-/// source and the calendar roles.
-pub const PARTS: [&str; 6] = [
+/// source, the calendar roles, and `approvals` (the dashboard, the approval pages, the Webex
+/// webhook and the Webex cards: run it in exactly one process, whose store holds the
+/// decisions).
+pub const PARTS: [&str; 7] = [
     "sentinel",
     "tier2",
     "ir_lead",
     "threat_intel",
     "source",
     "calendar",
+    "approvals",
 ];
 
 impl SupervisorConfig {
@@ -345,6 +348,17 @@ impl Config {
         self.approvals.validate().map_err(ConfigError::Invalid)?;
         self.webex.validate().map_err(ConfigError::Invalid)?;
         self.xsoar.validate().map_err(ConfigError::Invalid)?;
+        if let Some(addr) = self.http.socket_addr()?
+            && !addr.ip().is_loopback()
+            && self.approvals.approvers.is_empty()
+            && self.approvals.sso_header.is_empty()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "http.addr {addr} is reachable from other hosts, but nobody can sign in: the \
+                 dashboard would be open to anyone. Configure [[approvals.approvers]] or an SSO \
+                 proxy (approvals.sso_header), or listen on loopback"
+            )));
+        }
         if self.webex.sends_cards()
             && self.webex.approvals_url.is_empty()
             && self

@@ -30,18 +30,38 @@ const CASES: usize = 15;
 /// Campaign window, before the newest case.
 const CAMPAIGN_WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
 
+/// How long the campaigns panel is reused: clustering reads the window's indicators.
+const CAMPAIGNS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the dashboard reads.
 pub struct Dashboard {
-    /// Sign-in (shared with the approval pages).
-    pub web: Arc<Web>,
-    /// Counters and the bus.
-    pub sources: Arc<Sources>,
-    /// The supervisor's view of its children.
-    pub health: Arc<Health>,
-    /// The store.
-    pub pool: SqlitePool,
-    /// Where `last-backtest.json` is.
-    pub data_dir: PathBuf,
+    web: Arc<Web>,
+    sources: Arc<Sources>,
+    health: Arc<Health>,
+    pool: SqlitePool,
+    data_dir: PathBuf,
+    campaigns: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Dashboard {
+    /// The dashboard: sign-in shared with the approval pages, the counters and the bus, the
+    /// supervisor's health, the store, and where `last-backtest.json` is.
+    pub fn new(
+        web: Arc<Web>,
+        sources: Arc<Sources>,
+        health: Arc<Health>,
+        pool: SqlitePool,
+        data_dir: PathBuf,
+    ) -> Self {
+        Self {
+            web,
+            sources,
+            health,
+            pool,
+            data_dir,
+            campaigns: tokio::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -307,6 +327,21 @@ fn backtest_panel(d: &Dashboard, body: &mut String) {
 }
 
 async fn campaigns_panel(d: &Dashboard, body: &mut String) {
+    // One clustering per minute, however many tabs refresh.
+    let mut cached = d.campaigns.lock().await;
+    if let Some((at, html)) = cached.as_ref()
+        && at.elapsed() < CAMPAIGNS_TTL
+    {
+        body.push_str(html);
+        return;
+    }
+    let mut fresh = String::new();
+    campaigns_html(d, &mut fresh).await;
+    body.push_str(&fresh);
+    *cached = Some((std::time::Instant::now(), fresh));
+}
+
+async fn campaigns_html(d: &Dashboard, body: &mut String) {
     let newest: Option<i64> = sqlx::query("SELECT MAX(first_ms) FROM cases")
         .fetch_one(&d.pool)
         .await

@@ -126,6 +126,9 @@ pub struct Args {
 
 /// What the approval pages and the Webex webhook work with.
 pub struct Pages {
+    /// Whether this process serves the dashboard, the approval pages and the Webex webhook
+    /// (the `approvals` part); without it, only `/healthz` and `/metrics`.
+    pub approval_pages: bool,
     /// The store they read and record decisions and feedback in.
     pub store: std::path::PathBuf,
     /// Approvers, sessions, the SSO proxy.
@@ -172,24 +175,28 @@ impl Actor for HttpServer {
         if let Some(pages) = args.pages {
             let store = crate::store::Store::open(&pages.store).await?;
             let pool = store.pool().clone();
-            metrics.pool = Some(pool.clone());
+            if pages.approval_pages {
+                metrics.pool = Some(pool.clone());
+            }
             let web = Arc::new(crate::approvals::web::Web::new(
                 pool.clone(),
                 pages.approvals,
             ));
             let hook =
                 crate::webex::webhook::Hook::new(pool.clone(), pages.webex, pages.knowledge)?;
-            let dashboard = crate::dashboard::Dashboard {
-                web: web.clone(),
-                sources: Arc::new(metrics.clone()),
-                health: args.health,
+            let dashboard = crate::dashboard::Dashboard::new(
+                web.clone(),
+                Arc::new(metrics.clone()),
+                args.health,
                 pool,
-                data_dir: pages.data_dir,
-            };
-            app = app
-                .merge(crate::approvals::web::routes(web))
-                .merge(crate::webex::webhook::routes(Arc::new(hook)))
-                .merge(crate::dashboard::routes(Arc::new(dashboard)));
+                pages.data_dir,
+            );
+            if pages.approval_pages {
+                app = app
+                    .merge(crate::approvals::web::routes(web))
+                    .merge(crate::webex::webhook::routes(Arc::new(hook)))
+                    .merge(crate::dashboard::routes(Arc::new(dashboard)));
+            }
         }
         app = app.merge(
             axum::Router::new()

@@ -23,6 +23,8 @@ Environment (overridden by flags, override the config file):
   SOC_ALERTS          alert feed file
   SOC_HTTP_ADDR       listen address, or `off`
   SOC_ROLES           parts this process runs (scale-out), e.g. `sentinel,tier2`
+  SOC_OTLP_ENDPOINT   OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces
+                      (OTEL_EXPORTER_OTLP_ENDPOINT and ..._TRACES_ENDPOINT also work)
   SOC_LLM_PRIMARY_URL     OpenAI-compatible model server, up to /v1 (enables the LLM gateway)
   SOC_LLM_SECONDARY_URL   failover model server
   SOC_LLM_MODEL           model name sent to every endpoint
@@ -461,15 +463,17 @@ fn init_logging(cli: &Cli) -> soc_runtime::telemetry::Telemetry {
     let filter = std::env::var("SOC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
+    // Only the SOC itself exports traces: a backtest or a report replaying history must not
+    // fill the production collector.
     let config_file = match &cli.command {
-        Some(Command::Run(args)) => args.config.as_deref(),
-        None => cli.run.config.as_deref(),
+        Some(Command::Run(args)) => Some(args.config.as_deref()),
+        None => Some(cli.run.config.as_deref()),
         _ => None,
     };
-    let telemetry = Config::load(config_file)
-        .map(|c| c.telemetry)
-        .unwrap_or_default();
-    let endpoint = soc_runtime::telemetry::endpoint(|k| std::env::var(k).ok(), &telemetry);
+    let endpoint = config_file.and_then(|file| {
+        let telemetry = Config::load(file).map(|c| c.telemetry).unwrap_or_default();
+        soc_runtime::telemetry::endpoint(|k| std::env::var(k).ok(), &telemetry)
+    });
     soc_runtime::telemetry::init(&filter, endpoint.as_deref())
 }
 
@@ -493,6 +497,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(roles) = &args.roles {
         config.supervisor.roles = soc_runtime::config::SupervisorConfig::parse_roles(roles)?;
+    }
+    if args.until_idle && !config.supervisor.runs("source") {
+        anyhow::bail!(
+            "--until-idle needs the alert source in this process (--roles ...,source): a \
+             process without it cannot tell when the feed is done"
+        );
     }
     let data_dir = config.data_dir.clone();
     let options = RuntimeOptions {

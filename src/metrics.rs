@@ -10,7 +10,9 @@
 //! `stream_pending`, `stream_lag`; `dead_letters`; the alert source's counters; the gateway's
 //! `llm_queue_depth`, `llm_in_flight`, `llm_failovers_total`, `llm_overloads_total`,
 //! `llm_tokens_total{direction}` and the rest of its counters; `approvals_pending`,
-//! `approvals_decided_total`; the projector's folded entries and errors.
+//! `approvals_decided_total` (in the process running the `approvals` part); the XSOAR
+//! poller's counters; the projector's folded entries and errors. A process reports only the
+//! roles it runs, so the scrapes of several processes add up.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -85,8 +87,10 @@ pub struct Sources {
     pub projector: Arc<ProjectorStats>,
     /// The bus (group states, dead letters).
     pub bus: Bus,
-    /// The store (approvals).
+    /// The store (approvals), in the process running the `approvals` part.
     pub pool: Option<sqlx::SqlitePool>,
+    /// The XSOAR poller, when it runs.
+    pub xsoar: Option<Arc<crate::actors::xsoar::XsoarStats>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -260,6 +264,38 @@ impl Sources {
             let _ = writeln!(out, "{name} {value}");
         }
 
+        if let Some(x) = &self.xsoar {
+            for (name, help, value) in [
+                (
+                    "soc_xsoar_published_total",
+                    "XSOAR incidents published as alerts.",
+                    &x.published,
+                ),
+                (
+                    "soc_xsoar_duplicates_total",
+                    "XSOAR incidents seen again.",
+                    &x.duplicates,
+                ),
+                (
+                    "soc_xsoar_malformed_total",
+                    "XSOAR incidents that could not be mapped.",
+                    &x.malformed,
+                ),
+                (
+                    "soc_xsoar_errors_total",
+                    "XSOAR polls that failed.",
+                    &x.errors,
+                ),
+                (
+                    "soc_xsoar_notes_total",
+                    "War-room notes written to XSOAR.",
+                    &x.notes,
+                ),
+            ] {
+                family(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {}", l(value));
+            }
+        }
         if let Some(llm) = &self.llm {
             let g = llm.snapshot();
             family(

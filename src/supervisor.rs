@@ -323,7 +323,7 @@ impl Actor for Supervisor {
             ids.push(ChildId::Gateway);
         }
         ids.push(ChildId::Projector);
-        if ctx.config.webex.sends_cards() {
+        if ctx.config.webex.sends_cards() && ctx.config.supervisor.runs("approvals") {
             ids.push(ChildId::Notifier);
         }
         let parts = &ctx.config.supervisor;
@@ -502,6 +502,7 @@ impl State {
                     addr,
                     health: ctx.health.clone(),
                     pages: Some(http::Pages {
+                        approval_pages: ctx.config.supervisor.runs("approvals"),
                         store: ctx.store_path.clone(),
                         approvals: ctx.config.approvals.clone(),
                         webex: ctx.config.webex.clone(),
@@ -509,10 +510,13 @@ impl State {
                         data_dir: ctx.config.data_dir.clone(),
                     }),
                     metrics: crate::metrics::Sources {
+                        // Only the roles this process runs: several processes' scrapes add up.
                         roles: REACTIVE_ROLES
                             .iter()
+                            .filter(|r| ctx.config.supervisor.runs(r.name))
                             .map(|r| (r.name, (r.input, ctx.role_stats[r.name].clone())))
                             .collect(),
+                        xsoar: ctx.config.xsoar.enabled().then(|| ctx.xsoar_stats.clone()),
                         source: ctx.source_stats.clone(),
                         llm: ctx.llm_stats.clone(),
                         projector: ctx.projector_stats.clone(),

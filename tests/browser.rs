@@ -281,9 +281,17 @@ async fn the_dashboard_renders_its_panels_in_a_real_browser() {
     let sites = summary["per_site"].as_object().unwrap().len();
     assert!(sites > 0);
 
+    // The feed ends with an alert whose text is markup: the page must show it, not run it.
+    let feed = common::synthetic_feed(dir.path(), "dash", 12);
+    let mut text = std::fs::read_to_string(&feed).unwrap();
+    text.push_str(
+        r#"{"ticket_id":"dash-hostile","source":"suricata","rule_id":"R0","rule_name":"<img src=x onerror=alert(1)>","host":"<script>window.pwned=1</script>","first_seen":"2026-01-01T00:00:00Z","last_seen":"2026-01-01T00:05:00Z","alert_count":1}"#,
+    );
+    text.push('\n');
+    std::fs::write(&feed, text).unwrap();
     let mut config = Config {
         data_dir: data,
-        alerts: Some(common::synthetic_feed(dir.path(), "dash", 60)),
+        alerts: Some(feed),
         ..Config::default()
     };
     config.http.addr = "127.0.0.1:0".into();
@@ -345,6 +353,12 @@ async fn the_dashboard_renders_its_panels_in_a_real_browser() {
     assert!(browser.count("#approvals .approval").await > 0);
     assert_eq!(browser.count("#backtest svg.chart rect").await, 3 * sites);
     assert!(browser.text("#status").await == "ok");
+    // The hostile alert is listed as text; the page holds no script or image at all.
+    let page = browser.source().await;
+    assert!(page.contains("dash-hostile"), "the hostile case is listed");
+    assert!(page.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;"));
+    assert_eq!(browser.count("script").await, 0);
+    assert_eq!(browser.count("img").await, 0);
     drop(browser);
     runtime.shutdown().await;
     store.close().await;

@@ -1314,3 +1314,28 @@ fn a_collector_that_is_down_never_stops_the_run() {
     assert_eq!(s["alerts_in"], 200);
     assert_eq!(s["roles"]["sentinel"]["committed"], 200);
 }
+
+#[test]
+fn roles_are_checked_and_until_idle_needs_the_source() {
+    let out = run(soc().args(["run", "--bus", "redis", "--roles", "tier2", "--until-idle"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--until-idle needs the alert source"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(soc().args(["run", "--bus", "redis", "--roles", "tier2,janitor"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown role \"janitor\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(soc().args(["run", "--roles", "tier2", "--http", "off"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("use --bus redis"),
+        "{}",
+        text(&out.stderr)
+    );
+}

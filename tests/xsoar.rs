@@ -36,6 +36,22 @@ struct Replay {
     /// How many of the recorded incidents exist yet.
     visible: AtomicUsize,
     asked: Mutex<Vec<Asked>>,
+    /// War-room entries written: (Authorization, body).
+    entries: Mutex<Vec<(String, Value)>>,
+}
+
+async fn entry(
+    State(r): State<Arc<Replay>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    r.entries.lock().push((auth, body.clone()));
+    Json(json!([{"id": format!("{}@{}", r.entries.lock().len(), body["id"]), "type": 1}]))
 }
 
 async fn search(
@@ -103,12 +119,14 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
         incidents: recorded["data"].as_array().unwrap().clone(),
         visible: AtomicUsize::new(4),
         asked: Mutex::new(Vec::new()),
+        entries: Mutex::new(Vec::new()),
     });
     let app = axum::Router::new()
         .route(
             "/xsoar/public/v1/incidents/search",
             axum::routing::post(search),
         )
+        .route("/xsoar/public/v1/entry", axum::routing::post(entry))
         .with_state(replay.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/xsoar/public/v1", listener.local_addr().unwrap());
@@ -134,6 +152,7 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
         page_size: 2,
         start: "2026-11-01T00:00:00Z".into(),
         site: Some("hq".into()),
+        write_notes: true,
         ..Default::default()
     };
     config.validate().unwrap();
@@ -191,14 +210,11 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
             json!([{"field": "created", "asc": true}])
         );
         assert_eq!(asked[0].2["query"], "-status:closed");
-        assert_eq!(
-            asked
-                .iter()
-                .take(3)
-                .map(|a| a.2["page"].as_u64().unwrap())
-                .collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
+        assert_eq!(asked[0].2["page"], 0);
+        // Each next page is asked from the newest incident seen (not by offset), by page
+        // number only past a page of one instant.
+        assert_eq!(asked[1].2["fromDate"], "2026-11-20T08:03:55.000Z");
+        assert_eq!(asked[1].2["page"], 0);
     }
     // Later polls start from the newest incident published (1204, 09:12+01:00) and add nothing.
     common::wait_for(
@@ -247,6 +263,48 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
         ],
         "every incident once: {all:?}"
     );
+    // Each incident's triage went to its war room once, across the restart; each plan too.
+    let groups: Vec<_> = soc_runtime::supervisor::REACTIVE_ROLES
+        .iter()
+        .map(|r| (r.input, r.name))
+        .collect();
+    common::wait_for("the roles idle", Duration::from_secs(30), || async {
+        let states = bus.group_states(&groups).await.unwrap();
+        states.iter().all(|s| s.is_idle()).then_some(())
+    })
+    .await;
+    let plans = bus
+        .read_all(Topic::Audit)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.fields.decode_envelope().ok())
+        .filter(|e| matches!(e.event, soc_runtime::proto::Event::IrPlan(_)))
+        .count();
+    let entries = common::wait_for("the war-room notes", Duration::from_secs(30), || async {
+        let entries = replay.entries.lock().clone();
+        (entries.len() >= 5 + plans).then_some(entries)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(replay.entries.lock().len(), 5 + plans, "no note twice");
+    let mut triaged: Vec<&str> = entries
+        .iter()
+        .filter(|(_, b)| {
+            b["data"]
+                .as_str()
+                .unwrap()
+                .starts_with("**soc-runtime triage**")
+        })
+        .map(|(_, b)| b["id"].as_str().unwrap())
+        .collect();
+    triaged.sort_unstable();
+    assert_eq!(triaged, ["1201", "1202", "1204", "1205", "1206"]);
+    for (auth, body) in &entries {
+        assert_eq!(auth, "xsoar-key-for-tests");
+        assert_eq!(body["investigationId"], body["id"]);
+        assert_eq!(body["markdown"], true);
+    }
     runtime.shutdown().await;
     server.abort();
 }

@@ -6,6 +6,10 @@
 //! incident seen again, at the cursor's edge or after a restart, adds nothing), and the cursor
 //! (the newest `created` published) in the store's `source_cursors` once its page is accepted.
 //!
+//! With `write_notes`, each poll also writes the due war-room notes (`POST /entry`): the
+//! triage and the IR plan of each XSOAR incident, queued by the projector's fold in the
+//! store's `xsoar_notes`, retried with backoff when XSOAR refuses.
+//!
 //! A restart resumes from the stored cursor. XSOAR unreachable or answering an error: counted,
 //! logged, retried at the next poll. A malformed incident is counted and skipped.
 
@@ -59,6 +63,8 @@ pub struct XsoarStats {
     pub malformed: AtomicU64,
     /// Polls that failed (XSOAR or the bus unreachable).
     pub errors: AtomicU64,
+    /// War-room notes written.
+    pub notes: AtomicU64,
 }
 
 /// The poller actor.
@@ -83,12 +89,17 @@ impl Actor for XsoarPoller {
     ) -> Result<State, ActorProcessingErr> {
         let client = xsoar::Client::new(&args.config)?.ok_or("XSOAR is not configured")?;
         let store = Store::open(&args.store).await?;
-        myself.send_message(Msg::Poll)?;
-        Ok(State {
+        let state = State {
             client,
             store,
             args,
-        })
+        };
+        // The first start's cursor is kept at once: incidents created while XSOAR is still
+        // unreachable are not skipped by a later `now`.
+        let cursor = state.cursor().await?;
+        state.save_cursor(&cursor).await?;
+        myself.send_message(Msg::Poll)?;
+        Ok(state)
     }
 
     async fn handle(
@@ -102,6 +113,11 @@ impl Actor for XsoarPoller {
                 if let Err(e) = state.poll().await {
                     state.args.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "polling XSOAR failed; retrying at the next poll");
+                }
+                if state.args.config.write_notes
+                    && let Err(e) = state.write_notes().await
+                {
+                    tracing::warn!(error = %e, "reading the XSOAR note queue failed");
                 }
                 myself.send_after(Duration::from_secs(state.args.config.poll_s), || Msg::Poll);
             }
@@ -156,19 +172,87 @@ impl State {
         Ok(())
     }
 
-    /// Reads every page from the cursor, publishes each, advances the cursor.
+    /// Writes the due war-room notes, oldest first; a failed one is retried with backoff
+    /// (doubling from 2 s to 5 min), then given up after 10 attempts.
+    async fn write_notes(&mut self) -> Result<(), String> {
+        let now = crate::proto::now_ms();
+        let rows = sqlx::query(
+            "SELECT note_id, incident, body, attempts FROM xsoar_notes WHERE status = 'queued' \
+             AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT 20",
+        )
+        .bind(now)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+        for row in rows {
+            let note_id: String = row.get(0);
+            let attempts = row.get::<i64, _>(3).saturating_add(1);
+            let sent = self
+                .client
+                .add_entry(&row.get::<String, _>(1), &row.get::<String, _>(2))
+                .await;
+            let (status, next, error) = match sent {
+                Ok(()) => {
+                    self.args.stats.notes.fetch_add(1, Ordering::Relaxed);
+                    ("sent", now, None)
+                }
+                Err(e) if attempts < 10 => {
+                    let delay_ms = (2_000i64 << (attempts - 1).min(8)).min(300_000);
+                    tracing::warn!(note = %note_id, attempts, error = %e, "war-room note not written; retrying");
+                    ("queued", now + delay_ms, Some(e))
+                }
+                Err(e) => {
+                    tracing::error!(note = %note_id, attempts, error = %e, "war-room note given up");
+                    ("failed", now, Some(e))
+                }
+            };
+            sqlx::query(
+                "UPDATE xsoar_notes SET status = ?, attempts = ?, next_attempt_ms = ?, \
+                 last_error = ? WHERE note_id = ?",
+            )
+            .bind(status)
+            .bind(attempts)
+            .bind(next)
+            .bind(error)
+            .bind(&note_id)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reads from the cursor page by page, publishes each incident, and moves the cursor to the
+    /// newest incident time seen after each page. Every page is asked from the moved cursor
+    /// (not by offset: incidents closed or indexed late would shift the pages); incidents at
+    /// the cursor's edge come again and are deduplicated. Only a full page of one instant
+    /// moves on by page number.
     async fn poll(&mut self) -> Result<(), String> {
-        let config = &self.args.config;
-        let from = self.cursor().await?;
-        let mut newest = from.clone();
-        for page in 0..MAX_PAGES {
+        let config = self.args.config.clone();
+        let mut from = self.cursor().await?;
+        let mut page = 0;
+        for _ in 0..MAX_PAGES {
             let incidents = self
                 .client
                 .search(&config.query, &from, page, config.page_size)
                 .await?;
             let full = incidents.len() >= config.page_size as usize;
+            let mut newest = from.clone();
             let mut commits = Vec::with_capacity(incidents.len());
             for incident in &incidents {
+                // The cursor moves past malformed incidents too, so they cannot stall it.
+                if let Some(created) = incident
+                    .get("created")
+                    .and_then(|c| c.as_str())
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                {
+                    let created = created
+                        .with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    if created > newest {
+                        newest = created;
+                    }
+                }
                 let alert = match xsoar::to_alert(incident, config.site.as_deref()) {
                     Ok(a) => a,
                     Err(e) => {
@@ -177,16 +261,6 @@ impl State {
                         continue;
                     }
                 };
-                if let Some(created) = incident.get("created").and_then(|c| c.as_str())
-                    && let Ok(t) = chrono::DateTime::parse_from_rfc3339(created)
-                {
-                    let created = t
-                        .with_timezone(&chrono::Utc)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                    if created > newest {
-                        newest = created;
-                    }
-                }
                 let ticket = alert.ticket_id.clone();
                 let envelope = crate::telemetry::ingested(
                     PRODUCER,
@@ -214,11 +288,18 @@ impl State {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Published: the cursor may move.
+            self.save_cursor(&newest).await?;
             if !full {
                 break;
             }
+            if newest == from {
+                page += 1;
+            } else {
+                from = newest;
+                page = 0;
+            }
         }
-        // Saved after every poll, the first included: a cursor of `now` must not move on.
-        self.save_cursor(&newest).await
+        Ok(())
     }
 }

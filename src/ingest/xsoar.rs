@@ -38,6 +38,9 @@ pub struct XsoarConfig {
     pub site: Option<String>,
     /// Timeout of each request, ms.
     pub timeout_ms: u64,
+    /// Write the triage and the IR plan of each XSOAR incident to its war room
+    /// (`POST /entry`). Off by default.
+    pub write_notes: bool,
 }
 
 impl Default for XsoarConfig {
@@ -52,6 +55,7 @@ impl Default for XsoarConfig {
             start: String::new(),
             site: None,
             timeout_ms: 15_000,
+            write_notes: false,
         }
     }
 }
@@ -87,6 +91,27 @@ impl XsoarConfig {
         }
         Ok(())
     }
+}
+
+/// Largest search answer read, bytes (a page of 1,000 large incidents fits).
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// The body, refused past `max` bytes.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading XSOAR's answer: {e}"))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(format!(
+                "XSOAR's answer is larger than {max} bytes: refused"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An XSOAR API client.
@@ -143,18 +168,115 @@ impl Client {
             .await
             .map_err(|e| format!("XSOAR unreachable: {e}"))?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let body = read_capped(response, MAX_RESPONSE).await?;
         if !status.is_success() {
-            let excerpt: String = text.chars().take(300).collect();
+            let excerpt: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             return Err(format!("XSOAR answered {status}: {excerpt}"));
         }
-        let answer: Value = serde_json::from_str(&text)
+        let mut answer: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
-        Ok(match answer.get("data") {
-            Some(Value::Array(data)) => data.clone(),
+        Ok(match answer.get_mut("data").map(Value::take) {
+            Some(Value::Array(data)) => data,
             // No incidents: XSOAR sends `"data": null`.
             _ => Vec::new(),
         })
+    }
+}
+
+impl Client {
+    /// Adds a markdown note to `incident`'s war room (`POST /entry`).
+    pub async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), String> {
+        let body = json!({"id": incident, "investigationId": incident, "data": markdown,
+                          "markdown": true});
+        let mut request = self
+            .http
+            .post(format!("{}/entry", self.base))
+            .header("Authorization", self.key.expose())
+            .header("Accept", "application/json")
+            .json(&body);
+        if let Some(id) = &self.key_id {
+            request = request.header("x-xdr-auth-id", id);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("XSOAR unreachable: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(format!("XSOAR answered {status}: {text}"))
+    }
+}
+
+/// The XSOAR incident of a SOC ticket (`xsoar-<id>`), if it came from XSOAR.
+pub fn incident_of(ticket: &str) -> Option<&str> {
+    ticket.strip_prefix("xsoar-").filter(|id| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
+
+/// The war-room note of an event, for tickets that came from XSOAR: `(note id, incident,
+/// markdown)` for a triage or an IR plan, `None` for anything else. Alert text is escaped and
+/// defanged: a note cannot carry an attacker's link or formatting.
+pub fn note_of(event: &crate::proto::Event) -> Option<(String, String, String)> {
+    use crate::proto::Event;
+    use crate::webex::md;
+    match event {
+        Event::AlertTriaged(t) => {
+            let incident = incident_of(&t.case.ticket)?;
+            let mut note = format!(
+                "**soc-runtime triage** ({}): {:?}, confidence {:.2}, priority {}\n\n{}",
+                if t.meta.reasoner == crate::proto::ReasonerKind::Llm {
+                    "model"
+                } else {
+                    "rules"
+                },
+                t.verdict,
+                t.confidence,
+                t.priority,
+                md(&t.rationale)
+            );
+            if let Some(why) = &t.meta.needs_human_review {
+                note.push_str(&format!("\n\nNeeds human review: {}", md(why)));
+            }
+            Some((
+                format!("{}/triage", t.case.ticket),
+                incident.to_owned(),
+                note,
+            ))
+        }
+        Event::IrPlan(p) => {
+            let incident = incident_of(&p.case.ticket)?;
+            let mut note = format!(
+                "**soc-runtime IR plan** ({:?}): {}\n\nContainment (proposed; each waits for \
+                 a human decision):",
+                p.severity,
+                md(&p.summary)
+            );
+            for step in &p.containment {
+                note.push_str(&format!(
+                    "\n- {} on {}: {}",
+                    md(&step.action),
+                    md(&step.target),
+                    md(&step.description)
+                ));
+            }
+            if p.containment.is_empty() {
+                note.push_str(" none");
+            }
+            Some((format!("{}/plan", p.case.ticket), incident.to_owned(), note))
+        }
+        _ => None,
     }
 }
 

@@ -43,7 +43,11 @@ pub async fn fold_page(
     let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
     let mut proposals = Vec::new();
     let mut plans = Vec::new();
+    let mut notes = Vec::new();
     for (id, envelope) in page {
+        if let Some(note) = crate::ingest::xsoar::note_of(&envelope.event) {
+            notes.push((note, envelope.at_ms));
+        }
         match &envelope.event {
             Event::ActionProposed(p) => proposals.push((p, envelope)),
             Event::IrPlan(p) => plans.push((p, envelope)),
@@ -107,6 +111,21 @@ pub async fn fold_page(
                 .push_bind(serde_json::to_string(p).unwrap_or_default())
                 .push_bind(envelope.at_ms)
                 .push_bind(envelope.at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // Notes for XSOAR incidents' war rooms (written when `[xsoar] write_notes` is on).
+    for chunk in notes.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO xsoar_notes (note_id, incident, body, created_ms, \
+             next_attempt_ms) ",
+        );
+        q.push_values(chunk, |mut b, ((note_id, incident, body), at_ms)| {
+            b.push_bind(note_id)
+                .push_bind(incident)
+                .push_bind(body)
+                .push_bind(*at_ms)
+                .push_bind(*at_ms);
         });
         q.build().execute(&mut *tx).await?;
     }
