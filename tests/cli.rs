@@ -1317,25 +1317,22 @@ fn a_collector_that_is_down_never_stops_the_run() {
 
 #[test]
 fn roles_are_checked_and_until_idle_needs_the_source() {
-    let out = run(soc().args(["run", "--bus", "redis", "--roles", "tier2", "--until-idle"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--until-idle needs the alert source"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(soc().args(["run", "--bus", "redis", "--roles", "tier2,janitor"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("unknown role \"janitor\""),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(soc().args(["run", "--roles", "tier2", "--http", "off"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("use --bus redis"),
-        "{}",
-        text(&out.stderr)
-    );
+    for (args, says) in [
+        (
+            &["--bus", "redis", "--roles", "tier2", "--until-idle"][..],
+            "--until-idle needs the alert source",
+        ),
+        (
+            &["--bus", "redis", "--roles", "tier2,janitor"][..],
+            "unknown role \"janitor\"",
+        ),
+        (
+            &["--roles", "tier2", "--http", "off"][..],
+            "use --bus redis",
+        ),
+    ] {
+        let out = run(soc().arg("run").args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
 }

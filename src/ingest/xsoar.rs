@@ -154,25 +154,7 @@ impl Client {
             "query": query, "fromDate": from, "page": page, "size": size,
             "sort": [{"field": "created", "asc": true}]
         }});
-        let mut request = self
-            .http
-            .post(format!("{}/incidents/search", self.base))
-            .header("Authorization", self.key.expose())
-            .header("Accept", "application/json")
-            .json(&body);
-        if let Some(id) = &self.key_id {
-            request = request.header("x-xdr-auth-id", id);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("XSOAR unreachable: {e}"))?;
-        let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE).await?;
-        if !status.is_success() {
-            let excerpt: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-            return Err(format!("XSOAR answered {status}: {excerpt}"));
-        }
+        let body = self.post("incidents/search", &body).await?;
         let mut answer: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
         Ok(match answer.get_mut("data").map(Value::take) {
@@ -188,12 +170,18 @@ impl Client {
     pub async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), String> {
         let body = json!({"id": incident, "investigationId": incident, "data": markdown,
                           "markdown": true});
+        self.post("entry", &body).await.map(drop)
+    }
+
+    /// `POST <url>/<path>` with the API key (and its id, XSOAR 8); the answer's body, at most
+    /// [`MAX_RESPONSE`] bytes, or the error with the start of XSOAR's answer.
+    async fn post(&self, path: &str, body: &Value) -> Result<Vec<u8>, String> {
         let mut request = self
             .http
-            .post(format!("{}/entry", self.base))
+            .post(format!("{}/{path}", self.base))
             .header("Authorization", self.key.expose())
             .header("Accept", "application/json")
-            .json(&body);
+            .json(body);
         if let Some(id) = &self.key_id {
             request = request.header("x-xdr-auth-id", id);
         }
@@ -202,17 +190,12 @@ impl Client {
             .await
             .map_err(|e| format!("XSOAR unreachable: {e}"))?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(());
+        let body = read_capped(response, MAX_RESPONSE).await?;
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+            return Err(format!("XSOAR answered {status}: {excerpt}"));
         }
-        let text: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        Err(format!("XSOAR answered {status}: {text}"))
+        Ok(body)
     }
 }
 
