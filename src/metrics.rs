@@ -413,6 +413,57 @@ impl Sources {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_gateway_and_xsoar_families_carry_their_counters() {
+        let llm = crate::llm::LlmConfig {
+            endpoints: vec![crate::llm::EndpointConfig {
+                name: "primary".into(),
+                url: "http://127.0.0.1:9/v1".into(),
+                ..crate::llm::EndpointConfig::default()
+            }],
+            ..crate::llm::LlmConfig::default()
+        };
+        let gateway = Arc::new(GatewayStats::new(&llm));
+        gateway.set_queue_depth(3);
+        gateway.set_endpoint(0, 1, crate::llm::breaker::Circuit::Closed);
+        let usage = crate::llm::Usage {
+            prompt_tokens: 100,
+            completion_tokens: 20,
+        };
+        let ms = std::time::Duration::from_millis(5);
+        gateway.answered("sentinel", 0, usage, ms, ms, ms);
+        GatewayStats::bump(&gateway.counters.failovers);
+        GatewayStats::bump(&gateway.counters.overloads);
+        let xsoar = Arc::new(crate::actors::xsoar::XsoarStats::default());
+        xsoar.published.fetch_add(7, Ordering::Relaxed);
+        let sources = Sources {
+            roles: BTreeMap::new(),
+            source: Arc::default(),
+            llm: Some(gateway),
+            projector: Arc::default(),
+            bus: Bus::memory(crate::bus::BusConfig::default()).unwrap(),
+            pool: None,
+            xsoar: Some(xsoar),
+        };
+        let text = sources.render().await;
+        for line in [
+            "soc_llm_queue_depth 3",
+            "soc_llm_in_flight{endpoint=\"primary\"} 1",
+            "soc_llm_failovers_total 1",
+            "soc_llm_overloads_total 1",
+            "soc_llm_completed_total 1",
+            "soc_llm_tokens_total{endpoint=\"primary\",direction=\"in\"} 100",
+            "soc_llm_tokens_total{endpoint=\"primary\",direction=\"out\"} 20",
+            "soc_xsoar_published_total 7",
+            "soc_scrape_errors 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn the_histogram_is_cumulative_and_counts_everything() {
         let h = Histogram::default();

@@ -1306,8 +1306,45 @@ impl soc_runtime::llm::reason::ToolProvider for HostTools {
     }
 }
 
+/// A span's name and fields.
+type LoggedSpan = (String, Vec<(String, String)>);
+
+/// Every span opened on this thread, with its fields: what the trace exporter would get.
+#[derive(Clone, Default)]
+struct SpanLog(Arc<std::sync::Mutex<Vec<LoggedSpan>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanLog {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Fields(Vec<(String, String)>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push((f.name().to_owned(), format!("{v:?}")));
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                self.0.push((f.name().to_owned(), v.to_owned()));
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        attrs.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_owned(), fields.0));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_calls_outside_the_whitelist_or_past_the_budget_are_refused_and_every_call_answered() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // The loop runs on this thread: its spans are recorded here.
+    let spans = SpanLog::default();
+    let _recording =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     use soc_runtime::llm::reason::{Brief, reason};
     let model = UnlistedToolModel::start().await;
     let gw = TestGateway::start(
@@ -1342,6 +1379,31 @@ async fn tool_calls_outside_the_whitelist_or_past_the_budget_are_refused_and_eve
     assert_eq!(reasoned.answer.unwrap().score, 4);
     // Only whitelisted calls within the budget ran.
     assert_eq!(*tools.ran.lock().unwrap(), ["host.lookup", "host.lookup"]);
+    // Each ran as an `execute_tool` span, each model round as a `chat` span.
+    let spans = spans.0.lock().unwrap().clone();
+    let field = |fields: &[(String, String)], key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let tool_spans: Vec<_> = spans.iter().filter(|(name, _)| name == "tool").collect();
+    assert_eq!(tool_spans.len(), 2, "{spans:?}");
+    for (_, fields) in &tool_spans {
+        assert_eq!(
+            field(fields, "otel.name").as_deref(),
+            Some("execute_tool host.lookup")
+        );
+        assert_eq!(
+            field(fields, "gen_ai.tool.name").as_deref(),
+            Some("host.lookup")
+        );
+        assert_eq!(
+            field(fields, "gen_ai.operation.name").as_deref(),
+            Some("execute_tool")
+        );
+    }
+    assert_eq!(spans.iter().filter(|(name, _)| name == "chat").count(), 2);
     assert_eq!(reasoned.meta.tool_calls, 2);
     let outcomes: Vec<&str> = reasoned.calls.iter().map(|c| c.outcome.as_str()).collect();
     assert_eq!(
