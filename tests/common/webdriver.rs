@@ -284,7 +284,21 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session dies with its driver; kill by PID, whatever happened.
+        // Ending the session closes chromium (killing the driver alone would orphan it); then
+        // the driver goes, by PID, whatever happened. Plain blocking HTTP: Drop cannot await.
+        use std::io::{Read as _, Write as _};
+        let addr = self.base.trim_start_matches("http://");
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Content-Length: 0\r\n\r\n",
+                self.session
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
