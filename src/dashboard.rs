@@ -5,8 +5,10 @@
 //! Sources: the store (cases, approvals, campaigns), the actors' counters and the bus (via
 //! [`crate::metrics::Sources`]), the supervisor's health, and `<data_dir>/last-backtest.json`
 //! (written by `soc-runtime backtest`). Once approvers or an SSO proxy are configured it needs
-//! a sign-in, like the approval pages; without them it is open (the default address is
-//! loopback).
+//! a sign-in, like the approval pages; without them it is open, which the configuration allows
+//! only on a loopback address.
+//!
+//! Read-only: a restart loses only the one-minute campaigns cache.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

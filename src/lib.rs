@@ -18,6 +18,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod memory;
 pub mod metrics;
+pub mod outbound;
 pub mod proto;
 pub mod runtime;
 pub mod store;

@@ -13,6 +13,9 @@
 //! `approvals_decided_total` (in the process running the `approvals` part); the XSOAR
 //! poller's counters; the projector's folded entries and errors. A process reports only the
 //! roles it runs, so the scrapes of several processes add up.
+//!
+//! Counters live in the actors' shared stats and survive their restarts; a process restart
+//! starts them from zero (a counter reset, which Prometheus's `rate` handles).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

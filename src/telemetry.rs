@@ -13,6 +13,10 @@
 //! `SOC_OTLP_ENDPOINT`, the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), or `[telemetry] otlp_endpoint`; none: no
 //! export, logs only.
+//!
+//! A crash loses the spans still queued for export (at most the last half second or so); the
+//! trace context itself is in the envelopes, so work redone after a restart joins its
+//! incident's trace.
 
 use std::time::Duration;
 

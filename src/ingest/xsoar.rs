@@ -7,8 +7,8 @@
 //!
 //! Every incident field is untrusted: a malformed incident is counted and skipped, never a
 //! crash; text is kept as data for the roles to quote.
-
-use std::time::Duration;
+//!
+//! Stateless: the poller ([`crate::actors::xsoar`]) keeps the cursor and the note queue.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -71,12 +71,7 @@ impl XsoarConfig {
         if !self.enabled() {
             return Ok(());
         }
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| format!("xsoar.url {:?} is not a URL: {e}", self.url))?;
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-            return Err("xsoar.url must be https (http only to loopback)".into());
-        }
+        crate::outbound::api_url("xsoar.url", &self.url)?;
         if self.api_key.as_ref().is_none_or(|k| k.expose().is_empty()) {
             return Err("xsoar.url is set but there is no API key (SOC_XSOAR_API_KEY)".into());
         }
@@ -129,11 +124,7 @@ impl Client {
         let Some(key) = config.api_key.clone().filter(|_| config.enabled()) else {
             return Ok(None);
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::outbound::api_client(config.timeout_ms)?;
         Ok(Some(Self {
             http,
             base: config.url.trim_end_matches('/').to_owned(),

@@ -105,20 +105,9 @@ impl Falcon {
             }
         };
         let base = config.base_url.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base)
-            .map_err(|e| ToolsError::Falcon(format!("base_url {base:?}: {e}")))?;
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-            return Err(ToolsError::Falcon(format!(
-                "base_url {base:?} must be https (plain http only to this machine)"
-            )));
-        }
+        crate::outbound::api_url("base_url", &base).map_err(ToolsError::Falcon)?;
         // No redirects: the token must never follow one, and only READ_PATHS may be reached.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
-            .build()
-            .map_err(|e| ToolsError::Falcon(e.to_string()))?;
+        let http = crate::outbound::api_client(config.timeout_ms).map_err(ToolsError::Falcon)?;
         Ok(Some(Self {
             sites: config.sites.clone(),
             http,

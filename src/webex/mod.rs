@@ -12,8 +12,12 @@
 //!   malicious") come back as `attachmentActions` webhooks ([`webhook`]); the analyst's
 //!   disposition becomes ground truth in the store's `dispositions`.
 //!
-//! Everything an alert says is attacker-controlled: card text escapes markdown, so an alert
-//! cannot add links or formatting to a card.
+//! Everything an alert says is attacker-controlled: card text escapes markdown and defangs
+//! URLs, so an alert cannot add links or formatting to a card.
+//!
+//! A restart loses nothing: the queue, each card's attempts and Webex's message ids are in the
+//! store. A card posted but not yet marked sent when the process died is posted again (at
+//! least once).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -85,18 +89,7 @@ impl WebexConfig {
 
     /// Checks the URLs and the retry policy.
     pub fn validate(&self) -> Result<(), String> {
-        let base = reqwest::Url::parse(&self.api_base)
-            .map_err(|e| format!("webex.api_base {:?} is not a URL: {e}", self.api_base))?;
-        let loopback = matches!(
-            base.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        );
-        if base.scheme() != "https" && !(base.scheme() == "http" && loopback) {
-            return Err(format!(
-                "webex.api_base must be https (http only to loopback): {}",
-                self.api_base
-            ));
-        }
+        crate::outbound::api_url("webex.api_base", &self.api_base)?;
         if !self.approvals_url.is_empty() {
             let url = reqwest::Url::parse(&self.approvals_url).map_err(|e| {
                 format!(
@@ -208,11 +201,7 @@ impl Client {
         let Some(token) = config.bot_token.clone() else {
             return Ok(None);
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::outbound::api_client(config.timeout_ms)?;
         Ok(Some(Self {
             http,
             base: config.api_base.trim_end_matches('/').to_owned(),

@@ -14,6 +14,9 @@
 //!    malicious") is recorded once per action id, with the analyst's ticket facts, in
 //!    `dispositions` (ground truth for the verdict store and backtests), and added to the rules
 //!    reasoner's knowledge.
+//!
+//! State: the store (recorded actions and dispositions). A restart loses nothing; Webex's
+//! redelivery of a webhook that was being handled is answered from the record.
 
 use std::sync::Arc;
 
