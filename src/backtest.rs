@@ -48,6 +48,12 @@ pub struct Ticket {
     pub host: String,
     /// Detector family.
     pub detector: String,
+    /// The rule's title.
+    pub title: String,
+    /// Raw alerts grouped in the ticket.
+    pub alert_count: u32,
+    /// The vendor's fields the ticket carries.
+    pub vendor: Option<crate::proto::VendorMeta>,
     /// The analysts' answer: read by the scorer only.
     pub ground_truth: Disposition,
     /// The ticket as the feed carries it, without its label.
@@ -65,6 +71,11 @@ impl Ticket {
             host: self.host.clone(),
             detector: self.detector.clone(),
             known_ms,
+            title: self.title.clone(),
+            first_ms: Some(self.first_ms),
+            last_ms: Some(self.last_ms),
+            alert_count: self.alert_count,
+            vendor: self.vendor.clone(),
         }
     }
 }
@@ -88,6 +99,15 @@ pub enum BacktestError {
     /// The tickets file cannot be read.
     #[error("cannot read tickets file {0}: {1}")]
     Read(String, #[source] std::io::Error),
+    /// A feedback delay that would let a ticket see its own disposition.
+    #[error(
+        "--feedback-delay must be longer than zero: a ticket's disposition becomes known only \
+         after its last alert, and its own decision must never see it"
+    )]
+    ZeroDelay,
+    /// The rulesets could not be read.
+    #[error(transparent)]
+    Rulesets(#[from] crate::judgment::vendor::VendorError),
     /// A line is not a labelled ticket.
     #[error("{file} line {line}: {reason}")]
     Ticket {
@@ -159,6 +179,9 @@ fn ticket_of(line: &str) -> Result<Ticket, String> {
         rule: alert.rule_id,
         host: alert.host,
         detector: alert.source,
+        title: alert.rule_name,
+        alert_count: alert.alert_count,
+        vendor: alert.vendor,
         ground_truth,
         feed_line,
     })
@@ -319,6 +342,108 @@ pub struct Summary {
     pub priors: PriorsSummary,
     /// Tickets the runtime rejected as malformed (not scored).
     pub malformed: u64,
+    /// How well triage's probabilities match the analysts' answers.
+    #[serde(default)]
+    pub calibration: crate::judgment::calibration::Calibration,
+    /// F1 over the first 250, 500 and 1,000 tickets of each site and over all of them (pooled
+    /// over the sites): how fast the SOC learns a new site.
+    #[serde(default)]
+    pub cold_start: Vec<ColdStart>,
+    /// Every ticket's outcome (`--decisions`), not part of the summary's JSON.
+    #[serde(skip)]
+    pub decisions: Vec<TicketOutcome>,
+}
+
+/// One ticket's outcome, for `--decisions`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TicketOutcome {
+    /// Ticket.
+    pub ticket: String,
+    /// Site.
+    pub site: String,
+    /// Rule.
+    pub rule: String,
+    /// Host.
+    pub host: String,
+    /// Triage's probability of escalation.
+    pub p: Option<f64>,
+    /// Escalated to the IR Lead (itself or linked into an incident).
+    pub escalated: bool,
+    /// What the analysts decided.
+    pub analysts: Disposition,
+    /// Triage's recorded assessment (with `--decisions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assessment: Option<crate::proto::Assessment>,
+}
+
+/// The scores over the first tickets of each site.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ColdStart {
+    /// Tickets per site counted (`None`: all).
+    pub first: Option<u64>,
+    /// Tickets scored.
+    pub tickets: u64,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+}
+
+/// The cold-start curve of `tickets` (in replay order within each site).
+pub fn cold_start(tickets: &[Ticket], escalated: &HashSet<String>) -> Vec<ColdStart> {
+    let mut by_site: BTreeMap<&str, Vec<&Ticket>> = BTreeMap::new();
+    for t in tickets {
+        by_site.entry(t.site.as_str()).or_default().push(t);
+    }
+    for list in by_site.values_mut() {
+        list.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
+    }
+    [Some(250usize), Some(500), Some(1000), None]
+        .into_iter()
+        .map(|first| {
+            let mut c = Confusion::default();
+            for list in by_site.values() {
+                let n = first.map_or(list.len(), |f| f.min(list.len()));
+                for t in &list[..n] {
+                    c.add(escalated.contains(&t.id), t.ground_truth);
+                }
+            }
+            let s = Scores::of(c);
+            ColdStart {
+                first: first.map(|f| f as u64),
+                tickets: s.tickets,
+                precision: s.precision,
+                recall: s.recall,
+                f1: s.f1,
+            }
+        })
+        .collect()
+}
+
+/// The calibration of triage's probabilities against the labels (the first triage of each
+/// ticket that carries one).
+pub fn calibration(
+    tickets: &[Ticket],
+    decisions: &[VerdictRow],
+) -> crate::judgment::calibration::Calibration {
+    let mut p_of: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for d in decisions {
+        if d.kind == "AlertTriaged"
+            && let Some(p) = d.p_escalate
+        {
+            p_of.entry(d.ticket.as_str()).or_insert(p);
+        }
+    }
+    let pairs: Vec<(f64, bool)> = tickets
+        .iter()
+        .filter_map(|t| {
+            p_of.get(t.id.as_str())
+                .map(|p| (*p, t.ground_truth == Disposition::Escalate))
+        })
+        .collect();
+    crate::judgment::calibration::Calibration::of(&pairs)
 }
 
 /// The selection, as run.
@@ -401,6 +526,10 @@ pub struct Setup {
     pub model: (crate::llm::LlmConfig, crate::config::ReasoningConfig),
     /// The roles' tools (`--config`'s `[tools]`); site connectors are always left out.
     pub tools: crate::tools::ToolsConfig,
+    /// The detector vendors' rulesets (`--config`'s `[rulesets]`).
+    pub vendor: Arc<crate::judgment::vendor::Vendor>,
+    /// Keep each ticket's recorded assessment for `--decisions`.
+    pub keep_assessments: bool,
 }
 
 /// The history and feedback a replay ran with, as reported.
@@ -423,15 +552,25 @@ pub struct PriorsSummary {
     /// Chat requests the model answered (summed over the replays).
     #[serde(default)]
     pub model_requests: u64,
+    /// History tickets left out because they overlap the replay of their own site (knowledge
+    /// from the future), summed over the replays.
+    #[serde(default)]
+    pub history_dropped: u64,
+    /// How each replay's score was fitted (its policy), one per replay.
+    #[serde(default)]
+    pub fits: Vec<String>,
 }
 
 /// One replay's raw result, before scoring.
 struct Replayed {
+    assessments: std::collections::HashMap<String, crate::proto::Assessment>,
     escalated: HashSet<String>,
     decisions: Vec<VerdictRow>,
     malformed: u64,
     history_tickets: u64,
+    history_dropped: u64,
     model_requests: u64,
+    fit: String,
 }
 
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
@@ -447,7 +586,9 @@ pub async fn run(
     let replayed = replay(&tickets, priors).await?;
     let mut summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
     summary.model_requests = replayed.model_requests;
-    Ok(summarize(
+    summary.history_dropped = replayed.history_dropped;
+    summary.fits = vec![replayed.fit];
+    let mut out = summarize(
         &tickets,
         &replayed.escalated,
         &replayed.decisions,
@@ -455,7 +596,9 @@ pub async fn run(
         started,
         selection,
         summary,
-    ))
+    );
+    attach(&mut out, replayed.assessments);
+    Ok(out)
 }
 
 /// Leave-one-site-out: replays each site's tickets with the dispositions of every *other*
@@ -478,9 +621,12 @@ pub async fn leave_one_site_out(
     let sites: std::collections::BTreeSet<&str> = tickets.iter().map(|t| t.site.as_str()).collect();
     let mut escalated = HashSet::new();
     let mut decisions = Vec::new();
+    let mut assessments = std::collections::HashMap::new();
     let mut malformed = 0;
     let mut imported = 0;
     let mut model_requests = 0;
+    let mut dropped = 0;
+    let mut fits = Vec::new();
     for site in &sites {
         let fold: Vec<Ticket> = tickets
             .iter()
@@ -494,20 +640,27 @@ pub async fn leave_one_site_out(
         let r = replay(&fold, &fold_priors).await?;
         escalated.extend(r.escalated);
         decisions.extend(r.decisions);
+        assessments.extend(r.assessments);
         malformed += r.malformed;
         imported += r.history_tickets;
         model_requests += r.model_requests;
+        dropped += r.history_dropped;
+        fits.push(format!("{site}: {}", r.fit));
     }
     selection.leave_one_site_out = true;
     let mut summary = priors_summary(priors, pool, imported, sites.len() as u64);
     summary.model_requests = model_requests;
+    summary.history_dropped = dropped;
+    summary.fits = fits;
     summary.history = Some(format!(
         "for each site, the other sites of {}",
         priors.history_source.as_deref().unwrap_or(&selection.file)
     ));
-    Ok(summarize(
+    let mut out = summarize(
         &tickets, &escalated, &decisions, malformed, started, selection, summary,
-    ))
+    );
+    attach(&mut out, assessments);
+    Ok(out)
 }
 
 fn priors_summary(
@@ -541,6 +694,17 @@ fn priors_summary(
             "none".into()
         },
         model_requests: 0,
+        history_dropped: 0,
+        fits: Vec::new(),
+    }
+}
+
+fn attach(
+    summary: &mut Summary,
+    mut assessments: std::collections::HashMap<String, crate::proto::Assessment>,
+) {
+    for d in &mut summary.decisions {
+        d.assessment = assessments.remove(&d.ticket);
     }
 }
 
@@ -555,6 +719,27 @@ fn summarize(
 ) -> Summary {
     let (confusion, per_site, roles) = score(tickets, escalated, decisions);
     let overall = Scores::of(confusion);
+    let calibration = calibration(tickets, decisions);
+    let cold_start = cold_start(tickets, escalated);
+    let mut p_of: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for d in decisions {
+        if let Some(p) = d.p_escalate {
+            p_of.entry(d.ticket.as_str()).or_insert(p);
+        }
+    }
+    let outcomes = tickets
+        .iter()
+        .map(|t| TicketOutcome {
+            ticket: t.id.clone(),
+            site: t.site.clone(),
+            rule: t.rule.clone(),
+            host: t.host.clone(),
+            p: p_of.get(t.id.as_str()).copied(),
+            escalated: escalated.contains(&t.id),
+            analysts: t.ground_truth,
+            assessment: None,
+        })
+        .collect();
     Summary {
         tickets: overall.tickets,
         confusion,
@@ -567,6 +752,9 @@ fn summarize(
         selection,
         priors,
         malformed,
+        calibration,
+        cold_start,
+        decisions: outcomes,
     }
 }
 
@@ -601,26 +789,31 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     } else {
         None
     };
-    // Prior knowledge: the history, known from the start, minus anything being replayed.
-    let replayed: HashSet<&str> = tickets.iter().map(|t| t.id.as_str()).collect();
-    let history: Vec<DispositionFacts> = priors
-        .history
-        .iter()
-        .filter(|t| !replayed.contains(t.id.as_str()))
-        .map(|t| t.disposition(i64::MIN))
-        .collect();
-    let knowledge = Arc::new(Knowledge::default());
-    knowledge.add_dispositions(&history);
+    let (history, dropped) = history_for(tickets, &priors.history);
+    let settings = crate::judgment::model::Settings {
+        // The fit assumes the feedback this replay gives, and none without it.
+        feedback_lag_ms: priors.feedback_delay_ms,
+        ..crate::judgment::model::Settings::from_config(&priors.model.1)
+    };
+    let knowledge = Arc::new(Knowledge::new(priors.vendor.clone(), settings));
+    knowledge.add_history(&history);
+    // Every parameter of the score is chosen here, from this replay's history only.
+    knowledge.fit();
+    let fit = knowledge.model().params.policy.clone();
     // Feedback: the third reader of the labels, off by default. Each disposition is stamped
     // with the ticket time from which it is known, and the reasoner counts a disposition only
-    // for cases that open after that time, so adding them all now leaks nothing.
-    if let Some(delay) = priors.feedback_delay_ms {
-        let feedback: Vec<DispositionFacts> = tickets
+    // for cases that open after that time (strictly, and never a case's own), so adding them
+    // all now leaks nothing. They are also published as `DispositionRecorded` events, as
+    // analysts' closings would be, so the replay's audit holds them.
+    let feedback: Vec<DispositionFacts> = match priors.feedback_delay_ms {
+        Some(delay) if delay <= 0 => return Err(BacktestError::ZeroDelay),
+        Some(delay) => tickets
             .iter()
             .map(|t| t.disposition(t.last_ms.saturating_add(delay)))
-            .collect();
-        knowledge.add_dispositions(&feedback);
-    }
+            .collect(),
+        None => Vec::new(),
+    };
+    knowledge.add_dispositions(&feedback);
     let options = RuntimeOptions {
         until_idle: true,
         knowledge: Some(knowledge),
@@ -628,6 +821,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(config, options).await?;
+    publish_feedback(runtime.bus(), tickets, &feedback).await?;
     // A progress bar on stderr while the replay runs (hidden when stderr is not a terminal).
     let bar = indicatif::ProgressBar::new(tickets.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
@@ -664,6 +858,11 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     let store = Store::open(Path::new(&report.summary.store.path)).await?;
     let escalated = store.escalated_tickets().await?;
     let decisions = store.verdicts().await?;
+    let assessments = if priors.keep_assessments {
+        store.triage_assessments().await?
+    } else {
+        Default::default()
+    };
     store.close().await;
     // Every alert the run took in has its triage in the store, or the store is incomplete.
     let triaged = decisions
@@ -677,12 +876,85 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         )));
     }
     Ok(Replayed {
+        assessments,
         escalated,
         decisions,
         malformed: report.summary.malformed_lines,
         history_tickets: history.len() as u64,
+        history_dropped: dropped,
+        fit,
         model_requests: canned.map_or(0, |m| m.requests.load(std::sync::atomic::Ordering::Relaxed)),
     })
+}
+
+/// The history a replay of `tickets` may know: never a replayed ticket, and of a replayed
+/// site only what ended before the replay of that site starts (anything later is knowledge
+/// from the future). Returns it and how many tickets were left out for overlapping.
+pub fn history_for(tickets: &[Ticket], history: &[Ticket]) -> (Vec<DispositionFacts>, u64) {
+    let replayed: HashSet<&str> = tickets.iter().map(|t| t.id.as_str()).collect();
+    let mut starts: BTreeMap<&str, i64> = BTreeMap::new();
+    for t in tickets {
+        let start = starts.entry(t.site.as_str()).or_insert(t.first_ms);
+        *start = (*start).min(t.first_ms);
+    }
+    let mut dropped = 0;
+    let kept = history
+        .iter()
+        .filter(|t| !replayed.contains(t.id.as_str()))
+        .filter(|t| match starts.get(t.site.as_str()) {
+            Some(&start) if t.last_ms >= start => {
+                dropped += 1;
+                false
+            }
+            _ => true,
+        })
+        .map(|t| t.disposition(i64::MIN))
+        .collect();
+    (kept, dropped)
+}
+
+/// Publishes the feedback as the analysts' `DispositionRecorded` events (each stamped with
+/// the ticket time it becomes known).
+async fn publish_feedback(
+    bus: &crate::bus::Bus,
+    tickets: &[Ticket],
+    feedback: &[DispositionFacts],
+) -> Result<(), BacktestError> {
+    let by_id: std::collections::HashMap<&str, &Ticket> =
+        tickets.iter().map(|t| (t.id.as_str(), t)).collect();
+    for chunk in feedback.chunks(256) {
+        let mut commits = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let Some(t) = by_id.get(f.ticket.as_str()) else {
+                continue;
+            };
+            let Ok(alert) = crate::ingest::jsonl::parse_line(t.feed_line.as_bytes()) else {
+                continue;
+            };
+            let envelope = crate::proto::Envelope::new_root(
+                "backtest",
+                &f.ticket,
+                crate::proto::Event::DispositionRecorded(crate::proto::DispositionRecorded {
+                    case: crate::proto::CaseContext::from_alert(&alert, ""),
+                    disposition: f.disposition,
+                    by: "analysts (recorded labels)".into(),
+                    origin: "backtest_feedback".into(),
+                    known_at_ms: f.known_ms,
+                    reason: None,
+                }),
+            );
+            let outgoing = crate::bus::Outgoing::event(&envelope)
+                .map_err(|e| BacktestError::Replay(e.to_string()))?;
+            commits.push(crate::bus::Commit::dedupe(
+                format!("disposition:{}", f.ticket),
+                vec![outgoing],
+            ));
+        }
+        bus.submit(commits)
+            .await
+            .map_err(|e| BacktestError::Replay(format!("publishing feedback: {e}")))?;
+    }
+    Ok(())
 }
 
 fn write_feed(path: &Path, tickets: &[Ticket]) -> std::io::Result<()> {

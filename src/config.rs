@@ -44,6 +44,8 @@ pub struct Config {
     pub xsoar: crate::ingest::xsoar::XsoarConfig,
     /// Where traces go.
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// The detector vendors' rulesets (rule levels, classtypes, ATT&CK ids).
+    pub rulesets: crate::judgment::vendor::RulesetsConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             webex: crate::webex::WebexConfig::default(),
             xsoar: crate::ingest::xsoar::XsoarConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            rulesets: crate::judgment::vendor::RulesetsConfig::default(),
         }
     }
 }
@@ -93,21 +96,34 @@ pub struct ReasoningConfig {
     /// `hybrid` (low-risk alerts to rules, the rest to the model). With no `[[llm.endpoints]]`
     /// the rules reasoner decides everything, whatever this says.
     pub mode: ReasoningMode,
-    /// In hybrid mode, the rules score from which an alert goes to the model (1.5: what the
-    /// rules call suspicious or worse).
+    /// In hybrid mode, the probability of escalation from which an alert goes to the model
+    /// (0.1: cases the score is not sure are noise).
     pub hybrid_llm_from: f64,
-    /// Give the model the case's precedent (how analysts disposed of the rule's past tickets,
-    /// the host's scoring alerts of the last hour) in the prompt. Off by default, so its
-    /// value is an A/B backtest.
+    /// Give the model the case's precedent (the most similar cases the analysts already
+    /// decided, with their decision, and the host's cases of the last hour) in the prompt. Off
+    /// by default, so its value is an A/B backtest.
     pub precedent: bool,
+    /// How much the escalation policy weighs recall against precision: the threshold is the
+    /// one with the best F-beta on the history, beta = this (2: a missed attack costs more
+    /// than a second look at a false alarm).
+    pub recall_weight: f64,
+    /// Half-life of a site's own dispositions in alert time, days: older closings and
+    /// escalations count less.
+    pub half_life_days: f64,
+    /// How long after a case's last alert its disposition usually arrives (`4h`), or `off`:
+    /// the fit of the score simulates feedback with this lag.
+    pub feedback_lag: String,
 }
 
 impl Default for ReasoningConfig {
     fn default() -> Self {
         Self {
             mode: ReasoningMode::Hybrid,
-            hybrid_llm_from: 1.5,
+            hybrid_llm_from: 0.1,
             precedent: false,
+            recall_weight: 2.0,
+            half_life_days: 30.0,
+            feedback_lag: "4h".into(),
         }
     }
 }
@@ -372,10 +388,33 @@ impl Config {
                     .into(),
             ));
         }
-        if !self.reasoning.hybrid_llm_from.is_finite() {
+        let r = &self.reasoning;
+        if !(0.0..=1.0).contains(&r.hybrid_llm_from) {
+            return Err(ConfigError::Invalid(format!(
+                "reasoning.hybrid_llm_from is {}: it is a probability of escalation, 0 to 1 \
+                 (0.1 by default)",
+                r.hybrid_llm_from
+            )));
+        }
+        if !(r.recall_weight.is_finite() && r.recall_weight > 0.0 && r.recall_weight <= 10.0) {
             return Err(ConfigError::Invalid(
-                "reasoning.hybrid_llm_from must be a number".into(),
+                "reasoning.recall_weight must be above 0 and at most 10 (2 by default)".into(),
             ));
+        }
+        if !(r.half_life_days.is_finite() && r.half_life_days > 0.0) {
+            return Err(ConfigError::Invalid(
+                "reasoning.half_life_days must be a positive number of days (30 by default)"
+                    .into(),
+            ));
+        }
+        let lag = r.feedback_lag.trim();
+        if lag != "off"
+            && humantime::parse_duration(lag).map_or(true, |d| d.is_zero())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "reasoning.feedback_lag {:?}: a positive duration such as \"4h\", or \"off\"",
+                r.feedback_lag
+            )));
         }
         let s = &self.supervisor;
         if s.restart_window_s == 0 || s.backoff_initial_ms == 0 || s.idle_poll_ms == 0 {

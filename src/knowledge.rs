@@ -1,37 +1,33 @@
-//! What the rules reasoner knows beyond the alert in front of it.
+//! What the reasoner knows beyond the alert in front of it, shared by the roles of one runtime
+//! (it outlives their restarts).
 //!
-//! - **Priors**: the analysts' recorded dispositions (escalated or closed), counted per rule,
-//!   per host and per detector. Each disposition carries the time from which it is known
-//!   (`known_ms`), and every count is taken *as of* the time of the case being decided, so a
-//!   case never learns from a disposition that was not yet known at its time, whatever order
-//!   the cases are decided in. Imported history is known from the start; a backtest's
-//!   `--feedback-delay` makes a replayed ticket's disposition known that long after it ended.
-//! - **Activity**: the cases triaged in the last [`ACTIVITY_WINDOW_MS`] per (site, host), with
-//!   each one's own score, so an attack that sets off many detectors on one host in a short
-//!   time is seen as one burst. Only cases that came before the one being decided (by time,
-//!   then ticket id) count, so the answer does not depend on how far other work has got.
+//! - **Dispositions**: every analyst disposition known, with its case's facts. Those known when
+//!   the runtime starts are the **history** the score is fitted on ([`Knowledge::fit`]); those
+//!   that arrive while it runs (`DispositionRecorded` events, a backtest's feedback) count at
+//!   once in their site's own priors, for every case decided after they are known, but never
+//!   refit the weights (a restart does).
+//! - **The judgment** ([`crate::judgment`]): the fitted model and, per site, its own priors and
+//!   its recent cases (host context, novelty, volume).
 //!
-//! The priors are loaded from the store's `dispositions` table when the runtime starts; the
-//! activity is rebuilt from the store's case memory. Both live in the runtime's context, so a
-//! role actor's restart loses nothing.
+//! Every count is as of the case's time: a disposition counts only for cases that open after it
+//! is known (strictly), and a case's own disposition never counts for it, so a backtest's result
+//! does not depend on how fast the roles run.
+//!
+//! A restart keeps the dispositions (in the store) and refits; the sites' recent cases are
+//! rebuilt from case memory (the rules seen per site, and the last hour of cases).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// How long a triaged case counts as recent activity on its host.
-pub const ACTIVITY_WINDOW_MS: i64 = 3_600_000;
+use crate::judgment::fit::{FitReport, HistoryCase, fit};
+use crate::judgment::model::{CaseIn, Model, Scored, Settings, SiteState};
+use crate::judgment::priors::SiteDisposition;
+use crate::judgment::vendor::Vendor;
+use crate::proto::{Alert, Assessment, CaseContext, LinkedCase, Precedent, VendorMeta};
 
-/// What the analysts decided for a ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Disposition {
-    /// Handed to incident response.
-    Escalate,
-    /// Closed as benign or uninteresting.
-    Close,
-}
+pub use crate::proto::Disposition;
 
 impl Disposition {
     /// The stored label.
@@ -52,8 +48,8 @@ impl Disposition {
     }
 }
 
-/// One analyst disposition with the facts of its ticket that priors are kept by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One analyst disposition with the facts of its case.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DispositionFacts {
     /// Ticket id.
     pub ticket: String,
@@ -69,6 +65,41 @@ pub struct DispositionFacts {
     pub detector: String,
     /// From when it is known, ms since the epoch (`i64::MIN`: always).
     pub known_ms: i64,
+    /// The rule's title.
+    pub title: String,
+    /// The case's first alert, ms (`None`: unknown, as in rows imported by old releases).
+    pub first_ms: Option<i64>,
+    /// The case's last alert, ms.
+    pub last_ms: Option<i64>,
+    /// Raw alerts in the case.
+    pub alert_count: u32,
+    /// The vendor's fields the alert carried.
+    pub vendor: Option<VendorMeta>,
+}
+
+impl DispositionFacts {
+    /// The facts of `case`, disposed of as `disposition`, known from `known_ms`.
+    pub fn of_case(case: &CaseContext, disposition: Disposition, known_ms: i64) -> Self {
+        let ms = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        DispositionFacts {
+            ticket: case.ticket.clone(),
+            disposition,
+            site: case.site.clone().unwrap_or_default(),
+            rule: case.rule_id.clone(),
+            host: case.host.clone(),
+            detector: case.source.clone(),
+            known_ms,
+            title: case.rule_name.clone(),
+            first_ms: ms(&case.first_seen),
+            last_ms: ms(&case.last_seen),
+            alert_count: case.alert_count,
+            vendor: None,
+        }
+    }
 }
 
 /// Escalated and closed counts.
@@ -101,30 +132,44 @@ impl Tally {
             Disposition::Escalate => &mut self.escalated,
             Disposition::Close => &mut self.closed,
         };
-        // Mostly appends: history first, feedback in time order.
         let at = list.partition_point(|&k| k <= known_ms);
         list.insert(at, known_ms);
     }
 
     fn as_of(&self, at_ms: i64) -> Counts {
         Counts {
-            escalated: self.escalated.partition_point(|&k| k <= at_ms) as u64,
-            closed: self.closed.partition_point(|&k| k <= at_ms) as u64,
+            escalated: self.escalated.partition_point(|&k| k < at_ms) as u64,
+            closed: self.closed.partition_point(|&k| k < at_ms) as u64,
         }
     }
 }
 
+/// A disposition as the precedent index keeps it.
+#[derive(Debug, Clone)]
+struct Known {
+    known_ms: i64,
+    ticket: String,
+    site: String,
+    host: String,
+    rule: String,
+    disposition: Disposition,
+}
+
 #[derive(Debug, Default)]
-struct Priors {
+struct Index {
     all: Tally,
     rule: HashMap<String, Tally>,
     host: HashMap<String, Tally>,
     detector: HashMap<String, Tally>,
     /// Tickets recorded, so a disposition given twice counts once.
     tickets: HashMap<String, Disposition>,
+    /// Per rule, by known time: for precedents.
+    by_rule: HashMap<String, Vec<Known>>,
+    /// Dispositions known when the runtime started (the fit's history).
+    history: Vec<DispositionFacts>,
 }
 
-/// The priors of one case, as of its time.
+/// The dispositions of one case's keys, as of its time (for the tools and the model).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CasePriors {
     /// All dispositions.
@@ -146,62 +191,211 @@ pub struct Recent {
     pub first_ms: i64,
     /// Its rule code.
     pub rule: String,
-    /// The score triage gave it on its own (without activity).
+    /// Its probability of escalation.
     pub score: f64,
 }
 
-#[derive(Debug, Default)]
-struct Activity {
-    hosts: HashMap<(String, String), VecDeque<Recent>>,
-    newest_ms: i64,
-    recorded: u64,
+/// The outcome of assessing one case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// Probability that the analysts would escalate it.
+    pub p: f64,
+    /// The threshold in force.
+    pub threshold: f64,
+    /// The evidence, as recorded with the decision.
+    pub assessment: Assessment,
 }
 
-/// Priors and activity, shared by the roles of one runtime.
-#[derive(Debug, Default)]
-pub struct Knowledge {
-    priors: RwLock<Priors>,
-    activity: Mutex<Activity>,
+impl Judged {
+    /// Whether the policy escalates it.
+    pub fn escalates(&self) -> bool {
+        self.p >= self.threshold
+    }
 }
+
+/// Dispositions, the fitted score and the sites' state, shared by the roles of one runtime.
+#[derive(Debug)]
+pub struct Knowledge {
+    vendor: Arc<Vendor>,
+    settings: Settings,
+    model: RwLock<Arc<Model>>,
+    report: Mutex<Option<FitReport>>,
+    index: RwLock<Index>,
+    sites: Mutex<HashMap<String, SiteState>>,
+}
+
+impl Default for Knowledge {
+    fn default() -> Self {
+        Knowledge::new(Arc::default(), Settings::default())
+    }
+}
+
+/// How long a case counts as recent activity on its host (the judgment's window).
+pub const ACTIVITY_WINDOW_MS: i64 = 3_600_000;
+
+/// Precedents listed at most.
+const PRECEDENTS: usize = 4;
 
 impl Knowledge {
-    /// Records dispositions (a ticket already recorded keeps its first disposition).
-    pub fn add_dispositions<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
-        let mut guard = self.priors.write().unwrap_or_else(|e| e.into_inner());
-        let p = &mut *guard;
+    /// Empty knowledge with the vendors' rulesets and the judgment's policy settings.
+    pub fn new(vendor: Arc<Vendor>, settings: Settings) -> Knowledge {
+        Knowledge {
+            model: RwLock::new(Arc::new(Model::cold(settings.clone()))),
+            vendor,
+            settings,
+            report: Mutex::new(None),
+            index: RwLock::default(),
+            sites: Mutex::default(),
+        }
+    }
+
+    /// The vendors' knowledge.
+    pub fn vendor(&self) -> &Vendor {
+        &self.vendor
+    }
+
+    /// The model in force.
+    pub fn model(&self) -> Arc<Model> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the last fit found, once there was one.
+    pub fn fit_report(&self) -> Option<FitReport> {
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records dispositions known before the runtime starts: the history the score is fitted
+    /// on by [`Knowledge::fit`]. A ticket already recorded keeps its first disposition.
+    pub fn add_history<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for f in facts {
-            if p.tickets.contains_key(&f.ticket) {
-                continue;
+            if index_add(&mut index, f) {
+                index.history.push(f.clone());
             }
-            p.tickets.insert(f.ticket.clone(), f.disposition);
-            p.all.add(f.disposition, f.known_ms);
-            for (map, key) in [
-                (&mut p.rule, &f.rule),
-                (&mut p.host, &f.host),
-                (&mut p.detector, &f.detector),
-            ] {
-                if !key.is_empty() {
-                    map.entry(key.clone())
-                        .or_default()
-                        .add(f.disposition, f.known_ms);
+        }
+    }
+
+    /// Fits the score on the history recorded so far, and counts the history in its sites' own
+    /// priors. Returns what the fit found.
+    pub fn fit(&self) -> FitReport {
+        let history: Vec<DispositionFacts> = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .history
+            .clone();
+        let cases: Vec<HistoryCase> = history.iter().filter_map(|f| self.history_case(f)).collect();
+        let (model, report) = fit(&cases, &self.settings);
+        // The history of a site also counts in that site's own priors (a restarted runtime's
+        // own past), its host states read from the labels.
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_site: HashMap<&str, Vec<&HistoryCase>> = HashMap::new();
+        for c in &cases {
+            per_site.entry(c.site.as_str()).or_default().push(c);
+        }
+        let known: HashMap<&str, i64> = history.iter().map(|f| (f.ticket.as_str(), f.known_ms)).collect();
+        for (site, mut list) in per_site {
+            list.sort_by(|a, b| (a.first_ms, &a.ticket).cmp(&(b.first_ms, &b.ticket)));
+            let hot = crate::judgment::fit::hot_labels(&[(site, list.clone())], self.settings.window_ms);
+            let state = sites.entry(site.to_owned()).or_default();
+            for (c, h) in list.iter().zip(&hot[0]) {
+                state.tallies.push(SiteDisposition {
+                    ticket: c.ticket.clone(),
+                    rule: c.rule.clone(),
+                    category: c.vendor.category.clone(),
+                    host: c.host.clone(),
+                    escalated: c.escalated,
+                    hot: if *h { 1.0 } else { 0.0 },
+                    case_ms: c.last_ms,
+                    known_ms: known.get(c.ticket.as_str()).copied().unwrap_or(i64::MIN),
+                });
+            }
+        }
+        drop(sites);
+        tracing::info!(policy = %model.params.policy, "judgment fitted");
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        report
+    }
+
+    fn history_case(&self, f: &DispositionFacts) -> Option<HistoryCase> {
+        let first_ms = f.first_ms?;
+        let alert = Alert {
+            source: f.detector.clone(),
+            rule_name: f.title.clone(),
+            vendor: f.vendor.clone(),
+            ..Alert::default()
+        };
+        Some(HistoryCase {
+            ticket: f.ticket.clone(),
+            site: f.site.clone(),
+            host: f.host.clone(),
+            rule: f.rule.clone(),
+            source: f.detector.clone(),
+            first_ms,
+            last_ms: f.last_ms.unwrap_or(first_ms),
+            alert_count: f.alert_count,
+            vendor: self.vendor.view(&alert),
+            escalated: f.disposition == Disposition::Escalate,
+        })
+    }
+
+    /// Records dispositions that became known while running (feedback): each counts in its
+    /// site's own priors for cases opening after its `known_ms`. A ticket already recorded
+    /// keeps its first disposition.
+    pub fn add_dispositions<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
+        let mut fresh = Vec::new();
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for f in facts {
+                if index_add(&mut index, f) {
+                    fresh.push(f.clone());
                 }
             }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let window = self.settings.window_ms;
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        for f in fresh {
+            let category = self
+                .vendor
+                .view(&Alert {
+                    source: f.detector.clone(),
+                    rule_name: f.title.clone(),
+                    vendor: f.vendor.clone(),
+                    ..Alert::default()
+                })
+                .category;
+            let state = sites.entry(f.site.clone()).or_default();
+            // The host state the case was decided in, if this runtime decided it.
+            let hot = state.hot_of(&f.host, &f.ticket, window).unwrap_or(0.0);
+            state.tallies.push(SiteDisposition {
+                ticket: f.ticket.clone(),
+                rule: f.rule.clone(),
+                category,
+                host: f.host.clone(),
+                escalated: f.disposition == Disposition::Escalate,
+                hot,
+                case_ms: f.last_ms.or(f.first_ms).unwrap_or(f.known_ms),
+                known_ms: f.known_ms,
+            });
         }
     }
 
     /// Dispositions recorded.
     pub fn dispositions(&self) -> usize {
-        self.priors
+        self.index
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .tickets
             .len()
     }
 
-    /// The priors of a case with this rule, host and detector, counting only dispositions
-    /// known at `at_ms`.
+    /// Dispositions of the rule, host and detector known before `at_ms`, over all sites.
     pub fn priors(&self, rule: &str, host: &str, detector: &str, at_ms: i64) -> CasePriors {
-        let p = self.priors.read().unwrap_or_else(|e| e.into_inner());
+        let p = self.index.read().unwrap_or_else(|e| e.into_inner());
         let of = |map: &HashMap<String, Tally>, key: &str| {
             map.get(key).map(|t| t.as_of(at_ms)).unwrap_or_default()
         };
@@ -213,52 +407,264 @@ impl Knowledge {
         }
     }
 
-    /// Records a triaged case as activity on its host (a ticket recorded again replaces
-    /// itself, so a redelivered alert counts once).
-    pub fn record(&self, site: &str, host: &str, recent: Recent) {
-        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        a.newest_ms = a.newest_ms.max(recent.first_ms);
-        let horizon = a.newest_ms.saturating_sub(ACTIVITY_WINDOW_MS);
-        let list = a
-            .hosts
-            .entry((site.to_owned(), host.to_owned()))
-            .or_default();
-        list.retain(|r| r.ticket != recent.ticket && r.first_ms >= horizon);
-        list.push_back(recent);
-        a.recorded += 1;
-        // Now and then, forget hosts that have gone quiet.
-        if a.recorded.is_multiple_of(4096) {
-            a.hosts.retain(|_, list| {
-                list.retain(|r| r.first_ms >= horizon);
-                !list.is_empty()
-            });
+    /// The dispositioned cases most like `alert`, known before `before_ms`: the latest of its
+    /// rule on its own site, then on its host, then one escalated and one closed of its rule
+    /// elsewhere. Never the case itself.
+    pub fn precedents(&self, alert: &Alert, before_ms: i64) -> Vec<Precedent> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let site = alert.site.as_deref().unwrap_or("");
+        let Some(list) = index.by_rule.get(&alert.rule_id) else {
+            return Vec::new();
+        };
+        let end = list.partition_point(|k| k.known_ms < before_ms);
+        let mut out: Vec<Precedent> = Vec::new();
+        let take = |k: &Known, why: &str, out: &mut Vec<Precedent>| {
+            if out.len() < PRECEDENTS
+                && k.ticket != alert.ticket_id
+                && !out.iter().any(|p| p.ticket == k.ticket)
+            {
+                out.push(Precedent {
+                    ticket: k.ticket.clone(),
+                    site: k.site.clone(),
+                    rule_id: k.rule.clone(),
+                    host: k.host.clone(),
+                    disposition: k.disposition,
+                    similarity: why.to_owned(),
+                });
+            }
+        };
+        let recent = list[..end].iter().rev();
+        for k in recent.clone().filter(|k| k.site == site && k.host == alert.host).take(1) {
+            take(k, "same rule, same host", &mut out);
         }
+        for k in recent.clone().filter(|k| k.site == site).take(2) {
+            take(k, "same rule, same site", &mut out);
+        }
+        for d in [Disposition::Escalate, Disposition::Close] {
+            if let Some(k) = recent
+                .clone()
+                .find(|k| k.site != site && k.disposition == d)
+            {
+                take(k, "same rule, another site", &mut out);
+            }
+        }
+        out
+    }
+
+    /// The case's facts as the model sees them.
+    fn case_in<'a>(alert: &'a Alert, vendor: &'a crate::judgment::vendor::VendorView) -> CaseIn<'a> {
+        CaseIn {
+            ticket: &alert.ticket_id,
+            site: alert.site.as_deref().unwrap_or(""),
+            host: &alert.host,
+            rule: &alert.rule_id,
+            source: &alert.source,
+            first_ms: time_ms(&alert.first_seen),
+            alert_count: alert.alert_count,
+            vendor,
+        }
+    }
+
+    /// The probability of `alert` now, without recording it (hybrid routing asks this).
+    pub fn peek(&self, alert: &Alert) -> f64 {
+        let model = self.model();
+        let view = self.vendor.view(alert);
+        let case = Self::case_in(alert, &view);
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        let state = sites.entry(case.site.to_owned()).or_default();
+        let a = state.arrive(&model, &case);
+        state.score(&model, &case, &a).p
+    }
+
+    /// Assesses `alert` (received in envelope `alert_ref`) and records it on its site's
+    /// stream. When it reaches the threshold, the earlier cases on its host that now do too are
+    /// linked into its incident.
+    pub fn assess(&self, alert: &Alert, alert_ref: &str) -> Judged {
+        let model = self.model();
+        let view = self.vendor.view(alert);
+        let case = Self::case_in(alert, &view);
+        let precedents = self.precedents(alert, case.first_ms);
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        let state = sites.entry(case.site.to_owned()).or_default();
+        let a = state.arrive(&model, &case);
+        let scored = state.score(&model, &case, &a);
+        let escalates = scored.p >= model.params.threshold;
+        state.record(
+            &model,
+            &case,
+            &a,
+            scored.p,
+            escalates,
+            Some(CaseContext::from_alert(alert, alert_ref)),
+        );
+        let linked = if escalates {
+            state
+                .link(&model, &alert.ticket_id, &alert.host, case.first_ms)
+                .into_iter()
+                .filter_map(|(rec, p)| {
+                    rec.case.map(|case| LinkedCase {
+                        case,
+                        probability: round3(p),
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(sites);
+        Judged {
+            p: scored.p,
+            threshold: model.params.threshold,
+            assessment: assessment(&model, &view, &scored, precedents, linked),
+        }
+    }
+
+    /// Records a case decided earlier (read back from the store after a restart) on its site's
+    /// stream, with the probability it had.
+    pub fn remember(&self, alert: &Alert, p: f64) {
+        let model = self.model();
+        let view = self.vendor.view(alert);
+        let case = Self::case_in(alert, &view);
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        let state = sites.entry(case.site.to_owned()).or_default();
+        let a = state.arrive(&model, &case);
+        state.record(
+            &model,
+            &case,
+            &a,
+            p,
+            p >= model.params.threshold,
+            Some(CaseContext::from_alert(alert, "")),
+        );
+    }
+
+    /// Remembers that `rule` was seen `cases` times on `site` (the novelty baseline, rebuilt
+    /// from case memory after a restart).
+    pub fn saw_rule(&self, site: &str, rule: &str, cases: u64) {
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        sites.entry(site.to_owned()).or_default().saw_rule(rule, cases);
+    }
+
+    /// Records a case with a given probability as activity on its host (tests and tools).
+    pub fn record(&self, site: &str, host: &str, recent: Recent) {
+        let alert = Alert {
+            ticket_id: recent.ticket,
+            site: Some(site.to_owned()),
+            rule_id: recent.rule,
+            host: host.to_owned(),
+            first_seen: rfc3339(recent.first_ms),
+            last_seen: rfc3339(recent.first_ms),
+            alert_count: 1,
+            ..Alert::default()
+        };
+        self.remember(&alert, recent.score.clamp(0.0, 1.0));
     }
 
     /// When the latest recorded case on `(site, host)` opened.
     pub fn latest_ms(&self, site: &str, host: &str) -> Option<i64> {
-        let a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        a.hosts
-            .get(&(site.to_owned(), host.to_owned()))
-            .and_then(|list| list.iter().map(|r| r.first_ms).max())
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        sites.get(site).and_then(|s| s.latest_ms(host))
     }
 
-    /// The cases on `(site, host)` within the activity window before a case opened at
-    /// `at_ms` (earlier by time, then by ticket id; the case itself excluded), oldest first.
+    /// The cases on `(site, host)` within the window before a case opened at `at_ms` (earlier
+    /// by time, then by ticket id; the case itself excluded), oldest first.
     pub fn recent(&self, site: &str, host: &str, at_ms: i64, ticket: &str) -> Vec<Recent> {
-        let a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = a.hosts.get(&(site.to_owned(), host.to_owned())) else {
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = sites.get(site) else {
             return Vec::new();
         };
-        let from = at_ms.saturating_sub(ACTIVITY_WINDOW_MS);
-        let mut out: Vec<Recent> = list
-            .iter()
-            .filter(|r| r.first_ms >= from && (r.first_ms, r.ticket.as_str()) < (at_ms, ticket))
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| (a.first_ms, &a.ticket).cmp(&(b.first_ms, &b.ticket)));
-        out
+        state
+            .recent(
+                host,
+                at_ms.saturating_sub(self.settings.window_ms),
+                (at_ms, ticket),
+            )
+            .into_iter()
+            .map(|r| Recent {
+                ticket: r.ticket,
+                first_ms: r.first_ms,
+                rule: r.rule,
+                score: r.p,
+            })
+            .collect()
     }
+}
+
+/// Adds `f` to the index; false when its ticket was already there.
+fn index_add(index: &mut Index, f: &DispositionFacts) -> bool {
+    if index.tickets.contains_key(&f.ticket) {
+        return false;
+    }
+    index.tickets.insert(f.ticket.clone(), f.disposition);
+    index.all.add(f.disposition, f.known_ms);
+    for (map, key) in [
+        (&mut index.rule, &f.rule),
+        (&mut index.host, &f.host),
+        (&mut index.detector, &f.detector),
+    ] {
+        if !key.is_empty() {
+            map.entry(key.clone())
+                .or_default()
+                .add(f.disposition, f.known_ms);
+        }
+    }
+    if !f.rule.is_empty() {
+        let list = index.by_rule.entry(f.rule.clone()).or_default();
+        let at = list.partition_point(|k| k.known_ms <= f.known_ms);
+        list.insert(
+            at,
+            Known {
+                known_ms: f.known_ms,
+                ticket: f.ticket.clone(),
+                site: f.site.clone(),
+                host: f.host.clone(),
+                rule: f.rule.clone(),
+                disposition: f.disposition,
+            },
+        );
+    }
+    true
+}
+
+fn assessment(
+    model: &Model,
+    view: &crate::judgment::vendor::VendorView,
+    scored: &Scored,
+    precedents: Vec<Precedent>,
+    linked: Vec<LinkedCase>,
+) -> Assessment {
+    let mut priors = scored.levels.clone();
+    if let Some(first) = priors.first_mut() {
+        first.key = "this case's rule".into();
+    }
+    Assessment {
+        probability: round3(scored.p),
+        threshold: model.params.threshold,
+        policy: model.params.policy.clone(),
+        vendor: view.evidence(),
+        priors,
+        signals: scored.signals(&model.params),
+        correlated: scored.correlated.clone(),
+        precedents,
+        linked,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// An RFC 3339 time as ms since the epoch (0 when it does not parse).
+pub fn time_ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 #[cfg(test)]
@@ -274,11 +680,12 @@ mod tests {
             host: "h".into(),
             detector: "wazuh".into(),
             known_ms,
+            ..DispositionFacts::default()
         }
     }
 
     #[test]
-    fn priors_count_only_what_was_known_at_the_time() {
+    fn priors_count_only_what_was_known_before_the_time() {
         let k = Knowledge::default();
         k.add_dispositions(&[
             facts("a", Disposition::Escalate, "R1", i64::MIN),
@@ -293,14 +700,8 @@ mod tests {
                 closed: 0
             }
         );
-        assert_eq!(
-            k.priors("R1", "h", "wazuh", 50).rule,
-            Counts {
-                escalated: 2,
-                closed: 0
-            }
-        );
-        let later = k.priors("R1", "h", "wazuh", 100);
+        assert_eq!(k.priors("R1", "h", "wazuh", 50).rule.escalated, 1, "known at 50: not at 50");
+        let later = k.priors("R1", "h", "wazuh", 101);
         assert_eq!(
             later.rule,
             Counts {
@@ -323,7 +724,7 @@ mod tests {
             ticket: t.into(),
             first_ms: ms,
             rule: "R".into(),
-            score: 1.0,
+            score: 0.5,
         };
         k.record("s", "h", rec("t1", 0));
         k.record("s", "h", rec("t2", 1000));
@@ -333,10 +734,38 @@ mod tests {
         let ids = |v: Vec<Recent>| v.into_iter().map(|r| r.ticket).collect::<Vec<_>>();
         assert_eq!(ids(k.recent("s", "h", 1000, "t2")), ["t1"]);
         assert_eq!(ids(k.recent("s", "h", 2000, "t4")), ["t1", "t2"]);
-        assert_eq!(
-            ids(k.recent("s", "h", ACTIVITY_WINDOW_MS + 1000, "t9")),
-            ["t2", "t4"]
-        );
+        assert_eq!(ids(k.recent("s", "h", 3_600_000 + 1000, "t9")), ["t2", "t4"]);
         assert!(k.recent("other-site", "h", 2000, "t9").is_empty());
+        assert_eq!(k.latest_ms("s", "h"), Some(2000));
+    }
+
+    #[test]
+    fn precedents_are_known_before_the_case_and_never_the_case() {
+        let k = Knowledge::default();
+        let mut f = |t: &str, site: &str, d, known| {
+            let mut x = facts(t, d, "R", known);
+            x.site = site.into();
+            x
+        };
+        let list = [
+            f("s-1", "s", Disposition::Close, 10),
+            f("s-2", "s", Disposition::Escalate, 20),
+            f("o-1", "o", Disposition::Escalate, 5),
+            f("o-2", "o", Disposition::Close, 6),
+            f("s-3", "s", Disposition::Close, 500),
+        ];
+        k.add_dispositions(&list);
+        let alert = Alert {
+            ticket_id: "s-2".into(),
+            site: Some("s".into()),
+            rule_id: "R".into(),
+            host: "h".into(),
+            ..Alert::default()
+        };
+        let p = k.precedents(&alert, 100);
+        let tickets: Vec<&str> = p.iter().map(|p| p.ticket.as_str()).collect();
+        assert!(!tickets.contains(&"s-2"), "never the case itself: {tickets:?}");
+        assert!(!tickets.contains(&"s-3"), "not known yet: {tickets:?}");
+        assert_eq!(tickets, ["s-1", "o-1", "o-2"]);
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dashboard;
 pub mod http;
 pub mod ingest;
+pub mod judgment;
 pub mod knowledge;
 pub mod llm;
 pub mod memory;

@@ -228,6 +228,10 @@ struct BacktestArgs {
     /// Write a self-contained HTML report (confusion matrix, per-site bars, latency).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write every ticket's outcome as JSON lines (ticket, site, rule, host, triage's
+    /// probability, whether it escalated, what the analysts decided).
+    #[arg(long, value_name = "FILE")]
+    decisions: Option<PathBuf>,
     /// A saved summary to compare against: exit 1 if F1 or recall fell by more than
     /// --max-drop.
     #[arg(long, value_name = "FILE")]
@@ -698,6 +702,12 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         config.reasoning.precedent = on;
     }
     config.validate()?;
+    if args.feedback_delay.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!(backtest::BacktestError::ZeroDelay);
+    }
+    let vendor = std::sync::Arc::new(soc_runtime::judgment::vendor::Vendor::load(
+        &config.rulesets,
+    )?);
     let priors = backtest::Setup {
         history: match &args.history {
             Some(path) => backtest::load_tickets(path)?,
@@ -714,6 +724,8 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         model: (config.llm, config.reasoning),
         tools: config.tools,
+        vendor,
+        keep_assessments: args.decisions.is_some(),
     };
     let selection = SelectionSummary {
         file: args.tickets.display().to_string(),
@@ -739,6 +751,14 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.decisions {
+        let mut text = String::new();
+        for d in &summary.decisions {
+            text.push_str(&serde_json::to_string(d)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.report {
         std::fs::write(path, backtest::report_html(&summary))

@@ -105,7 +105,21 @@ impl Runtime {
         ));
         let store_path = crate::store::file_for(&config.data_dir, bus.backend_name());
         let projection = crate::store::projection_name(&bus);
-        let knowledge = options.knowledge.clone().unwrap_or_default();
+        let knowledge = match options.knowledge.clone() {
+            Some(k) => k,
+            None => {
+                let vendor = crate::judgment::vendor::Vendor::load(&config.rulesets)?;
+                let v = vendor.summary();
+                if v.wazuh_rules + v.suricata_rules > 0 {
+                    tracing::info!(wazuh_rules = v.wazuh_rules, suricata_rules = v.suricata_rules,
+                        classtypes = v.classtypes, "detector rulesets loaded");
+                }
+                Arc::new(crate::knowledge::Knowledge::new(
+                    Arc::new(vendor),
+                    crate::judgment::model::Settings::from_config(&config.reasoning),
+                ))
+            }
+        };
         let store = crate::store::Store::open(&store_path).await?;
         let prepared = prepare_store(&store, &projection, bus.backend_name(), &knowledge).await;
         if let Err(e) = prepared {
@@ -450,8 +464,9 @@ impl Summary {
 }
 
 /// Binds the store to this run's projection (an in-memory run's audit is new, so its
-/// projection starts over; imported dispositions stay), and loads what the rules reasoner
-/// knows from it: the dispositions, and the activity of the last hour of cases.
+/// projection starts over; imported dispositions stay), and loads what the reasoner knows from
+/// it: the dispositions (the history the score is fitted on, unless the caller fitted one
+/// already), the rules each site has seen, and the cases of the last hour.
 async fn prepare_store(
     store: &crate::store::Store,
     projection: &str,
@@ -462,9 +477,21 @@ async fn prepare_store(
         store.reset(projection).await?;
     }
     store.bind_projection(projection).await?;
-    knowledge.add_dispositions(&store.dispositions().await?);
-    for alert in store.recent_alerts().await? {
-        crate::actors::sentinel::remember(knowledge, &alert);
+    let dispositions = store.dispositions().await?;
+    if knowledge.fit_report().is_none() {
+        knowledge.add_history(&dispositions);
+        let started = std::time::Instant::now();
+        let fit = knowledge.fit();
+        tracing::info!(sites = fit.sites, cases = fit.cases, escalated = fit.escalated,
+            elapsed_ms = started.elapsed().as_millis() as u64, "escalation score fitted on the history");
+    } else {
+        knowledge.add_dispositions(&dispositions);
+    }
+    for (site, rule, cases) in store.rules_seen().await? {
+        knowledge.saw_rule(&site, &rule, u64::try_from(cases).unwrap_or(0));
+    }
+    for (alert, p) in store.recent_alerts().await? {
+        knowledge.remember(&alert, p);
     }
     Ok(())
 }
@@ -481,6 +508,9 @@ pub enum StartError {
     /// A tool's data cannot be loaded.
     #[error(transparent)]
     Tools(#[from] crate::tools::ToolsError),
+    /// A detector ruleset cannot be read.
+    #[error(transparent)]
+    Rulesets(#[from] crate::judgment::vendor::VendorError),
     /// The data directory cannot be created.
     #[error("cannot create data directory {0}: {1}")]
     DataDir(String, #[source] std::io::Error),

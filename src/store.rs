@@ -89,6 +89,22 @@ pub struct Folded {
     pub checkpoint: StreamId,
     /// Audit entries that could not be decoded (skipped; a rebuild fails on any).
     pub skipped: u64,
+    /// Analysts' dispositions folded (and handed to the reasoner).
+    pub dispositions: u64,
+}
+
+/// The dispositions recorded on a page of the audit, with their cases' facts.
+pub fn dispositions_of(page: &[(StreamId, Envelope)]) -> Vec<DispositionFacts> {
+    page.iter()
+        .filter_map(|(_, envelope)| match &envelope.event {
+            Event::DispositionRecorded(d) => Some(DispositionFacts::of_case(
+                &d.case,
+                d.disposition,
+                d.known_at_ms,
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn display<S: serde::Serializer>(id: &StreamId, s: S) -> Result<S::Ok, S::Error> {
@@ -110,6 +126,18 @@ pub async fn catch_up(
     store: &Store,
     projection: &str,
     max_pages: Option<usize>,
+) -> Result<Folded, StoreError> {
+    catch_up_into(bus, store, projection, max_pages, None).await
+}
+
+/// [`catch_up`], also handing each disposition folded (a `DispositionRecorded`) to
+/// `knowledge`, so the reasoner learns from it without a restart.
+pub async fn catch_up_into(
+    bus: &Bus,
+    store: &Store,
+    projection: &str,
+    max_pages: Option<usize>,
+    knowledge: Option<&crate::knowledge::Knowledge>,
 ) -> Result<Folded, StoreError> {
     let mut folded = Folded {
         checkpoint: store.checkpoint(projection).await?,
@@ -134,6 +162,13 @@ pub async fn catch_up(
             .collect();
         folded.skipped += (entries.len() - page.len()) as u64;
         folded.rows += store.fold(projection, &page, last).await?;
+        if let Some(k) = knowledge {
+            let facts = dispositions_of(&page);
+            if !facts.is_empty() {
+                folded.dispositions += facts.len() as u64;
+                k.add_dispositions(&facts);
+            }
+        }
         folded.entries += entries.len() as u64;
         folded.checkpoint = last;
         pages += 1;
@@ -172,6 +207,8 @@ pub struct VerdictRow {
     pub ground_truth: Option<String>,
     /// When the decision was made, ms since the epoch.
     pub at_ms: i64,
+    /// The calibrated probability of escalation a triage rested on.
+    pub p_escalate: Option<f64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -183,6 +220,62 @@ struct DispositionRow {
     host: String,
     detector: String,
     known_ms: Option<i64>,
+    title: String,
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    alert_count: i64,
+    vendor: Option<String>,
+}
+
+/// Writes dispositions with their facts; `replace`: a row for a ticket replaces the earlier
+/// one (an import), else the one known later wins (feedback from the bus). Returns rows
+/// written.
+pub async fn insert_dispositions(
+    tx: &mut sqlx::SqliteConnection,
+    chunk: &[DispositionFacts],
+    source: &str,
+    at_ms: i64,
+    replace: bool,
+) -> Result<u64, sqlx::Error> {
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO dispositions (ticket, ground_truth, source, at_ms, site, rule, host, \
+         detector, known_ms, title, first_ms, last_ms, alert_count, vendor) ",
+    );
+    q.push_values(chunk, |mut b, f| {
+        b.push_bind(&f.ticket)
+            .push_bind(f.disposition.label())
+            .push_bind(source)
+            .push_bind(at_ms)
+            .push_bind(&f.site)
+            .push_bind(&f.rule)
+            .push_bind(&f.host)
+            .push_bind(&f.detector)
+            .push_bind((f.known_ms != i64::MIN).then_some(f.known_ms))
+            .push_bind(&f.title)
+            .push_bind(f.first_ms)
+            .push_bind(f.last_ms)
+            .push_bind(i64::from(f.alert_count))
+            .push_bind(
+                f.vendor
+                    .as_ref()
+                    .and_then(|v| serde_json::to_string(v).ok()),
+            );
+    });
+    q.push(
+        " ON CONFLICT (ticket) DO UPDATE SET ground_truth = excluded.ground_truth, \
+         source = excluded.source, at_ms = excluded.at_ms, site = excluded.site, \
+         rule = excluded.rule, host = excluded.host, detector = excluded.detector, \
+         known_ms = excluded.known_ms, title = excluded.title, first_ms = excluded.first_ms, \
+         last_ms = excluded.last_ms, alert_count = excluded.alert_count, \
+         vendor = excluded.vendor",
+    );
+    if !replace {
+        q.push(
+            " WHERE COALESCE(excluded.known_ms, -9223372036854775808) >= \
+             COALESCE(dispositions.known_ms, -9223372036854775808)",
+        );
+    }
+    Ok(q.build().execute(&mut *tx).await?.rows_affected())
 }
 
 /// The SQLite store.
@@ -255,12 +348,27 @@ impl Store {
             .collect();
         let mut tx = self.pool.begin().await?;
         crate::memory::fold_page(&mut tx, page).await?;
+        // Dispositions are not a projection (a rebuild keeps them): the one known last wins.
+        let recorded: Vec<(DispositionFacts, String)> = page
+            .iter()
+            .filter_map(|(_, envelope)| match &envelope.event {
+                Event::DispositionRecorded(d) => Some((
+                    DispositionFacts::of_case(&d.case, d.disposition, d.known_at_ms),
+                    format!("{}:{}", d.origin, d.by),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (facts, source) in &recorded {
+            insert_dispositions(&mut tx, std::slice::from_ref(facts), source, facts.known_ms, false)
+                .await?;
+        }
         let mut written = 0;
         for chunk in rows.chunks(BULK_ROWS) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT OR IGNORE INTO verdicts (audit_ms, audit_seq, ticket, site, role, kind, \
                  verdict, confidence, reasoner, wall_time_ms, tool_calls_made, tokens_in, \
-                 tokens_out, at_ms) ",
+                 tokens_out, at_ms, p_escalate) ",
             );
             insert.push_values(chunk, |mut b, (id, row)| {
                 b.push_bind(id.ms as i64)
@@ -276,7 +384,8 @@ impl Store {
                     .push_bind(row.tool_calls_made)
                     .push_bind(row.tokens_in)
                     .push_bind(row.tokens_out)
-                    .push_bind(row.at_ms);
+                    .push_bind(row.at_ms)
+                    .push_bind(row.p_escalate);
             });
             written += insert.build().execute(&mut *tx).await?.rows_affected();
         }
@@ -300,7 +409,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT v.audit_ms, v.audit_seq, v.ticket, v.site, v.role, v.kind, v.verdict, \
              v.confidence, v.reasoner, v.wall_time_ms, v.tool_calls_made, v.tokens_in, \
-             v.tokens_out, d.ground_truth, v.at_ms FROM verdicts v \
+             v.tokens_out, d.ground_truth, v.at_ms, v.p_escalate FROM verdicts v \
              LEFT JOIN dispositions d ON d.ticket = v.ticket ORDER BY v.audit_ms, v.audit_seq",
         )
         .fetch_all(&self.pool)
@@ -322,6 +431,7 @@ impl Store {
                 tokens_out: r.get(12),
                 ground_truth: r.get(13),
                 at_ms: r.get(14),
+                p_escalate: r.get(15),
             })
             .collect())
     }
@@ -353,22 +463,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
         for chunk in dispositions.chunks(BULK_ROWS) {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO dispositions (ticket, ground_truth, source, at_ms, site, \
-                 rule, host, detector, known_ms) ",
-            );
-            q.push_values(chunk, |mut b, f| {
-                b.push_bind(&f.ticket)
-                    .push_bind(f.disposition.label())
-                    .push_bind(source)
-                    .push_bind(at_ms)
-                    .push_bind(&f.site)
-                    .push_bind(&f.rule)
-                    .push_bind(&f.host)
-                    .push_bind(&f.detector)
-                    .push_bind((f.known_ms != i64::MIN).then_some(f.known_ms));
-            });
-            written += q.build().execute(&mut *tx).await?.rows_affected();
+            written += insert_dispositions(&mut tx, chunk, source, at_ms, true).await?;
         }
         tx.commit().await?;
         Ok(written)
@@ -379,8 +474,10 @@ impl Store {
     pub async fn dispositions(&self) -> Result<Vec<DispositionFacts>, StoreError> {
         let rows: Vec<DispositionRow> = sqlx::query_as(
             "SELECT ticket, ground_truth, COALESCE(site, '') AS site, COALESCE(rule, '') AS rule, \
-             COALESCE(host, '') AS host, COALESCE(detector, '') AS detector, known_ms \
-             FROM dispositions ORDER BY COALESCE(known_ms, -9223372036854775808), ticket",
+             COALESCE(host, '') AS host, COALESCE(detector, '') AS detector, known_ms, \
+             COALESCE(title, '') AS title, first_ms, last_ms, COALESCE(alert_count, 1) AS \
+             alert_count, vendor FROM dispositions \
+             ORDER BY COALESCE(known_ms, -9223372036854775808), ticket",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -395,29 +492,66 @@ impl Store {
                     host: r.host,
                     detector: r.detector,
                     known_ms: r.known_ms.unwrap_or(i64::MIN),
+                    title: r.title,
+                    first_ms: r.first_ms,
+                    last_ms: r.last_ms,
+                    alert_count: u32::try_from(r.alert_count).unwrap_or(1),
+                    vendor: r.vendor.and_then(|v| serde_json::from_str(&v).ok()),
                 })
             })
             .collect())
     }
 
+    /// Triage's recorded assessment of each ticket (the first triage that has one).
+    pub async fn triage_assessments(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::proto::Assessment>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT ticket, body FROM case_events WHERE kind = 'AlertTriaged' \
+             ORDER BY audit_ms, audit_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = std::collections::HashMap::new();
+        for (ticket, body) in rows {
+            if let Ok(Event::AlertTriaged(t)) = serde_json::from_str::<Event>(&body)
+                && let Some(a) = t.assessment
+            {
+                out.entry(ticket).or_insert(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many cases of each rule each site has seen (the novelty baseline after a restart).
+    pub async fn rules_seen(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(site, ''), rule, COUNT(*) FROM cases GROUP BY site, rule",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The alerts of the cases opened in the activity window before the newest case, in time
-    /// order: what [`crate::knowledge::Knowledge`] needs to know which hosts are busy after a restart.
-    pub async fn recent_alerts(&self) -> Result<Vec<crate::proto::Alert>, StoreError> {
+    /// order, with the probability triage gave each: what [`crate::knowledge::Knowledge`]
+    /// needs to know which hosts are busy after a restart.
+    pub async fn recent_alerts(&self) -> Result<Vec<(crate::proto::Alert, f64)>, StoreError> {
         let Some(newest) = self.newest_case_ms().await? else {
             return Ok(Vec::new());
         };
-        let bodies: Vec<(String,)> = sqlx::query_as(
-            "SELECT e.body FROM cases c JOIN case_events e ON e.ticket = c.ticket \
+        let rows: Vec<(String, Option<f64>)> = sqlx::query_as(
+            "SELECT e.body, (SELECT MAX(v.p_escalate) FROM verdicts v WHERE v.ticket = c.ticket \
+             AND v.kind = 'AlertTriaged') FROM cases c JOIN case_events e ON e.ticket = c.ticket \
              WHERE c.first_ms >= ? AND e.kind = 'AlertReceived' \
              ORDER BY c.first_ms, c.ticket, e.audit_ms, e.audit_seq",
         )
         .bind(newest.saturating_sub(crate::knowledge::ACTIVITY_WINDOW_MS))
         .fetch_all(&self.pool)
         .await?;
-        Ok(bodies
+        Ok(rows
             .into_iter()
-            .filter_map(|(body,)| match serde_json::from_str::<Event>(&body) {
-                Ok(Event::AlertReceived(r)) => Some(r.alert),
+            .filter_map(|(body, p)| match serde_json::from_str::<Event>(&body) {
+                Ok(Event::AlertReceived(r)) => Some((r.alert, p.unwrap_or(0.0))),
                 _ => None,
             })
             .collect())
@@ -483,6 +617,10 @@ pub fn verdict_of(id: StreamId, envelope: &Envelope) -> Option<VerdictRow> {
         tokens_out: i64::from(meta.tokens_out),
         ground_truth: None,
         at_ms: envelope.at_ms,
+        p_escalate: match &envelope.event {
+            Event::AlertTriaged(e) => e.assessment.as_ref().map(|a| a.probability),
+            _ => None,
+        },
     })
 }
 

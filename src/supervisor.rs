@@ -545,6 +545,7 @@ impl State {
                     projection: ctx.projection.clone(),
                     interval: Duration::from_millis(ctx.config.supervisor.idle_poll_ms.max(100)),
                     stats: ctx.projector_stats.clone(),
+                    knowledge: Some(ctx.knowledge.clone()),
                 };
                 Actor::spawn_linked(Some(name), Projector, args, parent)
                     .await

@@ -53,6 +53,8 @@ pub struct Args {
     pub interval: Duration,
     /// Counters, shared across restarts.
     pub stats: Arc<ProjectorStats>,
+    /// The reasoner's knowledge: the dispositions folded are handed to it.
+    pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
 }
 
 /// Counters of the projector; they outlive restarts.
@@ -101,6 +103,7 @@ pub struct State {
     store: Store,
     projection: String,
     stats: Arc<ProjectorStats>,
+    knowledge: Option<Arc<crate::knowledge::Knowledge>>,
     _ticker: AbortOnDropHandle<()>,
 }
 
@@ -121,6 +124,7 @@ impl Actor for Projector {
             store,
             projection: args.projection,
             stats: args.stats,
+            knowledge: args.knowledge,
             _ticker: ticker,
         })
     }
@@ -169,7 +173,14 @@ impl State {
     }
 
     async fn fold(&mut self, max_pages: Option<usize>) {
-        match store::catch_up(&self.bus, &self.store, &self.projection, max_pages).await {
+        match store::catch_up_into(
+            &self.bus,
+            &self.store,
+            &self.projection,
+            max_pages,
+            self.knowledge.as_deref(),
+        )
+        .await {
             Ok(folded) => {
                 if folded.skipped > 0 {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -7,9 +7,12 @@
 //!
 //! A triage that needs human review (its model answer did not validate, or alert text held
 //! instructions) is always engaged and ends as `needs_human_review`, never escalated on its
-//! own. Otherwise the rules reasoner escalates confident true positives and anything of priority >= 8, and
-//! closes the rest with the reason. Its similar incidents are the alerts that scored on the
-//! same host in the hour before (from the runtime's [`Knowledge`], as triage recorded them).
+//! own. Otherwise the rules reasoner follows the escalation policy: it escalates when the
+//! triage's calibrated probability reaches the policy's threshold (with the earlier cases of the
+//! host that triage linked into the incident), and closes the rest with the reason. A triage
+//! without an assessment (a model that gave none) escalates confident true positives and
+//! anything of priority >= 8. Its similar incidents are the cases on the same host in the hour
+//! before (from the runtime's [`Knowledge`], as triage recorded them), likeliest first.
 //!
 //! No state of its own: a restart loses nothing (the role actor in `role.rs` owns delivery
 //! and commits).
@@ -206,6 +209,7 @@ impl Role for Tier2 {
                     case: case.clone(),
                     reason: analysis.summary.clone(),
                     confidence: analysis.confidence,
+                    linked: Vec::new(),
                 }));
             }
             events.insert(0, Event::Tier2Analysis(analysis));
@@ -242,19 +246,38 @@ impl Role for Tier2 {
         if !engages(triaged) {
             return Vec::new();
         }
-        let true_positive = triaged.verdict == TriageVerdict::TruePositive;
-        let escalate = (true_positive && triaged.confidence >= ESCALATE_CONFIDENCE)
-            || triaged.priority >= ESCALATE_PRIORITY;
+        let escalate = match &triaged.assessment {
+            Some(a) => a.probability >= a.threshold,
+            None => {
+                (triaged.verdict == TriageVerdict::TruePositive
+                    && triaged.confidence >= ESCALATE_CONFIDENCE)
+                    || triaged.priority >= ESCALATE_PRIORITY
+            }
+        };
+        let linked = triaged
+            .assessment
+            .as_ref()
+            .filter(|_| escalate)
+            .map(|a| a.linked.clone())
+            .unwrap_or_default();
         let (decision, summary, next_steps) = if escalate {
+            let mut summary = format!(
+                "{} on {} at priority {}: {}",
+                verdict_text(triaged.verdict),
+                triaged.case.host,
+                triaged.priority,
+                triaged.rationale
+            );
+            if !linked.is_empty() {
+                let tickets: Vec<&str> = linked.iter().map(|l| l.case.ticket.as_str()).collect();
+                summary.push_str(&format!(
+                    ". Escalated as one incident with {}",
+                    tickets.join(", ")
+                ));
+            }
             (
                 Tier2Decision::Escalate,
-                format!(
-                    "{} on {} at priority {}: {}",
-                    verdict_text(triaged.verdict),
-                    triaged.case.host,
-                    triaged.priority,
-                    triaged.rationale
-                ),
+                summary,
                 vec![
                     format!(
                         "scope activity of {} around {}",
@@ -266,18 +289,29 @@ impl Role for Tier2 {
         } else {
             (
                 Tier2Decision::Close,
-                format!(
-                    "not enough evidence to escalate: {} at priority {}",
-                    verdict_text(triaged.verdict),
-                    triaged.priority
-                ),
+                match &triaged.assessment {
+                    Some(a) => format!(
+                        "below the escalation threshold: p(escalate) {:.3} < {:.2} ({} at \
+                         priority {})",
+                        a.probability,
+                        a.threshold,
+                        verdict_text(triaged.verdict),
+                        triaged.priority
+                    ),
+                    None => format!(
+                        "not enough evidence to escalate: {} at priority {}",
+                        verdict_text(triaged.verdict),
+                        triaged.priority
+                    ),
+                },
                 vec!["close; reopen if the rule fires again on this host".to_owned()],
             )
         };
-        let confidence = if escalate {
-            triaged.confidence.max(0.7)
-        } else {
-            0.6
+        let confidence = match &triaged.assessment {
+            Some(a) if escalate => a.probability as f32,
+            Some(a) => 1.0 - a.probability as f32,
+            None if escalate => triaged.confidence.max(0.7),
+            None => 0.6,
         };
         let analysis = Tier2Analysis {
             case: triaged.case.clone(),
@@ -296,6 +330,7 @@ impl Role for Tier2 {
                 case: triaged.case.clone(),
                 reason: summary,
                 confidence,
+                linked,
             }));
         }
         events
@@ -309,10 +344,12 @@ fn similar(knowledge: &Knowledge, triaged: &AlertTriaged) -> Vec<String> {
         .map(|t| t.timestamp_millis())
         .unwrap_or(0);
     let site = case.site.as_deref().unwrap_or("");
-    knowledge
-        .recent(site, &case.host, at_ms, &case.ticket)
+    let mut recent = knowledge.recent(site, &case.host, at_ms, &case.ticket);
+    // Likeliest first; the latest first among equals.
+    recent.reverse();
+    recent.sort_by(|a, b| b.score.total_cmp(&a.score));
+    recent
         .into_iter()
-        .rev()
         .filter(|r| r.score > 0.0)
         .take(SIMILAR_MAX)
         .map(|r| r.ticket)

@@ -94,7 +94,9 @@ impl Topic {
             Event::AlertReceived(_) => Topic::Alerts,
             Event::AlertTriaged(_) => Topic::Triage,
             Event::CaseEscalated(_) | Event::Tier2Analysis(_) | Event::IrPlan(_) => Topic::Cases,
-            Event::ActionProposed(_) | Event::ActionDecision(_) => Topic::Actions,
+            Event::ActionProposed(_) | Event::ActionDecision(_) | Event::DispositionRecorded(_) => {
+                Topic::Actions
+            }
             Event::ThreatIntelReport(_)
             | Event::DetectionTuningReport(_)
             | Event::HuntingReport(_)

@@ -44,6 +44,8 @@ struct TicketLine {
     first_seen: String,
     last_seen: String,
     alert_count: u32,
+    #[serde(default)]
+    vendor: Option<crate::proto::VendorMeta>,
 }
 
 /// Parses and validates one line.
@@ -97,7 +99,31 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
         first_seen: first.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         last_seen: last.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         alert_count: t.alert_count,
+        vendor: t.vendor.map(checked_vendor).transpose()?,
     })
+}
+
+/// The vendor fields, bounded like the rest of the alert.
+fn checked_vendor(mut v: crate::proto::VendorMeta) -> Result<crate::proto::VendorMeta, String> {
+    for (name, value) in [
+        ("vendor.rule", &v.rule),
+        ("vendor.severity", &v.severity),
+        ("vendor.category", &v.category),
+    ] {
+        if let Some(value) = value {
+            check_id(name, value)?;
+        }
+    }
+    if v.groups.len() > MAX_IPS || v.attack.len() > MAX_IPS {
+        return Err(format!(
+            "vendor.groups and vendor.attack hold at most {MAX_IPS} entries each"
+        ));
+    }
+    for g in v.groups.iter().chain(&v.attack) {
+        check_id("vendor.groups/attack entry", g)?;
+    }
+    v.groups.dedup();
+    Ok(v)
 }
 
 fn check_id(name: &str, value: &str) -> Result<(), String> {

@@ -315,6 +315,7 @@ pub fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
         .take(10)
         .collect();
     Ok(Alert {
+        vendor: None,
         ticket_id: ticket_of(&id),
         site: site.map(str::to_owned),
         source: text(incident.get("sourceBrand")).map_or_else(

@@ -36,11 +36,13 @@ pub enum Event {
     CampaignDetected(CampaignDetected),
     /// SOC Manager's shift summary.
     ShiftSummary(ShiftSummary),
+    /// An analyst's disposition of a case became known (the record the reasoner learns from).
+    DispositionRecorded(DispositionRecorded),
 }
 
 impl Event {
     /// Every event kind name, in a fixed order (the index is [`Event::ordinal`]).
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "AlertReceived",
         "AlertTriaged",
         "CaseEscalated",
@@ -53,6 +55,7 @@ impl Event {
         "HuntingReport",
         "CampaignDetected",
         "ShiftSummary",
+        "DispositionRecorded",
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
@@ -70,6 +73,7 @@ impl Event {
             Self::HuntingReport(_) => 9,
             Self::CampaignDetected(_) => 10,
             Self::ShiftSummary(_) => 11,
+            Self::DispositionRecorded(_) => 12,
         }
     }
 
@@ -88,6 +92,7 @@ impl Event {
             Self::ActionProposed(e) => Some(&e.case),
             Self::ActionDecision(e) => Some(&e.case),
             Self::ThreatIntelReport(e) => Some(&e.case),
+            Self::DispositionRecorded(e) => Some(&e.case),
             Self::AlertReceived(_)
             | Self::DetectionTuningReport(_)
             | Self::HuntingReport(_)
@@ -127,6 +132,41 @@ pub struct Alert {
     pub last_seen: String,
     /// Number of raw alerts grouped into this ticket.
     pub alert_count: u32,
+    /// What the detector's vendor says of the rule that fired, when the source carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<VendorMeta>,
+}
+
+/// What the detector's vendor says of the rule that fired, as the alert carries it: Wazuh's
+/// `rule.id`, `rule.level`, `rule.groups` and `rule.mitre.id`; Suricata EVE's
+/// `alert.signature_id`, `alert.severity` (the classtype's priority), `alert.category` and
+/// `alert.metadata.signature_severity`; a Sigma rule's `level` and `tags`; ECS `event.severity`;
+/// OCSF `severity`. Every field is optional: a source fills what it knows. Vendor-controlled
+/// text, so treated as untrusted data like the rest of the alert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorMeta {
+    /// The vendor's rule id (Wazuh rule id, signature id, Sigma id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Wazuh rule level, 0 (ignored) to 16 (severe attack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<u8>,
+    /// Suricata priority, 1 (high) to 4 (very low).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// A named severity: `informational`, `low`, `medium`, `high`, `critical` (Sigma, ECS,
+    /// OCSF) or ET's `informational`, `minor`, `major`, `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// The vendor's category: a Suricata classtype, a Wazuh group, an ET category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Wazuh rule groups, Sigma tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// ATT&CK technique ids (`T1190`, `T1548.003`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
 }
 
 /// Case context carried by every case event, so no role re-derives it.
@@ -290,6 +330,150 @@ pub struct AlertTriaged {
     pub rationale: String,
     /// Who decided and at what cost.
     pub meta: DecisionMeta,
+    /// The calibrated score the verdict rests on and the evidence it used, as recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment: Option<Assessment>,
+}
+
+/// The calibrated score a decision rests on, and everything it used, recorded with the decision
+/// so "why" is read back, never re-derived.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assessment {
+    /// Probability that the site's analysts would escalate the case, 0..=1.
+    pub probability: f64,
+    /// The escalation threshold of the policy in force: escalate at or above it.
+    pub threshold: f64,
+    /// How the threshold and weights were set.
+    pub policy: String,
+    /// What the detector's vendor says of the rule.
+    pub vendor: VendorEvidence,
+    /// The analysts' dispositions used, most specific first.
+    #[serde(default)]
+    pub priors: Vec<PriorEvidence>,
+    /// Signals observed without labels, each with its share of the log-odds.
+    #[serde(default)]
+    pub signals: Vec<SignalEvidence>,
+    /// Other cases on the same host in the window, with their probabilities.
+    #[serde(default)]
+    pub correlated: Vec<CorrelatedCase>,
+    /// The dispositioned cases most like this one, as known at its time.
+    #[serde(default)]
+    pub precedents: Vec<Precedent>,
+    /// Earlier cases on the same host that this one pulls into its incident.
+    #[serde(default)]
+    pub linked: Vec<LinkedCase>,
+}
+
+/// The vendor knowledge a decision used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorEvidence {
+    /// The detector category the priors are kept by (`wazuh:web`, `et:INFO`, ...).
+    pub category: String,
+    /// The vendor's severity tier (`info`, `low`, `medium`, `high`, `critical`, `unknown`).
+    pub tier: String,
+    /// Where it came from (the alert's own fields, a ruleset file and rule, a published table).
+    pub source: String,
+    /// ATT&CK technique ids.
+    #[serde(default)]
+    pub attack: Vec<String>,
+}
+
+/// One prior: the analysts' dispositions of one key, as known at the case's time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PriorEvidence {
+    /// The level (`rule@site`, `rule@other-sites`, `category`, `tier`, `host@site`, ...).
+    pub level: String,
+    /// The key (`S-Dns-Qry3`, `et:INFO`, ...).
+    pub key: String,
+    /// Escalated dispositions (time-decayed, per-site capped: may be fractional).
+    pub escalated: f64,
+    /// Closed dispositions.
+    pub closed: f64,
+    /// The shrunk escalation rate at this level.
+    pub rate: f64,
+}
+
+/// One signal and what it added to the log-odds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SignalEvidence {
+    /// Signal name.
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+    /// Its contribution to the log-odds (value x the weight fitted on the history).
+    pub contribution: f64,
+    /// What it measured.
+    pub detail: String,
+}
+
+/// A case seen on the same host in the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CorrelatedCase {
+    /// Ticket.
+    pub ticket: String,
+    /// Rule code.
+    pub rule_id: String,
+    /// Detector family.
+    pub source: String,
+    /// Its escalation probability.
+    pub probability: f64,
+}
+
+/// A dispositioned case like this one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Precedent {
+    /// Ticket.
+    pub ticket: String,
+    /// Site.
+    pub site: String,
+    /// Rule code.
+    pub rule_id: String,
+    /// Host.
+    pub host: String,
+    /// What the analysts decided.
+    pub disposition: Disposition,
+    /// Why it is similar.
+    pub similarity: String,
+}
+
+/// An earlier case pulled into an escalating case's incident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LinkedCase {
+    /// The linked case.
+    pub case: CaseContext,
+    /// Its probability, re-assessed with the incident in view.
+    pub probability: f64,
+}
+
+/// What the analysts decided for a case.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Handed to incident response.
+    Escalate,
+    /// Closed as benign or uninteresting.
+    #[default]
+    Close,
+}
+
+/// An analyst's disposition of a case became known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DispositionRecorded {
+    /// The case (its facts: site, rule, host, detector, times).
+    pub case: CaseContext,
+    /// What the analysts decided.
+    pub disposition: Disposition,
+    /// Who decided (an analyst, a feed, a file).
+    pub by: String,
+    /// Where it came from: `history`, `backtest_feedback`, `webex`, `xsoar`, `console`.
+    pub origin: String,
+    /// When it became known, milliseconds since the Unix epoch (alert time in a replay).
+    pub known_at_ms: i64,
+    /// The analyst's reason, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Tier 2's investigation of a triaged alert.
@@ -326,6 +510,9 @@ pub struct CaseEscalated {
     pub reason: String,
     /// Tier 2's confidence, 0..=1.
     pub confidence: f32,
+    /// Earlier cases on the same host escalated with it as one incident.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub linked: Vec<LinkedCase>,
 }
 
 /// One step of a response plan.

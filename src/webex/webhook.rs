@@ -251,7 +251,7 @@ async fn recorded(pool: &SqlitePool, action_id: &str) -> Result<bool, StoreError
 }
 
 /// What [`record`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// Recorded: the disposition with its ticket's facts.
     New(DispositionFacts),
@@ -296,30 +296,35 @@ pub async fn record(
     if inserted == 0 {
         return Ok(Recorded::Before);
     }
-    let facts = DispositionFacts {
-        ticket: case.ticket,
-        disposition,
-        site: case.site.unwrap_or_default(),
-        rule: case.rule_id,
-        host: case.host,
-        detector: case.source,
-        known_ms: now_ms,
-    };
-    sqlx::query(
-        "INSERT OR REPLACE INTO dispositions (ticket, ground_truth, source, at_ms, site, rule, \
-         host, detector, known_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    let facts = DispositionFacts::of_case(&case, disposition, now_ms);
+    crate::store::insert_dispositions(
+        &mut tx,
+        std::slice::from_ref(&facts),
+        &format!("webex:{person}"),
+        now_ms,
+        false,
     )
-    .bind(&facts.ticket)
-    .bind(disposition.label())
-    .bind(format!("webex:{person}"))
-    .bind(now_ms)
-    .bind(&facts.site)
-    .bind(&facts.rule)
-    .bind(&facts.host)
-    .bind(&facts.detector)
-    .bind(now_ms)
-    .execute(&mut *tx)
     .await?;
+    // The disposition goes on the bus too (relayed from the outbox with the decisions), so
+    // every process's reasoner learns it and the audit keeps it.
+    let envelope = crate::proto::Envelope::new_root(
+        "webex",
+        &case.ticket,
+        crate::proto::Event::DispositionRecorded(crate::proto::DispositionRecorded {
+            case: case.clone(),
+            disposition,
+            by: person.to_owned(),
+            origin: "webex".into(),
+            known_at_ms: now_ms,
+            reason: None,
+        }),
+    );
+    sqlx::query("INSERT INTO outbox (dedupe_key, envelope, created_ms) VALUES (?, ?, ?)")
+        .bind(format!("disposition:webex:{action_id}"))
+        .bind(serde_json::to_string(&envelope).unwrap_or_default())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Recorded::New(facts))
 }
