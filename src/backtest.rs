@@ -1294,6 +1294,7 @@ mod tests {
             tokens_out: 5,
             ground_truth: None,
             at_ms: 0,
+            p_escalate: None,
         };
         let decisions = [
             decision("sentinel", 1.0),
@@ -1391,6 +1392,9 @@ mod tests {
             },
             priors: PriorsSummary::default(),
             malformed: 0,
+            calibration: Default::default(),
+            cold_start: Vec::new(),
+            decisions: Vec::new(),
         };
         let worse = Summary {
             recall: 0.7,

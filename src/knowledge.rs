@@ -742,7 +742,7 @@ mod tests {
     #[test]
     fn precedents_are_known_before_the_case_and_never_the_case() {
         let k = Knowledge::default();
-        let mut f = |t: &str, site: &str, d, known| {
+        let f = |t: &str, site: &str, d, known| {
             let mut x = facts(t, d, "R", known);
             x.site = site.into();
             x

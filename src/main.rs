@@ -935,8 +935,88 @@ async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
         .collect::<Vec<_>>()
         .join("  ");
         println!("  {at}  {:<18} {:<13} {detail}", step.kind, step.role);
+        if let Some(a) = body
+            .get("assessment")
+            .and_then(|a| serde_json::from_value::<soc_runtime::proto::Assessment>(a.clone()).ok())
+        {
+            print!("{}", render_assessment(&a));
+        }
+        if let Some(linked) = body.get("linked").and_then(|l| l.as_array())
+            && !linked.is_empty()
+        {
+            let tickets: Vec<&str> = linked
+                .iter()
+                .filter_map(|l| l["case"]["ticket"].as_str())
+                .collect();
+            println!("      escalated with: {}", tickets.join(", "));
+        }
+        if step.kind == "DispositionRecorded" {
+            println!(
+                "      analysts: {} (by {}, from {})",
+                body["disposition"], body["by"], body["origin"]
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The recorded assessment of a decision, as `case why` shows it.
+fn render_assessment(a: &soc_runtime::proto::Assessment) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "      p(escalate) {:.3}, threshold {:.2}: {}",
+        a.probability, a.threshold, a.policy
+    );
+    let _ = writeln!(
+        out,
+        "      vendor: {} ({} tier) from {}{}",
+        a.vendor.category,
+        a.vendor.tier,
+        a.vendor.source,
+        if a.vendor.attack.is_empty() {
+            String::new()
+        } else {
+            format!("; ATT&CK {}", a.vendor.attack.join(", "))
+        }
+    );
+    for p in &a.priors {
+        let _ = writeln!(
+            out,
+            "      prior {:<22} {:<34} escalated {:>8.2}  closed {:>8.2}  rate {:.3}",
+            p.level, p.key, p.escalated, p.closed, p.rate
+        );
+    }
+    for s in &a.signals {
+        let _ = writeln!(
+            out,
+            "      signal {:<12} {:>8.3} -> {:+.3} log-odds ({})",
+            s.name, s.value, s.contribution, s.detail
+        );
+    }
+    for c in &a.correlated {
+        let _ = writeln!(
+            out,
+            "      on the host in the hour: {} {} ({}) p {:.3}",
+            c.ticket, c.rule_id, c.source, c.probability
+        );
+    }
+    for p in &a.precedents {
+        let _ = writeln!(
+            out,
+            "      precedent: {} ({}, {} on {}) analysts {:?}: {}",
+            p.ticket, p.site, p.rule_id, p.host, p.disposition, p.similarity
+        );
+    }
+    for l in &a.linked {
+        let _ = writeln!(
+            out,
+            "      links into this incident: {} ({}) p {:.3}",
+            l.case.ticket, l.case.rule_id, l.probability
+        );
+    }
+    out
 }
 
 async fn case_recall(args: CaseArgs) -> anyhow::Result<ExitCode> {

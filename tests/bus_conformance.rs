@@ -145,6 +145,7 @@ fn triage_output(input: &Envelope) -> Outgoing {
             },
             reason: "test".into(),
             confidence: 1.0,
+            linked: Vec::new(),
         }),
     ))
     .unwrap()
@@ -571,6 +572,7 @@ async fn the_feeder_skips_kinds_the_role_does_not_consume(h: &Harness) {
             case: CaseContext::default(),
             reason: "r".into(),
             confidence: 1.0,
+            linked: Vec::new(),
         }),
     );
     let outputs = vec![

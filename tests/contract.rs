@@ -84,6 +84,15 @@ fn samples() -> Vec<Event> {
                 first_seen: "2022-01-15T00:00:01Z".into(),
                 last_seen: "2022-01-15T00:09:13Z".into(),
                 alert_count: 9,
+                vendor: Some(VendorMeta {
+                    rule: Some("2027757".into()),
+                    priority: Some(3),
+                    severity: Some("informational".into()),
+                    category: Some("Potentially Bad Traffic".into()),
+                    groups: vec!["dns".into()],
+                    attack: vec!["T1071.004".into()],
+                    ..VendorMeta::default()
+                }),
             },
             received_via: "jsonl:tickets.jsonl.gz".into(),
         }),
@@ -94,11 +103,13 @@ fn samples() -> Vec<Event> {
             priority: 9,
             rationale: "rule title matches .biz tld".into(),
             meta: meta(),
+            assessment: Some(assessment()),
         }),
         Event::CaseEscalated(CaseEscalated {
             case: case(),
             reason: "true positive on mail".into(),
             confidence: 0.8,
+            linked: assessment().linked,
         }),
         Event::Tier2Analysis(Tier2Analysis {
             case: case(),
@@ -204,7 +215,60 @@ fn samples() -> Vec<Event> {
             highlights: vec!["DNS to .biz from mail".into()],
             meta: meta(),
         }),
+        Event::DispositionRecorded(DispositionRecorded {
+            case: case(),
+            disposition: Disposition::Escalate,
+            by: "ana@soc.example".into(),
+            origin: "webex".into(),
+            known_at_ms: 1_642_219_200_000,
+            reason: Some("confirmed exfiltration".into()),
+        }),
     ]
+}
+
+fn assessment() -> Assessment {
+    Assessment {
+        probability: 0.83,
+        threshold: 0.45,
+        policy: "fitted on 7800 dispositions of 4 sites".into(),
+        vendor: VendorEvidence {
+            category: "et:INFO".into(),
+            tier: "info".into(),
+            source: "ET category INFO".into(),
+            attack: vec!["T1071.004".into()],
+        },
+        priors: vec![PriorEvidence {
+            level: "rule@site".into(),
+            key: "S-Dns-Qry3".into(),
+            escalated: 12.0,
+            closed: 0.5,
+            rate: 0.91,
+        }],
+        signals: vec![SignalEvidence {
+            name: "volume".into(),
+            value: 3.4,
+            contribution: 1.2,
+            detail: "ln(1 + alerts) against the rule's usual count".into(),
+        }],
+        correlated: vec![CorrelatedCase {
+            ticket: "fox-00040".into(),
+            rule_id: "A-Dns-Val1".into(),
+            source: "aminer".into(),
+            probability: 0.2,
+        }],
+        precedents: vec![Precedent {
+            ticket: "santos-00009".into(),
+            site: "santos".into(),
+            rule_id: "S-Dns-Qry3".into(),
+            host: "inet-firewall".into(),
+            disposition: Disposition::Escalate,
+            similarity: "same rule, another site".into(),
+        }],
+        linked: vec![LinkedCase {
+            case: case(),
+            probability: 0.7,
+        }],
+    }
 }
 
 fn envelope(event: Event) -> Envelope {
@@ -249,13 +313,24 @@ fn the_json_schema_in_proto_matches_the_types() {
     }
 }
 
+/// An event as the first v1 fixtures froze it: the fields added since (additively) left at
+/// their defaults, which is what an old producer's bytes decode to.
+fn as_first_frozen(event: &Event) -> Event {
+    let mut e = event.clone();
+    match &mut e {
+        Event::AlertReceived(r) => r.alert.vendor = None,
+        Event::AlertTriaged(t) => t.assessment = None,
+        Event::CaseEscalated(c) => c.linked.clear(),
+        _ => {}
+    }
+    e
+}
+
 #[test]
 fn frozen_fixtures_still_decode_to_the_same_events() {
     let dir = proto_dir().join("fixtures");
-    for event in samples() {
-        let kind = event.kind();
-        let expected = envelope(event);
-        let path = dir.join(format!("{kind}.msgpack"));
+    let check = |path: std::path::PathBuf, expected: Envelope| {
+        let kind = expected.event.kind();
         if !path.exists() && bless() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, encode(&expected).unwrap()).unwrap();
@@ -267,7 +342,16 @@ fn frozen_fixtures_still_decode_to_the_same_events() {
             )
         });
         let decoded = decode(&bytes).unwrap_or_else(|e| panic!("{kind}: {e}"));
-        assert_eq!(decoded, expected, "{kind} fixture decodes differently");
+        assert_eq!(decoded, expected, "{} decodes differently", path.display());
+    };
+    for event in samples() {
+        let kind = event.kind();
+        let first = as_first_frozen(&event);
+        // The first fixture of each kind, and one per later addition to it.
+        if first != event {
+            check(dir.join(format!("{kind}.judgment.msgpack")), envelope(event));
+        }
+        check(dir.join(format!("{kind}.msgpack")), envelope(first));
     }
 }
 

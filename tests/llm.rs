@@ -1664,6 +1664,7 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
             case: case.clone(),
             reason: "231 DNS queries to .biz domains from the firewall in one hour".into(),
             confidence: 0.8,
+            linked: Vec::new(),
         }),
     );
     let ir_lead = IrLead::new(&env);

@@ -97,6 +97,7 @@ async fn tools_over_real_data_never_see_past_the_case() {
             host: t["host"].as_str().unwrap().into(),
             detector: t["source"].as_str().unwrap().into(),
             known_ms: ms(t["last_seen"].as_str().unwrap()) + 4 * 3_600_000,
+            ..Default::default()
         })
         .collect();
     store.import_dispositions(&facts, "test").await.unwrap();

@@ -438,6 +438,7 @@ mod tests {
                 },
                 reason: "scanner".into(),
                 confidence: 0.8,
+                linked: Vec::new(),
             }),
         );
         IrLead::default().decide(&input)

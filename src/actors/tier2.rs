@@ -144,17 +144,26 @@ impl Role for Tier2 {
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let knowledge = self.knowledge.clone();
         let tools = self.tools.clone();
+        let precedent = self.reasoning.precedent;
         async move {
             let Event::AlertTriaged(triaged) = &input.event else {
                 return Ok(Vec::new());
             };
             let case = &triaged.case;
             let flagged = case_injection(case, &[("triage_rationale", &triaged.rationale)]);
-            let data = serde_json::json!({
+            let mut data = serde_json::json!({
                 "case": case,
                 "triage": {"verdict": triaged.verdict, "confidence": triaged.confidence,
                            "priority": triaged.priority, "rationale": triaged.rationale},
             });
+            if precedent && let Some(a) = &triaged.assessment {
+                // The cases like this one the analysts already decided, quoted as data.
+                data["precedent"] = serde_json::json!({
+                    "similar_cases_already_decided": a.precedents,
+                    "calibrated_probability_of_escalation": a.probability,
+                    "escalation_threshold": a.threshold,
+                });
+            }
             let options = CallOptions::case(Self::NAME, Some(triaged.priority));
             let scope = Scope::of(case);
             let reasoned =
@@ -429,6 +438,50 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert!(matches!(&events[0], Event::Tier2Analysis(a)
             if a.decision == Tier2Decision::NeedsHumanReview && a.summary.contains("instructions")));
+    }
+
+    #[test]
+    fn the_assessment_decides_and_carries_the_linked_cases() {
+        let assessed = |p: f64| {
+            let input = Envelope::new_root(
+                "sentinel",
+                "t-1",
+                Event::AlertTriaged(AlertTriaged {
+                    case: CaseContext {
+                        ticket: "t-1".into(),
+                        host: "web-1".into(),
+                        ..CaseContext::default()
+                    },
+                    verdict: TriageVerdict::TruePositive,
+                    confidence: p as f32,
+                    priority: 8,
+                    assessment: Some(crate::proto::Assessment {
+                        probability: p,
+                        threshold: 0.6,
+                        linked: vec![crate::proto::LinkedCase {
+                            case: CaseContext {
+                                ticket: "t-0".into(),
+                                ..CaseContext::default()
+                            },
+                            probability: 0.7,
+                        }],
+                        ..crate::proto::Assessment::default()
+                    }),
+                    ..AlertTriaged::default()
+                }),
+            );
+            Tier2::default().decide(&input)
+        };
+        let events = assessed(0.8);
+        assert!(
+            matches!(&events[1], Event::CaseEscalated(e) if e.linked.len() == 1 && e.confidence > 0.79)
+        );
+        let events = assessed(0.5);
+        assert_eq!(events.len(), 1, "below the threshold: closed whatever the verdict");
+        assert!(
+            matches!(&events[0], Event::Tier2Analysis(a) if a.decision == Tier2Decision::Close
+                && a.summary.contains("below the escalation threshold"))
+        );
     }
 
     #[test]

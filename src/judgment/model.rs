@@ -300,7 +300,10 @@ impl SiteState {
             let parent = if prior.rule_known {
                 prior.p[s]
             } else {
-                shrink(site.category.e[s], site.category.n[s], params.m, prior.p[s])
+                // The site's other rules of the category (not this rule's cases again).
+                let e = (site.category.e[s] - site.rule.e[s]).max(0.0);
+                let n = (site.category.n[s] - site.rule.n[s]).max(0.0);
+                shrink(e, n, params.m, prior.p[s])
             };
             p_rule[s] = shrink(site.rule.e[s], site.rule.n[s], params.m, parent);
         }

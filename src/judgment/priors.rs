@@ -71,6 +71,13 @@ impl Count2 {
         }
     }
 
+    fn minus(self, o: Count2) -> Count2 {
+        Count2 {
+            e: [(self.e[0] - o.e[0]).max(0.0), (self.e[1] - o.e[1]).max(0.0)],
+            n: [(self.n[0] - o.n[0]).max(0.0), (self.n[1] - o.n[1]).max(0.0)],
+        }
+    }
+
     fn plus(self, o: Count2) -> Count2 {
         Count2 {
             e: [self.e[0] + o.e[0], self.e[1] + o.e[1]],
@@ -111,8 +118,8 @@ pub struct CrossTallies {
     category: HashMap<String, PerSite>,
     tier: HashMap<Tier, PerSite>,
     base: Vec<Count2>,
-    /// Per rule, per site, the log alert counts of its cases (for the volume norm).
-    volume: HashMap<String, Vec<(u16, Vec<f64>)>>,
+    /// Per rule, per site, the median log alert count of its cases (for the volume norm).
+    volume: HashMap<String, Vec<(u16, f64)>>,
 }
 
 /// One history case, as the tallies count it.
@@ -196,7 +203,13 @@ impl CrossTallies {
         }
         t.volume = volume
             .into_iter()
-            .map(|(rule, sites)| (rule, sites.into_iter().collect()))
+            .map(|(rule, sites)| {
+                let medians = sites
+                    .into_iter()
+                    .filter_map(|(site, v)| median(&v).map(|m| (site, m)))
+                    .collect();
+                (rule, medians)
+            })
             .collect();
         t
     }
@@ -280,8 +293,23 @@ impl CrossTallies {
                     .fold(Count2::default(), |acc, (_, c)| acc.plus(c.capped(cap)))
             })
         };
-        let tier_c = sum(self.tier.get(&tier));
-        let cat_c = sum(self.category.get(category));
+        // A level's parent is estimated from the level's siblings, not from its own cases
+        // again: per site, the category's cases without this rule's, the tier's without this
+        // category's, each then capped.
+        let without = |parent: Option<&PerSite>, child: Option<&PerSite>| -> Count2 {
+            parent.map_or(Count2::default(), |per| {
+                per.iter()
+                    .filter(|(site, _)| Some(*site) != exclude)
+                    .fold(Count2::default(), |acc, (site, c)| {
+                        let own = child
+                            .and_then(|ch| ch.iter().find(|(s, _)| s == site))
+                            .map_or(Count2::default(), |(_, c)| *c);
+                        acc.plus(c.minus(own).capped(cap))
+                    })
+            })
+        };
+        let tier_c = without(self.tier.get(&tier), self.category.get(category));
+        let cat_c = without(self.category.get(category), self.rule.get(rule));
         let rule_c = sum(self.rule.get(rule));
         // Tier, category and rule pool both host states; only the rule splits them, each state
         // shrunk towards the rule's pooled rate (a rule seen only inside incidents keeps its
@@ -326,7 +354,7 @@ impl CrossTallies {
         let mut medians: Vec<f64> = per
             .iter()
             .filter(|(site, _)| Some(*site) != exclude)
-            .filter_map(|(_, v)| median(v))
+            .map(|(_, m)| *m)
             .collect();
         median_mut(&mut medians)
     }
@@ -565,7 +593,7 @@ mod tests {
         let hl = 1e12;
         assert_eq!(s.view("R", "c", "h", 100, hl).rule.n[COLD], 0.0, "known at 100: not at 100");
         let v = s.view("R", "c", "h", 101, hl);
-        assert_eq!((v.rule.e[COLD], v.rule.n[COLD]), (1.0, 1.0));
+        assert!((v.rule.e[COLD] - 1.0).abs() < 1e-6 && (v.rule.n[COLD] - 1.0).abs() < 1e-6);
         let v = s.view("R", "c", "h", 201, hl);
         assert!((v.rule.n[COLD] - 2.0).abs() < 1e-6);
         // A half-life later, half the weight.
