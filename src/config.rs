@@ -403,14 +403,11 @@ impl Config {
         }
         if !(r.half_life_days.is_finite() && r.half_life_days > 0.0) {
             return Err(ConfigError::Invalid(
-                "reasoning.half_life_days must be a positive number of days (30 by default)"
-                    .into(),
+                "reasoning.half_life_days must be a positive number of days (30 by default)".into(),
             ));
         }
         let lag = r.feedback_lag.trim();
-        if lag != "off"
-            && humantime::parse_duration(lag).map_or(true, |d| d.is_zero())
-        {
+        if lag != "off" && humantime::parse_duration(lag).map_or(true, |d| d.is_zero()) {
             return Err(ConfigError::Invalid(format!(
                 "reasoning.feedback_lag {:?}: a positive duration such as \"4h\", or \"off\"",
                 r.feedback_lag

@@ -261,7 +261,10 @@ impl Knowledge {
 
     /// What the last fit found, once there was one.
     pub fn fit_report(&self) -> Option<FitReport> {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records dispositions known before the runtime starts: the history the score is fitted
@@ -284,7 +287,10 @@ impl Knowledge {
             .unwrap_or_else(|e| e.into_inner())
             .history
             .clone();
-        let cases: Vec<HistoryCase> = history.iter().filter_map(|f| self.history_case(f)).collect();
+        let cases: Vec<HistoryCase> = history
+            .iter()
+            .filter_map(|f| self.history_case(f))
+            .collect();
         let (model, report) = fit(&cases, &self.settings);
         // The history of a site also counts in that site's own priors (a restarted runtime's
         // own past), its host states read from the labels.
@@ -293,10 +299,14 @@ impl Knowledge {
         for c in &cases {
             per_site.entry(c.site.as_str()).or_default().push(c);
         }
-        let known: HashMap<&str, i64> = history.iter().map(|f| (f.ticket.as_str(), f.known_ms)).collect();
+        let known: HashMap<&str, i64> = history
+            .iter()
+            .map(|f| (f.ticket.as_str(), f.known_ms))
+            .collect();
         for (site, mut list) in per_site {
             list.sort_by(|a, b| (a.first_ms, &a.ticket).cmp(&(b.first_ms, &b.ticket)));
-            let hot = crate::judgment::fit::hot_labels(&[(site, list.clone())], self.settings.window_ms);
+            let hot =
+                crate::judgment::fit::hot_labels(&[(site, list.clone())], self.settings.window_ms);
             let state = sites.entry(site.to_owned()).or_default();
             for (c, h) in list.iter().zip(&hot[0]) {
                 state.tallies.push(SiteDisposition {
@@ -434,7 +444,11 @@ impl Knowledge {
             }
         };
         let recent = list[..end].iter().rev();
-        for k in recent.clone().filter(|k| k.site == site && k.host == alert.host).take(1) {
+        for k in recent
+            .clone()
+            .filter(|k| k.site == site && k.host == alert.host)
+            .take(1)
+        {
             take(k, "same rule, same host", &mut out);
         }
         for k in recent.clone().filter(|k| k.site == site).take(2) {
@@ -452,7 +466,10 @@ impl Knowledge {
     }
 
     /// The case's facts as the model sees them.
-    fn case_in<'a>(alert: &'a Alert, vendor: &'a crate::judgment::vendor::VendorView) -> CaseIn<'a> {
+    fn case_in<'a>(
+        alert: &'a Alert,
+        vendor: &'a crate::judgment::vendor::VendorView,
+    ) -> CaseIn<'a> {
         CaseIn {
             ticket: &alert.ticket_id,
             site: alert.site.as_deref().unwrap_or(""),
@@ -542,7 +559,10 @@ impl Knowledge {
     /// from case memory after a restart).
     pub fn saw_rule(&self, site: &str, rule: &str, cases: u64) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        sites.entry(site.to_owned()).or_default().saw_rule(rule, cases);
+        sites
+            .entry(site.to_owned())
+            .or_default()
+            .saw_rule(rule, cases);
     }
 
     /// Records a case with a given probability as activity on its host (tests and tools).
@@ -700,7 +720,11 @@ mod tests {
                 closed: 0
             }
         );
-        assert_eq!(k.priors("R1", "h", "wazuh", 50).rule.escalated, 1, "known at 50: not at 50");
+        assert_eq!(
+            k.priors("R1", "h", "wazuh", 50).rule.escalated,
+            1,
+            "known at 50: not at 50"
+        );
         let later = k.priors("R1", "h", "wazuh", 101);
         assert_eq!(
             later.rule,
@@ -734,7 +758,10 @@ mod tests {
         let ids = |v: Vec<Recent>| v.into_iter().map(|r| r.ticket).collect::<Vec<_>>();
         assert_eq!(ids(k.recent("s", "h", 1000, "t2")), ["t1"]);
         assert_eq!(ids(k.recent("s", "h", 2000, "t4")), ["t1", "t2"]);
-        assert_eq!(ids(k.recent("s", "h", 3_600_000 + 1000, "t9")), ["t2", "t4"]);
+        assert_eq!(
+            ids(k.recent("s", "h", 3_600_000 + 1000, "t9")),
+            ["t2", "t4"]
+        );
         assert!(k.recent("other-site", "h", 2000, "t9").is_empty());
         assert_eq!(k.latest_ms("s", "h"), Some(2000));
     }
@@ -764,7 +791,10 @@ mod tests {
         };
         let p = k.precedents(&alert, 100);
         let tickets: Vec<&str> = p.iter().map(|p| p.ticket.as_str()).collect();
-        assert!(!tickets.contains(&"s-2"), "never the case itself: {tickets:?}");
+        assert!(
+            !tickets.contains(&"s-2"),
+            "never the case itself: {tickets:?}"
+        );
         assert!(!tickets.contains(&"s-3"), "not known yet: {tickets:?}");
         assert_eq!(tickets, ["s-1", "o-1", "o-2"]);
     }

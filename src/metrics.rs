@@ -294,6 +294,16 @@ impl Sources {
                     "War-room notes written to XSOAR.",
                     &x.notes,
                 ),
+                (
+                    "soc_xsoar_dispositions_total",
+                    "XSOAR closures published as analysts' dispositions.",
+                    &x.dispositions,
+                ),
+                (
+                    "soc_xsoar_closures_unmapped_total",
+                    "XSOAR closures whose close reason teaches nothing.",
+                    &x.closures_unmapped,
+                ),
             ] {
                 family(&mut out, name, "counter", help);
                 let _ = writeln!(out, "{name} {}", l(value));

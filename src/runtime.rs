@@ -111,8 +111,12 @@ impl Runtime {
                 let vendor = crate::judgment::vendor::Vendor::load(&config.rulesets)?;
                 let v = vendor.summary();
                 if v.wazuh_rules + v.suricata_rules > 0 {
-                    tracing::info!(wazuh_rules = v.wazuh_rules, suricata_rules = v.suricata_rules,
-                        classtypes = v.classtypes, "detector rulesets loaded");
+                    tracing::info!(
+                        wazuh_rules = v.wazuh_rules,
+                        suricata_rules = v.suricata_rules,
+                        classtypes = v.classtypes,
+                        "detector rulesets loaded"
+                    );
                 }
                 Arc::new(crate::knowledge::Knowledge::new(
                     Arc::new(vendor),
@@ -482,8 +486,13 @@ async fn prepare_store(
         knowledge.add_history(&dispositions);
         let started = std::time::Instant::now();
         let fit = knowledge.fit();
-        tracing::info!(sites = fit.sites, cases = fit.cases, escalated = fit.escalated,
-            elapsed_ms = started.elapsed().as_millis() as u64, "escalation score fitted on the history");
+        tracing::info!(
+            sites = fit.sites,
+            cases = fit.cases,
+            escalated = fit.escalated,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "escalation score fitted on the history"
+        );
     } else {
         knowledge.add_dispositions(&dispositions);
     }

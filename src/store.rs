@@ -360,8 +360,14 @@ impl Store {
             })
             .collect();
         for (facts, source) in &recorded {
-            insert_dispositions(&mut tx, std::slice::from_ref(facts), source, facts.known_ms, false)
-                .await?;
+            insert_dispositions(
+                &mut tx,
+                std::slice::from_ref(facts),
+                source,
+                facts.known_ms,
+                false,
+            )
+            .await?;
         }
         let mut written = 0;
         for chunk in rows.chunks(BULK_ROWS) {

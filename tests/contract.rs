@@ -349,7 +349,10 @@ fn frozen_fixtures_still_decode_to_the_same_events() {
         let first = as_first_frozen(&event);
         // The first fixture of each kind, and one per later addition to it.
         if first != event {
-            check(dir.join(format!("{kind}.judgment.msgpack")), envelope(event));
+            check(
+                dir.join(format!("{kind}.judgment.msgpack")),
+                envelope(event),
+            );
         }
         check(dir.join(format!("{kind}.msgpack")), envelope(first));
     }

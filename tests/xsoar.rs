@@ -72,17 +72,26 @@ async fn search(
         header("x-xdr-auth-id"),
         filter.clone(),
     ));
-    let from = chrono::DateTime::parse_from_rfc3339(filter["fromDate"].as_str().unwrap()).unwrap();
-    let matching: Vec<&Value> = r.incidents[..r.visible.load(Ordering::SeqCst)]
+    // Closures are asked by close time (`fromClosedDate`), new incidents by creation time.
+    let (field, from) = match filter["fromClosedDate"].as_str() {
+        Some(from) => ("closed", from),
+        None => ("created", filter["fromDate"].as_str().unwrap()),
+    };
+    let from = chrono::DateTime::parse_from_rfc3339(from).unwrap();
+    let mut matching: Vec<&Value> = r.incidents[..r.visible.load(Ordering::SeqCst)]
         .iter()
+        .filter(|i| field == "created" || i["status"] == 2)
         .filter(|i| {
             // Incidents whose time does not parse are returned as they are.
-            i["created"]
+            i[field]
                 .as_str()
                 .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
                 .is_none_or(|c| c >= from)
         })
         .collect();
+    if field == "closed" {
+        matching.sort_by_key(|i| i["closed"].as_str().unwrap_or_default().to_owned());
+    }
     let size = filter["size"].as_u64().unwrap() as usize;
     let page = filter["page"].as_u64().unwrap() as usize;
     let data: Vec<&Value> = matching
@@ -306,5 +315,129 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
         assert_eq!(body["markdown"], true);
     }
     runtime.shutdown().await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xsoar_closures_teach_every_process_once_by_their_close_reason() {
+    common::logs();
+    let closed = |id: &str, reason: Option<&str>, at: Option<&str>| {
+        json!({
+            "id": id, "name": format!("Incident {id}"), "type": "Malware", "status": 2,
+            "severity": 4, "owner": "ana", "created": "2026-10-01T10:00:00Z",
+            "occurred": "2026-10-01T09:58:00Z", "closed": at, "closeReason": reason,
+            "closeNotes": "checked the host", "CustomFields": {"hostname": "ws-7"}
+        })
+    };
+    let replay = Arc::new(Replay {
+        incidents: vec![
+            closed("2001", Some("True Positive"), Some("2026-11-02T10:00:00Z")),
+            closed("2002", Some("False Positive"), Some("2026-11-02T11:00:00Z")),
+            closed("2003", Some("Other"), Some("2026-11-02T12:00:00Z")),
+            closed("2004", Some("False Positive"), None),
+            closed(
+                "2005",
+                Some("benign true positive"),
+                Some("2026-11-02T13:00:00Z"),
+            ),
+        ],
+        visible: AtomicUsize::new(5),
+        asked: Mutex::new(Vec::new()),
+        entries: Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .route("/incidents/search", axum::routing::post(search))
+        .with_state(replay.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let redis = common::redis_url();
+    let namespace = common::Namespace::new(&redis, "xsoar-closures");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.bus.backend = Backend::Redis;
+    config.bus.redis_url = redis;
+    config.bus.settings.namespace = namespace.name().to_owned();
+    config.http.addr = "off".into();
+    config.calendar.enabled = false;
+    config.xsoar = soc_runtime::ingest::xsoar::XsoarConfig {
+        url,
+        api_key: Some(soc_runtime::llm::Secret::new("xsoar-key-for-tests")),
+        poll_s: 1,
+        page_size: 2,
+        start: "2026-11-01T00:00:00Z".into(),
+        site: Some("hq".into()),
+        learn_closures: true,
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    let dispositions = |bus: soc_runtime::bus::Bus| async move {
+        bus.read_all(Topic::Audit)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.fields.decode_envelope().ok())
+            .filter_map(|e| match e.event {
+                soc_runtime::proto::Event::DispositionRecorded(d) => Some(d),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for round in 0..2 {
+        let knowledge = Arc::new(soc_runtime::knowledge::Knowledge::default());
+        let runtime = soc_runtime::runtime::Runtime::start(
+            config.clone(),
+            soc_runtime::supervisor::RuntimeOptions {
+                knowledge: Some(knowledge.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let bus = runtime.bus().clone();
+        // The reasoner knows the three closures with a reason it maps, whichever round.
+        common::wait_for("the closures learned", Duration::from_secs(30), || {
+            let k = knowledge.clone();
+            async move { (k.dispositions() == 3).then_some(()) }
+        })
+        .await;
+        // A few more polls: nothing is published twice, across the restart too.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let recorded = dispositions(bus.clone()).await;
+        let mut seen: Vec<(String, soc_runtime::proto::Disposition)> = recorded
+            .iter()
+            .map(|d| (d.case.ticket.clone(), d.disposition))
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        use soc_runtime::proto::Disposition::{Close, Escalate};
+        assert_eq!(
+            seen,
+            [
+                ("xsoar-2001".to_owned(), Escalate),
+                ("xsoar-2002".to_owned(), Close),
+                ("xsoar-2005".to_owned(), Close)
+            ],
+            "round {round}: 2003's reason teaches nothing, 2004 has no close time"
+        );
+        let first = recorded
+            .iter()
+            .find(|d| d.case.ticket == "xsoar-2001")
+            .unwrap();
+        assert_eq!(first.origin, "xsoar");
+        assert_eq!(first.by, "ana");
+        assert_eq!(first.known_at_ms, 1_793_613_600_000);
+        assert_eq!(first.case.site.as_deref(), Some("hq"));
+        let p = knowledge.priors("Malware", "ws-7", "xsoar", i64::MAX);
+        assert_eq!((p.rule.escalated, p.rule.closed), (1, 2));
+        runtime.shutdown().await;
+    }
+    // Closures were asked by close time, earliest first.
+    assert!(replay.asked.lock().iter().any(|a| {
+        a.2["fromClosedDate"] == "2026-11-01T00:00:00.000Z"
+            && a.2["sort"] == json!([{"field": "closed", "asc": true}])
+    }));
     server.abort();
 }

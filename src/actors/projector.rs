@@ -180,7 +180,8 @@ impl State {
             max_pages,
             self.knowledge.as_deref(),
         )
-        .await {
+        .await
+        {
             Ok(folded) => {
                 if folded.skipped > 0 {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -260,10 +260,18 @@ fn by_rules(alert_ref: &str, alert: &Alert, judged: Judged, meta: DecisionMeta) 
         (TriageVerdict::Suspicious, p, if upper { 6.0 } else { 5.0 })
     } else if p >= t / 10.0 {
         let upper = p >= t / 6.0;
-        (TriageVerdict::Benign, 1.0 - p, if upper { 4.0 } else { 3.0 })
+        (
+            TriageVerdict::Benign,
+            1.0 - p,
+            if upper { 4.0 } else { 3.0 },
+        )
     } else {
         let upper = p >= t / 30.0;
-        (TriageVerdict::FalsePositive, 1.0 - p, if upper { 2.0 } else { 1.0 })
+        (
+            TriageVerdict::FalsePositive,
+            1.0 - p,
+            if upper { 2.0 } else { 1.0 },
+        )
     };
     let priority = priority.clamp(1.0, 10.0) as u8;
     let mut case = CaseContext::from_alert(alert, alert_ref);
@@ -468,8 +476,18 @@ mod tests {
             for i in 0..10 {
                 push("HOT", "h", i * day, Disposition::Escalate);
                 for j in 0..30 {
-                    push("NOISE", "h", i * day + 1000 + j * 60_000, Disposition::Close);
-                    push("WEB", "w", i * day + 3_000_000 + j * 60_000, Disposition::Close);
+                    push(
+                        "NOISE",
+                        "h",
+                        i * day + 1000 + j * 60_000,
+                        Disposition::Close,
+                    );
+                    push(
+                        "WEB",
+                        "w",
+                        i * day + 3_000_000 + j * 60_000,
+                        Disposition::Close,
+                    );
                 }
             }
             for i in 0..5 {
@@ -498,11 +516,23 @@ mod tests {
         let at = "2023-01-15T00:00:00Z";
         let title = |r: &str| format!("Suricata: Alert - ET INFO {r}");
         let hot = triage_with(&sentinel, alert("n-1", "HOT", &title("HOT"), "x", at));
-        assert_eq!(hot.verdict, TriageVerdict::TruePositive, "{}", hot.rationale);
-        assert!(hot.rationale.contains("rule@other-sites HOT"), "{}", hot.rationale);
+        assert_eq!(
+            hot.verdict,
+            TriageVerdict::TruePositive,
+            "{}",
+            hot.rationale
+        );
+        assert!(
+            hot.rationale.contains("rule@other-sites HOT"),
+            "{}",
+            hot.rationale
+        );
         let noisy = triage_with(&sentinel, alert("n-2", "NOISE", &title("NOISE"), "y", at));
         assert!(
-            matches!(noisy.verdict, TriageVerdict::Benign | TriageVerdict::FalsePositive),
+            matches!(
+                noisy.verdict,
+                TriageVerdict::Benign | TriageVerdict::FalsePositive
+            ),
             "{}",
             noisy.rationale
         );
@@ -519,7 +549,12 @@ mod tests {
             &sentinel,
             alert("q-1", "WEB", &title("WEB"), "w", "2023-01-15T10:00:00Z"),
         );
-        assert_ne!(quiet.verdict, TriageVerdict::TruePositive, "{}", quiet.rationale);
+        assert_ne!(
+            quiet.verdict,
+            TriageVerdict::TruePositive,
+            "{}",
+            quiet.rationale
+        );
         let before = triage_with(
             &sentinel,
             alert("q-2", "WEB", &title("WEB"), "w2", "2023-01-16T10:00:00Z"),
@@ -529,7 +564,12 @@ mod tests {
             &sentinel,
             alert("q-3", "SCAN", &title("SCAN"), "w2", "2023-01-16T10:01:00Z"),
         );
-        assert_eq!(scan.verdict, TriageVerdict::TruePositive, "{}", scan.rationale);
+        assert_eq!(
+            scan.verdict,
+            TriageVerdict::TruePositive,
+            "{}",
+            scan.rationale
+        );
         let linked: Vec<&str> = scan
             .assessment
             .as_ref()
@@ -543,7 +583,12 @@ mod tests {
             &sentinel,
             alert("q-4", "WEB", &title("WEB"), "w2", "2023-01-16T10:02:00Z"),
         );
-        assert_eq!(after.verdict, TriageVerdict::TruePositive, "{}", after.rationale);
+        assert_eq!(
+            after.verdict,
+            TriageVerdict::TruePositive,
+            "{}",
+            after.rationale
+        );
         assert!(after.rationale.contains("q-3"), "{}", after.rationale);
         // Another host, or an hour later, is quiet again.
         let elsewhere = triage_with(
@@ -555,6 +600,11 @@ mod tests {
             &sentinel,
             alert("q-6", "WEB", &title("WEB"), "w2", "2023-01-16T11:05:00Z"),
         );
-        assert_ne!(later.verdict, TriageVerdict::TruePositive, "{}", later.rationale);
+        assert_ne!(
+            later.verdict,
+            TriageVerdict::TruePositive,
+            "{}",
+            later.rationale
+        );
     }
 }

@@ -477,7 +477,11 @@ mod tests {
             matches!(&events[1], Event::CaseEscalated(e) if e.linked.len() == 1 && e.confidence > 0.79)
         );
         let events = assessed(0.5);
-        assert_eq!(events.len(), 1, "below the threshold: closed whatever the verdict");
+        assert_eq!(
+            events.len(),
+            1,
+            "below the threshold: closed whatever the verdict"
+        );
         assert!(
             matches!(&events[0], Event::Tier2Analysis(a) if a.decision == Tier2Decision::Close
                 && a.summary.contains("below the escalation threshold"))

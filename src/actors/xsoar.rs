@@ -10,7 +10,12 @@
 //! triage and the IR plan of each XSOAR incident, queued by the projector's fold in the
 //! store's `xsoar_notes`, retried with backoff when XSOAR refuses.
 //!
-//! A restart resumes from the stored cursor. XSOAR unreachable or answering an error: counted,
+//! With `learn_closures`, each poll also reads the incidents closed since its closure cursor
+//! and publishes, for each closed with a configured reason, a `DispositionRecorded` on
+//! `soc.actions` (known at its close time; deduplicated on the incident and close time), so
+//! every process's reasoner learns from the analysts' closures.
+//!
+//! A restart resumes from the stored cursors. XSOAR unreachable or answering an error: counted,
 //! logged, retried at the next poll. A malformed incident is counted and skipped.
 
 use std::path::PathBuf;
@@ -65,6 +70,10 @@ pub struct XsoarStats {
     pub errors: AtomicU64,
     /// War-room notes written.
     pub notes: AtomicU64,
+    /// Closures published as analysts' dispositions.
+    pub dispositions: AtomicU64,
+    /// Closures whose reason teaches nothing (not in either list).
+    pub closures_unmapped: AtomicU64,
 }
 
 /// The poller actor.
@@ -114,6 +123,12 @@ impl Actor for XsoarPoller {
                     state.args.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "polling XSOAR failed; retrying at the next poll");
                 }
+                if state.args.config.learn_closures
+                    && let Err(e) = state.poll_closures().await
+                {
+                    state.args.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "reading XSOAR closures failed; retrying at the next poll");
+                }
                 if state.args.config.write_notes
                     && let Err(e) = state.write_notes().await
                 {
@@ -142,8 +157,12 @@ fn cursor_name(config: &XsoarConfig) -> String {
 
 impl State {
     async fn cursor(&self) -> Result<String, String> {
+        self.cursor_of(&cursor_name(&self.args.config)).await
+    }
+
+    async fn cursor_of(&self, name: &str) -> Result<String, String> {
         let stored = sqlx::query("SELECT cursor FROM source_cursors WHERE source = ?")
-            .bind(cursor_name(&self.args.config))
+            .bind(name)
             .fetch_optional(self.store.pool())
             .await
             .map_err(|e| e.to_string())?;
@@ -158,12 +177,17 @@ impl State {
     }
 
     async fn save_cursor(&self, cursor: &str) -> Result<(), String> {
+        self.save_cursor_of(&cursor_name(&self.args.config), cursor)
+            .await
+    }
+
+    async fn save_cursor_of(&self, name: &str, cursor: &str) -> Result<(), String> {
         sqlx::query(
             "INSERT INTO source_cursors (source, cursor, updated_ms) VALUES (?, ?, ?) \
              ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, \
              updated_ms = excluded.updated_ms",
         )
-        .bind(cursor_name(&self.args.config))
+        .bind(name)
         .bind(cursor)
         .bind(crate::proto::now_ms())
         .execute(self.store.pool())
@@ -218,6 +242,105 @@ impl State {
             .execute(self.store.pool())
             .await
             .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reads the incidents closed since the closure cursor, page by page, and publishes the
+    /// analysts' disposition of each closed with a configured reason; moves the cursor to the
+    /// latest close time after each page (pages of one instant move on by page number).
+    async fn poll_closures(&mut self) -> Result<(), String> {
+        let config = self.args.config.clone();
+        let name = format!("{}:closures", cursor_name(&config));
+        let mut from = self.cursor_of(&name).await?;
+        let mut page = 0;
+        for _ in 0..MAX_PAGES {
+            let incidents = self
+                .client
+                .search_closed(&from, page, config.page_size)
+                .await?;
+            let full = incidents.len() >= config.page_size as usize;
+            let mut newest = from.clone();
+            let mut commits = Vec::new();
+            for incident in &incidents {
+                let Some(closed) = xsoar::closed_at(incident) else {
+                    self.args.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if closed > newest {
+                    newest.clone_from(&closed);
+                }
+                let alert = match xsoar::to_alert(incident, config.site.as_deref()) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.args.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "XSOAR closure skipped");
+                        continue;
+                    }
+                };
+                let Some(disposition) = xsoar::disposition_of(incident, &config) else {
+                    self.args
+                        .stats
+                        .closures_unmapped
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(ticket = %alert.ticket_id, "XSOAR close reason teaches nothing (not in escalate_close_reasons or benign_close_reasons)");
+                    continue;
+                };
+                let known_at_ms = chrono::DateTime::parse_from_rfc3339(&closed)
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_else(|_| crate::proto::now_ms());
+                let ticket = alert.ticket_id.clone();
+                let envelope = crate::proto::Envelope::new_root(
+                    PRODUCER,
+                    &ticket,
+                    Event::DispositionRecorded(crate::proto::DispositionRecorded {
+                        case: crate::proto::CaseContext::from_alert(&alert, ""),
+                        disposition,
+                        by: incident
+                            .get("owner")
+                            .and_then(|o| o.as_str())
+                            .filter(|o| !o.is_empty())
+                            .unwrap_or("xsoar")
+                            .chars()
+                            .take(256)
+                            .collect(),
+                        origin: "xsoar".into(),
+                        known_at_ms,
+                        reason: incident
+                            .get("closeNotes")
+                            .and_then(|n| n.as_str())
+                            .map(|n| n.chars().take(2000).collect()),
+                    }),
+                );
+                let out = Outgoing::event(&envelope).map_err(|e| e.to_string())?;
+                commits.push(Commit::dedupe(
+                    format!("disposition:{ticket}:{closed}"),
+                    vec![out],
+                ));
+            }
+            if !commits.is_empty() {
+                for outcome in self
+                    .args
+                    .bus
+                    .submit(commits)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    if outcome == Outcome::Applied {
+                        self.args.stats.dispositions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.save_cursor_of(&name, &newest).await?;
+            if !full {
+                break;
+            }
+            if newest == from {
+                page += 1;
+            } else {
+                from = newest;
+                page = 0;
+            }
         }
         Ok(())
     }

@@ -41,6 +41,15 @@ pub struct XsoarConfig {
     /// Write the triage and the IR plan of each XSOAR incident to its war room
     /// (`POST /entry`). Off by default.
     pub write_notes: bool,
+    /// Learn from the analysts' closures: each incident closed with one of the close reasons
+    /// below becomes a `DispositionRecorded` (known at its close time) that every process's
+    /// reasoner learns from. Off by default.
+    pub learn_closures: bool,
+    /// Close reasons that mean "an attack: escalated" (as this SOC names them).
+    pub escalate_close_reasons: Vec<String>,
+    /// Close reasons that mean "closed: benign or a false alarm". Other reasons teach nothing
+    /// (counted and logged).
+    pub benign_close_reasons: Vec<String>,
 }
 
 impl Default for XsoarConfig {
@@ -56,6 +65,14 @@ impl Default for XsoarConfig {
             site: None,
             timeout_ms: 15_000,
             write_notes: false,
+            learn_closures: false,
+            escalate_close_reasons: vec!["True Positive".into()],
+            benign_close_reasons: vec![
+                "False Positive".into(),
+                "Benign True Positive".into(),
+                "Benign".into(),
+                "Duplicate".into(),
+            ],
         }
     }
 }
@@ -131,6 +148,26 @@ impl Client {
             key,
             key_id: config.api_key_id.clone(),
         }))
+    }
+
+    /// One page of incidents closed at or after `from` (RFC 3339), earliest closed first.
+    pub async fn search_closed(
+        &self,
+        from: &str,
+        page: u32,
+        size: u32,
+    ) -> Result<Vec<Value>, String> {
+        let body = json!({"filter": {
+            "query": "status:closed", "fromClosedDate": from, "page": page, "size": size,
+            "sort": [{"field": "closed", "asc": true}]
+        }});
+        let body = self.post("incidents/search", &body).await?;
+        let mut answer: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
+        Ok(match answer.get_mut("data").map(Value::take) {
+            Some(Value::Array(data)) => data,
+            _ => Vec::new(),
+        })
     }
 
     /// One page of incidents created at or after `from` (RFC 3339), oldest first.
@@ -289,6 +326,25 @@ fn rfc3339(v: Option<&Value>) -> Option<String> {
     )
 }
 
+/// What a closed incident says the analysts decided, by `closeReason` and the configured
+/// reasons (compared case-insensitively): `None` for a reason that teaches nothing.
+pub fn disposition_of(incident: &Value, config: &XsoarConfig) -> Option<crate::proto::Disposition> {
+    let reason = text(incident.get("closeReason"))?;
+    let is = |list: &[String]| list.iter().any(|r| r.trim().eq_ignore_ascii_case(&reason));
+    if is(&config.escalate_close_reasons) {
+        Some(crate::proto::Disposition::Escalate)
+    } else if is(&config.benign_close_reasons) {
+        Some(crate::proto::Disposition::Close)
+    } else {
+        None
+    }
+}
+
+/// When `incident` was closed (RFC 3339, UTC, ms), if it says.
+pub fn closed_at(incident: &Value) -> Option<String> {
+    rfc3339(incident.get("closed"))
+}
+
 /// The incident's ticket id in the SOC: `xsoar-<id>`.
 pub fn ticket_of(id: &str) -> String {
     format!("xsoar-{id}")
@@ -314,8 +370,24 @@ pub fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
         })
         .take(10)
         .collect();
+    // XSOAR's own severity scale: 0 unknown, 1 informational, 2 low, 3 medium, 4 high,
+    // 5 critical.
+    let severity = incident
+        .get("severity")
+        .and_then(Value::as_f64)
+        .and_then(|s| match s as i64 {
+            1 => Some("informational"),
+            2 => Some("low"),
+            3 => Some("medium"),
+            4 => Some("high"),
+            5 => Some("critical"),
+            _ => None,
+        });
     Ok(Alert {
-        vendor: None,
+        vendor: severity.map(|s| crate::proto::VendorMeta {
+            severity: Some(s.to_owned()),
+            ..crate::proto::VendorMeta::default()
+        }),
         ticket_id: ticket_of(&id),
         site: site.map(str::to_owned),
         source: text(incident.get("sourceBrand")).map_or_else(

@@ -41,7 +41,11 @@ impl Calibration {
         let y = |e: bool| if e { 1.0 } else { 0.0 };
         let base = pairs.iter().filter(|(_, e)| *e).count() as f64 / n as f64;
         let brier = pairs.iter().map(|(p, e)| (p - y(*e)).powi(2)).sum::<f64>() / n as f64;
-        let brier_base = pairs.iter().map(|(_, e)| (base - y(*e)).powi(2)).sum::<f64>() / n as f64;
+        let brier_base = pairs
+            .iter()
+            .map(|(_, e)| (base - y(*e)).powi(2))
+            .sum::<f64>()
+            / n as f64;
         let mut sums = [(0u64, 0.0, 0.0); BINS];
         for (p, e) in pairs {
             let p = p.clamp(0.0, 1.0);
@@ -62,8 +66,16 @@ impl Calibration {
                     from: i as f64 / BINS as f64,
                     to: (i + 1) as f64 / BINS as f64,
                     cases: *cases,
-                    mean_p: if *cases > 0 { round(p / *cases as f64) } else { 0.0 },
-                    escalated_rate: if *cases > 0 { round(e / *cases as f64) } else { 0.0 },
+                    mean_p: if *cases > 0 {
+                        round(p / *cases as f64)
+                    } else {
+                        0.0
+                    },
+                    escalated_rate: if *cases > 0 {
+                        round(e / *cases as f64)
+                    } else {
+                        0.0
+                    },
                 })
                 .collect(),
         }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{CaseIn, Model, NF, Params, SiteState, Settings, logit, sigmoid};
+use super::model::{CaseIn, Model, NF, Params, Settings, SiteState, logit, sigmoid};
 use super::priors::{COLD, CrossCase, CrossTallies, HOT, SiteDisposition};
 use super::vendor::VendorView;
 
@@ -63,8 +63,8 @@ const GRID_K: [f64; 5] = [0.5, 1.0, 2.0, 4.0, 8.0];
 const GRID_CAP: [f64; 5] = [2.0, 5.0, 10.0, 20.0, 50.0];
 const GRID_M: [f64; 5] = [0.5, 1.0, 2.0, 4.0, 8.0];
 const GRID_THRESHOLD: [f64; 19] = [
-    0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65,
-    0.7, 0.8, 0.9,
+    0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7,
+    0.8, 0.9,
 ];
 
 /// What the fit chose and how the history scored with it.
@@ -493,10 +493,11 @@ fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; 
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col];
         for row in col + 1..D {
-            let f = a[row][col] / a[col][col];
-            for k in col..D {
-                a[row][k] -= f * a[col][k];
+            let f = a[row][col] / pivot_row[col];
+            for (x, p) in a[row].iter_mut().zip(pivot_row.iter()).skip(col) {
+                *x -= f * p;
             }
             b[row] -= f * b[col];
         }

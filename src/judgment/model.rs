@@ -567,18 +567,8 @@ impl SiteState {
         let mut linked = Vec::new();
         for r in candidates {
             let s = self.score_parts(
-                model,
-                &r.ticket,
-                &r.rule,
-                &r.host,
-                &r.source,
-                r.first_ms,
-                &r.attack,
-                r.surprise,
-                r.volume,
-                r.prior,
-                r.host_lo,
-                None,
+                model, &r.ticket, &r.rule, &r.host, &r.source, r.first_ms, &r.attack, r.surprise,
+                r.volume, r.prior, r.host_lo, None,
             );
             if s.p >= model.params.threshold {
                 linked.push((r.clone(), s.p));

@@ -185,7 +185,12 @@ impl CrossTallies {
                 }
             };
             let hot = if c.hot { 1.0 } else { 0.0 };
-            add(t.rule.entry(c.rule.to_owned()).or_default(), site, c.escalated, hot);
+            add(
+                t.rule.entry(c.rule.to_owned()).or_default(),
+                site,
+                c.escalated,
+                hot,
+            );
             add(
                 t.category.entry(c.category.to_owned()).or_default(),
                 site,
@@ -298,14 +303,15 @@ impl CrossTallies {
         // category's, each then capped.
         let without = |parent: Option<&PerSite>, child: Option<&PerSite>| -> Count2 {
             parent.map_or(Count2::default(), |per| {
-                per.iter()
-                    .filter(|(site, _)| Some(*site) != exclude)
-                    .fold(Count2::default(), |acc, (site, c)| {
+                per.iter().filter(|(site, _)| Some(*site) != exclude).fold(
+                    Count2::default(),
+                    |acc, (site, c)| {
                         let own = child
                             .and_then(|ch| ch.iter().find(|(s, _)| s == site))
                             .map_or(Count2::default(), |(_, c)| *c);
                         acc.plus(c.minus(own).capped(cap))
-                    })
+                    },
+                )
             })
         };
         let tier_c = without(self.tier.get(&tier), self.category.get(category));
@@ -317,7 +323,11 @@ impl CrossTallies {
         let pooled = |c: Count2| (c.e[COLD] + c.e[HOT], c.n[COLD] + c.n[HOT]);
         let base_all = {
             let finite: Vec<f64> = base.iter().copied().filter(|b| b.is_finite()).collect();
-            if finite.is_empty() { f64::NAN } else { self.base_rate(exclude) }
+            if finite.is_empty() {
+                f64::NAN
+            } else {
+                self.base_rate(exclude)
+            }
         };
         // A tier without history (or no history at all) keeps its cold-start default; the
         // unknown tier borrows the history's base rate.
@@ -591,7 +601,11 @@ mod tests {
         s.push(d("a", 100, true));
         s.push(d("b", 200, false));
         let hl = 1e12;
-        assert_eq!(s.view("R", "c", "h", 100, hl).rule.n[COLD], 0.0, "known at 100: not at 100");
+        assert_eq!(
+            s.view("R", "c", "h", 100, hl).rule.n[COLD],
+            0.0,
+            "known at 100: not at 100"
+        );
         let v = s.view("R", "c", "h", 101, hl);
         assert!((v.rule.e[COLD] - 1.0).abs() < 1e-6 && (v.rule.n[COLD] - 1.0).abs() < 1e-6);
         let v = s.view("R", "c", "h", 201, hl);

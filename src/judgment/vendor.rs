@@ -306,21 +306,19 @@ impl Vendor {
                 enclosing.pop();
                 at = start + "</group>".len();
             } else if rest.starts_with("<rule ") || rest.starts_with("<rule\t") {
-                let end = rest.find("</rule>").map_or(rest.len(), |e| e + "</rule>".len());
+                let end = rest
+                    .find("</rule>")
+                    .map_or(rest.len(), |e| e + "</rule>".len());
                 let body = &rest[..end];
-                if let Some(rule) = wazuh_rule(body, &enclosing, file) {
-                    if let Some(desc) = element(body, "description") {
-                        let key = normalize(&desc);
-                        if !key.is_empty() && !key.contains("$(") {
-                            // Several rules can share a description: keep the vendor's highest
-                            // opinion of it.
-                            match self.wazuh.get(&key) {
-                                Some(known) if known.level >= rule.level => {}
-                                _ => {
-                                    self.wazuh.insert(key, rule);
-                                }
-                            }
-                        }
+                if let Some(rule) = wazuh_rule(body, &enclosing, file)
+                    && let Some(desc) = element(body, "description")
+                {
+                    let key = normalize(&desc);
+                    // Several rules can share a description: keep the vendor's highest
+                    // opinion of it. Dynamic descriptions (`$(field)`) match no title.
+                    let known_higher = self.wazuh.get(&key).is_some_and(|k| k.level >= rule.level);
+                    if !key.is_empty() && !key.contains("$(") && !known_higher {
+                        self.wazuh.insert(key, rule);
                     }
                 }
                 at = start + end;
@@ -574,7 +572,9 @@ fn wazuh_rule(body: &str, enclosing: &[Vec<String>], file: &str) -> Option<Wazuh
 
 /// The first group that names what happened, not a compliance control.
 fn semantic_group(groups: &[String]) -> Option<String> {
-    const COMPLIANCE: [&str; 7] = ["pci_dss", "gdpr", "hipaa", "nist_", "tsc_", "gpg13", "mitre"];
+    const COMPLIANCE: [&str; 7] = [
+        "pci_dss", "gdpr", "hipaa", "nist_", "tsc_", "gpg13", "mitre",
+    ];
     groups
         .iter()
         .map(|g| g.trim())
@@ -672,7 +672,9 @@ fn option(rule: &str, key: &str) -> Option<String> {
                 // A quoted value may hold `;`; it ends at the next unescaped quote.
                 let mut end = 0;
                 let bytes = quoted.as_bytes();
-                while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+                while end < bytes.len()
+                    && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+                {
                     end += 1;
                 }
                 return Some(format!("\"{}\"", &quoted[..end.min(quoted.len())]));
@@ -762,7 +764,10 @@ mod tests {
         assert_eq!(w.attack, ["T1055", "T1190"]);
         let w = v.view(&alert("wazuh", "Wazuh: PAM: Login session closed."));
         assert_eq!((w.tier, w.category.as_str()), (Tier::Info, "wazuh:syslog"));
-        assert!(!v.wazuh.contains_key("1"), "commented-out rules are not read");
+        assert!(
+            !v.wazuh.contains_key("1"),
+            "commented-out rules are not read"
+        );
     }
 
     #[test]
@@ -777,17 +782,26 @@ mod tests {
             "config classification: protocol-command-decode,Generic Protocol Command Decode,3\n\
              config classification: attempted-admin,Attempted Administrator Privilege Gain,1\n",
         );
-        let s = v.view(&alert("suricata", "Suricata: Alert - SURICATA SMTP invalid reply"));
+        let s = v.view(&alert(
+            "suricata",
+            "Suricata: Alert - SURICATA SMTP invalid reply",
+        ));
         assert_eq!(s.tier, Tier::Low);
         assert_eq!(s.category, "suricata:protocol-command-decode");
-        let e = v.view(&alert("suricata", "Suricata: Alert - ET EXPLOIT Something; odd"));
+        let e = v.view(&alert(
+            "suricata",
+            "Suricata: Alert - ET EXPLOIT Something; odd",
+        ));
         assert_eq!((e.tier, e.category.as_str()), (Tier::High, "et:EXPLOIT"));
         // Not in the user's rules: the ET category's published meaning.
         let m = v.view(&alert(
             "suricata",
             "Suricata: Alert - ET MALWARE Cobalt Strike Beacon Observed",
         ));
-        assert_eq!((m.tier, m.category.as_str()), (Tier::Critical, "et:MALWARE"));
+        assert_eq!(
+            (m.tier, m.category.as_str()),
+            (Tier::Critical, "et:MALWARE")
+        );
         let i = v.view(&alert("suricata", "ET INFO Observed DNS Query to .biz TLD"));
         assert_eq!(i.tier, Tier::Info);
         let a = v.view(&alert("aminer", "AMiner: New event type."));
@@ -833,7 +847,10 @@ mod tests {
         assert!(v.summary().wazuh_rules > 2000, "{:?}", v.summary());
         assert!(v.summary().suricata_rules > 100, "{:?}", v.summary());
         assert!(v.summary().classtypes > 30, "{:?}", v.summary());
-        let r = v.view(&alert("wazuh", "Wazuh: Dovecot brute force attack (multiple auth failures)."));
+        let r = v.view(&alert(
+            "wazuh",
+            "Wazuh: Dovecot brute force attack (multiple auth failures).",
+        ));
         assert_eq!(r.tier, Tier::Medium, "{r:?}");
         let err = Vendor::load(&RulesetsConfig {
             wazuh: vec![shared.join("suricata-rules/rules")],

@@ -226,7 +226,7 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
             tracing::info!(ticket = %facts.ticket, disposition = disposition.label(), person = %person,
                 "analyst feedback recorded");
             if let Some(k) = &hook.knowledge {
-                k.add_dispositions(std::iter::once(&facts));
+                k.add_dispositions(std::iter::once(&*facts));
             }
             answer(
                 StatusCode::OK,
@@ -254,7 +254,7 @@ async fn recorded(pool: &SqlitePool, action_id: &str) -> Result<bool, StoreError
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     /// Recorded: the disposition with its ticket's facts.
-    New(DispositionFacts),
+    New(Box<DispositionFacts>),
     /// This action was recorded before: nothing changed.
     Before,
     /// No card of this runtime has that message id.
@@ -326,7 +326,7 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Recorded::New(facts))
+    Ok(Recorded::New(Box::new(facts)))
 }
 
 #[cfg(test)]

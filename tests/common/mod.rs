@@ -193,9 +193,10 @@ pub fn dev_tickets() -> PathBuf {
     path
 }
 
-/// Rule titles the synthetic feeds cycle through: attacks and noise.
+/// Rule titles the synthetic feeds cycle through: attacks and noise. The first is the attack
+/// (an ET EXPLOIT title: a high vendor severity, escalated on a cold start).
 pub const RULES: [&str; 6] = [
-    "Suricata: Alert - ET SCAN Possible Nmap User-Agent Observed",
+    "Suricata: Alert - ET EXPLOIT Apache Struts OGNL Expression Injection (CVE-2017-5638)",
     "Wazuh: ClamAV database update",
     "Suricata: Alert - ET INFO Observed DNS Query to .biz TLD",
     "Wazuh: sshd: authentication success.",
