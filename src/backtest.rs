@@ -793,7 +793,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     let settings = crate::judgment::model::Settings {
         // The fit assumes the feedback this replay gives, and none without it.
         feedback_lag_ms: priors.feedback_delay_ms,
-        ..crate::judgment::model::Settings::from_config(&priors.model.1)
+        ..priors.model.1.judgment()
     };
     let knowledge = Arc::new(Knowledge::new(priors.vendor.clone(), settings));
     knowledge.add_history(&history);

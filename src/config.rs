@@ -128,6 +128,26 @@ impl Default for ReasoningConfig {
     }
 }
 
+impl ReasoningConfig {
+    /// The judgment's policy settings this section gives (a `feedback_lag` that does not
+    /// parse, refused by [`Config::validate`] first, means no feedback here).
+    pub fn judgment(&self) -> crate::judgment::model::Settings {
+        let lag = match self.feedback_lag.trim() {
+            "off" | "" => None,
+            text => humantime::parse_duration(text)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .filter(|ms| *ms > 0),
+        };
+        crate::judgment::model::Settings {
+            half_life_ms: self.half_life_days.max(1e-3) * 86_400_000.0,
+            recall_weight: self.recall_weight,
+            feedback_lag_ms: lag,
+            ..crate::judgment::model::Settings::default()
+        }
+    }
+}
+
 /// Reasoning modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 
 use crate::judgment::fit::{FitReport, HistoryCase, fit};
-use crate::judgment::model::{CaseIn, Model, Scored, Settings, SiteState};
+use crate::judgment::model::{Arrival, CaseIn, Model, Scored, Settings, SiteState};
 use crate::judgment::priors::SiteDisposition;
 use crate::judgment::vendor::Vendor;
+use crate::judgment::vendor::VendorView;
 use crate::proto::{Alert, Assessment, CaseContext, LinkedCase, Precedent, VendorMeta};
 
 pub use crate::proto::Disposition;
@@ -309,16 +310,8 @@ impl Knowledge {
                 crate::judgment::fit::hot_labels(&[(site, list.clone())], self.settings.window_ms);
             let state = sites.entry(site.to_owned()).or_default();
             for (c, h) in list.iter().zip(&hot[0]) {
-                state.tallies.push(SiteDisposition {
-                    ticket: c.ticket.clone(),
-                    rule: c.rule.clone(),
-                    category: c.vendor.category.clone(),
-                    host: c.host.clone(),
-                    escalated: c.escalated,
-                    hot: if *h { 1.0 } else { 0.0 },
-                    case_ms: c.last_ms,
-                    known_ms: known.get(c.ticket.as_str()).copied().unwrap_or(i64::MIN),
-                });
+                let known_ms = known.get(c.ticket.as_str()).copied().unwrap_or(i64::MIN);
+                state.tallies.push(c.site_disposition(*h, known_ms));
             }
         }
         drop(sites);
@@ -482,77 +475,69 @@ impl Knowledge {
         }
     }
 
-    /// The probability of `alert` now, without recording it (hybrid routing asks this).
-    pub fn peek(&self, alert: &Alert) -> f64 {
+    /// Runs `f` with the model, `alert`'s vendor view and facts, its site's state and its
+    /// arrival (the priors and signals as of its time), under the sites' lock.
+    fn arrive<R>(
+        &self,
+        alert: &Alert,
+        f: impl FnOnce(&Model, &VendorView, &CaseIn<'_>, &mut SiteState, Arrival) -> R,
+    ) -> R {
         let model = self.model();
         let view = self.vendor.view(alert);
         let case = Self::case_in(alert, &view);
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         let state = sites.entry(case.site.to_owned()).or_default();
         let a = state.arrive(&model, &case);
-        state.score(&model, &case, &a).p
+        f(&model, &view, &case, state, a)
+    }
+
+    /// The probability of `alert` now, without recording it (hybrid routing asks this).
+    pub fn peek(&self, alert: &Alert) -> f64 {
+        self.arrive(alert, |model, _, case, state, a| {
+            state.score(model, case, &a).p
+        })
     }
 
     /// Assesses `alert` (received in envelope `alert_ref`) and records it on its site's
     /// stream. When it reaches the threshold, the earlier cases on its host that now do too are
     /// linked into its incident.
     pub fn assess(&self, alert: &Alert, alert_ref: &str) -> Judged {
-        let model = self.model();
-        let view = self.vendor.view(alert);
-        let case = Self::case_in(alert, &view);
-        let precedents = self.precedents(alert, case.first_ms);
-        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        let state = sites.entry(case.site.to_owned()).or_default();
-        let a = state.arrive(&model, &case);
-        let scored = state.score(&model, &case, &a);
-        let escalates = scored.p >= model.params.threshold;
-        state.record(
-            &model,
-            &case,
-            &a,
-            scored.p,
-            escalates,
-            Some(CaseContext::from_alert(alert, alert_ref)),
-        );
-        let linked = if escalates {
-            state
-                .link(&model, &alert.ticket_id, &alert.host, case.first_ms)
-                .into_iter()
-                .filter_map(|(rec, p)| {
-                    rec.case.map(|case| LinkedCase {
-                        case,
-                        probability: round3(p),
+        let precedents = self.precedents(alert, time_ms(&alert.first_seen));
+        self.arrive(alert, |model, view, case, state, a| {
+            let scored = state.score(model, case, &a);
+            let escalates = scored.p >= model.params.threshold;
+            let context = CaseContext::from_alert(alert, alert_ref);
+            state.record(model, case, &a, scored.p, escalates, Some(context));
+            let linked = if escalates {
+                state
+                    .link(model, &alert.ticket_id, &alert.host, case.first_ms)
+                    .into_iter()
+                    .filter_map(|(rec, p)| {
+                        rec.case.map(|case| LinkedCase {
+                            case,
+                            probability: round3(p),
+                        })
                     })
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        drop(sites);
-        Judged {
-            p: scored.p,
-            threshold: model.params.threshold,
-            assessment: assessment(&model, &view, &scored, precedents, linked),
-        }
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Judged {
+                p: scored.p,
+                threshold: model.params.threshold,
+                assessment: assessment(model, view, &scored, precedents, linked),
+            }
+        })
     }
 
     /// Records a case decided earlier (read back from the store after a restart) on its site's
     /// stream, with the probability it had.
     pub fn remember(&self, alert: &Alert, p: f64) {
-        let model = self.model();
-        let view = self.vendor.view(alert);
-        let case = Self::case_in(alert, &view);
-        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        let state = sites.entry(case.site.to_owned()).or_default();
-        let a = state.arrive(&model, &case);
-        state.record(
-            &model,
-            &case,
-            &a,
-            p,
-            p >= model.params.threshold,
-            Some(CaseContext::from_alert(alert, "")),
-        );
+        self.arrive(alert, |model, _, case, state, a| {
+            let escalated = p >= model.params.threshold;
+            let context = CaseContext::from_alert(alert, "");
+            state.record(model, case, &a, p, escalated, Some(context));
+        });
     }
 
     /// Remembers that `rule` was seen `cases` times on `site` (the novelty baseline, rebuilt
@@ -648,7 +633,7 @@ fn index_add(index: &mut Index, f: &DispositionFacts) -> bool {
 
 fn assessment(
     model: &Model,
-    view: &crate::judgment::vendor::VendorView,
+    view: &VendorView,
     scored: &Scored,
     precedents: Vec<Precedent>,
     linked: Vec<LinkedCase>,

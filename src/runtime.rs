@@ -120,7 +120,7 @@ impl Runtime {
                 }
                 Arc::new(crate::knowledge::Knowledge::new(
                     Arc::new(vendor),
-                    crate::judgment::model::Settings::from_config(&config.reasoning),
+                    config.reasoning.judgment(),
                 ))
             }
         };

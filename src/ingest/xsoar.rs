@@ -157,17 +157,11 @@ impl Client {
         page: u32,
         size: u32,
     ) -> Result<Vec<Value>, String> {
-        let body = json!({"filter": {
+        self.search_by(json!({
             "query": "status:closed", "fromClosedDate": from, "page": page, "size": size,
             "sort": [{"field": "closed", "asc": true}]
-        }});
-        let body = self.post("incidents/search", &body).await?;
-        let mut answer: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
-        Ok(match answer.get_mut("data").map(Value::take) {
-            Some(Value::Array(data)) => data,
-            _ => Vec::new(),
-        })
+        }))
+        .await
     }
 
     /// One page of incidents created at or after `from` (RFC 3339), oldest first.
@@ -178,11 +172,18 @@ impl Client {
         page: u32,
         size: u32,
     ) -> Result<Vec<Value>, String> {
-        let body = json!({"filter": {
+        self.search_by(json!({
             "query": query, "fromDate": from, "page": page, "size": size,
             "sort": [{"field": "created", "asc": true}]
-        }});
-        let body = self.post("incidents/search", &body).await?;
+        }))
+        .await
+    }
+
+    /// `POST /incidents/search` with `filter`: the incidents of the page.
+    async fn search_by(&self, filter: Value) -> Result<Vec<Value>, String> {
+        let body = self
+            .post("incidents/search", &json!({ "filter": filter }))
+            .await?;
         let mut answer: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
         Ok(match answer.get_mut("data").map(Value::take) {

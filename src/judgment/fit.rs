@@ -45,6 +45,21 @@ pub struct HistoryCase {
 }
 
 impl HistoryCase {
+    /// Its disposition as its own site counts it, known from `known_ms`, its host's state
+    /// read from the labels (`hot`).
+    pub fn site_disposition(&self, hot: bool, known_ms: i64) -> SiteDisposition {
+        SiteDisposition {
+            ticket: self.ticket.clone(),
+            rule: self.rule.clone(),
+            category: self.vendor.category.clone(),
+            host: self.host.clone(),
+            escalated: self.escalated,
+            hot: if hot { 1.0 } else { 0.0 },
+            case_ms: self.last_ms,
+            known_ms,
+        }
+    }
+
     fn as_in(&self) -> CaseIn<'_> {
         CaseIn {
             ticket: &self.ticket,
@@ -324,16 +339,9 @@ fn a_prior(
 /// Queues a site's own dispositions as feedback known `lag` after each case's last alert.
 fn feed_labels(state: &mut SiteState, cases: &[&HistoryCase], hot: &[bool], lag: i64) {
     for (c, &h) in cases.iter().zip(hot) {
-        state.tallies.push(SiteDisposition {
-            ticket: c.ticket.clone(),
-            rule: c.rule.clone(),
-            category: c.vendor.category.clone(),
-            host: c.host.clone(),
-            escalated: c.escalated,
-            hot: if h { 1.0 } else { 0.0 },
-            case_ms: c.last_ms,
-            known_ms: c.last_ms.saturating_add(lag.max(1)),
-        });
+        state
+            .tallies
+            .push(c.site_disposition(h, c.last_ms.saturating_add(lag.max(1))));
     }
 }
 

@@ -82,26 +82,6 @@ pub struct Settings {
     pub feedback_lag_ms: Option<i64>,
 }
 
-impl Settings {
-    /// The settings `[reasoning]` gives (an unreadable `feedback_lag` is refused by the
-    /// config's validation first; here it falls back to no feedback).
-    pub fn from_config(r: &crate::config::ReasoningConfig) -> Settings {
-        let lag = match r.feedback_lag.trim() {
-            "off" | "" => None,
-            text => humantime::parse_duration(text)
-                .ok()
-                .and_then(|d| i64::try_from(d.as_millis()).ok())
-                .filter(|ms| *ms > 0),
-        };
-        Settings {
-            half_life_ms: r.half_life_days.max(1e-3) * 86_400_000.0,
-            recall_weight: r.recall_weight,
-            feedback_lag_ms: lag,
-            ..Settings::default()
-        }
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {
