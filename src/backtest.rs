@@ -61,6 +61,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// The ticket as a feed carries it: without its label.
+    pub fn feed_line(&self) -> &str {
+        &self.feed_line
+    }
+
     /// The ticket's disposition as prior knowledge, known from `known_ms`.
     pub fn disposition(&self, known_ms: i64) -> DispositionFacts {
         DispositionFacts {

@@ -1082,9 +1082,33 @@ async fn memory_import(args: MemoryImportArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(args.store).await?;
     let source = format!("import:{}", args.tickets.display());
     let written = store.import_dispositions(&dispositions, &source).await?;
+    // Each also goes on the bus as a `DispositionRecorded` (relayed from the outbox by the next
+    // run), so the audit keeps it and every process's reasoner learns it.
+    let events: Vec<_> = tickets
+        .iter()
+        .filter_map(|t| {
+            let alert = soc_runtime::ingest::jsonl::parse_line(t.feed_line().as_bytes()).ok()?;
+            let envelope = soc_runtime::proto::Envelope::new_root(
+                "memory-import",
+                &t.id,
+                soc_runtime::proto::Event::DispositionRecorded(
+                    soc_runtime::proto::DispositionRecorded {
+                        case: soc_runtime::proto::CaseContext::from_alert(&alert, ""),
+                        disposition: t.ground_truth,
+                        by: source.clone(),
+                        origin: "history".into(),
+                        known_at_ms: t.last_ms,
+                        reason: None,
+                    },
+                ),
+            );
+            Some((format!("disposition:{}:history", t.id), envelope))
+        })
+        .collect();
+    let queued = store.queue_outbox(&events).await?;
     store.close().await;
     println!(
-        "recorded {written} dispositions from {}",
+        "recorded {written} dispositions from {} ({queued} queued for the bus)",
         args.tickets.display()
     );
     Ok(ExitCode::SUCCESS)

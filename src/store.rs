@@ -475,6 +475,30 @@ impl Store {
         Ok(written)
     }
 
+    /// Queues `envelopes` in the outbox (each once, by its dedupe key): the projector of the next
+    /// run relays them to the bus. Returns how many were new.
+    pub async fn queue_outbox(
+        &self,
+        envelopes: &[(String, crate::proto::Envelope)],
+    ) -> Result<u64, StoreError> {
+        let now = crate::proto::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut queued = 0;
+        for chunk in envelopes.chunks(BULK_ROWS) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT OR IGNORE INTO outbox (dedupe_key, envelope, created_ms) ",
+            );
+            q.push_values(chunk, |mut b, (key, envelope)| {
+                b.push_bind(key)
+                    .push_bind(serde_json::to_string(envelope).unwrap_or_default())
+                    .push_bind(now);
+            });
+            queued += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     /// Every recorded disposition with its ticket's facts (rows without them keep empty
     /// strings; a row with an unknown label is skipped).
     pub async fn dispositions(&self) -> Result<Vec<DispositionFacts>, StoreError> {

@@ -1002,6 +1002,15 @@ async fn imported_dispositions_score_the_roles_trends() {
         .await
         .unwrap();
     assert_eq!(store.dispositions().await.unwrap().len(), 400);
+    // The import queued each as a `DispositionRecorded`; the run put them all on the bus.
+    let (queued, unsent): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) - COUNT(sent_ms) FROM outbox \
+         WHERE dedupe_key LIKE 'disposition:%:history'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((queued, unsent), (400, 0));
     let rationales: Vec<(String,)> = sqlx::query_as(
         "SELECT json_extract(body, '$.body.rationale') FROM case_events \
          WHERE kind = 'AlertTriaged'",

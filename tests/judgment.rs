@@ -282,10 +282,16 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
     };
     config.http.addr = "off".into();
     config.calendar.enabled = false;
-    // A feed that never ends: the runtime keeps running while the disposition arrives.
-    let fifo = dir.path().join("feed.jsonl");
-    std::fs::write(&fifo, "").unwrap();
-    config.alerts = Some(fifo);
+    // The case, then (while the runtime keeps running) the analysts' disposition of it and of
+    // a ticket this SOC never saw.
+    let feed = dir.path().join("feed.jsonl");
+    let line = serde_json::json!({
+        "ticket_id": "fb-1", "site": "s", "source": "wazuh", "rule_id": "R-9",
+        "rule_name": "Wazuh: something", "host": "h", "first_seen": "2026-01-10T10:00:00Z",
+        "last_seen": "2026-01-10T10:05:00Z", "alert_count": 2,
+    });
+    std::fs::write(&feed, format!("{line}\n")).unwrap();
+    config.alerts = Some(feed);
     let runtime = soc_runtime::runtime::Runtime::start(
         config,
         soc_runtime::supervisor::RuntimeOptions {
@@ -296,6 +302,11 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
     .await
     .unwrap();
     assert_eq!(knowledge.dispositions(), 0);
+    common::wait_for("fb-1 triaged", Duration::from_secs(20), || {
+        let k = knowledge.clone();
+        async move { k.latest_ms("s", "h").map(|_| ()) }
+    })
+    .await;
     let case = CaseContext {
         ticket: "fb-1".into(),
         site: Some("s".into()),
@@ -308,33 +319,40 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
         alert_count: 2,
         ..CaseContext::default()
     };
-    let envelope = Envelope::new_root(
-        "console",
-        "fb-1",
-        Event::DispositionRecorded(DispositionRecorded {
-            case,
-            disposition: Disposition::Escalate,
-            by: "ana@soc.example".into(),
-            origin: "console".into(),
-            known_at_ms: 1_768_040_000_000,
-            reason: Some("confirmed".into()),
-        }),
-    );
-    runtime
-        .bus()
-        .submit(vec![soc_runtime::bus::Commit::dedupe(
-            "disposition:fb-1".into(),
-            vec![soc_runtime::bus::Outgoing::event(&envelope).unwrap()],
-        )])
-        .await
-        .unwrap();
-    common::wait_for("the disposition folded", Duration::from_secs(20), || {
+    let stranger = CaseContext {
+        ticket: "elsewhere-1".into(),
+        site: Some("other".into()),
+        ..case.clone()
+    };
+    for (ticket, case) in [("fb-1", case), ("elsewhere-1", stranger)] {
+        let envelope = Envelope::new_root(
+            "console",
+            ticket,
+            Event::DispositionRecorded(DispositionRecorded {
+                case,
+                disposition: Disposition::Escalate,
+                by: "ana@soc.example".into(),
+                origin: "console".into(),
+                known_at_ms: 1_768_040_000_000,
+                reason: Some("confirmed".into()),
+            }),
+        );
+        runtime
+            .bus()
+            .submit(vec![soc_runtime::bus::Commit::dedupe(
+                format!("disposition:{ticket}"),
+                vec![soc_runtime::bus::Outgoing::event(&envelope).unwrap()],
+            )])
+            .await
+            .unwrap();
+    }
+    common::wait_for("the dispositions folded", Duration::from_secs(20), || {
         let k = knowledge.clone();
-        async move { (k.dispositions() == 1).then_some(()) }
+        async move { (k.dispositions() == 2).then_some(()) }
     })
     .await;
     let p = knowledge.priors("R-9", "h", "wazuh", i64::MAX);
-    assert_eq!(p.rule.escalated, 1);
+    assert_eq!(p.rule.escalated, 2);
     let report = runtime.shutdown().await;
     assert!(report.summary.store.projected.errors == 0);
     let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(
@@ -344,9 +362,10 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
     .await
     .unwrap();
     let kept = store.dispositions().await.unwrap();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].ticket, "fb-1");
-    assert_eq!(kept[0].first_ms, Some(1_768_039_200_000));
+    assert_eq!(kept.len(), 2);
+    let fb = kept.iter().find(|d| d.ticket == "fb-1").unwrap();
+    assert_eq!(fb.first_ms, Some(1_768_039_200_000));
+    // The disposition joins its own case's trace; it opens no case for a stranger's ticket.
     let trace = soc_runtime::memory::why(store.pool(), "fb-1")
         .await
         .unwrap();
@@ -354,6 +373,10 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
         trace.iter().any(|s| s.kind == "DispositionRecorded"),
         "{trace:?}"
     );
+    let none = soc_runtime::memory::why(store.pool(), "elsewhere-1")
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
     store.close().await;
 }
 

@@ -44,6 +44,7 @@ pub async fn fold_page(
     let mut proposals = Vec::new();
     let mut plans = Vec::new();
     let mut notes = Vec::new();
+    let mut dispositions = Vec::new();
     for (id, envelope) in page {
         if let Some(note) = crate::ingest::xsoar::note_of(&envelope.event) {
             notes.push((note, envelope.at_ms));
@@ -51,6 +52,13 @@ pub async fn fold_page(
         match &envelope.event {
             Event::ActionProposed(p) => proposals.push((p, envelope)),
             Event::IrPlan(p) => plans.push((p, envelope)),
+            // An analyst's disposition joins its case's trace when the case is this SOC's
+            // own; it opens no case (imported history is other tickets).
+            Event::DispositionRecorded(d) => {
+                let body = serde_json::to_string(&envelope.event).unwrap_or_default();
+                dispositions.push((d.case.ticket.clone(), *id, envelope, body));
+                continue;
+            }
             _ => {}
         }
         let case = match &envelope.event {
@@ -178,6 +186,22 @@ pub async fn fold_page(
                 .push_bind(body);
         });
         q.build().execute(&mut *tx).await?;
+    }
+    for (ticket, id, envelope, body) in &dispositions {
+        sqlx::query(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM cases WHERE ticket = ?)",
+        )
+        .bind(ticket)
+        .bind(id.ms as i64)
+        .bind(id.seq as i64)
+        .bind(envelope.event.kind())
+        .bind(&envelope.produced_by)
+        .bind(envelope.at_ms)
+        .bind(body)
+        .bind(ticket)
+        .execute(&mut *tx)
+        .await?;
     }
     // Count a value once per case: only rows that are new add to its case count.
     let found: Vec<_> = found.into_iter().collect();
