@@ -638,10 +638,7 @@ fn assessment(
     precedents: Vec<Precedent>,
     linked: Vec<LinkedCase>,
 ) -> Assessment {
-    let mut priors = scored.levels.clone();
-    if let Some(first) = priors.first_mut() {
-        first.key = "this case's rule".into();
-    }
+    let priors = scored.levels.clone();
     Assessment {
         probability: round3(scored.p),
         threshold: model.params.threshold,

@@ -244,7 +244,8 @@ struct BacktestArgs {
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
     /// Let each replayed ticket's disposition become known this much ticket time after its
-    /// last alert (e.g. 4h, 2d), as analysts close tickets. Off by default.
+    /// last alert (e.g. 4h, 2d), as analysts close tickets; the score's fit simulates the same
+    /// lag. Off by default; zero is refused (a ticket would see its own label).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     feedback_delay: Option<std::time::Duration>,
     /// Replay each site with the other sites' dispositions (of --history, or of --tickets)
@@ -255,10 +256,11 @@ struct BacktestArgs {
     /// whole model path runs, nothing is decided by a model.
     #[arg(long, conflicts_with = "config")]
     dry_run: bool,
-    /// Config file whose [llm], [reasoning] and [tools] sections the replay uses (SOC_LLM_*
-    /// variables apply on top); everything else is the backtest's own (memory bus, HTTP off,
-    /// scratch stores, no site connectors: a live EDR knows nothing of a replayed ticket's
-    /// time). Without it the roles use their rules reasoners.
+    /// Config file whose [llm], [reasoning], [tools] and [rulesets] sections the replay uses
+    /// (SOC_LLM_* variables apply on top); everything else is the backtest's own (memory bus,
+    /// HTTP off, scratch stores, no site connectors: a live EDR knows nothing of a replayed
+    /// ticket's time). Without it the roles use their rules reasoners and no vendor rulesets.
+    /// ops/backtest-ait-ads.toml points [rulesets] at ../shared/datasets.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override `[reasoning] precedent`: give the model the case's precedent (on) or not

@@ -312,11 +312,7 @@ pub fn rationale(alert: &Alert, a: &Assessment) -> String {
             format!(
                 "{} {}: {:.0} of {:.0} escalated",
                 p.level,
-                if p.key.is_empty() || p.key == "this case's rule" {
-                    alert.rule_id.as_str()
-                } else {
-                    p.key.as_str()
-                },
+                p.key,
                 p.escalated,
                 p.escalated + p.closed
             )

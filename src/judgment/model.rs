@@ -408,7 +408,7 @@ impl SiteState {
             let site = &a.site;
             levels.push(PriorEvidence {
                 level: "rule@site".into(),
-                key: String::new(),
+                key: rule.to_owned(),
                 escalated: round3(site.rule.e[COLD] + site.rule.e[HOT]),
                 closed: round3(
                     site.rule.n[COLD] + site.rule.n[HOT] - site.rule.e[COLD] - site.rule.e[HOT],
