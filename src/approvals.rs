@@ -22,11 +22,30 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
 use crate::bus::{Bus, BusError, Commit, Outgoing};
-use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, Event};
+use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, Event, Severity};
 use crate::store::StoreError;
 
 pub mod executor;
 pub mod web;
+
+/// Approver for SEV-1 and SEV-2.
+pub const APPROVER_HIGH: &str = "IR Lead On-Call";
+/// Approver for SEV-3 and SEV-4.
+pub const APPROVER_LOW: &str = "SOC Shift Lead";
+
+/// The human role that decides the containment of a case of `severity`.
+pub fn approver_for(severity: Severity) -> &'static str {
+    if severity <= Severity::Sev2 {
+        APPROVER_HIGH
+    } else {
+        APPROVER_LOW
+    }
+}
+
+/// The id of the proposal of containment step `step_id` in `ticket`'s plan.
+pub fn action_id(ticket: &str, step_id: &str) -> String {
+    format!("{ticket}/{step_id}")
+}
 
 /// `[approvals]`: who may decide, and how the approval pages sign people in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +59,7 @@ pub struct ApprovalsConfig {
     pub session_ttl_s: u64,
     /// Key that signs session cookies and CSRF tokens (`SOC_APPROVALS_SESSION_KEY`). Unset: a
     /// random key per start (sign-ins end with the process).
-    pub session_key: Option<crate::llm::Secret>,
+    pub session_key: Option<crate::secret::Secret>,
     /// Behind an SSO proxy: the request header naming the signed-in person (e.g.
     /// `X-Auth-Request-Email`); empty: no SSO. Believed only from `sso_proxies`; the person's
     /// roles come from their `approvers` entry (no entry: read-only).

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::bus::{Bus, BusError, Commit, Outgoing, StreamId, Topic};
 use crate::proto::{
@@ -21,6 +22,25 @@ use crate::proto::{
     HuntingReport, Ioc, IocKind, NoisyRule, ReasonerKind, ShiftSummary, Tier2Decision, Window,
 };
 use crate::store::{Store, StoreError};
+
+/// `[calendar]`: the calendar roles (shift summaries, detection tuning, hunts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Run them in this process.
+    pub enabled: bool,
+    /// Time zone of their schedules (IANA name).
+    pub tz: String,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tz: DEFAULT_TZ.to_owned(),
+        }
+    }
+}
 
 /// The default time zone of the schedules.
 pub const DEFAULT_TZ: &str = "America/New_York";
@@ -232,7 +252,7 @@ pub fn reports(role: CalendarRole, window: Window, events: &[(String, Event)]) -
 /// hash, domain, public IP, CVE) found in their events, as case memory clusters them
 /// ([`crate::memory::cluster`]).
 fn campaigns(window: Window, events: &[(String, Event)]) -> Vec<Event> {
-    use crate::memory::indicators::{self, Kind};
+    use crate::indicators::{self, Kind};
     let mut first: HashMap<&str, i64> = HashMap::new();
     let mut rows: BTreeSet<(&'static str, String, &str)> = BTreeSet::new();
     for (_, event) in events {

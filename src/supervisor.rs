@@ -30,29 +30,21 @@ use tokio::time::Instant;
 use crate::actors::RoleEnv;
 use crate::actors::alert_source::{self, AlertSource, Feed, SourceSnapshot, SourceStats};
 use crate::actors::calendar::{self, Calendar};
-use crate::actors::ir_lead::IrLead;
 use crate::actors::notifier::{self, Notifier};
 use crate::actors::projector::{self, Projector, ProjectorSnapshot, ProjectorStats};
 use crate::actors::role::{self, PanicSchedule, RoleSnapshot, RoleSpec, RoleStats};
-use crate::actors::sentinel::Sentinel;
-use crate::actors::threat_intel::ThreatIntel;
-use crate::actors::tier2::Tier2;
+use crate::actors::xsoar;
+use crate::app::config::Config;
+use crate::app::health::Health;
+use crate::app::http::{self, HttpServer};
 use crate::bus::bridge::{self, BridgeSnapshot, BusBridge, WriteQueue};
 use crate::bus::{Bus, Topic};
-use crate::config::Config;
-use crate::http::{self, Health, HttpServer};
 use crate::knowledge::Knowledge;
 use crate::llm::Llm;
 use crate::llm::gateway::{self, Gateway};
 use crate::llm::stats::{GatewaySnapshot, GatewayStats};
 
-/// The reactive roles, in start order. Adding a role: one file in `src/actors/`, one line here.
-pub const REACTIVE_ROLES: [RoleSpec; 4] = [
-    RoleSpec::of::<Sentinel>(),
-    RoleSpec::of::<Tier2>(),
-    RoleSpec::of::<IrLead>(),
-    RoleSpec::of::<ThreatIntel>(),
-];
+pub use crate::actors::roles::REACTIVE_ROLES;
 
 /// Why the runtime stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,7 +109,7 @@ pub struct Context {
     /// The projector's counters.
     pub projector_stats: Arc<ProjectorStats>,
     /// The XSOAR poller's counters.
-    pub xsoar_stats: Arc<crate::actors::xsoar::XsoarStats>,
+    pub xsoar_stats: Arc<xsoar::XsoarStats>,
     /// What the rules reasoner knows (dispositions, activity); outlives role restarts.
     pub knowledge: Arc<Knowledge>,
     /// The roles' tools (over the same knowledge).
@@ -163,97 +155,266 @@ impl Context {
     }
 }
 
-/// Supervised children.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChildId {
-    /// The bus bridge.
-    Bridge,
-    /// The HTTP server.
-    Http,
+/// Where a child stands in a drain: stages stop in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The alert source: told to stop publishing, then stopped.
+    Feed,
+    /// Other publishers of new work (the calendar roles): stopped with the feed.
+    Publisher,
+    /// A reactive role: stops reading, finishes its mailbox.
+    Role,
     /// The LLM gateway.
     Gateway,
-    /// The projector.
+    /// The bus bridge: writes what is queued.
+    Bridge,
+    /// The projector: folds the audit to its end.
     Projector,
-    /// The Webex notifier (when a room and bot token are configured).
-    Notifier,
-    /// The XSOAR poller (when `[xsoar] url` is set).
-    Xsoar,
-    /// A reactive role, by index in [`REACTIVE_ROLES`].
-    Role(usize),
-    /// The alert source.
-    Source,
-    /// The calendar roles.
-    Calendar,
+    /// Everything else (HTTP, the notifier, the XSOAR poller).
+    Last,
 }
 
-impl ChildId {
-    /// Publishers of new work, stopped first in a drain.
-    fn is_source(&self) -> bool {
-        matches!(self, ChildId::Source | ChildId::Calendar)
-    }
+type SpawnFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ActorCell, String>> + Send + 'a>>;
 
-    fn is_role(&self) -> bool {
-        matches!(self, ChildId::Role(_))
-    }
+/// How a child starts: from the shared context, under its actor name, linked to the
+/// supervisor.
+#[derive(Clone, Copy)]
+enum Start {
+    /// A child with its own start function.
+    Actor(fn(&Context, String, ActorCell) -> SpawnFuture<'_>),
+    /// A reactive role (all started the same way, from its [`RoleSpec`]).
+    Role(&'static RoleSpec),
+}
 
-    fn is_bridge(&self) -> bool {
-        *self == ChildId::Bridge
-    }
+/// One supervised child: its name, its place in a drain, how it starts. The supervisor's
+/// children are a list of these ([`children`]); nothing else enumerates them.
+#[derive(Clone, Copy)]
+struct ChildSpec {
+    name: &'static str,
+    stage: Stage,
+    start: Start,
+}
 
-    fn is_gateway(&self) -> bool {
-        *self == ChildId::Gateway
-    }
-
-    fn is_projector(&self) -> bool {
-        *self == ChildId::Projector
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ChildId::Bridge => bridge::NAME,
-            ChildId::Http => http::NAME,
-            ChildId::Gateway => gateway::NAME,
-            ChildId::Projector => projector::NAME,
-            ChildId::Notifier => notifier::NAME,
-            ChildId::Xsoar => crate::actors::xsoar::NAME,
-            ChildId::Role(i) => REACTIVE_ROLES[i].name,
-            ChildId::Source => alert_source::NAME,
-            ChildId::Calendar => calendar::NAME,
+impl ChildSpec {
+    const fn of(
+        name: &'static str,
+        stage: Stage,
+        start: fn(&Context, String, ActorCell) -> SpawnFuture<'_>,
+    ) -> Self {
+        Self {
+            name,
+            stage,
+            start: Start::Actor(start),
         }
     }
 }
 
-enum ChildRef {
-    Bridge(ActorRef<bridge::Msg>),
-    Http(ActorRef<http::Msg>),
-    Gateway(ActorRef<gateway::Msg>),
-    Projector(ActorRef<projector::Msg>),
-    Notifier(ActorRef<notifier::Msg>),
-    Xsoar(ActorRef<crate::actors::xsoar::Msg>),
-    Role(ActorRef<role::Msg>),
-    Source(ActorRef<alert_source::Msg>),
-    Calendar(ActorRef<calendar::Msg>),
-}
-
-impl ChildRef {
-    fn cell(&self) -> ActorCell {
-        match self {
-            ChildRef::Bridge(a) => a.get_cell(),
-            ChildRef::Http(a) => a.get_cell(),
-            ChildRef::Gateway(a) => a.get_cell(),
-            ChildRef::Projector(a) => a.get_cell(),
-            ChildRef::Notifier(a) => a.get_cell(),
-            ChildRef::Xsoar(a) => a.get_cell(),
-            ChildRef::Role(a) => a.get_cell(),
-            ChildRef::Source(a) => a.get_cell(),
-            ChildRef::Calendar(a) => a.get_cell(),
+/// The children this process runs, in start order.
+fn children(ctx: &Context) -> Vec<ChildSpec> {
+    let parts = &ctx.config.supervisor;
+    let mut specs = Vec::new();
+    if ctx.bridge_queue.is_some() {
+        specs.push(ChildSpec::of(bridge::NAME, Stage::Bridge, start_bridge));
+    }
+    if ctx.http.is_some() {
+        specs.push(ChildSpec::of(http::NAME, Stage::Last, start_http));
+    }
+    if ctx.llm_stats.is_some() {
+        specs.push(ChildSpec::of(gateway::NAME, Stage::Gateway, start_gateway));
+    }
+    specs.push(ChildSpec::of(
+        projector::NAME,
+        Stage::Projector,
+        start_projector,
+    ));
+    if ctx.config.webex.sends_cards() && parts.runs("approvals") {
+        specs.push(ChildSpec::of(notifier::NAME, Stage::Last, start_notifier));
+    }
+    for role in REACTIVE_ROLES.iter().filter(|r| parts.runs(r.name)) {
+        specs.push(ChildSpec {
+            name: role.name,
+            stage: Stage::Role,
+            start: Start::Role(role),
+        });
+    }
+    if parts.runs("source") {
+        // The JSONL feed (or the demo feed) unless XSOAR alone is the source.
+        if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() {
+            specs.push(ChildSpec::of(alert_source::NAME, Stage::Feed, start_source));
+        }
+        if ctx.config.xsoar.enabled() {
+            specs.push(ChildSpec::of(xsoar::NAME, Stage::Last, start_xsoar));
         }
     }
+    if ctx.config.calendar.enabled && parts.runs("calendar") {
+        specs.push(ChildSpec::of(
+            calendar::NAME,
+            Stage::Publisher,
+            start_calendar,
+        ));
+    }
+    specs
+}
+
+/// Spawns `actor` linked to `parent`, as its cell.
+async fn linked<A: Actor>(
+    name: String,
+    actor: A,
+    args: A::Arguments,
+    parent: ActorCell,
+) -> Result<ActorCell, String> {
+    Actor::spawn_linked(Some(name), actor, args, parent)
+        .await
+        .map(|(a, _)| a.get_cell())
+        .map_err(|e| e.to_string())
+}
+
+fn start_bridge(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let queue = ctx.bridge_queue.clone().ok_or("no bridge queue")?;
+        let args = bridge::Args {
+            url: ctx.config.bus.redis_url.clone(),
+            config: ctx.bus.config().clone(),
+            queue,
+        };
+        linked(name, BusBridge, args, parent).await
+    })
+}
+
+fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let (listener, addr) = ctx.http.clone().ok_or("http is off")?;
+        let args = http::Args {
+            listener,
+            addr,
+            health: ctx.health.clone(),
+            pages: Some(http::Pages {
+                approval_pages: ctx.config.supervisor.runs("approvals"),
+                store: ctx.store_path.clone(),
+                approvals: ctx.config.approvals.clone(),
+                webex: ctx.config.webex.clone(),
+                knowledge: Some(ctx.knowledge.clone()),
+                data_dir: ctx.config.data_dir.clone(),
+            }),
+            metrics: crate::app::metrics::Sources {
+                // Only the roles this process runs: several processes' scrapes add up.
+                roles: REACTIVE_ROLES
+                    .iter()
+                    .filter(|r| ctx.config.supervisor.runs(r.name))
+                    .map(|r| (r.name, (r.input, ctx.role_stats[r.name].clone())))
+                    .collect(),
+                xsoar: ctx.config.xsoar.enabled().then(|| ctx.xsoar_stats.clone()),
+                source: ctx.source_stats.clone(),
+                llm: ctx.llm_stats.clone(),
+                projector: ctx.projector_stats.clone(),
+                bus: ctx.bus.clone(),
+                pool: None,
+            },
+        };
+        linked(name, HttpServer, args, parent).await
+    })
+}
+
+fn start_gateway(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let stats = ctx.llm_stats.clone().ok_or("no llm endpoints")?;
+        let args = gateway::Args {
+            config: ctx.config.llm.clone(),
+            stats,
+        };
+        linked(name, Gateway, args, parent).await
+    })
+}
+
+fn start_projector(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let args = projector::Args {
+            bus: ctx.bus.clone(),
+            path: ctx.store_path.clone(),
+            projection: ctx.projection.clone(),
+            interval: Duration::from_millis(ctx.config.supervisor.idle_poll_ms.max(100)),
+            stats: ctx.projector_stats.clone(),
+            knowledge: Some(ctx.knowledge.clone()),
+        };
+        linked(name, Projector, args, parent).await
+    })
+}
+
+fn start_notifier(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let args = notifier::Args {
+            path: ctx.store_path.clone(),
+            config: ctx.config.webex.clone(),
+            approvals_url: ctx.approvals_url(),
+            max_age_ms: ctx.proposal_ttl_ms(),
+        };
+        linked(name, Notifier, args, parent).await
+    })
+}
+
+fn start_xsoar(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let args = xsoar::Args {
+            config: ctx.config.xsoar.clone(),
+            bus: ctx.bus.clone(),
+            store: ctx.store_path.clone(),
+            stats: ctx.xsoar_stats.clone(),
+        };
+        linked(name, xsoar::XsoarPoller, args, parent).await
+    })
+}
+
+fn start_calendar(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let args = calendar::Args {
+            bus: ctx.bus.clone(),
+            tz: ctx.config.calendar.tz.clone(),
+        };
+        linked(name, Calendar, args, parent).await
+    })
+}
+
+fn start_source(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
+    Box::pin(async move {
+        let args = alert_source::Args {
+            feed: ctx.feed.clone(),
+            bus: ctx.bus.clone(),
+            stats: ctx.source_stats.clone(),
+            batch: ctx.config.supervisor.source_batch,
+        };
+        linked(name, AlertSource, args, parent).await
+    })
+}
+
+async fn start_role(
+    ctx: &Context,
+    spec: &RoleSpec,
+    name: String,
+    parent: ActorCell,
+) -> Result<ActorCell, String> {
+    let args = role::Args {
+        bus: ctx.bus.clone(),
+        consumer: ctx.consumer_name(spec.name),
+        stats: ctx.role_stats[spec.name].clone(),
+        faults: ctx.options.faults.clone(),
+        llm: ctx.llm(),
+        env: RoleEnv {
+            knowledge: ctx.knowledge.clone(),
+            reasoning: ctx.config.reasoning.clone(),
+            tools: ctx.tools.clone(),
+            proposal_ttl_ms: ctx.proposal_ttl_ms(),
+        },
+    };
+    spec.spawn(name, args, parent)
+        .await
+        .map(|a| a.get_cell())
+        .map_err(|e| e.to_string())
 }
 
 struct Child {
-    id: ChildId,
-    actor: Option<ChildRef>,
+    spec: ChildSpec,
+    actor: Option<ActorCell>,
     /// Successful starts so far; every start after the first is a restart.
     starts: u64,
     failures: VecDeque<Instant>,
@@ -261,8 +422,8 @@ struct Child {
 
 /// Messages of the supervisor.
 pub enum Msg {
-    /// Start a child again (sent after its backoff).
-    Restart(ChildId),
+    /// Start a child again (sent after its backoff), by name.
+    Restart(&'static str),
     /// `--until-idle`: check whether the work is done.
     CheckIdle,
     /// Drain everything and stop.
@@ -312,46 +473,15 @@ impl Actor for Supervisor {
         myself: ActorRef<Msg>,
         ctx: Arc<Context>,
     ) -> Result<State, ActorProcessingErr> {
-        let mut ids = Vec::new();
-        if ctx.bridge_queue.is_some() {
-            ids.push(ChildId::Bridge);
-        }
-        if ctx.http.is_some() {
-            ids.push(ChildId::Http);
-        }
-        if ctx.llm_stats.is_some() {
-            ids.push(ChildId::Gateway);
-        }
-        ids.push(ChildId::Projector);
-        if ctx.config.webex.sends_cards() && ctx.config.supervisor.runs("approvals") {
-            ids.push(ChildId::Notifier);
-        }
-        let parts = &ctx.config.supervisor;
-        ids.extend(
-            (0..REACTIVE_ROLES.len())
-                .filter(|i| parts.runs(REACTIVE_ROLES[*i].name))
-                .map(ChildId::Role),
-        );
-        if parts.runs("source") {
-            // The JSONL feed (or the demo feed) unless XSOAR alone is the source.
-            if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() {
-                ids.push(ChildId::Source);
-            }
-            if ctx.config.xsoar.enabled() {
-                ids.push(ChildId::Xsoar);
-            }
-        }
-        if ctx.config.calendar.enabled && parts.runs("calendar") {
-            ids.push(ChildId::Calendar);
-        }
-        for id in &ids {
-            ctx.health.set_child(id.name(), false);
+        let specs = children(&ctx);
+        for spec in &specs {
+            ctx.health.set_child(spec.name, false);
         }
         let mut state = State {
-            children: ids
+            children: specs
                 .into_iter()
-                .map(|id| Child {
-                    id,
+                .map(|spec| Child {
+                    spec,
                     actor: None,
                     starts: 0,
                     failures: VecDeque::new(),
@@ -362,8 +492,8 @@ impl Actor for Supervisor {
             timers: Vec::new(),
         };
         for i in 0..state.children.len() {
-            let id = state.children[i].id;
-            state.start_child(&myself, id).await;
+            let name = state.children[i].spec.name;
+            state.start_child(&myself, name).await;
         }
         if state.ctx.options.until_idle {
             let every = state.poll_interval();
@@ -379,7 +509,7 @@ impl Actor for Supervisor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Restart(id) => state.start_child(&myself, id).await,
+            Msg::Restart(name) => state.start_child(&myself, name).await,
             Msg::CheckIdle => state.check_idle(&myself).await,
             Msg::Drain(reason) => state.drain(&myself, reason).await,
             Msg::Observe(reply) => {
@@ -435,208 +565,107 @@ impl State {
         Duration::from_secs(self.ctx.config.supervisor.drain_timeout_s.max(1))
     }
 
-    /// Takes the running actors of the children `which` selects, leaving the others alone.
-    fn take_children(&mut self, which: fn(&ChildId) -> bool) -> Vec<ChildRef> {
+    /// Takes the running actors of the children at `stage`, leaving the others alone.
+    fn take_stage(&mut self, stage: Stage) -> Vec<ActorCell> {
         self.children
             .iter_mut()
-            .filter(|c| which(&c.id))
+            .filter(|c| c.spec.stage == stage)
             .filter_map(|c| c.actor.take())
             .collect()
     }
 
-    fn child_mut(&mut self, id: ChildId) -> Option<&mut Child> {
-        self.children.iter_mut().find(|c| c.id == id)
+    fn child_mut(&mut self, name: &str) -> Option<&mut Child> {
+        self.children.iter_mut().find(|c| c.spec.name == name)
     }
 
-    async fn start_child(&mut self, myself: &ActorRef<Msg>, id: ChildId) {
-        if self.draining || self.child_mut(id).is_none_or(|c| c.actor.is_some()) {
+    async fn start_child(&mut self, myself: &ActorRef<Msg>, name: &'static str) {
+        if self.draining {
             return;
         }
-        match self.spawn(myself, id).await {
+        let Some(spec) = self
+            .child_mut(name)
+            .filter(|c| c.actor.is_none())
+            .map(|c| c.spec)
+        else {
+            return;
+        };
+        match self.spawn(myself, spec).await {
             Ok(actor) => {
                 let mut restarted = false;
-                if let Some(child) = self.child_mut(id) {
+                if let Some(child) = self.child_mut(name) {
                     child.actor = Some(actor);
                     restarted = child.starts > 0;
                     child.starts += 1;
                 }
-                self.ctx.health.set_child(id.name(), true);
+                self.ctx.health.set_child(name, true);
                 if restarted {
-                    tracing::info!(child = id.name(), "restarted");
-                    if let ChildId::Role(i) = id
-                        && let Some(stats) = self.ctx.role_stats.get(REACTIVE_ROLES[i].name)
-                    {
-                        stats
-                            .restarts
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if let (ChildId::Gateway, Some(stats)) = (id, &self.ctx.llm_stats) {
-                        GatewayStats::bump(&stats.counters.restarts);
+                    tracing::info!(child = name, "restarted");
+                    match spec.stage {
+                        Stage::Role => {
+                            if let Some(stats) = self.ctx.role_stats.get(name) {
+                                stats
+                                    .restarts
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Stage::Gateway => {
+                            if let Some(stats) = &self.ctx.llm_stats {
+                                GatewayStats::bump(&stats.counters.restarts);
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
-            Err(error) => self.failed(myself, id, error),
+            Err(error) => self.failed(myself, name, error),
         }
     }
 
-    async fn spawn(&self, myself: &ActorRef<Msg>, id: ChildId) -> Result<ChildRef, String> {
+    async fn spawn(&self, myself: &ActorRef<Msg>, spec: ChildSpec) -> Result<ActorCell, String> {
         let ctx = &self.ctx;
-        let name = format!("{}/{}", ctx.instance, id.name());
+        let name = format!("{}/{}", ctx.instance, spec.name);
         let parent = myself.get_cell();
-        let spawned = match id {
-            ChildId::Bridge => {
-                let queue = ctx.bridge_queue.clone().ok_or("no bridge queue")?;
-                let args = bridge::Args {
-                    url: ctx.config.bus.redis_url.clone(),
-                    config: ctx.bus.config().clone(),
-                    queue,
-                };
-                Actor::spawn_linked(Some(name), BusBridge, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Bridge(a))
+        match spec.start {
+            Start::Actor(start) => start(ctx, name, parent).await,
+            Start::Role(role) => start_role(ctx, role, name, parent).await,
+        }
+    }
+
+    /// Starts the child at `stage` again for a final flush, if it is one of this process's.
+    async fn respawn_for_flush(&self, myself: &ActorRef<Msg>, stage: Stage) -> Option<ActorCell> {
+        let spec = self.children.iter().find(|c| c.spec.stage == stage)?.spec;
+        match self.spawn(myself, spec).await {
+            Ok(cell) => Some(cell),
+            Err(e) => {
+                tracing::warn!(child = spec.name, error = %e, "cannot start it for the final flush");
+                None
             }
-            ChildId::Http => {
-                let (listener, addr) = ctx.http.clone().ok_or("http is off")?;
-                let args = http::Args {
-                    listener,
-                    addr,
-                    health: ctx.health.clone(),
-                    pages: Some(http::Pages {
-                        approval_pages: ctx.config.supervisor.runs("approvals"),
-                        store: ctx.store_path.clone(),
-                        approvals: ctx.config.approvals.clone(),
-                        webex: ctx.config.webex.clone(),
-                        knowledge: Some(ctx.knowledge.clone()),
-                        data_dir: ctx.config.data_dir.clone(),
-                    }),
-                    metrics: crate::metrics::Sources {
-                        // Only the roles this process runs: several processes' scrapes add up.
-                        roles: REACTIVE_ROLES
-                            .iter()
-                            .filter(|r| ctx.config.supervisor.runs(r.name))
-                            .map(|r| (r.name, (r.input, ctx.role_stats[r.name].clone())))
-                            .collect(),
-                        xsoar: ctx.config.xsoar.enabled().then(|| ctx.xsoar_stats.clone()),
-                        source: ctx.source_stats.clone(),
-                        llm: ctx.llm_stats.clone(),
-                        projector: ctx.projector_stats.clone(),
-                        bus: ctx.bus.clone(),
-                        pool: None,
-                    },
-                };
-                Actor::spawn_linked(Some(name), HttpServer, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Http(a))
-            }
-            ChildId::Gateway => {
-                let stats = ctx.llm_stats.clone().ok_or("no llm endpoints")?;
-                let args = gateway::Args {
-                    config: ctx.config.llm.clone(),
-                    stats,
-                };
-                Actor::spawn_linked(Some(name), Gateway, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Gateway(a))
-            }
-            ChildId::Projector => {
-                let args = projector::Args {
-                    bus: ctx.bus.clone(),
-                    path: ctx.store_path.clone(),
-                    projection: ctx.projection.clone(),
-                    interval: Duration::from_millis(ctx.config.supervisor.idle_poll_ms.max(100)),
-                    stats: ctx.projector_stats.clone(),
-                    knowledge: Some(ctx.knowledge.clone()),
-                };
-                Actor::spawn_linked(Some(name), Projector, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Projector(a))
-            }
-            ChildId::Notifier => {
-                let args = notifier::Args {
-                    path: ctx.store_path.clone(),
-                    config: ctx.config.webex.clone(),
-                    approvals_url: ctx.approvals_url(),
-                    max_age_ms: ctx.proposal_ttl_ms(),
-                };
-                Actor::spawn_linked(Some(name), Notifier, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Notifier(a))
-            }
-            ChildId::Xsoar => {
-                let args = crate::actors::xsoar::Args {
-                    config: ctx.config.xsoar.clone(),
-                    bus: ctx.bus.clone(),
-                    store: ctx.store_path.clone(),
-                    stats: ctx.xsoar_stats.clone(),
-                };
-                Actor::spawn_linked(Some(name), crate::actors::xsoar::XsoarPoller, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Xsoar(a))
-            }
-            ChildId::Role(i) => {
-                let spec = &REACTIVE_ROLES[i];
-                let args = role::Args {
-                    bus: ctx.bus.clone(),
-                    consumer: ctx.consumer_name(spec.name),
-                    stats: ctx.role_stats[spec.name].clone(),
-                    faults: ctx.options.faults.clone(),
-                    llm: ctx.llm(),
-                    env: RoleEnv {
-                        knowledge: ctx.knowledge.clone(),
-                        reasoning: ctx.config.reasoning.clone(),
-                        tools: ctx.tools.clone(),
-                        proposal_ttl_ms: ctx.proposal_ttl_ms(),
-                    },
-                };
-                spec.spawn(name, args, parent).await.map(ChildRef::Role)
-            }
-            ChildId::Calendar => {
-                let args = calendar::Args {
-                    bus: ctx.bus.clone(),
-                    tz: ctx.config.calendar.tz.clone(),
-                };
-                Actor::spawn_linked(Some(name), Calendar, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Calendar(a))
-            }
-            ChildId::Source => {
-                let args = alert_source::Args {
-                    feed: ctx.feed.clone(),
-                    bus: ctx.bus.clone(),
-                    stats: ctx.source_stats.clone(),
-                    batch: ctx.config.supervisor.source_batch,
-                };
-                Actor::spawn_linked(Some(name), AlertSource, args, parent)
-                    .await
-                    .map(|(a, _)| ChildRef::Source(a))
-            }
-        };
-        spawned.map_err(|e| e.to_string())
+        }
     }
 
     fn child_down(&mut self, myself: &ActorRef<Msg>, actor: ActorId, error: String) {
         let Some(child) = self
             .children
             .iter_mut()
-            .find(|c| c.actor.as_ref().is_some_and(|a| a.cell().get_id() == actor))
+            .find(|c| c.actor.as_ref().is_some_and(|a| a.get_id() == actor))
         else {
             return;
         };
         child.actor = None;
-        let id = child.id;
-        self.ctx.health.set_child(id.name(), false);
+        let name = child.spec.name;
+        self.ctx.health.set_child(name, false);
         if self.draining {
             return;
         }
-        self.failed(myself, id, error);
+        self.failed(myself, name, error);
     }
 
     /// Records a failure of `id` and schedules its restart, or escalates.
-    fn failed(&mut self, myself: &ActorRef<Msg>, id: ChildId, error: String) {
+    fn failed(&mut self, myself: &ActorRef<Msg>, name: &'static str, error: String) {
         let policy = self.ctx.config.supervisor.clone();
         let window = Duration::from_secs(policy.restart_window_s);
         let now = Instant::now();
-        let Some(child) = self.child_mut(id) else {
+        let Some(child) = self.child_mut(name) else {
             return;
         };
         child.failures.push_back(now);
@@ -650,27 +679,27 @@ impl State {
         let recent = u32::try_from(child.failures.len()).unwrap_or(u32::MAX);
         if recent > policy.max_restarts {
             tracing::error!(
-                child = id.name(),
+                child = name,
                 failures = recent,
                 window_s = policy.restart_window_s,
                 error = %error,
                 "restart intensity exceeded; draining and exiting"
             );
             let _ = myself.cast(Msg::Drain(ExitReason::Escalated {
-                child: id.name().to_owned(),
+                child: name.to_owned(),
                 error,
             }));
             return;
         }
         let delay = backoff(policy.backoff_initial_ms, policy.backoff_max_ms, recent);
         tracing::warn!(
-            child = id.name(),
+            child = name,
             error = %error,
             restart_in_ms = delay.as_millis() as u64,
             failures_in_window = recent,
             "child failed; restarting"
         );
-        self.schedule(myself, delay, Msg::Restart(id));
+        self.schedule(myself, delay, Msg::Restart(name));
     }
 
     async fn check_idle(&mut self, myself: &ActorRef<Msg>) {
@@ -708,28 +737,27 @@ impl State {
         tracing::info!(reason = ?reason, "draining");
         let timeout = self.drain_timeout();
 
-        for child in self.take_children(ChildId::is_source) {
-            if let ChildRef::Source(source) = &child
-                && !answered(
-                    source
-                        .call(alert_source::Msg::StopPublishing, Some(timeout))
-                        .await,
-                )
-            {
+        for child in self.take_stage(Stage::Feed) {
+            let source: ActorRef<alert_source::Msg> = child.clone().into();
+            if !answered(
+                source
+                    .call(alert_source::Msg::StopPublishing, Some(timeout))
+                    .await,
+            ) {
                 // Its handler is still running, which a stop cannot interrupt.
                 tracing::warn!("alert source did not stop in time; killing it");
-                child.cell().kill();
+                child.kill();
                 continue;
             }
-            stop_or_kill(child.cell(), timeout).await;
+            stop_or_kill(child, timeout).await;
+        }
+        for child in self.take_stage(Stage::Publisher) {
+            stop_or_kill(child, timeout).await;
         }
         let roles: Vec<ActorRef<role::Msg>> = self
-            .take_children(ChildId::is_role)
+            .take_stage(Stage::Role)
             .into_iter()
-            .filter_map(|c| match c {
-                ChildRef::Role(r) => Some(r),
-                _ => None,
-            })
+            .map(ActorCell::into)
             .collect();
         // Feeders finish their current read (up to block_ms), all at once.
         let mut stopping = tokio::task::JoinSet::new();
@@ -748,54 +776,44 @@ impl State {
                 role.kill();
             }
         }
-        for child in self.take_children(ChildId::is_gateway) {
-            stop_or_kill(child.cell(), timeout).await;
+        for child in self.take_stage(Stage::Gateway) {
+            stop_or_kill(child, timeout).await;
         }
-        let mut bridges = self.take_children(ChildId::is_bridge);
-        if bridges.is_empty() && self.ctx.bridge_queue.is_some() {
+        let mut bridges = self.take_stage(Stage::Bridge);
+        if bridges.is_empty() {
             // The bridge was waiting out a restart backoff: start it for the final flush, or
             // what the roles just committed would never be written.
-            match self.spawn(myself, ChildId::Bridge).await {
-                Ok(bridge) => bridges.push(bridge),
-                Err(e) => tracing::warn!(error = %e, "cannot start the bus bridge to flush"),
-            }
+            bridges.extend(self.respawn_for_flush(myself, Stage::Bridge).await);
         }
         for child in bridges {
-            if let ChildRef::Bridge(bridge) = &child
-                && !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await)
-            {
+            let bridge: ActorRef<bridge::Msg> = child.clone().into();
+            if !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await) {
                 tracing::warn!(
                     "bus bridge did not flush in time (is redis down?); killing it: unwritten \
                      commits stay pending in redis and are redone on the next start"
                 );
-                child.cell().kill();
+                child.kill();
                 continue;
             }
-            stop_or_kill(child.cell(), timeout).await;
+            stop_or_kill(child, timeout).await;
         }
-        let mut projectors = self.take_children(ChildId::is_projector);
+        let mut projectors = self.take_stage(Stage::Projector);
         if projectors.is_empty() {
             // It was waiting out a restart backoff: start it for the final fold, or the store
             // would miss the end of the audit.
-            match self.spawn(myself, ChildId::Projector).await {
-                Ok(projector) => projectors.push(projector),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the projector for the final fold")
-                }
-            }
+            projectors.extend(self.respawn_for_flush(myself, Stage::Projector).await);
         }
         for child in projectors {
-            if let ChildRef::Projector(projector) = &child
-                && !answered(projector.call(projector::Msg::Flush, Some(timeout)).await)
-            {
+            let projector: ActorRef<projector::Msg> = child.clone().into();
+            if !answered(projector.call(projector::Msg::Flush, Some(timeout)).await) {
                 tracing::warn!(
                     "the projector did not catch up in time; it resumes from its checkpoint next start"
                 );
             }
-            stop_or_kill(child.cell(), timeout).await;
+            stop_or_kill(child, timeout).await;
         }
-        for child in self.take_children(|_| true) {
-            stop_or_kill(child.cell(), timeout).await;
+        for child in self.take_stage(Stage::Last) {
+            stop_or_kill(child, timeout).await;
         }
         let reason_text = match &reason {
             ExitReason::Escalated { child, .. } => format!("escalated: {child}"),
@@ -807,8 +825,9 @@ impl State {
     async fn observe(&self) -> RuntimeSnapshot {
         let mut roles = BTreeMap::new();
         for child in &self.children {
-            if let (ChildId::Role(i), Some(ChildRef::Role(actor))) = (child.id, &child.actor) {
-                let name = REACTIVE_ROLES[i].name;
+            if let (Stage::Role, Some(cell)) = (child.spec.stage, &child.actor) {
+                let name = child.spec.name;
+                let actor: ActorRef<role::Msg> = cell.clone().into();
                 let snapshot = match actor
                     .call(role::Msg::Observe, Some(Duration::from_secs(1)))
                     .await

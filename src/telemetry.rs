@@ -62,14 +62,55 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber: logs to stderr filtered by `log_filter`, and, with an
-/// endpoint, this crate's spans exported over OTLP/HTTP (protobuf).
-pub fn init(log_filter: &str, endpoint: Option<&str>) -> Telemetry {
-    let filter = tracing_subscriber::EnvFilter::try_new(log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (for journald, files and log shippers).
+    Json,
+}
+
+/// Telemetry errors.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log filter does not parse.
+    #[error(
+        "SOC_LOG (or RUST_LOG) {filter:?} is not a log filter: {reason}; use a level (`info`, \
+         `warn`) or per-module directives such as `info,soc_runtime::bus=debug`"
+    )]
+    Filter {
+        /// The filter given.
+        filter: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+/// Installs the global subscriber: logs to stderr filtered by `log_filter` in `format`
+/// (colour only when stderr is a terminal), and, with an endpoint, this crate's spans exported
+/// over OTLP/HTTP (protobuf). A filter that does not parse is an error, not a silent `info`.
+pub fn init(
+    log_filter: &str,
+    format: LogFormat,
+    endpoint: Option<&str>,
+) -> Result<Telemetry, TelemetryError> {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(log_filter)
+        .map_err(|e| TelemetryError::Filter {
+            filter: log_filter.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).with_filter(filter).boxed(),
+    };
     let provider = endpoint.and_then(|endpoint| match provider(endpoint) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -89,7 +130,7 @@ pub fn init(log_filter: &str, endpoint: Option<&str>) -> Telemetry {
         .with(fmt)
         .with(otel)
         .try_init();
-    Telemetry { provider }
+    Ok(Telemetry { provider })
 }
 
 fn provider(endpoint: &str) -> Result<SdkTracerProvider, String> {

@@ -14,9 +14,9 @@
 
 mod common;
 
+use soc_runtime::app::config::Config;
 use soc_runtime::approvals::{self, Approver, DecideError};
 use soc_runtime::bus::{Bus, BusConfig, Topic};
-use soc_runtime::config::Config;
 use soc_runtime::proto::ApprovalDecision;
 
 fn approver(name: &str, role: &str) -> Approver {

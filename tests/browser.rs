@@ -18,8 +18,8 @@ use std::time::Duration;
 use common::webdriver::Browser;
 use common::webex::WebexRecorder;
 use serde_json::json;
+use soc_runtime::app::config::{Backend, Config};
 use soc_runtime::approvals::{self, ApproverConfig};
-use soc_runtime::config::{Backend, Config};
 
 /// POSTs the page's decision form (or `csrf` instead of its token; `None`: no token) from
 /// inside the page, as a forged or replayed submission would, and returns the status.
@@ -57,7 +57,7 @@ async fn a_card_approve_link_signs_in_confirms_once_and_refuses_forgeries_in_a_r
     config.webex = soc_runtime::webex::WebexConfig {
         api_base: recorder.url(),
         room_id: "room-soc".into(),
-        bot_token: Some(soc_runtime::llm::Secret::new("bot-token")),
+        bot_token: Some(soc_runtime::secret::Secret::new("bot-token")),
         poll_ms: 50,
         ..soc_runtime::webex::WebexConfig::default()
     };

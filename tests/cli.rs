@@ -1075,7 +1075,7 @@ fn approvers_hash_password_makes_a_hash_the_config_accepts() {
         ),
     )
     .unwrap();
-    let parsed = soc_runtime::config::Config::load(Some(&config)).unwrap();
+    let parsed = soc_runtime::app::config::Config::load(Some(&config)).unwrap();
     parsed.validate().unwrap();
     let empty = hash_of("\n");
     assert_eq!(empty.status.code(), Some(2));

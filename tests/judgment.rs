@@ -222,15 +222,15 @@ async fn real_detector_titles_reach_tier2_on_a_cold_start_and_routine_ones_do_no
     let feed = dir.path().join("feed.jsonl");
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     std::fs::write(&feed, text.join("\n") + "\n").unwrap();
-    let mut config = soc_runtime::config::Config {
+    let mut config = soc_runtime::app::config::Config {
         data_dir: dir.path().join("data"),
         alerts: Some(feed),
         rulesets: rulesets(),
-        ..soc_runtime::config::Config::default()
+        ..soc_runtime::app::config::Config::default()
     };
     config.http.addr = "off".into();
     config.calendar.enabled = false;
-    let report = soc_runtime::runtime::Runtime::start(
+    let report = soc_runtime::app::runtime::Runtime::start(
         config,
         soc_runtime::supervisor::RuntimeOptions {
             until_idle: true,
@@ -276,9 +276,9 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
     common::logs();
     let dir = tempfile::tempdir().unwrap();
     let knowledge = Arc::new(soc_runtime::knowledge::Knowledge::default());
-    let mut config = soc_runtime::config::Config {
+    let mut config = soc_runtime::app::config::Config {
         data_dir: dir.path().join("data"),
-        ..soc_runtime::config::Config::default()
+        ..soc_runtime::app::config::Config::default()
     };
     config.http.addr = "off".into();
     config.calendar.enabled = false;
@@ -292,7 +292,7 @@ async fn a_disposition_on_the_bus_reaches_the_reasoner_and_the_store_without_a_r
     });
     std::fs::write(&feed, format!("{line}\n")).unwrap();
     config.alerts = Some(feed);
-    let runtime = soc_runtime::runtime::Runtime::start(
+    let runtime = soc_runtime::app::runtime::Runtime::start(
         config,
         soc_runtime::supervisor::RuntimeOptions {
             knowledge: Some(knowledge.clone()),

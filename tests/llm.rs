@@ -25,15 +25,15 @@ use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 use soc_runtime::actors::role::{self, RoleSpec, RoleStats};
 use soc_runtime::actors::{Role, RoleEnv};
+use soc_runtime::app::config::Config;
+use soc_runtime::app::runtime::Runtime;
 use soc_runtime::bus::{Bus, BusConfig, Commit, Outgoing, Topic};
-use soc_runtime::config::Config;
 use soc_runtime::llm::gateway::{self, Gateway};
 use soc_runtime::llm::stats::{GatewaySnapshot, GatewayStats};
 use soc_runtime::llm::{
     CallOptions, ChatRequest, EndpointConfig, JsonSchema, Llm, LlmConfig, LlmError, Message, Tool,
 };
-use soc_runtime::proto::{Alert, AlertReceived, AlertTriaged, Envelope, Event};
-use soc_runtime::runtime::Runtime;
+use soc_runtime::proto::{Alert, AlertReceived, AlertTriaged, Envelope, Event, EventKind};
 use soc_runtime::supervisor::RuntimeOptions;
 
 /// A gateway actor of the test's own; stopped on drop.
@@ -808,15 +808,13 @@ impl Role for ModelTriage {
         Self
     }
 
-    fn accepts(kind: &str) -> bool {
-        kind == "AlertReceived"
-    }
+    type Input = AlertReceived;
 
-    fn decide(&self, _input: &Envelope) -> Vec<Event> {
+    fn decide(&self, _input: &Envelope, _alert: &AlertReceived) -> Vec<Event> {
         Vec::new()
     }
 
-    fn wants_model(&self, _input: &Envelope) -> bool {
+    fn wants_model(&self, _input: &Envelope, _alert: &AlertReceived) -> bool {
         true
     }
 
@@ -827,6 +825,7 @@ impl Role for ModelTriage {
     fn decide_with_model(
         &self,
         input: Envelope,
+        _alert: AlertReceived,
         llm: Llm,
     ) -> impl std::future::Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         async move {
@@ -983,7 +982,7 @@ async fn api_keys_are_sent_a_wrong_one_fails_over_and_a_dead_gateway_fails_fast(
     let mut keyed = ModelServer::start_with_key(1, Some("sk-right")).await;
     let open = ModelServer::start(1).await;
     let keyed_endpoint = |key: &str| EndpointConfig {
-        api_key: Some(soc_runtime::llm::Secret::new(key)),
+        api_key: Some(soc_runtime::secret::Secret::new(key)),
         ..keyed.endpoint("primary")
     };
     let opts = || CallOptions::case("tier2", Some(5));
@@ -1089,7 +1088,7 @@ async fn run_with_model(
     dir: &std::path::Path,
     endpoint: EndpointConfig,
     lines: &[String],
-) -> soc_runtime::runtime::RunReport {
+) -> soc_runtime::app::runtime::RunReport {
     let feed = dir.join("feed.jsonl");
     std::fs::write(&feed, lines.join("\n") + "\n").unwrap();
     let mut config = Config {
@@ -1099,7 +1098,7 @@ async fn run_with_model(
     };
     config.http.addr = "off".into();
     config.llm.endpoints = vec![endpoint];
-    config.reasoning.mode = soc_runtime::config::ReasoningMode::Llm;
+    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Llm;
     let options = RuntimeOptions {
         until_idle: true,
         ..RuntimeOptions::default()
@@ -1531,8 +1530,8 @@ async fn tier2_investigates_with_its_tools_on_the_real_model_within_its_budget()
             score: 4.2,
         },
     );
-    let reasoning = soc_runtime::config::ReasoningConfig {
-        mode: soc_runtime::config::ReasoningMode::Llm,
+    let reasoning = soc_runtime::app::config::ReasoningConfig {
+        mode: soc_runtime::app::config::ReasoningMode::Llm,
         ..Default::default()
     };
     let tier2 = Tier2::new(&RoleEnv {
@@ -1561,9 +1560,10 @@ async fn tier2_investigates_with_its_tools_on_the_real_model_within_its_budget()
         ..AlertTriaged::default()
     };
     let input = Envelope::new_root("sentinel", "t2-1", Event::AlertTriaged(triaged));
-    assert!(tier2.wants_model(&input));
+    let event = AlertTriaged::of(&input.event).cloned().unwrap();
+    assert!(tier2.wants_model(&input, &event));
     let events = tier2
-        .decide_with_model(input, gw.llm.clone())
+        .decide_with_model(input, event, gw.llm.clone())
         .await
         .unwrap();
     let Some(Event::Tier2Analysis(analysis)) = events.first() else {
@@ -1620,8 +1620,8 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
     let env = RoleEnv {
         tools: Arc::new(tools),
         knowledge,
-        reasoning: soc_runtime::config::ReasoningConfig {
-            mode: soc_runtime::config::ReasoningMode::Llm,
+        reasoning: soc_runtime::app::config::ReasoningConfig {
+            mode: soc_runtime::app::config::ReasoningMode::Llm,
             ..Default::default()
         },
         ..RoleEnv::default()
@@ -1668,9 +1668,12 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
         }),
     );
     let ir_lead = IrLead::new(&env);
-    assert!(ir_lead.wants_model(&input));
+    let event = soc_runtime::proto::CaseEscalated::of(&input.event)
+        .cloned()
+        .unwrap();
+    assert!(ir_lead.wants_model(&input, &event));
     let events = ir_lead
-        .decide_with_model(input, gw.llm.clone())
+        .decide_with_model(input, event, gw.llm.clone())
         .await
         .unwrap();
     let Some(Event::IrPlan(plan)) = events.first() else {
@@ -1705,9 +1708,12 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
 
     let input = Envelope::new_root("ir_lead", "santos-00009", Event::IrPlan(plan.clone()));
     let intel = ThreatIntel::new(&env);
-    assert!(intel.wants_model(&input));
+    let event = soc_runtime::proto::IrPlan::of(&input.event)
+        .cloned()
+        .unwrap();
+    assert!(intel.wants_model(&input, &event));
     let events = intel
-        .decide_with_model(input, gw.llm.clone())
+        .decide_with_model(input, event, gw.llm.clone())
         .await
         .unwrap();
     let [Event::ThreatIntelReport(report)] = events.as_slice() else {

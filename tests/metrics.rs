@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
-use soc_runtime::config::{Backend, Config};
+use soc_runtime::app::config::{Backend, Config};
 
 fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use ractor::Actor;
 use soc_runtime::actors::role::PanicSchedule;
+use soc_runtime::app::config::{Backend, Config};
+use soc_runtime::app::runtime::{RunReport, Runtime};
 use soc_runtime::bus::bridge::{self, BusBridge};
 use soc_runtime::bus::{Bus, BusConfig, BusError, Commit, Fields, Outcome, Outgoing, Topic};
-use soc_runtime::config::{Backend, Config};
 use soc_runtime::proto::{Alert, AlertReceived, Envelope, Event};
-use soc_runtime::runtime::{RunReport, Runtime};
 use soc_runtime::supervisor::{ExitReason, REACTIVE_ROLES, RuntimeOptions};
 
 /// These runs take seconds; a run that never goes idle fails the test at this limit.

@@ -390,7 +390,7 @@ async fn the_falcon_connector_only_reads_and_never_widens_its_filter() {
     let config = FalconConfig {
         base_url: url.clone(),
         client_id: "id-1".into(),
-        client_secret: Some(soc_runtime::llm::Secret::new("s3cret")),
+        client_secret: Some(soc_runtime::secret::Secret::new("s3cret")),
         ..FalconConfig::default()
     };
     let falcon = Falcon::from_config(&config).unwrap().unwrap();
@@ -501,7 +501,7 @@ async fn the_falcon_connector_only_reads_and_never_widens_its_filter() {
 
     // Wrong credentials: a clear error, no secret in it.
     let wrong = Falcon::from_config(&FalconConfig {
-        client_secret: Some(soc_runtime::llm::Secret::new("nope")),
+        client_secret: Some(soc_runtime::secret::Secret::new("nope")),
         ..config
     })
     .unwrap()

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::webex::WebexRecorder;
 use serde_json::json;
-use soc_runtime::config::Config;
+use soc_runtime::app::config::Config;
 use soc_runtime::webex::webhook::sign;
 use sqlx::Row;
 
@@ -31,8 +31,8 @@ fn webex_config(recorder: &WebexRecorder) -> soc_runtime::webex::WebexConfig {
     soc_runtime::webex::WebexConfig {
         api_base: recorder.url(),
         room_id: ROOM.into(),
-        bot_token: Some(soc_runtime::llm::Secret::new("bot-token-for-tests")),
-        webhook_secret: Some(soc_runtime::llm::Secret::new(SECRET)),
+        bot_token: Some(soc_runtime::secret::Secret::new("bot-token-for-tests")),
+        webhook_secret: Some(soc_runtime::secret::Secret::new(SECRET)),
         feedback_from: vec!["ana@soc.example".into()],
         retry_initial_ms: 50,
         retry_max_ms: 200,
@@ -257,7 +257,7 @@ async fn with_no_secret_configured_the_webhook_refuses_everything() {
         .await
         .unwrap();
     let config = soc_runtime::webex::WebexConfig {
-        bot_token: Some(soc_runtime::llm::Secret::new("t")),
+        bot_token: Some(soc_runtime::secret::Secret::new("t")),
         ..soc_runtime::webex::WebexConfig::default()
     };
     let hook = soc_runtime::webex::webhook::Hook::new(store.pool().clone(), config, None).unwrap();

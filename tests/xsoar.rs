@@ -25,8 +25,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use soc_runtime::app::config::{Backend, Config};
 use soc_runtime::bus::Topic;
-use soc_runtime::config::{Backend, Config};
 
 /// What the replay server was asked: Authorization, x-xdr-auth-id, the filter.
 type Asked = (String, String, Value);
@@ -155,7 +155,7 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
     config.calendar.enabled = false;
     config.xsoar = soc_runtime::ingest::xsoar::XsoarConfig {
         url,
-        api_key: Some(soc_runtime::llm::Secret::new("xsoar-key-for-tests")),
+        api_key: Some(soc_runtime::secret::Secret::new("xsoar-key-for-tests")),
         api_key_id: Some("17".into()),
         poll_s: 1,
         page_size: 2,
@@ -167,7 +167,7 @@ async fn xsoar_incidents_become_alerts_once_and_a_restart_resumes_from_the_curso
     config.validate().unwrap();
 
     let start = |config: Config| async move {
-        soc_runtime::runtime::Runtime::start(
+        soc_runtime::app::runtime::Runtime::start(
             config,
             soc_runtime::supervisor::RuntimeOptions::default(),
         )
@@ -365,7 +365,7 @@ async fn xsoar_closures_teach_every_process_once_by_their_close_reason() {
     config.calendar.enabled = false;
     config.xsoar = soc_runtime::ingest::xsoar::XsoarConfig {
         url,
-        api_key: Some(soc_runtime::llm::Secret::new("xsoar-key-for-tests")),
+        api_key: Some(soc_runtime::secret::Secret::new("xsoar-key-for-tests")),
         poll_s: 1,
         page_size: 2,
         start: "2026-11-01T00:00:00Z".into(),
@@ -388,7 +388,7 @@ async fn xsoar_closures_teach_every_process_once_by_their_close_reason() {
     };
     for round in 0..2 {
         let knowledge = Arc::new(soc_runtime::knowledge::Knowledge::default());
-        let runtime = soc_runtime::runtime::Runtime::start(
+        let runtime = soc_runtime::app::runtime::Runtime::start(
             config.clone(),
             soc_runtime::supervisor::RuntimeOptions {
                 knowledge: Some(knowledge.clone()),

@@ -21,9 +21,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
+use crate::approvals::{action_id, approver_for};
 use crate::bus::Topic;
-use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason_checked};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
@@ -36,11 +37,6 @@ use crate::tools::Toolbox;
 const MAX_BLOCKED_IPS: usize = 3;
 /// Most entries in each section of a model's plan.
 const MAX_SECTION: usize = 5;
-/// Approver for SEV-1 and SEV-2.
-const APPROVER_HIGH: &str = "IR Lead On-Call";
-/// Approver for SEV-3 and SEV-4.
-const APPROVER_LOW: &str = "SOC Shift Lead";
-
 /// The system prompt of the IR Lead's model reasoner.
 const PROMPT: &str = "You are the IR Lead of a security operations center. Tier 2 escalated \
 this case as an incident. Scope it with your tools (the raw alert archive, earlier cases \
@@ -189,14 +185,9 @@ impl Role for IrLead {
         }
     }
 
-    fn accepts(kind: &str) -> bool {
-        kind == "CaseEscalated"
-    }
+    type Input = CaseEscalated;
 
-    fn decide(&self, input: &Envelope) -> Vec<Event> {
-        let Event::CaseEscalated(escalated) = &input.event else {
-            return Vec::new();
-        };
+    fn decide(&self, input: &Envelope, escalated: &CaseEscalated) -> Vec<Event> {
         let started = Instant::now();
         let plan = IrPlan {
             meta: rules_meta(started),
@@ -206,22 +197,20 @@ impl Role for IrLead {
     }
 
     /// Escalated cases are never low-risk: the model plans them unless reasoning is `rules`.
-    fn wants_model(&self, input: &Envelope) -> bool {
+    fn wants_model(&self, _input: &Envelope, _escalated: &CaseEscalated) -> bool {
         self.reasoning.mode != ReasoningMode::Rules
-            && matches!(input.event, Event::CaseEscalated(_))
     }
 
     fn decide_with_model(
         &self,
         input: Envelope,
+        escalated: CaseEscalated,
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let tools = self.tools.clone();
         let ttl = self.proposal_ttl_ms;
         async move {
-            let Event::CaseEscalated(escalated) = &input.event else {
-                return Ok(Vec::new());
-            };
+            let escalated = &escalated;
             let started = Instant::now();
             let case = &escalated.case;
             let rules = plan(escalated);
@@ -288,20 +277,6 @@ fn needs_review(rules: IrPlan, why: String, mut meta: DecisionMeta) -> IrPlan {
         meta,
         ..rules
     }
-}
-
-/// The human role that decides the containment of a case of `severity`.
-pub fn approver_for(severity: Severity) -> &'static str {
-    if severity <= Severity::Sev2 {
-        APPROVER_HIGH
-    } else {
-        APPROVER_LOW
-    }
-}
-
-/// The id of the proposal of containment step `step_id` in `ticket`'s plan.
-pub fn action_id(ticket: &str, step_id: &str) -> String {
-    format!("{ticket}/{step_id}")
 }
 
 /// The plan, then one proposal per containment step for the approver of its severity, each
@@ -422,6 +397,7 @@ fn severity_text(severity: Severity) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approvals::{APPROVER_HIGH, APPROVER_LOW};
     use crate::proto::CaseContext;
 
     fn decide(priority: u8, src_ips: &[&str]) -> Vec<Event> {
@@ -441,7 +417,7 @@ mod tests {
                 linked: Vec::new(),
             }),
         );
-        IrLead::default().decide(&input)
+        IrLead::default().decide_envelope(&input)
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //!
 //! A role is a [`Role`]: what it consumes and how it decides. [`role::RoleActor`] does the
 //! rest (feeder, credits, atomic commit, stats, fault tolerance) the same way for every role.
-//! Adding a role is one file here plus one line in [`crate::supervisor::REACTIVE_ROLES`].
+//! Adding a role is one file here plus one line in [`roles::REACTIVE_ROLES`].
 
 pub mod alert_source;
 pub mod calendar;
 pub mod ir_lead;
 pub mod notifier;
 pub mod projector;
+pub mod reasoning;
 pub mod role;
+pub mod roles;
 pub mod sentinel;
 pub mod threat_intel;
 pub mod tier2;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use crate::bus::Topic;
 use crate::knowledge::Knowledge;
 use crate::llm::{Llm, LlmError};
-use crate::proto::{DecisionMeta, Envelope, Event, ReasonerKind};
+use crate::proto::{DecisionMeta, Envelope, Event, EventKind, ReasonerKind};
 
 /// A reactive role: consumes events from one stream and decides what to publish.
 pub trait Role: Send + Sync + 'static {
@@ -34,15 +36,22 @@ pub trait Role: Send + Sync + 'static {
         Self: Sized;
     /// The stream the role consumes.
     const INPUT: Topic;
-    /// Whether the role handles events of this kind (others on its stream are skipped).
-    fn accepts(kind: &str) -> bool;
-    /// Decides on one input with the role's rules; the returned events are published
-    /// atomically with its ack. An empty list means "nothing to say" (the input is still
-    /// acked).
-    fn decide(&self, input: &Envelope) -> Vec<Event>;
+    /// The event the role consumes (other kinds on its stream are skipped unread).
+    type Input: EventKind;
+    /// Decides on one input (its envelope and its event) with the role's rules; the returned
+    /// events are published atomically with its ack. An empty list means "nothing to say"
+    /// (the input is still acked).
+    fn decide(&self, input: &Envelope, event: &Self::Input) -> Vec<Event>;
+
+    /// [`Role::decide`] on an envelope: nothing to say when it is not of the role's kind.
+    fn decide_envelope(&self, input: &Envelope) -> Vec<Event> {
+        Self::Input::of(&input.event)
+            .map(|event| self.decide(input, event))
+            .unwrap_or_default()
+    }
 
     /// Whether `input` is decided with the model, when the LLM gateway runs. Default: never.
-    fn wants_model(&self, _input: &Envelope) -> bool {
+    fn wants_model(&self, _input: &Envelope, _event: &Self::Input) -> bool {
         false
     }
 
@@ -53,10 +62,11 @@ pub trait Role: Send + Sync + 'static {
     fn decide_with_model(
         &self,
         input: Envelope,
+        event: Self::Input,
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let _ = llm;
-        std::future::ready(Ok(self.decide(&input)))
+        std::future::ready(Ok(self.decide(&input, &event)))
     }
 }
 
@@ -66,7 +76,7 @@ pub struct RoleEnv {
     /// Analysts' dispositions and recent activity, for the rules reasoner.
     pub knowledge: Arc<Knowledge>,
     /// Which reasoner decides what.
-    pub reasoning: crate::config::ReasoningConfig,
+    pub reasoning: reasoning::ReasoningConfig,
     /// The tools the model reasoner may call (each role offers its whitelist of them).
     pub tools: Arc<crate::tools::Toolbox>,
     /// How long a proposed action may be decided, ms (`[approvals] proposal_ttl_s`).
@@ -77,7 +87,7 @@ impl Default for RoleEnv {
     fn default() -> Self {
         Self {
             knowledge: Arc::default(),
-            reasoning: crate::config::ReasoningConfig::default(),
+            reasoning: reasoning::ReasoningConfig::default(),
             tools: Arc::default(),
             proposal_ttl_ms: i64::try_from(
                 crate::approvals::ApprovalsConfig::default().proposal_ttl_s,

@@ -37,7 +37,7 @@ use super::{Role, RoleEnv};
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
 use crate::llm::{Llm, LlmError};
-use crate::proto::{Envelope, Event};
+use crate::proto::{Envelope, Event, EventKind};
 use crate::task::spawn_watched;
 
 /// Messages of a role actor.
@@ -120,7 +120,7 @@ pub struct RoleStats {
     /// The feeder's counters.
     pub feeder: Arc<FeederStats>,
     /// Time from an input's publication to the role's decision on it.
-    pub latency: crate::metrics::Histogram,
+    pub latency: crate::histogram::Histogram,
 }
 
 /// A serializable view of a role.
@@ -262,6 +262,11 @@ impl RoleSpec {
     }
 }
 
+/// The feeder's filter for role `R`: the wire kind of the event it consumes.
+fn accepts<R: Role>(kind: &str) -> bool {
+    kind == <R::Input as EventKind>::KIND
+}
+
 fn spawn_role<R: Role>(
     actor_name: String,
     args: Args,
@@ -313,7 +318,7 @@ impl<R: Role> Actor for RoleActor<R> {
             consumer,
             args.bus.clone(),
             config,
-            R::accepts,
+            accepts::<R>,
             Box::new(move |delivery| sink_ref.cast(Msg::Deliver(delivery)).is_ok()),
             args.stats.feeder.clone(),
         );
@@ -403,11 +408,22 @@ impl<R: Role> State<R> {
                 Some(PanicPoint::AfterCommit) => panic_after_commit = true,
                 None => {}
             }
-            if self.llm.is_some() && self.role.wants_model(input) {
+            let Some(event) = R::Input::of(&input.event) else {
+                // Not the role's kind (the feeder filters on the wire kind): acked, nothing said.
+                if let Some((commit, kinds_out)) =
+                    self.commit_of(input, delivery.ack.clone(), Vec::new())
+                {
+                    commits.push(commit);
+                    kinds.push(kinds_out);
+                    credits.push(delivery.credit);
+                }
+                continue;
+            };
+            if self.llm.is_some() && self.role.wants_model(input, event) {
                 self.think(myself, delivery, 0, span.clone());
                 continue;
             }
-            let events = self.role.decide(input);
+            let events = self.role.decide(input, event);
             let Some((commit, output_kinds)) = self.commit_of(input, delivery.ack.clone(), events)
             else {
                 continue;
@@ -436,7 +452,12 @@ impl<R: Role> State<R> {
         let Some(llm) = self.llm.clone() else {
             return;
         };
-        let decision = self.role.decide_with_model(delivery.envelope.clone(), llm);
+        let Some(event) = R::Input::of(&delivery.envelope.event).cloned() else {
+            return;
+        };
+        let decision = self
+            .role
+            .decide_with_model(delivery.envelope.clone(), event, llm);
         let myself = myself.clone();
         self.thinking.spawn(tracing::Instrument::instrument(
             async move {
@@ -481,7 +502,7 @@ impl<R: Role> State<R> {
             }
             Err(e) => {
                 tracing::warn!(role = R::NAME, ticket = %input.correlation_id, error = %e, "the model cannot decide this input; deciding by rules");
-                self.role.decide(input)
+                self.role.decide_envelope(input)
             }
         };
         if let Some((commit, kinds)) = self.commit_of(input, delivery.ack.clone(), events) {

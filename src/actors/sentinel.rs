@@ -31,15 +31,15 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::knowledge::{Judged, Knowledge};
 use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
-    Alert, AlertTriaged, Assessment, CaseContext, DecisionMeta, Disposition, Envelope, Event,
-    TriageVerdict,
+    Alert, AlertReceived, AlertTriaged, Assessment, CaseContext, DecisionMeta, Disposition,
+    Envelope, Event, TriageVerdict,
 };
 use crate::tools::Toolbox;
 
@@ -121,14 +121,9 @@ impl Role for Sentinel {
         }
     }
 
-    fn accepts(kind: &str) -> bool {
-        kind == "AlertReceived"
-    }
+    type Input = AlertReceived;
 
-    fn decide(&self, input: &Envelope) -> Vec<Event> {
-        let Event::AlertReceived(received) = &input.event else {
-            return Vec::new();
-        };
+    fn decide(&self, input: &Envelope, received: &AlertReceived) -> Vec<Event> {
         let started = Instant::now();
         let alert = &received.alert;
         let judged = self.knowledge.assess(alert, &input.id);
@@ -140,10 +135,7 @@ impl Role for Sentinel {
         ))]
     }
 
-    fn wants_model(&self, input: &Envelope) -> bool {
-        let Event::AlertReceived(received) = &input.event else {
-            return false;
-        };
+    fn wants_model(&self, _input: &Envelope, received: &AlertReceived) -> bool {
         match self.reasoning.mode {
             ReasoningMode::Rules => false,
             ReasoningMode::Llm => true,
@@ -156,22 +148,15 @@ impl Role for Sentinel {
     fn decide_with_model(
         &self,
         input: Envelope,
+        received: AlertReceived,
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         // The case is assessed (and recorded on its site's stream) now, in feed order; the
         // model answers later.
-        let judged = match &input.event {
-            Event::AlertReceived(received) => {
-                Some(self.knowledge.assess(&received.alert, &input.id))
-            }
-            _ => None,
-        };
+        let judged = self.knowledge.assess(&received.alert, &input.id);
         let tools = self.tools.clone();
         let precedent = self.reasoning.precedent;
         async move {
-            let (Event::AlertReceived(received), Some(judged)) = (&input.event, judged) else {
-                return Ok(Vec::new());
-            };
             let alert = &received.alert;
             let mut case = serde_json::json!({ "alert": alert });
             if precedent {
@@ -400,7 +385,7 @@ mod tests {
                 received_via: "test".into(),
             }),
         );
-        match sentinel.decide(&input).pop() {
+        match sentinel.decide_envelope(&input).pop() {
             Some(Event::AlertTriaged(t)) => t,
             other => panic!("expected AlertTriaged, got {other:?}"),
         }

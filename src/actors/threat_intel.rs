@@ -22,13 +22,14 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason_checked};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
-    AttackTechnique, CaseContext, DecisionMeta, Envelope, Event, Ioc, IocKind, ThreatIntelReport,
+    AttackTechnique, CaseContext, DecisionMeta, Envelope, Event, Ioc, IocKind, IrPlan,
+    ThreatIntelReport,
 };
 use crate::tools::Toolbox;
 
@@ -161,14 +162,9 @@ impl Role for ThreatIntel {
         }
     }
 
-    fn accepts(kind: &str) -> bool {
-        kind == "IRPlan"
-    }
+    type Input = IrPlan;
 
-    fn decide(&self, input: &Envelope) -> Vec<Event> {
-        let Event::IrPlan(plan) = &input.event else {
-            return Vec::new();
-        };
+    fn decide(&self, _input: &Envelope, plan: &IrPlan) -> Vec<Event> {
         let started = Instant::now();
         vec![Event::ThreatIntelReport(by_rules(
             &self.tools,
@@ -178,20 +174,19 @@ impl Role for ThreatIntel {
     }
 
     /// Every plan is an incident: the model examines it unless reasoning is `rules`.
-    fn wants_model(&self, input: &Envelope) -> bool {
-        self.reasoning.mode != ReasoningMode::Rules && matches!(input.event, Event::IrPlan(_))
+    fn wants_model(&self, _input: &Envelope, _plan: &IrPlan) -> bool {
+        self.reasoning.mode != ReasoningMode::Rules
     }
 
     fn decide_with_model(
         &self,
-        input: Envelope,
+        _input: Envelope,
+        plan: IrPlan,
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let tools = self.tools.clone();
         async move {
-            let Event::IrPlan(plan) = &input.event else {
-                return Ok(Vec::new());
-            };
+            let plan = &plan;
             let started = Instant::now();
             let case = &plan.case;
             if let Some(why) = case_injection(case, &[("plan_summary", &plan.summary)]) {
@@ -382,7 +377,8 @@ mod tests {
                 ..IrPlan::default()
             }),
         );
-        let Some(Event::ThreatIntelReport(report)) = ThreatIntel::default().decide(&input).pop()
+        let Some(Event::ThreatIntelReport(report)) =
+            ThreatIntel::default().decide_envelope(&input).pop()
         else {
             panic!("expected a report")
         };

@@ -23,9 +23,9 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::config::{ReasoningConfig, ReasoningMode};
 use crate::knowledge::Knowledge;
 use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
@@ -118,6 +118,7 @@ pub struct Tier2 {
 impl Role for Tier2 {
     const NAME: &'static str = "tier2";
     const INPUT: Topic = Topic::Triage;
+    type Input = AlertTriaged;
 
     fn new(env: &RoleEnv) -> Self {
         Self {
@@ -127,10 +128,7 @@ impl Role for Tier2 {
         }
     }
 
-    fn wants_model(&self, input: &Envelope) -> bool {
-        let Event::AlertTriaged(triaged) = &input.event else {
-            return false;
-        };
+    fn wants_model(&self, _input: &Envelope, triaged: &AlertTriaged) -> bool {
         // A case for a human stays with the human; one Tier 2 would not engage ends here.
         self.reasoning.mode != ReasoningMode::Rules
             && triaged.meta.needs_human_review.is_none()
@@ -139,16 +137,15 @@ impl Role for Tier2 {
 
     fn decide_with_model(
         &self,
-        input: Envelope,
+        _input: Envelope,
+        triaged: AlertTriaged,
         llm: Llm,
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let knowledge = self.knowledge.clone();
         let tools = self.tools.clone();
         let precedent = self.reasoning.precedent;
         async move {
-            let Event::AlertTriaged(triaged) = &input.event else {
-                return Ok(Vec::new());
-            };
+            let triaged = &triaged;
             let case = &triaged.case;
             let flagged = case_injection(case, &[("triage_rationale", &triaged.rationale)]);
             let mut data = serde_json::json!({
@@ -226,14 +223,7 @@ impl Role for Tier2 {
         }
     }
 
-    fn accepts(kind: &str) -> bool {
-        kind == "AlertTriaged"
-    }
-
-    fn decide(&self, input: &Envelope) -> Vec<Event> {
-        let Event::AlertTriaged(triaged) = &input.event else {
-            return Vec::new();
-        };
+    fn decide(&self, _input: &Envelope, triaged: &AlertTriaged) -> Vec<Event> {
         let started = Instant::now();
         if let Some(why) = &triaged.meta.needs_human_review {
             // Triage could not be trusted: a person decides, nothing escalates on its own.
@@ -399,7 +389,7 @@ mod tests {
                 ..AlertTriaged::default()
             }),
         );
-        Tier2::default().decide(&input)
+        Tier2::default().decide_envelope(&input)
     }
 
     #[test]
@@ -434,7 +424,7 @@ mod tests {
                 ..AlertTriaged::default()
             }),
         );
-        let events = Tier2::default().decide(&input);
+        let events = Tier2::default().decide_envelope(&input);
         assert_eq!(events.len(), 1);
         assert!(matches!(&events[0], Event::Tier2Analysis(a)
             if a.decision == Tier2Decision::NeedsHumanReview && a.summary.contains("instructions")));
@@ -470,7 +460,7 @@ mod tests {
                     ..AlertTriaged::default()
                 }),
             );
-            Tier2::default().decide(&input)
+            Tier2::default().decide_envelope(&input)
         };
         let events = assessed(0.8);
         assert!(

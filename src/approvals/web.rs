@@ -36,6 +36,7 @@ use sqlx::SqlitePool;
 
 use super::{ApprovalsConfig, Approver, ApproverConfig, DecideError, Proposal};
 use crate::proto::ApprovalDecision;
+use crate::text::{encode, esc};
 
 const COOKIE: &str = "soc_session";
 
@@ -634,35 +635,6 @@ fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> Stri
     }
     body.push_str("</table>");
     page(web, "Approvals", &body)
-}
-
-/// HTML-escapes text (alert fields are attacker-controlled).
-pub(crate) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a path segment or query value.
-pub(crate) fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::redis::Writer;
+use super::writer::Writer;
 use super::{BusConfig, BusError, Commit, CommitCallback, Outcome};
 use crate::task::spawn_watched;
 

@@ -19,6 +19,7 @@ pub mod bridge;
 pub mod feeder;
 pub mod memory;
 pub mod redis;
+pub mod writer;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::llm::Secret;
 use crate::proto::Alert;
+use crate::secret::Secret;
 
 /// `[xsoar]`: where incidents come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,7 +242,7 @@ pub fn incident_of(ticket: &str) -> Option<&str> {
 /// defanged: a note cannot carry an attacker's link or formatting.
 pub fn note_of(event: &crate::proto::Event) -> Option<(String, String, String)> {
     use crate::proto::Event;
-    use crate::webex::md;
+    use crate::text::md;
     match event {
         Event::AlertTriaged(t) => {
             let incident = incident_of(&t.case.ticket)?;

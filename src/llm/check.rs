@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::client::Endpoint;
 use super::{ChatRequest, EndpointConfig, Message};
-use crate::bus::redis::redact_url;
+use crate::secret::redact_url;
 
 /// What one endpoint answered.
 #[derive(Debug, Clone, Serialize)]

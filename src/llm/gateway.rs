@@ -38,7 +38,7 @@ use super::stats::{GatewaySnapshot, GatewayStats};
 use super::{
     AttemptError, AttemptErrorKind, CallOptions, ChatRequest, Completion, LlmConfig, LlmError,
 };
-use crate::bus::redis::redact_url;
+use crate::secret::redact_url;
 use crate::task::ExitNotice;
 
 /// Actor name (prefixed by the runtime instance).

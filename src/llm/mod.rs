@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 pub use gateway::Llm;
 
+use crate::secret::Secret;
+
 /// Who speaks in a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -328,35 +330,6 @@ impl CallOptions {
     }
 }
 
-/// A secret (API key): never printed, never logged, serialized as `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
-    }
-}
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// `[llm]`: the gateway and its endpoints. No endpoints: the gateway is off and every role uses
 /// its rules reasoner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -507,7 +480,7 @@ impl LlmConfig {
                 return Err(format!("{at}.name `{}` is used twice", e.name));
             }
             let url = reqwest::Url::parse(&e.url).map_err(|err| {
-                let shown = crate::bus::redis::redact_url(&e.url);
+                let shown = crate::secret::redact_url(&e.url);
                 format!("{at}.url `{shown}` is not a URL: {err}")
             })?;
             if !matches!(url.scheme(), "http" | "https") {

@@ -60,7 +60,7 @@ pub struct Scope {
     /// The case's last alert, ms since the Unix epoch: nothing after it is returned.
     pub until_ms: i64,
     /// The case's own indicators (for `memory.recall`).
-    pub indicators: std::collections::BTreeSet<crate::memory::indicators::Indicator>,
+    pub indicators: std::collections::BTreeSet<crate::indicators::Indicator>,
 }
 
 impl Scope {
@@ -78,7 +78,7 @@ impl Scope {
             until_ms: ms(&case.last_seen)
                 .or_else(|| ms(&case.first_seen))
                 .unwrap_or(0),
-            indicators: crate::memory::indicators::of_case_fields(case),
+            indicators: crate::indicators::of_case_fields(case),
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::breaker::Circuit;
 use super::{AttemptErrorKind, LlmConfig, Usage};
-use crate::bus::redis::redact_url;
+use crate::secret::redact_url;
 
 /// Gateway-wide counters.
 #[derive(Debug, Default)]

@@ -102,6 +102,48 @@ impl Event {
     }
 }
 
+/// One event type of the contract: its kind name (the `kind` wire field) and how to find it in
+/// an [`Event`]. A role declares the one it consumes ([`crate::actors::Role::Input`]); counts
+/// and filters name kinds by `T::KIND`, never by a string literal.
+pub trait EventKind: Clone + Send + Sync + 'static {
+    /// The kind name, as in [`Event::KINDS`].
+    const KIND: &'static str;
+    /// The event, if `event` is of this kind.
+    fn of(event: &Event) -> Option<&Self>;
+}
+
+macro_rules! event_kinds {
+    ($($variant:ident => $ordinal:literal),* $(,)?) => {
+        $(
+            impl EventKind for $variant {
+                const KIND: &'static str = Event::KINDS[$ordinal];
+                fn of(event: &Event) -> Option<&Self> {
+                    match event {
+                        Event::$variant(e) => Some(e),
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
+}
+
+event_kinds! {
+    AlertReceived => 0,
+    AlertTriaged => 1,
+    CaseEscalated => 2,
+    Tier2Analysis => 3,
+    IrPlan => 4,
+    ActionProposed => 5,
+    ActionDecision => 6,
+    ThreatIntelReport => 7,
+    DetectionTuningReport => 8,
+    HuntingReport => 9,
+    CampaignDetected => 10,
+    ShiftSummary => 11,
+    DispositionRecorded => 12,
+}
+
 /// An alert as a source delivers it (one SOAR ticket: repeated detections grouped).
 ///
 /// Every text field is attacker-influenced data: roles quote it, never obey it.

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ToolsError;
+use crate::llm::Tool;
 use crate::llm::reason::{Scope, ToolProvider};
-use crate::llm::{Secret, Tool};
+use crate::secret::Secret;
 
 /// Every path the connector may request (the token endpoint and read endpoints only).
 pub const READ_PATHS: &[&str] = &[

@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{Row, SqlitePool};
 
-use crate::actors::ir_lead;
-use crate::llm::Secret;
 use crate::proto::{IrPlan, Severity};
+use crate::secret::Secret;
 use crate::store::StoreError;
+use crate::text::md;
 
 pub mod webhook;
 
@@ -296,67 +296,10 @@ fn path_id(id: &str) -> Result<&str, WebexError> {
     }
 }
 
-/// Longest text of any one field on a card, characters.
-const MAX_FIELD: usize = 300;
 /// Most entries of each plan section on a card.
 const MAX_ENTRIES: usize = 5;
 /// Longest markdown fallback, bytes (Webex caps a message's text near 7,400 bytes).
 const MAX_MARKDOWN: usize = 7_000;
-
-/// Untrusted text for a card: control and invisible formatting characters (bidi overrides,
-/// zero-width) go, markdown is escaped, URLs are defanged (`hxxps[:]//`, `www[.]`: Webex
-/// links bare URLs), long text is cut.
-pub fn md(text: &str) -> String {
-    let defanged = defang(text);
-    let mut out = String::with_capacity(defanged.len().min(MAX_FIELD * 2 + 8));
-    for (i, c) in defanged.chars().enumerate() {
-        if i == MAX_FIELD {
-            out.push('…');
-            break;
-        }
-        match c {
-            c if c.is_control() => out.push(' '),
-            '\u{00ad}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' => {}
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '<' | '>' | '|' | '~' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `https://x` -> `hxxps[:]//x`, `www.` -> `www[.]` (any case): readable, never a link.
-fn defang(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len() + 8);
-    let mut i = 0;
-    while i < text.len() {
-        let rest = &lower[i..];
-        if rest.starts_with("://") {
-            out.push_str("[:]//");
-            i += 3;
-        } else if rest.starts_with("www.") {
-            out.push_str(&text[i..i + 3]);
-            out.push_str("[.]");
-            i += 4;
-        } else if rest.starts_with("http://") || rest.starts_with("https://") {
-            out.push_str(&text[i..i + 1]);
-            out.push_str("xx");
-            i += 3;
-        } else {
-            let c = text[i..].chars().next().unwrap_or(' ');
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.
 fn cut(mut text: String, max: usize) -> String {
@@ -415,7 +358,7 @@ pub fn card_message(
 ) -> Value {
     let case = &plan.case;
     let severity = severity_label(plan.severity);
-    let role = ir_lead::approver_for(plan.severity);
+    let role = crate::approvals::approver_for(plan.severity);
     let title = format!("{severity} incident: {}", md(&case.rule_name));
     let priority = case
         .priority
@@ -456,7 +399,7 @@ pub fn card_message(
         body.push(heading("Containment (each needs a human decision)"));
         markdown.push_str("**Containment** (each needs a human decision)\n");
         for step in plan.containment.iter().take(MAX_ENTRIES) {
-            let action_id = ir_lead::action_id(&case.ticket, &step.step_id);
+            let action_id = crate::approvals::action_id(&case.ticket, &step.step_id);
             let approve = approval_link(approvals_url, &action_id, "approve");
             let reject = approval_link(approvals_url, &action_id, "reject");
             let line = format!(
@@ -767,13 +710,6 @@ mod tests {
         assert!(text.contains(r"\\[click\\]\\(hxxps\\[:\\]//evil.example\\)"));
         assert!(text.contains(r"SSH \\*\\*brute\\*\\* force"));
         assert!(!text.contains("<b>"));
-        // Nor a bare link, nor invisible bidi tricks.
-        assert_eq!(
-            md("see https://evil.example/x or WWW.evil.example"),
-            r"see hxxps\[:\]//evil.example/x or WWW\[.\]evil.example"
-        );
-        assert_eq!(md("HTTP flood"), "HTTP flood");
-        assert_eq!(md("a\u{202e}b\u{200b}c\nd"), "abc d");
         let submits: Vec<&str> = card["actions"]
             .as_array()
             .unwrap()

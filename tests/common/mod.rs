@@ -312,11 +312,11 @@ pub async fn dump_store(path: &Path) -> Vec<String> {
 pub async fn run_until_idle(
     dir: &Path,
     feed: PathBuf,
-) -> (soc_runtime::runtime::RunReport, PathBuf) {
-    let mut config = soc_runtime::config::Config {
+) -> (soc_runtime::app::runtime::RunReport, PathBuf) {
+    let mut config = soc_runtime::app::config::Config {
         data_dir: dir.join("data"),
         alerts: Some(feed),
-        ..soc_runtime::config::Config::default()
+        ..soc_runtime::app::config::Config::default()
     };
     config.http.addr = "off".into();
     config.calendar.enabled = false;
@@ -324,7 +324,7 @@ pub async fn run_until_idle(
         until_idle: true,
         ..soc_runtime::supervisor::RuntimeOptions::default()
     };
-    let report = soc_runtime::runtime::Runtime::start(config, options)
+    let report = soc_runtime::app::runtime::Runtime::start(config, options)
         .await
         .unwrap()
         .wait()
@@ -337,9 +337,9 @@ pub async fn run_until_idle(
 /// Starts a runtime serving HTTP (its address in the config must be set) and opens the store
 /// it projects into: the runtime, its base URL, the store.
 pub async fn start_serving(
-    config: soc_runtime::config::Config,
+    config: soc_runtime::app::config::Config,
 ) -> (
-    soc_runtime::runtime::Runtime,
+    soc_runtime::app::runtime::Runtime,
     String,
     soc_runtime::store::Store,
 ) {
@@ -347,11 +347,11 @@ pub async fn start_serving(
     let path = soc_runtime::store::file_for(
         &config.data_dir,
         match config.bus.backend {
-            soc_runtime::config::Backend::Memory => "memory",
-            soc_runtime::config::Backend::Redis => "redis",
+            soc_runtime::app::config::Backend::Memory => "memory",
+            soc_runtime::app::config::Backend::Redis => "redis",
         },
     );
-    let runtime = soc_runtime::runtime::Runtime::start(
+    let runtime = soc_runtime::app::runtime::Runtime::start(
         config,
         soc_runtime::supervisor::RuntimeOptions::default(),
     )

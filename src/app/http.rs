@@ -1,15 +1,13 @@
-//! The HTTP server actor (axum): `GET /` (the dashboard, [`crate::dashboard`]), `GET /healthz`,
-//! `GET /metrics` ([`crate::metrics`]), the approval pages ([`crate::approvals::web`]) and the Webex webhook
+//! The HTTP server actor (axum): `GET /` (the dashboard, [`crate::app::dashboard`]), `GET /healthz`,
+//! `GET /metrics` ([`crate::app::metrics`]), the approval pages ([`crate::approvals::web`]) and the Webex webhook
 //! ([`crate::webex::webhook`]).
 //!
 //! Input: requests on the configured address. Output: JSON answers built from the shared
 //! [`Health`] the supervisor maintains. A restart re-binds the same address; in-flight requests
 //! are lost (clients retry), nothing else is.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State as AxumState;
@@ -18,89 +16,17 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::health::Health;
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
 pub const NAME: &str = "http";
 /// How long in-flight requests get to finish when the server stops.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What `/healthz` reports; written by the supervisor, read by the handler.
-pub struct Health {
-    backend: &'static str,
-    draining: AtomicBool,
-    children: Mutex<BTreeMap<String, bool>>,
-    bus_connected: Box<dyn Fn() -> bool + Send + Sync>,
-}
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health")
-            .field("backend", &self.backend)
-            .field("draining", &self.draining)
-            .field("children", &self.children)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The `/healthz` body.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct HealthReport {
-    /// `ok`, `degraded` (a child is down or the bus unreachable) or `draining`.
-    pub status: &'static str,
-    /// Bus backend.
-    pub bus: &'static str,
-    /// Whether the bus accepts writes.
-    pub bus_connected: bool,
-    /// Each supervised child and whether it is running.
-    pub children: BTreeMap<String, bool>,
-}
-
-impl Health {
-    /// Health of a runtime on `backend`; `bus_connected` probes the bus.
-    pub fn new(backend: &'static str, bus_connected: Box<dyn Fn() -> bool + Send + Sync>) -> Self {
-        Self {
-            backend,
-            draining: AtomicBool::new(false),
-            children: Mutex::new(BTreeMap::new()),
-            bus_connected,
-        }
-    }
-
-    /// Records whether a child is running.
-    pub fn set_child(&self, name: &str, up: bool) {
-        self.children.lock().insert(name.to_owned(), up);
-    }
-
-    /// Marks the runtime as draining.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// The current report.
-    pub fn report(&self) -> HealthReport {
-        let children = self.children.lock().clone();
-        let bus_connected = (self.bus_connected)();
-        let status = if self.draining.load(Ordering::Relaxed) {
-            "draining"
-        } else if children.values().all(|up| *up) && bus_connected {
-            "ok"
-        } else {
-            "degraded"
-        };
-        HealthReport {
-            status,
-            bus: self.backend,
-            bus_connected,
-            children,
-        }
-    }
-}
 
 /// Messages of the HTTP actor.
 pub enum Msg {
@@ -121,7 +47,7 @@ pub struct Args {
     /// The approval pages and the Webex webhook.
     pub pages: Option<Pages>,
     /// What `/metrics` reads.
-    pub metrics: crate::metrics::Sources,
+    pub metrics: crate::app::metrics::Sources,
 }
 
 /// What the approval pages and the Webex webhook work with.
@@ -184,7 +110,7 @@ impl Actor for HttpServer {
             ));
             let hook =
                 crate::webex::webhook::Hook::new(pool.clone(), pages.webex, pages.knowledge)?;
-            let dashboard = crate::dashboard::Dashboard::new(
+            let dashboard = crate::app::dashboard::Dashboard::new(
                 web.clone(),
                 Arc::new(metrics.clone()),
                 args.health,
@@ -195,7 +121,7 @@ impl Actor for HttpServer {
                 app = app
                     .merge(crate::approvals::web::routes(web))
                     .merge(crate::webex::webhook::routes(Arc::new(hook)))
-                    .merge(crate::dashboard::routes(Arc::new(dashboard)));
+                    .merge(crate::app::dashboard::routes(Arc::new(dashboard)));
             }
         }
         app = app.merge(
@@ -278,7 +204,7 @@ async fn healthz(AxumState(health): AxumState<Arc<Health>>) -> impl IntoResponse
 }
 
 async fn metrics_text(
-    AxumState(sources): AxumState<Arc<crate::metrics::Sources>>,
+    AxumState(sources): AxumState<Arc<crate::app::metrics::Sources>>,
 ) -> impl IntoResponse {
     (
         [(
@@ -287,27 +213,4 @@ async fn metrics_text(
         )],
         sources.render().await,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicBool;
-
-    #[test]
-    fn health_is_ok_degraded_or_draining() {
-        let bus_up = Arc::new(AtomicBool::new(true));
-        let probe = bus_up.clone();
-        let health = Health::new("redis", Box::new(move || probe.load(Ordering::Relaxed)));
-        health.set_child("sentinel", true);
-        assert_eq!(health.report().status, "ok");
-        health.set_child("sentinel", false);
-        assert_eq!(health.report().status, "degraded");
-        health.set_child("sentinel", true);
-        bus_up.store(false, Ordering::Relaxed);
-        let report = health.report();
-        assert_eq!((report.status, report.bus_connected), ("degraded", false));
-        health.set_draining();
-        assert_eq!(health.report().status, "draining");
-    }
 }

@@ -3,7 +3,7 @@
 //! pending approvals, the latest backtest with its per-site chart, and campaigns.
 //!
 //! Sources: the store (cases, approvals, campaigns), the actors' counters and the bus (via
-//! [`crate::metrics::Sources`]), the supervisor's health, and `<data_dir>/last-backtest.json`
+//! [`crate::app::metrics::Sources`]), the supervisor's health, and `<data_dir>/last-backtest.json`
 //! (written by `soc-runtime backtest`). Once approvers or an SSO proxy are configured it needs
 //! a sign-in, like the approval pages; without them it is open, which the configuration allows
 //! only on a loopback address.
@@ -21,11 +21,12 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use sqlx::{Row, SqlitePool};
 
-use crate::approvals::web::{Peer, Web, encode, esc};
-use crate::backtest::Summary;
-use crate::http::Health;
-use crate::metrics::Sources;
-use crate::supervisor::REACTIVE_ROLES;
+use crate::actors::roles::REACTIVE_ROLES;
+use crate::app::health::Health;
+use crate::app::metrics::Sources;
+use crate::approvals::web::{Peer, Web};
+use crate::backtest::score::Summary;
+use crate::text::{encode, esc};
 
 /// Cases shown.
 const CASES: usize = 15;
@@ -83,17 +84,23 @@ pub fn routes(dashboard: Arc<Dashboard>) -> axum::Router {
 
 /// A case's stage, from its latest event.
 fn stage(kind: &str) -> &'static str {
-    match kind {
-        "AlertReceived" => "received",
-        "AlertTriaged" => "triaged",
-        "Tier2Analysis" => "investigated",
-        "CaseEscalated" => "escalated",
-        "IRPlan" => "planned",
-        "ActionProposed" => "awaiting approval",
-        "ActionDecision" => "decided",
-        "ThreatIntelReport" => "attributed",
-        _ => "other",
-    }
+    use crate::proto::{
+        ActionDecision, ActionProposed, AlertReceived, AlertTriaged, CaseEscalated, EventKind,
+        IrPlan, ThreatIntelReport, Tier2Analysis,
+    };
+    [
+        (AlertReceived::KIND, "received"),
+        (AlertTriaged::KIND, "triaged"),
+        (Tier2Analysis::KIND, "investigated"),
+        (CaseEscalated::KIND, "escalated"),
+        (IrPlan::KIND, "planned"),
+        (ActionProposed::KIND, "awaiting approval"),
+        (ActionDecision::KIND, "decided"),
+        (ThreatIntelReport::KIND, "attributed"),
+    ]
+    .into_iter()
+    .find_map(|(k, stage)| (k == kind).then_some(stage))
+    .unwrap_or("other")
 }
 
 async fn index(State(d): State<Arc<Dashboard>>, peer: Peer, headers: HeaderMap) -> Response {
@@ -320,7 +327,7 @@ fn backtest_panel(d: &Dashboard, body: &mut String) {
                      </div><div>F1<b>{:.3}</b></div><div>tickets<b>{}</b></div></div>",
                     s.precision, s.recall, s.f1, s.tickets
                 );
-                html.push_str(&crate::backtest::site_chart_svg(&s));
+                html.push_str(&crate::backtest::report::site_chart_svg(&s));
                 html
             }
         },

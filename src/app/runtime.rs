@@ -16,13 +16,14 @@ use serde::Serialize;
 
 use crate::actors::alert_source::{Feed, MalformedLine, SourceStats};
 use crate::actors::role::RoleStats;
+use crate::app::config::{Backend, Config, ConfigError};
+use crate::app::health::Health;
 use crate::bus::bridge::{self, BridgeSnapshot};
-use crate::bus::redis::redact_url;
 use crate::bus::{Bus, BusError};
-use crate::config::{Backend, Config, ConfigError};
-use crate::http::Health;
 use crate::llm::Llm;
 use crate::llm::stats::{GatewaySnapshot, GatewayStats};
+use crate::proto::{ActionProposed, CaseEscalated, EventKind};
+use crate::secret::redact_url;
 use crate::supervisor::{
     self, Context, ExitReason, REACTIVE_ROLES, RuntimeOptions, RuntimeSnapshot, Supervisor,
 };
@@ -365,8 +366,8 @@ impl Summary {
             malformed_lines: source.malformed_lines,
             malformed_examples: source.malformed_examples,
             feed_error: source.feed_error,
-            escalated: total("CaseEscalated"),
-            actions_proposed: total("ActionProposed"),
+            escalated: total(CaseEscalated::KIND),
+            actions_proposed: total(ActionProposed::KIND),
             dead_lettered: roles.values().map(|r| r.dead_lettered).sum(),
             roles,
             elapsed_s: ctx.started.elapsed().as_secs_f64(),

@@ -7,6 +7,8 @@
 //! repeats nothing, and the keys make a repeated page a no-op anyway. Rebuilding is folding the
 //! same log from the start: the result is the same table.
 
+pub mod projection;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -347,7 +349,7 @@ impl Store {
             .filter_map(|(id, envelope)| verdict_of(*id, envelope).map(|row| (*id, row)))
             .collect();
         let mut tx = self.pool.begin().await?;
-        crate::memory::fold_page(&mut tx, page).await?;
+        projection::fold_page(&mut tx, page).await?;
         // Dispositions are not a projection (a rebuild keeps them): the one known last wins.
         let recorded: Vec<(DispositionFacts, String)> = page
             .iter()

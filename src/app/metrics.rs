@@ -28,53 +28,64 @@ use crate::actors::role::RoleStats;
 use crate::bus::{Bus, Topic};
 use crate::llm::stats::GatewayStats;
 use crate::proto::Event;
+use names::*;
 
-/// Upper bounds of the latency histograms, seconds.
-pub const BUCKETS_S: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
-/// A lock-free latency histogram with fixed buckets ([`BUCKETS_S`]).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; BUCKETS_S.len() + 1],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, seconds: f64) {
-        let seconds = if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            0.0
-        };
-        let at = BUCKETS_S.partition_point(|&b| b < seconds);
-        self.buckets[at].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS_S.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[BUCKETS_S.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-    }
+/// The metric family names, one constant each (the text format repeats them per sample).
+pub mod names {
+    /// `soc_approvals_decided_total`.
+    pub const APPROVALS_DECIDED_TOTAL: &str = "soc_approvals_decided_total";
+    /// `soc_approvals_pending`.
+    pub const APPROVALS_PENDING: &str = "soc_approvals_pending";
+    /// `soc_dead_letters`.
+    pub const DEAD_LETTERS: &str = "soc_dead_letters";
+    /// `soc_llm_in_flight`.
+    pub const LLM_IN_FLIGHT: &str = "soc_llm_in_flight";
+    /// `soc_llm_queue_depth`.
+    pub const LLM_QUEUE_DEPTH: &str = "soc_llm_queue_depth";
+    /// `soc_llm_tokens_total`.
+    pub const LLM_TOKENS_TOTAL: &str = "soc_llm_tokens_total";
+    /// `soc_projector_entries_total`.
+    pub const PROJECTOR_ENTRIES_TOTAL: &str = "soc_projector_entries_total";
+    /// `soc_projector_errors_total`.
+    pub const PROJECTOR_ERRORS_TOTAL: &str = "soc_projector_errors_total";
+    /// `soc_role_failed_total`.
+    pub const ROLE_FAILED_TOTAL: &str = "soc_role_failed_total";
+    /// `soc_role_latency_seconds`.
+    pub const ROLE_LATENCY_SECONDS: &str = "soc_role_latency_seconds";
+    /// `soc_role_model_decisions_total`.
+    pub const ROLE_MODEL_DECISIONS_TOTAL: &str = "soc_role_model_decisions_total";
+    /// `soc_role_processed_total`.
+    pub const ROLE_PROCESSED_TOTAL: &str = "soc_role_processed_total";
+    /// `soc_role_published_total`.
+    pub const ROLE_PUBLISHED_TOTAL: &str = "soc_role_published_total";
+    /// `soc_role_restarts_total`.
+    pub const ROLE_RESTARTS_TOTAL: &str = "soc_role_restarts_total";
+    /// `soc_scrape_errors`.
+    pub const SCRAPE_ERRORS: &str = "soc_scrape_errors";
+    /// `soc_source_alerts_total`.
+    pub const SOURCE_ALERTS_TOTAL: &str = "soc_source_alerts_total";
+    /// `soc_source_duplicates_total`.
+    pub const SOURCE_DUPLICATES_TOTAL: &str = "soc_source_duplicates_total";
+    /// `soc_source_malformed_lines`.
+    pub const SOURCE_MALFORMED_LINES: &str = "soc_source_malformed_lines";
+    /// `soc_stream_lag`.
+    pub const STREAM_LAG: &str = "soc_stream_lag";
+    /// `soc_stream_pending`.
+    pub const STREAM_PENDING: &str = "soc_stream_pending";
+    /// `soc_xsoar_closures_unmapped_total`.
+    pub const XSOAR_CLOSURES_UNMAPPED_TOTAL: &str = "soc_xsoar_closures_unmapped_total";
+    /// `soc_xsoar_dispositions_total`.
+    pub const XSOAR_DISPOSITIONS_TOTAL: &str = "soc_xsoar_dispositions_total";
+    /// `soc_xsoar_duplicates_total`.
+    pub const XSOAR_DUPLICATES_TOTAL: &str = "soc_xsoar_duplicates_total";
+    /// `soc_xsoar_errors_total`.
+    pub const XSOAR_ERRORS_TOTAL: &str = "soc_xsoar_errors_total";
+    /// `soc_xsoar_malformed_total`.
+    pub const XSOAR_MALFORMED_TOTAL: &str = "soc_xsoar_malformed_total";
+    /// `soc_xsoar_notes_total`.
+    pub const XSOAR_NOTES_TOTAL: &str = "soc_xsoar_notes_total";
+    /// `soc_xsoar_published_total`.
+    pub const XSOAR_PUBLISHED_TOTAL: &str = "soc_xsoar_published_total";
 }
 
 /// What a scrape reads.
@@ -134,31 +145,31 @@ impl Sources {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         counter(
             &mut out,
-            "soc_role_processed_total",
+            ROLE_PROCESSED_TOTAL,
             "Inputs a role decided.",
             &|s| l(&s.processed),
         );
         counter(
             &mut out,
-            "soc_role_failed_total",
+            ROLE_FAILED_TOTAL,
             "Commits that failed or were refused (the input stays pending and comes back).",
             &|s| l(&s.commit_failures) + l(&s.refused),
         );
         counter(
             &mut out,
-            "soc_role_restarts_total",
+            ROLE_RESTARTS_TOTAL,
             "Times the supervisor restarted a role.",
             &|s| l(&s.restarts),
         );
         counter(
             &mut out,
-            "soc_role_model_decisions_total",
+            ROLE_MODEL_DECISIONS_TOTAL,
             "Inputs a role decided with the model.",
             &|s| l(&s.model_decisions),
         );
         family(
             &mut out,
-            "soc_role_published_total",
+            ROLE_PUBLISHED_TOTAL,
             "counter",
             "Events a role published, by kind.",
         );
@@ -168,23 +179,21 @@ impl Sources {
                 if n > 0 {
                     let _ = writeln!(
                         out,
-                        "soc_role_published_total{{role=\"{role}\",kind=\"{kind}\"}} {n}"
+                        "{ROLE_PUBLISHED_TOTAL}{{role=\"{role}\",kind=\"{kind}\"}} {n}"
                     );
                 }
             }
         }
         family(
             &mut out,
-            "soc_role_latency_seconds",
+            ROLE_LATENCY_SECONDS,
             "histogram",
             "Time from an input's publication to the role's decision.",
         );
         for (role, (_, stats)) in &roles {
-            stats.latency.write(
-                &mut out,
-                "soc_role_latency_seconds",
-                &format!("role=\"{role}\""),
-            );
+            stats
+                .latency
+                .write(&mut out, ROLE_LATENCY_SECONDS, &format!("role=\"{role}\""));
         }
 
         let groups: Vec<(Topic, &str)> = roles.iter().map(|(r, (t, _))| (*t, **r)).collect();
@@ -192,14 +201,14 @@ impl Sources {
             Ok(states) => {
                 family(
                     &mut out,
-                    "soc_stream_pending",
+                    STREAM_PENDING,
                     "gauge",
                     "Entries a role's group has read and not yet committed.",
                 );
                 for s in &states {
                     let _ = writeln!(
                         out,
-                        "soc_stream_pending{{stream=\"{}\",group=\"{}\"}} {}",
+                        "{STREAM_PENDING}{{stream=\"{}\",group=\"{}\"}} {}",
                         s.topic.name(),
                         label(&s.group),
                         s.pending
@@ -207,7 +216,7 @@ impl Sources {
                 }
                 family(
                     &mut out,
-                    "soc_stream_lag",
+                    STREAM_LAG,
                     "gauge",
                     "Entries of a stream a role's group has not read yet.",
                 );
@@ -215,7 +224,7 @@ impl Sources {
                     if let Some(lag) = s.lag {
                         let _ = writeln!(
                             out,
-                            "soc_stream_lag{{stream=\"{}\",group=\"{}\"}} {lag}",
+                            "{STREAM_LAG}{{stream=\"{}\",group=\"{}\"}} {lag}",
                             s.topic.name(),
                             label(&s.group)
                         );
@@ -231,11 +240,11 @@ impl Sources {
             Ok(n) => {
                 family(
                     &mut out,
-                    "soc_dead_letters",
+                    DEAD_LETTERS,
                     "gauge",
                     "Entries in the dead-letter stream.",
                 );
-                let _ = writeln!(out, "soc_dead_letters {n}");
+                let _ = writeln!(out, "{DEAD_LETTERS} {n}");
             }
             Err(_) => errors += 1,
         }
@@ -243,17 +252,17 @@ impl Sources {
         let source = self.source.snapshot();
         for (name, help, value) in [
             (
-                "soc_source_alerts_total",
+                SOURCE_ALERTS_TOTAL,
                 "Alerts the source published.",
                 source.alerts_in,
             ),
             (
-                "soc_source_duplicates_total",
+                SOURCE_DUPLICATES_TOTAL,
                 "Alerts dropped as already published.",
                 source.duplicates_dropped,
             ),
             (
-                "soc_source_malformed_lines",
+                SOURCE_MALFORMED_LINES,
                 "Lines rejected in the latest pass over the feed.",
                 source.malformed_lines,
             ),
@@ -270,37 +279,33 @@ impl Sources {
         if let Some(x) = &self.xsoar {
             for (name, help, value) in [
                 (
-                    "soc_xsoar_published_total",
+                    XSOAR_PUBLISHED_TOTAL,
                     "XSOAR incidents published as alerts.",
                     &x.published,
                 ),
                 (
-                    "soc_xsoar_duplicates_total",
+                    XSOAR_DUPLICATES_TOTAL,
                     "XSOAR incidents seen again.",
                     &x.duplicates,
                 ),
                 (
-                    "soc_xsoar_malformed_total",
+                    XSOAR_MALFORMED_TOTAL,
                     "XSOAR incidents that could not be mapped.",
                     &x.malformed,
                 ),
+                (XSOAR_ERRORS_TOTAL, "XSOAR polls that failed.", &x.errors),
                 (
-                    "soc_xsoar_errors_total",
-                    "XSOAR polls that failed.",
-                    &x.errors,
-                ),
-                (
-                    "soc_xsoar_notes_total",
+                    XSOAR_NOTES_TOTAL,
                     "War-room notes written to XSOAR.",
                     &x.notes,
                 ),
                 (
-                    "soc_xsoar_dispositions_total",
+                    XSOAR_DISPOSITIONS_TOTAL,
                     "XSOAR closures published as analysts' dispositions.",
                     &x.dispositions,
                 ),
                 (
-                    "soc_xsoar_closures_unmapped_total",
+                    XSOAR_CLOSURES_UNMAPPED_TOTAL,
                     "XSOAR closures whose close reason teaches nothing.",
                     &x.closures_unmapped,
                 ),
@@ -313,21 +318,21 @@ impl Sources {
             let g = llm.snapshot();
             family(
                 &mut out,
-                "soc_llm_queue_depth",
+                LLM_QUEUE_DEPTH,
                 "gauge",
                 "Requests waiting for the model.",
             );
-            let _ = writeln!(out, "soc_llm_queue_depth {}", g.queued);
+            let _ = writeln!(out, "{LLM_QUEUE_DEPTH} {}", g.queued);
             family(
                 &mut out,
-                "soc_llm_in_flight",
+                LLM_IN_FLIGHT,
                 "gauge",
                 "Requests at an endpoint now.",
             );
             for e in &g.endpoints {
                 let _ = writeln!(
                     out,
-                    "soc_llm_in_flight{{endpoint=\"{}\"}} {}",
+                    "{LLM_IN_FLIGHT}{{endpoint=\"{}\"}} {}",
                     label(&e.name),
                     e.in_flight
                 );
@@ -344,20 +349,20 @@ impl Sources {
             }
             family(
                 &mut out,
-                "soc_llm_tokens_total",
+                LLM_TOKENS_TOTAL,
                 "counter",
                 "Tokens spent, by endpoint and direction.",
             );
             for e in &g.endpoints {
                 let _ = writeln!(
                     out,
-                    "soc_llm_tokens_total{{endpoint=\"{}\",direction=\"in\"}} {}",
+                    "{LLM_TOKENS_TOTAL}{{endpoint=\"{}\",direction=\"in\"}} {}",
                     label(&e.name),
                     e.account.tokens_in
                 );
                 let _ = writeln!(
                     out,
-                    "soc_llm_tokens_total{{endpoint=\"{}\",direction=\"out\"}} {}",
+                    "{LLM_TOKENS_TOTAL}{{endpoint=\"{}\",direction=\"out\"}} {}",
                     label(&e.name),
                     e.account.tokens_out
                 );
@@ -376,18 +381,18 @@ impl Sources {
                 Ok((pending, decided)) => {
                     family(
                         &mut out,
-                        "soc_approvals_pending",
+                        APPROVALS_PENDING,
                         "gauge",
                         "Proposed actions waiting for a human decision (expired ones included).",
                     );
-                    let _ = writeln!(out, "soc_approvals_pending {pending}");
+                    let _ = writeln!(out, "{APPROVALS_PENDING} {pending}");
                     family(
                         &mut out,
-                        "soc_approvals_decided_total",
+                        APPROVALS_DECIDED_TOTAL,
                         "counter",
                         "Human decisions recorded.",
                     );
-                    let _ = writeln!(out, "soc_approvals_decided_total {decided}");
+                    let _ = writeln!(out, "{APPROVALS_DECIDED_TOTAL} {decided}");
                 }
                 Err(e) => {
                     errors += 1;
@@ -399,25 +404,25 @@ impl Sources {
         let p = self.projector.snapshot();
         family(
             &mut out,
-            "soc_projector_entries_total",
+            PROJECTOR_ENTRIES_TOTAL,
             "counter",
             "Audit entries folded into the store.",
         );
-        let _ = writeln!(out, "soc_projector_entries_total {}", p.entries);
+        let _ = writeln!(out, "{PROJECTOR_ENTRIES_TOTAL} {}", p.entries);
         family(
             &mut out,
-            "soc_projector_errors_total",
+            PROJECTOR_ERRORS_TOTAL,
             "counter",
             "Folds and relays that failed (retried).",
         );
-        let _ = writeln!(out, "soc_projector_errors_total {}", p.errors);
+        let _ = writeln!(out, "{PROJECTOR_ERRORS_TOTAL} {}", p.errors);
         family(
             &mut out,
-            "soc_scrape_errors",
+            SCRAPE_ERRORS,
             "gauge",
             "Parts of this scrape that could not be read (the bus or the store down).",
         );
-        let _ = writeln!(out, "soc_scrape_errors {errors}");
+        let _ = writeln!(out, "{SCRAPE_ERRORS} {errors}");
         out
     }
 }
@@ -478,19 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn the_histogram_is_cumulative_and_counts_everything() {
-        let h = Histogram::default();
-        for s in [0.001, 0.02, 0.02, 7.0, 1e9, f64::NAN] {
-            h.observe(s);
-        }
-        let mut out = String::new();
-        h.write(&mut out, "x", "role=\"r\"");
-        assert!(out.contains("x_bucket{role=\"r\",le=\"0.005\"} 2"), "{out}");
-        assert!(out.contains("x_bucket{role=\"r\",le=\"0.025\"} 4"));
-        assert!(out.contains("x_bucket{role=\"r\",le=\"10\"} 5"));
-        assert!(out.contains("x_bucket{role=\"r\",le=\"+Inf\"} 6"));
-        assert!(out.contains("x_count{role=\"r\"} 6"));
-        assert_eq!(h.count(), 6);
+    fn labels_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

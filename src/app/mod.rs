@@ -1,0 +1,15 @@
+//! The app shell, the top layer: it assembles the parts below and nothing below imports it.
+//!
+//! - [`config`]: the file, `SOC_*` overrides and validation; each section's type belongs to
+//!   the module it configures.
+//! - [`runtime`]: one SOC process (bus, stores, knowledge, the supervision tree).
+//! - [`crate::supervisor`]: the supervision tree (at the crate root, where the project's layout
+//!   asks for it; it is part of this layer).
+//! - [`http`], [`dashboard`], [`metrics`], [`health`]: what the process serves.
+
+pub mod config;
+pub mod dashboard;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod runtime;

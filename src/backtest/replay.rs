@@ -1,0 +1,444 @@
+//! The replay harness: the real runtime over a scratch feed, feedback published as the
+//! analysts' dispositions, the result scored.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::score::{
+    PriorsSummary, Scores, SelectionSummary, Summary, TicketOutcome, calibration, cold_start,
+    round, score,
+};
+use super::tickets::{Ticket, TicketsError, history_for, write_feed};
+use crate::app::config::{Backend, Config};
+use crate::app::runtime::{Runtime, StartError};
+use crate::knowledge::{DispositionFacts, Knowledge};
+use crate::store::{Store, StoreError, VerdictRow};
+use crate::supervisor::{ExitReason, RuntimeOptions};
+
+/// Backtest errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The tickets could not be read.
+    #[error(transparent)]
+    Tickets(#[from] TicketsError),
+    /// A feedback delay that would let a ticket see its own disposition.
+    #[error(
+        "--feedback-delay must be longer than zero: a ticket's disposition becomes known only \
+         after its last alert, and its own decision must never see it"
+    )]
+    ZeroDelay,
+    /// The rulesets could not be read.
+    #[error(transparent)]
+    Rulesets(#[from] crate::judgment::vendor::VendorError),
+    /// Nothing to replay.
+    #[error("no tickets selected (check --sites and the file)")]
+    Empty,
+    /// The scratch area failed.
+    #[error("backtest scratch directory: {0}")]
+    Scratch(#[source] std::io::Error),
+    /// The runtime did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The runtime failed during the replay.
+    #[error("the replay did not finish cleanly: {0}")]
+    Replay(String),
+    /// The run's store could not be read.
+    #[error("reading the replay's store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a replay knows before it starts, what it learns as it goes, and its model.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Tickets whose dispositions are known before the replay (`--history`). A ticket that is
+    /// also replayed is left out of the history.
+    pub history: Vec<Ticket>,
+    /// Where the history came from, for the summary.
+    pub history_source: Option<String>,
+    /// `--feedback-delay`: each replayed ticket's disposition becomes known this long (ms)
+    /// after its last alert, the way analysts close tickets. Off when `None`.
+    pub feedback_delay_ms: Option<i64>,
+    /// `--dry-run`: the roles' model is the canned-answer server ([`crate::llm::canned`]),
+    /// so the model path runs end to end without a model; hybrid reasoning.
+    pub dry_run: bool,
+    /// The model endpoints and reasoning settings (`--config`); no endpoints: rules only.
+    pub model: (crate::llm::LlmConfig, crate::app::config::ReasoningConfig),
+    /// The roles' tools (`--config`'s `[tools]`); site connectors are always left out.
+    pub tools: crate::tools::ToolsConfig,
+    /// The detector vendors' rulesets (`--config`'s `[rulesets]`).
+    pub vendor: Arc<crate::judgment::vendor::Vendor>,
+    /// Keep each ticket's recorded assessment for `--decisions`.
+    pub keep_assessments: bool,
+}
+
+/// One replay's raw result, before scoring.
+struct Replayed {
+    assessments: std::collections::HashMap<String, crate::proto::Assessment>,
+    escalated: HashSet<String>,
+    decisions: Vec<VerdictRow>,
+    malformed: u64,
+    history_tickets: u64,
+    history_dropped: u64,
+    model_requests: u64,
+    fit: String,
+}
+
+/// Replays `tickets` (in the given order) through the SOC and scores the result.
+pub async fn run(
+    tickets: Vec<Ticket>,
+    selection: SelectionSummary,
+    priors: &Setup,
+) -> Result<Summary, BacktestError> {
+    if tickets.is_empty() {
+        return Err(BacktestError::Empty);
+    }
+    let started = Instant::now();
+    let replayed = replay(&tickets, priors).await?;
+    let mut summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
+    summary.model_requests = replayed.model_requests;
+    summary.history_dropped = replayed.history_dropped;
+    summary.fits = vec![replayed.fit];
+    let mut out = summarize(
+        &tickets,
+        &replayed.escalated,
+        &replayed.decisions,
+        replayed.malformed,
+        started,
+        selection,
+        summary,
+    );
+    attach(&mut out, replayed.assessments);
+    Ok(out)
+}
+
+/// Leave-one-site-out: replays each site's tickets with the dispositions of every *other*
+/// site of the history (`priors.history`, or the tickets themselves when it is empty) as prior
+/// knowledge, and scores all the replays together (`per_site` holds each site as replayed).
+pub async fn leave_one_site_out(
+    tickets: Vec<Ticket>,
+    mut selection: SelectionSummary,
+    priors: &Setup,
+) -> Result<Summary, BacktestError> {
+    if tickets.is_empty() {
+        return Err(BacktestError::Empty);
+    }
+    let started = Instant::now();
+    let pool = if priors.history.is_empty() {
+        &tickets
+    } else {
+        &priors.history
+    };
+    let sites: std::collections::BTreeSet<&str> = tickets.iter().map(|t| t.site.as_str()).collect();
+    let mut escalated = HashSet::new();
+    let mut decisions = Vec::new();
+    let mut assessments = std::collections::HashMap::new();
+    let mut malformed = 0;
+    let mut imported = 0;
+    let mut model_requests = 0;
+    let mut dropped = 0;
+    let mut fits = Vec::new();
+    for site in &sites {
+        let fold: Vec<Ticket> = tickets
+            .iter()
+            .filter(|t| t.site == *site)
+            .cloned()
+            .collect();
+        let fold_priors = Setup {
+            history: pool.iter().filter(|t| t.site != *site).cloned().collect(),
+            ..priors.clone()
+        };
+        let r = replay(&fold, &fold_priors).await?;
+        escalated.extend(r.escalated);
+        decisions.extend(r.decisions);
+        assessments.extend(r.assessments);
+        malformed += r.malformed;
+        imported += r.history_tickets;
+        model_requests += r.model_requests;
+        dropped += r.history_dropped;
+        fits.push(format!("{site}: {}", r.fit));
+    }
+    selection.leave_one_site_out = true;
+    let mut summary = priors_summary(priors, pool, imported, sites.len() as u64);
+    summary.model_requests = model_requests;
+    summary.history_dropped = dropped;
+    summary.fits = fits;
+    summary.history = Some(format!(
+        "for each site, the other sites of {}",
+        priors.history_source.as_deref().unwrap_or(&selection.file)
+    ));
+    let mut out = summarize(
+        &tickets, &escalated, &decisions, malformed, started, selection, summary,
+    );
+    attach(&mut out, assessments);
+    Ok(out)
+}
+
+fn priors_summary(
+    priors: &Setup,
+    history: &[Ticket],
+    imported: u64,
+    replays: u64,
+) -> PriorsSummary {
+    let sites: std::collections::BTreeSet<&str> = history.iter().map(|t| t.site.as_str()).collect();
+    PriorsSummary {
+        history: priors.history_source.clone(),
+        history_tickets: imported,
+        replays,
+        history_sites: sites.into_iter().map(str::to_owned).collect(),
+        feedback_delay_s: priors.feedback_delay_ms.map(|ms| ms as f64 / 1000.0),
+        model: if priors.dry_run {
+            "canned (dry run)".into()
+        } else if let Some(e) = priors.model.0.endpoints.first() {
+            format!(
+                "{} at {} ({:?} reasoning{})",
+                e.model,
+                crate::secret::redact_url(&e.url),
+                priors.model.1.mode,
+                if priors.model.1.precedent {
+                    ", precedent on"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            "none".into()
+        },
+        model_requests: 0,
+        history_dropped: 0,
+        fits: Vec::new(),
+    }
+}
+
+fn attach(
+    summary: &mut Summary,
+    mut assessments: std::collections::HashMap<String, crate::proto::Assessment>,
+) {
+    for d in &mut summary.decisions {
+        d.assessment = assessments.remove(&d.ticket);
+    }
+}
+
+fn summarize(
+    tickets: &[Ticket],
+    escalated: &HashSet<String>,
+    decisions: &[VerdictRow],
+    malformed: u64,
+    started: Instant,
+    selection: SelectionSummary,
+    priors: PriorsSummary,
+) -> Summary {
+    let (confusion, per_site, roles) = score(tickets, escalated, decisions);
+    let overall = Scores::of(confusion);
+    let calibration = calibration(tickets, decisions);
+    let cold_start = cold_start(tickets, escalated);
+    let mut p_of: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for d in decisions {
+        if let Some(p) = d.p_escalate {
+            p_of.entry(d.ticket.as_str()).or_insert(p);
+        }
+    }
+    let outcomes = tickets
+        .iter()
+        .map(|t| TicketOutcome {
+            ticket: t.id.clone(),
+            site: t.site.clone(),
+            rule: t.rule.clone(),
+            host: t.host.clone(),
+            p: p_of.get(t.id.as_str()).copied(),
+            escalated: escalated.contains(&t.id),
+            analysts: t.ground_truth,
+            assessment: None,
+        })
+        .collect();
+    Summary {
+        tickets: overall.tickets,
+        confusion,
+        precision: overall.precision,
+        recall: overall.recall,
+        f1: overall.f1,
+        per_site,
+        roles,
+        elapsed_s: round(started.elapsed().as_secs_f64()),
+        selection,
+        priors,
+        malformed,
+        calibration,
+        cold_start,
+        decisions: outcomes,
+    }
+}
+
+/// Runs one replay: a real runtime over a scratch feed, with the history (and feedback) as
+/// its knowledge; returns what its store recorded.
+async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, BacktestError> {
+    let scratch = tempfile::tempdir().map_err(BacktestError::Scratch)?;
+    let feed = scratch.path().join("feed.jsonl");
+    write_feed(&feed, tickets).map_err(BacktestError::Scratch)?;
+    let mut config = Config {
+        data_dir: scratch.path().join("data"),
+        alerts: Some(feed),
+        ..Config::default()
+    };
+    config.bus.backend = Backend::Memory;
+    config.http.addr = "off".into();
+    // Reports are not scored, and their windows are wall-clock time, not ticket time.
+    config.calendar.enabled = false;
+    (config.llm, config.reasoning) = priors.model.clone();
+    config.tools = priors.tools.clone();
+    let canned = if priors.dry_run {
+        let model = crate::llm::canned::start()
+            .await
+            .map_err(BacktestError::Scratch)?;
+        config.llm.endpoints = vec![crate::llm::EndpointConfig {
+            name: "canned".into(),
+            url: model.url.clone(),
+            model: "canned".into(),
+            ..crate::llm::EndpointConfig::default()
+        }];
+        Some(model)
+    } else {
+        None
+    };
+    let (history, dropped) = history_for(tickets, &priors.history);
+    let settings = crate::judgment::model::Settings {
+        // The fit assumes the feedback this replay gives, and none without it.
+        feedback_lag_ms: priors.feedback_delay_ms,
+        ..priors.model.1.judgment()
+    };
+    let knowledge = Arc::new(Knowledge::new(priors.vendor.clone(), settings));
+    knowledge.add_history(&history);
+    // Every parameter of the score is chosen here, from this replay's history only.
+    knowledge.fit();
+    let fit = knowledge.model().params.policy.clone();
+    // Feedback: the third reader of the labels, off by default. Each disposition is stamped
+    // with the ticket time from which it is known, and the reasoner counts a disposition only
+    // for cases that open after that time (strictly, and never a case's own), so adding them
+    // all now leaks nothing. They are also published as `DispositionRecorded` events, as
+    // analysts' closings would be, so the replay's audit holds them.
+    let feedback: Vec<DispositionFacts> = match priors.feedback_delay_ms {
+        Some(delay) if delay <= 0 => return Err(BacktestError::ZeroDelay),
+        Some(delay) => tickets
+            .iter()
+            .map(|t| t.disposition(t.last_ms.saturating_add(delay)))
+            .collect(),
+        None => Vec::new(),
+    };
+    knowledge.add_dispositions(&feedback);
+    let options = RuntimeOptions {
+        until_idle: true,
+        knowledge: Some(knowledge),
+        no_site_connectors: true,
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::start(config, options).await?;
+    publish_feedback(runtime.bus(), tickets, &feedback).await?;
+    // A progress bar on stderr while the replay runs (hidden when stderr is not a terminal).
+    let bar = indicatif::ProgressBar::new(tickets.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying [{bar:40}] {pos}/{len} tickets triaged (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let triage = runtime.role_stats("sentinel");
+    let progress = async {
+        loop {
+            if let Some(stats) = &triage {
+                bar.set_position(stats.processed.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let report = tokio::select! {
+        report = runtime.wait() => report,
+        () = progress => unreachable!("the progress loop never ends"),
+    };
+    bar.finish_and_clear();
+    if report.exit != ExitReason::Idle {
+        return Err(BacktestError::Replay(format!("{:?}", report.exit)));
+    }
+    if let Some(e) = &report.summary.feed_error {
+        return Err(BacktestError::Replay(e.clone()));
+    }
+    // Scored from the run's own store: the projection of its audit, complete after the drain.
+    if report.summary.store.projected.errors > 0 {
+        return Err(BacktestError::Replay(
+            "the verdict store missed part of the audit".into(),
+        ));
+    }
+    let store = Store::open(Path::new(&report.summary.store.path)).await?;
+    let escalated = store.escalated_tickets().await?;
+    let decisions = store.verdicts().await?;
+    let assessments = if priors.keep_assessments {
+        store.triage_assessments().await?
+    } else {
+        Default::default()
+    };
+    store.close().await;
+    // Every alert the run took in has its triage in the store, or the store is incomplete.
+    let triaged = decisions
+        .iter()
+        .filter(|d| d.kind == <crate::proto::AlertTriaged as crate::proto::EventKind>::KIND)
+        .count() as u64;
+    if triaged != report.summary.alerts_in {
+        return Err(BacktestError::Replay(format!(
+            "the store holds {triaged} triage verdicts for {} alerts: it is incomplete",
+            report.summary.alerts_in
+        )));
+    }
+    Ok(Replayed {
+        assessments,
+        escalated,
+        decisions,
+        malformed: report.summary.malformed_lines,
+        history_tickets: history.len() as u64,
+        history_dropped: dropped,
+        fit,
+        model_requests: canned.map_or(0, |m| m.requests.load(std::sync::atomic::Ordering::Relaxed)),
+    })
+}
+
+/// Publishes the feedback as the analysts' `DispositionRecorded` events (each stamped with
+/// the ticket time it becomes known).
+async fn publish_feedback(
+    bus: &crate::bus::Bus,
+    tickets: &[Ticket],
+    feedback: &[DispositionFacts],
+) -> Result<(), BacktestError> {
+    let by_id: std::collections::HashMap<&str, &Ticket> =
+        tickets.iter().map(|t| (t.id.as_str(), t)).collect();
+    for chunk in feedback.chunks(256) {
+        let mut commits = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let Some(t) = by_id.get(f.ticket.as_str()) else {
+                continue;
+            };
+            let Ok(alert) = crate::ingest::jsonl::parse_line(t.feed_line().as_bytes()) else {
+                continue;
+            };
+            let envelope = crate::proto::Envelope::new_root(
+                "backtest",
+                &f.ticket,
+                crate::proto::Event::DispositionRecorded(crate::proto::DispositionRecorded {
+                    case: crate::proto::CaseContext::from_alert(&alert, ""),
+                    disposition: f.disposition,
+                    by: "analysts (recorded labels)".into(),
+                    origin: "backtest_feedback".into(),
+                    known_at_ms: f.known_ms,
+                    reason: None,
+                }),
+            );
+            let outgoing = crate::bus::Outgoing::event(&envelope)
+                .map_err(|e| BacktestError::Replay(e.to_string()))?;
+            commits.push(crate::bus::Commit::dedupe(
+                format!("disposition:{}", f.ticket),
+                vec![outgoing],
+            ));
+        }
+        bus.submit(commits)
+            .await
+            .map_err(|e| BacktestError::Replay(format!("publishing feedback: {e}")))?;
+    }
+    Ok(())
+}

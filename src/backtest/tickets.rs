@@ -1,0 +1,212 @@
+//! Labelled tickets: read, selected for a replay, written as the feed (without their label),
+//! and the history a replay may know.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use crate::ingest::jsonl::parse_line;
+use crate::knowledge::{Disposition, DispositionFacts};
+
+/// One labelled ticket.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// Ticket id.
+    pub id: String,
+    /// Site (scenario).
+    pub site: String,
+    /// First alert, ms since the epoch: replay order.
+    pub first_ms: i64,
+    /// Last alert, ms since the epoch: when the ticket could be closed.
+    pub last_ms: i64,
+    /// Rule code.
+    pub rule: String,
+    /// Host.
+    pub host: String,
+    /// Detector family.
+    pub detector: String,
+    /// The rule's title.
+    pub title: String,
+    /// Raw alerts grouped in the ticket.
+    pub alert_count: u32,
+    /// The vendor's fields the ticket carries.
+    pub vendor: Option<crate::proto::VendorMeta>,
+    /// The analysts' answer: read by the scorer only.
+    pub ground_truth: Disposition,
+    /// The ticket as the feed carries it, without its label.
+    feed_line: String,
+}
+
+impl Ticket {
+    /// The ticket as a feed carries it: without its label.
+    pub fn feed_line(&self) -> &str {
+        &self.feed_line
+    }
+
+    /// The ticket's disposition as prior knowledge, known from `known_ms`.
+    pub fn disposition(&self, known_ms: i64) -> DispositionFacts {
+        DispositionFacts {
+            ticket: self.id.clone(),
+            disposition: self.ground_truth,
+            site: self.site.clone(),
+            rule: self.rule.clone(),
+            host: self.host.clone(),
+            detector: self.detector.clone(),
+            known_ms,
+            title: self.title.clone(),
+            first_ms: Some(self.first_ms),
+            last_ms: Some(self.last_ms),
+            alert_count: self.alert_count,
+            vendor: self.vendor.clone(),
+        }
+    }
+}
+
+/// Which tickets to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these sites (all when empty).
+    pub sites: Vec<String>,
+    /// At most this many tickets.
+    pub sample: Option<usize>,
+    /// Draw escalate and close tickets 50/50 (needs `sample`).
+    pub stratify: bool,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+/// Errors reading labelled tickets.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketsError {
+    /// The tickets file cannot be read.
+    #[error("cannot read tickets file {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    /// A line is not a labelled ticket.
+    #[error("{file} line {line}: {reason}")]
+    Ticket {
+        /// File.
+        file: String,
+        /// Line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Reads a labelled tickets file (JSONL, plain or gzip).
+pub fn load_tickets(path: &Path) -> Result<Vec<Ticket>, TicketsError> {
+    let file_name = path.display().to_string();
+    let read_err = |e| TicketsError::Read(file_name.clone(), e);
+    let reader = crate::ingest::open_text(path).map_err(read_err)?;
+    let mut tickets = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(read_err)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |reason: String| TicketsError::Ticket {
+            file: file_name.clone(),
+            line: i as u64 + 1,
+            reason,
+        };
+        tickets.push(ticket_of(&line).map_err(at)?);
+    }
+    Ok(tickets)
+}
+
+pub(super) fn ticket_of(line: &str) -> Result<Ticket, String> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    let label = object
+        .remove("ground_truth")
+        .ok_or("no ground_truth: a backtest needs labelled tickets")?;
+    let ground_truth: Disposition = serde_json::from_value(label)
+        .map_err(|_| "ground_truth must be \"escalate\" or \"close\"".to_owned())?;
+    let feed_line = serde_json::to_string(&object).map_err(|e| e.to_string())?;
+    let alert = parse_line(feed_line.as_bytes())?;
+    let time = |field: &str, value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("{field}: {e}"))
+    };
+    Ok(Ticket {
+        first_ms: time("first_seen", &alert.first_seen)?,
+        last_ms: time("last_seen", &alert.last_seen)?,
+        id: alert.ticket_id,
+        site: alert.site.unwrap_or_default(),
+        rule: alert.rule_id,
+        host: alert.host,
+        detector: alert.source,
+        title: alert.rule_name,
+        alert_count: alert.alert_count,
+        vendor: alert.vendor,
+        ground_truth,
+        feed_line,
+    })
+}
+
+/// The tickets to replay, in replay (time) order.
+pub fn select(tickets: Vec<Ticket>, selection: &Selection) -> Vec<Ticket> {
+    let mut pool: Vec<Ticket> = tickets
+        .into_iter()
+        .filter(|t| selection.sites.is_empty() || selection.sites.contains(&t.site))
+        .collect();
+    if let Some(n) = selection.sample {
+        let mut rng = fastrand::Rng::with_seed(selection.seed);
+        if selection.stratify {
+            let (mut esc, mut close): (Vec<_>, Vec<_>) = pool
+                .into_iter()
+                .partition(|t| t.ground_truth == Disposition::Escalate);
+            rng.shuffle(&mut esc);
+            rng.shuffle(&mut close);
+            let half = n / 2;
+            let take_esc = half.min(esc.len());
+            let take_close = (n - take_esc).min(close.len());
+            esc.truncate(take_esc);
+            close.truncate(take_close);
+            pool = esc;
+            pool.extend(close);
+        } else {
+            rng.shuffle(&mut pool);
+            pool.truncate(n);
+        }
+    }
+    pool.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
+    pool
+}
+
+/// The history a replay of `tickets` may know: never a replayed ticket, and of a replayed
+/// site only what ended before the replay of that site starts (anything later is knowledge
+/// from the future). Returns it and how many tickets were left out for overlapping.
+pub fn history_for(tickets: &[Ticket], history: &[Ticket]) -> (Vec<DispositionFacts>, u64) {
+    let replayed: HashSet<&str> = tickets.iter().map(|t| t.id.as_str()).collect();
+    let mut starts: BTreeMap<&str, i64> = BTreeMap::new();
+    for t in tickets {
+        let start = starts.entry(t.site.as_str()).or_insert(t.first_ms);
+        *start = (*start).min(t.first_ms);
+    }
+    let mut dropped = 0;
+    let kept = history
+        .iter()
+        .filter(|t| !replayed.contains(t.id.as_str()))
+        .filter(|t| match starts.get(t.site.as_str()) {
+            Some(&start) if t.last_ms >= start => {
+                dropped += 1;
+                false
+            }
+            _ => true,
+        })
+        .map(|t| t.disposition(i64::MIN))
+        .collect();
+    (kept, dropped)
+}
+
+/// Writes the replay's feed: each ticket's line without its label.
+pub(crate) fn write_feed(path: &Path, tickets: &[Ticket]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for t in tickets {
+        out.write_all(t.feed_line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}

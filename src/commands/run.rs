@@ -1,0 +1,150 @@
+//! `run` (the default): the SOC itself, until a signal or, with `--until-idle`, until done.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use soc_runtime::app::config::{Backend, Config};
+use soc_runtime::app::runtime::Runtime;
+use soc_runtime::supervisor::RuntimeOptions;
+
+#[derive(Args, Clone, Default)]
+pub(crate) struct RunArgs {
+    /// Config file (TOML; unknown keys are errors). See ops/soc.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Alert feed: JSONL, plain or gzip (default: the bundled demo feed).
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// Bus backend: in-process, or Redis Streams (durable, multi-process).
+    #[arg(long, value_enum)]
+    bus: Option<Backend>,
+    /// Redis URL, for --bus redis (default redis://127.0.0.1:6379).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Directory for local state (default ./soc-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Exit 0 once the feed is drained and no work is pending.
+    #[arg(long)]
+    until_idle: bool,
+    /// Also write the run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// HTTP listen address for /healthz, or `off` (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Run only these parts (scale-out), comma-separated: sentinel, tier2, ir_lead,
+    /// threat_intel, source (the alert feed), calendar. Processes on one Redis share each
+    /// role's work; a killed one's pending entries go to the others. Default: everything.
+    #[arg(long, value_name = "LIST")]
+    roles: Option<String>,
+}
+
+/// The run's configuration: the file, `SOC_*` variables, then the flags.
+pub(crate) fn config(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = super::load_config(args.config.as_deref())?;
+    if let Some(alerts) = &args.alerts {
+        config.alerts = Some(alerts.clone());
+    }
+    if let Some(bus) = args.bus {
+        config.bus.backend = bus;
+    }
+    if let Some(url) = &args.redis_url {
+        config.bus.redis_url = url.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(http) = &args.http {
+        config.http.addr = http.clone();
+    }
+    if let Some(roles) = &args.roles {
+        config.supervisor.roles = soc_runtime::app::config::SupervisorConfig::parse_roles(roles)?;
+    }
+    if args.until_idle && !config.supervisor.runs("source") {
+        anyhow::bail!(
+            "--until-idle needs the alert source in this process (--roles ...,source): a \
+             process without it cannot tell when the feed is done"
+        );
+    }
+    Ok(config)
+}
+
+/// Runs the SOC with `config` (from [`config`]) until it stops; prints its summary.
+pub(crate) async fn run(args: RunArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
+    let options = RuntimeOptions {
+        until_idle: args.until_idle,
+        faults: None,
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::start(config, options).await?;
+    tracing::info!(
+        bus = runtime.bus().backend_name(),
+        http = ?runtime.http_addr(),
+        until_idle = args.until_idle,
+        "soc-runtime running (Ctrl-C drains and stops)"
+    );
+    let drainer = runtime.drainer();
+    let signals = async move {
+        shutdown_signal().await;
+        tracing::info!("signal received: draining (signal again to exit at once)");
+        drainer.drain();
+        let code = shutdown_signal().await;
+        eprintln!("second signal: exiting without draining; pending work stays in the bus");
+        #[allow(clippy::disallowed_methods, reason = "main decides the exit")]
+        std::process::exit(code);
+    };
+    let report = tokio::select! {
+        report = runtime.wait() => report,
+        () = signals => unreachable!("the signal future exits the process"),
+    };
+    // stdout may be closed (`| head`): the summary files below still get written.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), report.summary.render().as_bytes());
+    let json = serde_json::to_string_pretty(&report.summary)?;
+    let last = data_dir.join("last-run.json");
+    if let Err(e) = std::fs::write(&last, &json) {
+        tracing::warn!(path = %last.display(), error = %e, "cannot write the run summary");
+    }
+    let mut code = if report.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if let Some(path) = &args.summary_json
+        && let Err(e) = std::fs::write(path, &json)
+    {
+        eprintln!("error: cannot write summary to {}: {e}", path.display());
+        if report.is_success() {
+            code = ExitCode::from(2);
+        }
+    }
+    Ok(code)
+}
+
+/// Resolves on SIGINT or SIGTERM, with the exit status that signal conventionally gives
+/// (130 or 143).
+async fn shutdown_signal() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => 130,
+                    _ = term.recv() => 143,
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                130
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        130
+    }
+}

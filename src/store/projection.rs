@@ -1,0 +1,227 @@
+//! The projection of `soc.audit` into case memory: cases, their events, typed indicators and
+//! their case counts, proposals, queued Webex cards and XSOAR notes. Run inside the store's
+//! fold transaction ([`super::Store::fold`]), so it is exactly-once and rebuildable with the
+//! verdicts; [`crate::memory`] reads what it writes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sqlx::{QueryBuilder, Row, SqliteConnection};
+
+use super::BULK_ROWS;
+use crate::bus::StreamId;
+use crate::indicators;
+use crate::proto::{CaseContext, Envelope, Event};
+
+/// A case's row as one page changes it.
+struct CaseFold {
+    site: Option<String>,
+    rule: String,
+    host: String,
+    first_ms: i64,
+    escalated: bool,
+    confidence: Option<f64>,
+}
+
+/// Folds a page of audit entries into case memory, inside the caller's transaction: a few
+/// multi-row statements per page, not a statement per event.
+pub async fn fold_page(
+    tx: &mut SqliteConnection,
+    page: &[(StreamId, Envelope)],
+) -> Result<(), sqlx::Error> {
+    let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
+    let mut proposals = Vec::new();
+    let mut plans = Vec::new();
+    let mut notes = Vec::new();
+    let mut dispositions = Vec::new();
+    for (id, envelope) in page {
+        if let Some(note) = crate::ingest::xsoar::note_of(&envelope.event) {
+            notes.push((note, envelope.at_ms));
+        }
+        match &envelope.event {
+            Event::ActionProposed(p) => proposals.push((p, envelope)),
+            Event::IrPlan(p) => plans.push((p, envelope)),
+            // An analyst's disposition joins its case's trace when the case is this SOC's
+            // own; it opens no case (imported history is other tickets).
+            Event::DispositionRecorded(d) => {
+                let body = serde_json::to_string(&envelope.event).unwrap_or_default();
+                dispositions.push((d.case.ticket.clone(), *id, envelope, body));
+                continue;
+            }
+            _ => {}
+        }
+        let case = match &envelope.event {
+            Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
+            other => match other.case() {
+                Some(case) => case.clone(),
+                None => continue,
+            },
+        };
+        let entry = cases
+            .entry(case.ticket.clone())
+            .or_insert_with(|| CaseFold {
+                site: case.site.clone(),
+                rule: case.rule_id.clone(),
+                host: case.host.clone(),
+                first_ms: chrono::DateTime::parse_from_rfc3339(&case.first_seen)
+                    .map_or(envelope.at_ms, |t| t.timestamp_millis()),
+                escalated: false,
+                confidence: None,
+            });
+        match &envelope.event {
+            Event::CaseEscalated(_) => entry.escalated = true,
+            Event::AlertTriaged(e) => entry.confidence = Some(f64::from(e.confidence)),
+            Event::Tier2Analysis(e) => entry.confidence = Some(f64::from(e.confidence)),
+            _ => {}
+        }
+        for (kind, value) in indicators::of_event(&envelope.event) {
+            found.insert((kind.as_str(), value, case.ticket.clone()));
+        }
+        let body = serde_json::to_string(&envelope.event).unwrap_or_default();
+        events.push((case.ticket, *id, envelope, body));
+    }
+    for chunk in proposals.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO proposals (action_id, ticket, approver_role, proposed_by, \
+             proposed_at_ms, expires_at_ms, body) ",
+        );
+        q.push_values(chunk, |mut b, (p, envelope)| {
+            b.push_bind(&p.action_id)
+                .push_bind(&p.case.ticket)
+                .push_bind(&p.approver_role)
+                .push_bind(&envelope.produced_by)
+                .push_bind(envelope.at_ms)
+                .push_bind(p.expires_at_ms)
+                .push_bind(serde_json::to_string(p).unwrap_or_default());
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // Each plan queues its Webex card (sent, if Webex is configured, by the notifier). Not a
+    // projection: a refold finds the card queued or sent already.
+    for chunk in plans.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO cards (plan_id, ticket, plan, created_ms, next_attempt_ms) ",
+        );
+        q.push_values(chunk, |mut b, (p, envelope)| {
+            b.push_bind(&p.plan_id)
+                .push_bind(&p.case.ticket)
+                .push_bind(serde_json::to_string(p).unwrap_or_default())
+                .push_bind(envelope.at_ms)
+                .push_bind(envelope.at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // Notes for XSOAR incidents' war rooms (written when `[xsoar] write_notes` is on).
+    for chunk in notes.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO xsoar_notes (note_id, incident, body, created_ms, \
+             next_attempt_ms) ",
+        );
+        q.push_values(chunk, |mut b, ((note_id, incident, body), at_ms)| {
+            b.push_bind(note_id)
+                .push_bind(incident)
+                .push_bind(body)
+                .push_bind(*at_ms)
+                .push_bind(*at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    let cases: Vec<_> = cases.into_iter().collect();
+    for chunk in cases.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence) ",
+        );
+        q.push_values(chunk, |mut b, (ticket, c)| {
+            b.push_bind(ticket)
+                .push_bind(&c.site)
+                .push_bind(&c.rule)
+                .push_bind(&c.host)
+                .push_bind(c.first_ms)
+                .push_bind(i64::from(c.escalated))
+                .push_bind(c.confidence);
+        });
+        q.push(
+            " ON CONFLICT (ticket) DO UPDATE SET escalated = MAX(cases.escalated, \
+             excluded.escalated), confidence = COALESCE(excluded.confidence, cases.confidence)",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    // A case's opening time as stored (its first fold decided it), whatever this page says:
+    // indicators carry it, so every fold agrees, however the audit was paged.
+    let mut opened: HashMap<String, i64> = HashMap::new();
+    for chunk in cases.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("SELECT ticket, first_ms FROM cases WHERE ticket IN (");
+        let mut list = q.separated(", ");
+        for (ticket, _) in chunk {
+            list.push_bind(ticket);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            opened.insert(row.get(0), row.get(1));
+        }
+    }
+    for chunk in events.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) ",
+        );
+        q.push_values(chunk, |mut b, (ticket, id, envelope, body)| {
+            b.push_bind(ticket)
+                .push_bind(id.ms as i64)
+                .push_bind(id.seq as i64)
+                .push_bind(envelope.event.kind())
+                .push_bind(&envelope.produced_by)
+                .push_bind(envelope.at_ms)
+                .push_bind(body);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for (ticket, id, envelope, body) in &dispositions {
+        sqlx::query(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM cases WHERE ticket = ?)",
+        )
+        .bind(ticket)
+        .bind(id.ms as i64)
+        .bind(id.seq as i64)
+        .bind(envelope.event.kind())
+        .bind(&envelope.produced_by)
+        .bind(envelope.at_ms)
+        .bind(body)
+        .bind(ticket)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Count a value once per case: only rows that are new add to its case count.
+    let found: Vec<_> = found.into_iter().collect();
+    let mut new_counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for chunk in found.chunks(BULK_ROWS) {
+        let mut q =
+            QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket, first_ms) ");
+        q.push_values(chunk, |mut b, (kind, value, ticket)| {
+            let first_ms = opened.get(ticket).copied().unwrap_or_default();
+            b.push_bind(*kind)
+                .push_bind(value)
+                .push_bind(ticket)
+                .push_bind(first_ms);
+        });
+        q.push(" RETURNING kind, value");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            *new_counts.entry((row.get(0), row.get(1))).or_default() += 1;
+        }
+    }
+    let new_counts: Vec<_> = new_counts.into_iter().collect();
+    for chunk in new_counts.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("INSERT INTO indicator_counts (kind, value, cases) ");
+        q.push_values(chunk, |mut b, ((kind, value), n)| {
+            b.push_bind(kind).push_bind(value).push_bind(*n);
+        });
+        q.push(
+            " ON CONFLICT (kind, value) DO UPDATE SET cases = indicator_counts.cases + \
+             excluded.cases",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
