@@ -7,7 +7,9 @@
 //!   asks for it; it is part of this layer).
 //! - [`http`], [`dashboard`], [`metrics`], [`health`]: what the process serves.
 
+pub(crate) mod children;
 pub mod config;
+pub mod context;
 pub mod dashboard;
 pub mod health;
 pub mod http;

@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::commit::{Commit, CommitCallback, Outcome};
+use super::config::BusConfig;
+use super::error::BusError;
 use super::writer::Writer;
-use super::{BusConfig, BusError, Commit, CommitCallback, Outcome};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).

@@ -20,10 +20,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    AckRef, BusConfig, Commit, Delivered, Entry, F_TOPIC, F_TOPIC_ID, Fields, GroupState, Outcome,
-    Retention, StreamId, Topic, is_dead_local_consumer,
-};
+use super::commit::{AckRef, Commit, Delivered, Outcome};
+use super::config::{BusConfig, Retention};
+use super::group::{GroupState, is_dead_local_consumer};
+use super::wire::{Entry, F_TOPIC, F_TOPIC_ID, Fields, StreamId, Topic};
 
 /// The dedupe map is swept for expired keys once it reaches at least this size.
 const DEDUPE_SWEEP_MIN: usize = 4096;

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use crate::secret::redact_url;
 
 use super::bridge::WriterHandle;
+use super::commit::{Commit, CommitCallback, Delivered};
+use super::config::BusConfig;
+use super::error::BusError;
+use super::group::{GroupState, is_dead_local_consumer};
+use super::wire::{Entry, Fields, StreamId, Topic};
 use super::writer::{CONNECT_TIMEOUT, Keys, QUERY_TIMEOUT, check_version, connect};
-use super::{
-    BusConfig, BusError, Commit, CommitCallback, Delivered, Entry, Fields, GroupState, StreamId,
-    Topic, is_dead_local_consumer,
-};
 
 /// Deletes consumer ARGV[2] of group ARGV[1] on stream KEYS[1] if nothing is pending on it.
 const DELETE_IDLE_CONSUMER: &str = r"

@@ -7,7 +7,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 
-use super::{BusConfig, BusError, Commit, Outcome, Retention, Topic};
+use super::commit::{Commit, Outcome};
+use super::config::{BusConfig, Retention};
+use super::error::BusError;
+use super::wire::Topic;
 use crate::secret::redact_url;
 
 /// The commit script (`scripts/commit.lua`): applies a batch of commits, each fenced by its

@@ -24,4 +24,5 @@ pub mod calibration;
 pub mod fit;
 pub mod model;
 pub mod priors;
+mod scan;
 pub mod vendor;

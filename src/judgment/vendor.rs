@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::scan::{attribute, element, element_all, option, split_groups, strip_comments};
 use crate::proto::{Alert, VendorEvidence, VendorMeta};
 
 /// `[rulesets]`: the detector vendors' rule files, as a user's installation has them. All
@@ -580,111 +581,6 @@ fn semantic_group(groups: &[String]) -> Option<String> {
         .map(|g| g.trim())
         .find(|g| !g.is_empty() && !COMPLIANCE.iter().any(|c| g.starts_with(c)))
         .map(str::to_owned)
-}
-
-fn split_groups(names: &str) -> Vec<String> {
-    names
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("<!--") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find("-->") {
-            Some(end) => rest = &rest[start + end + 3..],
-            None => return out,
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `name="value"` inside an opening tag.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let pattern = format!("{name}=\"");
-    let mut from = 0;
-    while let Some(pos) = tag[from..].find(&pattern) {
-        let at = from + pos;
-        // A whole attribute name, not the end of a longer one.
-        if at == 0 || tag[..at].ends_with(char::is_whitespace) {
-            let value = &tag[at + pattern.len()..];
-            return value.find('"').map(|end| value[..end].to_owned());
-        }
-        from = at + pattern.len();
-    }
-    None
-}
-
-/// The text of the first `<name>...</name>` (attributes allowed on the opening tag).
-fn element(body: &str, name: &str) -> Option<String> {
-    element_all(body, name).into_iter().next()
-}
-
-fn element_all(body: &str, name: &str) -> Vec<String> {
-    let open = format!("<{name}");
-    let close = format!("</{name}>");
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(pos) = body[from..].find(&open) {
-        let at = from + pos;
-        let after = &body[at + open.len()..];
-        // `<group` must not match `<groups`.
-        if !after.starts_with('>') && !after.starts_with(char::is_whitespace) {
-            from = at + open.len();
-            continue;
-        }
-        let Some(gt) = after.find('>') else { break };
-        let content = &after[gt + 1..];
-        let Some(end) = content.find(&close) else {
-            break;
-        };
-        out.push(unescape(content[..end].trim()));
-        from = at + open.len() + gt + 1 + end + close.len();
-    }
-    out
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-/// `key:value;` of a Suricata rule's options.
-fn option(rule: &str, key: &str) -> Option<String> {
-    let pattern = format!("{key}:");
-    let mut from = 0;
-    while let Some(pos) = rule[from..].find(&pattern) {
-        let at = from + pos;
-        let before = rule[..at].trim_end();
-        if before.ends_with(';') || before.ends_with('(') {
-            let value = &rule[at + pattern.len()..];
-            let value = value.trim_start();
-            if let Some(quoted) = value.strip_prefix('"') {
-                // A quoted value may hold `;`; it ends at the next unescaped quote.
-                let mut end = 0;
-                let bytes = quoted.as_bytes();
-                while end < bytes.len()
-                    && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
-                {
-                    end += 1;
-                }
-                return Some(format!("\"{}\"", &quoted[..end.min(quoted.len())]));
-            }
-            let end = value.find(';').unwrap_or(value.len());
-            return Some(value[..end].trim().to_owned());
-        }
-        from = at + pattern.len();
-    }
-    None
 }
 
 fn files(path: &Path, ext: &str) -> Result<Vec<PathBuf>, VendorError> {

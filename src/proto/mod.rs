@@ -9,9 +9,15 @@
 //! panics or allocates more than the input size (it reads from a bounded slice with a nesting
 //! limit).
 
+mod assessment;
+mod case;
 mod events;
+mod reports;
 
+pub use assessment::*;
+pub use case::*;
 pub use events::*;
+pub use reports::*;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
