@@ -67,7 +67,7 @@ impl Kind {
 }
 
 /// One indicator.
-pub type Indicator = (Kind, String);
+pub(crate) type Indicator = (Kind, String);
 
 const FILE_EXTENSIONS: &[&str] = &[
     "exe", "dll", "sys", "bat", "cmd", "ps1", "vbs", "js", "jar", "py", "sh", "pl", "php", "asp",
@@ -91,7 +91,7 @@ const INTERNAL_SUFFIXES: &[&str] = &[
 ];
 
 /// The indicators of an event: its case's fields plus what its text mentions.
-pub fn of_event(event: &Event) -> BTreeSet<Indicator> {
+pub(crate) fn of_event(event: &Event) -> BTreeSet<Indicator> {
     let mut out = BTreeSet::new();
     match event {
         Event::AlertReceived(e) => {
@@ -138,7 +138,7 @@ pub fn of_event(event: &Event) -> BTreeSet<Indicator> {
 }
 
 /// The indicators of a case's own fields (rule, host, IPs), without its text.
-pub fn of_case_fields(case: &CaseContext) -> BTreeSet<Indicator> {
+pub(crate) fn of_case_fields(case: &CaseContext) -> BTreeSet<Indicator> {
     let mut out = BTreeSet::new();
     of_case(case, &mut out);
     of_text(
@@ -188,7 +188,7 @@ fn of_ioc(kind: IocKind, value: &str, site: &str, out: &mut BTreeSet<Indicator>)
 }
 
 /// Indicators mentioned in free text.
-pub fn of_text(text: &str, site: &str, out: &mut BTreeSet<Indicator>) {
+pub(crate) fn of_text(text: &str, site: &str, out: &mut BTreeSet<Indicator>) {
     let is_sep = |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '_'));
     for raw in text.split(is_sep) {
         let token = raw.trim_matches(|c: char| matches!(c, '.' | ':' | '-' | '_'));
@@ -274,7 +274,7 @@ fn of_domain(token: &str, site: &str, typed: bool) -> Option<Indicator> {
 }
 
 /// Classifies an address: public, internal to `site`, or meaningless.
-pub fn of_ip(addr: IpAddr, site: &str) -> Option<Indicator> {
+pub(crate) fn of_ip(addr: IpAddr, site: &str) -> Option<Indicator> {
     match addr {
         IpAddr::V4(v4) => of_ipv4(v4, site),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

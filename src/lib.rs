@@ -8,8 +8,8 @@
 //! (CI runs `../shared/tools/import-cycles`).
 //!
 //! 1. **Leaves**, which import nothing of the crate but the contract: [`proto`] (the events),
-//!    [`secret`], [`text`] (untrusted text made safe), [`histogram`], [`task`], [`outbound`],
-//!    [`indicators`], [`telemetry`].
+//!    [`secret`], `text` (untrusted text made safe), `histogram`, `task`, `outbound`,
+//!    `indicators`, [`telemetry`].
 //! 2. **Infrastructure**: [`bus`] (memory and Redis Streams, the bridge, the feeder), [`llm`]
 //!    (the model gateway), [`judgment`] (vendor knowledge, learned priors, the score).
 //! 3. **Knowledge and stores**: [`knowledge`], [`ingest`] (alert sources), [`store`] (SQLite,
@@ -28,20 +28,20 @@ pub mod backtest;
 pub mod bench;
 pub mod bus;
 pub mod calendar;
-pub mod histogram;
-pub mod indicators;
+pub(crate) mod histogram;
+pub(crate) mod indicators;
 pub mod ingest;
 pub mod judgment;
 pub mod knowledge;
 pub mod llm;
 pub mod memory;
-pub mod outbound;
+pub(crate) mod outbound;
 pub mod proto;
 pub mod secret;
 pub mod store;
 pub mod supervisor;
-pub mod task;
+pub(crate) mod task;
 pub mod telemetry;
-pub mod text;
+pub(crate) mod text;
 pub mod tools;
 pub mod webex;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 /// Parses `url` (named `key` in messages) and checks it is https, or http to loopback.
-pub fn api_url(key: &str, url: &str) -> Result<reqwest::Url, String> {
+pub(crate) fn api_url(key: &str, url: &str) -> Result<reqwest::Url, String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("{key} {url:?} is not a URL: {e}"))?;
     let loopback = matches!(
@@ -27,7 +27,7 @@ pub fn api_url(key: &str, url: &str) -> Result<reqwest::Url, String> {
 }
 
 /// A client for one API: no redirects, `timeout_ms` per request (at least 1 ms).
-pub fn api_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
+pub(crate) fn api_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_millis(timeout_ms.max(1)))

@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 /// actor's state), and `on_unexpected_exit` runs if the task panics or resolves to `false`
 /// (it ended without being asked to). The callback typically casts a message that makes the
 /// actor fail, so its supervisor restarts it.
-pub fn spawn_watched<F>(
+pub(crate) fn spawn_watched<F>(
     task: F,
     on_unexpected_exit: impl FnOnce() + Send + 'static,
 ) -> AbortOnDropHandle<()>
@@ -36,16 +36,16 @@ where
 
 /// Calls its function when dropped, unless disarmed first.
 #[must_use = "an exit notice fires when dropped"]
-pub struct ExitNotice(Option<Box<dyn FnOnce() + Send>>);
+pub(crate) struct ExitNotice(Option<Box<dyn FnOnce() + Send>>);
 
 impl ExitNotice {
     /// A notice that calls `on_unexpected_exit` if dropped armed.
-    pub fn new(on_unexpected_exit: impl FnOnce() + Send + 'static) -> Self {
+    pub(crate) fn new(on_unexpected_exit: impl FnOnce() + Send + 'static) -> Self {
         Self(Some(Box::new(on_unexpected_exit)))
     }
 
     /// The task is ending as asked: drop the notice without firing it.
-    pub fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.0 = None;
     }
 }

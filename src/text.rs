@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 /// HTML-escapes text (alert fields are attacker-controlled).
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -21,7 +21,7 @@ pub fn esc(text: &str) -> String {
 }
 
 /// Percent-encodes a path segment or query value.
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -38,7 +38,7 @@ const MAX_FIELD: usize = 300;
 /// Untrusted text for a card: control and invisible formatting characters (bidi overrides,
 /// zero-width) go, markdown is escaped, URLs are defanged (`hxxps[:]//`, `www[.]`: Webex
 /// links bare URLs), long text is cut.
-pub fn md(text: &str) -> String {
+pub(crate) fn md(text: &str) -> String {
     let defanged = defang(text);
     let mut out = String::with_capacity(defanged.len().min(MAX_FIELD * 2 + 8));
     for (i, c) in defanged.chars().enumerate() {

@@ -27,18 +27,16 @@ use crate::proto::{AlertReceived, Event};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
-pub const NAME: &str = "alert-source";
+pub(crate) const NAME: &str = "alert-source";
 /// `produced_by` of the envelopes this source writes.
-pub const PRODUCER: &str = "source:jsonl";
+pub(crate) const PRODUCER: &str = "source:jsonl";
 /// Malformed lines logged one by one; the rest are only counted.
 const MALFORMED_LOGGED: u64 = 20;
 /// Malformed-line examples kept for the summary.
 const MALFORMED_KEPT: usize = 10;
 
 /// Messages of the alert source.
-pub enum Msg {
-    /// Report stats.
-    Observe(RpcReplyPort<SourceSnapshot>),
+pub(crate) enum Msg {
     /// Finish the batch being published, publish no more, then answer (first step of a drain).
     StopPublishing(RpcReplyPort<()>),
     /// The publishing task ended without being asked to: fail, so the supervisor restarts.
@@ -77,7 +75,7 @@ impl Feed {
 }
 
 /// Startup arguments.
-pub struct Args {
+pub(crate) struct Args {
     /// The feed.
     pub feed: Feed,
     /// The bus.
@@ -157,11 +155,10 @@ impl SourceStats {
 }
 
 /// The alert source actor.
-pub struct AlertSource;
+pub(crate) struct AlertSource;
 
 /// State: the publishing task and the token that stops it between batches.
-pub struct State {
-    stats: Arc<SourceStats>,
+pub(crate) struct State {
     stop: CancellationToken,
     task: Option<AbortOnDropHandle<()>>,
 }
@@ -210,7 +207,6 @@ impl Actor for AlertSource {
             },
         );
         Ok(State {
-            stats: args.stats,
             stop,
             task: Some(task),
         })
@@ -223,9 +219,6 @@ impl Actor for AlertSource {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Observe(reply) => {
-                let _ = reply.send(state.stats.snapshot());
-            }
             Msg::PublisherExited => {
                 return Err("alert source publisher stopped unexpectedly".into());
             }

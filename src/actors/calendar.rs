@@ -21,21 +21,21 @@ use crate::bus::Bus;
 use crate::calendar::{self, CalendarRole};
 
 /// Actor name suffix.
-pub const NAME: &str = "calendar";
+pub(crate) const NAME: &str = "calendar";
 
 /// How often the schedules are checked.
-pub const TICK: Duration = Duration::from_secs(30);
+pub(crate) const TICK: Duration = Duration::from_secs(30);
 
 /// Messages.
 #[derive(Debug)]
-pub enum Msg {
+pub(crate) enum Msg {
     /// Check the schedules.
     Tick,
 }
 
 /// Startup arguments.
 #[derive(Clone)]
-pub struct Args {
+pub(crate) struct Args {
     /// The bus (its audit is read, reports are published to it).
     pub bus: Bus,
     /// Time zone of the schedules.
@@ -43,10 +43,10 @@ pub struct Args {
 }
 
 /// The actor.
-pub struct Calendar;
+pub(crate) struct Calendar;
 
 /// Its state.
-pub struct State {
+pub(crate) struct State {
     bus: Bus,
     tz: String,
     /// End of the last window reported, per role.

@@ -5,18 +5,18 @@
 //! rest (feeder, credits, atomic commit, stats, fault tolerance) the same way for every role.
 //! Adding a role is one file here plus one line in [`roles::REACTIVE_ROLES`].
 
-pub mod alert_source;
-pub mod calendar;
+pub(crate) mod alert_source;
+pub(crate) mod calendar;
 pub mod ir_lead;
-pub mod notifier;
-pub mod projector;
-pub mod reasoning;
+pub(crate) mod notifier;
+pub(crate) mod projector;
+pub(crate) mod reasoning;
 pub mod role;
-pub mod roles;
+pub(crate) mod roles;
 pub mod sentinel;
 pub mod threat_intel;
 pub mod tier2;
-pub mod xsoar;
+pub(crate) mod xsoar;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,20 +17,20 @@ use crate::store::Store;
 use crate::webex::{self, WebexConfig};
 
 /// Actor name (prefixed by the runtime instance).
-pub const NAME: &str = "notifier";
+pub(crate) const NAME: &str = "notifier";
 
 /// Cards sent per poll at most.
 const BATCH: usize = 20;
 
 /// Messages of the notifier.
-pub enum Msg {
+pub(crate) enum Msg {
     /// Send what is due, then poll again after `poll_ms`.
     Poll,
 }
 
 /// Startup arguments.
 #[derive(Debug, Clone)]
-pub struct Args {
+pub(crate) struct Args {
     /// The store file holding the card queue.
     pub path: PathBuf,
     /// Webex settings (room, token, retries).
@@ -42,10 +42,10 @@ pub struct Args {
 }
 
 /// The notifier actor.
-pub struct Notifier;
+pub(crate) struct Notifier;
 
 /// Its state.
-pub struct State {
+pub(crate) struct State {
     store: Store,
     client: webex::Client,
     args: Args,

@@ -25,24 +25,22 @@ use crate::bus::Bus;
 use crate::store::{self, Store};
 
 /// Actor name (prefixed by the runtime instance).
-pub const NAME: &str = "projector";
+pub(crate) const NAME: &str = "projector";
 
 /// Pages folded per tick, so a long backlog does not keep the mailbox waiting.
 const PAGES_PER_TICK: usize = 16;
 
 /// Messages of the projector.
-pub enum Msg {
+pub(crate) enum Msg {
     /// Fold what is new (up to a bound).
     Tick,
     /// Fold everything there is, then answer (the drain's last step before the store closes).
     Flush(RpcReplyPort<()>),
-    /// Report stats.
-    Observe(RpcReplyPort<ProjectorSnapshot>),
 }
 
 /// Startup arguments.
 #[derive(Clone)]
-pub struct Args {
+pub(crate) struct Args {
     /// The bus whose audit is folded.
     pub bus: Bus,
     /// The store file.
@@ -95,10 +93,10 @@ impl ProjectorStats {
 }
 
 /// The projector actor.
-pub struct Projector;
+pub(crate) struct Projector;
 
 /// Its state.
-pub struct State {
+pub(crate) struct State {
     bus: Bus,
     store: Store,
     projection: String,
@@ -144,9 +142,6 @@ impl Actor for Projector {
                 state.relay().await;
                 state.fold(None).await;
                 let _ = reply.send(());
-            }
-            Msg::Observe(reply) => {
-                let _ = reply.send(state.stats.snapshot());
             }
         }
         Ok(())

@@ -32,21 +32,21 @@ use crate::proto::{AlertReceived, Event};
 use crate::store::Store;
 
 /// Actor name (prefixed by the runtime instance).
-pub const NAME: &str = "xsoar";
+pub(crate) const NAME: &str = "xsoar";
 /// `produced_by` and `received_via` of what it publishes.
-pub const PRODUCER: &str = "source:xsoar";
+pub(crate) const PRODUCER: &str = "source:xsoar";
 /// Pages read per poll at most (the rest waits for the next poll).
 const MAX_PAGES: u32 = 50;
 
 /// Messages of the poller.
-pub enum Msg {
+pub(crate) enum Msg {
     /// Poll, then schedule the next.
     Poll,
 }
 
 /// Startup arguments.
 #[derive(Clone)]
-pub struct Args {
+pub(crate) struct Args {
     /// `[xsoar]`.
     pub config: XsoarConfig,
     /// The bus.
@@ -77,10 +77,10 @@ pub struct XsoarStats {
 }
 
 /// The poller actor.
-pub struct XsoarPoller;
+pub(crate) struct XsoarPoller;
 
 /// Its state.
-pub struct State {
+pub(crate) struct State {
     client: xsoar::Client,
     store: Store,
     args: Args,

@@ -37,7 +37,7 @@ const CAMPAIGN_WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
 const CAMPAIGNS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the dashboard reads.
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     web: Arc<Web>,
     sources: Arc<Sources>,
     health: Arc<Health>,
@@ -49,7 +49,7 @@ pub struct Dashboard {
 impl Dashboard {
     /// The dashboard: sign-in shared with the approval pages, the counters and the bus, the
     /// supervisor's health, the store, and where `last-backtest.json` is.
-    pub fn new(
+    pub(crate) fn new(
         web: Arc<Web>,
         sources: Arc<Sources>,
         health: Arc<Health>,
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Dashboard {
 }
 
 /// The dashboard's route.
-pub fn routes(dashboard: Arc<Dashboard>) -> axum::Router {
+pub(crate) fn routes(dashboard: Arc<Dashboard>) -> axum::Router {
     axum::Router::new()
         .route("/", get(index))
         .with_state(dashboard)

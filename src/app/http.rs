@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -24,20 +24,18 @@ use super::health::Health;
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
-pub const NAME: &str = "http";
+pub(crate) const NAME: &str = "http";
 /// How long in-flight requests get to finish when the server stops.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Messages of the HTTP actor.
-pub enum Msg {
-    /// The address it listens on.
-    LocalAddr(RpcReplyPort<SocketAddr>),
+pub(crate) enum Msg {
     /// The server task ended without being asked to: fail, so the supervisor restarts it.
     ServerExited,
 }
 
 /// Startup arguments.
-pub struct Args {
+pub(crate) struct Args {
     /// A listener bound by the runtime (first start), or the address to bind (restarts).
     pub listener: Arc<Mutex<Option<std::net::TcpListener>>>,
     /// The address actually bound.
@@ -51,7 +49,7 @@ pub struct Args {
 }
 
 /// What the approval pages and the Webex webhook work with.
-pub struct Pages {
+pub(crate) struct Pages {
     /// Whether this process serves the dashboard, the approval pages and the Webex webhook
     /// (the `approvals` part); without it, only `/healthz` and `/metrics`.
     pub approval_pages: bool,
@@ -68,11 +66,10 @@ pub struct Pages {
 }
 
 /// The HTTP server actor.
-pub struct HttpServer;
+pub(crate) struct HttpServer;
 
 /// State: the serving task and the token that stops it gracefully.
-pub struct State {
-    addr: SocketAddr,
+pub(crate) struct State {
     stop: CancellationToken,
     server: Option<AbortOnDropHandle<()>>,
 }
@@ -94,7 +91,7 @@ impl Actor for HttpServer {
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?,
         };
-        let addr = listener.local_addr()?;
+        tracing::debug!(addr = %listener.local_addr()?, "http listening");
         let stop = CancellationToken::new();
         let mut app = router(args.health.clone());
         let mut metrics = args.metrics;
@@ -149,7 +146,6 @@ impl Actor for HttpServer {
             },
         );
         Ok(State {
-            addr,
             stop,
             server: Some(server),
         })
@@ -174,20 +170,16 @@ impl Actor for HttpServer {
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,
-        state: &mut State,
+        _state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::LocalAddr(reply) => {
-                let _ = reply.send(state.addr);
-            }
-            Msg::ServerExited => return Err("http server stopped unexpectedly".into()),
+            Msg::ServerExited => Err("http server stopped unexpectedly".into()),
         }
-        Ok(())
     }
 }
 
 /// The routes.
-pub fn router(health: Arc<Health>) -> axum::Router {
+pub(crate) fn router(health: Arc<Health>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .with_state(health)

@@ -31,66 +31,66 @@ use crate::proto::Event;
 use names::*;
 
 /// The metric family names, one constant each (the text format repeats them per sample).
-pub mod names {
+pub(crate) mod names {
     /// `soc_approvals_decided_total`.
-    pub const APPROVALS_DECIDED_TOTAL: &str = "soc_approvals_decided_total";
+    pub(crate) const APPROVALS_DECIDED_TOTAL: &str = "soc_approvals_decided_total";
     /// `soc_approvals_pending`.
-    pub const APPROVALS_PENDING: &str = "soc_approvals_pending";
+    pub(crate) const APPROVALS_PENDING: &str = "soc_approvals_pending";
     /// `soc_dead_letters`.
-    pub const DEAD_LETTERS: &str = "soc_dead_letters";
+    pub(crate) const DEAD_LETTERS: &str = "soc_dead_letters";
     /// `soc_llm_in_flight`.
-    pub const LLM_IN_FLIGHT: &str = "soc_llm_in_flight";
+    pub(crate) const LLM_IN_FLIGHT: &str = "soc_llm_in_flight";
     /// `soc_llm_queue_depth`.
-    pub const LLM_QUEUE_DEPTH: &str = "soc_llm_queue_depth";
+    pub(crate) const LLM_QUEUE_DEPTH: &str = "soc_llm_queue_depth";
     /// `soc_llm_tokens_total`.
-    pub const LLM_TOKENS_TOTAL: &str = "soc_llm_tokens_total";
+    pub(crate) const LLM_TOKENS_TOTAL: &str = "soc_llm_tokens_total";
     /// `soc_projector_entries_total`.
-    pub const PROJECTOR_ENTRIES_TOTAL: &str = "soc_projector_entries_total";
+    pub(crate) const PROJECTOR_ENTRIES_TOTAL: &str = "soc_projector_entries_total";
     /// `soc_projector_errors_total`.
-    pub const PROJECTOR_ERRORS_TOTAL: &str = "soc_projector_errors_total";
+    pub(crate) const PROJECTOR_ERRORS_TOTAL: &str = "soc_projector_errors_total";
     /// `soc_role_failed_total`.
-    pub const ROLE_FAILED_TOTAL: &str = "soc_role_failed_total";
+    pub(crate) const ROLE_FAILED_TOTAL: &str = "soc_role_failed_total";
     /// `soc_role_latency_seconds`.
-    pub const ROLE_LATENCY_SECONDS: &str = "soc_role_latency_seconds";
+    pub(crate) const ROLE_LATENCY_SECONDS: &str = "soc_role_latency_seconds";
     /// `soc_role_model_decisions_total`.
-    pub const ROLE_MODEL_DECISIONS_TOTAL: &str = "soc_role_model_decisions_total";
+    pub(crate) const ROLE_MODEL_DECISIONS_TOTAL: &str = "soc_role_model_decisions_total";
     /// `soc_role_processed_total`.
-    pub const ROLE_PROCESSED_TOTAL: &str = "soc_role_processed_total";
+    pub(crate) const ROLE_PROCESSED_TOTAL: &str = "soc_role_processed_total";
     /// `soc_role_published_total`.
-    pub const ROLE_PUBLISHED_TOTAL: &str = "soc_role_published_total";
+    pub(crate) const ROLE_PUBLISHED_TOTAL: &str = "soc_role_published_total";
     /// `soc_role_restarts_total`.
-    pub const ROLE_RESTARTS_TOTAL: &str = "soc_role_restarts_total";
+    pub(crate) const ROLE_RESTARTS_TOTAL: &str = "soc_role_restarts_total";
     /// `soc_scrape_errors`.
-    pub const SCRAPE_ERRORS: &str = "soc_scrape_errors";
+    pub(crate) const SCRAPE_ERRORS: &str = "soc_scrape_errors";
     /// `soc_source_alerts_total`.
-    pub const SOURCE_ALERTS_TOTAL: &str = "soc_source_alerts_total";
+    pub(crate) const SOURCE_ALERTS_TOTAL: &str = "soc_source_alerts_total";
     /// `soc_source_duplicates_total`.
-    pub const SOURCE_DUPLICATES_TOTAL: &str = "soc_source_duplicates_total";
+    pub(crate) const SOURCE_DUPLICATES_TOTAL: &str = "soc_source_duplicates_total";
     /// `soc_source_malformed_lines`.
-    pub const SOURCE_MALFORMED_LINES: &str = "soc_source_malformed_lines";
+    pub(crate) const SOURCE_MALFORMED_LINES: &str = "soc_source_malformed_lines";
     /// `soc_stream_lag`.
-    pub const STREAM_LAG: &str = "soc_stream_lag";
+    pub(crate) const STREAM_LAG: &str = "soc_stream_lag";
     /// `soc_stream_pending`.
-    pub const STREAM_PENDING: &str = "soc_stream_pending";
+    pub(crate) const STREAM_PENDING: &str = "soc_stream_pending";
     /// `soc_xsoar_closures_unmapped_total`.
-    pub const XSOAR_CLOSURES_UNMAPPED_TOTAL: &str = "soc_xsoar_closures_unmapped_total";
+    pub(crate) const XSOAR_CLOSURES_UNMAPPED_TOTAL: &str = "soc_xsoar_closures_unmapped_total";
     /// `soc_xsoar_dispositions_total`.
-    pub const XSOAR_DISPOSITIONS_TOTAL: &str = "soc_xsoar_dispositions_total";
+    pub(crate) const XSOAR_DISPOSITIONS_TOTAL: &str = "soc_xsoar_dispositions_total";
     /// `soc_xsoar_duplicates_total`.
-    pub const XSOAR_DUPLICATES_TOTAL: &str = "soc_xsoar_duplicates_total";
+    pub(crate) const XSOAR_DUPLICATES_TOTAL: &str = "soc_xsoar_duplicates_total";
     /// `soc_xsoar_errors_total`.
-    pub const XSOAR_ERRORS_TOTAL: &str = "soc_xsoar_errors_total";
+    pub(crate) const XSOAR_ERRORS_TOTAL: &str = "soc_xsoar_errors_total";
     /// `soc_xsoar_malformed_total`.
-    pub const XSOAR_MALFORMED_TOTAL: &str = "soc_xsoar_malformed_total";
+    pub(crate) const XSOAR_MALFORMED_TOTAL: &str = "soc_xsoar_malformed_total";
     /// `soc_xsoar_notes_total`.
-    pub const XSOAR_NOTES_TOTAL: &str = "soc_xsoar_notes_total";
+    pub(crate) const XSOAR_NOTES_TOTAL: &str = "soc_xsoar_notes_total";
     /// `soc_xsoar_published_total`.
-    pub const XSOAR_PUBLISHED_TOTAL: &str = "soc_xsoar_published_total";
+    pub(crate) const XSOAR_PUBLISHED_TOTAL: &str = "soc_xsoar_published_total";
 }
 
 /// What a scrape reads.
 #[derive(Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// Each reactive role's counters, by name, with its input topic.
     pub roles: BTreeMap<&'static str, (Topic, Arc<RoleStats>)>,
     /// The alert source.
@@ -131,7 +131,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 impl Sources {
     /// The exposition text. A part that cannot be read (the bus down) is left out and
     /// reported in `soc_scrape_errors`.
-    pub async fn render(&self) -> String {
+    pub(crate) async fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut errors = 0u64;
         let roles: Vec<_> = self.roles.iter().collect();

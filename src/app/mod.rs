@@ -5,13 +5,13 @@
 //! - [`runtime`]: one SOC process (bus, stores, knowledge, the supervision tree).
 //! - [`crate::supervisor`]: the supervision tree (at the crate root, where the project's layout
 //!   asks for it; it is part of this layer).
-//! - [`http`], [`dashboard`], [`metrics`], [`health`]: what the process serves.
+//! - `http`, `dashboard`, `metrics`, `health`: what the process serves.
 
 pub(crate) mod children;
 pub mod config;
-pub mod context;
-pub mod dashboard;
-pub mod health;
-pub mod http;
-pub mod metrics;
+pub(crate) mod context;
+pub(crate) mod dashboard;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod metrics;
 pub mod runtime;

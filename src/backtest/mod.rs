@@ -13,10 +13,10 @@
 //! labels (`--stratify` draws escalate and close tickets 50/50, as the seed harness does); it
 //! decides which tickets are replayed, never what a role sees of them.
 
-pub mod replay;
-pub mod report;
-pub mod score;
-pub mod tickets;
+pub(crate) mod replay;
+pub(crate) mod report;
+pub(crate) mod score;
+pub(crate) mod tickets;
 
 pub use crate::knowledge::Disposition;
 pub use replay::{BacktestError, Setup, leave_one_site_out, run};

@@ -4,7 +4,7 @@
 //! - Overhead: an open-loop load (requests start on schedule whether or not earlier ones have
 //!   finished) at each rate against a zero-latency upstream on loopback (an in-process HTTP
 //!   server answering a fixed completion). The baseline is the same client
-//!   ([`Endpoint::chat`]) called directly. For gateway calls the added latency is measured per
+//!   (`Endpoint::chat`) called directly. For gateway calls the added latency is measured per
 //!   request: the caller's whole wait minus the upstream leg the gateway timed inside it
 //!   (queueing, the actor's mailbox, dispatch, the reply).
 //! - Memory per queued request: the process's resident memory before and after `n` calls

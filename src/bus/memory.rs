@@ -29,7 +29,7 @@ use super::wire::{Entry, F_TOPIC, F_TOPIC_ID, Fields, StreamId, Topic};
 const DEDUPE_SWEEP_MIN: usize = 4096;
 
 /// The in-memory bus.
-pub struct MemoryBus {
+pub(crate) struct MemoryBus {
     inner: Arc<Inner>,
 }
 
@@ -80,7 +80,7 @@ struct Pending {
 
 impl MemoryBus {
     /// An empty bus.
-    pub fn new(config: BusConfig) -> Self {
+    pub(crate) fn new(config: BusConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -350,7 +350,7 @@ impl Stored {
 }
 
 /// A consumer of the in-memory bus.
-pub struct MemoryConsumer {
+pub(crate) struct MemoryConsumer {
     inner: Arc<Inner>,
     topic: Topic,
     group: Arc<str>,

@@ -1,7 +1,7 @@
 //! The durable event bus: topic streams, consumer groups, atomic commits, dead letters.
 //!
 //! Two backends with identical semantics (one conformance suite in `tests/bus_conformance.rs`
-//! runs against both): [`memory`] for the embedded default, tests and backtests, and [`redis`]
+//! runs against both): `memory` for the embedded default, tests and backtests, and `redis`
 //! (Redis Streams) for durability and multi-process deployments.
 //!
 //! The semantics, in short:
@@ -16,15 +16,15 @@
 //! - an entry delivered more than `max_deliveries` times goes to `soc.dead` with the reason.
 
 pub mod bridge;
-pub mod commit;
-pub mod config;
-pub mod error;
+pub(crate) mod commit;
+pub(crate) mod config;
+pub(crate) mod error;
 pub mod feeder;
-pub mod group;
-pub mod memory;
-pub mod redis;
-pub mod wire;
-pub mod writer;
+pub(crate) mod group;
+pub(crate) mod memory;
+pub(crate) mod redis;
+pub(crate) mod wire;
+pub(crate) mod writer;
 
 pub use commit::{AckRef, Commit, CommitCallback, Delivered, Outcome, Outgoing};
 pub use config::{BusConfig, Retention};

@@ -40,7 +40,7 @@ type RawEntry = (StreamId, Option<Arc<Fields>>);
 /// How long to wait for an unblocked read before unblocking it again.
 const UNBLOCK_RETRY: Duration = Duration::from_millis(50);
 /// The Redis backend's shared part: configuration, a query connection, the writer handle.
-pub struct RedisBus {
+pub(crate) struct RedisBus {
     client: Client,
     config: BusConfig,
     keys: Keys,
@@ -222,7 +222,7 @@ impl RedisBus {
 }
 
 /// A consumer with its own connection (blocking reads hold it).
-pub struct RedisConsumer {
+pub(crate) struct RedisConsumer {
     client: Client,
     conn: Option<MultiplexedConnection>,
     /// `CLIENT ID` of `conn`, to interrupt its blocking read from another connection.

@@ -25,7 +25,7 @@ use crate::secret::redact_url;
 /// Lua's own overhead used to cost more than the commands (every argument becomes an interned
 /// Lua string): per-batch constants travel once in a header, outputs name streams by index,
 /// and the usual five-field entry is added without building a table.
-pub const COMMIT_SCRIPT: &str = include_str!("scripts/commit.lua");
+pub(crate) const COMMIT_SCRIPT: &str = include_str!("scripts/commit.lua");
 
 /// How long a plain query may take before the connection is considered broken.
 pub(super) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,14 +34,14 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Key names of one namespace.
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     streams: [String; 7],
     dedupe_prefix: String,
 }
 
 impl Keys {
     /// Keys under `namespace`.
-    pub fn new(namespace: &str) -> Self {
+    pub(crate) fn new(namespace: &str) -> Self {
         Self {
             streams: Topic::ALL.map(|t| format!("{namespace}{}", t.name())),
             dedupe_prefix: format!("{namespace}soc.dedupe:"),
@@ -49,13 +49,13 @@ impl Keys {
     }
 
     /// The key of a stream.
-    pub fn stream(&self, topic: Topic) -> &str {
+    pub(crate) fn stream(&self, topic: Topic) -> &str {
         &self.streams[topic.index()]
     }
 }
 
 /// The bridge's side: writes a batch of commits with one script call.
-pub struct Writer {
+pub(crate) struct Writer {
     client: Client,
     conn: Option<MultiplexedConnection>,
     keys: Keys,
@@ -65,7 +65,7 @@ pub struct Writer {
 
 impl Writer {
     /// A writer for `url`; connects lazily.
-    pub fn new(url: &str, config: BusConfig) -> Result<Self, BusError> {
+    pub(crate) fn new(url: &str, config: BusConfig) -> Result<Self, BusError> {
         let client = Client::open(url)
             .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
         Ok(Self {
@@ -77,16 +77,11 @@ impl Writer {
         })
     }
 
-    /// Whether a connection is open.
-    pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// Writes each chunk of commits with one script call, all calls pipelined on the one
     /// connection (Redis runs them in order). The outer error means no connection; an inner
     /// `Unavailable` means that chunk's fate is unknown. Either way the connection is dropped
     /// and the next call reconnects; retrying any chunk is safe (its commits are fenced).
-    pub async fn write_many(
+    pub(crate) async fn write_many(
         &mut self,
         chunks: &[&[&Commit]],
     ) -> Result<Vec<Result<Vec<Outcome>, BusError>>, BusError> {

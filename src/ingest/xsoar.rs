@@ -8,7 +8,7 @@
 //! Every incident field is untrusted: a malformed incident is counted and skipped, never a
 //! crash; text is kept as data for the roles to quote.
 //!
-//! Stateless: the poller ([`crate::actors::xsoar`]) keeps the cursor and the note queue.
+//! Stateless: the poller (`crate::actors::xsoar`) keeps the cursor and the note queue.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -21,7 +21,7 @@ use super::vendor::VendorView;
 
 /// A labelled case of the history.
 #[derive(Debug, Clone)]
-pub struct HistoryCase {
+pub(crate) struct HistoryCase {
     /// Ticket.
     pub ticket: String,
     /// Site.
@@ -47,7 +47,7 @@ pub struct HistoryCase {
 impl HistoryCase {
     /// Its disposition as its own site counts it, known from `known_ms`, its host's state
     /// read from the labels (`hot`).
-    pub fn site_disposition(&self, hot: bool, known_ms: i64) -> SiteDisposition {
+    pub(crate) fn site_disposition(&self, hot: bool, known_ms: i64) -> SiteDisposition {
         SiteDisposition {
             ticket: self.ticket.clone(),
             rule: self.rule.clone(),
@@ -102,7 +102,7 @@ pub struct FitReport {
 /// Fits the score to `history` (cases of any order). With fewer than two sites or no
 /// escalation there is nothing to fit on: the cold-start policy, with whatever priors the
 /// history gives.
-pub fn fit(history: &[HistoryCase], settings: &Settings) -> (Model, FitReport) {
+pub(crate) fn fit(history: &[HistoryCase], settings: &Settings) -> (Model, FitReport) {
     let mut by_site: HashMap<&str, Vec<&HistoryCase>> = HashMap::new();
     for c in history {
         by_site.entry(c.site.as_str()).or_default().push(c);
@@ -347,7 +347,7 @@ fn feed_labels(state: &mut SiteState, cases: &[&HistoryCase], hot: &[bool], lag:
 
 /// Per site (in its time order), whether an escalated case of another rule came before each
 /// case on its host within the window (the host was in an incident, by the labels).
-pub fn hot_labels(sites: &[(&str, Vec<&HistoryCase>)], window_ms: i64) -> Vec<Vec<bool>> {
+pub(crate) fn hot_labels(sites: &[(&str, Vec<&HistoryCase>)], window_ms: i64) -> Vec<Vec<bool>> {
     sites
         .iter()
         .map(|(_, cases)| {
@@ -425,7 +425,7 @@ fn loglik(p: f64, escalated: bool) -> f64 {
 /// Ridge logistic regression with an offset: minimizes
 /// `sum(log(1 + e^z) - y z) + lambda/2 |w|^2`, `z = offset + w.x + b`, by Newton's method with
 /// step halving. Returns the weights and the intercept.
-pub fn logistic(rows: &[([f64; NF], f64, bool)], lambda: f64) -> ([f64; NF], f64) {
+pub(crate) fn logistic(rows: &[([f64; NF], f64, bool)], lambda: f64) -> ([f64; NF], f64) {
     const D: usize = NF + 1;
     let mut beta = [0.0; D];
     let loss = |beta: &[f64; D]| -> f64 {

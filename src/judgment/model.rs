@@ -27,9 +27,9 @@ use super::vendor::VendorView;
 use crate::proto::{CaseContext, CorrelatedCase, PriorEvidence, SignalEvidence};
 
 /// The signals, in weight order.
-pub const FEATURES: [&str; 5] = ["novelty", "volume", "convergence", "stages", "host"];
+pub(crate) const FEATURES: [&str; 5] = ["novelty", "volume", "convergence", "stages", "host"];
 /// Number of signals.
-pub const NF: usize = FEATURES.len();
+pub(crate) const NF: usize = FEATURES.len();
 
 /// The parameters of the score: chosen by [`super::fit`] from the history, or the cold-start
 /// policy when there is none.
@@ -95,7 +95,7 @@ impl Default for Settings {
 
 /// A case to score.
 #[derive(Debug, Clone)]
-pub struct CaseIn<'a> {
+pub(crate) struct CaseIn<'a> {
     /// Ticket.
     pub ticket: &'a str,
     /// Site.
@@ -138,7 +138,7 @@ impl Model {
 
 /// A case recorded on its site's stream.
 #[derive(Debug, Clone)]
-pub struct CaseRec {
+pub(crate) struct CaseRec {
     /// Ticket.
     pub ticket: String,
     /// First alert, ms.
@@ -169,7 +169,7 @@ pub struct CaseRec {
 
 /// One site's state: its own dispositions and its recent cases.
 #[derive(Debug, Default)]
-pub struct SiteState {
+pub(crate) struct SiteState {
     /// The site's dispositions.
     pub tallies: SiteTallies,
     hosts: HashMap<String, VecDeque<CaseRec>>,
@@ -184,7 +184,7 @@ pub struct SiteState {
 
 /// The result of one assessment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
+pub(crate) struct Scored {
     /// Probability of escalation.
     pub p: f64,
     /// Belief that the host is in an incident.
@@ -203,7 +203,7 @@ pub struct Scored {
 
 impl Scored {
     /// The signals as evidence.
-    pub fn signals(&self, params: &Params) -> Vec<SignalEvidence> {
+    pub(crate) fn signals(&self, params: &Params) -> Vec<SignalEvidence> {
         const DETAIL: [&str; NF] = [
             "surprise of the rules first seen on this site in the window",
             "ln(1 + alerts) against the rule's usual count",
@@ -227,19 +227,19 @@ fn round3(x: f64) -> f64 {
 }
 
 /// `ln(p / (1 - p))`, clamped.
-pub fn logit(p: f64) -> f64 {
+pub(crate) fn logit(p: f64) -> f64 {
     let p = p.clamp(1e-4, 1.0 - 1e-4);
     (p / (1.0 - p)).ln()
 }
 
 /// The logistic function.
-pub fn sigmoid(z: f64) -> f64 {
+pub(crate) fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z.clamp(-40.0, 40.0)).exp())
 }
 
 /// The arrival-time facts of a case: priors and signals that do not depend on later cases.
 #[derive(Debug, Clone)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     prior: Prior,
     site: SiteView,
     p_rule: [f64; 2],
@@ -249,13 +249,8 @@ pub struct Arrival {
 }
 
 impl SiteState {
-    /// Cases recorded so far.
-    pub fn recorded(&self) -> u64 {
-        self.recorded
-    }
-
     /// The priors and arrival signals of `case`: site dispositions known before its time.
-    pub fn arrive(&mut self, model: &Model, case: &CaseIn<'_>) -> Arrival {
+    pub(crate) fn arrive(&mut self, model: &Model, case: &CaseIn<'_>) -> Arrival {
         let params = &model.params;
         let exclude = model.cross.site_index(case.site);
         let prior = model.cross.prior(
@@ -319,7 +314,7 @@ impl SiteState {
     }
 
     /// Scores `case` with its arrival facts and the host's context now.
-    pub fn score(&self, model: &Model, case: &CaseIn<'_>, a: &Arrival) -> Scored {
+    pub(crate) fn score(&self, model: &Model, case: &CaseIn<'_>, a: &Arrival) -> Scored {
         self.score_parts(
             model,
             case.ticket,
@@ -459,7 +454,7 @@ impl SiteState {
     }
 
     /// Records `case` (scored `p`) on the stream. A ticket recorded again replaces itself.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         model: &Model,
         case: &CaseIn<'_>,
@@ -515,7 +510,7 @@ impl SiteState {
     }
 
     /// Remembers a rule as seen on this site (rebuilding the novelty baseline after a restart).
-    pub fn saw_rule(&mut self, rule: &str, cases: u64) {
+    pub(crate) fn saw_rule(&mut self, rule: &str, cases: u64) {
         if self.rules_seen.insert(rule.to_owned()) {
             self.new_rules += 1;
         }
@@ -525,7 +520,7 @@ impl SiteState {
     /// After `ticket` (on `host`, opened `first_ms`) escalated: the earlier cases on its host
     /// in the window that, assessed again now, reach the threshold. They are marked linked and
     /// returned with their new probability.
-    pub fn link(
+    pub(crate) fn link(
         &mut self,
         model: &Model,
         ticket: &str,
@@ -565,20 +560,8 @@ impl SiteState {
         linked
     }
 
-    /// Sets the probability the host context uses for a recorded case (the fit's teacher
-    /// forcing: a history case's label stands for its probability).
-    pub fn set_p(&mut self, host: &str, ticket: &str, p: f64) {
-        if let Some(rec) = self
-            .hosts
-            .get_mut(host)
-            .and_then(|l| l.iter_mut().find(|r| r.ticket == ticket))
-        {
-            rec.p = p;
-        }
-    }
-
     /// The recorded cases on `host` opened in `[from, before)`, oldest first.
-    pub fn recent(&self, host: &str, from: i64, before: (i64, &str)) -> Vec<CaseRec> {
+    pub(crate) fn recent(&self, host: &str, from: i64, before: (i64, &str)) -> Vec<CaseRec> {
         let mut out: Vec<CaseRec> = self
             .hosts
             .get(host)
@@ -594,7 +577,7 @@ impl SiteState {
     }
 
     /// When the latest recorded case on `host` opened.
-    pub fn latest_ms(&self, host: &str) -> Option<i64> {
+    pub(crate) fn latest_ms(&self, host: &str) -> Option<i64> {
         self.hosts
             .get(host)
             .and_then(|l| l.iter().map(|r| r.first_ms).max())
@@ -602,7 +585,7 @@ impl SiteState {
 
     /// The host state a case had when it was decided (its `p_hot`: the likeliest case of
     /// another rule on its host in the window before), if it is still recorded.
-    pub fn hot_of(&self, host: &str, ticket: &str, window_ms: i64) -> Option<f64> {
+    pub(crate) fn hot_of(&self, host: &str, ticket: &str, window_ms: i64) -> Option<f64> {
         let list = self.hosts.get(host)?;
         let me = list.iter().find(|r| r.ticket == ticket)?;
         let from = me.first_ms.saturating_sub(window_ms);

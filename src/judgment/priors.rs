@@ -21,15 +21,15 @@ use std::collections::HashMap;
 use super::vendor::Tier;
 
 /// The two host states a prior is counted in.
-pub const COLD: usize = 0;
+pub(crate) const COLD: usize = 0;
 /// See [`COLD`].
-pub const HOT: usize = 1;
+pub(crate) const HOT: usize = 1;
 
 /// Cold-start prior of a vendor tier: the probability of escalation assumed when no
 /// disposition says otherwise. A written policy, not a fit: high and critical vendor severities
 /// are escalated on a cold start ([`COLD_THRESHOLD`]), medium ones reach suspicious, the rest
 /// stay below.
-pub fn cold_default(tier: Tier) -> f64 {
+pub(crate) fn cold_default(tier: Tier) -> f64 {
     match tier {
         Tier::Critical => 0.9,
         Tier::High => 0.6,
@@ -41,11 +41,11 @@ pub fn cold_default(tier: Tier) -> f64 {
 }
 
 /// The escalation threshold on a cold start (no dispositions to fit one on).
-pub const COLD_THRESHOLD: f64 = 0.5;
+pub(crate) const COLD_THRESHOLD: f64 = 0.5;
 
 /// Escalated and total counts in the cold and hot states.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Count2 {
+pub(crate) struct Count2 {
     /// Escalated, per state.
     pub e: [f64; 2],
     /// All, per state.
@@ -54,7 +54,7 @@ pub struct Count2 {
 
 impl Count2 {
     /// Adds one case: `hot` is the weight of the hot state (soft when the state was a belief).
-    pub fn add(&mut self, escalated: bool, hot: f64) {
+    pub(crate) fn add(&mut self, escalated: bool, hot: f64) {
         let hot = hot.clamp(0.0, 1.0);
         for (state, w) in [(COLD, 1.0 - hot), (HOT, hot)] {
             self.n[state] += w;
@@ -99,7 +99,7 @@ impl Count2 {
 }
 
 /// `(e + strength * parent) / (n + strength)`.
-pub fn shrink(e: f64, n: f64, strength: f64, parent: f64) -> f64 {
+pub(crate) fn shrink(e: f64, n: f64, strength: f64, parent: f64) -> f64 {
     if n + strength <= 0.0 {
         return parent;
     }
@@ -392,7 +392,7 @@ fn level(name: &'static str, key: &str, escalated: f64, total: f64, rate: f64) -
 }
 
 /// The median of `v` (None when empty).
-pub fn median(v: &[f64]) -> Option<f64> {
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     median_mut(&mut v)
 }
@@ -432,7 +432,7 @@ impl Decayed {
 
 /// A disposition of this site, waiting until the time it is known.
 #[derive(Debug, Clone)]
-pub struct SiteDisposition {
+pub(crate) struct SiteDisposition {
     /// Ticket.
     pub ticket: String,
     /// Rule.
@@ -453,7 +453,7 @@ pub struct SiteDisposition {
 
 /// One site's own dispositions, decayed with alert time.
 #[derive(Debug, Default)]
-pub struct SiteTallies {
+pub(crate) struct SiteTallies {
     rule: HashMap<String, Decayed>,
     category: HashMap<String, Decayed>,
     host: HashMap<String, Decayed>,
@@ -466,7 +466,7 @@ pub struct SiteTallies {
 
 /// What the site's own analysts said of a case's keys, as of its time.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SiteView {
+pub(crate) struct SiteView {
     /// rule@site counts.
     pub rule: Count2,
     /// category@site counts.
@@ -479,19 +479,14 @@ pub struct SiteView {
 
 impl SiteTallies {
     /// Queues a disposition; it counts for cases decided after it is known.
-    pub fn push(&mut self, d: SiteDisposition) {
+    pub(crate) fn push(&mut self, d: SiteDisposition) {
         self.pending.push(d);
         self.sorted = false;
     }
 
-    /// Dispositions folded so far.
-    pub fn folded(&self) -> usize {
-        self.folded
-    }
-
     /// Folds what is known before `now_ms`, then reads the counts of the case's keys, decayed
     /// to `now_ms`. Strictly before: a disposition known at the case's own time does not count.
-    pub fn view(
+    pub(crate) fn view(
         &mut self,
         rule: &str,
         category: &str,

@@ -33,11 +33,11 @@ const MAX_ERROR_TEXT: usize = 300;
 const MAX_ERROR_BODY: usize = 8 << 10;
 
 /// Most tool calls one answer may carry.
-pub const MAX_TOOL_CALLS: usize = 128;
+pub(crate) const MAX_TOOL_CALLS: usize = 128;
 
 /// A configured endpoint with its own connection pool.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Configuration.
     pub config: EndpointConfig,
     http: reqwest::Client,
@@ -47,7 +47,7 @@ pub struct Endpoint {
 
 /// One leg's answer, before the gateway adds its own timings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Text.
     pub content: Option<String>,
     /// Tool calls.
@@ -64,7 +64,7 @@ pub struct Answer {
 
 impl Endpoint {
     /// An endpoint for `config` (validated by [`super::LlmConfig::validate`]).
-    pub fn new(config: EndpointConfig) -> Result<Self, AttemptError> {
+    pub(crate) fn new(config: EndpointConfig) -> Result<Self, AttemptError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -81,12 +81,12 @@ impl Endpoint {
     }
 
     /// The endpoint's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 
     /// The JSON body this endpoint is sent for `req`.
-    pub fn body(&self, req: &ChatRequest) -> Value {
+    pub(crate) fn body(&self, req: &ChatRequest) -> Value {
         let c = &self.config;
         let mut messages: Vec<Value> = req
             .messages
@@ -160,7 +160,11 @@ impl Endpoint {
 
     /// Sends `req` and assembles the answer; gives up at `until` (or the endpoint's own leg
     /// timeout, whichever is first).
-    pub async fn chat(&self, req: &ChatRequest, until: Instant) -> Result<Answer, AttemptError> {
+    pub(crate) async fn chat(
+        &self,
+        req: &ChatRequest,
+        until: Instant,
+    ) -> Result<Answer, AttemptError> {
         let until = until.min(Instant::now() + Duration::from_millis(self.config.timeout_ms));
         match tokio::time::timeout_at(until, self.chat_leg(req)).await {
             Ok(result) => result,
@@ -310,12 +314,12 @@ impl Endpoint {
     /// The circuit breaker's probe: whether `GET /models` answers 2xx within the probe
     /// timeout. Every OpenAI-compatible server has it, and it checks the key and path too: a
     /// misconfigured endpoint (401, 404) stays open, and says why in its failures.
-    pub async fn probe(&self) -> bool {
+    pub(crate) async fn probe(&self) -> bool {
         self.models().await.is_ok()
     }
 
     /// The model ids the endpoint serves (`GET /models`).
-    pub async fn models(&self) -> Result<Vec<String>, AttemptError> {
+    pub(crate) async fn models(&self) -> Result<Vec<String>, AttemptError> {
         let timeout = Duration::from_millis(self.config.probe_timeout_ms);
         let request = self
             .authorize(self.http.get(&self.models_url))
@@ -376,7 +380,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Parses a non-streamed completion body.
-pub fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, String> {
+pub(crate) fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, String> {
     let wire: CompletionWire =
         serde_json::from_slice(bytes).map_err(|e| format!("bad completion: {e}"))?;
     let choice = wire
@@ -410,7 +414,7 @@ pub fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, String> 
 
 /// Folds stream chunks into one answer.
 #[derive(Debug, Default)]
-pub struct StreamAssembly {
+pub(crate) struct StreamAssembly {
     content: Option<String>,
     calls: Vec<PartialCall>,
     finish_reason: Option<String>,
@@ -430,7 +434,7 @@ struct PartialCall {
 impl StreamAssembly {
     /// Adds one chunk received `started.elapsed()` after the leg began. Refuses an answer
     /// with more than [`MAX_TOOL_CALLS`] tool calls.
-    pub fn push(&mut self, chunk: ChunkWire, started: Instant) -> Result<(), String> {
+    pub(crate) fn push(&mut self, chunk: ChunkWire, started: Instant) -> Result<(), String> {
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.model = model;
         }
@@ -481,7 +485,7 @@ impl StreamAssembly {
     }
 
     /// The assembled answer.
-    pub fn finish(self) -> Answer {
+    pub(crate) fn finish(self) -> Answer {
         let mut calls = self.calls;
         calls.sort_by_key(|c| c.index);
         Answer {
@@ -543,7 +547,7 @@ struct FunctionWire {
 
 /// One `chat.completion.chunk`.
 #[derive(Deserialize)]
-pub struct ChunkWire {
+pub(crate) struct ChunkWire {
     #[serde(default)]
     choices: Vec<ChunkChoiceWire>,
     usage: Option<Usage>,

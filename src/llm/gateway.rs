@@ -2,7 +2,7 @@
 //!
 //! Inputs: [`Msg::Call`] from [`Llm::chat`] (any role). Outputs: one reply per call, always: a
 //! [`Completion`] or an [`LlmError`]. Each call waits in a bounded priority queue
-//! ([`super::queue`]) until the endpoint it should use has a free slot (`max_in_flight`, 1 by
+//! (`super::queue`) until the endpoint it should use has a free slot (`max_in_flight`, 1 by
 //! default: one GPU stream). A full queue answers [`LlmError::Overloaded`] at once, so the role
 //! leaves its input pending and the bus holds the backlog. A call whose caller has gone (the
 //! future was dropped or its deadline passed) is never sent, and one in flight is cut off.

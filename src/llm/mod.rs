@@ -1,6 +1,6 @@
 //! The LLM gateway: the one door to the local model that every role reasons with.
 //!
-//! - [`client`]: an OpenAI-compatible `/v1/chat/completions` client (reqwest), streaming over SSE
+//! - `client`: an OpenAI-compatible `/v1/chat/completions` client (reqwest), streaming over SSE
 //!   or not, with tools and JSON-schema output. One request shape for vLLM, llama.cpp's server,
 //!   Ollama and hosted APIs; what a particular model needs (stop strings, an assistant prefill
 //!   before tool calls, a forced `tool_choice`, extra body fields) is endpoint configuration
@@ -16,9 +16,9 @@
 pub mod breaker;
 pub mod canned;
 pub mod check;
-pub mod client;
+pub(crate) mod client;
 pub mod gateway;
-pub mod queue;
+pub(crate) mod queue;
 pub mod reason;
 pub mod stats;
 
@@ -279,7 +279,7 @@ pub enum Priority {
     /// Work on one case, by its alert priority (1 lowest .. 10 highest; unknown counts as 5).
     Case(Option<u8>),
     /// A windowed report (shift summary, tuning, hunting): served after case work, but never
-    /// starved (see [`queue`]).
+    /// starved (see `queue`).
     Report,
 }
 

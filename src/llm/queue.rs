@@ -15,7 +15,7 @@ use std::collections::BinaryHeap;
 
 /// A queue of `T` ordered by priority with aging.
 #[derive(Debug)]
-pub struct PriorityQueue<T> {
+pub(crate) struct PriorityQueue<T> {
     heap: BinaryHeap<Reverse<Slot<T>>>,
     capacity: usize,
     aging_ms: u64,
@@ -51,11 +51,11 @@ impl<T> Ord for Slot<T> {
 
 /// The queue was full; the item comes back.
 #[derive(Debug)]
-pub struct Full<T>(pub T);
+pub(crate) struct Full<T>(pub T);
 
 impl<T> PriorityQueue<T> {
     /// An empty queue for `capacity` new arrivals.
-    pub fn new(capacity: usize, aging_ms: u64) -> Self {
+    pub(crate) fn new(capacity: usize, aging_ms: u64) -> Self {
         Self {
             heap: BinaryHeap::new(),
             capacity,
@@ -65,27 +65,22 @@ impl<T> PriorityQueue<T> {
     }
 
     /// Items queued.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Capacity for new arrivals.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The key of an item of `rank` arriving at `now_ms`.
-    pub fn key(&self, rank: u64, now_ms: u64) -> u64 {
+    pub(crate) fn key(&self, rank: u64, now_ms: u64) -> u64 {
         now_ms.saturating_add(rank.saturating_mul(self.aging_ms))
     }
 
     /// Admits a new arrival, or gives it back when the queue is full.
-    pub fn push(&mut self, key: u64, item: T) -> Result<(), Full<T>> {
+    pub(crate) fn push(&mut self, key: u64, item: T) -> Result<(), Full<T>> {
         if self.heap.len() >= self.capacity {
             return Err(Full(item));
         }
@@ -94,7 +89,7 @@ impl<T> PriorityQueue<T> {
     }
 
     /// Puts back an admitted item with its original key (never refused).
-    pub fn requeue(&mut self, key: u64, item: T) {
+    pub(crate) fn requeue(&mut self, key: u64, item: T) {
         self.seq += 1;
         self.heap.push(Reverse(Slot {
             key,
@@ -105,7 +100,7 @@ impl<T> PriorityQueue<T> {
 
     /// With the queue full: admits `item` in place of the least urgent queued item if `item`
     /// outranks it, and returns whichever of the two is refused. O(n), and n is the capacity.
-    pub fn displace(&mut self, key: u64, item: T) -> T {
+    pub(crate) fn displace(&mut self, key: u64, item: T) -> T {
         let worst = self
             .heap
             .iter()
@@ -125,12 +120,12 @@ impl<T> PriorityQueue<T> {
     }
 
     /// The next item and its key.
-    pub fn pop(&mut self) -> Option<(u64, T)> {
+    pub(crate) fn pop(&mut self) -> Option<(u64, T)> {
         self.heap.pop().map(|Reverse(s)| (s.key, s.item))
     }
 
     /// Removes every item `dead` selects (callers gone, deadlines passed) and returns them.
-    pub fn remove_if(&mut self, mut dead: impl FnMut(&T) -> bool) -> Vec<T> {
+    pub(crate) fn remove_if(&mut self, mut dead: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
         if !self.heap.iter().any(|Reverse(s)| dead(&s.item)) {
             return removed;

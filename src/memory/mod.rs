@@ -3,7 +3,7 @@
 //!
 //! - [`why`]: the recorded trace of a ticket (every event, verdict and decision, in audit
 //!   order), read back as written, never re-derived.
-//! - [`recall`]: earlier cases sharing typed indicators ([`crate::indicators`]) with a ticket, scored
+//! - [`recall`]: earlier cases sharing typed indicators (`crate::indicators`) with a ticket, scored
 //!   by rarity (inverse case frequency; a value in half the cases or more counts for nothing),
 //!   recency and confidence, with the shared indicators listed so a human sees why.
 //! - [`campaigns`]: cases tied by enough shared rare strong indicators inside a window. Only

@@ -7,7 +7,7 @@
 //! repeats nothing, and the keys make a repeated page a no-op anyway. Rebuilding is folding the
 //! same log from the start: the result is the same table.
 
-pub mod projection;
+pub(crate) mod projection;
 
 use std::path::Path;
 use std::str::FromStr;

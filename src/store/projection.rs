@@ -24,7 +24,7 @@ struct CaseFold {
 
 /// Folds a page of audit entries into case memory, inside the caller's transaction: a few
 /// multi-row statements per page, not a statement per event.
-pub async fn fold_page(
+pub(crate) async fn fold_page(
     tx: &mut SqliteConnection,
     page: &[(StreamId, Envelope)],
 ) -> Result<(), sqlx::Error> {

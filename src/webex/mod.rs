@@ -1,7 +1,7 @@
 //! Webex: a card per IR plan in the SOC's room, and analysts' feedback from its buttons.
 //!
 //! - **Cards.** The projector queues one card per `IrPlan` it folds (the store's `cards`, see
-//!   `migrations/0007_webex.sql`); the notifier actor ([`crate::actors::notifier`]) sends the
+//!   `migrations/0007_webex.sql`); the notifier actor (`crate::actors::notifier`) sends the
 //!   due ones with [`send_due`]: `POST /v1/messages` to the configured room, an Adaptive Card
 //!   (severity-styled header, the case, the plan's sections, "Action required from: &lt;role&gt;",
 //!   Approve / Reject buttons opening the approval page) plus a markdown fallback. A failed send

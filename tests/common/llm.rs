@@ -24,11 +24,11 @@ use parking_lot::Mutex;
 use soc_runtime::llm::EndpointConfig;
 
 /// The one model the tests use, by the name the server answers to.
-pub const MODEL: &str = "smollm2";
+pub(crate) const MODEL: &str = "smollm2";
 
 /// Serializes the tests that run a model: on two cores, two at once would starve each other
 /// and turn latency-dependent checks (timeouts) into noise.
-pub static MODEL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static MODEL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env_path(key: &str) -> PathBuf {
     let value = std::env::var(key).unwrap_or_else(|_| {
@@ -38,25 +38,25 @@ fn env_path(key: &str) -> PathBuf {
 }
 
 /// A llama.cpp server with the test model, on its own port; killed on drop.
-pub struct ModelServer {
+pub(crate) struct ModelServer {
     pub port: u16,
     child: Option<Child>,
 }
 
 impl ModelServer {
     /// Starts a server with `slots` parallel slots and waits until it answers.
-    pub async fn start(slots: usize) -> ModelServer {
+    pub(crate) async fn start(slots: usize) -> ModelServer {
         Self::start_with_key(slots, None).await
     }
 
     /// Starts a server that wants `api_key` (if any) from its clients.
-    pub async fn start_with_key(slots: usize, api_key: Option<&str>) -> ModelServer {
+    pub(crate) async fn start_with_key(slots: usize, api_key: Option<&str>) -> ModelServer {
         Self::start_on(slots, api_key, 1).await
     }
 
     /// Starts a server computing on `threads` CPU threads (for tests whose model work is long
     /// and which run alone under `MODEL_LOCK`).
-    pub async fn start_threads(slots: usize, threads: usize) -> ModelServer {
+    pub(crate) async fn start_threads(slots: usize, threads: usize) -> ModelServer {
         Self::start_on(slots, None, threads).await
     }
 
@@ -107,12 +107,12 @@ impl ModelServer {
     }
 
     /// The OpenAI base URL (`.../v1`).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
     /// The server's root URL.
-    pub fn root(&self) -> String {
+    pub(crate) fn root(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -129,17 +129,17 @@ impl ModelServer {
     }
 
     /// SIGSTOP: the process stops answering but keeps its connections (a hung box).
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.signal("-STOP");
     }
 
     /// SIGCONT.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal("-CONT");
     }
 
     /// SIGKILL, and reap it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -147,7 +147,7 @@ impl ModelServer {
     }
 
     /// Requests the server is processing right now (its own `/metrics`).
-    pub async fn processing(&self, client: &reqwest::Client) -> Option<u64> {
+    pub(crate) async fn processing(&self, client: &reqwest::Client) -> Option<u64> {
         let text = client
             .get(format!("{}/metrics", self.root()))
             .timeout(Duration::from_secs(2))
@@ -164,7 +164,7 @@ impl ModelServer {
     }
 
     /// An endpoint config for this server, with the small model's tool quirks.
-    pub fn endpoint(&self, name: &str) -> EndpointConfig {
+    pub(crate) fn endpoint(&self, name: &str) -> EndpointConfig {
         endpoint(name, &self.url())
     }
 }
@@ -177,7 +177,7 @@ impl Drop for ModelServer {
 }
 
 /// An endpoint at `url` with the quirks SmolLM2 needs to call tools (see ../shared/LLM.md).
-pub fn endpoint(name: &str, url: &str) -> EndpointConfig {
+pub(crate) fn endpoint(name: &str, url: &str) -> EndpointConfig {
     EndpointConfig {
         name: name.to_owned(),
         url: url.to_owned(),
@@ -191,7 +191,7 @@ pub fn endpoint(name: &str, url: &str) -> EndpointConfig {
 
 /// A fault the real server cannot make on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Pass everything through.
     None,
     /// Answer every request (chat and model list) with HTTP 503 until another fault is
@@ -210,7 +210,7 @@ struct Shared {
 }
 
 /// A pass-through proxy in front of a real server that injects [`Fault`]s.
-pub struct FaultyUpstream {
+pub(crate) struct FaultyUpstream {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     _server: tokio::task::JoinHandle<()>,
@@ -218,7 +218,7 @@ pub struct FaultyUpstream {
 
 impl FaultyUpstream {
     /// A proxy to `upstream_root` (`http://127.0.0.1:port`).
-    pub async fn start(upstream_root: &str) -> FaultyUpstream {
+    pub(crate) async fn start(upstream_root: &str) -> FaultyUpstream {
         let shared = Arc::new(Shared {
             upstream: upstream_root.to_owned(),
             fault: Mutex::new(Fault::None),
@@ -245,17 +245,17 @@ impl FaultyUpstream {
     }
 
     /// The OpenAI base URL (`.../v1`).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 
     /// Injects `fault`.
-    pub fn inject(&self, fault: Fault) {
+    pub(crate) fn inject(&self, fault: Fault) {
         *self.shared.fault.lock() = fault;
     }
 
     /// Chat requests that reached the proxy (faulted or not).
-    pub fn chat_requests(&self) -> u64 {
+    pub(crate) fn chat_requests(&self) -> u64 {
         self.shared.chat_requests.load(Ordering::SeqCst)
     }
 }

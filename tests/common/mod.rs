@@ -8,9 +8,9 @@
     reason = "test helpers: a failure should fail the test loudly"
 )]
 
-pub mod llm;
-pub mod webdriver;
-pub mod webex;
+pub(crate) mod llm;
+pub(crate) mod webdriver;
+pub(crate) mod webex;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Captured logs for the test (shown when it fails); `SOC_TEST_LOG` sets the filter.
-pub fn logs() {
+pub(crate) fn logs() {
     let filter = std::env::var("SOC_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -29,26 +29,26 @@ pub fn logs() {
 
 /// The Redis the suite shares (`SOC_TEST_REDIS_URL`, default 127.0.0.1:6379). Tests isolate
 /// themselves with a unique key namespace.
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("SOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A key namespace no other test uses, on the Redis at `url`; its keys are deleted when it is
 /// dropped, also when the test fails.
-pub struct Namespace {
+pub(crate) struct Namespace {
     url: String,
     name: String,
 }
 
 impl Namespace {
-    pub fn new(url: &str, test: &str) -> Namespace {
+    pub(crate) fn new(url: &str, test: &str) -> Namespace {
         Namespace {
             url: url.to_owned(),
             name: format!("t{}:{test}:{}:", std::process::id(), fastrand::u32(..)),
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }
@@ -73,7 +73,7 @@ impl Drop for Namespace {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -89,7 +89,7 @@ where
 }
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -98,7 +98,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A redis-server of the test's own, on its own port and directory; killed on drop.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
     appendonly: bool,
@@ -107,7 +107,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts one; `appendonly` turns on AOF with fsync always (durable across restarts).
-    pub fn start(appendonly: bool) -> RedisServer {
+    pub(crate) fn start(appendonly: bool) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
@@ -118,7 +118,7 @@ impl RedisServer {
         server
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -148,7 +148,7 @@ impl RedisServer {
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -156,7 +156,7 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port and directory.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.launch();
     }
@@ -175,7 +175,7 @@ fn redis_server_binary() -> PathBuf {
 }
 
 /// The shared datasets folder (`SOC_SHARED_DIR`/datasets or `../shared/datasets`).
-pub fn datasets_dir() -> PathBuf {
+pub(crate) fn datasets_dir() -> PathBuf {
     let shared = std::env::var_os("SOC_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
@@ -183,7 +183,7 @@ pub fn datasets_dir() -> PathBuf {
 }
 
 /// The AIT-ADS dev tickets; fails the test with a clear message when missing.
-pub fn dev_tickets() -> PathBuf {
+pub(crate) fn dev_tickets() -> PathBuf {
     let path = datasets_dir().join("ait-ads/tickets-dev.jsonl.gz");
     assert!(
         path.exists(),
@@ -195,7 +195,7 @@ pub fn dev_tickets() -> PathBuf {
 
 /// Rule titles the synthetic feeds cycle through: attacks and noise. The first is the attack
 /// (an ET EXPLOIT title: a high vendor severity, escalated on a cold start).
-pub const RULES: [&str; 6] = [
+pub(crate) const RULES: [&str; 6] = [
     "Suricata: Alert - ET EXPLOIT Apache Struts OGNL Expression Injection (CVE-2017-5638)",
     "Wazuh: ClamAV database update",
     "Suricata: Alert - ET INFO Observed DNS Query to .biz TLD",
@@ -205,7 +205,7 @@ pub const RULES: [&str; 6] = [
 ];
 
 /// Writes `n` synthetic alerts (tickets `<prefix>-00000`...) to a JSONL file in `dir`.
-pub fn synthetic_feed(dir: &Path, prefix: &str, n: usize) -> PathBuf {
+pub(crate) fn synthetic_feed(dir: &Path, prefix: &str, n: usize) -> PathBuf {
     use std::io::Write;
     let path = dir.join(format!("{prefix}.jsonl"));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
@@ -226,7 +226,7 @@ pub fn synthetic_feed(dir: &Path, prefix: &str, n: usize) -> PathBuf {
 }
 
 /// Counts audit entries by (kind, ticket), without decoding them.
-pub async fn audit_counts(
+pub(crate) async fn audit_counts(
     bus: &soc_runtime::bus::Bus,
 ) -> std::collections::BTreeMap<(String, String), usize> {
     let mut counts = std::collections::BTreeMap::new();
@@ -239,14 +239,14 @@ pub async fn audit_counts(
 }
 
 /// Ticket ids `<prefix>-00000` ... as [`synthetic_feed`] writes them.
-pub fn ticket_ids(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn ticket_ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
 }
 
 /// The exactly-once property: every ticket has exactly one AlertReceived and one AlertTriaged
 /// in the audit, no role output appears more than once per ticket (an IR plan proposes up to
 /// four actions), no group has work pending or unread, and nothing was dead-lettered.
-pub async fn assert_exactly_once(bus: &soc_runtime::bus::Bus, tickets: &[String]) {
+pub(crate) async fn assert_exactly_once(bus: &soc_runtime::bus::Bus, tickets: &[String]) {
     use soc_runtime::bus::Topic;
     let counts = audit_counts(bus).await;
     for ticket in tickets {
@@ -278,7 +278,7 @@ pub async fn assert_exactly_once(bus: &soc_runtime::bus::Bus, tickets: &[String]
 
 /// Every row of the store's projected tables, as text, in key order: two stores folded from
 /// the same audit must give the same lines.
-pub async fn dump_store(path: &Path) -> Vec<String> {
+pub(crate) async fn dump_store(path: &Path) -> Vec<String> {
     use sqlx::Row;
     let store = soc_runtime::store::Store::open(path).await.unwrap();
     let mut out = Vec::new();
@@ -309,7 +309,7 @@ pub async fn dump_store(path: &Path) -> Vec<String> {
 
 /// Runs `feed` through a runtime on embedded defaults (memory bus, HTTP and calendar off) with
 /// its store under `dir/data`, until idle; returns the report and the store's path.
-pub async fn run_until_idle(
+pub(crate) async fn run_until_idle(
     dir: &Path,
     feed: PathBuf,
 ) -> (soc_runtime::app::runtime::RunReport, PathBuf) {
@@ -336,7 +336,7 @@ pub async fn run_until_idle(
 
 /// Starts a runtime serving HTTP (its address in the config must be set) and opens the store
 /// it projects into: the runtime, its base URL, the store.
-pub async fn start_serving(
+pub(crate) async fn start_serving(
     config: soc_runtime::app::config::Config,
 ) -> (
     soc_runtime::app::runtime::Runtime,
@@ -363,7 +363,7 @@ pub async fn start_serving(
 }
 
 /// The `ActionDecision`s in soc.audit.
-pub async fn audited_decisions(
+pub(crate) async fn audited_decisions(
     bus: &soc_runtime::bus::Bus,
 ) -> Vec<soc_runtime::proto::ActionDecision> {
     bus.read_all(soc_runtime::bus::Topic::Audit)
@@ -380,7 +380,7 @@ pub async fn audited_decisions(
 
 /// A span as an OTLP receiver got it: hex ids, name, the exporting process.
 #[derive(Debug, Clone)]
-pub struct ReceivedSpan {
+pub(crate) struct ReceivedSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent: String,
@@ -391,7 +391,7 @@ pub struct ReceivedSpan {
 
 /// A real OTLP/HTTP traces receiver: decodes what exporters send with the official OTLP
 /// protobuf types (opentelemetry-proto) and keeps every span.
-pub async fn otlp_receiver() -> (
+pub(crate) async fn otlp_receiver() -> (
     String,
     std::sync::Arc<parking_lot::Mutex<Vec<ReceivedSpan>>>,
     tokio_util::task::AbortOnDropHandle<()>,

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-pub struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     http: reqwest::Client,
     session: String,
@@ -20,7 +20,7 @@ pub struct Browser {
 
 impl Browser {
     /// Starts chromedriver on a free port and a headless chromium session.
-    pub async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let port = super::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -95,12 +95,12 @@ impl Browser {
         answer["value"].clone()
     }
 
-    pub async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
     }
 
-    pub async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.command(reqwest::Method::GET, "/url", None)
             .await
             .as_str()
@@ -108,7 +108,7 @@ impl Browser {
             .to_owned()
     }
 
-    pub async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.command(reqwest::Method::GET, "/source", None)
             .await
             .as_str()
@@ -131,7 +131,7 @@ impl Browser {
     }
 
     /// Whether an element matches `css`.
-    pub async fn has(&self, css: &str) -> bool {
+    pub(crate) async fn has(&self, css: &str) -> bool {
         let found = self
             .command(
                 reqwest::Method::POST,
@@ -143,7 +143,7 @@ impl Browser {
     }
 
     /// Resizes the window (CSS pixels).
-    pub async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.command(
             reqwest::Method::POST,
             "/window/rect",
@@ -153,7 +153,7 @@ impl Browser {
     }
 
     /// How many elements match `css`.
-    pub async fn count(&self, css: &str) -> usize {
+    pub(crate) async fn count(&self, css: &str) -> usize {
         self.command(
             reqwest::Method::POST,
             "/elements",
@@ -166,7 +166,7 @@ impl Browser {
     }
 
     /// The element's size on the page, CSS pixels.
-    pub async fn size(&self, css: &str) -> (f64, f64) {
+    pub(crate) async fn size(&self, css: &str) -> (f64, f64) {
         let id = self.find(css).await;
         let rect = self
             .command(reqwest::Method::GET, &format!("/element/{id}/rect"), None)
@@ -178,7 +178,7 @@ impl Browser {
     }
 
     /// A PNG of the viewport, or of one element.
-    pub async fn screenshot(&self, css: Option<&str>) -> Vec<u8> {
+    pub(crate) async fn screenshot(&self, css: Option<&str>) -> Vec<u8> {
         use base64::Engine;
         let path = match css {
             Some(css) => format!("/element/{}/screenshot", self.find(css).await),
@@ -190,7 +190,7 @@ impl Browser {
             .unwrap()
     }
 
-    pub async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
         self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
             .await
@@ -199,7 +199,7 @@ impl Browser {
             .to_owned()
     }
 
-    pub async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.command(
             reqwest::Method::POST,
@@ -209,7 +209,7 @@ impl Browser {
         .await;
     }
 
-    pub async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.command(
             reqwest::Method::POST,
@@ -220,7 +220,7 @@ impl Browser {
     }
 
     /// Runs `script` (an async function body: `arguments[0]` is the callback) in the page.
-    pub async fn run_async(&self, script: &str, args: Vec<Value>) -> Value {
+    pub(crate) async fn run_async(&self, script: &str, args: Vec<Value>) -> Value {
         self.command(
             reqwest::Method::POST,
             "/execute/async",
@@ -230,7 +230,7 @@ impl Browser {
     }
 
     /// Opens a new tab and switches to it; returns the previous tab's handle.
-    pub async fn new_tab(&self) -> String {
+    pub(crate) async fn new_tab(&self) -> String {
         let previous = self.command(reqwest::Method::GET, "/window", None).await;
         let tab = self
             .command(
@@ -243,7 +243,7 @@ impl Browser {
         previous.as_str().unwrap().to_owned()
     }
 
-    pub async fn current_tab(&self) -> String {
+    pub(crate) async fn current_tab(&self) -> String {
         self.command(reqwest::Method::GET, "/window", None)
             .await
             .as_str()
@@ -251,7 +251,7 @@ impl Browser {
             .to_owned()
     }
 
-    pub async fn switch_to(&self, handle: &str) {
+    pub(crate) async fn switch_to(&self, handle: &str) {
         self.command(
             reqwest::Method::POST,
             "/window",
@@ -260,12 +260,12 @@ impl Browser {
         .await;
     }
 
-    pub async fn delete_cookies(&self) {
+    pub(crate) async fn delete_cookies(&self) {
         self.command(reqwest::Method::DELETE, "/cookie", None).await;
     }
 
     /// Waits until an element matches `css` (a submitted form's answer has loaded).
-    pub async fn wait_for_element(&self, css: &str) {
+    pub(crate) async fn wait_for_element(&self, css: &str) {
         super::wait_for(css, Duration::from_secs(20), || async {
             self.has(css).await.then_some(())
         })
@@ -273,7 +273,7 @@ impl Browser {
     }
 
     /// Waits until the page's URL satisfies `done`.
-    pub async fn wait_url(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_url(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         super::wait_for(what, Duration::from_secs(20), || async {
             let url = self.url().await;
             done(&url).then_some(url)

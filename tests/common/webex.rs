@@ -28,14 +28,14 @@ struct Recorded {
     lookups: AtomicUsize,
 }
 
-pub struct WebexRecorder {
+pub(crate) struct WebexRecorder {
     addr: SocketAddr,
     state: Arc<Recorded>,
     _server: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl WebexRecorder {
-    pub async fn start() -> WebexRecorder {
+    pub(crate) async fn start() -> WebexRecorder {
         let state = Arc::new(Recorded::default());
         let app = axum::Router::new()
             .route("/v1/messages", post(message))
@@ -58,31 +58,38 @@ impl WebexRecorder {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Refuses the next `n` posted messages with 503.
-    pub fn fail_next(&self, n: usize) {
+    pub(crate) fn fail_next(&self, n: usize) {
         self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
     /// The messages accepted: (Authorization header, body).
-    pub fn messages(&self) -> Vec<(String, Value)> {
+    pub(crate) fn messages(&self) -> Vec<(String, Value)> {
         self.state.messages.lock().clone()
     }
 
     /// Message posts received, refused ones included.
-    pub fn posts(&self) -> usize {
+    pub(crate) fn posts(&self) -> usize {
         self.state.posts.load(Ordering::SeqCst)
     }
 
-    pub fn lookups(&self) -> usize {
+    pub(crate) fn lookups(&self) -> usize {
         self.state.lookups.load(Ordering::SeqCst)
     }
 
     /// Registers an attachment action (what a button press on a card created).
-    pub fn add_action(&self, id: &str, message_id: &str, person: &str, room: &str, inputs: Value) {
+    pub(crate) fn add_action(
+        &self,
+        id: &str,
+        message_id: &str,
+        person: &str,
+        room: &str,
+        inputs: Value,
+    ) {
         self.state.actions.lock().insert(
             id.to_owned(),
             json!({"id": id, "type": "submit", "messageId": message_id, "personId": person,
@@ -90,7 +97,7 @@ impl WebexRecorder {
         );
     }
 
-    pub fn add_person(&self, id: &str, email: &str) {
+    pub(crate) fn add_person(&self, id: &str, email: &str) {
         self.state.people.lock().insert(
             id.to_owned(),
             json!({"id": id, "emails": [email], "displayName": email}),
