@@ -29,12 +29,12 @@ pub mod executor;
 pub mod web;
 
 /// Approver for SEV-1 and SEV-2.
-pub const APPROVER_HIGH: &str = "IR Lead On-Call";
+pub(crate) const APPROVER_HIGH: &str = "IR Lead On-Call";
 /// Approver for SEV-3 and SEV-4.
-pub const APPROVER_LOW: &str = "SOC Shift Lead";
+pub(crate) const APPROVER_LOW: &str = "SOC Shift Lead";
 
 /// The human role that decides the containment of a case of `severity`.
-pub fn approver_for(severity: Severity) -> &'static str {
+pub(crate) fn approver_for(severity: Severity) -> &'static str {
     if severity <= Severity::Sev2 {
         APPROVER_HIGH
     } else {
@@ -185,7 +185,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 /// Who produces the `ActionDecision` envelopes.
-pub const PRODUCER: &str = "approvals";
+pub(crate) const PRODUCER: &str = "approvals";
 
 /// A signed-in person and the approver roles they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +264,7 @@ impl From<sqlx::Error> for DecideError {
 }
 
 /// Longest decision reason, characters.
-pub const MAX_REASON: usize = 2000;
+pub(crate) const MAX_REASON: usize = 2000;
 
 /// One proposal with its decision.
 pub async fn proposal(pool: &SqlitePool, action_id: &str) -> Result<Option<Proposal>, StoreError> {

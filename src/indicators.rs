@@ -61,7 +61,7 @@ impl Kind {
     }
 
     /// Whether it is infrastructure an attacker brings (for campaign clustering).
-    pub fn is_strong(kind: &str) -> bool {
+    pub(crate) fn is_strong(kind: &str) -> bool {
         matches!(kind, "actor" | "hash" | "domain" | "ip" | "cve")
     }
 }

@@ -80,7 +80,7 @@ pub struct DispositionFacts {
 
 impl DispositionFacts {
     /// The facts of `case`, disposed of as `disposition`, known from `known_ms`.
-    pub fn of_case(case: &CaseContext, disposition: Disposition, known_ms: i64) -> Self {
+    pub(crate) fn of_case(case: &CaseContext, disposition: Disposition, known_ms: i64) -> Self {
         let ms = |s: &str| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .ok()
@@ -198,20 +198,13 @@ pub struct Recent {
 
 /// The outcome of assessing one case.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Judged {
+pub(crate) struct Judged {
     /// Probability that the analysts would escalate it.
     pub p: f64,
     /// The threshold in force.
     pub threshold: f64,
     /// The evidence, as recorded with the decision.
     pub assessment: Assessment,
-}
-
-impl Judged {
-    /// Whether the policy escalates it.
-    pub fn escalates(&self) -> bool {
-        self.p >= self.threshold
-    }
 }
 
 /// Dispositions, the fitted score and the sites' state, shared by the roles of one runtime.
@@ -232,7 +225,7 @@ impl Default for Knowledge {
 }
 
 /// How long a case counts as recent activity on its host (the judgment's window).
-pub const ACTIVITY_WINDOW_MS: i64 = 3_600_000;
+pub(crate) const ACTIVITY_WINDOW_MS: i64 = 3_600_000;
 
 /// Precedents listed at most.
 const PRECEDENTS: usize = 4;
@@ -261,7 +254,7 @@ impl Knowledge {
     }
 
     /// What the last fit found, once there was one.
-    pub fn fit_report(&self) -> Option<FitReport> {
+    pub(crate) fn fit_report(&self) -> Option<FitReport> {
         self.report
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -270,7 +263,7 @@ impl Knowledge {
 
     /// Records dispositions known before the runtime starts: the history the score is fitted
     /// on by [`Knowledge::fit`]. A ticket already recorded keeps its first disposition.
-    pub fn add_history<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
+    pub(crate) fn add_history<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for f in facts {
             if index_add(&mut index, f) {
@@ -346,7 +339,10 @@ impl Knowledge {
     /// Records dispositions that became known while running (feedback): each counts in its
     /// site's own priors for cases opening after its `known_ms`. A ticket already recorded
     /// keeps its first disposition.
-    pub fn add_dispositions<'a>(&self, facts: impl IntoIterator<Item = &'a DispositionFacts>) {
+    pub(crate) fn add_dispositions<'a>(
+        &self,
+        facts: impl IntoIterator<Item = &'a DispositionFacts>,
+    ) {
         let mut fresh = Vec::new();
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -492,7 +488,7 @@ impl Knowledge {
     }
 
     /// The probability of `alert` now, without recording it (hybrid routing asks this).
-    pub fn peek(&self, alert: &Alert) -> f64 {
+    pub(crate) fn peek(&self, alert: &Alert) -> f64 {
         self.arrive(alert, |model, _, case, state, a| {
             state.score(model, case, &a).p
         })
@@ -501,7 +497,7 @@ impl Knowledge {
     /// Assesses `alert` (received in envelope `alert_ref`) and records it on its site's
     /// stream. When it reaches the threshold, the earlier cases on its host that now do too are
     /// linked into its incident.
-    pub fn assess(&self, alert: &Alert, alert_ref: &str) -> Judged {
+    pub(crate) fn assess(&self, alert: &Alert, alert_ref: &str) -> Judged {
         let precedents = self.precedents(alert, time_ms(&alert.first_seen));
         self.arrive(alert, |model, view, case, state, a| {
             let scored = state.score(model, case, &a);
@@ -532,7 +528,7 @@ impl Knowledge {
 
     /// Records a case decided earlier (read back from the store after a restart) on its site's
     /// stream, with the probability it had.
-    pub fn remember(&self, alert: &Alert, p: f64) {
+    pub(crate) fn remember(&self, alert: &Alert, p: f64) {
         self.arrive(alert, |model, _, case, state, a| {
             let escalated = p >= model.params.threshold;
             let context = CaseContext::from_alert(alert, "");
@@ -542,7 +538,7 @@ impl Knowledge {
 
     /// Remembers that `rule` was seen `cases` times on `site` (the novelty baseline, rebuilt
     /// from case memory after a restart).
-    pub fn saw_rule(&self, site: &str, rule: &str, cases: u64) {
+    pub(crate) fn saw_rule(&self, site: &str, rule: &str, cases: u64) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         sites
             .entry(site.to_owned())
@@ -573,7 +569,7 @@ impl Knowledge {
 
     /// The cases on `(site, host)` within the window before a case opened at `at_ms` (earlier
     /// by time, then by ticket id; the case itself excluded), oldest first.
-    pub fn recent(&self, site: &str, host: &str, at_ms: i64, ticket: &str) -> Vec<Recent> {
+    pub(crate) fn recent(&self, site: &str, host: &str, at_ms: i64, ticket: &str) -> Vec<Recent> {
         let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         let Some(state) = sites.get(site) else {
             return Vec::new();
@@ -657,7 +653,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// An RFC 3339 time as ms since the epoch (0 when it does not parse).
-pub fn time_ms(text: &str) -> i64 {
+pub(crate) fn time_ms(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .unwrap_or(0)

@@ -76,7 +76,7 @@ pub struct RuntimeSnapshot {
 }
 
 /// The root supervisor.
-pub struct Supervisor;
+pub(crate) struct Supervisor;
 
 /// The supervisor's state.
 pub struct State {

@@ -3,8 +3,8 @@
 //! The ingestion span starts an incident's trace; its W3C `traceparent` rides in every
 //! envelope ([`crate::proto::Envelope::traceparent`]), across Redis and across processes. Each
 //! role's handling of an envelope is a span whose parent is that traceparent
-//! ([`with_parent`]), and the envelopes it publishes carry the handling span's own context
-//! ([`current_traceparent`]). Model calls (`chat`, with GenAI semantic-convention
+//! (`with_parent`), and the envelopes it publishes carry the handling span's own context
+//! (`current_traceparent`). Model calls (`chat`, with GenAI semantic-convention
 //! attributes: the model in `gen_ai.response.model`) and tool calls (`execute_tool <name>`) are spans inside the role's.
 //!
 //! The exporter runs a batch processor on its own thread: spans are queued and dropped when
@@ -187,7 +187,7 @@ impl Telemetry {
 
 /// The envelope of an alert entering the SOC, started in its own `ingest` span: the root of
 /// the incident's trace (with traces off, a fresh random traceparent).
-pub fn ingested(
+pub(crate) fn ingested(
     producer: &str,
     ticket: &str,
     event: crate::proto::Event,
@@ -204,7 +204,7 @@ pub fn ingested(
 
 /// Makes the envelope's `traceparent` the parent of `span` (call before entering it). Without
 /// a valid traceparent, or with traces off, the span stays a root.
-pub fn with_parent(span: &tracing::Span, traceparent: Option<&str>) {
+pub(crate) fn with_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(tp) = traceparent.and_then(Traceparent::parse) else {
         return;
     };
@@ -219,7 +219,7 @@ pub fn with_parent(span: &tracing::Span, traceparent: Option<&str>) {
 }
 
 /// The current span's context as a `traceparent`, when spans are exported.
-pub fn current_traceparent() -> Option<String> {
+pub(crate) fn current_traceparent() -> Option<String> {
     let context = tracing::Span::current().context();
     let span = context.span();
     let sc = span.span_context();

@@ -141,7 +141,7 @@ impl SourceStats {
     }
 
     /// Whether the whole feed has been published.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
 

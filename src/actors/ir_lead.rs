@@ -48,7 +48,7 @@ its source IPs); eradication and recovery steps; who to notify. Containment step
 proposals only: a human approver decides each one.";
 
 /// What the IR Lead's model reasoner works with.
-pub const BRIEF: Brief = Brief {
+pub(crate) const BRIEF: Brief = Brief {
     role: "ir_lead",
     system: PROMPT,
     tools: &[
@@ -65,7 +65,7 @@ pub const BRIEF: Brief = Brief {
 /// Containment actions the IR Lead may propose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ContainmentAction {
+pub(crate) enum ContainmentAction {
     /// Cut a host off the network (target: the case's host).
     IsolateHost,
     /// Block an address at the perimeter (target: one of the case's source IPs).
@@ -87,7 +87,7 @@ impl ContainmentAction {
 /// One containment step, as the model must give it.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StepAnswer {
+pub(crate) struct StepAnswer {
     /// The action.
     pub action: ContainmentAction,
     /// Its target: the case's host, user or one of its source IPs.
@@ -99,7 +99,7 @@ pub struct StepAnswer {
 /// The IR Lead's plan, as the model must give it.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PlanAnswer {
+pub(crate) struct PlanAnswer {
     /// SEV-1 (worst) to SEV-4.
     pub severity: Severity,
     /// What happened and why this severity, citing the evidence.

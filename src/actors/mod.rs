@@ -1,7 +1,7 @@
 //! The actors of the SOC: one file per role, plus the generic role actor that connects a role
 //! to the bus and the alert source that feeds the SOC.
 //!
-//! A role is a [`Role`]: what it consumes and how it decides. [`role::RoleActor`] does the
+//! A role is a [`Role`]: what it consumes and how it decides. `role::RoleActor` does the
 //! rest (feeder, credits, atomic commit, stats, fault tolerance) the same way for every role.
 //! Adding a role is one file here plus one line in [`roles::REACTIVE_ROLES`].
 
@@ -56,7 +56,7 @@ pub trait Role: Send + Sync + 'static {
     }
 
     /// Decides `input` with the model through `llm`. A transient error
-    /// ([`LlmError::is_transient`]: `Overloaded`, a deadline, no endpoint, no gateway) leaves
+    /// (`LlmError::is_transient`: `Overloaded`, a deadline, no endpoint, no gateway) leaves
     /// the input pending: the role actor keeps it, with its credit, and tries again later, so
     /// the backlog waits in the bus. Any other error falls back to [`Role::decide`].
     fn decide_with_model(
@@ -99,7 +99,7 @@ impl Default for RoleEnv {
 }
 
 /// [`DecisionMeta`] of a rules-reasoner decision that started at `started`.
-pub fn rules_meta(started: std::time::Instant) -> DecisionMeta {
+pub(crate) fn rules_meta(started: std::time::Instant) -> DecisionMeta {
     DecisionMeta {
         reasoner: ReasonerKind::Rules,
         wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -115,7 +115,7 @@ pub struct RoleStats {
     pub model_decisions: AtomicU64,
     /// Times the model could not take an input yet (it was kept unacked and retried).
     pub deferred: AtomicU64,
-    /// Events published (committed), by [`Event::ordinal`].
+    /// Events published (committed), by `Event::ordinal`.
     pub published: [AtomicU64; Event::KINDS.len()],
     /// The feeder's counters.
     pub feeder: Arc<FeederStats>,
@@ -175,7 +175,7 @@ impl RoleStats {
     }
 
     /// Events of `kind` published by this role.
-    pub fn published_of(&self, kind: &str) -> u64 {
+    pub(crate) fn published_of(&self, kind: &str) -> u64 {
         Event::KINDS
             .iter()
             .position(|k| *k == kind)
@@ -195,7 +195,7 @@ pub struct PanicSchedule {
 
 /// Where in handling an injected panic strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PanicPoint {
+pub(crate) enum PanicPoint {
     /// After deciding, before submitting the commit.
     BeforeCommit,
     /// After submitting the commit, before the handler returns.
@@ -281,7 +281,7 @@ fn spawn_role<R: Role>(
 }
 
 /// The actor that runs role `R`.
-pub struct RoleActor<R>(PhantomData<fn() -> R>);
+pub(crate) struct RoleActor<R>(PhantomData<fn() -> R>);
 
 /// State of a running role.
 pub struct State<R> {

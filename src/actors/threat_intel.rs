@@ -70,7 +70,7 @@ which indicators you examined, and whether the plan's severity should change: -1
 level, 0 keeps it, +1 raises it.";
 
 /// What Threat Intel's model reasoner works with.
-pub const BRIEF: Brief = Brief {
+pub(crate) const BRIEF: Brief = Brief {
     role: "threat_intel",
     system: PROMPT,
     tools: &[
@@ -86,7 +86,7 @@ pub const BRIEF: Brief = Brief {
 /// Threat Intel's report, as the model must give it.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IntelAnswer {
+pub(crate) struct IntelAnswer {
     /// The likely actor (an ATT&CK group name or alias), or null.
     pub likely_actor: Option<String>,
     /// Evidence for the techniques and the attribution, at most ten lines.

@@ -56,7 +56,7 @@ misfire), or needs_human_review (you cannot tell). Give your refined verdict, a 
 from 0 to 1, a summary citing the evidence, and up to five next steps.";
 
 /// What Tier 2's model reasoner works with.
-pub const BRIEF: Brief = Brief {
+pub(crate) const BRIEF: Brief = Brief {
     role: "tier2",
     system: PROMPT,
     tools: &[
@@ -76,7 +76,7 @@ pub const BRIEF: Brief = Brief {
 /// Tier 2's answer, as the model must give it.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Tier2Answer {
+pub(crate) struct Tier2Answer {
     /// Escalate, close, or needs_human_review.
     pub decision: Tier2Decision,
     /// The refined verdict.

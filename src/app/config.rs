@@ -121,7 +121,7 @@ impl Default for HttpConfig {
 
 impl HttpConfig {
     /// The parsed address; `None` when HTTP is off.
-    pub fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+    pub(crate) fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.addr.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
@@ -153,7 +153,7 @@ pub struct SupervisorConfig {
     pub idle_poll_ms: u64,
     /// Alerts published per batch by the alert source.
     pub source_batch: usize,
-    /// What this process runs, for scale-out ([`PARTS`]); empty: everything. Processes on
+    /// What this process runs, for scale-out (`PARTS`); empty: everything. Processes on
     /// one Redis share each role's work (consumer groups), and a killed one's pending entries
     /// go to the others.
     pub roles: Vec<String>,
@@ -163,7 +163,7 @@ pub struct SupervisorConfig {
 /// source, the calendar roles, and `approvals` (the dashboard, the approval pages, the Webex
 /// webhook and the Webex cards: run it in exactly one process, whose store holds the
 /// decisions).
-pub const PARTS: [&str; 7] = [
+pub(crate) const PARTS: [&str; 7] = [
     "sentinel",
     "tier2",
     "ir_lead",
@@ -174,7 +174,7 @@ pub const PARTS: [&str; 7] = [
 ];
 
 impl SupervisorConfig {
-    /// Whether this process runs `part` (one of [`PARTS`]).
+    /// Whether this process runs `part` (one of `PARTS`).
     pub fn runs(&self, part: &str) -> bool {
         self.roles.is_empty() || self.roles.iter().any(|r| r == part)
     }

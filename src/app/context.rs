@@ -102,7 +102,7 @@ impl Context {
     }
 
     /// How long a proposal may be decided, ms.
-    pub fn proposal_ttl_ms(&self) -> i64 {
+    pub(crate) fn proposal_ttl_ms(&self) -> i64 {
         i64::try_from(self.config.approvals.proposal_ttl_s)
             .unwrap_or(i64::MAX / 2_000)
             .saturating_mul(1000)
@@ -110,7 +110,7 @@ impl Context {
 
     /// Where approvers' browsers reach the approval pages: `webex.approvals_url`, else this
     /// runtime's HTTP address.
-    pub fn approvals_url(&self) -> String {
+    pub(crate) fn approvals_url(&self) -> String {
         if !self.config.webex.approvals_url.is_empty() {
             return self.config.webex.approvals_url.clone();
         }

@@ -50,12 +50,12 @@ impl Health {
     }
 
     /// Records whether a child is running.
-    pub fn set_child(&self, name: &str, up: bool) {
+    pub(crate) fn set_child(&self, name: &str, up: bool) {
         self.children.lock().insert(name.to_owned(), up);
     }
 
     /// Marks the runtime as draining.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 

@@ -184,7 +184,7 @@ impl Runtime {
     }
 
     /// The counters of `role` (they outlive its restarts), if it runs here.
-    pub fn role_stats(&self, role: &str) -> Option<Arc<RoleStats>> {
+    pub(crate) fn role_stats(&self, role: &str) -> Option<Arc<RoleStats>> {
         self.ctx.role_stats.get(role).cloned()
     }
 

@@ -1,6 +1,6 @@
 //! The bus bridge actor: every domain message on its way to Redis Streams and `soc.audit`.
 //!
-//! Inputs: commits submitted by roles and sources through [`WriterHandle::enqueue`] into a
+//! Inputs: commits submitted by roles and sources through `WriterHandle::enqueue` into a
 //! bounded queue. Output: one `EVALSHA` of the commit script per batch, so commits from every
 //! role share round trips (pipelining by batching), and one callback per submission with its
 //! outcomes.
@@ -65,7 +65,7 @@ pub struct Args {
 
 /// Counters of the bridge; they outlive restarts.
 #[derive(Debug, Default)]
-pub struct BridgeStats {
+pub(crate) struct BridgeStats {
     batches: AtomicU64,
     commits: AtomicU64,
     applied: AtomicU64,
@@ -105,7 +105,7 @@ pub struct BridgeSnapshot {
 }
 
 /// One submission: commits plus the callback that receives their outcomes.
-pub struct WriteJob {
+pub(crate) struct WriteJob {
     commits: Vec<Commit>,
     done: CommitCallback,
 }
@@ -144,7 +144,11 @@ pub fn queue(capacity: usize) -> (WriterHandle, Arc<WriteQueue>) {
 
 impl WriterHandle {
     /// Queues commits for writing; refuses them when the queue is full.
-    pub fn enqueue(&self, commits: Vec<Commit>, done: CommitCallback) -> Result<(), BusError> {
+    pub(crate) fn enqueue(
+        &self,
+        commits: Vec<Commit>,
+        done: CommitCallback,
+    ) -> Result<(), BusError> {
         match self.tx.try_send(WriteJob { commits, done }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {

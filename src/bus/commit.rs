@@ -88,7 +88,7 @@ impl Commit {
 
     /// Moves a delivered entry to `soc.dead` with the reason, and acks it. The entry's own
     /// fields are kept (at most [`MAX_FIELDS`] minus the dead-letter ones).
-    pub fn dead_letter(input: AckRef, delivered: &Delivered, reason: &str) -> Commit {
+    pub(crate) fn dead_letter(input: AckRef, delivered: &Delivered, reason: &str) -> Commit {
         const DEAD_FIELDS: usize = 7;
         let original = delivered.fields.as_deref().cloned().unwrap_or_default();
         let truncated = original.len() > MAX_FIELDS - DEAD_FIELDS;

@@ -72,7 +72,7 @@ impl Default for BusConfig {
 
 impl BusConfig {
     /// Retention of a stream.
-    pub fn retention_of(&self, topic: Topic) -> Retention {
+    pub(crate) fn retention_of(&self, topic: Topic) -> Retention {
         match self.retention.get(topic.name()) {
             Some(r) => *r,
             None if topic == Topic::Audit => Retention::Keep,

@@ -29,7 +29,7 @@ pub enum BusError {
 
 impl BusError {
     /// Whether retrying later can help (connection trouble or backpressure).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             BusError::Unavailable(_) | BusError::Backpressure(_) | BusError::Closed

@@ -16,7 +16,7 @@
 //!
 //! The feeder is a task owned by its role actor and aborted with it; a restart loses only
 //! deliveries not yet handled, and those are still pending in the bus. A graceful stop (drain)
-//! goes through [`Feeder::stop_token`] instead, so no read is cut in half.
+//! goes through `Feeder::stop_token` instead, so no read is cut in half.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -149,10 +149,10 @@ impl From<&BusConfig> for FeederConfig {
 
 /// Where the deliveries of one read go; returns `false` when the receiver is gone (the
 /// feeder then stops).
-pub type Sink = Box<dyn Fn(Vec<Delivery>) -> bool + Send + Sync>;
+pub(crate) type Sink = Box<dyn Fn(Vec<Delivery>) -> bool + Send + Sync>;
 
 /// Which event kinds the role consumes.
-pub type Accepts = fn(&str) -> bool;
+pub(crate) type Accepts = fn(&str) -> bool;
 
 /// The running state of one feeder.
 pub struct Feeder {
@@ -197,7 +197,7 @@ impl Feeder {
 
     /// Cancelling this token stops the feeder between reads: a read in progress completes and
     /// its entries are still delivered, so nothing is left pending on a consumer that stops.
-    pub fn stop_token(&self) -> CancellationToken {
+    pub(crate) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
 

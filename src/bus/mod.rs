@@ -324,7 +324,7 @@ impl Consumer {
 
     /// Marks `ids` as just delivered to this consumer (their idle time restarts) without
     /// counting a delivery: work in progress must not look abandoned.
-    pub async fn touch(&mut self, ids: &[StreamId]) -> Result<(), BusError> {
+    pub(crate) async fn touch(&mut self, ids: &[StreamId]) -> Result<(), BusError> {
         match &mut self.inner {
             ConsumerImpl::Memory(m) => {
                 m.touch(ids);
@@ -344,7 +344,7 @@ impl Consumer {
     }
 
     /// Drops a broken connection and opens a new one (Redis); a no-op in memory.
-    pub async fn reconnect(&mut self) -> Result<(), BusError> {
+    pub(crate) async fn reconnect(&mut self) -> Result<(), BusError> {
         match &mut self.inner {
             ConsumerImpl::Memory(_) => Ok(()),
             ConsumerImpl::Redis(r) => r.reconnect().await,

@@ -40,7 +40,7 @@ pub enum Topic {
 
 impl Topic {
     /// Every stream, in a fixed order.
-    pub const ALL: [Topic; 7] = [
+    pub(crate) const ALL: [Topic; 7] = [
         Topic::Alerts,
         Topic::Triage,
         Topic::Cases,
@@ -63,7 +63,7 @@ impl Topic {
         }
     }
 
-    /// Position in [`Topic::ALL`].
+    /// Position in `Topic::ALL`.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -173,7 +173,7 @@ pub struct Fields(pub(super) Vec<(Cow<'static, str>, Bytes)>);
 
 impl Fields {
     /// Fields for a domain message: `v`, `kind`, `id`, `corr`, `data`.
-    pub fn for_envelope(envelope: &Envelope) -> Result<Fields, BusError> {
+    pub(crate) fn for_envelope(envelope: &Envelope) -> Result<Fields, BusError> {
         let data = proto::encode(envelope).map_err(|e| BusError::Protocol(e.to_string()))?;
         Ok(Fields(vec![
             (Cow::Borrowed(F_V), Bytes::from(envelope.v.to_string())),
@@ -226,7 +226,7 @@ impl Fields {
 
     /// Whether these are exactly the fields of a domain message, in order:
     /// `v`, `kind`, `id`, `corr`, `data`.
-    pub fn is_domain_message(&self) -> bool {
+    pub(crate) fn is_domain_message(&self) -> bool {
         self.0.len() == 5
             && self
                 .0

@@ -6,7 +6,7 @@
 //! same window gives the same id, and publishing it again is a no-op (the bus dedupes on it).
 //!
 //! The input is the window's domain events, as `(role that produced it, event)`, read from the
-//! audit stream by entry time ([`read_audit`]) or from the store's recorded case events
+//! audit stream by entry time (`read_audit`) or from the store's recorded case events
 //! ([`read_store`], the projection of the same audit, for a run whose in-memory audit is
 //! gone). The reports are computed by rules, from counts: nothing here asks the model.
 
@@ -67,7 +67,7 @@ pub enum CalendarRole {
 
 impl CalendarRole {
     /// Every calendar role.
-    pub const ALL: [CalendarRole; 4] = [
+    pub(crate) const ALL: [CalendarRole; 4] = [
         CalendarRole::SocManager,
         CalendarRole::DetectionEng,
         CalendarRole::ThreatHunter,
@@ -85,7 +85,7 @@ impl CalendarRole {
     }
 
     /// Its schedule (cron: minute hour day-of-month month day-of-week).
-    pub fn schedule(self) -> &'static str {
+    pub(crate) fn schedule(self) -> &'static str {
         match self {
             CalendarRole::SocManager => "0 6,14,22 * * *",
             CalendarRole::DetectionEng => "0 9 * * MON-FRI",
@@ -95,7 +95,7 @@ impl CalendarRole {
     }
 
     /// Its window, ms.
-    pub fn window_ms(self) -> i64 {
+    pub(crate) fn window_ms(self) -> i64 {
         let hours = match self {
             CalendarRole::SocManager => 8,
             CalendarRole::DetectionEng => 24,
@@ -166,7 +166,10 @@ pub fn report_id(role: CalendarRole, window: &Window) -> String {
 }
 
 /// The window's domain events from the audit stream (entries written in the window).
-pub async fn read_audit(bus: &Bus, window: &Window) -> Result<Vec<(String, Event)>, BusError> {
+pub(crate) async fn read_audit(
+    bus: &Bus,
+    window: &Window,
+) -> Result<Vec<(String, Event)>, BusError> {
     let end = StreamId {
         ms: u64::try_from(window.end_ms.saturating_sub(1)).unwrap_or(0),
         seq: u64::MAX,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::proto::Alert;
 
 /// Longest accepted line, bytes.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 /// Longest accepted text field, characters.
 const MAX_TEXT: usize = 4096;
 /// Longest accepted identifier (ticket id, host, rule id, source), characters.
@@ -26,7 +26,7 @@ const MAX_ID: usize = 256;
 const MAX_IPS: usize = 32;
 
 /// A bundled demo feed (synthetic alerts written for this project), used when no file is given.
-pub const DEMO_FEED: &str = include_str!("../../assets/demo-alerts.jsonl");
+pub(crate) const DEMO_FEED: &str = include_str!("../../assets/demo-alerts.jsonl");
 
 #[derive(Deserialize)]
 struct TicketLine {
@@ -165,7 +165,7 @@ pub struct FeedLine {
 }
 
 /// Reads a feed line by line.
-pub struct FeedReader {
+pub(crate) struct FeedReader {
     reader: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: Vec<u8>,
@@ -177,7 +177,7 @@ impl FeedReader {
     ///
     /// Anything but a regular file (a FIFO, a pipe, a terminal) is read as a stream: see
     /// [`FeedReader::is_streaming`].
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
         let streaming = !file.metadata()?.is_file();
         let mut file = BufReader::new(file);
@@ -195,22 +195,22 @@ impl FeedReader {
 
     /// Whether the feed is a stream whose next line may take any time to arrive (so lines
     /// should be passed on as they come, not held for a batch).
-    pub fn is_streaming(&self) -> bool {
+    pub(crate) fn is_streaming(&self) -> bool {
         self.streaming
     }
 
     /// Lines read so far (blank ones included).
-    pub fn lines_read(&self) -> u64 {
+    pub(crate) fn lines_read(&self) -> u64 {
         self.line_no
     }
 
     /// The bundled demo feed.
-    pub fn demo() -> Self {
+    pub(crate) fn demo() -> Self {
         Self::new(Box::new(io::Cursor::new(DEMO_FEED.as_bytes())))
     }
 
     /// A feed over any reader.
-    pub fn new(reader: Box<dyn BufRead + Send>) -> Self {
+    pub(crate) fn new(reader: Box<dyn BufRead + Send>) -> Self {
         Self {
             reader,
             line_no: 0,

@@ -151,7 +151,7 @@ impl Client {
     }
 
     /// One page of incidents closed at or after `from` (RFC 3339), earliest closed first.
-    pub async fn search_closed(
+    pub(crate) async fn search_closed(
         &self,
         from: &str,
         page: u32,
@@ -196,7 +196,7 @@ impl Client {
 
 impl Client {
     /// Adds a markdown note to `incident`'s war room (`POST /entry`).
-    pub async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), String> {
+    pub(crate) async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), String> {
         let body = json!({"id": incident, "investigationId": incident, "data": markdown,
                           "markdown": true});
         self.post("entry", &body).await.map(drop)
@@ -229,7 +229,7 @@ impl Client {
 }
 
 /// The XSOAR incident of a SOC ticket (`xsoar-<id>`), if it came from XSOAR.
-pub fn incident_of(ticket: &str) -> Option<&str> {
+pub(crate) fn incident_of(ticket: &str) -> Option<&str> {
     ticket.strip_prefix("xsoar-").filter(|id| {
         !id.is_empty()
             && id.len() <= 64
@@ -240,7 +240,7 @@ pub fn incident_of(ticket: &str) -> Option<&str> {
 /// The war-room note of an event, for tickets that came from XSOAR: `(note id, incident,
 /// markdown)` for a triage or an IR plan, `None` for anything else. Alert text is escaped and
 /// defanged: a note cannot carry an attacker's link or formatting.
-pub fn note_of(event: &crate::proto::Event) -> Option<(String, String, String)> {
+pub(crate) fn note_of(event: &crate::proto::Event) -> Option<(String, String, String)> {
     use crate::proto::Event;
     use crate::text::md;
     match event {
@@ -329,7 +329,10 @@ fn rfc3339(v: Option<&Value>) -> Option<String> {
 
 /// What a closed incident says the analysts decided, by `closeReason` and the configured
 /// reasons (compared case-insensitively): `None` for a reason that teaches nothing.
-pub fn disposition_of(incident: &Value, config: &XsoarConfig) -> Option<crate::proto::Disposition> {
+pub(crate) fn disposition_of(
+    incident: &Value,
+    config: &XsoarConfig,
+) -> Option<crate::proto::Disposition> {
     let reason = text(incident.get("closeReason"))?;
     let is = |list: &[String]| list.iter().any(|r| r.trim().eq_ignore_ascii_case(&reason));
     if is(&config.escalate_close_reasons) {
@@ -342,17 +345,17 @@ pub fn disposition_of(incident: &Value, config: &XsoarConfig) -> Option<crate::p
 }
 
 /// When `incident` was closed (RFC 3339, UTC, ms), if it says.
-pub fn closed_at(incident: &Value) -> Option<String> {
+pub(crate) fn closed_at(incident: &Value) -> Option<String> {
     rfc3339(incident.get("closed"))
 }
 
 /// The incident's ticket id in the SOC: `xsoar-<id>`.
-pub fn ticket_of(id: &str) -> String {
+pub(crate) fn ticket_of(id: &str) -> String {
     format!("xsoar-{id}")
 }
 
 /// Maps an incident to an alert, or says why it cannot be.
-pub fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
+pub(crate) fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
     let id = text(incident.get("id")).ok_or("incident without an id")?;
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(format!("incident id {id:?} is not an XSOAR id"));

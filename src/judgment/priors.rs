@@ -225,18 +225,11 @@ impl CrossTallies {
     }
 
     /// The index of `site` among the history sites.
-    pub fn site_index(&self, site: &str) -> Option<u16> {
+    pub(crate) fn site_index(&self, site: &str) -> Option<u16> {
         self.sites
             .iter()
             .position(|s| s == site)
             .and_then(|i| u16::try_from(i).ok())
-    }
-
-    /// Cases and escalations counted (all sites).
-    pub fn totals(&self) -> (f64, f64) {
-        self.base.iter().fold((0.0, 0.0), |(n, e), c| {
-            (n + c.n[0] + c.n[1], e + c.e[0] + c.e[1])
-        })
     }
 
     /// The base rate, both states: the mean of the sites' own rates (a site is the unit).
@@ -359,7 +352,7 @@ impl CrossTallies {
     }
 
     /// The rule's usual `ln(1 + alert_count)` on other sites: the median of the sites' medians.
-    pub fn volume_norm(&self, rule: &str, exclude: Option<u16>) -> Option<f64> {
+    pub(crate) fn volume_norm(&self, rule: &str, exclude: Option<u16>) -> Option<f64> {
         let per = self.volume.get(rule)?;
         let mut medians: Vec<f64> = per
             .iter()

@@ -66,16 +66,6 @@ pub enum Tier {
 }
 
 impl Tier {
-    /// Every tier.
-    pub const ALL: [Tier; 6] = [
-        Tier::Unknown,
-        Tier::Info,
-        Tier::Low,
-        Tier::Medium,
-        Tier::High,
-        Tier::Critical,
-    ];
-
     /// The label used in evidence.
     pub fn label(self) -> &'static str {
         match self {
@@ -89,7 +79,7 @@ impl Tier {
     }
 
     /// A Wazuh rule level, as Wazuh's rules classification describes the levels.
-    pub fn of_wazuh_level(level: u8) -> Tier {
+    pub(crate) fn of_wazuh_level(level: u8) -> Tier {
         match level {
             0..=4 => Tier::Info,
             5..=7 => Tier::Low,
@@ -100,7 +90,7 @@ impl Tier {
     }
 
     /// A Suricata classtype priority (1 high, 2 medium, 3 low, 4 very low).
-    pub fn of_suricata_priority(priority: u8) -> Tier {
+    pub(crate) fn of_suricata_priority(priority: u8) -> Tier {
         match priority {
             0 | 1 => Tier::High,
             2 => Tier::Medium,
@@ -111,7 +101,7 @@ impl Tier {
 
     /// A named severity: Sigma/ECS/OCSF (`informational` .. `critical`, OCSF `fatal`) or ET's
     /// `signature_severity` (`informational`, `minor`, `major`, `critical`).
-    pub fn of_name(name: &str) -> Option<Tier> {
+    pub(crate) fn of_name(name: &str) -> Option<Tier> {
         Some(match name.trim().to_ascii_lowercase().as_str() {
             "informational" | "info" | "information" => Tier::Info,
             "low" | "minor" => Tier::Low,
@@ -286,7 +276,7 @@ impl Vendor {
 
     /// Indexes the rules of one Wazuh rule file. Wazuh's own parser is lenient (rule files hold
     /// regexes with bare `<`), so this reads the few elements it needs by scanning, not as XML.
-    pub fn add_wazuh(&mut self, text: &str, file: &str) {
+    pub(crate) fn add_wazuh(&mut self, text: &str, file: &str) {
         let text = strip_comments(text);
         let mut enclosing: Vec<Vec<String>> = Vec::new();
         let mut at = 0;
@@ -331,7 +321,7 @@ impl Vendor {
 
     /// Indexes the rules of one Suricata rule file (commented-out rules too: they still say
     /// what the vendor thinks of the title).
-    pub fn add_suricata(&mut self, text: &str, file: &str) {
+    pub(crate) fn add_suricata(&mut self, text: &str, file: &str) {
         for line in text.lines() {
             let line = line.trim_start_matches(['#', ' ', '\t']);
             if !(line.starts_with("alert") || line.starts_with("drop")) {
@@ -360,7 +350,7 @@ impl Vendor {
     }
 
     /// Reads `classification.config` (`config classification: name,description,priority`).
-    pub fn add_classification(&mut self, text: &str) {
+    pub(crate) fn add_classification(&mut self, text: &str) {
         for line in text.lines() {
             let Some(rest) = line.trim().strip_prefix("config classification:") else {
                 continue;
@@ -526,7 +516,7 @@ fn split_title(title: &str) -> (Option<&'static str>, &str) {
 }
 
 /// Lower case, whitespace collapsed, trailing period dropped: how titles are matched.
-pub fn normalize(text: &str) -> String {
+pub(crate) fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
         if !out.is_empty() {

@@ -19,7 +19,7 @@ pub enum Circuit {
 
 /// What a report changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// Nothing.
     None,
     /// The circuit opened.
@@ -30,7 +30,7 @@ pub enum Transition {
 
 /// Consecutive-failure breaker.
 #[derive(Debug, Clone)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     threshold: u32,
     failures: u32,
     circuit: Circuit,
@@ -38,7 +38,7 @@ pub struct Breaker {
 
 impl Breaker {
     /// A closed breaker that opens after `threshold` consecutive failures.
-    pub fn new(threshold: u32) -> Self {
+    pub(crate) fn new(threshold: u32) -> Self {
         Self {
             threshold: threshold.max(1),
             failures: 0,
@@ -47,22 +47,22 @@ impl Breaker {
     }
 
     /// The state.
-    pub fn circuit(&self) -> Circuit {
+    pub(crate) fn circuit(&self) -> Circuit {
         self.circuit
     }
 
     /// Whether requests may go to the endpoint.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.circuit == Circuit::Closed
     }
 
     /// A request succeeded.
-    pub fn on_success(&mut self) {
+    pub(crate) fn on_success(&mut self) {
         self.failures = 0;
     }
 
     /// A request failed in a way another endpoint might not.
-    pub fn on_failure(&mut self) -> Transition {
+    pub(crate) fn on_failure(&mut self) -> Transition {
         self.failures = self.failures.saturating_add(1);
         if self.circuit == Circuit::Closed && self.failures >= self.threshold {
             self.circuit = Circuit::Open;
@@ -72,7 +72,7 @@ impl Breaker {
     }
 
     /// The health probe's result.
-    pub fn on_probe(&mut self, healthy: bool) -> Transition {
+    pub(crate) fn on_probe(&mut self, healthy: bool) -> Transition {
         if healthy && self.circuit == Circuit::Open {
             self.circuit = Circuit::Closed;
             self.failures = 0;

@@ -45,7 +45,7 @@ use crate::task::ExitNotice;
 pub const NAME: &str = "llm_gateway";
 
 /// Most endpoints one gateway fails over across.
-pub const MAX_ENDPOINTS: usize = 64;
+pub(crate) const MAX_ENDPOINTS: usize = 64;
 
 /// The handle roles call. Cheap to clone; resolves the gateway by name on every call, so it
 /// stays valid across gateway restarts.

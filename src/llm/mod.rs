@@ -285,7 +285,7 @@ pub enum Priority {
 
 impl Priority {
     /// 0 (most urgent) ..= 10 (reports).
-    pub fn rank(self) -> u64 {
+    pub(crate) fn rank(self) -> u64 {
         match self {
             Priority::Case(p) => 10 - u64::from(p.unwrap_or(5).clamp(1, 10)),
             Priority::Report => 10,
@@ -544,7 +544,7 @@ impl LlmError {
     /// Whether the same call may well succeed later (the queue was full, the deadline passed,
     /// no endpoint answered, the gateway was restarting): the caller should keep its input
     /// and retry, not give up on it.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             LlmError::Overloaded { .. }

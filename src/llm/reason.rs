@@ -159,7 +159,7 @@ pub async fn reason<T: Answer>(
 /// [`reason`], with `check` validating the answer against the case (targets that must be the
 /// case's own, ids that must exist) after [`Answer::check`]; its failures are repaired once
 /// like any other.
-pub async fn reason_checked<T: Answer>(
+pub(crate) async fn reason_checked<T: Answer>(
     llm: &Llm,
     brief: &Brief,
     case: &str,
@@ -406,7 +406,10 @@ const INJECTION_MARKERS: &[&str] = &[
 
 /// Why a case needs a human because its attacker-controlled fields (and `extra` text copied
 /// from them) hold instructions; `None` when they hold none.
-pub fn case_injection(case: &crate::proto::CaseContext, extra: &[(&str, &str)]) -> Option<String> {
+pub(crate) fn case_injection(
+    case: &crate::proto::CaseContext,
+    extra: &[(&str, &str)],
+) -> Option<String> {
     let fields = [
         ("rule_name", case.rule_name.as_str()),
         ("host", case.host.as_str()),
@@ -424,7 +427,9 @@ pub fn case_injection(case: &crate::proto::CaseContext, extra: &[(&str, &str)]) 
 }
 
 /// The markers of instructions found in `fields` (name, text), as `field: "marker"`.
-pub fn injection_flags<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+pub(crate) fn injection_flags<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
     let mut flags = Vec::new();
     for (field, text) in fields {
         let lower = text.to_lowercase();

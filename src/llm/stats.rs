@@ -241,19 +241,19 @@ impl GatewayStats {
     }
 
     /// Counts one.
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the queue depth.
-    pub fn set_queue_depth(&self, depth: usize) {
+    pub(crate) fn set_queue_depth(&self, depth: usize) {
         let depth = depth as u64;
         self.queue_depth.store(depth, Ordering::Relaxed);
         self.queue_peak.fetch_max(depth, Ordering::Relaxed);
     }
 
     /// Records an endpoint's live state.
-    pub fn set_endpoint(&self, index: usize, in_flight: usize, circuit: Circuit) {
+    pub(crate) fn set_endpoint(&self, index: usize, in_flight: usize, circuit: Circuit) {
         if let Some(e) = self.accounts.lock().endpoints.get_mut(index) {
             e.in_flight = in_flight;
             e.circuit = circuit;
@@ -279,7 +279,7 @@ impl GatewayStats {
     }
 
     /// A failed leg.
-    pub fn leg_failed(&self, endpoint: usize, kind: AttemptErrorKind) {
+    pub(crate) fn leg_failed(&self, endpoint: usize, kind: AttemptErrorKind) {
         if kind == AttemptErrorKind::Timeout {
             Self::bump(&self.counters.timeouts);
         }
@@ -298,7 +298,7 @@ impl GatewayStats {
     }
 
     /// A call of `role` that ended in an error.
-    pub fn call_failed(&self, role: &str) {
+    pub(crate) fn call_failed(&self, role: &str) {
         self.accounts.lock().role(role).failed += 1;
     }
 

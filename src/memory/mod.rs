@@ -132,7 +132,7 @@ pub async fn recall(
 /// rarity among the cases opened by then, analysts' dispositions known by then. This is what
 /// a role's `memory.recall` tool sees, so a replayed ticket never sees its future. Only cases
 /// of `site` are returned (a tenant never sees another's).
-pub async fn recall_as_of(
+pub(crate) async fn recall_as_of(
     pool: &SqlitePool,
     indicators: &BTreeSet<indicators::Indicator>,
     ticket: &str,
@@ -336,7 +336,7 @@ impl Default for CampaignOptions {
 
 impl CampaignOptions {
     /// The most cases a value may be carried by and still tie cases, among `cases` cases.
-    pub fn rare_limit(&self, cases: usize) -> usize {
+    pub(crate) fn rare_limit(&self, cases: usize) -> usize {
         ((cases.max(1) as f64 * self.max_share).floor() as usize)
             .max(self.min_cases)
             .clamp(2, self.max_value_cases.max(2))
@@ -382,7 +382,7 @@ pub async fn campaigns(
 /// Campaigns among cases, from their strong indicators as `(kind, value, ticket, first_ms)`
 /// (each at most once): cases tied by at least `min_shared` values that at most `rare_limit`
 /// cases carry ([`CampaignOptions::rare_limit`]), in groups of at least `min_cases`.
-pub fn cluster(
+pub(crate) fn cluster(
     rows: impl IntoIterator<Item = (String, String, String, i64)>,
     rare_limit: usize,
     options: &CampaignOptions,

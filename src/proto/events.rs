@@ -47,7 +47,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// Every event kind name, in a fixed order (the index is [`Event::ordinal`]).
+    /// Every event kind name, in a fixed order (the index is `Event::ordinal`).
     pub const KINDS: [&'static str; 13] = [
         "AlertReceived",
         "AlertTriaged",
@@ -65,7 +65,7 @@ impl Event {
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
-    pub fn ordinal(&self) -> usize {
+    pub(crate) fn ordinal(&self) -> usize {
         match self {
             Self::AlertReceived(_) => 0,
             Self::AlertTriaged(_) => 1,

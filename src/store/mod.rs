@@ -74,10 +74,10 @@ pub const PROJECTED_TABLES: [&str; 6] = [
 ];
 
 /// Rows per multi-row statement (well under SQLite's 32,766 bound parameters).
-pub const BULK_ROWS: usize = 1_000;
+pub(crate) const BULK_ROWS: usize = 1_000;
 
 /// Audit entries folded per transaction.
-pub const FOLD_PAGE: usize = 500;
+pub(crate) const FOLD_PAGE: usize = 500;
 
 /// What one catch-up folded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -96,7 +96,7 @@ pub struct Folded {
 }
 
 /// The dispositions recorded on a page of the audit, with their cases' facts.
-pub fn dispositions_of(page: &[(StreamId, Envelope)]) -> Vec<DispositionFacts> {
+pub(crate) fn dispositions_of(page: &[(StreamId, Envelope)]) -> Vec<DispositionFacts> {
     page.iter()
         .filter_map(|(_, envelope)| match &envelope.event {
             Event::DispositionRecorded(d) => Some(DispositionFacts::of_case(
@@ -134,7 +134,7 @@ pub async fn catch_up(
 
 /// [`catch_up`], also handing each disposition folded (a `DispositionRecorded`) to
 /// `knowledge`, so the reasoner learns from it without a restart.
-pub async fn catch_up_into(
+pub(crate) async fn catch_up_into(
     bus: &Bus,
     store: &Store,
     projection: &str,
@@ -232,7 +232,7 @@ struct DispositionRow {
 /// Writes dispositions with their facts; `replace`: a row for a ticket replaces the earlier
 /// one (an import), else the one known later wins (feedback from the bus). Returns rows
 /// written.
-pub async fn insert_dispositions(
+pub(crate) async fn insert_dispositions(
     tx: &mut sqlx::SqliteConnection,
     chunk: &[DispositionFacts],
     source: &str,
@@ -445,7 +445,9 @@ impl Store {
     }
 
     /// Tickets whose case was escalated to the IR Lead.
-    pub async fn escalated_tickets(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+    pub(crate) async fn escalated_tickets(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let rows = sqlx::query("SELECT ticket FROM cases WHERE escalated = 1")
             .fetch_all(&self.pool)
             .await?;
@@ -535,7 +537,7 @@ impl Store {
     }
 
     /// Triage's recorded assessment of each ticket (the first triage that has one).
-    pub async fn triage_assessments(
+    pub(crate) async fn triage_assessments(
         &self,
     ) -> Result<std::collections::HashMap<String, crate::proto::Assessment>, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
@@ -556,7 +558,7 @@ impl Store {
     }
 
     /// How many cases of each rule each site has seen (the novelty baseline after a restart).
-    pub async fn rules_seen(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub(crate) async fn rules_seen(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT COALESCE(site, ''), rule, COUNT(*) FROM cases GROUP BY site, rule",
         )
@@ -567,7 +569,9 @@ impl Store {
     /// The alerts of the cases opened in the activity window before the newest case, in time
     /// order, with the probability triage gave each: what [`crate::knowledge::Knowledge`]
     /// needs to know which hosts are busy after a restart.
-    pub async fn recent_alerts(&self) -> Result<Vec<(crate::proto::Alert, f64)>, StoreError> {
+    pub(crate) async fn recent_alerts(
+        &self,
+    ) -> Result<Vec<(crate::proto::Alert, f64)>, StoreError> {
         let Some(newest) = self.newest_case_ms().await? else {
             return Ok(Vec::new());
         };
@@ -619,7 +623,7 @@ impl Store {
 }
 
 /// The verdict row of a decision event (`None` for events that are not a role's decision).
-pub fn verdict_of(id: StreamId, envelope: &Envelope) -> Option<VerdictRow> {
+pub(crate) fn verdict_of(id: StreamId, envelope: &Envelope) -> Option<VerdictRow> {
     let (meta, verdict, confidence): (&DecisionMeta, String, Option<f64>) = match &envelope.event {
         Event::AlertTriaged(e) => (&e.meta, label(&e.verdict), Some(f64::from(e.confidence))),
         Event::Tier2Analysis(e) => (&e.meta, label(&e.decision), Some(f64::from(e.confidence))),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::LoadError;
 
 /// Most rows one search returns.
-pub const MAX_ROWS: usize = 50;
+pub(crate) const MAX_ROWS: usize = 50;
 
 #[derive(Debug, Default)]
 struct Strings {
@@ -55,7 +55,7 @@ struct Row {
 
 /// The raw alerts, indexed.
 #[derive(Debug, Default)]
-pub struct AlertIndex {
+pub(crate) struct AlertIndex {
     strings: Strings,
     rows: Vec<Row>,
     by_host: HashMap<u32, Vec<u32>>,
@@ -78,13 +78,13 @@ pub struct Query {
     pub since: i64,
     /// Up to this time, Unix seconds, inclusive.
     pub until: i64,
-    /// Most rows returned (newest first), at most [`MAX_ROWS`].
+    /// Most rows returned (newest first), at most `MAX_ROWS`.
     pub limit: usize,
 }
 
 impl AlertIndex {
     /// Loads the alerts CSV at `path` (with its header line; plain or gzip).
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
         let file = path.display().to_string();
         let reader =
             crate::ingest::open_text(path).map_err(|e| LoadError::Read(file.clone(), e))?;
@@ -140,17 +140,13 @@ impl AlertIndex {
     }
 
     /// Alerts indexed.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.rows.len()
     }
 
-    /// Whether no alert is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Runs `query`: how many alerts match, how many per rule, and the newest `limit` rows.
-    pub fn search(&self, query: &Query) -> Value {
+    pub(crate) fn search(&self, query: &Query) -> Value {
         let wanted = |field: &Option<String>, lower: bool| {
             field.as_deref().map(|v| {
                 let v = v.trim();

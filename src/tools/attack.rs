@@ -214,7 +214,7 @@ impl Attack {
     }
 
     /// A technique as the tool shows it, with the groups known to use it.
-    pub fn technique_json(&self, t: &Technique) -> Value {
+    pub(crate) fn technique_json(&self, t: &Technique) -> Value {
         let groups: Vec<String> = t
             .groups
             .iter()
@@ -226,7 +226,7 @@ impl Attack {
     }
 
     /// A group as the tool shows it, with the techniques it is known to use.
-    pub fn group_json(&self, g: &Group) -> Value {
+    pub(crate) fn group_json(&self, g: &Group) -> Value {
         let mut ids: Vec<&str> = g
             .techniques
             .iter()

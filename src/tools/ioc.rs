@@ -146,7 +146,7 @@ impl IocLists {
     }
 
     /// What the tool answers for `value`.
-    pub fn lookup_json(&self, value: &str) -> Value {
+    pub(crate) fn lookup_json(&self, value: &str) -> Value {
         let hits = self.lookup(value);
         json!({
             "value": value,

@@ -2,7 +2,7 @@
 //!
 //! - **Cards.** The projector queues one card per `IrPlan` it folds (the store's `cards`, see
 //!   `migrations/0007_webex.sql`); the notifier actor (`crate::actors::notifier`) sends the
-//!   due ones with [`send_due`]: `POST /v1/messages` to the configured room, an Adaptive Card
+//!   due ones with `send_due`: `POST /v1/messages` to the configured room, an Adaptive Card
 //!   (severity-styled header, the case, the plan's sections, "Action required from: &lt;role&gt;",
 //!   Approve / Reject buttons opening the approval page) plus a markdown fallback. A failed send
 //!   is retried with exponential backoff (a 429's `Retry-After` is honoured) up to
@@ -83,7 +83,7 @@ impl Default for WebexConfig {
 
 impl WebexConfig {
     /// Whether cards are sent (a room and a bot token).
-    pub fn sends_cards(&self) -> bool {
+    pub(crate) fn sends_cards(&self) -> bool {
         !self.room_id.is_empty() && self.bot_token.is_some()
     }
 
@@ -141,7 +141,7 @@ impl WebexConfig {
     }
 
     /// The delay before attempt `attempts + 1`, after `attempts` failures.
-    pub fn backoff(&self, attempts: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let factor = 1u64 << attempts.saturating_sub(1).min(30);
         Duration::from_millis(
             self.retry_initial_ms
@@ -153,7 +153,7 @@ impl WebexConfig {
 
 /// Why a Webex request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WebexError {
+pub(crate) enum WebexError {
     /// Worth retrying (network, timeout, 429, 5xx), after `after` when Webex said.
     #[error("{message}")]
     Retry {
@@ -178,12 +178,9 @@ pub struct Client {
 /// An `attachmentActions` record: what a person submitted on a card.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AttachmentAction {
+pub(crate) struct AttachmentAction {
     /// The action's id.
     pub id: String,
-    /// `submit`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
     /// The card's message.
     pub message_id: String,
     /// Who pressed the button.
@@ -242,7 +239,7 @@ impl Client {
 
     /// Posts a message (`POST /v1/messages`); returns its id (`None` if Webex accepted it
     /// without saying).
-    pub async fn post_message(&self, message: &Value) -> Result<Option<String>, WebexError> {
+    pub(crate) async fn post_message(&self, message: &Value) -> Result<Option<String>, WebexError> {
         let url = format!("{}/v1/messages", self.base);
         let answer = self.send(self.http.post(url).json(message)).await?;
         Ok(answer
@@ -253,7 +250,7 @@ impl Client {
     }
 
     /// Fetches an attachment action (`GET /v1/attachment/actions/{id}`).
-    pub async fn attachment_action(&self, id: &str) -> Result<AttachmentAction, WebexError> {
+    pub(crate) async fn attachment_action(&self, id: &str) -> Result<AttachmentAction, WebexError> {
         let url = format!("{}/v1/attachment/actions/{}", self.base, path_id(id)?);
         let answer = self.send(self.http.get(url)).await?;
         serde_json::from_value(answer)
@@ -261,7 +258,7 @@ impl Client {
     }
 
     /// The e-mail addresses of a person (`GET /v1/people/{id}`).
-    pub async fn person_emails(&self, id: &str) -> Result<Vec<String>, WebexError> {
+    pub(crate) async fn person_emails(&self, id: &str) -> Result<Vec<String>, WebexError> {
         let url = format!("{}/v1/people/{}", self.base, path_id(id)?);
         let answer = self.send(self.http.get(url)).await?;
         Ok(answer
@@ -315,7 +312,7 @@ fn cut(mut text: String, max: usize) -> String {
 }
 
 /// The confirmation page of `action_id` for `decision` (`approve` | `reject`).
-pub fn approval_link(approvals_url: &str, action_id: &str, decision: &str) -> String {
+pub(crate) fn approval_link(approvals_url: &str, action_id: &str, decision: &str) -> String {
     let mut encoded = String::new();
     for b in action_id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -350,7 +347,7 @@ fn severity_label(severity: Severity) -> &'static str {
 
 /// The `POST /v1/messages` body of `plan`'s card in `room_id`: an Adaptive Card and its
 /// markdown fallback. `confidence` is the case's latest (Tier 2's), when known.
-pub fn card_message(
+pub(crate) fn card_message(
     room_id: &str,
     plan: &IrPlan,
     confidence: Option<f64>,
@@ -468,7 +465,7 @@ fn heading(text: &str) -> Value {
 
 /// What one [`send_due`] pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SendReport {
+pub(crate) struct SendReport {
     /// Cards posted.
     pub sent: usize,
     /// Cards that failed and wait for a retry.
@@ -482,7 +479,7 @@ pub struct SendReport {
 /// Sends the queued cards due at `now_ms` (oldest first, up to `batch`): posts each, records it
 /// sent, or schedules its retry. Cards older than `max_age_ms` (their proposals expired) are
 /// marked expired instead.
-pub async fn send_due(
+pub(crate) async fn send_due(
     pool: &SqlitePool,
     client: &Client,
     config: &WebexConfig,
@@ -613,41 +610,6 @@ async fn set_status(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-/// One card's delivery, as the store has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CardStatus {
-    /// The plan.
-    pub plan_id: String,
-    /// `queued`, `sent`, `failed` or `expired`.
-    pub status: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// Webex's message id, once sent.
-    pub message_id: Option<String>,
-}
-
-/// The delivery of `plan_id`'s card.
-pub async fn card_status(
-    pool: &SqlitePool,
-    plan_id: &str,
-) -> Result<Option<CardStatus>, StoreError> {
-    let row = sqlx::query(
-        "SELECT plan_id, status, attempts, last_error, message_id FROM cards WHERE plan_id = ?",
-    )
-    .bind(plan_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| CardStatus {
-        plan_id: r.get(0),
-        status: r.get(1),
-        attempts: u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-        last_error: r.get(3),
-        message_id: r.get(4),
-    }))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::proto::IrPlan;
 use crate::store::StoreError;
 
 /// The signature header Webex sends.
-pub const SIGNATURE_HEADER: &str = "x-spark-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-spark-signature";
 /// Largest webhook body accepted, bytes (Webex's are well under 2 KiB).
 const MAX_BODY: usize = 64 * 1024;
 
@@ -83,7 +83,7 @@ pub fn routes(hook: Arc<Hook>) -> axum::Router {
 }
 
 /// Whether `signature` (hex) is the HMAC-SHA1 of `body` with `secret` (constant time).
-pub fn signature_ok(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
+pub(crate) fn signature_ok(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
     let Some(tag) = signature.and_then(|s| unhex(s.trim())) else {
         return false;
     };
