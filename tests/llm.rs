@@ -1272,7 +1272,7 @@ struct Scored {
 }
 
 impl soc_runtime::llm::reason::Answer for Scored {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), soc_runtime::llm::reason::AnswerError> {
         (self.score <= 10)
             .then_some(())
             .ok_or("score above 10".into())
@@ -1298,8 +1298,13 @@ impl soc_runtime::llm::reason::ToolProvider for HostTools {
         _scope: &'a soc_runtime::llm::reason::Scope,
         name: &'a str,
         _arguments: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<String, soc_runtime::llm::reason::ToolError>>
+                + Send
+                + 'a,
+        >,
+    > {
         self.ran.lock().unwrap().push(name.to_owned());
         Box::pin(std::future::ready(Ok(format!("{name}: ok"))))
     }
@@ -1496,7 +1501,7 @@ async fn the_canned_model_runs_the_whole_model_path_and_an_unknown_schema_ends_i
     )
     .await
     .unwrap();
-    let why = reasoned.answer.unwrap_err();
+    let why = reasoned.answer.unwrap_err().to_string();
     assert!(
         why.contains("missing field `score`") && why.contains("repair"),
         "{why}"

@@ -61,6 +61,7 @@ async fn call(tools: &Toolbox, scope: &Scope, name: &str, args: Value) -> Result
         .call(scope, name, &args.to_string())
         .await
         .map(|text| serde_json::from_str(&text).unwrap())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +497,8 @@ async fn the_falcon_connector_only_reads_and_never_widens_its_filter() {
     let e = scoped
         .call(&scope, "falcon.host", r#"{"host":"web-1"}"#)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not cover site \"x\""), "{e}");
 
     // Wrong credentials: a clear error, no secret in it.
@@ -509,7 +511,8 @@ async fn the_falcon_connector_only_reads_and_never_widens_its_filter() {
     let e = wrong
         .call(&scope, "falcon.host", r#"{"host":"web-1"}"#)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Falcon refused the API client: 401"), "{e}");
     assert!(
         e.contains("invalid credentials") && !e.contains("nope"),

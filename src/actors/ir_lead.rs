@@ -25,7 +25,7 @@ use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::approvals::{action_id, approver_for};
 use crate::bus::Topic;
-use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason_checked};
+use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason_checked};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
     ActionProposed, CaseContext, CaseEscalated, DecisionMeta, Envelope, Event, IrPlan, PlanStep,
@@ -115,7 +115,7 @@ pub(crate) struct PlanAnswer {
 }
 
 impl Answer for PlanAnswer {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), AnswerError> {
         if self.summary.trim().is_empty() || self.summary.len() > 4000 {
             return Err("the summary must be 1 to 4000 characters".into());
         }
@@ -126,7 +126,9 @@ impl Answer for PlanAnswer {
             ("notifications", self.notifications.len()),
         ] {
             if len > MAX_SECTION {
-                return Err(format!("{len} {name} entries; at most {MAX_SECTION}"));
+                return Err(AnswerError::Invalid(format!(
+                    "{len} {name} entries; at most {MAX_SECTION}"
+                )));
             }
         }
         Ok(())
@@ -134,7 +136,7 @@ impl Answer for PlanAnswer {
 }
 
 /// Whether every containment step of `answer` targets an entity of `case` fit for its action.
-fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), String> {
+fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), AnswerError> {
     for step in &answer.containment {
         let target = step.target.trim();
         let fits = match step.action {
@@ -145,7 +147,7 @@ fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), String> 
             ContainmentAction::DisableAccount => case.user.as_deref() == Some(target),
         };
         if !fits {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "containment step {} on {target:?}: the target must be the case's own {}",
                 step.action.as_str(),
                 match step.action {
@@ -153,7 +155,7 @@ fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), String> 
                     ContainmentAction::BlockIp => "source IP",
                     ContainmentAction::DisableAccount => "user",
                 }
-            ));
+            )));
         }
     }
     Ok(())
@@ -262,7 +264,7 @@ impl Role for IrLead {
                     notifications: a.notifications,
                     meta: reasoned.meta,
                 },
-                Err(why) => needs_review(rules, why, reasoned.meta),
+                Err(why) => needs_review(rules, why.to_string(), reasoned.meta),
             };
             Ok(with_proposals(plan, input.at_ms + ttl))
         }
@@ -465,12 +467,14 @@ mod tests {
         assert!(check_targets(&answer(IsolateHost, "MAIL"), &case).is_ok());
         assert!(check_targets(&answer(BlockIp, "203.0.113.9"), &case).is_ok());
         assert!(check_targets(&answer(DisableAccount, "alice"), &case).is_ok());
-        let e = check_targets(&answer(IsolateHost, "dc-1"), &case).unwrap_err();
+        let e = check_targets(&answer(IsolateHost, "dc-1"), &case)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the case's own host"), "{e}");
         assert!(check_targets(&answer(BlockIp, "8.8.8.8"), &case).is_err());
         assert!(check_targets(&answer(DisableAccount, "root"), &case).is_err());
         let mut long = answer(IsolateHost, "mail");
         long.notifications = vec!["x".into(); 6];
-        assert!(long.check().unwrap_err().contains("at most 5"));
+        assert!(long.check().unwrap_err().to_string().contains("at most 5"));
     }
 }

@@ -35,7 +35,7 @@ use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::knowledge::{Judged, Knowledge};
-use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
+use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
     Alert, AlertReceived, AlertTriaged, Assessment, CaseContext, DecisionMeta, Disposition,
@@ -81,18 +81,18 @@ pub struct TriageAnswer {
 }
 
 impl Answer for TriageAnswer {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), AnswerError> {
         if !(0.0..=1.0).contains(&self.confidence) {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "confidence {} is not between 0 and 1",
                 self.confidence
-            ));
+            )));
         }
         if !(1..=10).contains(&self.priority) {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "priority {} is not between 1 and 10",
                 self.priority
-            ));
+            )));
         }
         if self.rationale.trim().is_empty() || self.rationale.len() > 4000 {
             return Err("the rationale must be 1 to 4000 characters".into());
@@ -199,7 +199,7 @@ impl Role for Sentinel {
                     if let Some(a) = &mut t.assessment {
                         a.linked.clear();
                     }
-                    meta.needs_human_review = Some(why);
+                    meta.needs_human_review = Some(why.to_string());
                     t.meta = meta;
                     t
                 }

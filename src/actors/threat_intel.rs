@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
-use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason_checked};
+use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason_checked};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
     AttackTechnique, CaseContext, DecisionMeta, Envelope, Event, Ioc, IocKind, IrPlan,
@@ -100,26 +100,28 @@ pub(crate) struct IntelAnswer {
 }
 
 impl Answer for IntelAnswer {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), AnswerError> {
         for (name, len) in [
             ("evidence", self.evidence.len()),
             ("attack_techniques", self.attack_techniques.len()),
             ("iocs", self.iocs.len()),
         ] {
             if len > MAX_ITEMS {
-                return Err(format!("{len} {name} entries; at most {MAX_ITEMS}"));
+                return Err(AnswerError::Invalid(format!(
+                    "{len} {name} entries; at most {MAX_ITEMS}"
+                )));
             }
         }
         if let Some(bad) = self.attack_techniques.iter().find(|t| !is_technique_id(t)) {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "{bad:?} is not an ATT&CK technique id (T and four digits, optionally . and three)"
-            ));
+            )));
         }
         if !(-1..=1).contains(&self.severity_adjustment) {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "severity_adjustment {} must be -1, 0 or 1",
                 self.severity_adjustment
-            ));
+            )));
         }
         if self
             .likely_actor
@@ -242,7 +244,7 @@ impl Role for ThreatIntel {
                 },
                 Err(why) => needs_review(
                     by_rules(&tools, case, DecisionMeta::default()),
-                    why,
+                    why.to_string(),
                     reasoned.meta,
                 ),
             };
@@ -252,7 +254,7 @@ impl Role for ThreatIntel {
 }
 
 /// With a bundle configured, named techniques must be in it and a named actor a known group.
-fn check_known(tools: &Toolbox, answer: &IntelAnswer) -> Result<(), String> {
+fn check_known(tools: &Toolbox, answer: &IntelAnswer) -> Result<(), AnswerError> {
     let Some(attack) = tools.attack() else {
         return Ok(());
     };
@@ -261,15 +263,17 @@ fn check_known(tools: &Toolbox, answer: &IntelAnswer) -> Result<(), String> {
         .iter()
         .find(|id| attack.technique(id).is_none())
     {
-        return Err(format!("{bad} is not an active ATT&CK technique"));
+        return Err(AnswerError::Invalid(format!(
+            "{bad} is not an active ATT&CK technique"
+        )));
     }
     if let Some(actor) = answer.likely_actor.as_deref().map(str::trim)
         && !actor.is_empty()
         && attack.group(actor).is_none()
     {
-        return Err(format!(
+        return Err(AnswerError::Invalid(format!(
             "{actor:?} is not an ATT&CK group or alias; name a known group or null"
-        ));
+        )));
     }
     Ok(())
 }
@@ -410,7 +414,10 @@ mod tests {
             assert!(answer(&[bad], None, &[], 0).check().is_err(), "{bad}");
         }
         assert!(answer(&[], None, &[], 2).check().is_err());
-        let e = answer(&[], Some("APT28"), &[], 0).check().unwrap_err();
+        let e = answer(&[], Some("APT28"), &[], 0)
+            .check()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("without evidence"), "{e}");
         assert!(answer(&[], Some("APT28"), &["same C2"], 0).check().is_ok());
         // Without a bundle, ids are only checked for their form.

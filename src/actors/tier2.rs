@@ -27,7 +27,7 @@ use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::bus::Topic;
 use crate::knowledge::Knowledge;
-use crate::llm::reason::{Answer, Brief, Scope, case_injection, reason};
+use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::DecisionMeta;
 use crate::proto::{
@@ -90,18 +90,21 @@ pub(crate) struct Tier2Answer {
 }
 
 impl Answer for Tier2Answer {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), AnswerError> {
         if !(0.0..=1.0).contains(&self.confidence) {
-            return Err(format!(
+            return Err(AnswerError::Invalid(format!(
                 "confidence {} is not between 0 and 1",
                 self.confidence
-            ));
+            )));
         }
         if self.summary.trim().is_empty() || self.summary.len() > 4000 {
             return Err("the summary must be 1 to 4000 characters".into());
         }
         if self.next_steps.len() > 5 {
-            return Err(format!("{} next steps; at most 5", self.next_steps.len()));
+            return Err(AnswerError::Invalid(format!(
+                "{} next steps; at most 5",
+                self.next_steps.len()
+            )));
         }
         Ok(())
     }
@@ -188,6 +191,7 @@ impl Role for Tier2 {
                     }
                 }
                 Err(why) => {
+                    let why = why.to_string();
                     meta.needs_human_review = Some(why.clone());
                     Tier2Analysis {
                         case: case.clone(),

@@ -27,11 +27,60 @@ use serde::de::DeserializeOwned;
 use super::{CallOptions, ChatRequest, JsonSchema, Llm, LlmError, Message, Tool, ToolChoice};
 use crate::proto::{DecisionMeta, ReasonerKind};
 
+/// Why a model's answer was not accepted: said in the repair prompt, then recorded as the
+/// case's `needs_human_review` reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// Not the JSON object the schema asks for.
+    #[error("{0}")]
+    Malformed(String),
+    /// Well-formed, but breaks a rule the schema cannot say (a range, a target, an id).
+    #[error("{0}")]
+    Invalid(String),
+    /// Neither the answer nor its repair validated.
+    #[error("the model's answer did not validate ({first}), nor did its repair ({repair})")]
+    Unrepaired {
+        /// Why the first answer failed.
+        first: Box<AnswerError>,
+        /// Why the repair failed.
+        repair: Box<AnswerError>,
+    },
+}
+
+impl From<String> for AnswerError {
+    fn from(why: String) -> Self {
+        Self::Invalid(why)
+    }
+}
+
+impl From<&str> for AnswerError {
+    fn from(why: &str) -> Self {
+        Self::Invalid(why.to_owned())
+    }
+}
+
+/// Why a tool call gave no result: told to the model as text, which may try another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    /// No tool of that name is offered.
+    #[error("no tool named {0}")]
+    Unknown(String),
+    /// The arguments are not what the tool takes, or name nothing it knows.
+    #[error("{0}")]
+    Arguments(String),
+    /// The tool has nothing to search here (not configured in this deployment).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The tool (or the system behind it) failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A role's answer type: deserialized from the model's JSON, then checked.
 pub trait Answer: DeserializeOwned + schemars::JsonSchema + Send + 'static {
     /// Checks what the schema cannot say (ranges, non-empty text); the error says what is
     /// wrong, for the repair prompt.
-    fn check(&self) -> Result<(), String>;
+    fn check(&self) -> Result<(), AnswerError>;
 }
 
 /// What a role reasons with.
@@ -95,7 +144,7 @@ pub trait ToolProvider: Send + Sync {
         scope: &'a Scope,
         name: &'a str,
         arguments: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + 'a>>;
 }
 
 /// No tools at all.
@@ -112,8 +161,8 @@ impl ToolProvider for NoTools {
         _: &'a Scope,
         name: &'a str,
         _: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
-        Box::pin(std::future::ready(Err(format!("no tool named {name}"))))
+    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + 'a>> {
+        Box::pin(std::future::ready(Err(ToolError::Unknown(name.to_owned()))))
     }
 }
 
@@ -132,7 +181,7 @@ pub struct CallRecord {
 #[derive(Debug)]
 pub struct Reasoned<T> {
     /// The validated answer, or why there is none (for `needs_human_review`).
-    pub answer: Result<T, String>,
+    pub answer: Result<T, AnswerError>,
     /// Reasoner, wall time, tool calls run, tokens.
     pub meta: DecisionMeta,
     /// Every call the model asked for, in order.
@@ -166,7 +215,7 @@ pub(crate) async fn reason_checked<T: Answer>(
     tools: &dyn ToolProvider,
     scope: &Scope,
     options: CallOptions,
-    check: &(dyn Fn(&T) -> Result<(), String> + Sync),
+    check: &(dyn Fn(&T) -> Result<(), AnswerError> + Sync),
 ) -> Result<Reasoned<T>, LlmError> {
     let parse = |text: &str| parse::<T>(text).and_then(|v| check(&v).map(|()| v));
     let started = Instant::now();
@@ -344,7 +393,10 @@ pub(crate) async fn reason_checked<T: Answer>(
             let completion = llm.chat(request, options).await?;
             add_usage(&mut meta, &completion.usage);
             parse(&completion.content.unwrap_or_default()).map_err(|again| {
-                format!("the model's answer did not validate ({why}), nor did its repair ({again})")
+                AnswerError::Unrepaired {
+                    first: Box::new(why),
+                    repair: Box::new(again),
+                }
             })
         }
     };
@@ -366,7 +418,7 @@ fn add_usage(meta: &mut DecisionMeta, usage: &super::Usage) {
 
 /// Parses and checks an answer: the JSON object in `text` (a code fence around it is
 /// tolerated), then [`Answer::check`].
-pub fn parse<T: Answer>(text: &str) -> Result<T, String> {
+pub fn parse<T: Answer>(text: &str) -> Result<T, AnswerError> {
     let trimmed = text.trim();
     let body = trimmed
         .strip_prefix("```json")
@@ -375,14 +427,14 @@ pub fn parse<T: Answer>(text: &str) -> Result<T, String> {
         .unwrap_or(trimmed)
         .trim();
     if body.is_empty() {
-        return Err("the answer is empty".into());
+        return Err(AnswerError::Malformed("the answer is empty".into()));
     }
     let value: T = serde_json::from_str(body).map_err(|e| {
         let mut shown: String = body.chars().take(120).collect();
         if body.chars().count() > 120 {
             shown.push_str("...");
         }
-        format!("{e} in {shown:?}")
+        AnswerError::Malformed(format!("{e} in {shown:?}"))
     })?;
     value.check()?;
     Ok(value)
@@ -452,9 +504,12 @@ mod tests {
     }
 
     impl Answer for Verdict {
-        fn check(&self) -> Result<(), String> {
+        fn check(&self) -> Result<(), AnswerError> {
             if self.score > 10 {
-                return Err(format!("score {} is above 10", self.score));
+                return Err(AnswerError::Invalid(format!(
+                    "score {} is above 10",
+                    self.score
+                )));
             }
             Ok(())
         }
@@ -469,11 +524,18 @@ mod tests {
                 .score,
             4
         );
-        let e = parse::<Verdict>(r#"{"score": 11}"#).unwrap_err();
+        let e = parse::<Verdict>(r#"{"score": 11}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("above 10"), "{e}");
-        let e = parse::<Verdict>(r#"{"score": "#).unwrap_err();
+        let e = parse::<Verdict>(r#"{"score": "#).unwrap_err().to_string();
         assert!(e.contains("EOF"), "{e}");
-        assert!(parse::<Verdict>("  ").unwrap_err().contains("empty"));
+        assert!(
+            parse::<Verdict>("  ")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 
     #[test]

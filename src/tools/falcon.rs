@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::ToolsError;
 use crate::llm::Tool;
-use crate::llm::reason::{Scope, ToolProvider};
+use crate::llm::reason::{Scope, ToolError, ToolProvider};
 use crate::secret::Secret;
 
 /// Every path the connector may request (the token endpoint and read endpoints only).
@@ -119,7 +119,7 @@ impl Falcon {
         }))
     }
 
-    async fn token(&self, renew: bool) -> Result<Secret, String> {
+    async fn token(&self, renew: bool) -> Result<Secret, ToolError> {
         let mut cached = self.token.lock().await;
         if !renew
             && let Some((token, until)) = cached.as_ref()
@@ -136,19 +136,23 @@ impl Falcon {
             ])
             .send()
             .await
-            .map_err(|e| format!("Falcon token request failed: {}", without_url(&e)))?;
+            .map_err(|e| {
+                ToolError::Failed(format!("Falcon token request failed: {}", without_url(&e)))
+            })?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!(
+            return Err(ToolError::Failed(format!(
                 "Falcon refused the API client: {status} {}",
                 errors(&body)
-            ));
+            )));
         }
         let token = body["access_token"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .ok_or("Falcon's token response holds no access_token")?;
+            .ok_or(ToolError::Failed(
+                "Falcon's token response holds no access_token".into(),
+            ))?;
         let lifetime = body["expires_in"]
             .as_u64()
             .unwrap_or(1799)
@@ -168,9 +172,9 @@ impl Falcon {
         path: &'static str,
         query: &[(&str, String)],
         body: Option<Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ToolError> {
         if !READ_PATHS.contains(&path) || path == "/oauth2/token" {
-            return Err(format!("{path} is not a read endpoint"));
+            return Err(ToolError::Failed(format!("{path} is not a read endpoint")));
         }
         for renew in [false, true] {
             let token = self.token(renew).await?;
@@ -184,21 +188,26 @@ impl Falcon {
                 .bearer_auth(token.expose())
                 .send()
                 .await
-                .map_err(|e| format!("Falcon request failed: {}", without_url(&e)))?;
+                .map_err(|e| {
+                    ToolError::Failed(format!("Falcon request failed: {}", without_url(&e)))
+                })?;
             let status = response.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && !renew {
                 continue;
             }
             let value: Value = response.json().await.unwrap_or(Value::Null);
             if !status.is_success() {
-                return Err(format!("Falcon answered {status} {}", errors(&value)));
+                return Err(ToolError::Failed(format!(
+                    "Falcon answered {status} {}",
+                    errors(&value)
+                )));
             }
             return Ok(value);
         }
-        Err("Falcon refused the renewed token".into())
+        Err(ToolError::Failed("Falcon refused the renewed token".into()))
     }
 
-    async fn alerts(&self, scope: &Scope, args: &Value) -> Result<String, String> {
+    async fn alerts(&self, scope: &Scope, args: &Value) -> Result<String, ToolError> {
         let host = host_arg(args)?;
         let limit = args["limit"]
             .as_u64()
@@ -244,7 +253,7 @@ impl Falcon {
         Ok(json!({"host": host, "until": until, "alerts": alerts}).to_string())
     }
 
-    async fn host(&self, args: &Value) -> Result<String, String> {
+    async fn host(&self, args: &Value) -> Result<String, ToolError> {
         let host = host_arg(args)?;
         let ids = self
             .read(
@@ -280,11 +289,13 @@ impl Falcon {
         Ok(json!({"host": host, "devices": devices}).to_string())
     }
 
-    async fn process(&self, scope: &Scope, args: &Value) -> Result<String, String> {
+    async fn process(&self, scope: &Scope, args: &Value) -> Result<String, ToolError> {
         let device = args["device_id"]
             .as_str()
             .filter(|d| d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or("device_id must be a Falcon device id (32 hex digits)")?;
+            .ok_or(ToolError::Arguments(
+                "device_id must be a Falcon device id (32 hex digits)".into(),
+            ))?;
         let process = match &args["process_id"] {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -292,7 +303,9 @@ impl Falcon {
         };
         if process.is_empty() || process.len() > 20 || !process.bytes().all(|b| b.is_ascii_digit())
         {
-            return Err("process_id must be a Falcon process id (digits)".into());
+            return Err(ToolError::Arguments(
+                "process_id must be a Falcon process id (digits)".into(),
+            ));
         }
         let found = self
             .read(
@@ -355,29 +368,29 @@ impl ToolProvider for Falcon {
         scope: &'a Scope,
         name: &'a str,
         arguments: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + 'a>> {
         Box::pin(async move {
             if !self.sites.is_empty() && !self.sites.contains(&scope.site) {
-                return Err(format!(
+                return Err(ToolError::Unavailable(format!(
                     "Falcon does not cover site {:?} (it covers {})",
                     scope.site,
                     self.sites.join(", ")
-                ));
+                )));
             }
             let args: Value = serde_json::from_str(arguments)
-                .map_err(|e| format!("arguments are not JSON: {e}"))?;
+                .map_err(|e| ToolError::Arguments(format!("arguments are not JSON: {e}")))?;
             match name {
                 "falcon.alerts" => self.alerts(scope, &args).await,
                 "falcon.host" => self.host(&args).await,
                 "falcon.process" => self.process(scope, &args).await,
-                other => Err(format!("no tool named {other}")),
+                other => Err(ToolError::Unknown(other.to_owned())),
             }
         })
     }
 }
 
 /// A host name fit for an FQL filter: letters, digits, `.`, `-`, `_`.
-fn host_arg(args: &Value) -> Result<&str, String> {
+fn host_arg(args: &Value) -> Result<&str, ToolError> {
     args["host"]
         .as_str()
         .filter(|h| {
@@ -386,7 +399,9 @@ fn host_arg(args: &Value) -> Result<&str, String> {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         })
-        .ok_or_else(|| "host must be a host name (letters, digits, '.', '-', '_')".into())
+        .ok_or_else(|| {
+            ToolError::Arguments("host must be a host name (letters, digits, '.', '-', '_')".into())
+        })
 }
 
 fn resources(v: &Value) -> impl Iterator<Item = &Value> {

@@ -38,7 +38,7 @@ use sqlx::SqlitePool;
 
 use crate::knowledge::Knowledge;
 use crate::llm::Tool;
-use crate::llm::reason::{Scope, ToolProvider};
+use crate::llm::reason::{Scope, ToolError, ToolProvider};
 
 /// Default window of `alerts.search` before the case's last alert, seconds.
 const SEARCH_WINDOW_S: i64 = 24 * 3600;
@@ -198,8 +198,10 @@ impl Toolbox {
         self.tools().into_iter().map(|t| t.function.name).collect()
     }
 
-    fn host_activity(&self, scope: &Scope, args: &Value) -> Result<String, String> {
-        let host = args["host"].as_str().ok_or("host (a string) is required")?;
+    fn host_activity(&self, scope: &Scope, args: &Value) -> Result<String, ToolError> {
+        let host = args["host"]
+            .as_str()
+            .ok_or(ToolError::Arguments("host (a string) is required".into()))?;
         let site = scope.site.as_str();
         let latest = self
             .knowledge
@@ -221,10 +223,10 @@ impl Toolbox {
         Ok(json!({"host": host, "alerts_last_hour": recent.len(), "latest": rows}).to_string())
     }
 
-    fn rule_history(&self, scope: &Scope, args: &Value) -> Result<String, String> {
-        let rule = args["rule_id"]
-            .as_str()
-            .ok_or("rule_id (a string) is required")?;
+    fn rule_history(&self, scope: &Scope, args: &Value) -> Result<String, ToolError> {
+        let rule = args["rule_id"].as_str().ok_or(ToolError::Arguments(
+            "rule_id (a string) is required".into(),
+        ))?;
         let before = time_arg(args, "before")?
             .unwrap_or(i64::MAX)
             .min(scope.until_ms);
@@ -237,8 +239,10 @@ impl Toolbox {
         .to_string())
     }
 
-    async fn recall(&self, scope: &Scope) -> Result<String, String> {
-        let pool = self.memory.as_ref().ok_or("case memory is not available")?;
+    async fn recall(&self, scope: &Scope) -> Result<String, ToolError> {
+        let pool = self.memory.as_ref().ok_or(ToolError::Unavailable(
+            "case memory is not available".into(),
+        ))?;
         let options = crate::memory::RecallOptions {
             limit: RECALL_LIMIT,
             ..Default::default()
@@ -252,7 +256,7 @@ impl Toolbox {
             options,
         )
         .await
-        .map_err(|e| format!("case memory: {e}"))?;
+        .map_err(|e| ToolError::Failed(format!("case memory: {e}")))?;
         let rows: Vec<Value> = found
             .iter()
             .map(|r| {
@@ -264,11 +268,10 @@ impl Toolbox {
         Ok(json!({"similar_cases": rows}).to_string())
     }
 
-    fn search_alerts(&self, scope: &Scope, args: &Value) -> Result<String, String> {
-        let index = self
-            .alerts
-            .as_ref()
-            .ok_or("no alert archive is configured")?;
+    fn search_alerts(&self, scope: &Scope, args: &Value) -> Result<String, ToolError> {
+        let index = self.alerts.as_ref().ok_or(ToolError::Unavailable(
+            "no alert archive is configured".into(),
+        ))?;
         let text = |k: &str| {
             args[k]
                 .as_str()
@@ -277,7 +280,9 @@ impl Toolbox {
         };
         let (host, ip, rule_id) = (text("host"), text("ip"), text("rule_id"));
         if host.is_none() && ip.is_none() && rule_id.is_none() {
-            return Err("give at least one of host, ip, rule_id".into());
+            return Err(ToolError::Arguments(
+                "give at least one of host, ip, rule_id".into(),
+            ));
         }
         let cap = scope.until_ms.div_euclid(1000);
         let until = time_arg(args, "until")?.map_or(cap, |ms| ms.div_euclid(1000).min(cap));
@@ -298,38 +303,38 @@ impl Toolbox {
         Ok(found.to_string())
     }
 
-    fn attack_lookup(&self, args: &Value) -> Result<String, String> {
-        let attack = self
-            .attack
-            .as_ref()
-            .ok_or("no ATT&CK bundle is configured")?;
+    fn attack_lookup(&self, args: &Value) -> Result<String, ToolError> {
+        let attack = self.attack.as_ref().ok_or(ToolError::Unavailable(
+            "no ATT&CK bundle is configured".into(),
+        ))?;
         if let Some(id) = args["technique"].as_str() {
             return attack
                 .technique(id)
                 .map(|t| attack.technique_json(t).to_string())
-                .ok_or_else(|| format!("no active ATT&CK technique {id:?}"));
+                .ok_or_else(|| ToolError::Arguments(format!("no active ATT&CK technique {id:?}")));
         }
         if let Some(name) = args["group"].as_str() {
             return attack
                 .group(name)
                 .map(|g| attack.group_json(g).to_string())
-                .ok_or_else(|| format!("no ATT&CK group named {name:?}"));
+                .ok_or_else(|| ToolError::Arguments(format!("no ATT&CK group named {name:?}")));
         }
         if let Some(text) = args["query"].as_str() {
             return Ok(attack.search(text).to_string());
         }
-        Err("give one of technique (an id such as T1110), group (a name or alias), query".into())
+        Err(ToolError::Arguments(
+            "give one of technique (an id such as T1110), group (a name or alias), query".into(),
+        ))
     }
 
-    fn ioc_lookup(&self, args: &Value) -> Result<String, String> {
-        let lists = self
-            .iocs
-            .as_ref()
-            .ok_or("no indicator lists are configured")?;
+    fn ioc_lookup(&self, args: &Value) -> Result<String, ToolError> {
+        let lists = self.iocs.as_ref().ok_or(ToolError::Unavailable(
+            "no indicator lists are configured".into(),
+        ))?;
         let value = args["value"]
             .as_str()
             .filter(|v| !v.trim().is_empty())
-            .ok_or("value (a string) is required")?;
+            .ok_or(ToolError::Arguments("value (a string) is required".into()))?;
         Ok(lists.lookup_json(value).to_string())
     }
 }
@@ -400,10 +405,10 @@ impl ToolProvider for Toolbox {
         scope: &'a Scope,
         name: &'a str,
         arguments: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + 'a>> {
         Box::pin(async move {
             let args: Value = serde_json::from_str(arguments)
-                .map_err(|e| format!("arguments are not JSON: {e}"))?;
+                .map_err(|e| ToolError::Arguments(format!("arguments are not JSON: {e}")))?;
             match name {
                 "memory.host_activity" => self.host_activity(scope, &args),
                 "memory.rule_history" => self.rule_history(scope, &args),
@@ -417,19 +422,19 @@ impl ToolProvider for Toolbox {
                             return connector.call(scope, other, arguments).await;
                         }
                     }
-                    Err(format!("no tool named {other}"))
+                    Err(ToolError::Unknown(other.to_owned()))
                 }
             }
         })
     }
 }
 
-fn time_arg(args: &Value, key: &str) -> Result<Option<i64>, String> {
+fn time_arg(args: &Value, key: &str) -> Result<Option<i64>, ToolError> {
     match args[key].as_str() {
         None | Some("") => Ok(None),
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
             .map(|t| Some(t.timestamp_millis()))
-            .map_err(|e| format!("{key} must be an RFC 3339 time: {e}")),
+            .map_err(|e| ToolError::Arguments(format!("{key} must be an RFC 3339 time: {e}"))),
     }
 }
 
