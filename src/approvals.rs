@@ -86,62 +86,70 @@ impl Default for ApprovalsConfig {
 
 impl ApprovalsConfig {
     /// Checks the mode, the TTLs and every approver.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ApprovalsError> {
         if !matches!(self.mode.as_str(), "demo" | "live") {
-            return Err(format!(
+            return Err(ApprovalsError::Config(format!(
                 "approvals.mode must be \"demo\" or \"live\", not {:?}",
                 self.mode
-            ));
+            )));
         }
         if let Some(key) = &self.session_key
             && key.expose().len() < 32
         {
-            return Err(
+            return Err(ApprovalsError::Config(
                 "approvals.session_key (SOC_APPROVALS_SESSION_KEY) must be at least 32 bytes: \
                  a short key can be guessed from any valid cookie"
                     .into(),
-            );
+            ));
         }
         if self.proposal_ttl_s == 0 || self.session_ttl_s == 0 {
-            return Err("approvals.proposal_ttl_s and session_ttl_s must be at least 1".into());
+            return Err(ApprovalsError::Config(
+                "approvals.proposal_ttl_s and session_ttl_s must be at least 1".into(),
+            ));
         }
         if !self.sso_header.is_empty() {
             if axum::http::HeaderName::from_bytes(self.sso_header.as_bytes()).is_err() {
-                return Err(format!(
+                return Err(ApprovalsError::Config(format!(
                     "approvals.sso_header {:?} is not a header name",
                     self.sso_header
-                ));
+                )));
             }
             if self.sso_proxies.is_empty() {
-                return Err(
+                return Err(ApprovalsError::Config(
                     "approvals.sso_header needs approvals.sso_proxies: the header is believed \
                      only from those addresses"
                         .into(),
-                );
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for a in &self.approvers {
             if a.name.trim().is_empty() || a.name.trim() != a.name {
-                return Err(format!(
+                return Err(ApprovalsError::Config(format!(
                     "approvals.approvers: name {:?} must be non-empty, without surrounding spaces",
                     a.name
-                ));
+                )));
             }
             if !names.insert(&a.name) {
-                return Err(format!("approvals.approvers: {} is listed twice", a.name));
+                return Err(ApprovalsError::Config(format!(
+                    "approvals.approvers: {} is listed twice",
+                    a.name
+                )));
             }
             if let Some(hash) = &a.password_hash
                 && argon2::password_hash::PasswordHash::new(hash).is_err()
             {
-                return Err(format!(
+                return Err(ApprovalsError::Config(format!(
                     "approvals.approvers: the password_hash of {} is not an Argon2 hash (make one \
                      with `soc-runtime approvers hash-password`)",
                     a.name
-                ));
+                )));
             }
             if a.roles.iter().all(|r| r.trim().is_empty()) {
-                return Err(format!("approvals.approvers: {} holds no role", a.name));
+                return Err(ApprovalsError::Config(format!(
+                    "approvals.approvers: {} holds no role",
+                    a.name
+                )));
             }
         }
         Ok(())
@@ -163,7 +171,7 @@ pub struct ApproverConfig {
 }
 
 /// An Argon2id hash (PHC string) of `password`, with a fresh random salt.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, ApprovalsError> {
     use argon2::PasswordHasher;
     use argon2::password_hash::SaltString;
     use rand_core::OsRng;
@@ -171,7 +179,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(ApprovalsError::Hash)
 }
 
 /// Whether `password` matches the Argon2 `hash` (false for a malformed hash).
@@ -227,6 +235,17 @@ pub struct Proposal {
     pub proposed_at_ms: i64,
     /// The decision, once made.
     pub decision: Option<Decision>,
+}
+
+/// `[approvals]` refused, or a password that cannot be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalsError {
+    /// A setting is refused.
+    #[error("{0}")]
+    Config(String),
+    /// Argon2 refused the password (too long, or no randomness).
+    #[error("cannot hash the password: {0}")]
+    Hash(argon2::password_hash::Error),
 }
 
 /// Why a decision was not recorded.

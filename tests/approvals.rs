@@ -533,6 +533,7 @@ async fn an_sso_identity_header_is_believed_only_from_a_configured_proxy() {
         unsafe_config
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("sso_proxies")
     );
 }

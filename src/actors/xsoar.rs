@@ -26,8 +26,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::Row;
 
-use crate::bus::{Bus, Commit, Outcome, Outgoing};
-use crate::ingest::xsoar::{self, XsoarConfig};
+use crate::bus::{Bus, BusError, Commit, Outcome, Outgoing};
+use crate::ingest::xsoar::{self, XsoarConfig, XsoarError};
 use crate::proto::{AlertReceived, Event};
 use crate::store::Store;
 
@@ -155,17 +155,30 @@ fn cursor_name(config: &XsoarConfig) -> String {
     format!("xsoar:{}", config.url.trim_end_matches('/'))
 }
 
+/// Why a poll (or a note round) stopped; the next poll retries.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PollError {
+    /// XSOAR did not answer well.
+    #[error(transparent)]
+    Xsoar(#[from] XsoarError),
+    /// The store (cursors, the note queue) failed.
+    #[error("store: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The bus refused the publish.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 impl State {
-    async fn cursor(&self) -> Result<String, String> {
+    async fn cursor(&self) -> Result<String, PollError> {
         self.cursor_of(&cursor_name(&self.args.config)).await
     }
 
-    async fn cursor_of(&self, name: &str) -> Result<String, String> {
+    async fn cursor_of(&self, name: &str) -> Result<String, PollError> {
         let stored = sqlx::query("SELECT cursor FROM source_cursors WHERE source = ?")
             .bind(name)
             .fetch_optional(self.store.pool())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(match stored {
             Some(row) => row.get(0),
             // Validated at startup; `now` only if it somehow is not a time.
@@ -176,12 +189,12 @@ impl State {
         })
     }
 
-    async fn save_cursor(&self, cursor: &str) -> Result<(), String> {
+    async fn save_cursor(&self, cursor: &str) -> Result<(), PollError> {
         self.save_cursor_of(&cursor_name(&self.args.config), cursor)
             .await
     }
 
-    async fn save_cursor_of(&self, name: &str, cursor: &str) -> Result<(), String> {
+    async fn save_cursor_of(&self, name: &str, cursor: &str) -> Result<(), PollError> {
         sqlx::query(
             "INSERT INTO source_cursors (source, cursor, updated_ms) VALUES (?, ?, ?) \
              ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, \
@@ -191,14 +204,13 @@ impl State {
         .bind(cursor)
         .bind(crate::proto::now_ms())
         .execute(self.store.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(())
     }
 
     /// Writes the due war-room notes, oldest first; a failed one is retried with backoff
     /// (doubling from 2 s to 5 min), then given up after 10 attempts.
-    async fn write_notes(&mut self) -> Result<(), String> {
+    async fn write_notes(&mut self) -> Result<(), PollError> {
         let now = crate::proto::now_ms();
         let rows = sqlx::query(
             "SELECT note_id, incident, body, attempts FROM xsoar_notes WHERE status = 'queued' \
@@ -206,8 +218,7 @@ impl State {
         )
         .bind(now)
         .fetch_all(self.store.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         for row in rows {
             let note_id: String = row.get(0);
             let attempts = row.get::<i64, _>(3).saturating_add(1);
@@ -223,11 +234,11 @@ impl State {
                 Err(e) if attempts < 10 => {
                     let delay_ms = (2_000i64 << (attempts - 1).min(8)).min(300_000);
                     tracing::warn!(note = %note_id, attempts, error = %e, "war-room note not written; retrying");
-                    ("queued", now + delay_ms, Some(e))
+                    ("queued", now + delay_ms, Some(e.to_string()))
                 }
                 Err(e) => {
                     tracing::error!(note = %note_id, attempts, error = %e, "war-room note given up");
-                    ("failed", now, Some(e))
+                    ("failed", now, Some(e.to_string()))
                 }
             };
             sqlx::query(
@@ -240,8 +251,7 @@ impl State {
             .bind(error)
             .bind(&note_id)
             .execute(self.store.pool())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
         Ok(())
     }
@@ -249,7 +259,7 @@ impl State {
     /// Reads the incidents closed since the closure cursor, page by page, and publishes the
     /// analysts' disposition of each closed with a configured reason; moves the cursor to the
     /// latest close time after each page (pages of one instant move on by page number).
-    async fn poll_closures(&mut self) -> Result<(), String> {
+    async fn poll_closures(&mut self) -> Result<(), PollError> {
         let config = self.args.config.clone();
         let name = format!("{}:closures", cursor_name(&config));
         let mut from = self.cursor_of(&name).await?;
@@ -312,20 +322,14 @@ impl State {
                             .map(|n| n.chars().take(2000).collect()),
                     }),
                 );
-                let out = Outgoing::event(&envelope).map_err(|e| e.to_string())?;
+                let out = Outgoing::event(&envelope)?;
                 commits.push(Commit::dedupe(
                     format!("disposition:{ticket}:{closed}"),
                     vec![out],
                 ));
             }
             if !commits.is_empty() {
-                for outcome in self
-                    .args
-                    .bus
-                    .submit(commits)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
+                for outcome in self.args.bus.submit(commits).await? {
                     if outcome == Outcome::Applied {
                         self.args.stats.dispositions.fetch_add(1, Ordering::Relaxed);
                     }
@@ -350,7 +354,7 @@ impl State {
     /// (not by offset: incidents closed or indexed late would shift the pages); incidents at
     /// the cursor's edge come again and are deduplicated. Only a full page of one instant
     /// moves on by page number.
-    async fn poll(&mut self) -> Result<(), String> {
+    async fn poll(&mut self) -> Result<(), PollError> {
         let config = self.args.config.clone();
         let mut from = self.cursor().await?;
         let mut page = 0;
@@ -393,16 +397,11 @@ impl State {
                         received_via: PRODUCER.to_owned(),
                     }),
                 );
-                let out = Outgoing::event(&envelope).map_err(|e| e.to_string())?;
+                let out = Outgoing::event(&envelope)?;
                 commits.push(Commit::dedupe(format!("alert:{ticket}"), vec![out]));
             }
             if !commits.is_empty() {
-                let outcomes = self
-                    .args
-                    .bus
-                    .submit(commits)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let outcomes = self.args.bus.submit(commits).await?;
                 for outcome in outcomes {
                     let counter = match outcome {
                         Outcome::Applied => &self.args.stats.published,

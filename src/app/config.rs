@@ -285,16 +285,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
-        self.llm.validate().map_err(ConfigError::Invalid)?;
+        self.llm.validate()?;
         if self.calendar.tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "calendar.tz: unknown time zone {:?} (an IANA name such as America/New_York)",
                 self.calendar.tz
             )));
         }
-        self.approvals.validate().map_err(ConfigError::Invalid)?;
-        self.webex.validate().map_err(ConfigError::Invalid)?;
-        self.xsoar.validate().map_err(ConfigError::Invalid)?;
+        self.approvals.validate()?;
+        self.webex.validate()?;
+        self.xsoar.validate()?;
         if let Some(addr) = self.http.socket_addr()?
             && !addr.ip().is_loopback()
             && self.approvals.approvers.is_empty()
@@ -393,6 +393,18 @@ pub enum ConfigError {
     /// A bus setting is out of range.
     #[error(transparent)]
     Bus(BusError),
+    /// `[webex]` is refused.
+    #[error("invalid configuration: {0}")]
+    Webex(#[from] crate::webex::WebexError),
+    /// `[llm]` is refused.
+    #[error("invalid configuration: {0}")]
+    Llm(#[from] crate::llm::LlmError),
+    /// `[approvals]` is refused.
+    #[error("invalid configuration: {0}")]
+    Approvals(#[from] crate::approvals::ApprovalsError),
+    /// `[xsoar]` is refused.
+    #[error("invalid configuration: {0}")]
+    Xsoar(#[from] crate::ingest::xsoar::XsoarError),
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ fn hash_password() -> anyhow::Result<ExitCode> {
     if password.is_empty() {
         anyhow::bail!("no password on stdin (give it as the first line)");
     }
-    let hash = soc_runtime::approvals::hash_password(password).map_err(anyhow::Error::msg)?;
+    let hash = soc_runtime::approvals::hash_password(password)?;
     println!("{hash}");
     Ok(ExitCode::SUCCESS)
 }

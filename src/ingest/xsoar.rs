@@ -16,6 +16,41 @@ use serde_json::{Value, json};
 use crate::proto::Alert;
 use crate::secret::Secret;
 
+/// XSOAR errors: a refused setting, the API unreachable or answering badly, an incident that
+/// is not an alert.
+#[derive(Debug, thiserror::Error)]
+pub enum XsoarError {
+    /// A setting is refused.
+    #[error("{0}")]
+    Config(String),
+    /// The API address or client is refused.
+    #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
+    /// The request did not get an answer.
+    #[error("XSOAR unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// The answer broke off.
+    #[error("reading XSOAR's answer: {0}")]
+    Read(#[source] reqwest::Error),
+    /// The answer is larger than the bound.
+    #[error("XSOAR's answer is larger than {0} bytes: refused")]
+    TooLarge(usize),
+    /// The API refused the request.
+    #[error("XSOAR answered {status}: {excerpt}")]
+    Status {
+        /// HTTP status.
+        status: reqwest::StatusCode,
+        /// The start of the answer.
+        excerpt: String,
+    },
+    /// The answer is not JSON.
+    #[error("XSOAR answered unreadable JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// An incident that cannot become an alert.
+    #[error("{0}")]
+    Incident(String),
+}
+
 /// `[xsoar]`: where incidents come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,22 +119,26 @@ impl XsoarConfig {
     }
 
     /// Checks the URL, the key and the numbers.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), XsoarError> {
         if !self.enabled() {
             return Ok(());
         }
         crate::outbound::api_url("xsoar.url", &self.url)?;
         if self.api_key.as_ref().is_none_or(|k| k.expose().is_empty()) {
-            return Err("xsoar.url is set but there is no API key (SOC_XSOAR_API_KEY)".into());
+            return Err(XsoarError::Config(
+                "xsoar.url is set but there is no API key (SOC_XSOAR_API_KEY)".into(),
+            ));
         }
         if self.poll_s == 0 || self.page_size == 0 || self.page_size > 1000 {
-            return Err("xsoar.poll_s must be at least 1, page_size 1 to 1000".into());
+            return Err(XsoarError::Config(
+                "xsoar.poll_s must be at least 1, page_size 1 to 1000".into(),
+            ));
         }
         if !self.start.is_empty() && chrono::DateTime::parse_from_rfc3339(&self.start).is_err() {
-            return Err(format!(
+            return Err(XsoarError::Config(format!(
                 "xsoar.start {:?} is not an RFC 3339 time",
                 self.start
-            ));
+            )));
         }
         Ok(())
     }
@@ -109,17 +148,11 @@ impl XsoarConfig {
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// The body, refused past `max` bytes.
-async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, XsoarError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("reading XSOAR's answer: {e}"))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(XsoarError::Read)? {
         if body.len() + chunk.len() > max {
-            return Err(format!(
-                "XSOAR's answer is larger than {max} bytes: refused"
-            ));
+            return Err(XsoarError::TooLarge(max));
         }
         body.extend_from_slice(&chunk);
     }
@@ -137,7 +170,7 @@ pub struct Client {
 
 impl Client {
     /// A client of `config`'s API (`None` when XSOAR is off).
-    pub fn new(config: &XsoarConfig) -> Result<Option<Self>, String> {
+    pub fn new(config: &XsoarConfig) -> Result<Option<Self>, XsoarError> {
         let Some(key) = config.api_key.clone().filter(|_| config.enabled()) else {
             return Ok(None);
         };
@@ -156,7 +189,7 @@ impl Client {
         from: &str,
         page: u32,
         size: u32,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, XsoarError> {
         self.search_by(json!({
             "query": "status:closed", "fromClosedDate": from, "page": page, "size": size,
             "sort": [{"field": "closed", "asc": true}]
@@ -171,7 +204,7 @@ impl Client {
         from: &str,
         page: u32,
         size: u32,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, XsoarError> {
         self.search_by(json!({
             "query": query, "fromDate": from, "page": page, "size": size,
             "sort": [{"field": "created", "asc": true}]
@@ -180,12 +213,11 @@ impl Client {
     }
 
     /// `POST /incidents/search` with `filter`: the incidents of the page.
-    async fn search_by(&self, filter: Value) -> Result<Vec<Value>, String> {
+    async fn search_by(&self, filter: Value) -> Result<Vec<Value>, XsoarError> {
         let body = self
             .post("incidents/search", &json!({ "filter": filter }))
             .await?;
-        let mut answer: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("XSOAR answered unreadable JSON: {e}"))?;
+        let mut answer: Value = serde_json::from_slice(&body).map_err(XsoarError::Json)?;
         Ok(match answer.get_mut("data").map(Value::take) {
             Some(Value::Array(data)) => data,
             // No incidents: XSOAR sends `"data": null`.
@@ -196,7 +228,7 @@ impl Client {
 
 impl Client {
     /// Adds a markdown note to `incident`'s war room (`POST /entry`).
-    pub(crate) async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), String> {
+    pub(crate) async fn add_entry(&self, incident: &str, markdown: &str) -> Result<(), XsoarError> {
         let body = json!({"id": incident, "investigationId": incident, "data": markdown,
                           "markdown": true});
         self.post("entry", &body).await.map(drop)
@@ -204,7 +236,7 @@ impl Client {
 
     /// `POST <url>/<path>` with the API key (and its id, XSOAR 8); the answer's body, at most
     /// [`MAX_RESPONSE`] bytes, or the error with the start of XSOAR's answer.
-    async fn post(&self, path: &str, body: &Value) -> Result<Vec<u8>, String> {
+    async fn post(&self, path: &str, body: &Value) -> Result<Vec<u8>, XsoarError> {
         let mut request = self
             .http
             .post(format!("{}/{path}", self.base))
@@ -214,15 +246,12 @@ impl Client {
         if let Some(id) = &self.key_id {
             request = request.header("x-xdr-auth-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("XSOAR unreachable: {e}"))?;
+        let response = request.send().await.map_err(XsoarError::Unreachable)?;
         let status = response.status();
         let body = read_capped(response, MAX_RESPONSE).await?;
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-            return Err(format!("XSOAR answered {status}: {excerpt}"));
+            return Err(XsoarError::Status { status, excerpt });
         }
         Ok(body)
     }
@@ -355,13 +384,17 @@ pub(crate) fn ticket_of(id: &str) -> String {
 }
 
 /// Maps an incident to an alert, or says why it cannot be.
-pub(crate) fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, String> {
-    let id = text(incident.get("id")).ok_or("incident without an id")?;
+pub(crate) fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, XsoarError> {
+    let id = text(incident.get("id"))
+        .ok_or_else(|| XsoarError::Incident("incident without an id".into()))?;
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(format!("incident id {id:?} is not an XSOAR id"));
+        return Err(XsoarError::Incident(format!(
+            "incident id {id:?} is not an XSOAR id"
+        )));
     }
-    let created = rfc3339(incident.get("created"))
-        .ok_or(format!("incident {id}: no RFC 3339 `created` time"))?;
+    let created = rfc3339(incident.get("created")).ok_or_else(|| {
+        XsoarError::Incident(format!("incident {id}: no RFC 3339 `created` time"))
+    })?;
     let occurred = rfc3339(incident.get("occurred")).unwrap_or_else(|| created.clone());
     let modified = rfc3339(incident.get("modified")).unwrap_or_else(|| created.clone());
     let src_ips: Vec<String> = field(incident, &["SourceIP", "src_ip", "srcip"], &["sourceip"])

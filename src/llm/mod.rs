@@ -455,49 +455,58 @@ impl LlmConfig {
     }
 
     /// Checks every value; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LlmError> {
         if self.queue_capacity == 0 || self.aging_ms == 0 || self.deadline_ms == 0 {
-            return Err("llm.queue_capacity, aging_ms and deadline_ms must be at least 1".into());
+            return Err(LlmError::Config(
+                "llm.queue_capacity, aging_ms and deadline_ms must be at least 1".into(),
+            ));
         }
         if self.probe_interval_ms == 0 || self.failure_threshold == 0 {
-            return Err("llm.probe_interval_ms and failure_threshold must be at least 1".into());
+            return Err(LlmError::Config(
+                "llm.probe_interval_ms and failure_threshold must be at least 1".into(),
+            ));
         }
         if self.endpoints.len() > gateway::MAX_ENDPOINTS {
-            return Err(format!(
+            return Err(LlmError::Config(format!(
                 "llm.endpoints: at most {} endpoints",
                 gateway::MAX_ENDPOINTS
-            ));
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let at = format!("llm.endpoints[{i}]");
             if e.name.is_empty() {
-                return Err(format!(
+                return Err(LlmError::Config(format!(
                     "{at}.name is empty: name it (primary, secondary, ...)"
-                ));
+                )));
             }
             if !names.insert(e.name.as_str()) {
-                return Err(format!("{at}.name `{}` is used twice", e.name));
+                return Err(LlmError::Config(format!(
+                    "{at}.name `{}` is used twice",
+                    e.name
+                )));
             }
             let url = reqwest::Url::parse(&e.url).map_err(|err| {
                 let shown = crate::secret::redact_url(&e.url);
-                format!("{at}.url `{shown}` is not a URL: {err}")
+                LlmError::Config(format!("{at}.url `{shown}` is not a URL: {err}"))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("{at}.url must be http:// or https://"));
+                return Err(LlmError::Config(format!(
+                    "{at}.url must be http:// or https://"
+                )));
             }
             if e.model.is_empty() {
-                return Err(format!("{at}.model is empty"));
+                return Err(LlmError::Config(format!("{at}.model is empty")));
             }
             if e.max_in_flight == 0 || e.connect_timeout_ms == 0 || e.timeout_ms == 0 {
-                return Err(format!(
+                return Err(LlmError::Config(format!(
                     "{at}: max_in_flight, connect_timeout_ms and timeout_ms must be at least 1"
-                ));
+                )));
             }
             if e.idle_timeout_ms == 0 || e.probe_timeout_ms == 0 || e.max_response_bytes == 0 {
-                return Err(format!(
+                return Err(LlmError::Config(format!(
                     "{at}: idle_timeout_ms, probe_timeout_ms and max_response_bytes must be at least 1"
-                ));
+                )));
             }
         }
         Ok(())
@@ -535,6 +544,9 @@ pub enum LlmError {
     /// The request cannot be sent as built.
     #[error("invalid llm request: {0}")]
     Invalid(String),
+    /// `[llm]` is refused.
+    #[error("{0}")]
+    Config(String),
     /// The gateway is not running (no endpoints configured, or it is restarting).
     #[error("the llm gateway is not running")]
     NotRunning,

@@ -106,9 +106,9 @@ impl Falcon {
             }
         };
         let base = config.base_url.trim_end_matches('/').to_owned();
-        crate::outbound::api_url("base_url", &base).map_err(ToolsError::Falcon)?;
+        crate::outbound::api_url("base_url", &base)?;
         // No redirects: the token must never follow one, and only READ_PATHS may be reached.
-        let http = crate::outbound::api_client(config.timeout_ms).map_err(ToolsError::Falcon)?;
+        let http = crate::outbound::api_client(config.timeout_ms)?;
         Ok(Some(Self {
             sites: config.sites.clone(),
             http,

@@ -100,6 +100,9 @@ pub enum ToolsError {
     /// `[tools.falcon]`.
     #[error("[tools.falcon]: {0}")]
     Falcon(String),
+    /// `[tools.falcon] base_url` or its client is refused.
+    #[error("[tools.falcon]: {0}")]
+    FalconOutbound(#[from] crate::outbound::OutboundError),
     /// Loading was cut short.
     #[error("loading the tools: {0}")]
     Join(String),

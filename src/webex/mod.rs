@@ -88,54 +88,60 @@ impl WebexConfig {
     }
 
     /// Checks the URLs and the retry policy.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WebexError> {
         crate::outbound::api_url("webex.api_base", &self.api_base)?;
         if !self.approvals_url.is_empty() {
             let url = reqwest::Url::parse(&self.approvals_url).map_err(|e| {
-                format!(
+                WebexError::Config(format!(
                     "webex.approvals_url {:?} is not a URL: {e}",
                     self.approvals_url
-                )
+                ))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err("webex.approvals_url must be http or https".into());
+                return Err(WebexError::Config(
+                    "webex.approvals_url must be http or https".into(),
+                ));
             }
         }
         if let Some(token) = &self.bot_token
             && token.expose().trim().is_empty()
         {
-            return Err("webex.bot_token (SOC_WEBEX_BOT_TOKEN) is set but empty".into());
+            return Err(WebexError::Config(
+                "webex.bot_token (SOC_WEBEX_BOT_TOKEN) is set but empty".into(),
+            ));
         }
         if let Some(secret) = &self.webhook_secret {
             // HMAC takes any key, the empty one too: a short secret signs for anyone.
             if secret.expose().len() < 16 {
-                return Err(
+                return Err(WebexError::Config(
                     "webex.webhook_secret (SOC_WEBEX_WEBHOOK_SECRET) must be at least 16 bytes"
                         .into(),
-                );
+                ));
             }
             if self.feedback_from.is_empty() || self.room_id.is_empty() {
-                return Err(
+                return Err(WebexError::Config(
                     "webex.webhook_secret is set but room_id or feedback_from is empty: every \
                      card feedback would be refused"
                         .into(),
-                );
+                ));
             }
         }
         if !self.room_id.is_empty() && self.bot_token.is_none() {
-            return Err(
+            return Err(WebexError::Config(
                 "webex.room_id is set but there is no bot token (SOC_WEBEX_BOT_TOKEN): no card \
                  could be sent"
                     .into(),
-            );
+            ));
         }
         if self.max_attempts == 0 || self.retry_initial_ms == 0 || self.poll_ms == 0 {
-            return Err(
+            return Err(WebexError::Config(
                 "webex.max_attempts, retry_initial_ms and poll_ms must be at least 1".into(),
-            );
+            ));
         }
         if self.retry_max_ms < self.retry_initial_ms {
-            return Err("webex.retry_max_ms must not be below retry_initial_ms".into());
+            return Err(WebexError::Config(
+                "webex.retry_max_ms must not be below retry_initial_ms".into(),
+            ));
         }
         Ok(())
     }
@@ -153,7 +159,13 @@ impl WebexConfig {
 
 /// Why a Webex request failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WebexError {
+pub enum WebexError {
+    /// A setting is refused.
+    #[error("{0}")]
+    Config(String),
+    /// The API address or client is refused.
+    #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
     /// Worth retrying (network, timeout, 429, 5xx), after `after` when Webex said.
     #[error("{message}")]
     Retry {
@@ -194,7 +206,7 @@ pub(crate) struct AttachmentAction {
 
 impl Client {
     /// A client of `config`'s API with its bot token; `None` without one.
-    pub fn new(config: &WebexConfig) -> Result<Option<Self>, String> {
+    pub fn new(config: &WebexConfig) -> Result<Option<Self>, WebexError> {
         let Some(token) = config.bot_token.clone() else {
             return Ok(None);
         };
@@ -698,18 +710,36 @@ mod tests {
             api_base: "http://webexapis.com".into(),
             ..WebexConfig::default()
         };
-        assert!(config.validate().unwrap_err().contains("https"));
+        assert!(config.validate().unwrap_err().to_string().contains("https"));
         config.api_base = "http://127.0.0.1:9".into();
         assert!(config.validate().is_ok());
         config.webhook_secret = Some(Secret::new(""));
-        assert!(config.validate().unwrap_err().contains("at least 16 bytes"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16 bytes")
+        );
         config.webhook_secret = Some(Secret::new("0123456789abcdef"));
-        assert!(config.validate().unwrap_err().contains("feedback_from"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("feedback_from")
+        );
         config.webhook_secret = None;
         config.room_id = "room".into();
-        assert!(config.validate().unwrap_err().contains("no bot token"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no bot token")
+        );
         config.bot_token = Some(Secret::new(" "));
-        assert!(config.validate().unwrap_err().contains("empty"));
+        assert!(config.validate().unwrap_err().to_string().contains("empty"));
         assert!(path_id("abc/../x").is_err() && path_id("Y2lzY29zcGFyazovL3Vz").is_ok());
     }
 }

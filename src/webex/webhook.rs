@@ -63,7 +63,7 @@ impl Hook {
         pool: SqlitePool,
         config: WebexConfig,
         knowledge: Option<Arc<Knowledge>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, super::WebexError> {
         let client = Client::new(&config)?;
         Ok(Self {
             pool,
