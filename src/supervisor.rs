@@ -33,7 +33,7 @@ use crate::bus::bridge::{self, BridgeSnapshot};
 use crate::llm::stats::{GatewaySnapshot, GatewayStats};
 
 pub use crate::actors::roles::REACTIVE_ROLES;
-use crate::app::children::{ChildSpec, Stage, Start, children, start_role};
+use crate::app::children::{ChildSpec, Stage, Start, StartError, children, start_role};
 pub use crate::app::context::{Context, ExitReason, RuntimeOptions};
 
 struct Child {
@@ -241,11 +241,15 @@ impl State {
                     }
                 }
             }
-            Err(error) => self.failed(myself, name, error),
+            Err(error) => self.failed(myself, name, error.to_string()),
         }
     }
 
-    async fn spawn(&self, myself: &ActorRef<Msg>, spec: ChildSpec) -> Result<ActorCell, String> {
+    async fn spawn(
+        &self,
+        myself: &ActorRef<Msg>,
+        spec: ChildSpec,
+    ) -> Result<ActorCell, StartError> {
         let ctx = &self.ctx;
         let name = format!("{}/{}", ctx.instance, spec.name);
         let parent = myself.get_cell();

@@ -133,14 +133,13 @@ pub fn init(
     Ok(Telemetry { provider })
 }
 
-fn provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+fn provider(endpoint: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint)
         .with_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
             BatchConfigBuilder::default()

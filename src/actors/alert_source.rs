@@ -186,7 +186,7 @@ impl Actor for AlertSource {
         tokio::task::spawn_blocking(move || match feed.open() {
             Ok(reader) => read_feed(reader, batch, &tx),
             Err(e) => {
-                let _ = tx.blocking_send(Err(format!("cannot open the feed: {e}")));
+                let _ = tx.blocking_send(Err(FeedError::Open(e)));
             }
         });
         let stop = CancellationToken::new();
@@ -234,11 +234,28 @@ impl Actor for AlertSource {
     }
 }
 
+/// Why the rest of a feed cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FeedError {
+    /// The feed could not be opened.
+    #[error("cannot open the feed: {0}")]
+    Open(#[source] std::io::Error),
+    /// Reading broke off.
+    #[error("reading the feed failed after line {line}: {source}")]
+    Read {
+        /// Lines read before the failure.
+        line: u64,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Reads the feed into batches of parsed lines; an I/O error ends the batch stream with it.
 fn read_feed(
     mut reader: FeedReader,
     batch: usize,
-    tx: &mpsc::Sender<Result<Vec<FeedLine>, String>>,
+    tx: &mpsc::Sender<Result<Vec<FeedLine>, FeedError>>,
 ) {
     // A stream's next line may be minutes away: pass each line on as it comes.
     let batch = if reader.is_streaming() { 1 } else { batch };
@@ -248,10 +265,10 @@ fn read_feed(
             Ok(line) => lines.push(line),
             Err(e) => {
                 let _ = tx.blocking_send(Ok(std::mem::take(&mut lines)));
-                let _ = tx.blocking_send(Err(format!(
-                    "reading the feed failed after line {}: {e}",
-                    reader.lines_read()
-                )));
+                let _ = tx.blocking_send(Err(FeedError::Read {
+                    line: reader.lines_read(),
+                    source: e,
+                }));
                 return;
             }
         }
@@ -269,7 +286,7 @@ fn read_feed(
 }
 
 async fn publish(
-    mut rx: mpsc::Receiver<Result<Vec<FeedLine>, String>>,
+    mut rx: mpsc::Receiver<Result<Vec<FeedLine>, FeedError>>,
     bus: Bus,
     label: String,
     stats: Arc<SourceStats>,
@@ -290,7 +307,7 @@ async fn publish(
                 // The rest of the feed cannot be read; what was read is published, and the
                 // run reports the error (and fails).
                 tracing::error!(feed = %label, error = %e, "reading the alert feed failed");
-                *stats.feed_error.lock() = Some(e);
+                *stats.feed_error.lock() = Some(e.to_string());
                 break;
             }
         };
@@ -314,7 +331,7 @@ async fn publish(
                         Err(e) => record_malformed(&stats, line.line_no, &e.to_string()),
                     }
                 }
-                Err(error) => record_malformed(&stats, line.line_no, &error),
+                Err(error) => record_malformed(&stats, line.line_no, &error.to_string()),
             }
         }
         // A batch under way completes (so it is counted); only waiting to retry is cut short.

@@ -37,8 +37,19 @@ pub(crate) enum Stage {
     Last,
 }
 
+/// Why a child did not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// What it needs is not in this runtime.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// ractor refused the spawn (the name is taken, or `pre_start` failed).
+    #[error(transparent)]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
 pub(crate) type SpawnFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ActorCell, String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ActorCell, StartError>> + Send + 'a>>;
 
 /// How a child starts: from the shared context, under its actor name, linked to the
 /// supervisor.
@@ -126,16 +137,19 @@ async fn linked<A: Actor>(
     actor: A,
     args: A::Arguments,
     parent: ActorCell,
-) -> Result<ActorCell, String> {
+) -> Result<ActorCell, StartError> {
     Actor::spawn_linked(Some(name), actor, args, parent)
         .await
         .map(|(a, _)| a.get_cell())
-        .map_err(|e| e.to_string())
+        .map_err(StartError::from)
 }
 
 fn start_bridge(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
     Box::pin(async move {
-        let queue = ctx.bridge_queue.clone().ok_or("no bridge queue")?;
+        let queue = ctx
+            .bridge_queue
+            .clone()
+            .ok_or(StartError::Missing("no bridge queue"))?;
         let args = bridge::Args {
             url: ctx.config.bus.redis_url.clone(),
             config: ctx.bus.config().clone(),
@@ -147,7 +161,7 @@ fn start_bridge(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'
 
 fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
     Box::pin(async move {
-        let (listener, addr) = ctx.http.clone().ok_or("http is off")?;
+        let (listener, addr) = ctx.http.clone().ok_or(StartError::Missing("http is off"))?;
         let args = http::Args {
             listener,
             addr,
@@ -181,7 +195,10 @@ fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_>
 
 fn start_gateway(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_> {
     Box::pin(async move {
-        let stats = ctx.llm_stats.clone().ok_or("no llm endpoints")?;
+        let stats = ctx
+            .llm_stats
+            .clone()
+            .ok_or(StartError::Missing("no llm endpoints"))?;
         let args = gateway::Args {
             config: ctx.config.llm.clone(),
             stats,
@@ -255,7 +272,7 @@ pub(crate) async fn start_role(
     spec: &RoleSpec,
     name: String,
     parent: ActorCell,
-) -> Result<ActorCell, String> {
+) -> Result<ActorCell, StartError> {
     let args = role::Args {
         bus: ctx.bus.clone(),
         consumer: ctx.consumer_name(spec.name),
@@ -272,5 +289,5 @@ pub(crate) async fn start_role(
     spec.spawn(name, args, parent)
         .await
         .map(|a| a.get_cell())
-        .map_err(|e| e.to_string())
+        .map_err(StartError::from)
 }

@@ -8,12 +8,23 @@
 
 use crate::proto::{ActionDecision, ApprovalDecision};
 
+/// Why an executor did not carry out a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The executor will not act on it (not its kind of action, not allowed here).
+    #[error("{0}")]
+    Refused(String),
+    /// It tried, and the system acted on failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Carries out approved actions.
 pub trait Executor: Send + Sync {
     /// Its name, for logs.
     fn name(&self) -> &'static str;
     /// Handles one decision; only approved ones may be acted on. Returns what was done.
-    fn execute(&self, decision: &ActionDecision) -> Result<String, String>;
+    fn execute(&self, decision: &ActionDecision) -> Result<String, ExecuteError>;
 }
 
 /// Logs what it would do; executes nothing.
@@ -25,7 +36,7 @@ impl Executor for DryRun {
         "dry-run"
     }
 
-    fn execute(&self, decision: &ActionDecision) -> Result<String, String> {
+    fn execute(&self, decision: &ActionDecision) -> Result<String, ExecuteError> {
         if decision.decision != ApprovalDecision::Approved {
             return Ok(format!(
                 "{} was rejected: nothing to do",

@@ -22,7 +22,7 @@ pub use crate::knowledge::Disposition;
 pub use replay::{BacktestError, Setup, leave_one_site_out, run};
 pub use report::{report_html, site_chart_svg};
 pub use score::*;
-pub use tickets::{Selection, Ticket, TicketsError, history_for, load_tickets, select};
+pub use tickets::{BadTicket, Selection, Ticket, TicketsError, history_for, load_tickets, select};
 
 #[cfg(test)]
 mod tests {
@@ -51,9 +51,11 @@ mod tests {
         assert!(!t.feed_line().contains("ground_truth"));
         assert!(!t.feed_line().contains("escalate"));
         assert_eq!(t.ground_truth, Disposition::Escalate);
-        let err = ticket_of(r#"{"ticket_id":"x"}"#).unwrap_err();
+        let err = ticket_of(r#"{"ticket_id":"x"}"#).unwrap_err().to_string();
         assert!(err.contains("ground_truth"), "{err}");
-        let err = ticket_of(r#"{"ticket_id":"x","ground_truth":"maybe"}"#).unwrap_err();
+        let err = ticket_of(r#"{"ticket_id":"x","ground_truth":"maybe"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("escalate"), "{err}");
     }
 

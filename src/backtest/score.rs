@@ -344,12 +344,22 @@ pub fn regressions(current: &Summary, baseline: &Summary, max_drop: f64) -> Vec<
     .collect()
 }
 
+/// Why a saved summary cannot be used as a baseline.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The file cannot be read.
+    #[error("cannot read baseline {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    /// The file is not a summary.
+    #[error("{0} is not a backtest summary: {1}")]
+    NotSummary(String, #[source] serde_json::Error),
+}
+
 /// Reads a saved summary (for `--baseline`).
-pub fn load_summary(path: &PathBuf) -> Result<Summary, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read baseline {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a backtest summary: {e}", path.display()))
+pub fn load_summary(path: &PathBuf) -> Result<Summary, BaselineError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| BaselineError::Read(shown(), e))?;
+    serde_json::from_str(&text).map_err(|e| BaselineError::NotSummary(shown(), e))
 }
 
 impl std::fmt::Display for PriorsSummary {

@@ -75,6 +75,23 @@ pub struct Selection {
     pub seed: u64,
 }
 
+/// Why a line is not a labelled ticket.
+#[derive(Debug, thiserror::Error)]
+pub enum BadTicket {
+    /// Not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotObject(#[source] serde_json::Error),
+    /// No label.
+    #[error("no ground_truth: a backtest needs labelled tickets")]
+    NoLabel,
+    /// A label that is not a disposition.
+    #[error("ground_truth must be \"escalate\" or \"close\"")]
+    BadLabel,
+    /// The rest is not an alert.
+    #[error(transparent)]
+    Alert(#[from] crate::ingest::jsonl::LineError),
+}
+
 /// Errors reading labelled tickets.
 #[derive(Debug, thiserror::Error)]
 pub enum TicketsError {
@@ -89,7 +106,7 @@ pub enum TicketsError {
         /// Line number.
         line: u64,
         /// What is wrong.
-        reason: String,
+        reason: BadTicket,
     },
 }
 
@@ -104,7 +121,7 @@ pub fn load_tickets(path: &Path) -> Result<Vec<Ticket>, TicketsError> {
         if line.trim().is_empty() {
             continue;
         }
-        let at = |reason: String| TicketsError::Ticket {
+        let at = |reason: BadTicket| TicketsError::Ticket {
             file: file_name.clone(),
             line: i as u64 + 1,
             reason,
@@ -114,24 +131,21 @@ pub fn load_tickets(path: &Path) -> Result<Vec<Ticket>, TicketsError> {
     Ok(tickets)
 }
 
-pub(super) fn ticket_of(line: &str) -> Result<Ticket, String> {
+pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
     let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let label = object
-        .remove("ground_truth")
-        .ok_or("no ground_truth: a backtest needs labelled tickets")?;
-    let ground_truth: Disposition = serde_json::from_value(label)
-        .map_err(|_| "ground_truth must be \"escalate\" or \"close\"".to_owned())?;
-    let feed_line = serde_json::to_string(&object).map_err(|e| e.to_string())?;
+        serde_json::from_str(line).map_err(BadTicket::NotObject)?;
+    let label = object.remove("ground_truth").ok_or(BadTicket::NoLabel)?;
+    let ground_truth: Disposition =
+        serde_json::from_value(label).map_err(|_| BadTicket::BadLabel)?;
+    let feed_line = serde_json::Value::Object(object).to_string();
     let alert = parse_line(feed_line.as_bytes())?;
-    let time = |field: &str, value: &str| {
-        chrono::DateTime::parse_from_rfc3339(value)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("{field}: {e}"))
+    // parse_line checked both times and wrote them back in RFC 3339.
+    let time = |value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value).map_or(0, |t| t.timestamp_millis())
     };
     Ok(Ticket {
-        first_ms: time("first_seen", &alert.first_seen)?,
-        last_ms: time("last_seen", &alert.last_seen)?,
+        first_ms: time(&alert.first_seen),
+        last_ms: time(&alert.last_seen),
         id: alert.ticket_id,
         site: alert.site.unwrap_or_default(),
         rule: alert.rule_id,

@@ -521,7 +521,7 @@ impl Feeder {
         }
         match fields.decode_envelope() {
             Ok(envelope) => Verdict::Deliver(Box::new(envelope)),
-            Err(reason) => Verdict::Dead(reason),
+            Err(reason) => Verdict::Dead(reason.to_string()),
         }
     }
 }

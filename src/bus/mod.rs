@@ -31,8 +31,8 @@ pub use config::{BusConfig, Retention};
 pub use error::BusError;
 pub use group::{GroupState, consumer_name};
 pub use wire::{
-    Entry, F_CORR, F_DATA, F_ID, F_KIND, F_TOPIC, F_TOPIC_ID, F_V, Fields, MAX_FIELDS, StreamId,
-    Topic,
+    DecodeError, Entry, F_CORR, F_DATA, F_ID, F_KIND, F_TOPIC, F_TOPIC_ID, F_V, Fields, MAX_FIELDS,
+    StreamId, Topic,
 };
 
 use std::fmt;

@@ -246,21 +246,38 @@ impl Fields {
     }
 
     /// Decodes the envelope in `data`, checking it agrees with the plain fields.
-    pub fn decode_envelope(&self) -> Result<Envelope, String> {
-        let data = self
-            .get(F_DATA)
-            .ok_or_else(|| "entry has no `data` field".to_owned())?;
-        let envelope = proto::decode(data).map_err(|e| e.to_string())?;
+    pub fn decode_envelope(&self) -> Result<Envelope, DecodeError> {
+        let data = self.get(F_DATA).ok_or(DecodeError::NoData)?;
+        let envelope = proto::decode(data)?;
         if let Some(kind) = self.get_str(F_KIND)
             && kind != envelope.event.kind()
         {
-            return Err(format!(
-                "entry kind `{kind}` does not match its envelope's `{}`",
-                envelope.event.kind()
-            ));
+            return Err(DecodeError::KindMismatch {
+                entry: kind.chars().take(64).collect(),
+                envelope: envelope.event.kind(),
+            });
         }
         Ok(envelope)
     }
+}
+
+/// Why an entry's envelope cannot be decoded (the dead-letter reason).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// No `data` field.
+    #[error("entry has no `data` field")]
+    NoData,
+    /// `data` is not an envelope.
+    #[error(transparent)]
+    Codec(#[from] proto::CodecError),
+    /// The plain `kind` field and the envelope disagree.
+    #[error("entry kind `{entry}` does not match its envelope's `{envelope}`")]
+    KindMismatch {
+        /// The entry's `kind` field.
+        entry: String,
+        /// The envelope's event kind.
+        envelope: &'static str,
+    },
 }
 
 /// One entry read from a stream.

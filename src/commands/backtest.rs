@@ -71,11 +71,16 @@ pub(crate) struct BacktestArgs {
     precedent: Option<bool>,
 }
 
-fn parse_on_off(value: &str) -> Result<bool, String> {
+/// A switch that is neither `on` nor `off`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected on or off, not {0:?}")]
+pub(crate) struct NotOnOff(String);
+
+fn parse_on_off(value: &str) -> Result<bool, NotOnOff> {
     match value {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(format!("expected on or off, not {value:?}")),
+        _ => Err(NotOnOff(value.to_owned())),
     }
 }
 
@@ -83,7 +88,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     use soc_runtime::backtest::{self, Selection, SelectionSummary};
     // Read the baseline first: a typo there should not cost a whole replay.
     let baseline = match &args.baseline {
-        Some(path) => Some(backtest::load_summary(path).map_err(anyhow::Error::msg)?),
+        Some(path) => Some(backtest::load_summary(path)?),
         None => None,
     };
     if !(0.0..=1.0).contains(&args.max_drop) {

@@ -48,9 +48,38 @@ struct TicketLine {
     vendor: Option<crate::proto::VendorMeta>,
 }
 
+/// Why a feed line is not an alert (the dead-letter reason and the malformed-line example).
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// Not JSON, or not the fields of a ticket.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field's value is refused.
+    #[error("{field} {problem}")]
+    Field {
+        /// The field.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The fields disagree with each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// The line is past the length bound (its start is dropped unread).
+    #[error("line is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+fn field(field: &str, problem: impl Into<String>) -> LineError {
+    LineError::Field {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
+}
+
 /// Parses and validates one line.
-pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
-    let t: TicketLine = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+pub fn parse_line(line: &[u8]) -> Result<Alert, LineError> {
+    let t: TicketLine = serde_json::from_slice(line)?;
     check_id("ticket_id", &t.ticket_id)?;
     check_id("source", &t.source)?;
     check_id("rule_id", &t.rule_id)?;
@@ -63,9 +92,9 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
         check_id("user", user)?;
     }
     if t.src_ips.len() > MAX_IPS {
-        return Err(format!(
-            "src_ips has {} entries (at most {MAX_IPS})",
-            t.src_ips.len()
+        return Err(field(
+            "src_ips",
+            format!("has {} entries (at most {MAX_IPS})", t.src_ips.len()),
         ));
     }
     let src_ips = t
@@ -76,16 +105,16 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
             ip.trim()
                 .parse::<IpAddr>()
                 .map(|ip| ip.to_string())
-                .map_err(|_| format!("src_ips[{i}] is not an IP address"))
+                .map_err(|_| field(&format!("src_ips[{i}]"), "is not an IP address"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let first = parse_time("first_seen", &t.first_seen)?;
     let last = parse_time("last_seen", &t.last_seen)?;
     if last < first {
-        return Err("last_seen is before first_seen".into());
+        return Err(LineError::Inconsistent("last_seen is before first_seen"));
     }
     if t.alert_count == 0 {
-        return Err("alert_count must be at least 1".into());
+        return Err(field("alert_count", "must be at least 1"));
     }
     Ok(Alert {
         ticket_id: t.ticket_id,
@@ -104,7 +133,7 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, String> {
 }
 
 /// The vendor fields, bounded like the rest of the alert.
-fn checked_vendor(mut v: crate::proto::VendorMeta) -> Result<crate::proto::VendorMeta, String> {
+fn checked_vendor(mut v: crate::proto::VendorMeta) -> Result<crate::proto::VendorMeta, LineError> {
     for (name, value) in [
         ("vendor.rule", &v.rule),
         ("vendor.severity", &v.severity),
@@ -115,8 +144,9 @@ fn checked_vendor(mut v: crate::proto::VendorMeta) -> Result<crate::proto::Vendo
         }
     }
     if v.groups.len() > MAX_IPS || v.attack.len() > MAX_IPS {
-        return Err(format!(
-            "vendor.groups and vendor.attack hold at most {MAX_IPS} entries each"
+        return Err(field(
+            "vendor.groups and vendor.attack",
+            format!("hold at most {MAX_IPS} entries each"),
         ));
     }
     for g in v.groups.iter().chain(&v.attack) {
@@ -126,33 +156,33 @@ fn checked_vendor(mut v: crate::proto::VendorMeta) -> Result<crate::proto::Vendo
     Ok(v)
 }
 
-fn check_id(name: &str, value: &str) -> Result<(), String> {
+fn check_id(name: &str, value: &str) -> Result<(), LineError> {
     if value.trim().is_empty() {
-        return Err(format!("{name} is empty"));
+        return Err(field(name, "is empty"));
     }
     if value.chars().count() > MAX_ID {
-        return Err(format!("{name} is longer than {MAX_ID} characters"));
+        return Err(field(name, format!("is longer than {MAX_ID} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("{name} contains control characters"));
+        return Err(field(name, "contains control characters"));
     }
     Ok(())
 }
 
-fn check_text(name: &str, value: &str) -> Result<(), String> {
+fn check_text(name: &str, value: &str) -> Result<(), LineError> {
     if value.trim().is_empty() {
-        return Err(format!("{name} is empty"));
+        return Err(field(name, "is empty"));
     }
     if value.chars().count() > MAX_TEXT {
-        return Err(format!("{name} is longer than {MAX_TEXT} characters"));
+        return Err(field(name, format!("is longer than {MAX_TEXT} characters")));
     }
     Ok(())
 }
 
-fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, String> {
+fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, LineError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{name} is not an RFC 3339 time: {e}"))
+        .map_err(|e| field(name, format!("is not an RFC 3339 time: {e}")))
 }
 
 /// One non-blank line of a feed, parsed.
@@ -161,7 +191,7 @@ pub struct FeedLine {
     /// 1-based line number.
     pub line_no: u64,
     /// The alert, or why the line was rejected.
-    pub alert: Result<Alert, String>,
+    pub alert: Result<Alert, LineError>,
 }
 
 /// Reads a feed line by line.
@@ -235,7 +265,7 @@ impl Iterator for FeedReader {
             if too_long {
                 return Some(Ok(FeedLine {
                     line_no: self.line_no,
-                    alert: Err(format!("line is longer than {MAX_LINE_BYTES} bytes")),
+                    alert: Err(LineError::TooLong(MAX_LINE_BYTES)),
                 }));
             }
             let line = self.buf.trim_ascii();
@@ -331,7 +361,7 @@ mod tests {
             ),
         ];
         for (line, expected) in cases {
-            let err = parse_line(line.as_bytes()).unwrap_err();
+            let err = parse_line(line.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(expected), "{line}: {err}");
         }
     }
@@ -347,7 +377,14 @@ mod tests {
         let summary: Vec<(u64, bool)> =
             lines.iter().map(|l| (l.line_no, l.alert.is_ok())).collect();
         assert_eq!(summary, [(1, true), (3, false), (4, false), (5, true)]);
-        assert!(lines[1].alert.as_ref().unwrap_err().contains("longer than"));
+        assert!(
+            lines[1]
+                .alert
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("longer than")
+        );
     }
 
     #[test]

@@ -8,8 +8,31 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::client::Endpoint;
-use super::{ChatRequest, EndpointConfig, Message};
+use super::{AttemptError, ChatRequest, EndpointConfig, Message};
 use crate::secret::redact_url;
+
+/// Why one step of a check failed, as `llm check` prints it (and writes it in `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckFailure {
+    /// The step was not reached.
+    #[error("not checked")]
+    NotChecked,
+    /// The endpoint could not be set up.
+    #[error("{0}")]
+    Setup(AttemptError),
+    /// The model list could not be read.
+    #[error("{}", .0.message)]
+    Models(AttemptError),
+    /// The completion failed.
+    #[error("{}: {}", .0.kind, .0.message)]
+    Completion(AttemptError),
+}
+
+impl Serialize for CheckFailure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
 
 /// What one endpoint answered.
 #[derive(Debug, Clone, Serialize)]
@@ -19,11 +42,11 @@ pub struct EndpointCheck {
     /// URL (without credentials).
     pub url: String,
     /// The model list, or why it could not be read.
-    pub models: Result<Vec<String>, String>,
+    pub models: Result<Vec<String>, CheckFailure>,
     /// Time to list the models, ms.
     pub models_ms: f64,
     /// The completion's text, or why there was none.
-    pub completion: Result<String, String>,
+    pub completion: Result<String, CheckFailure>,
     /// Time to complete, ms.
     pub completion_ms: f64,
     /// Tokens in/out of the completion.
@@ -70,21 +93,21 @@ pub async fn check(config: &EndpointConfig) -> EndpointCheck {
     let mut out = EndpointCheck {
         name: config.name.clone(),
         url: redact_url(&config.url),
-        models: Err("not checked".into()),
+        models: Err(CheckFailure::NotChecked),
         models_ms: 0.0,
-        completion: Err("not checked".into()),
+        completion: Err(CheckFailure::NotChecked),
         completion_ms: 0.0,
         tokens: (0, 0),
     };
     let endpoint = match Endpoint::new(config.clone()) {
         Ok(e) => e,
         Err(e) => {
-            out.models = Err(e.to_string());
+            out.models = Err(CheckFailure::Setup(e));
             return out;
         }
     };
     let started = Instant::now();
-    out.models = endpoint.models().await.map_err(|e| e.message);
+    out.models = endpoint.models().await.map_err(CheckFailure::Models);
     out.models_ms = started.elapsed().as_secs_f64() * 1e3;
     let request = ChatRequest {
         messages: vec![Message::user(
@@ -102,7 +125,7 @@ pub async fn check(config: &EndpointConfig) -> EndpointCheck {
             out.completion = Ok(text.split_whitespace().collect::<Vec<_>>().join(" "));
             out.tokens = (answer.usage.prompt_tokens, answer.usage.completion_tokens);
         }
-        Err(e) => out.completion = Err(format!("{}: {}", e.kind, e.message)),
+        Err(e) => out.completion = Err(CheckFailure::Completion(e)),
     }
     out.completion_ms = started.elapsed().as_secs_f64() * 1e3;
     out

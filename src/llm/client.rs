@@ -379,15 +379,28 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// Why a server's answer is not a completion.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// Not the completion JSON.
+    #[error("bad completion: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A completion without a choice.
+    #[error("completion without choices")]
+    NoChoice,
+    /// More tool calls than the bound.
+    #[error("more than {MAX_TOOL_CALLS} tool calls")]
+    TooManyCalls,
+}
+
 /// Parses a non-streamed completion body.
-pub(crate) fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, String> {
-    let wire: CompletionWire =
-        serde_json::from_slice(bytes).map_err(|e| format!("bad completion: {e}"))?;
+pub(crate) fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, ProtocolError> {
+    let wire: CompletionWire = serde_json::from_slice(bytes)?;
     let choice = wire
         .choices
         .into_iter()
         .next()
-        .ok_or("completion without choices")?;
+        .ok_or(ProtocolError::NoChoice)?;
     let tool_calls = choice
         .message
         .tool_calls
@@ -434,7 +447,7 @@ struct PartialCall {
 impl StreamAssembly {
     /// Adds one chunk received `started.elapsed()` after the leg began. Refuses an answer
     /// with more than [`MAX_TOOL_CALLS`] tool calls.
-    pub(crate) fn push(&mut self, chunk: ChunkWire, started: Instant) -> Result<(), String> {
+    pub(crate) fn push(&mut self, chunk: ChunkWire, started: Instant) -> Result<(), ProtocolError> {
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.model = model;
         }
@@ -456,7 +469,7 @@ impl StreamAssembly {
                 let at = match self.calls.iter().position(|c| c.index == index) {
                     Some(at) => at,
                     None if self.calls.len() >= MAX_TOOL_CALLS => {
-                        return Err(format!("more than {MAX_TOOL_CALLS} tool calls"));
+                        return Err(ProtocolError::TooManyCalls);
                     }
                     None => {
                         self.calls.push(PartialCall {
