@@ -128,70 +128,119 @@ struct NotificationData {
     id: String,
 }
 
+/// Why a webhook call is refused; [`Refusal::status`] is the one place statuses are chosen.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// No secret: every webhook is refused.
+    #[error("no webhook secret is configured: every webhook is refused")]
+    NoSecret,
+    /// The signature is missing or wrong.
+    #[error("missing or invalid X-Spark-Signature")]
+    BadSignature,
+    /// The body is not a notification.
+    #[error("not a Webex notification: {0}")]
+    NotNotification(#[source] serde_json::Error),
+    /// No bot token to look the action up with.
+    #[error("no Webex bot token is configured: the action cannot be looked up")]
+    NoClient,
+    /// Webex refused the lookup for good (the action does not exist for this bot).
+    #[error("{0}")]
+    LookupRefused(String),
+    /// Webex could not be asked.
+    #[error("{0}")]
+    Upstream(#[source] WebexError),
+    /// The action is from another room.
+    #[error("the action is not from the configured room")]
+    OtherRoom,
+    /// The person is not allowed to record feedback.
+    #[error("this person may not record feedback")]
+    NotAllowed,
+    /// The action has no disposition.
+    #[error("the action carries no disposition (escalate or close)")]
+    NoDisposition,
+    /// The action is on no card of this runtime.
+    #[error("the action is not on a card this runtime sent")]
+    NoCard,
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl Refusal {
+    /// The HTTP status of this refusal.
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoSecret | Refusal::BadSignature => StatusCode::UNAUTHORIZED,
+            Refusal::NotNotification(_) | Refusal::LookupRefused(_) | Refusal::NoDisposition => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::NoClient => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Refusal::OtherRoom | Refusal::NotAllowed => StatusCode::FORBIDDEN,
+            Refusal::NoCard => StatusCode::NOT_FOUND,
+            Refusal::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<WebexError> for Refusal {
+    fn from(e: WebexError) -> Self {
+        match e {
+            WebexError::Permanent(message) => Refusal::LookupRefused(message),
+            other => Refusal::Upstream(other),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        answer(self.status(), self.to_string())
+    }
+}
+
 fn answer(code: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
     (code, axum::Json(serde_json::json!({ "message": message }))).into_response()
 }
 
 async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) -> Response {
+    match handle(&hook, &headers, &body).await {
+        Ok(message) => answer(StatusCode::OK, message),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Verifies, looks up and records one notification; the OK message, or why not.
+async fn handle(hook: &Hook, headers: &HeaderMap, body: &[u8]) -> Result<String, Refusal> {
     let Some(secret) = &hook.config.webhook_secret else {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            "no webhook secret is configured: every webhook is refused",
-        );
+        return Err(Refusal::NoSecret);
     };
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !signature_ok(secret.expose().as_bytes(), &body, signature) {
+    if !signature_ok(secret.expose().as_bytes(), body, signature) {
         tracing::warn!(
             signed = signature.is_some(),
             "webhook refused: bad signature"
         );
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid X-Spark-Signature",
-        );
+        return Err(Refusal::BadSignature);
     }
-    let note: Notification = match serde_json::from_slice(&body) {
-        Ok(n) => n,
-        Err(e) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                format!("not a Webex notification: {e}"),
-            );
-        }
-    };
+    let note: Notification = serde_json::from_slice(body).map_err(Refusal::NotNotification)?;
     if note.resource != "attachmentActions" || note.event != "created" {
-        return answer(
-            StatusCode::OK,
-            format!("ignored: {} {}", note.resource, note.event),
-        );
+        return Ok(format!("ignored: {} {}", note.resource, note.event));
     }
-    match recorded(&hook.pool, &note.data.id).await {
-        Ok(true) => return answer(StatusCode::OK, "already recorded"),
-        Ok(false) => {}
-        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    if recorded(&hook.pool, &note.data.id).await? {
+        return Ok("already recorded".into());
     }
     let Some(client) = &hook.client else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no Webex bot token is configured: the action cannot be looked up",
-        );
+        return Err(Refusal::NoClient);
     };
-    let action = match client.attachment_action(&note.data.id).await {
-        Ok(a) => a,
-        Err(WebexError::Permanent(e)) => return answer(StatusCode::BAD_REQUEST, e),
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, e.to_string()),
-    };
+    let action = client.attachment_action(&note.data.id).await?;
     if action.id != note.data.id || action.room_id != hook.config.room_id {
-        return answer(
-            StatusCode::FORBIDDEN,
-            "the action is not from the configured room",
-        );
+        return Err(Refusal::OtherRoom);
     }
-    let emails = match client.person_emails(&action.person_id).await {
-        Ok(e) => e,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, e.to_string()),
-    };
+    let emails = client
+        .person_emails(&action.person_id)
+        .await
+        .map_err(Refusal::Upstream)?;
     let Some(person) = emails.iter().find(|e| {
         hook.config
             .feedback_from
@@ -199,7 +248,7 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
             .any(|allowed| allowed.eq_ignore_ascii_case(e))
     }) else {
         tracing::warn!(person = %action.person_id, "card feedback refused: person not in webex.feedback_from");
-        return answer(StatusCode::FORBIDDEN, "this person may not record feedback");
+        return Err(Refusal::NotAllowed);
     };
     let disposition = action
         .inputs
@@ -207,10 +256,7 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
         .and_then(|v| v.as_str())
         .and_then(Disposition::parse);
     let Some(disposition) = disposition else {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            "the action carries no disposition (escalate or close)",
-        );
+        return Err(Refusal::NoDisposition);
     };
     match record(
         &hook.pool,
@@ -220,25 +266,22 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
         person,
         crate::proto::now_ms(),
     )
-    .await
+    .await?
     {
-        Ok(Recorded::New(facts)) => {
+        Recorded::New(facts) => {
             tracing::info!(ticket = %facts.ticket, disposition = disposition.label(), person = %person,
                 "analyst feedback recorded");
             if let Some(k) = &hook.knowledge {
                 k.add_dispositions(std::iter::once(&*facts));
             }
-            answer(
-                StatusCode::OK,
-                format!("recorded: {} {}", facts.ticket, disposition.label()),
-            )
+            Ok(format!(
+                "recorded: {} {}",
+                facts.ticket,
+                disposition.label()
+            ))
         }
-        Ok(Recorded::Before) => answer(StatusCode::OK, "already recorded"),
-        Ok(Recorded::NoCard) => answer(
-            StatusCode::NOT_FOUND,
-            "the action is not on a card this runtime sent",
-        ),
-        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Recorded::Before => Ok("already recorded".into()),
+        Recorded::NoCard => Err(Refusal::NoCard),
     }
 }
 
