@@ -1386,3 +1386,53 @@ fn roles_are_checked_and_until_idle_needs_the_source() {
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn logs_are_plain_or_json_lines_and_a_bad_filter_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(dir.path(), "logs", 20);
+    // Written to a pipe (as to a file or journald): no colour codes.
+    let (out, s) = run_feed(dir.path(), &feed, &[], &[("SOC_LOG", "info")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s["alerts_in"], 20);
+    let plain = text(&out.stderr);
+    assert!(plain.contains("soc-runtime running"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "ANSI codes in piped logs: {plain:?}");
+
+    // --log-format json (or SOC_LOG_FORMAT): every line is one JSON object.
+    for how in [&["--log-format", "json"][..], &[]] {
+        let env: &[(&str, &str)] = if how.is_empty() {
+            &[("SOC_LOG", "info"), ("SOC_LOG_FORMAT", "json")]
+        } else {
+            &[("SOC_LOG", "info")]
+        };
+        let (out, _) = run_feed(dir.path(), &feed, how, env);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let lines: Vec<serde_json::Value> = text(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["fields"]["message"] == "soc-runtime running (Ctrl-C drains and stops)"),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| l["level"].is_string()));
+    }
+
+    // A filter that does not parse is refused, saying what to fix; nothing runs.
+    let out = run(soc()
+        .args(["run", "--until-idle", "--http", "off", "--alerts"])
+        .arg(&feed)
+        .env("SOC_LOG", "soc_runtime=loud"));
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("SOC_LOG") && said.contains("soc_runtime=loud") && said.contains("info"),
+        "{said}"
+    );
+    let out = run(soc().args(["run", "--log-format", "xml"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("json"), "{}", text(&out.stderr));
+}
