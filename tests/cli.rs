@@ -1397,7 +1397,10 @@ fn logs_are_plain_or_json_lines_and_a_bad_filter_is_an_error() {
     assert_eq!(s["alerts_in"], 20);
     let plain = text(&out.stderr);
     assert!(plain.contains("soc-runtime running"), "{plain}");
-    assert!(!plain.contains('\u{1b}'), "ANSI codes in piped logs: {plain:?}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "ANSI codes in piped logs: {plain:?}"
+    );
 
     // --log-format json (or SOC_LOG_FORMAT): every line is one JSON object.
     for how in [&["--log-format", "json"][..], &[]] {
