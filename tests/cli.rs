@@ -1439,3 +1439,66 @@ fn logs_are_plain_or_json_lines_and_a_bad_filter_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("json"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn on_redis_the_demo_feed_runs_only_when_asked() {
+    let url = common::redis_url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ns = format!("demo-{}:", fastrand::u32(..));
+    // No feed on Redis: refused before anything is published, saying what to do.
+    let out = run(soc()
+        .args([
+            "run",
+            "--until-idle",
+            "--http",
+            "off",
+            "--bus",
+            "redis",
+            "--redis-url",
+        ])
+        .arg(&url)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("SOC_BUS_NAMESPACE", &ns));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("--alerts") && said.contains("--demo"),
+        "{said}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bus = rt.block_on(redis_bus(&url, &ns));
+    assert_eq!(rt.block_on(bus.len(Topic::Alerts)).unwrap(), 0);
+
+    // Asked for: the demo feed runs there like any feed.
+    let json = dir.path().join("summary.json");
+    let out = run(soc()
+        .args([
+            "run",
+            "--until-idle",
+            "--http",
+            "off",
+            "--bus",
+            "redis",
+            "--demo",
+            "--redis-url",
+        ])
+        .arg(&url)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--summary-json")
+        .arg(&json)
+        .env("SOC_BUS_NAMESPACE", &ns));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert!(s["alerts_in"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(
+        rt.block_on(bus.len(Topic::Alerts)).unwrap(),
+        s["alerts_in"].as_u64().unwrap()
+    );
+
+    // --demo and --alerts together make no sense.
+    let out = run(soc().args(["run", "--demo", "--alerts", "x.jsonl"]));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -114,7 +114,7 @@ pub(crate) fn children(ctx: &Context) -> Vec<ChildSpec> {
     }
     if parts.runs("source") {
         // The JSONL feed (or the demo feed) unless XSOAR alone is the source.
-        if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() {
+        if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() || ctx.config.demo {
             specs.push(ChildSpec::of(alert_source::NAME, Stage::Feed, start_source));
         }
         if ctx.config.xsoar.enabled() {

@@ -22,8 +22,12 @@ use crate::llm::LlmConfig;
 pub struct Config {
     /// Where local state lives (SQLite stores in later releases; the last run's summary now).
     pub data_dir: PathBuf,
-    /// The alert feed (JSONL, plain or gzip); the bundled demo feed when unset.
+    /// The alert feed (JSONL, plain or gzip); the bundled demo feed when unset, on the
+    /// in-memory bus only unless `demo` is set.
     pub alerts: Option<PathBuf>,
+    /// Run the bundled demo feed where it needs asking for: on Redis (whose streams are
+    /// production's), or beside a real source such as XSOAR. Off by default.
+    pub demo: bool,
     /// Which bus backend, and where Redis is.
     pub bus: BusSection,
     /// The HTTP server.
@@ -55,6 +59,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./soc-data"),
             alerts: None,
+            demo: false,
             bus: BusSection::default(),
             http: HttpConfig::default(),
             supervisor: SupervisorConfig::default(),

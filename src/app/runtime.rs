@@ -80,6 +80,16 @@ impl Runtime {
                 (bus, Some(queue))
             }
         };
+        // Checked once Redis answered (a dead server is the first thing to fix), before
+        // anything is published.
+        if matches!(feed, Feed::Demo)
+            && config.bus.backend == Backend::Redis
+            && config.supervisor.runs("source")
+            && !config.xsoar.enabled()
+            && !config.demo
+        {
+            return Err(StartError::NoFeed);
+        }
         let http = match config.http.socket_addr()? {
             None => None,
             Some(addr) => {
@@ -527,6 +537,13 @@ pub enum StartError {
     /// The alert feed cannot be opened.
     #[error("cannot open alerts file {0}: {1}")]
     Feed(String, #[source] std::io::Error),
+    /// No feed on Redis, and the demo was not asked for.
+    #[error(
+        "no alert feed is configured: on Redis the bundled demo alerts would be published into \
+         the shared streams and containment proposals would follow. Point --alerts (or \
+         SOC_ALERTS, or [xsoar]) at your alerts, or pass --demo to run the demo feed anyway"
+    )]
+    NoFeed,
     /// Redis is unreachable or unsuitable.
     #[error(
         "cannot use redis at {0}: {1} (is redis-server running? set --redis-url or SOC_REDIS_URL)"

@@ -13,9 +13,14 @@ pub(crate) struct RunArgs {
     /// Config file (TOML; unknown keys are errors). See ops/soc.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Alert feed: JSONL, plain or gzip (default: the bundled demo feed).
+    /// Alert feed: JSONL, plain or gzip (default: the bundled demo feed, on the in-memory bus
+    /// only: on Redis it needs --demo).
     #[arg(long, value_name = "FILE")]
     alerts: Option<PathBuf>,
+    /// Run the bundled demo feed on Redis too, or beside [xsoar]: its alerts go into the
+    /// streams, and proposals follow, like any other alert's.
+    #[arg(long, conflicts_with = "alerts")]
+    demo: bool,
     /// Bus backend: in-process, or Redis Streams (durable, multi-process).
     #[arg(long, value_enum)]
     bus: Option<Backend>,
@@ -46,6 +51,9 @@ pub(crate) fn config(args: &RunArgs) -> anyhow::Result<Config> {
     let mut config = super::load_config(args.config.as_deref())?;
     if let Some(alerts) = &args.alerts {
         config.alerts = Some(alerts.clone());
+    }
+    if args.demo {
+        config.demo = true;
     }
     if let Some(bus) = args.bus {
         config.bus.backend = bus;
