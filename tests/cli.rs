@@ -1502,3 +1502,33 @@ fn on_redis_the_demo_feed_runs_only_when_asked() {
     let out = run(soc().args(["run", "--demo", "--alerts", "x.jsonl"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_feed_with_not_one_usable_alert_fails_and_says_what_it_looks_like() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two alert lines as Suricata's "Eve JSON Format" documentation shows them.
+    let eve = dir.path().join("eve.json");
+    let line = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+    std::fs::write(&eve, format!("{line}\n{line}\n")).unwrap();
+    let (out, s) = run_feed(dir.path(), &eve, &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let error = s["feed_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("none of the 2 lines")
+            && error.contains("Suricata EVE JSON")
+            && error.contains("ticket_id"),
+        "{s}"
+    );
+    assert_eq!(s["malformed_lines"], 2);
+
+    // A feed with some good lines is not failed for its bad ones.
+    let mixed = dir.path().join("mixed.jsonl");
+    let good = std::fs::read_to_string(common::synthetic_feed(dir.path(), "mx", 3)).unwrap();
+    std::fs::write(&mixed, format!("{line}\n{good}")).unwrap();
+    let (out, s) = run_feed(dir.path(), &mixed, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
+        (Some(3), Some(1))
+    );
+}

@@ -96,6 +96,8 @@ pub struct SourceStats {
     done: AtomicBool,
     examples: Mutex<Vec<MalformedLine>>,
     feed_error: Mutex<Option<String>>,
+    /// The known format the first rejected line is in, if any.
+    looks_like: Mutex<Option<&'static str>>,
 }
 
 /// A rejected line.
@@ -150,6 +152,7 @@ impl SourceStats {
         self.malformed.store(0, Ordering::Relaxed);
         self.examples.lock().clear();
         *self.feed_error.lock() = None;
+        *self.looks_like.lock() = None;
         self.done.store(false, Ordering::Release);
     }
 }
@@ -331,7 +334,12 @@ async fn publish(
                         Err(e) => record_malformed(&stats, line.line_no, &e.to_string()),
                     }
                 }
-                Err(error) => record_malformed(&stats, line.line_no, &error.to_string()),
+                Err(error) => {
+                    if let Some(format) = line.looks_like {
+                        stats.looks_like.lock().get_or_insert(format);
+                    }
+                    record_malformed(&stats, line.line_no, &error.to_string());
+                }
             }
         }
         // A batch under way completes (so it is counted); only waiting to retry is cut short.
@@ -346,6 +354,31 @@ async fn publish(
         }
     }
     let snapshot = stats.snapshot();
+    // Not one line of a non-empty feed was usable: the run fails, saying what it expected.
+    if snapshot.lines > 0
+        && snapshot.malformed_lines == snapshot.lines
+        && snapshot.feed_error.is_none()
+    {
+        let first = snapshot
+            .malformed_examples
+            .first()
+            .map_or_else(String::new, |m| format!(" Line {}: {}.", m.line, m.error));
+        let given = match *stats.looks_like.lock() {
+            Some(format) => format!(
+                " It looks like {format}, which this version does not read: convert it to the \
+                 ticket format first (the README's \"Running it\" shows one)."
+            ),
+            None => String::new(),
+        };
+        let message = format!(
+            "none of the {} lines of {label} is an alert: the feed format is JSON lines with \
+             ticket_id, source, rule_id, rule_name, host, first_seen, last_seen and alert_count \
+             (site, user, src_ips and vendor optional).{given}{first}",
+            snapshot.lines
+        );
+        tracing::error!(feed = %label, "{message}");
+        *stats.feed_error.lock() = Some(message);
+    }
     tracing::info!(
         feed = %label,
         lines = snapshot.lines,

@@ -192,6 +192,35 @@ pub struct FeedLine {
     pub line_no: u64,
     /// The alert, or why the line was rejected.
     pub alert: Result<Alert, LineError>,
+    /// What the line looks like when it is not an alert of this format (a format read by
+    /// other tools), for the message of a feed none of whose lines could be used.
+    pub looks_like: Option<&'static str>,
+}
+
+/// The known alert format `line` is in, when it is not the ticket format: a user pointing
+/// `--alerts` at a SIEM's own output gets told what they gave, not only what is missing.
+pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
+    if line.starts_with(b"site,time,name,ip,host,rule_id") {
+        return Some("the AIT-ADS raw alert CSV");
+    }
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let has = |path: &[&str]| {
+        path.iter()
+            .try_fold(&value, |v, k| v.get(k))
+            .is_some_and(|v| !v.is_null())
+    };
+    if has(&["event_type"]) && (has(&["alert", "signature"]) || has(&["flow_id"])) {
+        Some("Suricata EVE JSON")
+    } else if has(&["rule", "level"]) && has(&["agent"]) {
+        Some("Wazuh alerts.json")
+    } else if has(&["class_uid"]) && has(&["finding_info"]) {
+        Some("an OCSF Detection Finding")
+    } else if has(&["@timestamp"]) && (has(&["kibana.alert.rule.name"]) || has(&["event", "kind"]))
+    {
+        Some("an Elastic Security (ECS) document")
+    } else {
+        None
+    }
 }
 
 /// Reads a feed line by line.
@@ -266,15 +295,19 @@ impl Iterator for FeedReader {
                 return Some(Ok(FeedLine {
                     line_no: self.line_no,
                     alert: Err(LineError::TooLong(MAX_LINE_BYTES)),
+                    looks_like: None,
                 }));
             }
             let line = self.buf.trim_ascii();
             if line.is_empty() {
                 continue;
             }
+            let alert = parse_line(line);
+            let looks_like = alert.as_ref().err().and_then(|_| looks_like(line));
             return Some(Ok(FeedLine {
                 line_no: self.line_no,
-                alert: parse_line(line),
+                alert,
+                looks_like,
             }));
         }
     }
@@ -324,6 +357,26 @@ pub fn read_all(reader: impl Read + Send + 'static) -> Vec<io::Result<FeedLine>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_formats_other_tools_write_are_recognised() {
+        // The alert example of Suricata's "Eve JSON Format" documentation.
+        let eve = br#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+        assert_eq!(looks_like(eve), Some("Suricata EVE JSON"));
+        // An alerts.json line as Wazuh's documentation shows them (rule, agent, manager).
+        let wazuh = br#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"full_log":"..."}"#;
+        assert_eq!(looks_like(wazuh), Some("Wazuh alerts.json"));
+        assert_eq!(
+            looks_like(b"site,time,name,ip,host,rule_id"),
+            Some("the AIT-ADS raw alert CSV")
+        );
+        assert_eq!(
+            looks_like(br#"{"class_uid":2004,"finding_info":{"title":"x"}}"#),
+            Some("an OCSF Detection Finding")
+        );
+        assert_eq!(looks_like(GOOD.as_bytes()), None);
+        assert_eq!(looks_like(b"{broken"), None);
+    }
 
     const GOOD: &str = r#"{"ticket_id":"fox-00001","site":"fox","source":"suricata","rule_id":"S-Dns-Qry3","rule_name":"Suricata: Alert - ET INFO Observed DNS Query to .biz TLD","host":"mail","src_ips":["192.168.1.5"],"first_seen":"2022-01-15T00:00:01+01:00","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;
 
