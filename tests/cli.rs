@@ -1532,3 +1532,21 @@ fn a_feed_with_not_one_usable_alert_fails_and_says_what_it_looks_like() {
         (Some(3), Some(1))
     );
 }
+
+/// The raw alerts of the dev sites, as a SIEM exports them, grouped by the runtime before any
+/// role sees them: the same cases as the dev tickets, decided the same way.
+#[test]
+fn the_raw_dev_alerts_are_grouped_into_the_dev_tickets_cases_and_decided_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = common::datasets_dir().join("ait-ads/alerts-dev.csv.gz");
+    let (out, grouped) = run_feed(dir.path(), &raw, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tickets = dev_run(dir.path(), &[], &[]);
+    assert_eq!(grouped["alerts_in"], 9_869, "{grouped}");
+    assert_eq!(grouped["malformed_lines"], 0);
+    assert_eq!(
+        grouped["escalated"], tickets["escalated"],
+        "{grouped}\n{tickets}"
+    );
+    assert_eq!(grouped["actions_proposed"], tickets["actions_proposed"]);
+}

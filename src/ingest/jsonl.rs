@@ -65,6 +65,9 @@ pub enum LineError {
     /// The fields disagree with each other.
     #[error("{0}")]
     Inconsistent(&'static str),
+    /// A raw alert CSV row is refused.
+    #[error(transparent)]
+    Row(super::group::RowError),
     /// The line is past the length bound (its start is dropped unread).
     #[error("line is longer than {0} bytes")]
     TooLong(usize),
@@ -201,7 +204,7 @@ pub struct FeedLine {
 /// `--alerts` at a SIEM's own output gets told what they gave, not only what is missing.
 pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
     if line.starts_with(b"site,time,name,ip,host,rule_id") {
-        return Some("the AIT-ADS raw alert CSV");
+        return Some("the AIT-ADS raw alert CSV, as a stream");
     }
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let has = |path: &[&str]| {
@@ -223,12 +226,27 @@ pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Reads a feed line by line.
+/// Reads a feed line by line: ticket-format JSON lines, or (from a file) the AIT-ADS raw alert
+/// CSV, whose alerts are grouped into cases first ([`super::group`]).
 pub(crate) struct FeedReader {
     reader: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: Vec<u8>,
     streaming: bool,
+    /// What the feed turned out to be, at its first non-blank line.
+    mode: Mode,
+}
+
+/// How a feed's lines are read.
+enum Mode {
+    /// Not known yet.
+    Start,
+    /// One ticket-format alert per line.
+    Tickets,
+    /// Raw CSV rows folded into cases, published at the end of the file.
+    Grouping(super::group::Grouper),
+    /// The grouped cases, being handed out.
+    Cases(std::vec::IntoIter<(u64, Alert)>),
 }
 
 impl FeedReader {
@@ -275,6 +293,7 @@ impl FeedReader {
             line_no: 0,
             buf: Vec::new(),
             streaming: false,
+            mode: Mode::Start,
         }
     }
 }
@@ -284,9 +303,29 @@ impl Iterator for FeedReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Mode::Cases(cases) = &mut self.mode {
+                // A case is checked like a ticket line (its id joins fields of any length).
+                return cases.next().map(|(line_no, alert)| {
+                    Ok(FeedLine {
+                        line_no,
+                        alert: serde_json::to_vec(&alert)
+                            .map_err(LineError::Json)
+                            .and_then(|bytes| parse_line(&bytes)),
+                        looks_like: None,
+                    })
+                });
+            }
             let too_long = match read_line_bounded(&mut self.reader, &mut self.buf, MAX_LINE_BYTES)
             {
-                Ok(None) => return None,
+                Ok(None) => {
+                    if let Mode::Grouping(grouper) =
+                        std::mem::replace(&mut self.mode, Mode::Tickets)
+                    {
+                        self.mode = Mode::Cases(grouper.finish().into_iter());
+                        continue;
+                    }
+                    return None;
+                }
                 Ok(Some(too_long)) => too_long,
                 Err(e) => return Some(Err(e)),
             };
@@ -301,6 +340,36 @@ impl Iterator for FeedReader {
             let line = self.buf.trim_ascii();
             if line.is_empty() {
                 continue;
+            }
+            if matches!(self.mode, Mode::Start) {
+                // A file of raw alerts is grouped; a stream of them cannot be (a case's rows are
+                // not contiguous), and its rows are refused as lines, naming the format.
+                self.mode = if line == super::group::CSV_HEADER.as_bytes() && !self.streaming {
+                    Mode::Grouping(super::group::Grouper::default())
+                } else {
+                    Mode::Tickets
+                };
+                if matches!(self.mode, Mode::Grouping(_)) {
+                    continue;
+                }
+            }
+            if let Mode::Grouping(grouper) = &mut self.mode {
+                match std::str::from_utf8(line)
+                    .map_err(|_| LineError::Inconsistent("the row is not UTF-8"))
+                    .and_then(|row| super::group::parse_row(row).map_err(LineError::Row))
+                {
+                    Ok(raw) => {
+                        grouper.push(raw, self.line_no);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Some(Ok(FeedLine {
+                            line_no: self.line_no,
+                            alert: Err(e),
+                            looks_like: None,
+                        }));
+                    }
+                }
             }
             let alert = parse_line(line);
             let looks_like = alert.as_ref().err().and_then(|_| looks_like(line));
@@ -368,7 +437,7 @@ mod tests {
         assert_eq!(looks_like(wazuh), Some("Wazuh alerts.json"));
         assert_eq!(
             looks_like(b"site,time,name,ip,host,rule_id"),
-            Some("the AIT-ADS raw alert CSV")
+            Some("the AIT-ADS raw alert CSV, as a stream")
         );
         assert_eq!(
             looks_like(br#"{"class_uid":2004,"finding_info":{"title":"x"}}"#),
@@ -452,5 +521,62 @@ mod tests {
                 line.alert
             );
         }
+    }
+
+    /// The real raw alerts of the five dev sites, grouped by the reader, are the dev tickets: the same
+    /// cases with the same alert counts and times.
+    #[test]
+    fn the_dev_raw_alerts_group_into_the_dev_tickets() {
+        use std::collections::HashMap;
+        let shared = std::env::var("SOC_SHARED_DIR").unwrap_or_else(|_| "../shared".into());
+        let dir = std::path::Path::new(&shared).join("datasets/ait-ads");
+        let reader = FeedReader::open(&dir.join("alerts-dev.csv.gz")).unwrap();
+        let key = |a: &Alert| {
+            let hour = chrono::DateTime::parse_from_rfc3339(&a.first_seen)
+                .unwrap()
+                .timestamp()
+                / 3600;
+            (
+                a.site.clone().unwrap_or_default(),
+                a.host.clone(),
+                a.rule_id.clone(),
+                hour,
+            )
+        };
+        let mut grouped = HashMap::new();
+        for line in reader {
+            let alert = line.unwrap().alert.unwrap();
+            grouped.insert(key(&alert), alert);
+        }
+        let tickets = std::io::BufRead::lines(
+            crate::ingest::open_text(&dir.join("tickets-dev.jsonl.gz")).unwrap(),
+        );
+        let mut n = 0;
+        for line in tickets {
+            let ticket = parse_line(line.unwrap().as_bytes()).unwrap();
+            let case = grouped
+                .get(&key(&ticket))
+                .unwrap_or_else(|| panic!("{}", ticket.ticket_id));
+            assert_eq!(
+                (
+                    case.alert_count,
+                    &case.first_seen,
+                    &case.last_seen,
+                    &case.rule_name,
+                    &case.source
+                ),
+                (
+                    ticket.alert_count,
+                    &ticket.first_seen,
+                    &ticket.last_seen,
+                    &ticket.rule_name,
+                    &ticket.source
+                ),
+                "{}",
+                ticket.ticket_id
+            );
+            n += 1;
+        }
+        assert_eq!((n, grouped.len()), (9_869, 9_869));
     }
 }

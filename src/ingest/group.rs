@@ -1,0 +1,272 @@
+//! Raw alerts grouped into cases before any role sees them, as a SOAR groups repeats: one case
+//! per (site, host, rule id, UTC clock hour), counting its alerts, with its first and last time
+//! and its most frequent addresses. This is the grouping of the AIT-ADS tickets, so grouping the
+//! raw alerts of `alerts-dev.csv.gz` gives back `tickets-dev.jsonl.gz`'s cases.
+//!
+//! Raw alerts are read from the AIT-ADS raw alert CSV (`site,time,name,ip,host,rule_id`, time in
+//! unix seconds). Identical rows are real repeats and all count: nothing is deduplicated on
+//! content. A case is published once its file has been read to the end (the rows of one case
+//! are not contiguous in such exports), so this reads files, not streams.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::proto::Alert;
+
+/// The header line of the AIT-ADS raw alert CSV.
+pub(crate) const CSV_HEADER: &str = "site,time,name,ip,host,rule_id";
+
+/// Addresses kept per case, most frequent first.
+const MAX_IPS: usize = 5;
+
+/// Why a CSV row is not a raw alert.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// Fewer than six fields.
+    #[error("the row has fewer than 6 fields")]
+    Short,
+    /// A field's value is refused.
+    #[error("{field} {problem}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+/// One raw alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawAlert {
+    site: String,
+    time_s: i64,
+    name: String,
+    ip: Option<IpAddr>,
+    host: String,
+    rule_id: String,
+}
+
+/// Parses one CSV row (after the header). The name may hold commas: the fields around it are
+/// counted from both ends.
+pub(crate) fn parse_row(line: &str) -> Result<RawAlert, RowError> {
+    let field = |field: &'static str, problem: &'static str| RowError::Field { field, problem };
+    let mut head = line.splitn(3, ',');
+    let (Some(site), Some(time), Some(rest)) = (head.next(), head.next(), head.next()) else {
+        return Err(RowError::Short);
+    };
+    let mut tail = rest.rsplitn(4, ',');
+    let (Some(rule_id), Some(host), Some(ip), Some(name)) =
+        (tail.next(), tail.next(), tail.next(), tail.next())
+    else {
+        return Err(RowError::Short);
+    };
+    let check = |name: &'static str, value: &str| {
+        if value.trim().is_empty() {
+            Err(field(name, "is empty"))
+        } else if value.chars().count() > 256 || value.chars().any(char::is_control) {
+            Err(field(
+                name,
+                "is longer than 256 characters or holds control characters",
+            ))
+        } else {
+            Ok(value.trim().to_owned())
+        }
+    };
+    let time_s: i64 = time
+        .trim()
+        .parse()
+        .map_err(|_| field("time", "is not unix seconds"))?;
+    if DateTime::<Utc>::from_timestamp(time_s, 0).is_none() {
+        return Err(field("time", "is out of range"));
+    }
+    Ok(RawAlert {
+        site: check("site", site)?,
+        time_s,
+        name: check("name", name.trim_matches('"'))?,
+        ip: ip.trim().parse().ok(),
+        host: check("host", host)?,
+        rule_id: check("rule_id", rule_id)?,
+    })
+}
+
+/// The detector of an AIT-ADS rule id (`W-...` Wazuh, `S-...` Suricata, `A-...` AMiner).
+fn detector(rule_id: &str) -> &'static str {
+    match rule_id.as_bytes().first() {
+        Some(b'W') => "wazuh",
+        Some(b'S') => "suricata",
+        Some(b'A') => "aminer",
+        _ => "unknown",
+    }
+}
+
+/// A case being filled.
+#[derive(Debug)]
+struct OpenCase {
+    name: String,
+    first_s: i64,
+    last_s: i64,
+    count: u32,
+    first_line: u64,
+    ips: HashMap<IpAddr, (u32, u64)>,
+}
+
+/// Raw alerts folded into cases by (site, host, rule id, UTC clock hour).
+#[derive(Debug, Default)]
+pub(crate) struct Grouper {
+    open: HashMap<(String, String, String, i64), OpenCase>,
+}
+
+impl Grouper {
+    /// Adds the raw alert of feed line `line`.
+    pub(crate) fn push(&mut self, raw: RawAlert, line: u64) {
+        let hour = raw.time_s.div_euclid(3600);
+        let case = self
+            .open
+            .entry((raw.site, raw.host, raw.rule_id, hour))
+            .or_insert_with(|| OpenCase {
+                name: raw.name,
+                first_s: raw.time_s,
+                last_s: raw.time_s,
+                count: 0,
+                first_line: line,
+                ips: HashMap::new(),
+            });
+        case.count = case.count.saturating_add(1);
+        case.first_s = case.first_s.min(raw.time_s);
+        case.last_s = case.last_s.max(raw.time_s);
+        if let Some(ip) = raw.ip {
+            let seen = case.ips.entry(ip).or_insert((0, line));
+            seen.0 += 1;
+        }
+    }
+
+    /// Cases open now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Every case, as alerts in time order (by first alert), each with the feed line of its
+    /// first alert.
+    pub(crate) fn finish(self) -> Vec<(u64, Alert)> {
+        let mut cases: Vec<_> = self.open.into_iter().collect();
+        cases.sort_by(|a, b| (a.1.first_s, &a.0).cmp(&(b.1.first_s, &b.0)));
+        cases
+            .into_iter()
+            .map(|((site, host, rule_id, hour), case)| {
+                let time = |s: i64| {
+                    DateTime::<Utc>::from_timestamp(s, 0)
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(SecondsFormat::Secs, true)
+                };
+                let mut ips: Vec<_> = case.ips.into_iter().collect();
+                // Most frequent first; ties by first appearance.
+                ips.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+                let stamp = DateTime::<Utc>::from_timestamp(hour * 3600, 0)
+                    .unwrap_or_default()
+                    .format("%Y%m%dT%H");
+                let alert = Alert {
+                    ticket_id: format!("{site}:{host}:{rule_id}:{stamp}"),
+                    source: detector(&rule_id).to_owned(),
+                    site: Some(site),
+                    rule_name: case.name,
+                    host,
+                    rule_id,
+                    user: None,
+                    src_ips: ips
+                        .into_iter()
+                        .take(MAX_IPS)
+                        .map(|(ip, _)| ip.to_string())
+                        .collect(),
+                    first_seen: time(case.first_s),
+                    last_seen: time(case.last_s),
+                    alert_count: case.count,
+                    vendor: None,
+                };
+                (case.first_line, alert)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse_and_bad_ones_say_why() {
+        let r =
+            parse_row("fox,1642213952,Wazuh: ClamAV database update,172.17.131.81,mail,W-Sys-Cav")
+                .unwrap();
+        assert_eq!(
+            (
+                r.site.as_str(),
+                r.time_s,
+                r.host.as_str(),
+                r.rule_id.as_str()
+            ),
+            ("fox", 1_642_213_952, "mail", "W-Sys-Cav")
+        );
+        // A comma inside the name stays in the name.
+        let r = parse_row("fox,1,Suricata: a, b,10.0.0.1,h,S-X").unwrap();
+        assert_eq!(r.name, "Suricata: a, b");
+        for (row, says) in [
+            ("fox,abc,n,1.2.3.4,h,W-X", "time"),
+            ("fox,1,n,1.2.3.4,,W-X", "host"),
+            ("fox,1,n", "fewer than 6"),
+            (",1,n,1.2.3.4,h,W-X", "site"),
+        ] {
+            let e = parse_row(row).unwrap_err().to_string();
+            assert!(e.contains(says), "{row}: {e}");
+        }
+    }
+
+    #[test]
+    fn repeats_in_one_hour_are_one_case_and_the_next_hour_is_another() {
+        let mut g = Grouper::default();
+        for (i, row) in [
+            "fox,7205,scan,10.0.0.9,web,S-Scan",
+            "fox,7200,scan,10.0.0.9,web,S-Scan",
+            "fox,7200,scan,10.0.0.9,web,S-Scan",
+            "fox,7300,scan,10.0.0.7,web,S-Scan",
+            "fox,10800,scan,10.0.0.9,web,S-Scan",
+            "fox,7300,other,10.0.0.9,web,W-Other",
+        ]
+        .iter()
+        .enumerate()
+        {
+            g.push(parse_row(row).unwrap(), i as u64 + 2);
+        }
+        assert_eq!(g.len(), 3);
+        let cases = g.finish();
+        let first = &cases[0].1;
+        assert_eq!(first.alert_count, 4);
+        assert_eq!(
+            (first.first_seen.as_str(), first.last_seen.as_str()),
+            ("1970-01-01T02:00:00Z", "1970-01-01T02:01:40Z")
+        );
+        assert_eq!(first.src_ips, ["10.0.0.9", "10.0.0.7"]);
+        assert_eq!(first.source, "suricata");
+        assert_eq!(cases[0].0, 2);
+        assert_eq!(cases[2].1.alert_count, 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Rows are untrusted bytes: any row parses or is refused, never panics, and a parsed
+        /// one groups into a case a ticket line could carry.
+        #[test]
+        fn any_row_parses_or_is_refused(row in "[a-z0-9,:. \\-\"\\x00-\\x1f\\u{202e}]{0,80}") {
+            if let Ok(raw) = parse_row(&row) {
+                let mut g = Grouper::default();
+                g.push(raw, 2);
+                let cases = g.finish();
+                proptest::prop_assert_eq!(cases.len(), 1);
+                proptest::prop_assert_eq!(cases[0].1.alert_count, 1);
+            }
+        }
+    }
+}
