@@ -1506,30 +1506,63 @@ fn on_redis_the_demo_feed_runs_only_when_asked() {
 #[test]
 fn a_feed_with_not_one_usable_alert_fails_and_says_what_it_looks_like() {
     let dir = tempfile::tempdir().unwrap();
-    // Two alert lines as Suricata's "Eve JSON Format" documentation shows them.
-    let eve = dir.path().join("eve.json");
-    let line = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
-    std::fs::write(&eve, format!("{line}\n{line}\n")).unwrap();
-    let (out, s) = run_feed(dir.path(), &eve, &[], &[]);
+    // An OCSF Detection Finding per line: recognised, not read by this version.
+    let ocsf = dir.path().join("findings.json");
+    let finding = r#"{"class_uid":2004,"time":1700000000000,"finding_info":{"title":"Suspicious login","uid":"f-1"},"severity_id":4}"#;
+    std::fs::write(&ocsf, format!("{finding}\n{finding}\n")).unwrap();
+    let (out, s) = run_feed(dir.path(), &ocsf, &[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let error = s["feed_error"].as_str().unwrap_or_default();
     assert!(
         error.contains("none of the 2 lines")
-            && error.contains("Suricata EVE JSON")
+            && error.contains("OCSF")
             && error.contains("ticket_id"),
         "{s}"
     );
     assert_eq!(s["malformed_lines"], 2);
 
-    // A feed with some good lines is not failed for its bad ones.
+    // A feed with some good lines is not failed for its bad ones (here a Suricata record in
+    // a ticket feed).
+    let eve_line = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
     let mixed = dir.path().join("mixed.jsonl");
     let good = std::fs::read_to_string(common::synthetic_feed(dir.path(), "mx", 3)).unwrap();
-    std::fs::write(&mixed, format!("{line}\n{good}")).unwrap();
+    std::fs::write(&mixed, format!("{good}{eve_line}\n")).unwrap();
     let (out, s) = run_feed(dir.path(), &mixed, &[], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
         (Some(3), Some(1))
+    );
+}
+
+/// A Suricata `eve.json` and a Wazuh `alerts.json`, as files: their alerts are grouped into
+/// cases (host, rule, hour), repeats counted.
+#[test]
+fn eve_json_and_wazuh_alerts_json_files_become_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    // Suricata's documented alert (twice: a repeat) and a DNS event (not an alert).
+    let alert = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+    let dns = r#"{"timestamp":"2009-11-24T21:27:10.000000","event_type":"dns","src_ip":"192.168.2.7","dest_ip":"192.168.2.1"}"#;
+    let eve = dir.path().join("eve.json");
+    std::fs::write(&eve, format!("{alert}\n{alert}\n{dns}\n")).unwrap();
+    let (out, s) = run_feed(dir.path(), &eve, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+
+    let wazuh = r#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","mitre":{"id":["T1110"]},"groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"data":{"srcip":"198.51.100.7"}}"#;
+    let other_host = wazuh.replace("web-1", "db-1");
+    let file = dir.path().join("alerts.json");
+    std::fs::write(&file, format!("{wazuh}\n{wazuh}\n{other_host}\n")).unwrap();
+    let (out, s) = run_feed(dir.path(), &file, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
+        (Some(2), Some(0)),
+        "{s}"
     );
 }
 

@@ -365,9 +365,10 @@ async fn publish(
             .map_or_else(String::new, |m| format!(" Line {}: {}.", m.line, m.error));
         let given = match *stats.looks_like.lock() {
             Some(format) => format!(
-                " It looks like {format}; this version reads the ticket format, and the AIT-ADS \
-                 raw alert CSV from a regular file (its rows are grouped into cases at the end \
-                 of the file): convert other formats to the ticket format first."
+                " It looks like {format}; this version reads the ticket format, and from a \
+                 regular file the AIT-ADS raw alert CSV, Suricata EVE JSON and Wazuh \
+                 alerts.json (grouped into cases at the end of the file): convert other formats \
+                 to the ticket format first."
             ),
             None => String::new(),
         };

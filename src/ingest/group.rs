@@ -37,15 +37,19 @@ pub enum RowError {
     },
 }
 
-/// One raw alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One raw alert, from any source.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RawAlert {
-    site: String,
-    time_s: i64,
-    name: String,
-    ip: Option<IpAddr>,
-    host: String,
-    rule_id: String,
+    pub(crate) site: String,
+    pub(crate) time_s: i64,
+    pub(crate) name: String,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) host: String,
+    pub(crate) rule_id: String,
+    /// The detector (`wazuh`, `suricata`, ...); `None`: known from the AIT-ADS rule id.
+    pub(crate) source: Option<&'static str>,
+    /// What the vendor says of the rule.
+    pub(crate) vendor: Option<crate::proto::VendorMeta>,
 }
 
 /// Parses one CSV row (after the header). The name may hold commas: the fields around it are
@@ -88,6 +92,8 @@ pub(crate) fn parse_row(line: &str) -> Result<RawAlert, RowError> {
         ip: ip.trim().parse().ok(),
         host: check("host", host)?,
         rule_id: check("rule_id", rule_id)?,
+        source: None,
+        vendor: None,
     })
 }
 
@@ -105,6 +111,8 @@ fn detector(rule_id: &str) -> &'static str {
 #[derive(Debug)]
 struct OpenCase {
     name: String,
+    source: Option<&'static str>,
+    vendor: Option<crate::proto::VendorMeta>,
     first_s: i64,
     last_s: i64,
     count: u32,
@@ -127,6 +135,8 @@ impl Grouper {
             .entry((raw.site, raw.host, raw.rule_id, hour))
             .or_insert_with(|| OpenCase {
                 name: raw.name,
+                source: raw.source,
+                vendor: raw.vendor,
                 first_s: raw.time_s,
                 last_s: raw.time_s,
                 count: 0,
@@ -168,9 +178,13 @@ impl Grouper {
                     .unwrap_or_default()
                     .format("%Y%m%dT%H");
                 let alert = Alert {
-                    ticket_id: format!("{site}:{host}:{rule_id}:{stamp}"),
-                    source: detector(&rule_id).to_owned(),
-                    site: Some(site),
+                    ticket_id: if site.is_empty() {
+                        format!("{host}:{rule_id}:{stamp}")
+                    } else {
+                        format!("{site}:{host}:{rule_id}:{stamp}")
+                    },
+                    source: case.source.unwrap_or_else(|| detector(&rule_id)).to_owned(),
+                    site: (!site.is_empty()).then_some(site),
                     rule_name: case.name,
                     host,
                     rule_id,
@@ -183,7 +197,7 @@ impl Grouper {
                     first_seen: time(case.first_s),
                     last_seen: time(case.last_s),
                     alert_count: case.count,
-                    vendor: None,
+                    vendor: case.vendor,
                 };
                 (case.first_line, alert)
             })

@@ -200,6 +200,9 @@ pub struct FeedLine {
     pub looks_like: Option<&'static str>,
 }
 
+const SURICATA: &str = "Suricata EVE JSON";
+const WAZUH: &str = "Wazuh alerts.json";
+
 /// The known alert format `line` is in, when it is not the ticket format: a user pointing
 /// `--alerts` at a SIEM's own output gets told what they gave, not only what is missing.
 pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
@@ -213,9 +216,9 @@ pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
             .is_some_and(|v| !v.is_null())
     };
     if has(&["event_type"]) && (has(&["alert", "signature"]) || has(&["flow_id"])) {
-        Some("Suricata EVE JSON")
+        Some(SURICATA)
     } else if has(&["rule", "level"]) && has(&["agent"]) {
-        Some("Wazuh alerts.json")
+        Some(WAZUH)
     } else if has(&["class_uid"]) && has(&["finding_info"]) {
         Some("an OCSF Detection Finding")
     } else if has(&["@timestamp"]) && (has(&["kibana.alert.rule.name"]) || has(&["event", "kind"]))
@@ -243,8 +246,9 @@ enum Mode {
     Start,
     /// One ticket-format alert per line.
     Tickets,
-    /// Raw CSV rows folded into cases, published at the end of the file.
-    Grouping(super::group::Grouper),
+    /// Raw alerts (CSV rows, or a detector's own JSON records) folded into cases, published
+    /// at the end of the file.
+    Grouping(super::group::Grouper, Option<super::native::Native>),
     /// The grouped cases, being handed out.
     Cases(std::vec::IntoIter<(u64, Alert)>),
 }
@@ -318,7 +322,7 @@ impl Iterator for FeedReader {
             let too_long = match read_line_bounded(&mut self.reader, &mut self.buf, MAX_LINE_BYTES)
             {
                 Ok(None) => {
-                    if let Mode::Grouping(grouper) =
+                    if let Mode::Grouping(grouper, _) =
                         std::mem::replace(&mut self.mode, Mode::Tickets)
                     {
                         self.mode = Mode::Cases(grouper.finish().into_iter());
@@ -342,22 +346,33 @@ impl Iterator for FeedReader {
                 continue;
             }
             if matches!(self.mode, Mode::Start) {
-                // A file of raw alerts is grouped; a stream of them cannot be (a case's rows are
-                // not contiguous), and its rows are refused as lines, naming the format.
-                self.mode = if line == super::group::CSV_HEADER.as_bytes() && !self.streaming {
-                    Mode::Grouping(super::group::Grouper::default())
-                } else {
-                    Mode::Tickets
+                // A file of raw alerts is grouped; a stream of them cannot be (a case's alerts
+                // are not contiguous), and its lines are refused, naming the format.
+                use super::group::{CSV_HEADER, Grouper};
+                use super::native::Native;
+                self.mode = match looks_like(line) {
+                    _ if self.streaming => Mode::Tickets,
+                    _ if line == CSV_HEADER.as_bytes() => Mode::Grouping(Grouper::default(), None),
+                    Some(SURICATA) => Mode::Grouping(Grouper::default(), Some(Native::Eve)),
+                    Some(WAZUH) => Mode::Grouping(Grouper::default(), Some(Native::Wazuh)),
+                    _ => Mode::Tickets,
                 };
-                if matches!(self.mode, Mode::Grouping(_)) {
+                // The CSV's header is no alert; a JSON record's first line is one.
+                if matches!(self.mode, Mode::Grouping(_, None)) {
                     continue;
                 }
             }
-            if let Mode::Grouping(grouper) = &mut self.mode {
-                match std::str::from_utf8(line)
-                    .map_err(|_| LineError::Inconsistent("the row is not UTF-8"))
-                    .and_then(|row| super::group::parse_row(row).map_err(LineError::Row))
-                {
+            if let Mode::Grouping(grouper, native) = &mut self.mode {
+                let raw = match native {
+                    Some(format) => super::native::parse(*format, line),
+                    None => std::str::from_utf8(line)
+                        .map_err(|_| super::group::RowError::Field {
+                            field: "row",
+                            problem: "is not UTF-8",
+                        })
+                        .and_then(super::group::parse_row),
+                };
+                match raw {
                     Ok(raw) => {
                         grouper.push(raw, self.line_no);
                         continue;
@@ -365,7 +380,7 @@ impl Iterator for FeedReader {
                     Err(e) => {
                         return Some(Ok(FeedLine {
                             line_no: self.line_no,
-                            alert: Err(e),
+                            alert: Err(LineError::Row(e)),
                             looks_like: None,
                         }));
                     }

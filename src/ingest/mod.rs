@@ -5,6 +5,7 @@
 
 pub(crate) mod group;
 pub mod jsonl;
+pub(crate) mod native;
 pub mod xsoar;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,186 @@
+//! The detectors' own alert records, one JSON object per line, as raw alerts for grouping:
+//! Suricata EVE JSON (`event_type: alert`) and Wazuh `alerts.json`. Only the fields a case needs
+//! are read; every value is untrusted and bounded like the rest of an alert.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, NaiveDateTime};
+use serde_json::Value;
+
+use super::group::{RawAlert, RowError};
+use crate::proto::VendorMeta;
+
+/// The alert formats read natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Native {
+    /// Suricata EVE JSON.
+    Eve,
+    /// Wazuh `alerts.json`.
+    Wazuh,
+}
+
+/// The longest text kept of a field.
+const MAX_TEXT: usize = 256;
+
+fn text(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty() && !s.chars().any(char::is_control)).then(|| s.chars().take(MAX_TEXT).collect())
+}
+
+/// A vendor timestamp: RFC 3339, or the `+0000` offsets Suricata and Wazuh write, or (old EVE)
+/// no offset at all, read as UTC. Unix seconds.
+pub(crate) fn vendor_time(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .map(|t| t.timestamp())
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc().timestamp())
+        })
+}
+
+fn private(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// One record of `format` as a raw alert.
+pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
+    let field = |field: &'static str, problem: &'static str| RowError::Field { field, problem };
+    let v: Value = serde_json::from_slice(line).map_err(|_| field("record", "is not JSON"))?;
+    let time_s = v["timestamp"]
+        .as_str()
+        .and_then(vendor_time)
+        .ok_or(field("timestamp", "is missing or not a time"))?;
+    match format {
+        Native::Eve => {
+            if v["event_type"].as_str() != Some("alert") {
+                return Err(field(
+                    "event_type",
+                    "is not `alert`: only alerts become cases",
+                ));
+            }
+            let alert = &v["alert"];
+            let ip = |k: &str| v[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
+            let (src, dest) = (ip("src_ip"), ip("dest_ip"));
+            // The host is the internal end of the flow, else the sensor, else the destination.
+            let internal = dest
+                .filter(private)
+                .or(src.filter(private))
+                .map(|ip| ip.to_string());
+            let host = internal
+                .or_else(|| text(&v["host"]))
+                .or_else(|| dest.map(|ip| ip.to_string()))
+                .ok_or(field("host", "neither an address nor a sensor name"))?;
+            let other = if dest.is_some_and(|d| Some(d.to_string()) == Some(host.clone())) {
+                src
+            } else {
+                dest
+            };
+            let sid =
+                text(&alert["signature_id"]).ok_or(field("alert.signature_id", "is missing"))?;
+            Ok(RawAlert {
+                site: String::new(),
+                time_s,
+                name: text(&alert["signature"]).ok_or(field("alert.signature", "is missing"))?,
+                ip: other,
+                host,
+                rule_id: sid.clone(),
+                source: Some("suricata"),
+                vendor: Some(VendorMeta {
+                    rule: Some(sid),
+                    priority: alert["severity"]
+                        .as_u64()
+                        .and_then(|p| u8::try_from(p).ok()),
+                    category: text(&alert["category"]),
+                    ..VendorMeta::default()
+                }),
+            })
+        }
+        Native::Wazuh => {
+            let rule = &v["rule"];
+            let id = text(&rule["id"]).ok_or(field("rule.id", "is missing"))?;
+            let list = |x: &Value| -> Vec<String> {
+                x.as_array()
+                    .map(|a| a.iter().filter_map(text).take(16).collect())
+                    .unwrap_or_default()
+            };
+            Ok(RawAlert {
+                site: String::new(),
+                time_s,
+                name: text(&rule["description"]).ok_or(field("rule.description", "is missing"))?,
+                ip: v["data"]["srcip"].as_str().and_then(|s| s.parse().ok()),
+                host: text(&v["agent"]["name"]).ok_or(field("agent.name", "is missing"))?,
+                rule_id: id.clone(),
+                source: Some("wazuh"),
+                vendor: Some(VendorMeta {
+                    rule: Some(id),
+                    level: rule["level"].as_u64().and_then(|l| u8::try_from(l).ok()),
+                    groups: list(&rule["groups"]),
+                    attack: list(&rule["mitre"]["id"]),
+                    ..VendorMeta::default()
+                }),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alert example of Suricata's "Eve JSON Format" documentation (its destination
+    /// address made a documentation address).
+    const EVE: &str = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+    /// An `alerts.json` record in the shape of Wazuh's documentation.
+    const WAZUH: &str = r#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","mitre":{"id":["T1110"]},"groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"data":{"srcip":"198.51.100.7"},"full_log":"..."}"#;
+
+    #[test]
+    fn eve_and_wazuh_records_become_raw_alerts() {
+        let eve = parse(Native::Eve, EVE.as_bytes()).unwrap();
+        assert_eq!(eve.host, "192.168.2.7");
+        assert_eq!(eve.ip, Some("203.0.113.50".parse().unwrap()));
+        assert_eq!(
+            (eve.rule_id.as_str(), eve.source),
+            ("2001999", Some("suricata"))
+        );
+        assert_eq!(eve.vendor.as_ref().unwrap().priority, Some(1));
+        assert_eq!(eve.time_s, 1_259_098_029);
+        let w = parse(Native::Wazuh, WAZUH.as_bytes()).unwrap();
+        assert_eq!((w.host.as_str(), w.rule_id.as_str()), ("web-1", "5710"));
+        let vendor = w.vendor.unwrap();
+        assert_eq!(
+            (vendor.level, vendor.attack),
+            (Some(5), vec!["T1110".to_owned()])
+        );
+        assert_eq!(w.time_s, 1_589_209_164);
+        let dns = br#"{"timestamp":"2020-05-11T14:59:24Z","event_type":"dns","src_ip":"10.0.0.1"}"#;
+        assert!(
+            parse(Native::Eve, dns)
+                .unwrap_err()
+                .to_string()
+                .contains("event_type")
+        );
+        assert!(parse(Native::Wazuh, b"{}").is_err());
+        assert!(parse(Native::Eve, b"not json").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Records are untrusted: anything parses or is refused, never panics.
+        #[test]
+        fn any_record_parses_or_is_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse(Native::Eve, &bytes);
+            let _ = parse(Native::Wazuh, &bytes);
+        }
+    }
+}
