@@ -299,12 +299,24 @@ fn of_ipv4(ip: Ipv4Addr, site: &str) -> Option<Indicator> {
     {
         return None;
     }
-    let cgnat = a == 100 && (64..128).contains(&b);
-    let benchmarking = a == 198 && (b == 18 || b == 19);
-    if ip.is_private() || cgnat || benchmarking {
+    if is_internal(&IpAddr::V4(ip)) {
         return Some((Kind::InternalIp, format!("{site}/{ip}")));
     }
     Some((Kind::Ip, ip.to_string()))
+}
+
+/// Whether `ip` is an address inside a site: private (RFC 1918), CGNAT (100.64/10), the
+/// benchmarking range (198.18/15) or an IPv6 unique local address (fc00::/7).
+pub(crate) fn is_internal(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+        }
+        IpAddr::V6(v6) => v6.segments()[0] & 0xfe00 == 0xfc00,
+    }
 }
 
 fn of_ipv6(ip: Ipv6Addr, site: &str) -> Option<Indicator> {
@@ -314,7 +326,7 @@ fn of_ipv6(ip: Ipv6Addr, site: &str) -> Option<Indicator> {
     if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local || documentation {
         return None;
     }
-    if first & 0xfe00 == 0xfc00 {
+    if is_internal(&IpAddr::V6(ip)) {
         return Some((Kind::InternalIp, format!("{site}/{ip}")));
     }
     Some((Kind::Ip, ip.to_string()))

@@ -1523,7 +1523,7 @@ fn a_feed_with_not_one_usable_alert_fails_and_says_what_it_looks_like() {
 
     // A feed with some good lines is not failed for its bad ones (here a Suricata record in
     // a ticket feed).
-    let eve_line = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+    let eve_line = vendor_record("suricata-eve-alert.json");
     let mixed = dir.path().join("mixed.jsonl");
     let good = std::fs::read_to_string(common::synthetic_feed(dir.path(), "mx", 3)).unwrap();
     std::fs::write(&mixed, format!("{good}{eve_line}\n")).unwrap();
@@ -1535,13 +1535,21 @@ fn a_feed_with_not_one_usable_alert_fails_and_says_what_it_looks_like() {
     );
 }
 
+/// A vendor's alert record from `tests/fixtures/vendors/` (credited there), as one line.
+fn vendor_record(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vendors")
+        .join(name);
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
 /// A Suricata `eve.json` and a Wazuh `alerts.json`, as files: their alerts are grouped into
 /// cases (host, rule, hour), repeats counted.
 #[test]
 fn eve_json_and_wazuh_alerts_json_files_become_cases() {
     let dir = tempfile::tempdir().unwrap();
     // Suricata's documented alert (twice: a repeat) and a DNS event (not an alert).
-    let alert = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+    let alert = vendor_record("suricata-eve-alert.json");
     let dns = r#"{"timestamp":"2009-11-24T21:27:10.000000","event_type":"dns","src_ip":"192.168.2.7","dest_ip":"192.168.2.1"}"#;
     let eve = dir.path().join("eve.json");
     std::fs::write(&eve, format!("{alert}\n{alert}\n{dns}\n")).unwrap();
@@ -1553,8 +1561,12 @@ fn eve_json_and_wazuh_alerts_json_files_become_cases() {
         "{s}"
     );
 
-    let wazuh = r#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","mitre":{"id":["T1110"]},"groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"data":{"srcip":"198.51.100.7"}}"#;
-    let other_host = wazuh.replace("web-1", "db-1");
+    let wazuh = vendor_record("wazuh-alert.json");
+    let other_host = wazuh.replace(
+        r#""agent":{"id":"000","name":"ip-10-0-0-10"}"#,
+        r#""agent":{"id":"001","name":"db-1"}"#,
+    );
+    assert_ne!(other_host, wazuh);
     let file = dir.path().join("alerts.json");
     std::fs::write(&file, format!("{wazuh}\n{wazuh}\n{other_host}\n")).unwrap();
     let (out, s) = run_feed(dir.path(), &file, &[], &[]);

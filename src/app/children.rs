@@ -1,5 +1,6 @@
 //! The supervisor's children as data: one [`ChildSpec`] each (its name, its stage in a drain,
-//! how it starts), listed by [`children`] for this process's configuration.
+//! how it starts), listed by [`children`] for this process's configuration. Stateless: what a
+//! child keeps across its restarts lives in the context ([`super::context`]).
 
 use std::time::Duration;
 

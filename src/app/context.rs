@@ -1,5 +1,7 @@
 //! What the supervisor and the runtime handle share ([`Context`]), how a run ends
-//! ([`RuntimeOptions`], [`ExitReason`]).
+//! ([`RuntimeOptions`], [`ExitReason`]). Built once per process by the runtime: the counters
+//! and knowledge in it outlive every child's restart, and a process restart starts them anew
+//! (the knowledge is refitted from the store).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

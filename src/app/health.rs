@@ -1,5 +1,6 @@
 //! What `/healthz` reports: written by the supervisor (children up or down, draining), read
-//! by the HTTP server.
+//! by the HTTP server. In memory: a process restart starts it again from "every child down"
+//! until the supervisor has started them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,6 +7,11 @@
 //! unix seconds). Identical rows are real repeats and all count: nothing is deduplicated on
 //! content. A case is published once its file has been read to the end (the rows of one case
 //! are not contiguous in such exports), so this reads files, not streams.
+//!
+//! In: raw alerts ([`RawAlert`], from [`parse_row`] or [`super::native`]). Out: one ticket-format
+//! [`Alert`] per case, its id the grouping key. A restart loses the cases being filled; the
+//! alert source reads the file again from its start, so they are rebuilt the same, and a case
+//! published before the restart is dropped as a duplicate of its id.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

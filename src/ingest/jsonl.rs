@@ -444,11 +444,13 @@ mod tests {
 
     #[test]
     fn the_formats_other_tools_write_are_recognised() {
-        // The alert example of Suricata's "Eve JSON Format" documentation.
-        let eve = br#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
+        let eve = include_str!("../../tests/fixtures/vendors/suricata-eve-alert.json")
+            .trim()
+            .as_bytes();
         assert_eq!(looks_like(eve), Some("Suricata EVE JSON"));
-        // An alerts.json line as Wazuh's documentation shows them (rule, agent, manager).
-        let wazuh = br#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"full_log":"..."}"#;
+        let wazuh = include_str!("../../tests/fixtures/vendors/wazuh-alert.json")
+            .trim()
+            .as_bytes();
         assert_eq!(looks_like(wazuh), Some("Wazuh alerts.json"));
         assert_eq!(
             looks_like(b"site,time,name,ip,host,rule_id"),

@@ -1,6 +1,8 @@
 //! The detectors' own alert records, one JSON object per line, as raw alerts for grouping:
 //! Suricata EVE JSON (`event_type: alert`) and Wazuh `alerts.json`. Only the fields a case needs
 //! are read; every value is untrusted and bounded like the rest of an alert.
+//!
+//! In: one record's bytes. Out: a [`RawAlert`], or why not ([`RowError`]). Stateless.
 
 use std::net::IpAddr;
 
@@ -8,6 +10,7 @@ use chrono::{DateTime, NaiveDateTime};
 use serde_json::Value;
 
 use super::group::{RawAlert, RowError};
+use crate::indicators::is_internal;
 use crate::proto::VendorMeta;
 
 /// The alert formats read natively.
@@ -45,13 +48,6 @@ pub(crate) fn vendor_time(s: &str) -> Option<i64> {
         })
 }
 
-fn private(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
-}
-
 /// One record of `format` as a raw alert.
 pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
     let field = |field: &'static str, problem: &'static str| RowError::Field { field, problem };
@@ -73,8 +69,8 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
             let (src, dest) = (ip("src_ip"), ip("dest_ip"));
             // The host is the internal end of the flow, else the sensor, else the destination.
             let internal = dest
-                .filter(private)
-                .or(src.filter(private))
+                .filter(is_internal)
+                .or(src.filter(is_internal))
                 .map(|ip| ip.to_string());
             let host = internal
                 .or_else(|| text(&v["host"]))
@@ -137,15 +133,13 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
 mod tests {
     use super::*;
 
-    /// The alert example of Suricata's "Eve JSON Format" documentation (its destination
-    /// address made a documentation address).
-    const EVE: &str = r#"{"timestamp":"2009-11-24T21:27:09.534255","event_type":"alert","src_ip":"192.168.2.7","src_port":1041,"dest_ip":"203.0.113.50","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":2001999,"rev":9,"signature":"ET MALWARE BTGrab.com Spyware Downloading Ads","category":"A Network Trojan was detected","severity":1}}"#;
-    /// An `alerts.json` record in the shape of Wazuh's documentation.
-    const WAZUH: &str = r#"{"timestamp":"2020-05-11T14:59:24.443+0000","rule":{"level":5,"description":"sshd: Attempt to login using a non-existent user","id":"5710","mitre":{"id":["T1110"]},"groups":["syslog","sshd","invalid_login"]},"agent":{"id":"001","name":"web-1"},"manager":{"name":"wazuh"},"data":{"srcip":"198.51.100.7"},"full_log":"..."}"#;
+    /// Vendor records from their documentation (`tests/fixtures/vendors/README.md` credits them).
+    const EVE: &str = include_str!("../../tests/fixtures/vendors/suricata-eve-alert.json");
+    const WAZUH: &str = include_str!("../../tests/fixtures/vendors/wazuh-alert.json");
 
     #[test]
     fn eve_and_wazuh_records_become_raw_alerts() {
-        let eve = parse(Native::Eve, EVE.as_bytes()).unwrap();
+        let eve = parse(Native::Eve, EVE.trim().as_bytes()).unwrap();
         assert_eq!(eve.host, "192.168.2.7");
         assert_eq!(eve.ip, Some("203.0.113.50".parse().unwrap()));
         assert_eq!(
@@ -154,14 +148,18 @@ mod tests {
         );
         assert_eq!(eve.vendor.as_ref().unwrap().priority, Some(1));
         assert_eq!(eve.time_s, 1_259_098_029);
-        let w = parse(Native::Wazuh, WAZUH.as_bytes()).unwrap();
-        assert_eq!((w.host.as_str(), w.rule_id.as_str()), ("web-1", "5710"));
-        let vendor = w.vendor.unwrap();
+        let w = parse(Native::Wazuh, WAZUH.trim().as_bytes()).unwrap();
         assert_eq!(
-            (vendor.level, vendor.attack),
-            (Some(5), vec!["T1110".to_owned()])
+            (w.host.as_str(), w.rule_id.as_str()),
+            ("ip-10-0-0-10", "5715")
         );
-        assert_eq!(w.time_s, 1_589_209_164);
+        assert_eq!(w.name, "sshd: authentication success.");
+        assert_eq!(w.ip, Some("73.189.131.56".parse().unwrap()));
+        let vendor = w.vendor.unwrap();
+        assert_eq!(vendor.level, Some(3));
+        assert_eq!(vendor.attack, ["T1078", "T1021"]);
+        assert_eq!(vendor.groups, ["syslog", "sshd", "authentication_success"]);
+        assert_eq!(w.time_s, 1_615_243_153);
         let dns = br#"{"timestamp":"2020-05-11T14:59:24Z","event_type":"dns","src_ip":"10.0.0.1"}"#;
         assert!(
             parse(Native::Eve, dns)
