@@ -1556,8 +1556,12 @@ fn eve_json_and_wazuh_alerts_json_files_become_cases() {
     let (out, s) = run_feed(dir.path(), &eve, &[], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
-        (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
-        (Some(1), Some(1)),
+        (
+            s["alerts_in"].as_u64(),
+            s["malformed_lines"].as_u64(),
+            s["skipped_records"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1)),
         "{s}"
     );
 
@@ -1594,4 +1598,110 @@ fn the_raw_dev_alerts_are_grouped_into_the_dev_tickets_cases_and_decided_alike()
         "{grouped}\n{tickets}"
     );
     assert_eq!(grouped["actions_proposed"], tickets["actions_proposed"]);
+}
+
+/// Elastic Security and OCSF records are recognised like EVE and Wazuh; any other JSON source is
+/// read by a field mapping in the config; a forced format that does not fit is refused, record
+/// by record and reason by reason, and fails the run.
+#[test]
+fn elastic_ocsf_and_mapped_json_become_cases_and_a_wrong_format_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fixture) in [
+        ("ecs", "ecs-alert.json"),
+        ("ocsf", "ocsf-detection-finding.json"),
+    ] {
+        let record = vendor_record(fixture);
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, format!("{record}\n{record}\n")).unwrap();
+        let (out, s) = run_feed(&dir.path().join(name), &file, &[], &[]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert_eq!(
+            (s["alerts_in"].as_u64(), s["malformed_lines"].as_u64()),
+            (Some(1), Some(0)),
+            "{name}: {s}"
+        );
+    }
+
+    // An EDR's own JSON, read by a mapping: two hosts, one of them twice in an hour.
+    let edr = dir.path().join("edr.jsonl");
+    std::fs::write(
+        &edr,
+        [
+            r#"{"kind":"detection","ts":1700000000000,"dev":{"name":"web-1"},"rule":{"id":"R7","title":"Beacon"},"sev":"high"}"#,
+            r#"{"kind":"heartbeat","ts":1700000001000}"#,
+            r#"{"kind":"detection","ts":1700000060000,"dev":{"name":"web-1"},"rule":{"id":"R7","title":"Beacon"},"sev":"high"}"#,
+            r#"{"kind":"detection","ts":1700000090000,"dev":{"name":"db-1"},"rule":{"id":"R7","title":"Beacon"},"sev":"high"}"#,
+            r#"{"kind":"detection","ts":"soon","dev":{"name":"db-1"},"rule":{"id":"R7","title":"Beacon"}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let config = dir.path().join("edr.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [feed]
+        format = "mapped"
+        site = "hq"
+        [feed.mapping]
+        source = "edr"
+        only = { kind = ["detection"] }
+        time = "ts"
+        host = "dev.name"
+        rule_id = "rule.id"
+        rule_name = "rule.title"
+        severity = "sev"
+        "#,
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let (out, s) = run_feed(
+        &dir.path().join("edr"),
+        &edr,
+        &["--config", config_arg],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        (
+            s["alerts_in"].as_u64(),
+            s["skipped_records"].as_u64(),
+            s["malformed_lines"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{s}"
+    );
+    assert_eq!(
+        s["rejected"]["time is missing or not a time"]["sample"]["line"], 5,
+        "{s}"
+    );
+
+    // Forced to the wrong format: every line refused with its reason, and the run fails.
+    let eve = dir.path().join("eve.json");
+    std::fs::write(&eve, vendor_record("suricata-eve-alert.json") + "\n").unwrap();
+    let (out, s) = run_feed(
+        &dir.path().join("wrong"),
+        &eve,
+        &["--alerts-format", "wazuh"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert_eq!(s["rejected"]["rule.id is missing"]["count"], 1, "{s}");
+    assert!(text(&out.stderr).contains("--alerts-format"));
+
+    // A mapped format with no mapping is a configuration error, said before anything runs.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, "[feed]\nformat = \"mapped\"\n").unwrap();
+    let (out, _) = run_feed(
+        &dir.path().join("bare"),
+        &edr,
+        &["--config", bare.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("[feed.mapping]"),
+        "{}",
+        text(&out.stderr)
+    );
 }

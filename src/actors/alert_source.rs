@@ -9,6 +9,7 @@
 //! (Redis down, bridge full) is retried with backoff, never dropped. A restart re-reads the feed
 //! from the top, and the dedupe keys make that harmless.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
+use crate::ingest::format::FeedConfig;
 use crate::ingest::jsonl::{FeedLine, FeedReader};
 use crate::proto::{AlertReceived, Event};
 use crate::task::spawn_watched;
@@ -53,9 +55,9 @@ pub enum Feed {
 }
 
 impl Feed {
-    fn open(&self) -> std::io::Result<FeedReader> {
+    fn open(&self, config: &FeedConfig) -> std::io::Result<FeedReader> {
         match self {
-            Feed::File(path) => FeedReader::open(path),
+            Feed::File(path) => FeedReader::open(path, config),
             Feed::Demo => Ok(FeedReader::demo()),
         }
     }
@@ -78,6 +80,8 @@ impl Feed {
 pub(crate) struct Args {
     /// The feed.
     pub feed: Feed,
+    /// What the feed holds.
+    pub format: FeedConfig,
     /// The bus.
     pub bus: Bus,
     /// Counters, shared across restarts.
@@ -93,7 +97,9 @@ pub struct SourceStats {
     alerts_in: AtomicU64,
     duplicates: AtomicU64,
     malformed: AtomicU64,
+    skipped: AtomicU64,
     done: AtomicBool,
+    rejected: Mutex<BTreeMap<String, Rejected>>,
     examples: Mutex<Vec<MalformedLine>>,
     feed_error: Mutex<Option<String>>,
     /// The known format the first rejected line is in, if any.
@@ -109,6 +115,15 @@ pub struct MalformedLine {
     pub error: String,
 }
 
+/// Lines rejected for one reason.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many.
+    pub count: u64,
+    /// The first of them.
+    pub sample: MalformedLine,
+}
+
 /// Serializable view of the source.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SourceSnapshot {
@@ -120,6 +135,11 @@ pub struct SourceSnapshot {
     pub duplicates_dropped: u64,
     /// Lines rejected in the latest pass.
     pub malformed_lines: u64,
+    /// Records of the source that are no alert (Suricata flow or DNS events, records a
+    /// mapping filters out), skipped in the latest pass.
+    pub skipped_records: u64,
+    /// Rejected lines by reason, each with its first line.
+    pub rejected: BTreeMap<String, Rejected>,
     /// Whether the whole feed has been read and published.
     pub done: bool,
     /// The first rejected lines.
@@ -136,6 +156,8 @@ impl SourceStats {
             alerts_in: self.alerts_in.load(Ordering::Relaxed),
             duplicates_dropped: self.duplicates.load(Ordering::Relaxed),
             malformed_lines: self.malformed.load(Ordering::Relaxed),
+            skipped_records: self.skipped.load(Ordering::Relaxed),
+            rejected: self.rejected.lock().clone(),
             done: self.done.load(Ordering::Relaxed),
             malformed_examples: self.examples.lock().clone(),
             feed_error: self.feed_error.lock().clone(),
@@ -150,7 +172,9 @@ impl SourceStats {
     fn start_pass(&self) {
         self.lines.store(0, Ordering::Relaxed);
         self.malformed.store(0, Ordering::Relaxed);
+        self.skipped.store(0, Ordering::Relaxed);
         self.examples.lock().clear();
+        self.rejected.lock().clear();
         *self.feed_error.lock() = None;
         *self.looks_like.lock() = None;
         self.done.store(false, Ordering::Release);
@@ -180,13 +204,14 @@ impl Actor for AlertSource {
         let (tx, rx) = mpsc::channel(4);
         let batch = args.batch.max(1);
         let feed = args.feed.clone();
+        let format = args.format.clone();
         // Opening happens on the blocking thread too: a FIFO or a pipe blocks in open() until
         // its writer appears, and must not hold up a runtime thread.
         #[allow(
             clippy::disallowed_methods,
             reason = "the reader thread ends when the publisher task (owned below) drops `rx`"
         )]
-        tokio::task::spawn_blocking(move || match feed.open() {
+        tokio::task::spawn_blocking(move || match feed.open(&format) {
             Ok(reader) => read_feed(reader, batch, &tx),
             Err(e) => {
                 let _ = tx.blocking_send(Err(FeedError::Open(e)));
@@ -331,14 +356,20 @@ async fn publish(
                     );
                     match Outgoing::event(&envelope) {
                         Ok(out) => commits.push(Commit::dedupe(key, vec![out])),
-                        Err(e) => record_malformed(&stats, line.line_no, &e.to_string()),
+                        Err(e) => {
+                            let reason = "not encodable as an event".to_owned();
+                            record_malformed(&stats, line.line_no, reason, &e.to_string());
+                        }
                     }
+                }
+                Err(error) if error.is_not_an_alert() => {
+                    stats.skipped.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
                     if let Some(format) = line.looks_like {
                         stats.looks_like.lock().get_or_insert(format);
                     }
-                    record_malformed(&stats, line.line_no, &error.to_string());
+                    record_malformed(&stats, line.line_no, error.reason(), &error.to_string());
                 }
             }
         }
@@ -355,8 +386,8 @@ async fn publish(
     }
     let snapshot = stats.snapshot();
     // Not one line of a non-empty feed was usable: the run fails, saying what it expected.
-    if snapshot.lines > 0
-        && snapshot.malformed_lines == snapshot.lines
+    if snapshot.malformed_lines > 0
+        && snapshot.malformed_lines + snapshot.skipped_records == snapshot.lines
         && snapshot.feed_error.is_none()
     {
         let first = snapshot
@@ -365,17 +396,17 @@ async fn publish(
             .map_or_else(String::new, |m| format!(" Line {}: {}.", m.line, m.error));
         let given = match *stats.looks_like.lock() {
             Some(format) => format!(
-                " It looks like {format}; this version reads the ticket format, and from a \
-                 regular file the AIT-ADS raw alert CSV, Suricata EVE JSON and Wazuh \
-                 alerts.json (grouped into cases at the end of the file): convert other formats \
-                 to the ticket format first."
+                " It looks like {format}, which is read (and grouped into cases) from a \
+                 regular file, recognised or forced with --alerts-format."
             ),
             None => String::new(),
         };
         let message = format!(
-            "none of the {} lines of {label} is an alert: the feed format is JSON lines with \
-             ticket_id, source, rule_id, rule_name, host, first_seen, last_seen and alert_count \
-             (site, user, src_ips and vendor optional).{given}{first}",
+            "none of the {} lines of {label} is an alert it could use: the feed holds ticket-format \
+             JSON lines (ticket_id, source, rule_id, rule_name, host, first_seen, last_seen, \
+             alert_count) unless its first record is recognised as Suricata EVE, Wazuh \
+             alerts.json, Elastic (ECS), OCSF or the AIT-ADS raw alert CSV, or --alerts-format \
+             (or [feed] format) names one.{given}{first}",
             snapshot.lines
         );
         tracing::error!(feed = %label, "{message}");
@@ -387,6 +418,7 @@ async fn publish(
         alerts_in = snapshot.alerts_in,
         duplicates_dropped = snapshot.duplicates_dropped,
         malformed_lines = snapshot.malformed_lines,
+        skipped_records = snapshot.skipped_records,
         "alert feed drained"
     );
     stats.done.store(true, Ordering::Release);
@@ -418,7 +450,19 @@ async fn submit_until_accepted(
     }
 }
 
-fn record_malformed(stats: &SourceStats, line: u64, error: &str) {
+fn record_malformed(stats: &SourceStats, line: u64, reason: String, error: &str) {
+    stats
+        .rejected
+        .lock()
+        .entry(reason)
+        .or_insert_with(|| Rejected {
+            count: 0,
+            sample: MalformedLine {
+                line,
+                error: error.to_owned(),
+            },
+        })
+        .count += 1;
     let n = stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
     if n <= MALFORMED_LOGGED {
         tracing::warn!(line, error, "skipping malformed alert line");

@@ -260,6 +260,7 @@ fn start_source(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'
     Box::pin(async move {
         let args = alert_source::Args {
             feed: ctx.feed.clone(),
+            format: ctx.config.feed.clone(),
             bus: ctx.bus.clone(),
             stats: ctx.source_stats.clone(),
             batch: ctx.config.supervisor.source_batch,

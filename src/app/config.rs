@@ -28,6 +28,9 @@ pub struct Config {
     /// Run the bundled demo feed where it needs asking for: on Redis (whose streams are
     /// production's), or beside a real source such as XSOAR. Off by default.
     pub demo: bool,
+    /// What the alert feed holds: its format (recognised by default), the site of records
+    /// that name none, a field mapping for any other JSON source.
+    pub feed: crate::ingest::format::FeedConfig,
     /// Which bus backend, and where Redis is.
     pub bus: BusSection,
     /// The HTTP server.
@@ -60,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./soc-data"),
             alerts: None,
             demo: false,
+            feed: crate::ingest::format::FeedConfig::default(),
             bus: BusSection::default(),
             http: HttpConfig::default(),
             supervisor: SupervisorConfig::default(),
@@ -290,6 +294,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
+        self.feed.validate().map_err(ConfigError::Invalid)?;
         self.llm.validate()?;
         if self.calendar.tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ConfigError::Invalid(format!(

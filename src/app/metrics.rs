@@ -80,6 +80,10 @@ pub(crate) mod names {
     pub(crate) const XSOAR_DUPLICATES_TOTAL: &str = "soc_xsoar_duplicates_total";
     /// `soc_xsoar_errors_total`.
     pub(crate) const XSOAR_ERRORS_TOTAL: &str = "soc_xsoar_errors_total";
+    /// `soc_source_skipped_records`.
+    pub(crate) const SOURCE_SKIPPED_RECORDS: &str = "soc_source_skipped_records";
+    /// `soc_source_rejected_lines`.
+    pub(crate) const SOURCE_REJECTED_LINES: &str = "soc_source_rejected_lines";
     /// `soc_xsoar_malformed_total`.
     pub(crate) const XSOAR_MALFORMED_TOTAL: &str = "soc_xsoar_malformed_total";
     /// `soc_xsoar_notes_total`.
@@ -117,6 +121,14 @@ impl std::fmt::Debug for Sources {
 
 /// Text of a label value, escaped.
 fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A label value as the exposition format writes it (backslash, quote and newline escaped).
+fn label_value(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -274,6 +286,28 @@ impl Sources {
             };
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
+        }
+
+        family(
+            &mut out,
+            SOURCE_SKIPPED_RECORDS,
+            "gauge",
+            "Records of the feed that are no alert (skipped) in the latest pass.",
+        );
+        let _ = writeln!(out, "{SOURCE_SKIPPED_RECORDS} {}", source.skipped_records);
+        family(
+            &mut out,
+            SOURCE_REJECTED_LINES,
+            "gauge",
+            "Lines rejected in the latest pass over the feed, by reason.",
+        );
+        for (reason, rejected) in &source.rejected {
+            let _ = writeln!(
+                out,
+                "{SOURCE_REJECTED_LINES}{{reason=\"{}\"}} {}",
+                label_value(reason),
+                rejected.count
+            );
         }
 
         if let Some(x) = &self.xsoar {

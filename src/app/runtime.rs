@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorRef};
 use serde::Serialize;
 
-use crate::actors::alert_source::{Feed, MalformedLine, SourceStats};
+use crate::actors::alert_source::{Feed, MalformedLine, Rejected, SourceStats};
 use crate::actors::role::RoleStats;
 use crate::app::config::{Backend, Config, ConfigError};
 use crate::app::health::Health;
@@ -283,6 +283,10 @@ pub struct Summary {
     pub malformed_lines: u64,
     /// The first rejected lines, with the reason.
     pub malformed_examples: Vec<MalformedLine>,
+    /// Rejected lines by reason, each with a sample.
+    pub rejected: BTreeMap<String, Rejected>,
+    /// Records of the feed that are no alert (Suricata flow or DNS events, ...), skipped.
+    pub skipped_records: u64,
     /// Why the feed could not be read to its end, if it could not (the run then fails).
     pub feed_error: Option<String>,
     /// Per role.
@@ -375,6 +379,8 @@ impl Summary {
             duplicates_dropped: source.duplicates_dropped,
             malformed_lines: source.malformed_lines,
             malformed_examples: source.malformed_examples,
+            rejected: source.rejected,
+            skipped_records: source.skipped_records,
             feed_error: source.feed_error,
             escalated: total(CaseEscalated::KIND),
             actions_proposed: total(ActionProposed::KIND),
@@ -410,11 +416,16 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "  alerts in {}   duplicates dropped {}   malformed lines {}",
-            self.alerts_in, self.duplicates_dropped, self.malformed_lines
+            "  alerts in {}   duplicates dropped {}   malformed lines {}   records skipped (no \
+             alert) {}",
+            self.alerts_in, self.duplicates_dropped, self.malformed_lines, self.skipped_records
         );
-        for m in &self.malformed_examples {
-            let _ = writeln!(out, "    line {}: {}", m.line, m.error);
+        for (reason, r) in &self.rejected {
+            let _ = writeln!(
+                out,
+                "    {} x {reason} (first: line {}: {})",
+                r.count, r.sample.line, r.sample.error
+            );
         }
         if let Some(e) = &self.feed_error {
             let _ = writeln!(out, "  FEED ERROR: {e} (the rest of the feed was not read)");

@@ -13,10 +13,16 @@ pub(crate) struct RunArgs {
     /// Config file (TOML; unknown keys are errors). See ops/soc.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Alert feed: JSONL, plain or gzip (default: the bundled demo feed, on the in-memory bus
-    /// only: on Redis it needs --demo).
+    /// Alert feed, plain or gzip: ticket-format JSON lines, or raw alerts grouped into cases
+    /// (Suricata eve.json, Wazuh alerts.json, Elastic/ECS or OCSF JSON lines, the AIT-ADS raw
+    /// alert CSV), recognised from the first record. Default: the bundled demo feed, on the
+    /// in-memory bus only (on Redis it needs --demo).
     #[arg(long, value_name = "FILE")]
     alerts: Option<PathBuf>,
+    /// Read --alerts as this format instead of recognising it (`mapped`: by [feed.mapping]
+    /// in the config).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    alerts_format: Option<soc_runtime::ingest::format::FeedFormat>,
     /// Run the bundled demo feed on Redis too, or beside [xsoar]: its alerts go into the
     /// streams, and proposals follow, like any other alert's.
     #[arg(long, conflicts_with = "alerts")]
@@ -54,6 +60,9 @@ pub(crate) fn config(args: &RunArgs) -> anyhow::Result<Config> {
     }
     if args.demo {
         config.demo = true;
+    }
+    if let Some(format) = args.alerts_format {
+        config.feed.format = format;
     }
     if let Some(bus) = args.bus {
         config.bus.backend = bus;

@@ -14,7 +14,9 @@
 //! published before the restart is dropped as a duplicate of its id.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -32,6 +34,10 @@ pub enum RowError {
     /// Fewer than six fields.
     #[error("the row has fewer than 6 fields")]
     Short,
+    /// A record of the source that is no alert (a Suricata flow or DNS event, a record a
+    /// mapping's `only` filters out): counted and skipped, not an error of the feed.
+    #[error("the record is not an alert")]
+    NotAnAlert,
     /// A field's value is refused.
     #[error("{field} {problem}")]
     Field {
@@ -48,11 +54,18 @@ pub(crate) struct RawAlert {
     pub(crate) site: String,
     pub(crate) time_s: i64,
     pub(crate) name: String,
-    pub(crate) ip: Option<IpAddr>,
+    /// The flow's source (the CSV's `ip`).
+    pub(crate) src_ip: Option<IpAddr>,
+    /// The flow's destination, when the detector sees a flow.
+    pub(crate) dest_ip: Option<IpAddr>,
+    /// The destination port.
+    pub(crate) dest_port: Option<u16>,
+    /// The user the detector names.
+    pub(crate) user: Option<String>,
     pub(crate) host: String,
     pub(crate) rule_id: String,
     /// The detector (`wazuh`, `suricata`, ...); `None`: known from the AIT-ADS rule id.
-    pub(crate) source: Option<&'static str>,
+    pub(crate) source: Option<Arc<str>>,
     /// What the vendor says of the rule.
     pub(crate) vendor: Option<crate::proto::VendorMeta>,
 }
@@ -94,7 +107,10 @@ pub(crate) fn parse_row(line: &str) -> Result<RawAlert, RowError> {
         site: check("site", site)?,
         time_s,
         name: check("name", name.trim_matches('"'))?,
-        ip: ip.trim().parse().ok(),
+        src_ip: ip.trim().parse().ok(),
+        dest_ip: None,
+        dest_port: None,
+        user: None,
         host: check("host", host)?,
         rule_id: check("rule_id", rule_id)?,
         source: None,
@@ -116,13 +132,47 @@ fn detector(rule_id: &str) -> &'static str {
 #[derive(Debug)]
 struct OpenCase {
     name: String,
-    source: Option<&'static str>,
+    source: Option<Arc<str>>,
     vendor: Option<crate::proto::VendorMeta>,
+    user: Option<String>,
+    raw: String,
     first_s: i64,
     last_s: i64,
     count: u32,
     first_line: u64,
-    ips: HashMap<IpAddr, (u32, u64)>,
+    src_ips: Tally<IpAddr>,
+    dest_ips: Tally<IpAddr>,
+    dest_ports: Tally<u16>,
+}
+
+/// Values counted, each with the feed line it first appeared on.
+type Tally<T> = HashMap<T, (u32, u64)>;
+
+fn count<T: Hash + Eq>(tally: &mut Tally<T>, value: Option<T>, line: u64) {
+    if let Some(value) = value {
+        tally.entry(value).or_insert((0, line)).0 += 1;
+    }
+}
+
+/// The most frequent values first (ties: first seen first), at most [`MAX_IPS`].
+fn most_frequent<T>(tally: Tally<T>) -> Vec<T> {
+    let mut values: Vec<_> = tally.into_iter().collect();
+    values.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+    values.into_iter().take(MAX_IPS).map(|(v, _)| v).collect()
+}
+
+/// A raw record as kept for the audit: cut at [`Alert::MAX_RAW`] bytes (on a character
+/// boundary) with a marker saying how much was cut.
+fn kept_raw(record: &[u8]) -> String {
+    let text = String::from_utf8_lossy(record);
+    if text.len() <= Alert::MAX_RAW {
+        return text.into_owned();
+    }
+    let mut end = Alert::MAX_RAW;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[{} more bytes cut]", &text[..end], text.len() - end)
 }
 
 /// Raw alerts folded into cases by (site, host, rule id, UTC clock hour).
@@ -132,8 +182,8 @@ pub(crate) struct Grouper {
 }
 
 impl Grouper {
-    /// Adds the raw alert of feed line `line`.
-    pub(crate) fn push(&mut self, raw: RawAlert, line: u64) {
+    /// Adds the raw alert of feed line `line`, parsed from `record`.
+    pub(crate) fn push(&mut self, raw: RawAlert, line: u64, record: &[u8]) {
         let hour = raw.time_s.div_euclid(3600);
         let case = self
             .open
@@ -142,19 +192,25 @@ impl Grouper {
                 name: raw.name,
                 source: raw.source,
                 vendor: raw.vendor,
+                user: None,
+                raw: kept_raw(record),
                 first_s: raw.time_s,
                 last_s: raw.time_s,
                 count: 0,
                 first_line: line,
-                ips: HashMap::new(),
+                src_ips: Tally::new(),
+                dest_ips: Tally::new(),
+                dest_ports: Tally::new(),
             });
         case.count = case.count.saturating_add(1);
         case.first_s = case.first_s.min(raw.time_s);
         case.last_s = case.last_s.max(raw.time_s);
-        if let Some(ip) = raw.ip {
-            let seen = case.ips.entry(ip).or_insert((0, line));
-            seen.0 += 1;
+        if case.user.is_none() {
+            case.user = raw.user;
         }
+        count(&mut case.src_ips, raw.src_ip, line);
+        count(&mut case.dest_ips, raw.dest_ip, line);
+        count(&mut case.dest_ports, raw.dest_port, line);
     }
 
     /// Cases open now.
@@ -176,9 +232,12 @@ impl Grouper {
                         .unwrap_or_default()
                         .to_rfc3339_opts(SecondsFormat::Secs, true)
                 };
-                let mut ips: Vec<_> = case.ips.into_iter().collect();
-                // Most frequent first; ties by first appearance.
-                ips.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+                let ips = |t: Tally<IpAddr>| {
+                    most_frequent(t)
+                        .into_iter()
+                        .map(|ip| ip.to_string())
+                        .collect()
+                };
                 let stamp = DateTime::<Utc>::from_timestamp(hour * 3600, 0)
                     .unwrap_or_default()
                     .format("%Y%m%dT%H");
@@ -188,17 +247,20 @@ impl Grouper {
                     } else {
                         format!("{site}:{host}:{rule_id}:{stamp}")
                     },
-                    source: case.source.unwrap_or_else(|| detector(&rule_id)).to_owned(),
+                    source: case
+                        .source
+                        .as_deref()
+                        .unwrap_or_else(|| detector(&rule_id))
+                        .to_owned(),
                     site: (!site.is_empty()).then_some(site),
                     rule_name: case.name,
                     host,
                     rule_id,
-                    user: None,
-                    src_ips: ips
-                        .into_iter()
-                        .take(MAX_IPS)
-                        .map(|(ip, _)| ip.to_string())
-                        .collect(),
+                    user: case.user,
+                    src_ips: ips(case.src_ips),
+                    dest_ips: ips(case.dest_ips),
+                    dest_ports: most_frequent(case.dest_ports),
+                    raw: Some(case.raw),
                     first_seen: time(case.first_s),
                     last_seen: time(case.last_s),
                     alert_count: case.count,
@@ -256,7 +318,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            g.push(parse_row(row).unwrap(), i as u64 + 2);
+            g.push(parse_row(row).unwrap(), i as u64 + 2, row.as_bytes());
         }
         assert_eq!(g.len(), 3);
         let cases = g.finish();
@@ -268,6 +330,15 @@ mod tests {
         );
         assert_eq!(first.src_ips, ["10.0.0.9", "10.0.0.7"]);
         assert_eq!(first.source, "suricata");
+        // The first record (in feed order) is kept for the audit.
+        assert_eq!(
+            first.raw.as_deref(),
+            Some("fox,7205,scan,10.0.0.9,web,S-Scan")
+        );
+        assert_eq!(
+            kept_raw(&[b'x'; Alert::MAX_RAW + 5]).len(),
+            Alert::MAX_RAW + 21
+        );
         assert_eq!(cases[0].0, 2);
         assert_eq!(cases[2].1.alert_count, 1);
     }
@@ -281,7 +352,7 @@ mod tests {
         fn any_row_parses_or_is_refused(row in "[a-z0-9,:. \\-\"\\x00-\\x1f\\u{202e}]{0,80}") {
             if let Ok(raw) = parse_row(&row) {
                 let mut g = Grouper::default();
-                g.push(raw, 2);
+                g.push(raw, 2, row.as_bytes());
                 let cases = g.finish();
                 proptest::prop_assert_eq!(cases.len(), 1);
                 proptest::prop_assert_eq!(cases[0].1.alert_count, 1);

@@ -14,6 +14,8 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
+use super::format::{Decoder, FeedConfig, FeedFormat};
+use super::group::{CSV_HEADER, Grouper};
 use crate::proto::Alert;
 
 /// Longest accepted line, bytes.
@@ -24,6 +26,8 @@ const MAX_TEXT: usize = 4096;
 const MAX_ID: usize = 256;
 /// Most source IPs kept per alert.
 const MAX_IPS: usize = 32;
+/// Longest raw record accepted: the kept record and its cut marker.
+const MAX_RAW: usize = Alert::MAX_RAW + 64;
 
 /// A bundled demo feed (synthetic alerts written for this project), used when no file is given.
 pub(crate) const DEMO_FEED: &str = include_str!("../../assets/demo-alerts.jsonl");
@@ -45,6 +49,12 @@ struct TicketLine {
     last_seen: String,
     alert_count: u32,
     #[serde(default)]
+    dest_ips: Vec<String>,
+    #[serde(default)]
+    dest_ports: Vec<u16>,
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
     vendor: Option<crate::proto::VendorMeta>,
 }
 
@@ -65,12 +75,43 @@ pub enum LineError {
     /// The fields disagree with each other.
     #[error("{0}")]
     Inconsistent(&'static str),
-    /// A raw alert CSV row is refused.
+    /// A raw alert record is refused (or is no alert).
     #[error(transparent)]
     Row(super::group::RowError),
+    /// Raw alerts arrive on a stream, which this version does not group.
+    #[error(
+        "{0} from a stream (a pipe, a FIFO) is not grouped into cases in this version: read it \
+         from a regular file, or send ticket-format lines"
+    )]
+    StreamNotGrouped(&'static str),
     /// The line is past the length bound (its start is dropped unread).
     #[error("line is longer than {0} bytes")]
     TooLong(usize),
+}
+
+impl LineError {
+    /// Whether the line is a record of the source that is no alert (skipped, not malformed).
+    pub(crate) fn is_not_an_alert(&self) -> bool {
+        matches!(self, LineError::Row(super::group::RowError::NotAnAlert))
+    }
+
+    /// The kind of refusal, without the line's values: what rejected lines are counted by.
+    pub(crate) fn reason(&self) -> String {
+        use super::group::RowError;
+        match self {
+            LineError::Json(_) => "not JSON, or not the fields of a ticket".to_owned(),
+            LineError::Field { field, .. } => {
+                let field = field.split('[').next().unwrap_or(field);
+                format!("{field} refused")
+            }
+            LineError::Inconsistent(why) => (*why).to_owned(),
+            LineError::Row(RowError::Short) => "row has fewer than 6 fields".to_owned(),
+            LineError::Row(RowError::NotAnAlert) => "not an alert".to_owned(),
+            LineError::Row(RowError::Field { field, problem }) => format!("{field} {problem}"),
+            LineError::StreamNotGrouped(_) => "raw alerts on a stream".to_owned(),
+            LineError::TooLong(_) => "line too long".to_owned(),
+        }
+    }
 }
 
 fn field(field: &str, problem: impl Into<String>) -> LineError {
@@ -94,23 +135,17 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, LineError> {
     if let Some(user) = &t.user {
         check_id("user", user)?;
     }
-    if t.src_ips.len() > MAX_IPS {
+    let src_ips = addresses("src_ips", &t.src_ips)?;
+    let dest_ips = addresses("dest_ips", &t.dest_ips)?;
+    if t.dest_ports.len() > MAX_IPS {
         return Err(field(
-            "src_ips",
-            format!("has {} entries (at most {MAX_IPS})", t.src_ips.len()),
+            "dest_ports",
+            format!("has {} entries (at most {MAX_IPS})", t.dest_ports.len()),
         ));
     }
-    let src_ips = t
-        .src_ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| {
-            ip.trim()
-                .parse::<IpAddr>()
-                .map(|ip| ip.to_string())
-                .map_err(|_| field(&format!("src_ips[{i}]"), "is not an IP address"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    if t.raw.as_ref().is_some_and(|r| r.len() > MAX_RAW) {
+        return Err(field("raw", format!("is longer than {MAX_RAW} bytes")));
+    }
     let first = parse_time("first_seen", &t.first_seen)?;
     let last = parse_time("last_seen", &t.last_seen)?;
     if last < first {
@@ -131,8 +166,30 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, LineError> {
         first_seen: first.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         last_seen: last.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         alert_count: t.alert_count,
+        dest_ips,
+        dest_ports: t.dest_ports,
+        raw: t.raw,
         vendor: t.vendor.map(checked_vendor).transpose()?,
     })
+}
+
+/// A list of addresses, checked and written canonically.
+fn addresses(name: &str, ips: &[String]) -> Result<Vec<String>, LineError> {
+    if ips.len() > MAX_IPS {
+        return Err(field(
+            name,
+            format!("has {} entries (at most {MAX_IPS})", ips.len()),
+        ));
+    }
+    ips.iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            ip.trim()
+                .parse::<IpAddr>()
+                .map(|ip| ip.to_string())
+                .map_err(|_| field(&format!("{name}[{i}]"), "is not an IP address"))
+        })
+        .collect()
 }
 
 /// The vendor fields, bounded like the rest of the alert.
@@ -200,42 +257,25 @@ pub struct FeedLine {
     pub looks_like: Option<&'static str>,
 }
 
-const SURICATA: &str = "Suricata EVE JSON";
-const WAZUH: &str = "Wazuh alerts.json";
-
-/// The known alert format `line` is in, when it is not the ticket format: a user pointing
-/// `--alerts` at a SIEM's own output gets told what they gave, not only what is missing.
-pub(crate) fn looks_like(line: &[u8]) -> Option<&'static str> {
-    if line.starts_with(b"site,time,name,ip,host,rule_id") {
-        return Some("the AIT-ADS raw alert CSV, as a stream");
-    }
-    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let has = |path: &[&str]| {
-        path.iter()
-            .try_fold(&value, |v, k| v.get(k))
-            .is_some_and(|v| !v.is_null())
-    };
-    if has(&["event_type"]) && (has(&["alert", "signature"]) || has(&["flow_id"])) {
-        Some(SURICATA)
-    } else if has(&["rule", "level"]) && has(&["agent"]) {
-        Some(WAZUH)
-    } else if has(&["class_uid"]) && has(&["finding_info"]) {
-        Some("an OCSF Detection Finding")
-    } else if has(&["@timestamp"]) && (has(&["kibana.alert.rule.name"]) || has(&["event", "kind"]))
-    {
-        Some("an Elastic Security (ECS) document")
-    } else {
-        None
+impl FeedLine {
+    fn refused(line_no: u64, error: LineError) -> Self {
+        FeedLine {
+            line_no,
+            alert: Err(error),
+            looks_like: None,
+        }
     }
 }
 
-/// Reads a feed line by line: ticket-format JSON lines, or (from a file) the AIT-ADS raw alert
-/// CSV, whose alerts are grouped into cases first ([`super::group`]).
+/// Reads a feed line by line: ticket-format JSON lines, or (from a file) raw alerts in one of
+/// the formats of [`FeedFormat`], grouped into cases first ([`super::group`]).
 pub(crate) struct FeedReader {
     reader: Box<dyn BufRead + Send>,
     line_no: u64,
     buf: Vec<u8>,
     streaming: bool,
+    /// What the feed holds, as configured.
+    config: FeedConfig,
     /// What the feed turned out to be, at its first non-blank line.
     mode: Mode,
 }
@@ -248,7 +288,9 @@ enum Mode {
     Tickets,
     /// Raw alerts (CSV rows, or a detector's own JSON records) folded into cases, published
     /// at the end of the file.
-    Grouping(super::group::Grouper, Option<super::native::Native>),
+    Grouping(Grouper, Decoder),
+    /// Raw alerts of this format on a stream: refused, saying so.
+    Ungrouped(&'static str),
     /// The grouped cases, being handed out.
     Cases(std::vec::IntoIter<(u64, Alert)>),
 }
@@ -258,7 +300,7 @@ impl FeedReader {
     ///
     /// Anything but a regular file (a FIFO, a pipe, a terminal) is read as a stream: see
     /// [`FeedReader::is_streaming`].
-    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path, config: &FeedConfig) -> io::Result<Self> {
         let file = File::open(path)?;
         let streaming = !file.metadata()?.is_file();
         let mut file = BufReader::new(file);
@@ -270,6 +312,7 @@ impl FeedReader {
         };
         Ok(Self {
             streaming,
+            config: config.clone(),
             ..Self::new(reader)
         })
     }
@@ -297,6 +340,7 @@ impl FeedReader {
             line_no: 0,
             buf: Vec::new(),
             streaming: false,
+            config: FeedConfig::default(),
             mode: Mode::Start,
         }
     }
@@ -335,59 +379,63 @@ impl Iterator for FeedReader {
             };
             self.line_no += 1;
             if too_long {
-                return Some(Ok(FeedLine {
-                    line_no: self.line_no,
-                    alert: Err(LineError::TooLong(MAX_LINE_BYTES)),
-                    looks_like: None,
-                }));
+                let error = LineError::TooLong(MAX_LINE_BYTES);
+                return Some(Ok(FeedLine::refused(self.line_no, error)));
             }
             let line = self.buf.trim_ascii();
             if line.is_empty() {
                 continue;
             }
             if matches!(self.mode, Mode::Start) {
-                // A file of raw alerts is grouped; a stream of them cannot be (a case's alerts
-                // are not contiguous), and its lines are refused, naming the format.
-                use super::group::{CSV_HEADER, Grouper};
-                use super::native::Native;
-                self.mode = match looks_like(line) {
-                    _ if self.streaming => Mode::Tickets,
-                    _ if line == CSV_HEADER.as_bytes() => Mode::Grouping(Grouper::default(), None),
-                    Some(SURICATA) => Mode::Grouping(Grouper::default(), Some(Native::Eve)),
-                    Some(WAZUH) => Mode::Grouping(Grouper::default(), Some(Native::Wazuh)),
-                    _ => Mode::Tickets,
+                let format = match self.config.format {
+                    FeedFormat::Auto => FeedFormat::recognise(line).unwrap_or(FeedFormat::Tickets),
+                    forced => forced,
+                };
+                // A file of raw alerts is grouped; a stream of them cannot be yet (a case's
+                // alerts need not be contiguous), and its lines are refused, saying so.
+                self.mode = match Decoder::of(format, self.config.mapping.as_ref()) {
+                    Some(_) if self.streaming => Mode::Ungrouped(format.label()),
+                    Some(decoder) => Mode::Grouping(Grouper::default(), decoder),
+                    None => Mode::Tickets,
                 };
                 // The CSV's header is no alert; a JSON record's first line is one.
-                if matches!(self.mode, Mode::Grouping(_, None)) {
+                if matches!(self.mode, Mode::Grouping(_, Decoder::Csv))
+                    && line.starts_with(CSV_HEADER.as_bytes())
+                {
                     continue;
                 }
             }
-            if let Mode::Grouping(grouper, native) = &mut self.mode {
-                let raw = match native {
-                    Some(format) => super::native::parse(*format, line),
-                    None => std::str::from_utf8(line)
-                        .map_err(|_| super::group::RowError::Field {
-                            field: "row",
-                            problem: "is not UTF-8",
-                        })
-                        .and_then(super::group::parse_row),
-                };
-                match raw {
-                    Ok(raw) => {
-                        grouper.push(raw, self.line_no);
+            let site = self.config.site.as_ref();
+            match &mut self.mode {
+                Mode::Grouping(grouper, decoder) => match decoder.parse(line) {
+                    Ok(mut raw) => {
+                        if raw.site.is_empty()
+                            && let Some(site) = site
+                        {
+                            raw.site.clone_from(site);
+                        }
+                        grouper.push(raw, self.line_no, line);
                         continue;
                     }
-                    Err(e) => {
-                        return Some(Ok(FeedLine {
-                            line_no: self.line_no,
-                            alert: Err(LineError::Row(e)),
-                            looks_like: None,
-                        }));
-                    }
+                    Err(e) => return Some(Ok(FeedLine::refused(self.line_no, LineError::Row(e)))),
+                },
+                Mode::Ungrouped(label) => {
+                    let error = LineError::StreamNotGrouped(label);
+                    return Some(Ok(FeedLine::refused(self.line_no, error)));
                 }
+                _ => {}
             }
-            let alert = parse_line(line);
-            let looks_like = alert.as_ref().err().and_then(|_| looks_like(line));
+            let alert = parse_line(line).map(|mut alert| {
+                if alert.site.is_none() {
+                    alert.site = site.cloned();
+                }
+                alert
+            });
+            let looks_like = alert
+                .as_ref()
+                .err()
+                .and_then(|_| FeedFormat::recognise(line))
+                .map(FeedFormat::label);
             return Some(Ok(FeedLine {
                 line_no: self.line_no,
                 alert,
@@ -444,24 +492,23 @@ mod tests {
 
     #[test]
     fn the_formats_other_tools_write_are_recognised() {
-        let eve = include_str!("../../tests/fixtures/vendors/suricata-eve-alert.json")
-            .trim()
-            .as_bytes();
-        assert_eq!(looks_like(eve), Some("Suricata EVE JSON"));
-        let wazuh = include_str!("../../tests/fixtures/vendors/wazuh-alert.json")
-            .trim()
-            .as_bytes();
-        assert_eq!(looks_like(wazuh), Some("Wazuh alerts.json"));
-        assert_eq!(
-            looks_like(b"site,time,name,ip,host,rule_id"),
-            Some("the AIT-ADS raw alert CSV, as a stream")
-        );
-        assert_eq!(
-            looks_like(br#"{"class_uid":2004,"finding_info":{"title":"x"}}"#),
-            Some("an OCSF Detection Finding")
-        );
-        assert_eq!(looks_like(GOOD.as_bytes()), None);
-        assert_eq!(looks_like(b"{broken"), None);
+        for (file, format) in [
+            ("suricata-eve-alert.json", FeedFormat::Eve),
+            ("wazuh-alert.json", FeedFormat::Wazuh),
+            ("ecs-alert.json", FeedFormat::Ecs),
+            ("ocsf-detection-finding.json", FeedFormat::Ocsf),
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/vendors")
+                .join(file);
+            let record = std::fs::read(&path).unwrap();
+            assert_eq!(
+                FeedFormat::recognise(record.trim_ascii()),
+                Some(format),
+                "{file}"
+            );
+        }
+        assert_eq!(FeedFormat::recognise(GOOD.as_bytes()), None);
     }
 
     const GOOD: &str = r#"{"ticket_id":"fox-00001","site":"fox","source":"suricata","rule_id":"S-Dns-Qry3","rule_name":"Suricata: Alert - ET INFO Observed DNS Query to .biz TLD","host":"mail","src_ips":["192.168.1.5"],"first_seen":"2022-01-15T00:00:01+01:00","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;
@@ -547,7 +594,8 @@ mod tests {
         use std::collections::HashMap;
         let shared = std::env::var("SOC_SHARED_DIR").unwrap_or_else(|_| "../shared".into());
         let dir = std::path::Path::new(&shared).join("datasets/ait-ads");
-        let reader = FeedReader::open(&dir.join("alerts-dev.csv.gz")).unwrap();
+        let reader =
+            FeedReader::open(&dir.join("alerts-dev.csv.gz"), &FeedConfig::default()).unwrap();
         let key = |a: &Alert| {
             let hour = chrono::DateTime::parse_from_rfc3339(&a.first_seen)
                 .unwrap()

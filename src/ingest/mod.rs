@@ -3,8 +3,10 @@
 //! Everything here handles untrusted input: a malformed record is an error value with a reason,
 //! never a panic, and never stops the feed.
 
+pub mod format;
 pub(crate) mod group;
 pub mod jsonl;
+pub mod mapping;
 pub(crate) mod native;
 pub mod xsoar;
 

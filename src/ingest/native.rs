@@ -5,6 +5,7 @@
 //! In: one record's bytes. Out: a [`RawAlert`], or why not ([`RowError`]). Stateless.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime};
 use serde_json::Value;
@@ -25,7 +26,8 @@ pub(crate) enum Native {
 /// The longest text kept of a field.
 const MAX_TEXT: usize = 256;
 
-fn text(v: &Value) -> Option<String> {
+/// A JSON string or number as bounded text without control characters.
+pub(crate) fn text(v: &Value) -> Option<String> {
     let s = match v {
         Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
@@ -48,21 +50,41 @@ pub(crate) fn vendor_time(s: &str) -> Option<i64> {
         })
 }
 
+/// A JSON time: a vendor timestamp string, or unix seconds or milliseconds (a number past
+/// 10^11, which as seconds would be after the year 5000). Unix seconds.
+pub(crate) fn time_of(v: &Value) -> Option<i64> {
+    let secs = match v {
+        Value::String(s) => vendor_time(s.trim())?,
+        Value::Number(n) => {
+            let n = n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))?;
+            if n.abs() >= 100_000_000_000 {
+                n / 1000
+            } else {
+                n
+            }
+        }
+        _ => return None,
+    };
+    chrono::DateTime::from_timestamp(secs, 0).map(|_| secs)
+}
+
+/// The host of a flow: its internal end (the destination first), else the destination.
+pub(crate) fn flow_host(src: Option<IpAddr>, dest: Option<IpAddr>) -> Option<String> {
+    dest.filter(is_internal)
+        .or(src.filter(is_internal))
+        .or(dest)
+        .map(|ip| ip.to_string())
+}
+
 /// One record of `format` as a raw alert.
 pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
     let field = |field: &'static str, problem: &'static str| RowError::Field { field, problem };
     let v: Value = serde_json::from_slice(line).map_err(|_| field("record", "is not JSON"))?;
-    let time_s = v["timestamp"]
-        .as_str()
-        .and_then(vendor_time)
-        .ok_or(field("timestamp", "is missing or not a time"))?;
+    let time_s = time_of(&v["timestamp"]).ok_or(field("timestamp", "is missing or not a time"))?;
     match format {
         Native::Eve => {
             if v["event_type"].as_str() != Some("alert") {
-                return Err(field(
-                    "event_type",
-                    "is not `alert`: only alerts become cases",
-                ));
+                return Err(RowError::NotAnAlert);
             }
             let alert = &v["alert"];
             let ip = |k: &str| v[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
@@ -76,21 +98,19 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
                 .or_else(|| text(&v["host"]))
                 .or_else(|| dest.map(|ip| ip.to_string()))
                 .ok_or(field("host", "neither an address nor a sensor name"))?;
-            let other = if dest.is_some_and(|d| Some(d.to_string()) == Some(host.clone())) {
-                src
-            } else {
-                dest
-            };
             let sid =
                 text(&alert["signature_id"]).ok_or(field("alert.signature_id", "is missing"))?;
             Ok(RawAlert {
                 site: String::new(),
                 time_s,
                 name: text(&alert["signature"]).ok_or(field("alert.signature", "is missing"))?,
-                ip: other,
+                src_ip: src,
+                dest_ip: dest,
+                dest_port: v["dest_port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+                user: None,
                 host,
                 rule_id: sid.clone(),
-                source: Some("suricata"),
+                source: Some(Arc::from("suricata")),
                 vendor: Some(VendorMeta {
                     rule: Some(sid),
                     priority: alert["severity"]
@@ -104,6 +124,7 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
         Native::Wazuh => {
             let rule = &v["rule"];
             let id = text(&rule["id"]).ok_or(field("rule.id", "is missing"))?;
+            let ip = |k: &str| v["data"][k].as_str().and_then(|s| s.trim().parse().ok());
             let list = |x: &Value| -> Vec<String> {
                 x.as_array()
                     .map(|a| a.iter().filter_map(text).take(16).collect())
@@ -113,10 +134,20 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
                 site: String::new(),
                 time_s,
                 name: text(&rule["description"]).ok_or(field("rule.description", "is missing"))?,
-                ip: v["data"]["srcip"].as_str().and_then(|s| s.parse().ok()),
+                src_ip: ip("srcip"),
+                dest_ip: ip("dstip"),
+                dest_port: v["data"]["dstport"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok())
+                    .or_else(|| {
+                        v["data"]["dstport"]
+                            .as_u64()
+                            .and_then(|p| u16::try_from(p).ok())
+                    }),
+                user: text(&v["data"]["dstuser"]).or_else(|| text(&v["data"]["srcuser"])),
                 host: text(&v["agent"]["name"]).ok_or(field("agent.name", "is missing"))?,
                 rule_id: id.clone(),
-                source: Some("wazuh"),
+                source: Some(Arc::from("wazuh")),
                 vendor: Some(VendorMeta {
                     rule: Some(id),
                     level: rule["level"].as_u64().and_then(|l| u8::try_from(l).ok()),
@@ -141,9 +172,11 @@ mod tests {
     fn eve_and_wazuh_records_become_raw_alerts() {
         let eve = parse(Native::Eve, EVE.trim().as_bytes()).unwrap();
         assert_eq!(eve.host, "192.168.2.7");
-        assert_eq!(eve.ip, Some("203.0.113.50".parse().unwrap()));
+        assert_eq!(eve.src_ip, Some("192.168.2.7".parse().unwrap()));
+        assert_eq!(eve.dest_ip, Some("203.0.113.50".parse().unwrap()));
+        assert_eq!(eve.dest_port, Some(80));
         assert_eq!(
-            (eve.rule_id.as_str(), eve.source),
+            (eve.rule_id.as_str(), eve.source.as_deref()),
             ("2001999", Some("suricata"))
         );
         assert_eq!(eve.vendor.as_ref().unwrap().priority, Some(1));
@@ -154,19 +187,15 @@ mod tests {
             ("ip-10-0-0-10", "5715")
         );
         assert_eq!(w.name, "sshd: authentication success.");
-        assert_eq!(w.ip, Some("73.189.131.56".parse().unwrap()));
+        assert_eq!(w.src_ip, Some("73.189.131.56".parse().unwrap()));
+        assert_eq!(w.user.as_deref(), Some("root"));
         let vendor = w.vendor.unwrap();
         assert_eq!(vendor.level, Some(3));
         assert_eq!(vendor.attack, ["T1078", "T1021"]);
         assert_eq!(vendor.groups, ["syslog", "sshd", "authentication_success"]);
         assert_eq!(w.time_s, 1_615_243_153);
         let dns = br#"{"timestamp":"2020-05-11T14:59:24Z","event_type":"dns","src_ip":"10.0.0.1"}"#;
-        assert!(
-            parse(Native::Eve, dns)
-                .unwrap_err()
-                .to_string()
-                .contains("event_type")
-        );
+        assert!(matches!(parse(Native::Eve, dns), Err(RowError::NotAnAlert)));
         assert!(parse(Native::Wazuh, b"{}").is_err());
         assert!(parse(Native::Eve, b"not json").is_err());
     }

@@ -444,6 +444,7 @@ pub(crate) fn to_alert(incident: &Value, site: Option<&str>) -> Result<Alert, Xs
         first_seen: occurred.min(created.clone()),
         last_seen: modified.max(created),
         alert_count: 1,
+        ..Alert::default()
     })
 }
 

@@ -34,9 +34,26 @@ pub struct Alert {
     pub last_seen: String,
     /// Number of raw alerts grouped into this ticket.
     pub alert_count: u32,
+    /// Most frequent destination addresses of the grouped alerts, when the detector sees a
+    /// flow (Suricata, ECS `destination.ip`, OCSF `dst_endpoint.ip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest_ips: Vec<String>,
+    /// Destination ports of the grouped alerts, most frequent first (the service a flow went
+    /// to; source ports are ephemeral and stay in the raw record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest_ports: Vec<u16>,
+    /// The first raw record of the case as its source wrote it (a JSON record or a CSV row),
+    /// for the audit; cut at [`Alert::MAX_RAW`] bytes with a marker saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
     /// What the detector's vendor says of the rule that fired, when the source carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<VendorMeta>,
+}
+
+impl Alert {
+    /// The longest raw record kept, bytes.
+    pub const MAX_RAW: usize = 8192;
 }
 
 /// What the detector's vendor says of the rule that fired, as the alert carries it: Wazuh's
