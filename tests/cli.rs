@@ -1705,3 +1705,36 @@ fn elastic_ocsf_and_mapped_json_become_cases_and_a_wrong_format_fails_loudly() {
         text(&out.stderr)
     );
 }
+
+/// `bench ingest` measures the real grouping path: its counts are the feed's, whatever the
+/// speed (which no test asserts).
+#[test]
+fn bench_ingest_reports_the_cases_and_alerts_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("raw.csv");
+    std::fs::write(
+        &csv,
+        "site,time,name,ip,host,rule_id\n\
+         fox,7200,scan,10.0.0.9,web,S-Scan\n\
+         fox,7201,scan,10.0.0.9,web,S-Scan\n\
+         fox,7202,scan,10.0.0.9,db,S-Scan\n\
+         fox,x,scan,10.0.0.9,db,S-Scan\n",
+    )
+    .unwrap();
+    let out = run(soc()
+        .args(["bench", "ingest", "--json", "--alerts"])
+        .arg(&csv));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&r["raw_alerts"], &r["cases"], &r["rejected"], &r["backend"]),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!("memory")
+        ),
+        "{r}"
+    );
+    assert!(r["end_to_end_per_s"].as_f64().unwrap() > 0.0);
+}

@@ -409,7 +409,7 @@ async fn raw_xadd(url: &str, key: &str, fields: &Fields, n: u64) -> Result<f64, 
 }
 
 /// Deletes every key under `namespace`.
-async fn delete_namespace(url: &str, namespace: &str) -> Result<(), BusError> {
+pub(crate) async fn delete_namespace(url: &str, namespace: &str) -> Result<(), BusError> {
     let client = ::redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cursor = 0u64;

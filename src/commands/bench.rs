@@ -12,9 +12,27 @@ pub(crate) enum BenchCommand {
     /// LLM gateway: added latency against direct client calls (zero-latency upstream), memory
     /// per queued request, and (with --model-url) the cost against a real model server.
     Llm(BenchLlmArgs),
+    /// Raw alerts through ingest and grouping until their cases are on the bus, against only
+    /// reading the file's lines; peak memory; cases per 1,000 raw alerts.
+    Ingest(BenchIngestArgs),
     /// Case memory at scale (a scratch SQLite file): fold throughput, recall p50/p99,
     /// campaign clustering time.
     Memory(BenchMemoryArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchIngestArgs {
+    /// A raw alert file in any format --alerts reads (default: the AIT-ADS dev raw alerts,
+    /// ../shared/datasets/ait-ads/alerts-dev.csv.gz).
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<std::path::PathBuf>,
+    /// Publish on Redis at this URL (a scratch namespace, deleted after) instead of the
+    /// memory bus.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -94,7 +112,24 @@ pub(crate) async fn dispatch(command: BenchCommand) -> anyhow::Result<ExitCode> 
         BenchCommand::Bus(args) => bench_bus(args).await,
         BenchCommand::Llm(args) => bench_llm(args).await,
         BenchCommand::Memory(args) => bench_memory(args).await,
+        BenchCommand::Ingest(args) => bench_ingest(args).await,
     }
+}
+
+async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
+    let path = args.alerts.unwrap_or_else(|| {
+        std::path::PathBuf::from(
+            std::env::var("SOC_SHARED_DIR").unwrap_or_else(|_| "../shared".to_owned()),
+        )
+        .join("datasets/ait-ads/alerts-dev.csv.gz")
+    });
+    let result = soc_runtime::bench::ingest::run(&path, args.redis_url.as_deref()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!("{result}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench_memory(args: BenchMemoryArgs) -> anyhow::Result<ExitCode> {
