@@ -1738,3 +1738,78 @@ fn bench_ingest_reports_the_cases_and_alerts_of_the_file() {
     );
     assert!(r["end_to_end_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// A followed file, rotated twice (once while the runtime runs, once while it is down after a
+/// SIGKILL), with lines written to the old file after its rename: every alert exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_across_rotations_and_a_sigkill_gives_every_alert_exactly_once() {
+    let n = 3000;
+    let redis = common::RedisServer::start(false);
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let all = std::fs::read_to_string(common::synthetic_feed(dir.path(), "follow", n)).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let part = |from: usize, to: usize| lines[from..to].join("\n") + "\n";
+    let feed = dir.path().join("feed.jsonl");
+    let append = |path: &Path, text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append(&feed, &part(0, 1000));
+    let config = dir.path().join("soc.toml");
+    std::fs::write(&config, "[bus.settings]\nclaim_idle_ms = 3600000\n").unwrap();
+    let base = |cmd: &mut Command| {
+        cmd.args(["run", "--follow", "--bus", "redis", "--redis-url", &url])
+            .args(["--http", "off", "--alerts"])
+            .arg(&feed)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
+    };
+    let bus = redis_bus(&url, "").await;
+    let alerts_at_least = |at_least: u64| {
+        let bus = bus.clone();
+        async move {
+            common::wait_for("alerts published", Duration::from_secs(60), || async {
+                let n = bus.len(Topic::Alerts).await.unwrap();
+                (n >= at_least).then_some(n)
+            })
+            .await
+        }
+    };
+
+    let mut first = soc();
+    base(&mut first);
+    let mut child = spawn_running(&mut first);
+    alerts_at_least(500).await;
+    // Rotated while running: the writer finishes the old file after the rename.
+    append(&feed, &part(1000, 1500));
+    std::fs::rename(&feed, dir.path().join("feed.jsonl.1")).unwrap();
+    append(&dir.path().join("feed.jsonl.1"), &part(1500, 1800));
+    append(&feed, &part(1800, 2300));
+    alerts_at_least(1850).await;
+    child.kill().unwrap(); // SIGKILL: no drain, nothing saved on the way out
+    child.wait().unwrap();
+    // Rotated again while it is down.
+    append(&feed, &part(2300, 2600));
+    std::fs::rename(&feed, dir.path().join("feed.jsonl.2")).unwrap();
+    append(&feed, &part(2600, 3000));
+
+    let json = dir.path().join("second.json");
+    let mut second = soc();
+    base(&mut second);
+    let out = run(second.arg("--until-idle").arg("--summary-json").arg(&json));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = summary(&json);
+    assert!(
+        s["alerts_in"].as_u64().unwrap() < n as u64,
+        "the restart resumed rather than re-read everything: {s}"
+    );
+    common::assert_exactly_once(&bus, &common::ticket_ids("follow", n)).await;
+}

@@ -226,6 +226,26 @@ fn samples() -> Vec<Event> {
             known_at_ms: 1_642_219_200_000,
             reason: Some("confirmed exfiltration".into()),
         }),
+        Event::CaseUpdated(CaseUpdated {
+            alert: Alert {
+                ticket_id: "fox:mail:2027757:20220115T00".into(),
+                site: Some("fox".into()),
+                source: "suricata".into(),
+                rule_id: "2027757".into(),
+                rule_name: "ET INFO Observed DNS Query to .biz TLD".into(),
+                host: "mail".into(),
+                user: None,
+                src_ips: vec!["192.168.10.5".into()],
+                dest_ips: vec!["192.168.10.1".into()],
+                dest_ports: vec![53],
+                first_seen: "2022-01-15T00:00:01Z".into(),
+                last_seen: "2022-01-15T00:41:13Z".into(),
+                alert_count: 17,
+                raw: Some(r#"{"event_type":"alert"}"#.into()),
+                vendor: None,
+            },
+            received_via: "follow:eve.json".into(),
+        }),
     ]
 }
 

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::bus::{Bus, Commit, Outcome, Outgoing};
+use crate::ingest::follow::{FilePos, Follower, load_pos};
 use crate::ingest::format::FeedConfig;
 use crate::ingest::jsonl::{FeedLine, FeedReader};
-use crate::proto::{AlertReceived, Event};
+use crate::proto::{AlertReceived, CaseUpdated, Event};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
@@ -82,6 +83,8 @@ pub(crate) struct Args {
     pub feed: Feed,
     /// What the feed holds.
     pub format: FeedConfig,
+    /// Where a followed feed's position is saved (`Some` when following).
+    pub state: Option<PathBuf>,
     /// The bus.
     pub bus: Bus,
     /// Counters, shared across restarts.
@@ -96,6 +99,7 @@ pub struct SourceStats {
     lines: AtomicU64,
     alerts_in: AtomicU64,
     duplicates: AtomicU64,
+    updates: AtomicU64,
     malformed: AtomicU64,
     skipped: AtomicU64,
     done: AtomicBool,
@@ -133,6 +137,8 @@ pub struct SourceSnapshot {
     pub alerts_in: u64,
     /// Alerts dropped because they were already published.
     pub duplicates_dropped: u64,
+    /// Case updates published (repeats that joined a case a streaming feed opened).
+    pub case_updates: u64,
     /// Lines rejected in the latest pass.
     pub malformed_lines: u64,
     /// Records of the source that are no alert (Suricata flow or DNS events, records a
@@ -155,6 +161,7 @@ impl SourceStats {
             lines: self.lines.load(Ordering::Relaxed),
             alerts_in: self.alerts_in.load(Ordering::Relaxed),
             duplicates_dropped: self.duplicates.load(Ordering::Relaxed),
+            case_updates: self.updates.load(Ordering::Relaxed),
             malformed_lines: self.malformed.load(Ordering::Relaxed),
             skipped_records: self.skipped.load(Ordering::Relaxed),
             rejected: self.rejected.lock().clone(),
@@ -205,15 +212,22 @@ impl Actor for AlertSource {
         let batch = args.batch.max(1);
         let feed = args.feed.clone();
         let format = args.format.clone();
+        let state = args.state.clone();
         // Opening happens on the blocking thread too: a FIFO or a pipe blocks in open() until
         // its writer appears, and must not hold up a runtime thread.
         #[allow(
             clippy::disallowed_methods,
             reason = "the reader thread ends when the publisher task (owned below) drops `rx`"
         )]
-        tokio::task::spawn_blocking(move || match feed.open(&format) {
-            Ok(reader) => read_feed(reader, batch, &tx),
-            Err(e) => {
+        tokio::task::spawn_blocking(move || {
+            let opened = match (&feed, &state) {
+                (Feed::File(path), Some(state)) => Follower::open(path, &format, load_pos(state))
+                    .map(|f| follow_feed(f, batch, &tx)),
+                _ => feed
+                    .open(&format)
+                    .map(|reader| read_feed(reader, batch, &tx)),
+            };
+            if let Err(e) = opened {
                 let _ = tx.blocking_send(Err(FeedError::Open(e)));
             }
         });
@@ -224,6 +238,7 @@ impl Actor for AlertSource {
             args.feed.label(),
             args.stats.clone(),
             stop.clone(),
+            args.state.clone(),
         );
         let task = spawn_watched(
             async move {
@@ -279,12 +294,65 @@ pub(crate) enum FeedError {
     },
 }
 
+/// Lines read, and (following a file) where to resume once they are published and whether
+/// the reader has caught up with the file's end.
+pub(crate) struct Batch {
+    lines: Vec<FeedLine>,
+    resume: Option<FilePos>,
+    caught_up: bool,
+}
+
+impl From<Vec<FeedLine>> for Batch {
+    fn from(lines: Vec<FeedLine>) -> Self {
+        Batch {
+            lines,
+            resume: None,
+            caught_up: false,
+        }
+    }
+}
+
+type BatchSender = mpsc::Sender<Result<Batch, FeedError>>;
+
+/// How long a follower waits at the end of its file before looking again.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Follows a growing file until the publisher is gone; an I/O error ends it (the run fails
+/// and the supervisor restarts the source, which resumes from the saved position).
+fn follow_feed(mut follower: Follower, batch: usize, tx: &BatchSender) {
+    let mut was_caught_up = None;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match follower.poll(batch) {
+            Ok((lines, caught_up)) => {
+                let idle = lines.is_empty();
+                if !idle || was_caught_up != Some(caught_up) {
+                    was_caught_up = Some(caught_up);
+                    let batch = Batch {
+                        lines,
+                        resume: Some(follower.resume_pos()),
+                        caught_up,
+                    };
+                    if tx.blocking_send(Ok(batch)).is_err() {
+                        return;
+                    }
+                }
+                if idle {
+                    std::thread::sleep(FOLLOW_POLL);
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(FeedError::Read { line: 0, source: e }));
+                return;
+            }
+        }
+    }
+}
+
 /// Reads the feed into batches of parsed lines; an I/O error ends the batch stream with it.
-fn read_feed(
-    mut reader: FeedReader,
-    batch: usize,
-    tx: &mpsc::Sender<Result<Vec<FeedLine>, FeedError>>,
-) {
+fn read_feed(mut reader: FeedReader, batch: usize, tx: &BatchSender) {
     // A stream's next line may be minutes away: pass each line on as it comes.
     let batch = if reader.is_streaming() { 1 } else { batch };
     let mut lines = Vec::with_capacity(batch);
@@ -292,7 +360,7 @@ fn read_feed(
         match line {
             Ok(line) => lines.push(line),
             Err(e) => {
-                let _ = tx.blocking_send(Ok(std::mem::take(&mut lines)));
+                let _ = tx.blocking_send(Ok(std::mem::take(&mut lines).into()));
                 let _ = tx.blocking_send(Err(FeedError::Read {
                     line: reader.lines_read(),
                     source: e,
@@ -302,24 +370,28 @@ fn read_feed(
         }
         if lines.len() == batch
             && tx
-                .blocking_send(Ok(std::mem::replace(&mut lines, Vec::with_capacity(batch))))
+                .blocking_send(Ok(
+                    std::mem::replace(&mut lines, Vec::with_capacity(batch)).into()
+                ))
                 .is_err()
         {
             return;
         }
     }
     if !lines.is_empty() {
-        let _ = tx.blocking_send(Ok(lines));
+        let _ = tx.blocking_send(Ok(lines.into()));
     }
 }
 
 async fn publish(
-    mut rx: mpsc::Receiver<Result<Vec<FeedLine>, FeedError>>,
+    mut rx: mpsc::Receiver<Result<Batch, FeedError>>,
     bus: Bus,
     label: String,
     stats: Arc<SourceStats>,
     stop: CancellationToken,
+    state: Option<PathBuf>,
 ) {
+    let mut saved: Option<FilePos> = None;
     loop {
         let batch = tokio::select! {
             batch = rx.recv() => batch,
@@ -329,8 +401,12 @@ async fn publish(
             }
         };
         let Some(batch) = batch else { break };
-        let lines = match batch {
-            Ok(lines) => lines,
+        let Batch {
+            lines,
+            resume,
+            caught_up,
+        } = match batch {
+            Ok(batch) => batch,
             Err(e) => {
                 // The rest of the feed cannot be read; what was read is published, and the
                 // run reports the error (and fails).
@@ -340,22 +416,35 @@ async fn publish(
             }
         };
         let mut commits = Vec::with_capacity(lines.len());
+        let mut is_update = Vec::with_capacity(lines.len());
         for line in lines {
             stats.lines.fetch_add(1, Ordering::Relaxed);
             match line.alert {
                 Ok(alert) => {
                     let ticket = alert.ticket_id.clone();
-                    let key = format!("alert:{ticket}");
-                    let envelope = crate::telemetry::ingested(
-                        PRODUCER,
-                        &ticket,
-                        Event::AlertReceived(AlertReceived {
-                            alert,
-                            received_via: label.clone(),
-                        }),
-                    );
+                    let (key, event) = if line.update {
+                        (
+                            format!("update:{ticket}:{}", alert.alert_count),
+                            Event::CaseUpdated(CaseUpdated {
+                                alert,
+                                received_via: label.clone(),
+                            }),
+                        )
+                    } else {
+                        (
+                            format!("alert:{ticket}"),
+                            Event::AlertReceived(AlertReceived {
+                                alert,
+                                received_via: label.clone(),
+                            }),
+                        )
+                    };
+                    let envelope = crate::telemetry::ingested(PRODUCER, &ticket, event);
                     match Outgoing::event(&envelope) {
-                        Ok(out) => commits.push(Commit::dedupe(key, vec![out])),
+                        Ok(out) => {
+                            commits.push(Commit::dedupe(key, vec![out]));
+                            is_update.push(line.update);
+                        }
                         Err(e) => {
                             let reason = "not encodable as an event".to_owned();
                             record_malformed(&stats, line.line_no, reason, &e.to_string());
@@ -377,11 +466,28 @@ async fn publish(
         let Some(outcomes) = submit_until_accepted(&bus, commits, &stop).await else {
             return;
         };
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Applied => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
-                _ => stats.duplicates.fetch_add(1, Ordering::Relaxed),
+        for (outcome, update) in outcomes.into_iter().zip(is_update) {
+            match (outcome, update) {
+                (Outcome::Applied, false) => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
+                (Outcome::Applied, true) => stats.updates.fetch_add(1, Ordering::Relaxed),
+                // A repeated update (a re-read after a restart) is no lost alert.
+                (_, true) => 0,
+                (_, false) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
             };
+        }
+        // Published: a restart may resume past these lines.
+        if let (Some(state), Some(pos)) = (&state, resume)
+            && saved != Some(pos)
+        {
+            match crate::ingest::follow::save_pos(state, pos) {
+                Ok(()) => saved = Some(pos),
+                Err(e) => {
+                    tracing::warn!(state = %state.display(), error = %e, "saving the feed position failed; a restart re-reads more (duplicates are dropped)")
+                }
+            }
+        }
+        if state.is_some() {
+            stats.done.store(caught_up, Ordering::Release);
         }
     }
     let snapshot = stats.snapshot();

@@ -261,6 +261,13 @@ fn start_source(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'
         let args = alert_source::Args {
             feed: ctx.feed.clone(),
             format: ctx.config.feed.clone(),
+            state: match (&ctx.feed, ctx.config.feed.follow) {
+                (alert_source::Feed::File(path), true) => Some(crate::ingest::follow::state_path(
+                    &ctx.config.data_dir,
+                    path,
+                )),
+                _ => None,
+            },
             bus: ctx.bus.clone(),
             stats: ctx.source_stats.clone(),
             batch: ctx.config.supervisor.source_batch,

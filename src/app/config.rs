@@ -295,6 +295,11 @@ impl Config {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
         self.feed.validate().map_err(ConfigError::Invalid)?;
+        if self.feed.follow && self.alerts.is_none() {
+            return Err(ConfigError::Invalid(
+                "feed.follow (--follow) needs a feed file to follow (--alerts FILE)".to_owned(),
+            ));
+        }
         self.llm.validate()?;
         if self.calendar.tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ConfigError::Invalid(format!(

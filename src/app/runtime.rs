@@ -287,6 +287,8 @@ pub struct Summary {
     pub rejected: BTreeMap<String, Rejected>,
     /// Records of the feed that are no alert (Suricata flow or DNS events, ...), skipped.
     pub skipped_records: u64,
+    /// Updates of cases a streaming feed opened (repeats that joined them), published.
+    pub case_updates: u64,
     /// Why the feed could not be read to its end, if it could not (the run then fails).
     pub feed_error: Option<String>,
     /// Per role.
@@ -381,6 +383,7 @@ impl Summary {
             malformed_examples: source.malformed_examples,
             rejected: source.rejected,
             skipped_records: source.skipped_records,
+            case_updates: source.case_updates,
             feed_error: source.feed_error,
             escalated: total(CaseEscalated::KIND),
             actions_proposed: total(ActionProposed::KIND),

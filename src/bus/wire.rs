@@ -71,7 +71,7 @@ impl Topic {
     /// The topic an event is published to.
     pub fn of(event: &Event) -> Topic {
         match event {
-            Event::AlertReceived(_) => Topic::Alerts,
+            Event::AlertReceived(_) | Event::CaseUpdated(_) => Topic::Alerts,
             Event::AlertTriaged(_) => Topic::Triage,
             Event::CaseEscalated(_) | Event::Tier2Analysis(_) | Event::IrPlan(_) => Topic::Cases,
             Event::ActionProposed(_) | Event::ActionDecision(_) | Event::DispositionRecorded(_) => {

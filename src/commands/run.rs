@@ -23,6 +23,10 @@ pub(crate) struct RunArgs {
     /// in the config).
     #[arg(long, value_enum, value_name = "FORMAT")]
     alerts_format: Option<soc_runtime::ingest::format::FeedFormat>,
+    /// Follow --alerts as it grows, across rotations (renamed and re-created, or truncated),
+    /// resuming after a restart from the position saved in --data-dir without repeating a case.
+    #[arg(long)]
+    follow: bool,
     /// Run the bundled demo feed on Redis too, or beside [xsoar]: its alerts go into the
     /// streams, and proposals follow, like any other alert's.
     #[arg(long, conflicts_with = "alerts")]
@@ -63,6 +67,9 @@ pub(crate) fn config(args: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(format) = args.alerts_format {
         config.feed.format = format;
+    }
+    if args.follow {
+        config.feed.follow = true;
     }
     if let Some(bus) = args.bus {
         config.bus.backend = bus;

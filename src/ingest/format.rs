@@ -82,7 +82,7 @@ impl FeedFormat {
 }
 
 /// `[feed]`: what the alert feed (`alerts`) holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedConfig {
     /// `auto` (recognised from the first record), or one of `tickets`, `ait-csv`, `eve`,
@@ -93,6 +93,24 @@ pub struct FeedConfig {
     pub site: Option<String>,
     /// Where the fields are in the records, for format `mapped`.
     pub mapping: Option<Mapping>,
+    /// Follow the feed file as it grows (and across rotations), resuming after a restart
+    /// from the position saved in the data directory (`--follow`).
+    pub follow: bool,
+    /// Hours of feed time a followed or piped feed keeps a case open past its hour, so late
+    /// repeats still join it (and update it).
+    pub keep_open_hours: u32,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            format: FeedFormat::Auto,
+            site: None,
+            mapping: None,
+            follow: false,
+            keep_open_hours: 24,
+        }
+    }
 }
 
 impl FeedConfig {

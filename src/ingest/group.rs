@@ -139,6 +139,8 @@ struct OpenCase {
     first_s: i64,
     last_s: i64,
     count: u32,
+    /// The count last handed on (streaming).
+    published: u32,
     first_line: u64,
     src_ips: Tally<IpAddr>,
     dest_ips: Tally<IpAddr>,
@@ -155,10 +157,10 @@ fn count<T: Hash + Eq>(tally: &mut Tally<T>, value: Option<T>, line: u64) {
 }
 
 /// The most frequent values first (ties: first seen first), at most [`MAX_IPS`].
-fn most_frequent<T>(tally: Tally<T>) -> Vec<T> {
-    let mut values: Vec<_> = tally.into_iter().collect();
+fn most_frequent<T: Copy>(tally: &Tally<T>) -> Vec<T> {
+    let mut values: Vec<_> = tally.iter().collect();
     values.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
-    values.into_iter().take(MAX_IPS).map(|(v, _)| v).collect()
+    values.into_iter().take(MAX_IPS).map(|(v, _)| *v).collect()
 }
 
 /// A raw record as kept for the audit: cut at [`Alert::MAX_RAW`] bytes (on a character
@@ -175,20 +177,24 @@ fn kept_raw(record: &[u8]) -> String {
     format!("{}...[{} more bytes cut]", &text[..end], text.len() - end)
 }
 
+/// A case's grouping key: site, host, rule id and UTC clock hour (unix hours).
+type Key = (String, String, String, i64);
+
 /// Raw alerts folded into cases by (site, host, rule id, UTC clock hour).
 #[derive(Debug, Default)]
 pub(crate) struct Grouper {
-    open: HashMap<(String, String, String, i64), OpenCase>,
+    open: HashMap<Key, OpenCase>,
 }
 
 impl Grouper {
-    /// Adds the raw alert of feed line `line`, parsed from `record`.
-    pub(crate) fn push(&mut self, raw: RawAlert, line: u64, record: &[u8]) {
-        let hour = raw.time_s.div_euclid(3600);
-        let case = self
-            .open
-            .entry((raw.site, raw.host, raw.rule_id, hour))
-            .or_insert_with(|| OpenCase {
+    /// Adds the raw alert at feed position `pos`, parsed from `record`; returns its case's key
+    /// and whether this alert opened it.
+    pub(crate) fn push(&mut self, raw: RawAlert, pos: u64, record: &[u8]) -> (Key, bool) {
+        let key = (raw.site, raw.host, raw.rule_id, raw.time_s.div_euclid(3600));
+        let mut opened = false;
+        let case = self.open.entry(key.clone()).or_insert_with(|| {
+            opened = true;
+            OpenCase {
                 name: raw.name,
                 source: raw.source,
                 vendor: raw.vendor,
@@ -197,78 +203,170 @@ impl Grouper {
                 first_s: raw.time_s,
                 last_s: raw.time_s,
                 count: 0,
-                first_line: line,
+                published: 0,
+                first_line: pos,
                 src_ips: Tally::new(),
                 dest_ips: Tally::new(),
                 dest_ports: Tally::new(),
-            });
+            }
+        });
         case.count = case.count.saturating_add(1);
         case.first_s = case.first_s.min(raw.time_s);
         case.last_s = case.last_s.max(raw.time_s);
         if case.user.is_none() {
             case.user = raw.user;
         }
-        count(&mut case.src_ips, raw.src_ip, line);
-        count(&mut case.dest_ips, raw.dest_ip, line);
-        count(&mut case.dest_ports, raw.dest_port, line);
+        count(&mut case.src_ips, raw.src_ip, pos);
+        count(&mut case.dest_ips, raw.dest_ip, pos);
+        count(&mut case.dest_ports, raw.dest_port, pos);
+        (key, opened)
     }
 
     /// Cases open now.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.open.len()
     }
 
-    /// Every case, as alerts in time order (by first alert), each with the feed line of its
-    /// first alert.
+    /// Every case, as alerts in time order (by first alert), each with the feed position of
+    /// its first alert.
     pub(crate) fn finish(self) -> Vec<(u64, Alert)> {
         let mut cases: Vec<_> = self.open.into_iter().collect();
         cases.sort_by(|a, b| (a.1.first_s, &a.0).cmp(&(b.1.first_s, &b.0)));
         cases
             .into_iter()
-            .map(|((site, host, rule_id, hour), case)| {
-                let time = |s: i64| {
-                    DateTime::<Utc>::from_timestamp(s, 0)
-                        .unwrap_or_default()
-                        .to_rfc3339_opts(SecondsFormat::Secs, true)
-                };
-                let ips = |t: Tally<IpAddr>| {
-                    most_frequent(t)
-                        .into_iter()
-                        .map(|ip| ip.to_string())
-                        .collect()
-                };
-                let stamp = DateTime::<Utc>::from_timestamp(hour * 3600, 0)
-                    .unwrap_or_default()
-                    .format("%Y%m%dT%H");
-                let alert = Alert {
-                    ticket_id: if site.is_empty() {
-                        format!("{host}:{rule_id}:{stamp}")
-                    } else {
-                        format!("{site}:{host}:{rule_id}:{stamp}")
-                    },
-                    source: case
-                        .source
-                        .as_deref()
-                        .unwrap_or_else(|| detector(&rule_id))
-                        .to_owned(),
-                    site: (!site.is_empty()).then_some(site),
-                    rule_name: case.name,
-                    host,
-                    rule_id,
-                    user: case.user,
-                    src_ips: ips(case.src_ips),
-                    dest_ips: ips(case.dest_ips),
-                    dest_ports: most_frequent(case.dest_ports),
-                    raw: Some(case.raw),
-                    first_seen: time(case.first_s),
-                    last_seen: time(case.last_s),
-                    alert_count: case.count,
-                    vendor: case.vendor,
-                };
-                (case.first_line, alert)
-            })
+            .map(|(key, case)| (case.first_line, case_alert(&key, &case)))
             .collect()
+    }
+}
+
+/// A case as an alert: its id the grouping key.
+fn case_alert(key: &Key, case: &OpenCase) -> Alert {
+    let (site, host, rule_id, hour) = key;
+    let time = |s: i64| {
+        DateTime::<Utc>::from_timestamp(s, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
+    };
+    let ips = |t: &Tally<IpAddr>| {
+        most_frequent(t)
+            .into_iter()
+            .map(|ip| ip.to_string())
+            .collect()
+    };
+    let stamp = DateTime::<Utc>::from_timestamp(hour * 3600, 0)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H");
+    Alert {
+        ticket_id: if site.is_empty() {
+            format!("{host}:{rule_id}:{stamp}")
+        } else {
+            format!("{site}:{host}:{rule_id}:{stamp}")
+        },
+        source: case
+            .source
+            .as_deref()
+            .unwrap_or_else(|| detector(rule_id))
+            .to_owned(),
+        site: (!site.is_empty()).then(|| site.clone()),
+        rule_name: case.name.clone(),
+        host: host.clone(),
+        rule_id: rule_id.clone(),
+        user: case.user.clone(),
+        src_ips: ips(&case.src_ips),
+        dest_ips: ips(&case.dest_ips),
+        dest_ports: most_frequent(&case.dest_ports),
+        raw: Some(case.raw.clone()),
+        first_seen: time(case.first_s),
+        last_seen: time(case.last_s),
+        alert_count: case.count,
+        vendor: case.vendor.clone(),
+    }
+}
+
+/// What a streaming grouper hands on, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Grouped {
+    /// A new case, at its first alert: published at once, so triage need not wait for its
+    /// window to close.
+    Opened(Alert),
+    /// More alerts joined a case published before: the case as it is now.
+    Updated(Alert),
+}
+
+/// Raw alerts arriving as a stream (a followed file, a pipe), grouped by the same keys as
+/// [`Grouper`]: each case is handed on at its first alert, and its repeats as cumulative
+/// updates when [`StreamGrouper::updates`] is called. A case is forgotten once the feed's
+/// clock (its latest alert time) is `keep_s` past the case's hour; an alert for it after that
+/// opens it again under the same id, which the bus drops as a duplicate of the published case
+/// and the source counts as late.
+#[derive(Debug)]
+pub(crate) struct StreamGrouper {
+    cases: Grouper,
+    watermark_s: i64,
+    keep_s: i64,
+}
+
+impl StreamGrouper {
+    /// A grouper keeping cases open `keep_s` seconds of feed time past their hour.
+    pub(crate) fn new(keep_s: i64) -> Self {
+        Self {
+            cases: Grouper::default(),
+            watermark_s: i64::MIN,
+            keep_s,
+        }
+    }
+
+    /// Adds one raw alert; a new case is handed on at once.
+    pub(crate) fn push(&mut self, raw: RawAlert, pos: u64, record: &[u8]) -> Option<Grouped> {
+        self.watermark_s = self.watermark_s.max(raw.time_s);
+        let (key, opened) = self.cases.push(raw, pos, record);
+        if !opened {
+            return None;
+        }
+        let case = self.cases.open.get_mut(&key)?;
+        case.published = case.count;
+        Some(Grouped::Opened(case_alert(&key, case)))
+    }
+
+    /// The cases that gained alerts since they were last handed on, then forgets the cases
+    /// the feed's clock has left `keep_s` behind.
+    pub(crate) fn updates(&mut self) -> Vec<Grouped> {
+        let mut out = Vec::new();
+        for (key, case) in &mut self.cases.open {
+            if case.count > case.published {
+                case.published = case.count;
+                out.push(Grouped::Updated(case_alert(key, case)));
+            }
+        }
+        let (watermark, keep) = (self.watermark_s, self.keep_s);
+        self.cases
+            .open
+            .retain(|key, _| (key.3 + 1).saturating_mul(3600).saturating_add(keep) >= watermark);
+        out
+    }
+
+    /// The feed position of the first alert of the oldest open case: re-reading from there
+    /// after a restart rebuilds every open case.
+    pub(crate) fn resume_pos(&self) -> Option<u64> {
+        self.cases.open.values().map(|c| c.first_line).min()
+    }
+
+    /// Cases open now.
+    pub(crate) fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    /// Whether a case gained alerts since it was last handed on.
+    pub(crate) fn has_updates(&self) -> bool {
+        self.cases.open.values().any(|c| c.count > c.published)
+    }
+
+    /// Moves every open case's first position to `pos` (its first alerts are in a file
+    /// rotated away: re-reading starts at the new file's `pos`).
+    pub(crate) fn rebase(&mut self, pos: u64) {
+        for case in self.cases.open.values_mut() {
+            case.first_line = pos;
+        }
     }
 }
 
@@ -341,6 +439,29 @@ mod tests {
         );
         assert_eq!(cases[0].0, 2);
         assert_eq!(cases[2].1.alert_count, 1);
+    }
+
+    #[test]
+    fn a_stream_updates_its_cases_and_forgets_those_the_feed_clock_left_behind() {
+        let mut g = StreamGrouper::new(3600);
+        let row = |t: i64| parse_row(&format!("fox,{t},scan,10.0.0.9,web,S-Scan")).unwrap();
+        assert!(matches!(g.push(row(0), 1, b"r"), Some(Grouped::Opened(_))));
+        assert!(g.push(row(10), 2, b"r").is_none());
+        assert!(g.has_updates());
+        assert_eq!(g.resume_pos(), Some(1));
+        // Two hours on: the first hour's case is past its hour and `keep`; its last update is
+        // handed on, then it is forgotten.
+        assert!(matches!(
+            g.push(row(7201), 3, b"r"),
+            Some(Grouped::Opened(_))
+        ));
+        let updates = g.updates();
+        assert!(
+            matches!(&updates[..], [Grouped::Updated(a)] if a.alert_count == 2),
+            "{updates:?}"
+        );
+        assert!(!g.has_updates());
+        assert_eq!((g.len(), g.resume_pos()), (1, Some(3)));
     }
 
     proptest::proptest! {

@@ -6,16 +6,18 @@
 //! Lines are read with a length cap, so one enormous line cannot exhaust memory; each line is
 //! validated and normalized (timestamps to RFC 3339 UTC) or rejected with a reason.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
 use super::format::{Decoder, FeedConfig, FeedFormat};
-use super::group::{CSV_HEADER, Grouper};
+use super::group::{CSV_HEADER, Grouped, Grouper, StreamGrouper};
 use crate::proto::Alert;
 
 /// Longest accepted line, bytes.
@@ -78,12 +80,6 @@ pub enum LineError {
     /// A raw alert record is refused (or is no alert).
     #[error(transparent)]
     Row(super::group::RowError),
-    /// Raw alerts arrive on a stream, which this version does not group.
-    #[error(
-        "{0} from a stream (a pipe, a FIFO) is not grouped into cases in this version: read it \
-         from a regular file, or send ticket-format lines"
-    )]
-    StreamNotGrouped(&'static str),
     /// The line is past the length bound (its start is dropped unread).
     #[error("line is longer than {0} bytes")]
     TooLong(usize),
@@ -108,7 +104,6 @@ impl LineError {
             LineError::Row(RowError::Short) => "row has fewer than 6 fields".to_owned(),
             LineError::Row(RowError::NotAnAlert) => "not an alert".to_owned(),
             LineError::Row(RowError::Field { field, problem }) => format!("{field} {problem}"),
-            LineError::StreamNotGrouped(_) => "raw alerts on a stream".to_owned(),
             LineError::TooLong(_) => "line too long".to_owned(),
         }
     }
@@ -255,6 +250,8 @@ pub struct FeedLine {
     /// What the line looks like when it is not an alert of this format (a format read by
     /// other tools), for the message of a feed none of whose lines could be used.
     pub looks_like: Option<&'static str>,
+    /// The alert is an update of a case handed on before (a streaming source's repeats).
+    pub update: bool,
 }
 
 impl FeedLine {
@@ -263,6 +260,7 @@ impl FeedLine {
             line_no,
             alert: Err(error),
             looks_like: None,
+            update: false,
         }
     }
 }
@@ -278,6 +276,8 @@ pub(crate) struct FeedReader {
     config: FeedConfig,
     /// What the feed turned out to be, at its first non-blank line.
     mode: Mode,
+    /// Lines ready to hand on (a streaming grouper's cases and updates).
+    pending: VecDeque<FeedLine>,
 }
 
 /// How a feed's lines are read.
@@ -289,8 +289,9 @@ enum Mode {
     /// Raw alerts (CSV rows, or a detector's own JSON records) folded into cases, published
     /// at the end of the file.
     Grouping(Grouper, Decoder),
-    /// Raw alerts of this format on a stream: refused, saying so.
-    Ungrouped(&'static str),
+    /// Raw alerts on a stream (a pipe, a FIFO): each case handed on at its first alert, its
+    /// repeats as updates.
+    Streaming(StreamGrouper, Decoder, Instant),
     /// The grouped cases, being handed out.
     Cases(std::vec::IntoIter<(u64, Alert)>),
 }
@@ -342,6 +343,7 @@ impl FeedReader {
             streaming: false,
             config: FeedConfig::default(),
             mode: Mode::Start,
+            pending: VecDeque::new(),
         }
     }
 }
@@ -351,29 +353,33 @@ impl Iterator for FeedReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(line) = self.pending.pop_front() {
+                return Some(Ok(line));
+            }
             if let Mode::Cases(cases) = &mut self.mode {
-                // A case is checked like a ticket line (its id joins fields of any length).
-                return cases.next().map(|(line_no, alert)| {
-                    Ok(FeedLine {
-                        line_no,
-                        alert: serde_json::to_vec(&alert)
-                            .map_err(LineError::Json)
-                            .and_then(|bytes| parse_line(&bytes)),
-                        looks_like: None,
-                    })
-                });
+                return cases
+                    .next()
+                    .map(|(line_no, alert)| Ok(grouped_line(line_no, Grouped::Opened(alert))));
             }
             let too_long = match read_line_bounded(&mut self.reader, &mut self.buf, MAX_LINE_BYTES)
             {
-                Ok(None) => {
-                    if let Mode::Grouping(grouper, _) =
-                        std::mem::replace(&mut self.mode, Mode::Tickets)
-                    {
+                Ok(None) => match std::mem::replace(&mut self.mode, Mode::Tickets) {
+                    Mode::Grouping(grouper, _) => {
                         self.mode = Mode::Cases(grouper.finish().into_iter());
                         continue;
                     }
-                    return None;
-                }
+                    Mode::Streaming(mut grouper, ..) => {
+                        let line_no = self.line_no;
+                        self.pending.extend(
+                            grouper
+                                .updates()
+                                .into_iter()
+                                .map(|g| grouped_line(line_no, g)),
+                        );
+                        continue;
+                    }
+                    _ => return None,
+                },
                 Ok(Some(too_long)) => too_long,
                 Err(e) => return Some(Err(e)),
             };
@@ -391,16 +397,21 @@ impl Iterator for FeedReader {
                     FeedFormat::Auto => FeedFormat::recognise(line).unwrap_or(FeedFormat::Tickets),
                     forced => forced,
                 };
-                // A file of raw alerts is grouped; a stream of them cannot be yet (a case's
-                // alerts need not be contiguous), and its lines are refused, saying so.
+                // A file of raw alerts is grouped whole (a case's alerts need not be
+                // contiguous); a stream's cases are handed on as they open, then updated.
+                let keep_s = i64::from(self.config.keep_open_hours) * 3600;
                 self.mode = match Decoder::of(format, self.config.mapping.as_ref()) {
-                    Some(_) if self.streaming => Mode::Ungrouped(format.label()),
+                    Some(decoder) if self.streaming => {
+                        Mode::Streaming(StreamGrouper::new(keep_s), decoder, Instant::now())
+                    }
                     Some(decoder) => Mode::Grouping(Grouper::default(), decoder),
                     None => Mode::Tickets,
                 };
                 // The CSV's header is no alert; a JSON record's first line is one.
-                if matches!(self.mode, Mode::Grouping(_, Decoder::Csv))
-                    && line.starts_with(CSV_HEADER.as_bytes())
+                if matches!(
+                    self.mode,
+                    Mode::Grouping(_, Decoder::Csv) | Mode::Streaming(_, Decoder::Csv, _)
+                ) && line.starts_with(CSV_HEADER.as_bytes())
                 {
                     continue;
                 }
@@ -419,9 +430,34 @@ impl Iterator for FeedReader {
                     }
                     Err(e) => return Some(Ok(FeedLine::refused(self.line_no, LineError::Row(e)))),
                 },
-                Mode::Ungrouped(label) => {
-                    let error = LineError::StreamNotGrouped(label);
-                    return Some(Ok(FeedLine::refused(self.line_no, error)));
+                Mode::Streaming(grouper, decoder, last_updates) => {
+                    match decoder.parse(line) {
+                        Ok(mut raw) => {
+                            if raw.site.is_empty()
+                                && let Some(site) = site
+                            {
+                                raw.site.clone_from(site);
+                            }
+                            let line_no = self.line_no;
+                            if let Some(g) = grouper.push(raw, line_no, line) {
+                                self.pending.push_back(grouped_line(line_no, g));
+                            }
+                            if last_updates.elapsed() >= UPDATE_EVERY {
+                                *last_updates = Instant::now();
+                                self.pending.extend(
+                                    grouper
+                                        .updates()
+                                        .into_iter()
+                                        .map(|g| grouped_line(line_no, g)),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            self.pending
+                                .push_back(FeedLine::refused(self.line_no, LineError::Row(e)));
+                        }
+                    }
+                    continue;
                 }
                 _ => {}
             }
@@ -440,8 +476,30 @@ impl Iterator for FeedReader {
                 line_no: self.line_no,
                 alert,
                 looks_like,
+                update: false,
             }));
         }
+    }
+}
+
+/// How often a stream's open cases are updated (at a line's arrival).
+pub(crate) const UPDATE_EVERY: Duration = Duration::from_secs(1);
+
+/// A grouper's case as a feed line, checked like a ticket line (its id joins fields of any
+/// length).
+pub(crate) fn grouped_line(line_no: u64, grouped: Grouped) -> FeedLine {
+    let (alert, update) = match grouped {
+        Grouped::Opened(alert) => (alert, false),
+        Grouped::Updated(alert) => (alert, true),
+    };
+    let alert = serde_json::to_vec(&alert)
+        .map_err(LineError::Json)
+        .and_then(|bytes| parse_line(&bytes));
+    FeedLine {
+        line_no,
+        alert,
+        looks_like: None,
+        update,
     }
 }
 
@@ -509,6 +567,29 @@ mod tests {
             );
         }
         assert_eq!(FeedFormat::recognise(GOOD.as_bytes()), None);
+    }
+
+    #[test]
+    fn a_stream_of_raw_alerts_opens_cases_at_once_and_updates_them_at_its_end() {
+        let csv = "site,time,name,ip,host,rule_id\nfox,7200,scan,10.0.0.9,web,S-Scan\n\
+                   fox,7300,scan,10.0.0.9,web,S-Scan\nfox,7300,scan,10.0.0.9,db,S-Scan\n";
+        let mut reader = FeedReader::new(Box::new(io::Cursor::new(csv.as_bytes().to_vec())));
+        reader.streaming = true;
+        let got: Vec<(bool, String, u32)> = reader
+            .map(|l| {
+                let l = l.unwrap();
+                let a = l.alert.unwrap();
+                (l.update, a.host, a.alert_count)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (false, "web".to_owned(), 1),
+                (false, "db".to_owned(), 1),
+                (true, "web".to_owned(), 2)
+            ]
+        );
     }
 
     const GOOD: &str = r#"{"ticket_id":"fox-00001","site":"fox","source":"suricata","rule_id":"S-Dns-Qry3","rule_name":"Suricata: Alert - ET INFO Observed DNS Query to .biz TLD","host":"mail","src_ips":["192.168.1.5"],"first_seen":"2022-01-15T00:00:01+01:00","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;

@@ -3,6 +3,7 @@
 //! Everything here handles untrusted input: a malformed record is an error value with a reason,
 //! never a panic, and never stops the feed.
 
+pub(crate) mod follow;
 pub mod format;
 pub(crate) mod group;
 pub mod jsonl;

@@ -44,11 +44,13 @@ pub enum Event {
     ShiftSummary(ShiftSummary),
     /// An analyst's disposition of a case became known (the record the reasoner learns from).
     DispositionRecorded(DispositionRecorded),
+    /// More raw alerts joined a case a streaming source opened: the case as it is now.
+    CaseUpdated(CaseUpdated),
 }
 
 impl Event {
     /// Every event kind name, in a fixed order (the index is `Event::ordinal`).
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 14] = [
         "AlertReceived",
         "AlertTriaged",
         "CaseEscalated",
@@ -62,6 +64,7 @@ impl Event {
         "CampaignDetected",
         "ShiftSummary",
         "DispositionRecorded",
+        "CaseUpdated",
     ];
 
     /// Position of this event's kind in [`Event::KINDS`].
@@ -80,6 +83,7 @@ impl Event {
             Self::CampaignDetected(_) => 10,
             Self::ShiftSummary(_) => 11,
             Self::DispositionRecorded(_) => 12,
+            Self::CaseUpdated(_) => 13,
         }
     }
 
@@ -100,6 +104,7 @@ impl Event {
             Self::ThreatIntelReport(e) => Some(&e.case),
             Self::DispositionRecorded(e) => Some(&e.case),
             Self::AlertReceived(_)
+            | Self::CaseUpdated(_)
             | Self::DetectionTuningReport(_)
             | Self::HuntingReport(_)
             | Self::CampaignDetected(_)
@@ -148,6 +153,7 @@ event_kinds! {
     CampaignDetected => 10,
     ShiftSummary => 11,
     DispositionRecorded => 12,
+    CaseUpdated => 13,
 }
 
 /// An alert entered the SOC.
@@ -156,6 +162,19 @@ pub struct AlertReceived {
     /// The alert.
     pub alert: Alert,
     /// The source that delivered it (`jsonl:<file name>`, `xsoar`, `http`).
+    pub received_via: String,
+}
+
+/// More raw alerts joined an open case after its `AlertReceived`: a streaming source (a
+/// followed file, a pipe) publishes a case at its first alert, so triage need not wait for its
+/// window to close, and its repeats as updates. Cumulative (the counts, times and addresses so
+/// far, under the case's `ticket_id`), so a repeat or a reordering is harmless: readers keep
+/// the largest count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CaseUpdated {
+    /// The case as it is now.
+    pub alert: Alert,
+    /// The source that delivered it.
     pub received_via: String,
 }
 

@@ -53,6 +53,7 @@ pub(crate) async fn fold_page(
         }
         let case = match &envelope.event {
             Event::AlertReceived(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
+            Event::CaseUpdated(e) => CaseContext::from_alert(&e.alert, &envelope.id.to_string()),
             other => match other.case() {
                 Some(case) => case.clone(),
                 None => continue,
