@@ -114,8 +114,12 @@ pub(crate) fn children(ctx: &Context) -> Vec<ChildSpec> {
         });
     }
     if parts.runs("source") {
-        // The JSONL feed (or the demo feed) unless XSOAR alone is the source.
-        if ctx.config.alerts.is_some() || !ctx.config.xsoar.enabled() || ctx.config.demo {
+        // The JSONL feed (or the demo feed) unless XSOAR or HTTP ingest is the source.
+        let pushed = !ctx.config.ingest.sources.is_empty();
+        if ctx.config.alerts.is_some()
+            || (!ctx.config.xsoar.enabled() && !pushed)
+            || ctx.config.demo
+        {
             specs.push(ChildSpec::of(alert_source::NAME, Stage::Feed, start_source));
         }
         if ctx.config.xsoar.enabled() {
@@ -188,7 +192,9 @@ fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_>
                 projector: ctx.projector_stats.clone(),
                 bus: ctx.bus.clone(),
                 pool: None,
+                ingest: ctx.ingest.as_ref().map(|i| i.stats()).unwrap_or_default(),
             },
+            ingest: ctx.ingest.clone(),
         };
         linked(name, HttpServer, args, parent).await
     })

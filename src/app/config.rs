@@ -49,6 +49,8 @@ pub struct Config {
     pub approvals: crate::approvals::ApprovalsConfig,
     /// Webex cards and card feedback.
     pub webex: crate::webex::WebexConfig,
+    /// Sources that push alerts over HTTP (`POST /ingest/<source>`).
+    pub ingest: crate::ingest::http::IngestConfig,
     /// Cortex XSOAR as an alert source.
     pub xsoar: crate::ingest::xsoar::XsoarConfig,
     /// Where traces go.
@@ -73,6 +75,7 @@ impl Default for Config {
             tools: crate::tools::ToolsConfig::default(),
             approvals: crate::approvals::ApprovalsConfig::default(),
             webex: crate::webex::WebexConfig::default(),
+            ingest: crate::ingest::http::IngestConfig::default(),
             xsoar: crate::ingest::xsoar::XsoarConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
             rulesets: crate::judgment::vendor::RulesetsConfig::default(),
@@ -263,6 +266,7 @@ impl Config {
             self.http.addr = v;
         }
         self.llm.apply_env(&var);
+        self.ingest.apply_env(&var);
         if let Some(v) = var("SOC_FALCON_CLIENT_ID") {
             self.tools.falcon.client_id = v;
         }
@@ -295,6 +299,7 @@ impl Config {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
         self.http.socket_addr()?;
         self.feed.validate().map_err(ConfigError::Invalid)?;
+        self.ingest.validate().map_err(ConfigError::Invalid)?;
         if self.feed.follow && self.alerts.is_none() {
             return Err(ConfigError::Invalid(
                 "feed.follow (--follow) needs a feed file to follow (--alerts FILE)".to_owned(),

@@ -72,6 +72,9 @@ pub struct Context {
     pub role_stats: BTreeMap<&'static str, Arc<RoleStats>>,
     /// Counters of the alert source.
     pub source_stats: Arc<SourceStats>,
+    /// HTTP ingest (`POST /ingest/<source>`), when sources are configured; outlives restarts
+    /// of the HTTP server.
+    pub ingest: Option<Arc<crate::ingest::http::Ingest>>,
     /// The bridge queue (Redis only).
     pub bridge_queue: Option<Arc<WriteQueue>>,
     /// The HTTP listener bound at startup (taken by the first HTTP actor) and its address.

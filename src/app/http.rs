@@ -46,6 +46,8 @@ pub(crate) struct Args {
     pub pages: Option<Pages>,
     /// What `/metrics` reads.
     pub metrics: crate::app::metrics::Sources,
+    /// HTTP ingest, when sources are configured.
+    pub ingest: Option<Arc<crate::ingest::http::Ingest>>,
 }
 
 /// What the approval pages and the Webex webhook work with.
@@ -72,6 +74,8 @@ pub(crate) struct HttpServer;
 pub(crate) struct State {
     stop: CancellationToken,
     server: Option<AbortOnDropHandle<()>>,
+    /// Publishes HTTP-ingested cases' updates each second.
+    _ticker: Option<AbortOnDropHandle<()>>,
 }
 
 impl Actor for HttpServer {
@@ -126,6 +130,24 @@ impl Actor for HttpServer {
                 .route("/metrics", get(metrics_text))
                 .with_state(Arc::new(metrics)),
         );
+        let ticker = args.ingest.map(|ingest| {
+            app = app
+                .clone()
+                .merge(crate::ingest::http::routes(ingest.clone()));
+            let me = myself.clone();
+            spawn_watched(
+                async move {
+                    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        every.tick().await;
+                        ingest.tick().await;
+                    }
+                },
+                move || {
+                    let _ = me.cast(Msg::ServerExited);
+                },
+            )
+        });
         let shutdown = stop.clone();
         let server = spawn_watched(
             async move {
@@ -148,6 +170,7 @@ impl Actor for HttpServer {
         Ok(State {
             stop,
             server: Some(server),
+            _ticker: ticker,
         })
     }
 

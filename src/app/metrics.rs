@@ -84,6 +84,12 @@ pub(crate) mod names {
     pub(crate) const SOURCE_SKIPPED_RECORDS: &str = "soc_source_skipped_records";
     /// `soc_source_rejected_lines`.
     pub(crate) const SOURCE_REJECTED_LINES: &str = "soc_source_rejected_lines";
+    /// `soc_ingest_records_total`.
+    pub(crate) const INGEST_RECORDS_TOTAL: &str = "soc_ingest_records_total";
+    /// `soc_ingest_rejected_total`.
+    pub(crate) const INGEST_REJECTED_TOTAL: &str = "soc_ingest_rejected_total";
+    /// `soc_ingest_refused_requests_total`.
+    pub(crate) const INGEST_REFUSED_REQUESTS_TOTAL: &str = "soc_ingest_refused_requests_total";
     /// `soc_xsoar_malformed_total`.
     pub(crate) const XSOAR_MALFORMED_TOTAL: &str = "soc_xsoar_malformed_total";
     /// `soc_xsoar_notes_total`.
@@ -99,6 +105,8 @@ pub(crate) struct Sources {
     pub roles: BTreeMap<&'static str, (Topic, Arc<RoleStats>)>,
     /// The alert source.
     pub source: Arc<SourceStats>,
+    /// HTTP ingest's sources, by name.
+    pub ingest: BTreeMap<String, Arc<crate::ingest::http::IngestStats>>,
     /// The LLM gateway, when it runs.
     pub llm: Option<Arc<GatewayStats>>,
     /// The projector.
@@ -310,6 +318,64 @@ impl Sources {
             );
         }
 
+        if !self.ingest.is_empty() {
+            family(
+                &mut out,
+                INGEST_RECORDS_TOTAL,
+                "counter",
+                "Records HTTP ingest took, by source and outcome.",
+            );
+            let snapshots: Vec<_> = self.ingest.iter().map(|(n, s)| (n, s.snapshot())).collect();
+            for (name, s) in &snapshots {
+                let rejected: u64 = s.rejected.values().map(|(n, _)| n).sum();
+                for (outcome, n) in [
+                    ("received", s.records),
+                    ("case_opened", s.cases),
+                    ("case_updated", s.updates),
+                    ("duplicate", s.duplicates),
+                    ("skipped", s.skipped),
+                    ("rejected", rejected),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "{INGEST_RECORDS_TOTAL}{{source=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        label_value(name)
+                    );
+                }
+            }
+            family(
+                &mut out,
+                INGEST_REJECTED_TOTAL,
+                "counter",
+                "Records HTTP ingest refused, by source and reason.",
+            );
+            for (name, s) in &snapshots {
+                for (reason, (n, _)) in &s.rejected {
+                    let _ = writeln!(
+                        out,
+                        "{INGEST_REJECTED_TOTAL}{{source=\"{}\",reason=\"{}\"}} {n}",
+                        label_value(name),
+                        label_value(reason)
+                    );
+                }
+            }
+            family(
+                &mut out,
+                INGEST_REFUSED_REQUESTS_TOTAL,
+                "counter",
+                "Requests HTTP ingest refused, by source and status.",
+            );
+            for (name, s) in &snapshots {
+                for (status, n) in &s.refused_requests {
+                    let _ = writeln!(
+                        out,
+                        "{INGEST_REFUSED_REQUESTS_TOTAL}{{source=\"{}\",status=\"{status}\"}} {n}",
+                        label_value(name)
+                    );
+                }
+            }
+        }
+
         if let Some(x) = &self.xsoar {
             for (name, help, value) in [
                 (
@@ -496,6 +562,7 @@ mod tests {
             bus: Bus::memory(crate::bus::BusConfig::default()).unwrap(),
             pool: None,
             xsoar: Some(xsoar),
+            ingest: BTreeMap::new(),
         };
         let text = sources.render().await;
         for line in [

@@ -86,6 +86,7 @@ impl Runtime {
             && config.bus.backend == Backend::Redis
             && config.supervisor.runs("source")
             && !config.xsoar.enabled()
+            && config.ingest.sources.is_empty()
             && !config.demo
         {
             return Err(StartError::NoFeed);
@@ -159,6 +160,7 @@ impl Runtime {
                 .map(|r| (r.name, Arc::new(RoleStats::default())))
                 .collect(),
             source_stats: Arc::new(SourceStats::default()),
+            ingest: crate::ingest::http::Ingest::new(&config.ingest, bus.clone()),
             bridge_queue,
             http,
             health,
@@ -289,6 +291,8 @@ pub struct Summary {
     pub skipped_records: u64,
     /// Updates of cases a streaming feed opened (repeats that joined them), published.
     pub case_updates: u64,
+    /// What each HTTP ingest source sent: records, cases, refusals by reason and status.
+    pub ingest: BTreeMap<String, crate::ingest::http::IngestSnapshot>,
     /// Why the feed could not be read to its end, if it could not (the run then fails).
     pub feed_error: Option<String>,
     /// Per role.
@@ -384,6 +388,16 @@ impl Summary {
             rejected: source.rejected,
             skipped_records: source.skipped_records,
             case_updates: source.case_updates,
+            ingest: ctx
+                .ingest
+                .as_ref()
+                .map(|i| {
+                    i.stats()
+                        .into_iter()
+                        .map(|(name, s)| (name, s.snapshot()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             feed_error: source.feed_error,
             escalated: total(CaseEscalated::KIND),
             actions_proposed: total(ActionProposed::KIND),
@@ -432,6 +446,18 @@ impl Summary {
         }
         if let Some(e) = &self.feed_error {
             let _ = writeln!(out, "  FEED ERROR: {e} (the rest of the feed was not read)");
+        }
+        for (name, i) in &self.ingest {
+            let rejected: u64 = i.rejected.values().map(|(n, _)| n).sum();
+            let _ = writeln!(
+                out,
+                "  http ingest {name}: records {}   cases {}   updates {}   skipped {}   \
+                 rejected {rejected}   refused requests {:?}",
+                i.records, i.cases, i.updates, i.skipped, i.refused_requests
+            );
+            for (reason, (n, first)) in &i.rejected {
+                let _ = writeln!(out, "    {n} x {reason} (first: {first})");
+            }
         }
         let _ = writeln!(
             out,

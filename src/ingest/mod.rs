@@ -6,6 +6,7 @@
 pub(crate) mod follow;
 pub mod format;
 pub(crate) mod group;
+pub mod http;
 pub mod jsonl;
 pub mod mapping;
 pub(crate) mod native;
