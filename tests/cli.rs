@@ -737,6 +737,37 @@ fn leave_one_site_out_estimates_judgment_on_unseen_sites_without_seeing_the_answ
     assert_eq!(c["bins"].as_array().unwrap().len(), 10);
     assert_eq!(s["cold_start"].as_array().unwrap().len(), 4);
 
+    // The same backtest on the cases the runtime groups the raw alerts into, labelled by the
+    // ticket with the same grouping key: the same matrix on every site.
+    let grouped_out = dir.path().join("grouped.json");
+    let output = run(soc()
+        .args(["backtest", "--leave-one-site-out", "--feedback-delay", "4h"])
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/backtest-ait-ads.toml"))
+        .arg("--alerts")
+        .arg(common::datasets_dir().join("ait-ads/alerts-dev.csv.gz"))
+        .arg("--labels")
+        .arg(common::dev_tickets())
+        .arg("--out")
+        .arg(&grouped_out)
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("into 9869 cases, 9869 of them labelled"),
+        "{}",
+        text(&output.stderr)
+    );
+    let g = summary(&grouped_out);
+    for key in [
+        "tickets",
+        "confusion",
+        "per_site",
+        "calibration",
+        "cold_start",
+    ] {
+        assert_eq!(g[key], s[key], "{key}");
+    }
+
     // A history holding the replayed tickets themselves gives them nothing: they are left
     // out of it, so the run equals one without history.
     let shaw_only = dir.path().join("shaw.jsonl");

@@ -22,7 +22,10 @@ pub use crate::knowledge::Disposition;
 pub use replay::{BacktestError, Setup, leave_one_site_out, run};
 pub use report::{report_html, site_chart_svg};
 pub use score::*;
-pub use tickets::{BadTicket, Selection, Ticket, TicketsError, history_for, load_tickets, select};
+pub use tickets::{
+    BadTicket, Join, Selection, Ticket, TicketsError, history_for, load_grouped, load_tickets,
+    select,
+};
 
 #[cfg(test)]
 mod tests {

@@ -159,6 +159,85 @@ pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
     })
 }
 
+/// How raw alerts' cases met their labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Join {
+    /// Cases the runtime grouped the raw alerts into.
+    pub cases: u64,
+    /// Of them, cases a label was found for (the ones replayed).
+    pub labelled: u64,
+    /// Labels no case matched.
+    pub labels_unmatched: u64,
+    /// Labels sharing a grouping key with another (the first one counts).
+    pub labels_ambiguous: u64,
+    /// Raw alert lines refused.
+    pub rejected_lines: u64,
+}
+
+/// Raw alerts (any format `--alerts` reads) grouped into cases by the runtime's own grouping,
+/// each labelled by the ticket of `labels` with the same grouping key (site, host, rule id and
+/// the UTC hour of its first alert): so a backtest scores the cases the runtime would make.
+pub fn load_grouped(alerts: &Path, labels: &Path) -> Result<(Vec<Ticket>, Join), TicketsError> {
+    let labelled = load_tickets(labels)?;
+    let mut join = Join::default();
+    let key = |site: &str, host: &str, rule: &str, first_ms: i64| {
+        (
+            site.to_owned(),
+            host.to_owned(),
+            rule.to_owned(),
+            first_ms.div_euclid(3_600_000),
+        )
+    };
+    let mut by_key = std::collections::HashMap::new();
+    for t in labelled {
+        if by_key
+            .insert(key(&t.site, &t.host, &t.rule, t.first_ms), t.ground_truth)
+            .is_some()
+        {
+            join.labels_ambiguous += 1;
+        }
+    }
+    let file_name = alerts.display().to_string();
+    let read_err = |e| TicketsError::Read(file_name.clone(), e);
+    let reader = crate::ingest::jsonl::FeedReader::open(
+        alerts,
+        &crate::ingest::format::FeedConfig::default(),
+    )
+    .map_err(read_err)?;
+    let mut tickets = Vec::new();
+    for line in reader {
+        let line = line.map_err(read_err)?;
+        let Ok(alert) = line.alert else {
+            join.rejected_lines += 1;
+            continue;
+        };
+        join.cases += 1;
+        let first_ms = chrono::DateTime::parse_from_rfc3339(&alert.first_seen)
+            .map_or(0, |t| t.timestamp_millis());
+        let site = alert.site.clone().unwrap_or_default();
+        let Some(label) = by_key.remove(&key(&site, &alert.host, &alert.rule_id, first_ms)) else {
+            continue;
+        };
+        let mut object = match serde_json::to_value(&alert) {
+            Ok(serde_json::Value::Object(object)) => object,
+            _ => continue,
+        };
+        object.insert(
+            "ground_truth".to_owned(),
+            serde_json::to_value(label).unwrap_or_default(),
+        );
+        let at = |reason: BadTicket| TicketsError::Ticket {
+            file: file_name.clone(),
+            line: line.line_no,
+            reason,
+        };
+        tickets.push(ticket_of(&serde_json::Value::Object(object).to_string()).map_err(at)?);
+        join.labelled += 1;
+    }
+    join.labels_unmatched = by_key.len() as u64;
+    Ok((tickets, join))
+}
+
 /// The tickets to replay, in replay (time) order.
 pub fn select(tickets: Vec<Ticket>, selection: &Selection) -> Vec<Ticket> {
     let mut pool: Vec<Ticket> = tickets

@@ -10,8 +10,21 @@ use clap::Args;
 pub(crate) struct BacktestArgs {
     /// Labelled tickets (JSONL, plain or gzip, with `ground_truth`: escalate | close), e.g.
     /// ../shared/datasets/ait-ads/tickets-dev.jsonl.gz.
-    #[arg(long, value_name = "FILE")]
-    tickets: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "alerts")]
+    tickets: Option<PathBuf>,
+    /// Instead of --tickets: raw alerts in any format `run --alerts` reads (e.g.
+    /// ../shared/datasets/ait-ads/alerts-dev.csv.gz), grouped into cases by the runtime and
+    /// labelled by the --labels ticket with the same grouping key (site, host, rule, hour).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "tickets",
+        requires = "labels"
+    )]
+    alerts: Option<PathBuf>,
+    /// Labelled tickets for --alerts' cases.
+    #[arg(long, value_name = "FILE", requires = "alerts")]
+    labels: Option<PathBuf>,
     /// Only these sites (comma-separated); all by default.
     #[arg(long, value_delimiter = ',', value_name = "SITE")]
     sites: Vec<String>,
@@ -94,7 +107,35 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.max_drop) {
         anyhow::bail!("--max-drop must be between 0 and 1");
     }
-    let tickets = backtest::load_tickets(&args.tickets)?;
+    let (tickets, file) = match (&args.tickets, &args.alerts, &args.labels) {
+        (Some(path), ..) => (backtest::load_tickets(path)?, path.display().to_string()),
+        (None, Some(alerts), Some(labels)) => {
+            let (tickets, join) = backtest::load_grouped(alerts, labels)?;
+            eprintln!(
+                "grouped {} into {} cases, {} of them labelled by {} ({} labels unmatched, {} \
+                 ambiguous, {} alert lines refused)",
+                alerts.display(),
+                join.cases,
+                join.labelled,
+                labels.display(),
+                join.labels_unmatched,
+                join.labels_ambiguous,
+                join.rejected_lines
+            );
+            if tickets.is_empty() {
+                anyhow::bail!(
+                    "no case of {} has a label in {}: nothing to score",
+                    alerts.display(),
+                    labels.display()
+                );
+            }
+            (
+                tickets,
+                format!("{} (labels {})", alerts.display(), labels.display()),
+            )
+        }
+        _ => anyhow::bail!("give --tickets, or --alerts with --labels"),
+    };
     let selection = Selection {
         sites: args.sites.clone(),
         sample: args.sample,
@@ -134,7 +175,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         keep_assessments: args.decisions.is_some(),
     };
     let selection = SelectionSummary {
-        file: args.tickets.display().to_string(),
+        file,
         sites: args.sites,
         sample: args.sample,
         stratify: args.stratify,
