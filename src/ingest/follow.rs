@@ -472,6 +472,48 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// However a file's bytes arrive (any cut, mid-line included), the follower hands on
+        /// the lines a whole read of the file gives, in order, once each.
+        #[test]
+        fn any_arrival_of_the_bytes_gives_the_lines_of_a_whole_read(
+            picks in proptest::collection::vec(0usize..5, 0..12),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let pieces = [ticket(1), ticket(2), String::new(), "{broken".to_owned(), "\u{1F600} x".to_owned()];
+            let text: String = picks.iter().map(|&i| pieces[i].clone() + "\n").collect();
+            let whole: Vec<(u64, String)> = super::super::jsonl::read_all(std::io::Cursor::new(text.clone().into_bytes()))
+                .into_iter()
+                .map(|l| l.unwrap())
+                .map(|l| (l.line_no, l.alert.map_or_else(|e| e.to_string(), |a| a.ticket_id)))
+                .collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.jsonl");
+            std::fs::write(&path, "").unwrap();
+            let mut f = Follower::open(&path, &FeedConfig::default(), None).unwrap();
+            let mut got = Vec::new();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+            cuts.push(text.len());
+            cuts.sort_unstable();
+            let bytes = text.as_bytes();
+            let mut at = 0;
+            for cut in cuts {
+                append_bytes(&path, &bytes[at..cut]);
+                at = cut;
+                let (lines, _) = f.poll(1000).unwrap();
+                got.extend(lines.into_iter().map(|l| (l.line_no, l.alert.map_or_else(|e| e.to_string(), |a| a.ticket_id))));
+            }
+            proptest::prop_assert_eq!(got, whole);
+        }
+    }
+
+    fn append_bytes(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
     #[test]
     fn raw_alerts_open_a_case_at_once_update_it_and_resume_rebuilds_it() {
         let dir = tempfile::tempdir().unwrap();

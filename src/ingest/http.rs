@@ -478,7 +478,7 @@ async fn receive(
             return message(status, text);
         }
     };
-    let records = split(&body, source.config.format);
+    let records = split_body(&body, source.config.format);
     let n = records.len() as u64;
     if n == 0 {
         source.stats.refuse(StatusCode::BAD_REQUEST);
@@ -660,7 +660,7 @@ impl Grouping {
 
 /// The records of a body: CSV rows for a CSV source, else JSON values a line (several back to
 /// back allowed, as HEC sends them), each unwrapped from a HEC envelope (`{"event": ...}`).
-fn split(body: &[u8], format: FeedFormat) -> Vec<Result<Vec<u8>, &'static str>> {
+pub(crate) fn split_body(body: &[u8], format: FeedFormat) -> Vec<Result<Vec<u8>, &'static str>> {
     let mut out = Vec::new();
     for line in body.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
@@ -703,7 +703,7 @@ mod tests {
     #[test]
     fn bodies_split_into_records_whatever_their_framing() {
         let r = |body: &str| {
-            split(body.as_bytes(), FeedFormat::Auto)
+            split_body(body.as_bytes(), FeedFormat::Auto)
                 .into_iter()
                 .map(|r| r.map(|b| String::from_utf8(b).unwrap()))
                 .collect::<Vec<_>>()
@@ -723,13 +723,24 @@ mod tests {
         assert!(got[0].is_err());
         assert_eq!(got[1], Ok(r#"{"a":2}"#.to_owned()));
         assert_eq!(
-            split(
+            split_body(
                 b"site,time,name,ip,host,rule_id\nfox,1,n,1.2.3.4,h,W-X",
                 FeedFormat::AitCsv
             )
             .len(),
             2
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Bodies are untrusted: any bytes split into records or refusals, never a panic.
+        #[test]
+        fn any_body_splits(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = split_body(&bytes, FeedFormat::Auto);
+            let _ = split_body(&bytes, FeedFormat::AitCsv);
+        }
     }
 
     #[test]

@@ -329,6 +329,14 @@ impl FeedReader {
         self.line_no
     }
 
+    /// A feed over a stream (a pipe): raw alerts grouped as they arrive.
+    pub(crate) fn stream(reader: Box<dyn BufRead + Send>) -> Self {
+        Self {
+            streaming: true,
+            ..Self::new(reader)
+        }
+    }
+
     /// The bundled demo feed.
     pub(crate) fn demo() -> Self {
         Self::new(Box::new(io::Cursor::new(DEMO_FEED.as_bytes())))
