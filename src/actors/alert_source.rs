@@ -22,11 +22,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::bus::{Bus, Commit, Outcome, Outgoing};
+use crate::bus::{Bus, Commit, Outcome};
 use crate::ingest::follow::{FilePos, Follower, load_pos};
 use crate::ingest::format::FeedConfig;
 use crate::ingest::jsonl::{FeedLine, FeedReader};
-use crate::proto::{AlertReceived, CaseUpdated, Event};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
@@ -421,28 +420,9 @@ async fn publish(
             stats.lines.fetch_add(1, Ordering::Relaxed);
             match line.alert {
                 Ok(alert) => {
-                    let ticket = alert.ticket_id.clone();
-                    let (key, event) = if line.update {
-                        (
-                            format!("update:{ticket}:{}", alert.alert_count),
-                            Event::CaseUpdated(CaseUpdated {
-                                alert,
-                                received_via: label.clone(),
-                            }),
-                        )
-                    } else {
-                        (
-                            format!("alert:{ticket}"),
-                            Event::AlertReceived(AlertReceived {
-                                alert,
-                                received_via: label.clone(),
-                            }),
-                        )
-                    };
-                    let envelope = crate::telemetry::ingested(PRODUCER, &ticket, event);
-                    match Outgoing::event(&envelope) {
-                        Ok(out) => {
-                            commits.push(Commit::dedupe(key, vec![out]));
+                    match crate::ingest::case_commit(alert, line.update, &label, PRODUCER) {
+                        Ok(commit) => {
+                            commits.push(commit);
                             is_update.push(line.update);
                         }
                         Err(e) => {

@@ -214,25 +214,10 @@ pub async fn redis(
         baseline.push(raw_xadd(url, &format!("{namespace}raw"), &fields, events).await?);
         let cpu_between = server_cpu(url).await?;
         cpu_per_op.push((cpu_between - cpu_before) * 1e6 / events as f64);
-        let config = bench_config(namespace.clone());
-        let (writer, queue) = bridge::queue(config.bridge_buffer);
-        let bus = Bus::redis(url, config.clone(), writer).await?;
-        let (bridge_ref, bridge_join) = Actor::spawn(
-            None,
-            BusBridge,
-            bridge::Args {
-                url: url.to_owned(),
-                config,
-                queue,
-            },
-        )
-        .await
-        .map_err(|e| BusError::Config(format!("cannot start the bus bridge: {e}")))?;
-        let rate = run(bus, &fields, events, consumers).await;
+        let redis = RedisBus::start(url, bench_config(namespace.clone())).await?;
+        let rate = run(redis.bus.clone(), &fields, events, consumers).await;
         cpu_per_event.push((server_cpu(url).await? - cpu_between) * 1e6 / events as f64);
-        bridge_ref.stop(None);
-        let _ = bridge_join.await;
-        delete_namespace(url, &namespace).await?;
+        redis.stop(url, &namespace).await?;
         rates.push(rate?);
     }
     let mut result = report(
@@ -409,7 +394,42 @@ async fn raw_xadd(url: &str, key: &str, fields: &Fields, n: u64) -> Result<f64, 
 }
 
 /// Deletes every key under `namespace`.
-pub(crate) async fn delete_namespace(url: &str, namespace: &str) -> Result<(), BusError> {
+/// A Redis bus with its bridge actor running, for one measurement.
+pub(crate) struct RedisBus {
+    /// The bus.
+    pub(crate) bus: Bus,
+    bridge: ractor::ActorRef<bridge::Msg>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl RedisBus {
+    /// Connects the bus and starts its bridge.
+    pub(crate) async fn start(url: &str, config: BusConfig) -> Result<RedisBus, BusError> {
+        let (writer, queue) = bridge::queue(config.bridge_buffer);
+        let bus = Bus::redis(url, config.clone(), writer).await?;
+        let (bridge, join) = Actor::spawn(
+            None,
+            BusBridge,
+            bridge::Args {
+                url: url.to_owned(),
+                config,
+                queue,
+            },
+        )
+        .await
+        .map_err(|e| BusError::Config(format!("cannot start the bus bridge: {e}")))?;
+        Ok(RedisBus { bus, bridge, join })
+    }
+
+    /// Stops the bridge and deletes the measurement's keys.
+    pub(crate) async fn stop(self, url: &str, namespace: &str) -> Result<(), BusError> {
+        self.bridge.stop(None);
+        let _ = self.join.await;
+        delete_namespace(url, namespace).await
+    }
+}
+
+async fn delete_namespace(url: &str, namespace: &str) -> Result<(), BusError> {
     let client = ::redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cursor = 0u64;

@@ -17,14 +17,11 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
-use ractor::Actor;
 use serde::Serialize;
 
-use crate::bus::bridge::{self, BusBridge};
-use crate::bus::{Bus, BusConfig, BusError, Commit, Outgoing, Retention, Topic};
+use crate::bus::{Bus, BusConfig, BusError, Retention, Topic};
 use crate::ingest::format::FeedConfig;
 use crate::ingest::jsonl::{FeedLine, FeedReader};
-use crate::proto::{AlertReceived, Event};
 
 /// Cases per bus submission, as the alert source batches them.
 const BATCH: usize = 256;
@@ -128,23 +125,9 @@ pub async fn run(path: &Path, redis_url: Option<&str>) -> Result<IngestBench, In
             "memory"
         }
         Some(url) => {
-            let (writer, queue) = bridge::queue(config.bridge_buffer);
-            let bus = Bus::redis(url, config.clone(), writer).await?;
-            let (bridge_ref, bridge_join) = Actor::spawn(
-                None,
-                BusBridge,
-                bridge::Args {
-                    url: url.to_owned(),
-                    config,
-                    queue,
-                },
-            )
-            .await
-            .map_err(|e| BusError::Config(format!("cannot start the bus bridge: {e}")))?;
-            let published = publish(bus, lines_read).await;
-            bridge_ref.stop(None);
-            let _ = bridge_join.await;
-            super::bus::delete_namespace(url, &namespace).await?;
+            let redis = super::bus::RedisBus::start(url, config).await?;
+            let published = publish(redis.bus.clone(), lines_read).await;
+            redis.stop(url, &namespace).await?;
             published?;
             "redis"
         }
@@ -212,19 +195,12 @@ async fn publish(bus: Bus, lines: Vec<FeedLine>) -> Result<(), BusError> {
     let mut batch = Vec::with_capacity(BATCH);
     for line in lines {
         let Ok(alert) = line.alert else { continue };
-        let ticket = alert.ticket_id.clone();
-        let envelope = crate::telemetry::ingested(
+        batch.push(crate::ingest::case_commit(
+            alert,
+            line.update,
+            "bench",
             "source:bench",
-            &ticket,
-            Event::AlertReceived(AlertReceived {
-                alert,
-                received_via: "bench".to_owned(),
-            }),
-        );
-        batch.push(Commit::dedupe(
-            format!("alert:{ticket}"),
-            vec![Outgoing::event(&envelope)?],
-        ));
+        )?);
         if batch.len() == BATCH {
             bus.submit(std::mem::take(&mut batch)).await?;
         }

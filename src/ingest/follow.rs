@@ -262,10 +262,7 @@ impl Follower {
             return;
         }
         if matches!(self.mode, Mode::Start) {
-            let format = match self.config.format {
-                FeedFormat::Auto => FeedFormat::recognise(line).unwrap_or(FeedFormat::Tickets),
-                forced => forced,
-            };
+            let format = self.config.format.resolve(line);
             self.decided = format;
             self.mode = match Decoder::of(format, self.config.mapping.as_ref()) {
                 Some(decoder) => Mode::Raw(
@@ -281,13 +278,8 @@ impl Follower {
                 if matches!(decoder, Decoder::Csv) && line.starts_with(CSV_HEADER.as_bytes()) {
                     return;
                 }
-                match decoder.parse(line) {
-                    Ok(mut raw) => {
-                        if raw.site.is_empty()
-                            && let Some(site) = &self.config.site
-                        {
-                            raw.site.clone_from(site);
-                        }
+                match decoder.parse_in(line, self.config.site.as_ref()) {
+                    Ok(raw) => {
                         if let Some(g) = grouper.push(raw, start, line) {
                             out.push(grouped_line(line_no, g));
                         }

@@ -50,6 +50,15 @@ impl FeedFormat {
         }
     }
 
+    /// The format a feed whose first record is `first` is read in: this one, or for `auto`
+    /// the one recognised (the ticket format when none is).
+    pub(crate) fn resolve(self, first: &[u8]) -> FeedFormat {
+        match self {
+            FeedFormat::Auto => FeedFormat::recognise(first).unwrap_or(FeedFormat::Tickets),
+            forced => forced,
+        }
+    }
+
     /// The raw alert format `line` is in, when it is one of the known ones: a user pointing
     /// `--alerts` at a SIEM's own output gets it read, or told what they gave.
     pub(crate) fn recognise(line: &[u8]) -> Option<FeedFormat> {
@@ -156,6 +165,21 @@ impl Decoder {
             FeedFormat::Ocsf => Decoder::Mapped(Mapping::ocsf()),
             FeedFormat::Mapped => Decoder::Mapped(Arc::new(mapping?.clone())),
         })
+    }
+
+    /// One record as a raw alert, of `site` when the record names none.
+    pub(crate) fn parse_in(
+        &self,
+        record: &[u8],
+        site: Option<&String>,
+    ) -> Result<RawAlert, RowError> {
+        let mut raw = self.parse(record)?;
+        if raw.site.is_empty()
+            && let Some(site) = site
+        {
+            raw.site.clone_from(site);
+        }
+        Ok(raw)
     }
 
     /// One record as a raw alert.

@@ -36,8 +36,7 @@ use super::format::{Decoder, FeedFormat};
 use super::group::{CSV_HEADER, StreamGrouper};
 use super::jsonl::{FeedLine, LineError, grouped_line, parse_line};
 use super::mapping::Mapping;
-use crate::bus::{Bus, Commit, Outcome, Outgoing};
-use crate::proto::{AlertReceived, CaseUpdated, Event};
+use crate::bus::{Bus, Outcome};
 use crate::secret::Secret;
 
 /// `produced_by` of the envelopes HTTP ingest writes.
@@ -319,28 +318,9 @@ impl Ingest {
         let via = format!("http:{}", source.name);
         for line in lines {
             let Ok(alert) = line.alert else { continue };
-            let ticket = alert.ticket_id.clone();
-            let (key, event) = if line.update {
-                (
-                    format!("update:{ticket}:{}", alert.alert_count),
-                    Event::CaseUpdated(CaseUpdated {
-                        alert,
-                        received_via: via.clone(),
-                    }),
-                )
-            } else {
-                (
-                    format!("alert:{ticket}"),
-                    Event::AlertReceived(AlertReceived {
-                        alert,
-                        received_via: via.clone(),
-                    }),
-                )
-            };
-            let envelope = crate::telemetry::ingested(PRODUCER, &ticket, event);
-            match Outgoing::event(&envelope) {
-                Ok(out) => {
-                    commits.push(Commit::dedupe(key, vec![out]));
+            match super::case_commit(alert, line.update, &via, PRODUCER) {
+                Ok(commit) => {
+                    commits.push(commit);
                     kinds.push(line.update);
                 }
                 Err(e) => tracing::warn!(error = %e, "a case could not be encoded; dropped"),
@@ -612,10 +592,7 @@ impl Grouping {
             update: false,
         };
         if self.grouper.is_none() {
-            let format = match config.format {
-                FeedFormat::Auto => FeedFormat::recognise(record).unwrap_or(FeedFormat::Tickets),
-                forced => forced,
-            };
+            let format = config.format.resolve(record);
             if let Some(decoder) = Decoder::of(format, config.mapping.as_ref()) {
                 let keep = i64::from(config.keep_open_hours) * 3600;
                 self.grouper = Some((StreamGrouper::new(keep), decoder));
@@ -626,17 +603,10 @@ impl Grouping {
                 if matches!(decoder, Decoder::Csv) && record.starts_with(CSV_HEADER.as_bytes()) {
                     return None;
                 }
-                match decoder.parse(record) {
-                    Ok(mut raw) => {
-                        if raw.site.is_empty()
-                            && let Some(site) = &config.site
-                        {
-                            raw.site.clone_from(site);
-                        }
-                        grouper
-                            .push(raw, index, record)
-                            .map(|g| grouped_line(index, g))
-                    }
+                match decoder.parse_in(record, config.site.as_ref()) {
+                    Ok(raw) => grouper
+                        .push(raw, index, record)
+                        .map(|g| grouped_line(index, g)),
                     Err(e) => Some(refused(LineError::Row(e))),
                 }
             }

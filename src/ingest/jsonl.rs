@@ -401,10 +401,7 @@ impl Iterator for FeedReader {
                 continue;
             }
             if matches!(self.mode, Mode::Start) {
-                let format = match self.config.format {
-                    FeedFormat::Auto => FeedFormat::recognise(line).unwrap_or(FeedFormat::Tickets),
-                    forced => forced,
-                };
+                let format = self.config.format.resolve(line);
                 // A file of raw alerts is grouped whole (a case's alerts need not be
                 // contiguous); a stream's cases are handed on as they open, then updated.
                 let keep_s = i64::from(self.config.keep_open_hours) * 3600;
@@ -426,26 +423,16 @@ impl Iterator for FeedReader {
             }
             let site = self.config.site.as_ref();
             match &mut self.mode {
-                Mode::Grouping(grouper, decoder) => match decoder.parse(line) {
-                    Ok(mut raw) => {
-                        if raw.site.is_empty()
-                            && let Some(site) = site
-                        {
-                            raw.site.clone_from(site);
-                        }
+                Mode::Grouping(grouper, decoder) => match decoder.parse_in(line, site) {
+                    Ok(raw) => {
                         grouper.push(raw, self.line_no, line);
                         continue;
                     }
                     Err(e) => return Some(Ok(FeedLine::refused(self.line_no, LineError::Row(e)))),
                 },
                 Mode::Streaming(grouper, decoder, last_updates) => {
-                    match decoder.parse(line) {
-                        Ok(mut raw) => {
-                            if raw.site.is_empty()
-                                && let Some(site) = site
-                            {
-                                raw.site.clone_from(site);
-                            }
+                    match decoder.parse_in(line, site) {
+                        Ok(raw) => {
                             let line_no = self.line_no;
                             if let Some(g) = grouper.push(raw, line_no, line) {
                                 self.pending.push_back(grouped_line(line_no, g));
