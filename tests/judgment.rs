@@ -35,6 +35,7 @@ fn selection(file: &str) -> SelectionSummary {
         stratify: false,
         seed: 0,
         leave_one_site_out: false,
+        at_first_alert: false,
     }
 }
 

@@ -182,6 +182,7 @@ mod tests {
                 stratify: false,
                 seed: 0,
                 leave_one_site_out: false,
+                at_first_alert: false,
             },
             priors: PriorsSummary::default(),
             malformed: 0,

@@ -255,6 +255,9 @@ pub struct SelectionSummary {
     /// Each site replayed with the other sites as history.
     #[serde(default)]
     pub leave_one_site_out: bool,
+    /// Each case decided as a streaming source first shows it: at its first alert.
+    #[serde(default)]
+    pub at_first_alert: bool,
 }
 
 /// Scores the replay's audit against the labels. Pure: the tickets' labels meet the roles'
@@ -411,6 +414,13 @@ impl std::fmt::Display for Summary {
             c.tn
         )?;
         writeln!(f, "  {}", self.priors)?;
+        if self.selection.at_first_alert {
+            writeln!(
+                f,
+                "  each case decided at its first alert, as a followed file, a stream or HTTP \
+                 push first shows it"
+            )?;
+        }
         writeln!(
             f,
             "  {:<16}{:>8}{:>11}{:>8}{:>8}{:>6}{:>6}{:>6}{:>7}",

@@ -62,6 +62,29 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// The ticket as a streaming source first shows it, at its first alert: one alert, last
+    /// seen its first, only its first-listed addresses and port. Its label, its real last
+    /// alert (when analysts could close it) and what history knows of it are kept.
+    pub fn at_first_alert(mut self) -> Ticket {
+        if let Ok(serde_json::Value::Object(mut o)) =
+            serde_json::from_str::<serde_json::Value>(&self.feed_line)
+        {
+            o.insert("alert_count".to_owned(), 1.into());
+            if let Some(first) = o.get("first_seen").cloned() {
+                o.insert("last_seen".to_owned(), first);
+            }
+            for list in ["src_ips", "dest_ips", "dest_ports"] {
+                if let Some(serde_json::Value::Array(items)) = o.get_mut(list) {
+                    items.truncate(1);
+                }
+            }
+            self.feed_line = serde_json::Value::Object(o).to_string();
+        }
+        self
+    }
+}
+
 /// Which tickets to replay.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -302,4 +325,22 @@ pub(crate) fn write_feed(path: &Path, tickets: &[Ticket]) -> std::io::Result<()>
         out.write_all(b"\n")?;
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_at_its_first_alert_shows_one_alert_and_keeps_its_label() {
+        let line = r#"{"ticket_id":"t1","site":"fox","source":"suricata","rule_id":"r","rule_name":"n","host":"h","src_ips":["10.0.0.1","10.0.0.2"],"first_seen":"2022-01-15T00:00:01Z","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;
+        let t = ticket_of(line).unwrap().at_first_alert();
+        let alert = parse_line(t.feed_line().as_bytes()).unwrap();
+        assert_eq!(alert.alert_count, 1);
+        assert_eq!(alert.last_seen, alert.first_seen);
+        assert_eq!(alert.src_ips, ["10.0.0.1"]);
+        // What the analysts saw, and when they could close it, stay as they were.
+        assert_eq!((t.alert_count, t.ground_truth), (9, Disposition::Escalate));
+        assert_eq!(t.last_ms - t.first_ms, 552_000);
+    }
 }

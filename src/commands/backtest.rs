@@ -67,6 +67,10 @@ pub(crate) struct BacktestArgs {
     /// as history, and score all sites together.
     #[arg(long)]
     leave_one_site_out: bool,
+    /// Decide each case as a followed file, a stream or HTTP push first shows it: at its
+    /// first alert (one alert, no later repeats), to see what deciding early costs.
+    #[arg(long)]
+    at_first_alert: bool,
     /// Give the roles a canned-answer model server instead of a model (hybrid reasoning): the
     /// whole model path runs, nothing is decided by a model.
     #[arg(long, conflicts_with = "config")]
@@ -142,7 +146,13 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         stratify: args.stratify,
         seed: args.seed,
     };
-    let tickets = backtest::select(tickets, &selection);
+    let mut tickets = backtest::select(tickets, &selection);
+    if args.at_first_alert {
+        tickets = tickets
+            .into_iter()
+            .map(backtest::Ticket::at_first_alert)
+            .collect();
+    }
     let mut config = super::load_config(args.config.as_deref())?;
     let data_dir = config.data_dir.clone();
     if let Some(on) = args.precedent {
@@ -181,6 +191,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         stratify: args.stratify,
         seed: args.seed,
         leave_one_site_out: args.leave_one_site_out,
+        at_first_alert: args.at_first_alert,
     };
     let summary = if args.leave_one_site_out {
         backtest::leave_one_site_out(tickets, selection, &priors).await?
