@@ -487,6 +487,15 @@ impl Knowledge {
         f(&model, &view, &case, state, a)
     }
 
+    /// Whether `alert`'s case escalated when last assessed here (`None`: not assessed by this
+    /// process, or no longer recorded).
+    pub(crate) fn escalated(&self, alert: &Alert) -> Option<bool> {
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        sites
+            .get(alert.site.as_deref().unwrap_or_default())?
+            .escalated(&alert.host, &alert.ticket_id)
+    }
+
     /// The probability of `alert` now, without recording it (hybrid routing asks this).
     pub(crate) fn peek(&self, alert: &Alert) -> f64 {
         self.arrive(alert, |model, _, case, state, a| {

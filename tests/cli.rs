@@ -1844,3 +1844,45 @@ async fn a_followed_file_across_rotations_and_a_sigkill_gives_every_alert_exactl
     );
     common::assert_exactly_once(&bus, &common::ticket_ids("follow", n)).await;
 }
+
+/// Deciding each case at its first alert, as a stream first shows it, misses escalations;
+/// Sentinel's re-assessment when the whole case follows as an update wins them back.
+#[test]
+fn cases_decided_at_their_first_alert_are_re_assessed_on_their_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let backtest = |updates: bool| {
+        let out = dir.path().join(format!("first-{updates}.json"));
+        let mut cmd = soc();
+        cmd.args(["backtest", "--sites", "shaw", "--feedback-delay", "4h"])
+            .args(["--at-first-alert", "--tickets"])
+            .arg(common::dev_tickets())
+            .arg("--history")
+            .arg(common::dev_tickets())
+            .arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/backtest-ait-ads.toml"))
+            .arg("--out")
+            .arg(&out)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if updates {
+            cmd.arg("--updates");
+        }
+        let output = run(&mut cmd);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        summary(&out)
+    };
+    let early = backtest(false);
+    let reassessed = backtest(true);
+    assert_eq!(early["selection"]["at_first_alert"], true);
+    assert_eq!(reassessed["selection"]["updates"], true);
+    let recall = |s: &serde_json::Value| s["recall"].as_f64().unwrap();
+    assert!(
+        recall(&reassessed) > recall(&early),
+        "re-assessment found nothing: {} vs {}",
+        recall(&reassessed),
+        recall(&early)
+    );
+    // Only cases that were below the threshold are triaged again, each once.
+    let tp = |s: &serde_json::Value| s["confusion"]["tp"].as_u64().unwrap();
+    assert!(tp(&reassessed) > tp(&early));
+    assert_eq!(reassessed["tickets"], early["tickets"]);
+}

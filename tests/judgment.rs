@@ -36,6 +36,7 @@ fn selection(file: &str) -> SelectionSummary {
         seed: 0,
         leave_one_site_out: false,
         at_first_alert: false,
+        updates: false,
     }
 }
 

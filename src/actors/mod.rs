@@ -26,6 +26,24 @@ use crate::knowledge::Knowledge;
 use crate::llm::{Llm, LlmError};
 use crate::proto::{DecisionMeta, Envelope, Event, EventKind, ReasonerKind};
 
+/// What a role consumes: one event kind (every [`EventKind`] is one), or several.
+pub trait RoleInput: Clone + Send + Sync + 'static {
+    /// Whether entries of wire kind `kind` are the role's (others are skipped unread).
+    fn accepts(kind: &str) -> bool;
+    /// The role's input in `event`, if it is one.
+    fn input_of(event: &Event) -> Option<Self>;
+}
+
+impl<T: EventKind> RoleInput for T {
+    fn accepts(kind: &str) -> bool {
+        kind == T::KIND
+    }
+
+    fn input_of(event: &Event) -> Option<Self> {
+        T::of(event).cloned()
+    }
+}
+
 /// A reactive role: consumes events from one stream and decides what to publish.
 pub trait Role: Send + Sync + 'static {
     /// Role name: the consumer group and the envelopes' `produced_by`.
@@ -36,8 +54,8 @@ pub trait Role: Send + Sync + 'static {
         Self: Sized;
     /// The stream the role consumes.
     const INPUT: Topic;
-    /// The event the role consumes (other kinds on its stream are skipped unread).
-    type Input: EventKind;
+    /// The event (or events) the role consumes (other kinds on its stream are skipped unread).
+    type Input: RoleInput;
     /// Decides on one input (its envelope and its event) with the role's rules; the returned
     /// events are published atomically with its ack. An empty list means "nothing to say"
     /// (the input is still acked).
@@ -45,8 +63,8 @@ pub trait Role: Send + Sync + 'static {
 
     /// [`Role::decide`] on an envelope: nothing to say when it is not of the role's kind.
     fn decide_envelope(&self, input: &Envelope) -> Vec<Event> {
-        Self::Input::of(&input.event)
-            .map(|event| self.decide(input, event))
+        Self::Input::input_of(&input.event)
+            .map(|event| self.decide(input, &event))
             .unwrap_or_default()
     }
 

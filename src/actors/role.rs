@@ -33,11 +33,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{Role, RoleEnv};
+use super::{Role, RoleEnv, RoleInput};
 use crate::bus::feeder::{Credit, Delivery, Feeder, FeederConfig, FeederSnapshot, FeederStats};
 use crate::bus::{AckRef, Bus, Commit, Outcome, Outgoing, Topic};
 use crate::llm::{Llm, LlmError};
-use crate::proto::{Envelope, Event, EventKind};
+use crate::proto::{Envelope, Event};
 use crate::task::spawn_watched;
 
 /// Messages of a role actor.
@@ -264,7 +264,7 @@ impl RoleSpec {
 
 /// The feeder's filter for role `R`: the wire kind of the event it consumes.
 fn accepts<R: Role>(kind: &str) -> bool {
-    kind == <R::Input as EventKind>::KIND
+    <R::Input as RoleInput>::accepts(kind)
 }
 
 fn spawn_role<R: Role>(
@@ -408,7 +408,7 @@ impl<R: Role> State<R> {
                 Some(PanicPoint::AfterCommit) => panic_after_commit = true,
                 None => {}
             }
-            let Some(event) = R::Input::of(&input.event) else {
+            let Some(event) = R::Input::input_of(&input.event) else {
                 // Not the role's kind (the feeder filters on the wire kind): acked, nothing said.
                 if let Some((commit, kinds_out)) =
                     self.commit_of(input, delivery.ack.clone(), Vec::new())
@@ -419,11 +419,11 @@ impl<R: Role> State<R> {
                 }
                 continue;
             };
-            if self.llm.is_some() && self.role.wants_model(input, event) {
+            if self.llm.is_some() && self.role.wants_model(input, &event) {
                 self.think(myself, delivery, 0, span.clone());
                 continue;
             }
-            let events = self.role.decide(input, event);
+            let events = self.role.decide(input, &event);
             let Some((commit, output_kinds)) = self.commit_of(input, delivery.ack.clone(), events)
             else {
                 continue;
@@ -452,7 +452,7 @@ impl<R: Role> State<R> {
         let Some(llm) = self.llm.clone() else {
             return;
         };
-        let Some(event) = R::Input::of(&delivery.envelope.event).cloned() else {
+        let Some(event) = R::Input::input_of(&delivery.envelope.event) else {
             return;
         };
         let decision = self

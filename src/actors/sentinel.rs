@@ -1,8 +1,8 @@
 //! Sentinel (Tier 1): triages every alert.
 //!
-//! Consumes `AlertReceived` on `soc.alerts`; publishes one `AlertTriaged` (verdict, confidence,
-//! priority 1-10, and the [`Assessment`] it rests on) per alert, with the case context every
-//! later role reads.
+//! Consumes `AlertReceived` (and `CaseUpdated`: see Re-assessment) on `soc.alerts`; publishes
+//! one `AlertTriaged` (verdict, confidence, priority 1-10, and the [`Assessment`] it rests on)
+//! per alert, with the case context every later role reads.
 //!
 //! ## The rules reasoner's policy
 //! One calibrated score decides: the probability that the site's analysts would escalate the
@@ -19,6 +19,14 @@
 //! The rationale is written from the recorded assessment: the priors with their counts, the
 //! signals with their share of the log-odds, the host's correlated cases, the precedents.
 //! Alert text is data: it is matched, never interpreted.
+//!
+//! ## Re-assessment
+//! A followed file, a stream or HTTP push publishes a case at its first alert and its repeats
+//! as `CaseUpdated`. Sentinel re-assesses a case on each update (with the rules reasoner,
+//! recording its new counts): a case that stayed below the threshold at triage and reaches it
+//! now is triaged again, once, as a true positive whose rationale says so, and Tier 2 takes
+//! it up. A case that escalated stays escalated; an update of a case this process did not
+//! assess (another Sentinel process triaged it, or it left the window) says nothing.
 //!
 //! The role keeps no state of its own: dispositions, the fitted score and the sites' recent
 //! cases live in the runtime's [`Knowledge`], which outlives a restart of this actor (the role
@@ -38,8 +46,8 @@ use crate::knowledge::{Judged, Knowledge};
 use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
-    Alert, AlertReceived, AlertTriaged, Assessment, CaseContext, DecisionMeta, Disposition,
-    Envelope, Event, TriageVerdict,
+    Alert, AlertReceived, AlertTriaged, Assessment, CaseContext, CaseUpdated, DecisionMeta,
+    Disposition, Envelope, Event, EventKind, TriageVerdict,
 };
 use crate::tools::Toolbox;
 
@@ -101,6 +109,29 @@ impl Answer for TriageAnswer {
     }
 }
 
+/// What Sentinel consumes: new cases, and the updates of cases a stream opened.
+#[derive(Debug, Clone)]
+pub enum SentinelInput {
+    /// A new case.
+    Received(AlertReceived),
+    /// More alerts joined a case.
+    Updated(CaseUpdated),
+}
+
+impl super::RoleInput for SentinelInput {
+    fn accepts(kind: &str) -> bool {
+        kind == AlertReceived::KIND || kind == CaseUpdated::KIND
+    }
+
+    fn input_of(event: &Event) -> Option<Self> {
+        match event {
+            Event::AlertReceived(e) => Some(SentinelInput::Received(e.clone())),
+            Event::CaseUpdated(e) => Some(SentinelInput::Updated(e.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// Sentinel: the rules reasoner, and the model when the reasoning mode sends it there.
 #[derive(Debug, Default)]
 pub struct Sentinel {
@@ -121,9 +152,13 @@ impl Role for Sentinel {
         }
     }
 
-    type Input = AlertReceived;
+    type Input = SentinelInput;
 
-    fn decide(&self, input: &Envelope, received: &AlertReceived) -> Vec<Event> {
+    fn decide(&self, input: &Envelope, event: &SentinelInput) -> Vec<Event> {
+        let received = match event {
+            SentinelInput::Received(received) => received,
+            SentinelInput::Updated(update) => return self.reassess(input, update),
+        };
         let started = Instant::now();
         let alert = &received.alert;
         let judged = self.knowledge.assess(alert, &input.id);
@@ -135,7 +170,11 @@ impl Role for Sentinel {
         ))]
     }
 
-    fn wants_model(&self, _input: &Envelope, received: &AlertReceived) -> bool {
+    fn wants_model(&self, _input: &Envelope, event: &SentinelInput) -> bool {
+        let SentinelInput::Received(received) = event else {
+            // Updates are re-assessed by the score.
+            return false;
+        };
         match self.reasoning.mode {
             ReasoningMode::Rules => false,
             ReasoningMode::Llm => true,
@@ -146,6 +185,45 @@ impl Role for Sentinel {
     }
 
     fn decide_with_model(
+        &self,
+        input: Envelope,
+        event: SentinelInput,
+        llm: Llm,
+    ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
+        match event {
+            SentinelInput::Received(received) => {
+                futures_util::future::Either::Left(self.triage_with_model(input, received, llm))
+            }
+            SentinelInput::Updated(update) => futures_util::future::Either::Right(
+                std::future::ready(Ok(self.reassess(&input, &update))),
+            ),
+        }
+    }
+}
+
+impl Sentinel {
+    /// Re-assesses a case that gained alerts: a second triage, once, when it reaches the
+    /// threshold now and did not when last assessed here.
+    fn reassess(&self, input: &Envelope, update: &CaseUpdated) -> Vec<Event> {
+        let started = Instant::now();
+        let alert = &update.alert;
+        if self.knowledge.escalated(alert) != Some(false) {
+            return Vec::new();
+        }
+        let judged = self.knowledge.assess(alert, &input.id);
+        if judged.p < judged.threshold {
+            return Vec::new();
+        }
+        let mut triaged = by_rules(&input.id, alert, judged, rules_meta(started));
+        triaged.rationale = format!(
+            "re-assessed at {} alerts (below the threshold when triaged): {}",
+            alert.alert_count, triaged.rationale
+        );
+        vec![Event::AlertTriaged(triaged)]
+    }
+
+    /// Triage of a new case by the model.
+    fn triage_with_model(
         &self,
         input: Envelope,
         received: AlertReceived,

@@ -183,6 +183,7 @@ mod tests {
                 seed: 0,
                 leave_one_site_out: false,
                 at_first_alert: false,
+                updates: false,
             },
             priors: PriorsSummary::default(),
             malformed: 0,

@@ -376,11 +376,14 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         Default::default()
     };
     store.close().await;
-    // Every alert the run took in has its triage in the store, or the store is incomplete.
+    // Every alert the run took in has its triage in the store, or the store is incomplete (a
+    // case re-assessed on an update has two).
     let triaged = decisions
         .iter()
         .filter(|d| d.kind == <crate::proto::AlertTriaged as crate::proto::EventKind>::KIND)
-        .count() as u64;
+        .map(|d| d.ticket.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
     if triaged != report.summary.alerts_in {
         return Err(BacktestError::Replay(format!(
             "the store holds {triaged} triage verdicts for {} alerts: it is incomplete",

@@ -258,6 +258,9 @@ pub struct SelectionSummary {
     /// Each case decided as a streaming source first shows it: at its first alert.
     #[serde(default)]
     pub at_first_alert: bool,
+    /// With `at_first_alert`: the whole case followed as an update at its last alert.
+    #[serde(default)]
+    pub updates: bool,
 }
 
 /// Scores the replay's audit against the labels. Pure: the tickets' labels meet the roles'
@@ -418,7 +421,12 @@ impl std::fmt::Display for Summary {
             writeln!(
                 f,
                 "  each case decided at its first alert, as a followed file, a stream or HTTP \
-                 push first shows it"
+                 push first shows it{}",
+                if self.selection.updates {
+                    ", and re-assessed when the whole case follows as an update at its last alert"
+                } else {
+                    ", never re-assessed"
+                }
             )?;
         }
         writeln!(

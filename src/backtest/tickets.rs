@@ -35,6 +35,9 @@ pub struct Ticket {
     pub ground_truth: Disposition,
     /// The ticket as the feed carries it, without its label.
     feed_line: String,
+    /// Deciding at the first alert: the whole case, as the update a stream publishes at its
+    /// last alert.
+    update_line: Option<String>,
 }
 
 impl Ticket {
@@ -65,11 +68,18 @@ impl Ticket {
 impl Ticket {
     /// The ticket as a streaming source first shows it, at its first alert: one alert, last
     /// seen its first, only its first-listed addresses and port. Its label, its real last
-    /// alert (when analysts could close it) and what history knows of it are kept.
-    pub fn at_first_alert(mut self) -> Ticket {
+    /// alert (when analysts could close it) and what history knows of it are kept. With
+    /// `updated`, the whole case follows as an update at its last alert, as a stream
+    /// publishes it (Sentinel re-assesses it).
+    pub fn at_first_alert(mut self, updated: bool) -> Ticket {
         if let Ok(serde_json::Value::Object(mut o)) =
             serde_json::from_str::<serde_json::Value>(&self.feed_line)
         {
+            if updated && self.alert_count > 1 {
+                let mut whole = o.clone();
+                whole.insert("update".to_owned(), true.into());
+                self.update_line = Some(serde_json::Value::Object(whole).to_string());
+            }
             o.insert("alert_count".to_owned(), 1.into());
             if let Some(first) = o.get("first_seen").cloned() {
                 o.insert("last_seen".to_owned(), first);
@@ -179,6 +189,7 @@ pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
         vendor: alert.vendor,
         ground_truth,
         feed_line,
+        update_line: None,
     })
 }
 
@@ -320,8 +331,23 @@ pub fn history_for(tickets: &[Ticket], history: &[Ticket]) -> (Vec<DispositionFa
 /// Writes the replay's feed: each ticket's line without its label.
 pub(crate) fn write_feed(path: &Path, tickets: &[Ticket]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Updates (deciding at the first alert) go in at their case's last alert, in time order.
+    let mut updates: Vec<(i64, &str)> = tickets
+        .iter()
+        .filter_map(|t| t.update_line.as_deref().map(|line| (t.last_ms, line)))
+        .collect();
+    updates.sort_by_key(|(ms, _)| *ms);
+    let mut updates = updates.into_iter().peekable();
     for t in tickets {
+        while let Some((_, line)) = updates.next_if(|(ms, _)| *ms < t.first_ms) {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
         out.write_all(t.feed_line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    for (_, line) in updates {
+        out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush()
@@ -334,7 +360,7 @@ mod tests {
     #[test]
     fn a_ticket_at_its_first_alert_shows_one_alert_and_keeps_its_label() {
         let line = r#"{"ticket_id":"t1","site":"fox","source":"suricata","rule_id":"r","rule_name":"n","host":"h","src_ips":["10.0.0.1","10.0.0.2"],"first_seen":"2022-01-15T00:00:01Z","last_seen":"2022-01-15T00:09:13Z","alert_count":9,"ground_truth":"escalate"}"#;
-        let t = ticket_of(line).unwrap().at_first_alert();
+        let t = ticket_of(line).unwrap().at_first_alert(true);
         let alert = parse_line(t.feed_line().as_bytes()).unwrap();
         assert_eq!(alert.alert_count, 1);
         assert_eq!(alert.last_seen, alert.first_seen);
@@ -342,5 +368,24 @@ mod tests {
         // What the analysts saw, and when they could close it, stay as they were.
         assert_eq!((t.alert_count, t.ground_truth), (9, Disposition::Escalate));
         assert_eq!(t.last_ms - t.first_ms, 552_000);
+        // The whole case follows as an update, written after the cases that open before its
+        // last alert.
+        let whole = t.update_line.as_deref().unwrap();
+        assert!(whole.contains(r#""update":true"#) && whole.contains(r#""alert_count":9"#));
+        let later = ticket_of(&line.replace("t1", "t2").replace("00:00:01", "00:05:00")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.jsonl");
+        write_feed(&path, &[t, later]).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let order: Vec<(&str, bool)> = written
+            .lines()
+            .map(|l| {
+                (
+                    if l.contains("\"t1\"") { "t1" } else { "t2" },
+                    l.contains("update"),
+                )
+            })
+            .collect();
+        assert_eq!(order, [("t1", false), ("t2", false), ("t1", true)]);
     }
 }

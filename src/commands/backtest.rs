@@ -68,9 +68,13 @@ pub(crate) struct BacktestArgs {
     #[arg(long)]
     leave_one_site_out: bool,
     /// Decide each case as a followed file, a stream or HTTP push first shows it: at its
-    /// first alert (one alert, no later repeats), to see what deciding early costs.
+    /// first alert, then (with --updates) re-assessed when the whole case follows as an update
+    /// at its last alert; to see what deciding early costs.
     #[arg(long)]
     at_first_alert: bool,
+    /// With --at-first-alert: each case's repeats follow as a case update at its last alert.
+    #[arg(long, requires = "at_first_alert")]
+    updates: bool,
     /// Give the roles a canned-answer model server instead of a model (hybrid reasoning): the
     /// whole model path runs, nothing is decided by a model.
     #[arg(long, conflicts_with = "config")]
@@ -150,7 +154,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.at_first_alert {
         tickets = tickets
             .into_iter()
-            .map(backtest::Ticket::at_first_alert)
+            .map(|t| t.at_first_alert(args.updates))
             .collect();
     }
     let mut config = super::load_config(args.config.as_deref())?;
@@ -192,6 +196,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         leave_one_site_out: args.leave_one_site_out,
         at_first_alert: args.at_first_alert,
+        updates: args.updates,
     };
     let summary = if args.leave_one_site_out {
         backtest::leave_one_site_out(tickets, selection, &priors).await?

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::{Decoder, FeedConfig, FeedFormat};
 use super::group::{CSV_HEADER, StreamGrouper};
-use super::jsonl::{FeedLine, LineError, MAX_LINE_BYTES, UPDATE_EVERY, grouped_line, parse_line};
+use super::jsonl::{FeedLine, LineError, MAX_LINE_BYTES, UPDATE_EVERY, grouped_line, ticket_line};
 
 /// A position in a followed file: which file, and how far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,21 +287,7 @@ impl Follower {
                     Err(e) => out.push(refused(line_no, LineError::Row(e))),
                 }
             }
-            _ => {
-                let site = self.config.site.clone();
-                let alert = parse_line(line).map(|mut a| {
-                    if a.site.is_none() {
-                        a.site = site;
-                    }
-                    a
-                });
-                out.push(FeedLine {
-                    line_no,
-                    alert,
-                    looks_like: None,
-                    update: false,
-                });
-            }
+            _ => out.push(ticket_line(line_no, line, self.config.site.as_ref())),
         }
     }
 

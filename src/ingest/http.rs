@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::format::{Decoder, FeedFormat};
 use super::group::{CSV_HEADER, StreamGrouper};
-use super::jsonl::{FeedLine, LineError, grouped_line, parse_line};
+use super::jsonl::{FeedLine, LineError, grouped_line, ticket_line};
 use super::mapping::Mapping;
 use crate::bus::{Bus, Outcome};
 use crate::secret::Secret;
@@ -610,20 +610,7 @@ impl Grouping {
                     Err(e) => Some(refused(LineError::Row(e))),
                 }
             }
-            None => Some(match parse_line(record) {
-                Ok(mut alert) => {
-                    if alert.site.is_none() {
-                        alert.site.clone_from(&config.site);
-                    }
-                    FeedLine {
-                        line_no: index,
-                        alert: Ok(alert),
-                        looks_like: None,
-                        update: false,
-                    }
-                }
-                Err(e) => refused(e),
-            }),
+            None => Some(ticket_line(index, record, config.site.as_ref())),
         }
     }
 }

@@ -58,6 +58,9 @@ struct TicketLine {
     raw: Option<String>,
     #[serde(default)]
     vendor: Option<crate::proto::VendorMeta>,
+    /// An update of the case published before under this `ticket_id` (cumulative counts).
+    #[serde(default)]
+    update: bool,
 }
 
 /// Why a feed line is not an alert (the dead-letter reason and the malformed-line example).
@@ -118,6 +121,29 @@ fn field(field: &str, problem: impl Into<String>) -> LineError {
 
 /// Parses and validates one line.
 pub fn parse_line(line: &[u8]) -> Result<Alert, LineError> {
+    parse_ticket(line).map(|(alert, _)| alert)
+}
+
+/// A ticket-format line as a feed line: its case, of `site` when it names none, and whether it
+/// updates a case published before (`"update": true`).
+pub(crate) fn ticket_line(line_no: u64, line: &[u8], site: Option<&String>) -> FeedLine {
+    let parsed = parse_ticket(line);
+    let update = parsed.as_ref().is_ok_and(|(_, update)| *update);
+    FeedLine {
+        line_no,
+        alert: parsed.map(|(mut alert, _)| {
+            if alert.site.is_none() {
+                alert.site = site.cloned();
+            }
+            alert
+        }),
+        looks_like: None,
+        update,
+    }
+}
+
+/// Parses and validates one line, and says whether it is an update.
+fn parse_ticket(line: &[u8]) -> Result<(Alert, bool), LineError> {
     let t: TicketLine = serde_json::from_slice(line)?;
     check_id("ticket_id", &t.ticket_id)?;
     check_id("source", &t.source)?;
@@ -149,23 +175,26 @@ pub fn parse_line(line: &[u8]) -> Result<Alert, LineError> {
     if t.alert_count == 0 {
         return Err(field("alert_count", "must be at least 1"));
     }
-    Ok(Alert {
-        ticket_id: t.ticket_id,
-        site: t.site,
-        source: t.source,
-        rule_id: t.rule_id,
-        rule_name: t.rule_name,
-        host: t.host,
-        user: t.user,
-        src_ips,
-        first_seen: first.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        last_seen: last.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        alert_count: t.alert_count,
-        dest_ips,
-        dest_ports: t.dest_ports,
-        raw: t.raw,
-        vendor: t.vendor.map(checked_vendor).transpose()?,
-    })
+    Ok((
+        Alert {
+            ticket_id: t.ticket_id,
+            site: t.site,
+            source: t.source,
+            rule_id: t.rule_id,
+            rule_name: t.rule_name,
+            host: t.host,
+            user: t.user,
+            src_ips,
+            first_seen: first.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            last_seen: last.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            alert_count: t.alert_count,
+            dest_ips,
+            dest_ports: t.dest_ports,
+            raw: t.raw,
+            vendor: t.vendor.map(checked_vendor).transpose()?,
+        },
+        t.update,
+    ))
 }
 
 /// A list of addresses, checked and written canonically.
@@ -456,23 +485,11 @@ impl Iterator for FeedReader {
                 }
                 _ => {}
             }
-            let alert = parse_line(line).map(|mut alert| {
-                if alert.site.is_none() {
-                    alert.site = site.cloned();
-                }
-                alert
-            });
-            let looks_like = alert
-                .as_ref()
-                .err()
-                .and_then(|_| FeedFormat::recognise(line))
-                .map(FeedFormat::label);
-            return Some(Ok(FeedLine {
-                line_no: self.line_no,
-                alert,
-                looks_like,
-                update: false,
-            }));
+            let mut ticket = ticket_line(self.line_no, line, site);
+            if ticket.alert.is_err() {
+                ticket.looks_like = FeedFormat::recognise(line).map(FeedFormat::label);
+            }
+            return Some(Ok(ticket));
         }
     }
 }

@@ -583,6 +583,16 @@ impl SiteState {
             .and_then(|l| l.iter().map(|r| r.first_ms).max())
     }
 
+    /// Whether the case `ticket` on `host` escalated when last assessed, if it is still
+    /// recorded.
+    pub(crate) fn escalated(&self, host: &str, ticket: &str) -> Option<bool> {
+        self.hosts
+            .get(host)?
+            .iter()
+            .find(|r| r.ticket == ticket)
+            .map(|r| r.escalated)
+    }
+
     /// The host state a case had when it was decided (its `p_hot`: the likeliest case of
     /// another rule on its host in the window before), if it is still recorded.
     pub(crate) fn hot_of(&self, host: &str, ticket: &str, window_ms: i64) -> Option<f64> {
