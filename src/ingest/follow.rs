@@ -264,13 +264,17 @@ impl Follower {
         if matches!(self.mode, Mode::Start) {
             let format = self.config.format.resolve(line);
             self.decided = format;
-            self.mode = match Decoder::of(format, self.config.mapping.as_ref()) {
-                Some(decoder) => Mode::Raw(
-                    StreamGrouper::new(i64::from(self.config.keep_open_hours) * 3600),
-                    decoder,
-                ),
-                None => Mode::Tickets,
-            };
+            self.mode =
+                match Decoder::of(format, self.config.mapping.as_ref(), self.config.eve_host) {
+                    Some(decoder) => Mode::Raw(
+                        StreamGrouper::new(
+                            self.config.grouping.clone(),
+                            i64::from(self.config.keep_open_hours) * 3600,
+                        ),
+                        decoder,
+                    ),
+                    None => Mode::Tickets,
+                };
         }
         let line_no = self.line_no;
         match &mut self.mode {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::group::{CSV_HEADER, RawAlert, RowError, parse_row};
+use super::group::{CSV_HEADER, GroupingConfig, RawAlert, RowError, parse_row};
 use super::mapping::Mapping;
 use super::native::{self, Native};
 
@@ -105,9 +105,25 @@ pub struct FeedConfig {
     /// Follow the feed file as it grows (and across rotations), resuming after a restart
     /// from the position saved in the data directory (`--follow`).
     pub follow: bool,
-    /// Hours of feed time a followed or piped feed keeps a case open past its hour, so late
-    /// repeats still join it (and update it).
+    /// Hours of feed time a followed or piped feed keeps a case open past its window, so
+    /// late repeats still join it (and update it).
     pub keep_open_hours: u32,
+    /// How raw alerts fold into cases.
+    pub grouping: GroupingConfig,
+    /// The host of a Suricata EVE alert: `flow` (the internal end of the flow, else the
+    /// sensor) or `sensor` (the sensor's `host` name, else the flow).
+    pub eve_host: EveHost,
+}
+
+/// Which host a Suricata EVE alert is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EveHost {
+    /// The internal end of the flow, else the sensor, else the destination.
+    #[default]
+    Flow,
+    /// The sensor that saw it (EVE's `host`), else as `flow`.
+    Sensor,
 }
 
 impl Default for FeedConfig {
@@ -118,6 +134,8 @@ impl Default for FeedConfig {
             mapping: None,
             follow: false,
             keep_open_hours: 24,
+            grouping: GroupingConfig::default(),
+            eve_host: EveHost::Flow,
         }
     }
 }
@@ -130,6 +148,7 @@ impl FeedConfig {
         {
             return Err(format!("feed.site {site:?}: a short name such as \"hq\""));
         }
+        self.grouping.validate()?;
         match (&self.format, &self.mapping) {
             (FeedFormat::Mapped, None) => Err(
                 "feed.format = \"mapped\" needs a [feed.mapping] table naming where time, \
@@ -155,10 +174,15 @@ pub(crate) enum Decoder {
 
 impl Decoder {
     /// The decoder of a raw alert format; `None` for the ticket format (and `auto`).
-    pub(crate) fn of(format: FeedFormat, mapping: Option<&Mapping>) -> Option<Decoder> {
+    pub(crate) fn of(
+        format: FeedFormat,
+        mapping: Option<&Mapping>,
+        eve_host: EveHost,
+    ) -> Option<Decoder> {
         Some(match format {
             FeedFormat::Auto | FeedFormat::Tickets => return None,
             FeedFormat::AitCsv => Decoder::Csv,
+            FeedFormat::Eve if eve_host == EveHost::Sensor => Decoder::Native(Native::EveSensor),
             FeedFormat::Eve => Decoder::Native(Native::Eve),
             FeedFormat::Wazuh => Decoder::Native(Native::Wazuh),
             FeedFormat::Ecs => Decoder::Mapped(Mapping::ecs()),

@@ -17,6 +17,7 @@ pub fn decode_record(bytes: &[u8]) {
     for decoder in [
         Decoder::Csv,
         Decoder::Native(Native::Eve),
+        Decoder::Native(Native::EveSensor),
         Decoder::Native(Native::Wazuh),
         Decoder::Mapped(Mapping::ecs()),
         Decoder::Mapped(Mapping::ocsf()),

@@ -1,24 +1,29 @@
-//! Raw alerts grouped into cases before any role sees them, as a SOAR groups repeats: one case
-//! per (site, host, rule id, UTC clock hour), counting its alerts, with its first and last time
-//! and its most frequent addresses. This is the grouping of the AIT-ADS tickets, so grouping the
-//! raw alerts of `alerts-dev.csv.gz` gives back `tickets-dev.jsonl.gz`'s cases.
+//! Raw alerts grouped into cases before any role sees them, as a SOAR groups repeats: by
+//! default one case per (site, host, rule id, UTC clock hour), the grouping of the AIT-ADS
+//! tickets (so grouping the raw alerts of `alerts-dev.csv.gz` gives back
+//! `tickets-dev.jsonl.gz`'s cases); the fields and the window are configurable
+//! ([`GroupingConfig`]). A case counts its alerts, with its first and last time and its most
+//! frequent addresses and ports. Identical records are real repeats and all count: nothing is
+//! deduplicated on content.
 //!
-//! Raw alerts are read from the AIT-ADS raw alert CSV (`site,time,name,ip,host,rule_id`, time in
-//! unix seconds). Identical rows are real repeats and all count: nothing is deduplicated on
-//! content. A case is published once its file has been read to the end (the rows of one case
-//! are not contiguous in such exports), so this reads files, not streams.
+//! A file is grouped whole, its cases handed on once it has been read to the end (the records
+//! of one case need not be contiguous in an export). A stream is grouped as it arrives
+//! (`StreamGrouper`): a case at its first alert, its repeats as cumulative updates.
 //!
-//! In: raw alerts ([`RawAlert`], from [`parse_row`] or [`super::native`]). Out: one ticket-format
-//! [`Alert`] per case, its id the grouping key. A restart loses the cases being filled; the
-//! alert source reads the file again from its start, so they are rebuilt the same, and a case
-//! published before the restart is dropped as a duplicate of its id.
+//! In: raw alerts, parsed from the AIT-ADS raw alert CSV or a detector's own records. Out:
+//! one ticket-format [`Alert`] per case, its id the grouping key. A restart loses the cases
+//! being filled: a file is read again from its start (so they are rebuilt the same, and a case
+//! published before is dropped as a duplicate of its id), a followed file from its saved
+//! position.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::proto::Alert;
 
@@ -131,6 +136,9 @@ fn detector(rule_id: &str) -> &'static str {
 /// A case being filled.
 #[derive(Debug)]
 struct OpenCase {
+    site: String,
+    host: String,
+    rule_id: String,
     name: String,
     source: Option<Arc<str>>,
     vendor: Option<crate::proto::VendorMeta>,
@@ -177,24 +185,120 @@ fn kept_raw(record: &[u8]) -> String {
     format!("{}...[{} more bytes cut]", &text[..end], text.len() - end)
 }
 
-/// A case's grouping key: site, host, rule id and UTC clock hour (unix hours).
-type Key = (String, String, String, i64);
+/// A field alerts of one case share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKey {
+    /// The site or tenant.
+    Site,
+    /// The host.
+    Host,
+    /// The rule.
+    RuleId,
+    /// The flow's source address.
+    SrcIp,
+    /// The flow's destination address.
+    DestIp,
+    /// The user.
+    User,
+}
 
-/// Raw alerts folded into cases by (site, host, rule id, UTC clock hour).
+/// How raw alerts fold into cases (`[feed.grouping]`, `[ingest.sources.<name>.grouping]`):
+/// alerts that share the `by` fields and fall in the same clock window of `window_minutes`
+/// (UTC, counted from the epoch) are one case. The default, site, host and rule id by the UTC
+/// clock hour, is the grouping of the AIT-ADS tickets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupingConfig {
+    /// The fields alerts of one case share.
+    pub by: Vec<GroupKey>,
+    /// The window, minutes (60: the clock hour).
+    pub window_minutes: u32,
+}
+
+impl Default for GroupingConfig {
+    fn default() -> Self {
+        Self {
+            by: vec![GroupKey::Site, GroupKey::Host, GroupKey::RuleId],
+            window_minutes: 60,
+        }
+    }
+}
+
+impl GroupingConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.by.is_empty() {
+            return Err(
+                "grouping.by: name at least one field (site, host, rule_id, src_ip, \
+                        dest_ip, user)"
+                    .to_owned(),
+            );
+        }
+        if self
+            .by
+            .iter()
+            .enumerate()
+            .any(|(i, k)| self.by[..i].contains(k))
+        {
+            return Err("grouping.by names a field twice".to_owned());
+        }
+        if !(1..=10_080).contains(&self.window_minutes) {
+            return Err("grouping.window_minutes: 1 to 10080 (a week)".to_owned());
+        }
+        Ok(())
+    }
+
+    fn window_s(&self) -> i64 {
+        i64::from(self.window_minutes.max(1)) * 60
+    }
+}
+
+/// A case's grouping key: the `by` fields' values, in order, and the window (its start, unix
+/// seconds divided by the window).
+type Key = (Vec<String>, i64);
+
+/// Raw alerts folded into cases by their [`GroupingConfig`].
 #[derive(Debug, Default)]
 pub(crate) struct Grouper {
     open: HashMap<Key, OpenCase>,
+    grouping: GroupingConfig,
 }
 
 impl Grouper {
+    /// A grouper by `grouping`.
+    pub(crate) fn new(grouping: GroupingConfig) -> Self {
+        Self {
+            open: HashMap::new(),
+            grouping,
+        }
+    }
+
     /// Adds the raw alert at feed position `pos`, parsed from `record`; returns its case's key
     /// and whether this alert opened it.
     pub(crate) fn push(&mut self, raw: RawAlert, pos: u64, record: &[u8]) -> (Key, bool) {
-        let key = (raw.site, raw.host, raw.rule_id, raw.time_s.div_euclid(3600));
+        let ip = |ip: Option<IpAddr>| ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let fields = self
+            .grouping
+            .by
+            .iter()
+            .map(|k| match k {
+                GroupKey::Site => raw.site.clone(),
+                GroupKey::Host => raw.host.clone(),
+                GroupKey::RuleId => raw.rule_id.clone(),
+                GroupKey::SrcIp => ip(raw.src_ip),
+                GroupKey::DestIp => ip(raw.dest_ip),
+                GroupKey::User => raw.user.clone().unwrap_or_default(),
+            })
+            .collect();
+        let key = (fields, raw.time_s.div_euclid(self.grouping.window_s()));
         let mut opened = false;
         let case = self.open.entry(key.clone()).or_insert_with(|| {
             opened = true;
             OpenCase {
+                site: raw.site,
+                host: raw.host,
+                rule_id: raw.rule_id,
                 name: raw.name,
                 source: raw.source,
                 vendor: raw.vendor,
@@ -232,16 +336,19 @@ impl Grouper {
     pub(crate) fn finish(self) -> Vec<(u64, Alert)> {
         let mut cases: Vec<_> = self.open.into_iter().collect();
         cases.sort_by(|a, b| (a.1.first_s, &a.0).cmp(&(b.1.first_s, &b.0)));
+        let grouping = self.grouping;
         cases
             .into_iter()
-            .map(|(key, case)| (case.first_line, case_alert(&key, &case)))
+            .map(|(key, case)| (case.first_line, case_alert(&grouping, &key, &case)))
             .collect()
     }
 }
 
-/// A case as an alert: its id the grouping key.
-fn case_alert(key: &Key, case: &OpenCase) -> Alert {
-    let (site, host, rule_id, hour) = key;
+/// A case as an alert: its id the grouping key (its non-empty fields and its window's start,
+/// `site:host:rule:20220115T00` by default).
+fn case_alert(grouping: &GroupingConfig, key: &Key, case: &OpenCase) -> Alert {
+    let (fields, window) = key;
+    let (site, host, rule_id) = (&case.site, &case.host, &case.rule_id);
     let time = |s: i64| {
         DateTime::<Utc>::from_timestamp(s, 0)
             .unwrap_or_default()
@@ -253,15 +360,21 @@ fn case_alert(key: &Key, case: &OpenCase) -> Alert {
             .map(|ip| ip.to_string())
             .collect()
     };
-    let stamp = DateTime::<Utc>::from_timestamp(hour * 3600, 0)
-        .unwrap_or_default()
-        .format("%Y%m%dT%H");
+    let start =
+        DateTime::<Utc>::from_timestamp(window * grouping.window_s(), 0).unwrap_or_default();
+    let stamp = if grouping.window_minutes.is_multiple_of(60) {
+        start.format("%Y%m%dT%H")
+    } else {
+        start.format("%Y%m%dT%H%M")
+    };
+    let mut ticket_id = String::new();
+    for field in fields.iter().filter(|f| !f.is_empty()) {
+        ticket_id.push_str(field);
+        ticket_id.push(':');
+    }
+    let _ = write!(ticket_id, "{stamp}");
     Alert {
-        ticket_id: if site.is_empty() {
-            format!("{host}:{rule_id}:{stamp}")
-        } else {
-            format!("{site}:{host}:{rule_id}:{stamp}")
-        },
+        ticket_id,
         source: case
             .source
             .as_deref()
@@ -307,10 +420,11 @@ pub(crate) struct StreamGrouper {
 }
 
 impl StreamGrouper {
-    /// A grouper keeping cases open `keep_s` seconds of feed time past their hour.
-    pub(crate) fn new(keep_s: i64) -> Self {
+    /// A grouper by `grouping` keeping cases open `keep_s` seconds of feed time past their
+    /// window.
+    pub(crate) fn new(grouping: GroupingConfig, keep_s: i64) -> Self {
         Self {
-            cases: Grouper::default(),
+            cases: Grouper::new(grouping),
             watermark_s: i64::MIN,
             keep_s,
         }
@@ -325,23 +439,29 @@ impl StreamGrouper {
         }
         let case = self.cases.open.get_mut(&key)?;
         case.published = case.count;
-        Some(Grouped::Opened(case_alert(&key, case)))
+        Some(Grouped::Opened(case_alert(
+            &self.cases.grouping,
+            &key,
+            case,
+        )))
     }
 
     /// The cases that gained alerts since they were last handed on, then forgets the cases
     /// the feed's clock has left `keep_s` behind.
     pub(crate) fn updates(&mut self) -> Vec<Grouped> {
         let mut out = Vec::new();
+        let grouping = &self.cases.grouping;
         for (key, case) in &mut self.cases.open {
             if case.count > case.published {
                 case.published = case.count;
-                out.push(Grouped::Updated(case_alert(key, case)));
+                out.push(Grouped::Updated(case_alert(grouping, key, case)));
             }
         }
         let (watermark, keep) = (self.watermark_s, self.keep_s);
-        self.cases
-            .open
-            .retain(|key, _| (key.3 + 1).saturating_mul(3600).saturating_add(keep) >= watermark);
+        let window_s = grouping.window_s();
+        self.cases.open.retain(|key, _| {
+            (key.1 + 1).saturating_mul(window_s).saturating_add(keep) >= watermark
+        });
         out
     }
 
@@ -442,8 +562,62 @@ mod tests {
     }
 
     #[test]
+    fn cases_group_by_the_configured_fields_and_window() {
+        // One case per host and quarter hour, whatever the rule.
+        let grouping = GroupingConfig {
+            by: vec![GroupKey::Host],
+            window_minutes: 15,
+        };
+        grouping.validate().unwrap();
+        let mut g = Grouper::new(grouping);
+        for (i, row) in [
+            "fox,7200,scan,10.0.0.9,web,S-Scan",
+            "fox,7300,login,10.0.0.9,web,W-Login",
+            "fox,8100,scan,10.0.0.9,web,S-Scan",
+            "fox,7300,scan,10.0.0.9,db,S-Scan",
+        ]
+        .iter()
+        .enumerate()
+        {
+            g.push(parse_row(row).unwrap(), i as u64, row.as_bytes());
+        }
+        let cases = g.finish();
+        let ids: Vec<(&str, u32)> = cases
+            .iter()
+            .map(|(_, a)| (a.ticket_id.as_str(), a.alert_count))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("web:19700101T0200", 2),
+                ("db:19700101T0200", 1),
+                ("web:19700101T0215", 1)
+            ]
+        );
+        // The case keeps its first alert's rule and site.
+        assert_eq!(cases[0].1.rule_id, "S-Scan");
+        assert_eq!(cases[0].1.site.as_deref(), Some("fox"));
+        for bad in [
+            GroupingConfig {
+                by: vec![],
+                window_minutes: 60,
+            },
+            GroupingConfig {
+                by: vec![GroupKey::Host, GroupKey::Host],
+                window_minutes: 60,
+            },
+            GroupingConfig {
+                by: vec![GroupKey::Host],
+                window_minutes: 0,
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_stream_updates_its_cases_and_forgets_those_the_feed_clock_left_behind() {
-        let mut g = StreamGrouper::new(3600);
+        let mut g = StreamGrouper::new(GroupingConfig::default(), 3600);
         let row = |t: i64| parse_row(&format!("fox,{t},scan,10.0.0.9,web,S-Scan")).unwrap();
         assert!(matches!(g.push(row(0), 1, b"r"), Some(Grouped::Opened(_))));
         assert!(g.push(row(10), 2, b"r").is_none());

@@ -79,8 +79,12 @@ pub struct HttpSource {
     /// Records per second it may send: a bucket of as many, refilled continuously; also the
     /// most records one request may hold.
     pub records_per_s: u32,
-    /// Hours of feed time a case stays open past its hour.
+    /// Hours of feed time a case stays open past its window.
     pub keep_open_hours: u32,
+    /// How raw alerts fold into cases.
+    pub grouping: super::group::GroupingConfig,
+    /// The host of a Suricata EVE alert: `flow` or `sensor`.
+    pub eve_host: super::format::EveHost,
 }
 
 impl Default for HttpSource {
@@ -92,6 +96,8 @@ impl Default for HttpSource {
             token: None,
             records_per_s: 1000,
             keep_open_hours: 24,
+            grouping: super::group::GroupingConfig::default(),
+            eve_host: super::format::EveHost::Flow,
         }
     }
 }
@@ -155,6 +161,7 @@ impl IngestConfig {
                 format: source.format,
                 site: source.site.clone(),
                 mapping: source.mapping.clone(),
+                grouping: source.grouping.clone(),
                 ..super::format::FeedConfig::default()
             }
             .validate()
@@ -593,9 +600,10 @@ impl Grouping {
         };
         if self.grouper.is_none() {
             let format = config.format.resolve(record);
-            if let Some(decoder) = Decoder::of(format, config.mapping.as_ref()) {
+            if let Some(decoder) = Decoder::of(format, config.mapping.as_ref(), config.eve_host) {
                 let keep = i64::from(config.keep_open_hours) * 3600;
-                self.grouper = Some((StreamGrouper::new(keep), decoder));
+                let grouping = config.grouping.clone();
+                self.grouper = Some((StreamGrouper::new(grouping, keep), decoder));
             }
         }
         match &mut self.grouper {

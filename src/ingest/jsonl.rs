@@ -434,13 +434,17 @@ impl Iterator for FeedReader {
                 // A file of raw alerts is grouped whole (a case's alerts need not be
                 // contiguous); a stream's cases are handed on as they open, then updated.
                 let keep_s = i64::from(self.config.keep_open_hours) * 3600;
-                self.mode = match Decoder::of(format, self.config.mapping.as_ref()) {
-                    Some(decoder) if self.streaming => {
-                        Mode::Streaming(StreamGrouper::new(keep_s), decoder, Instant::now())
-                    }
-                    Some(decoder) => Mode::Grouping(Grouper::default(), decoder),
-                    None => Mode::Tickets,
-                };
+                let grouping = self.config.grouping.clone();
+                self.mode =
+                    match Decoder::of(format, self.config.mapping.as_ref(), self.config.eve_host) {
+                        Some(decoder) if self.streaming => Mode::Streaming(
+                            StreamGrouper::new(grouping, keep_s),
+                            decoder,
+                            Instant::now(),
+                        ),
+                        Some(decoder) => Mode::Grouping(Grouper::new(grouping), decoder),
+                        None => Mode::Tickets,
+                    };
                 // The CSV's header is no alert; a JSON record's first line is one.
                 if matches!(
                     self.mode,

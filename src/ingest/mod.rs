@@ -7,7 +7,7 @@ pub(crate) mod follow;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzz;
-pub(crate) mod group;
+pub mod group;
 pub mod http;
 pub mod jsonl;
 pub mod mapping;

@@ -17,8 +17,10 @@ use crate::proto::VendorMeta;
 /// The alert formats read natively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Native {
-    /// Suricata EVE JSON.
+    /// Suricata EVE JSON, the host the internal end of the flow.
     Eve,
+    /// Suricata EVE JSON, the host the sensor.
+    EveSensor,
     /// Wazuh `alerts.json`.
     Wazuh,
 }
@@ -82,7 +84,7 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
     let v: Value = serde_json::from_slice(line).map_err(|_| field("record", "is not JSON"))?;
     let time_s = time_of(&v["timestamp"]).ok_or(field("timestamp", "is missing or not a time"))?;
     match format {
-        Native::Eve => {
+        Native::Eve | Native::EveSensor => {
             if v["event_type"].as_str() != Some("alert") {
                 return Err(RowError::NotAnAlert);
             }
@@ -94,10 +96,14 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
                 .filter(is_internal)
                 .or(src.filter(is_internal))
                 .map(|ip| ip.to_string());
-            let host = internal
-                .or_else(|| text(&v["host"]))
-                .or_else(|| dest.map(|ip| ip.to_string()))
-                .ok_or(field("host", "neither an address nor a sensor name"))?;
+            let sensor = text(&v["host"]);
+            let host = if format == Native::EveSensor {
+                sensor.or(internal)
+            } else {
+                internal.or(sensor)
+            }
+            .or_else(|| dest.map(|ip| ip.to_string()))
+            .ok_or(field("host", "neither an address nor a sensor name"))?;
             let sid =
                 text(&alert["signature_id"]).ok_or(field("alert.signature_id", "is missing"))?;
             Ok(RawAlert {
@@ -197,6 +203,22 @@ mod tests {
         let dns = br#"{"timestamp":"2020-05-11T14:59:24Z","event_type":"dns","src_ip":"10.0.0.1"}"#;
         assert!(matches!(parse(Native::Eve, dns), Err(RowError::NotAnAlert)));
         assert!(parse(Native::Wazuh, b"{}").is_err());
+        // Configured to name the sensor: its `host`, when the record has one.
+        let sensed = EVE.trim().replacen('{', r#"{"host":"sensor-1","#, 1);
+        assert_eq!(
+            parse(Native::EveSensor, sensed.as_bytes()).unwrap().host,
+            "sensor-1"
+        );
+        assert_eq!(
+            parse(Native::Eve, sensed.as_bytes()).unwrap().host,
+            "192.168.2.7"
+        );
+        assert_eq!(
+            parse(Native::EveSensor, EVE.trim().as_bytes())
+                .unwrap()
+                .host,
+            "192.168.2.7"
+        );
         assert!(parse(Native::Eve, b"not json").is_err());
     }
 
