@@ -105,7 +105,12 @@ pub(crate) struct Follower {
     skipping: bool,
     /// The files read since the start (device, inode), so a rotation never goes back.
     read: Vec<(u64, u64)>,
+    /// The read buffer, kept between polls.
+    chunk: Vec<u8>,
 }
+
+/// Bytes read from the file at a time.
+const CHUNK: usize = 64 * 1024;
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
@@ -135,6 +140,7 @@ impl Follower {
             last_updates: Instant::now(),
             skipping: false,
             read: vec![(dev, ino)],
+            chunk: Vec::new(),
         };
         let Some(saved) = saved else {
             return Ok(follower);
@@ -193,21 +199,30 @@ impl Follower {
     /// of the file with nothing held back (caught up).
     pub(crate) fn poll(&mut self, max: usize) -> io::Result<(Vec<FeedLine>, bool)> {
         let mut out = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(CHUNK, 0);
         while out.len() < max {
             let n = match self.file.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.chunk = chunk;
+                    return Err(e);
+                }
             };
             if n == 0 {
-                if self.rotated()? {
-                    continue;
+                match self.rotated() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.chunk = chunk;
+                        return Err(e);
+                    }
                 }
-                break;
             }
             self.take(&chunk[..n], &mut out);
         }
+        self.chunk = chunk;
         if self.last_updates.elapsed() >= UPDATE_EVERY {
             self.last_updates = Instant::now();
             if let Mode::Raw(grouper, _) = &mut self.mode {

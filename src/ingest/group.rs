@@ -155,6 +155,21 @@ struct OpenCase {
     dest_ports: Tally<u16>,
 }
 
+impl OpenCase {
+    /// Counts one more alert of the case.
+    fn add(&mut self, raw: &RawAlert, pos: u64) {
+        self.count = self.count.saturating_add(1);
+        self.first_s = self.first_s.min(raw.time_s);
+        self.last_s = self.last_s.max(raw.time_s);
+        if self.user.is_none() {
+            self.user.clone_from(&raw.user);
+        }
+        count(&mut self.src_ips, raw.src_ip, pos);
+        count(&mut self.dest_ips, raw.dest_ip, pos);
+        count(&mut self.dest_ports, raw.dest_port, pos);
+    }
+}
+
 /// Values counted, each with the feed line it first appeared on.
 type Tally<T> = HashMap<T, (u32, u64)>;
 
@@ -275,55 +290,55 @@ impl Grouper {
     }
 
     /// Adds the raw alert at feed position `pos`, parsed from `record`; returns its case's key
-    /// and whether this alert opened it.
-    pub(crate) fn push(&mut self, raw: RawAlert, pos: u64, record: &[u8]) -> (Key, bool) {
+    /// when this alert opened it. A repeat (the common case) costs one lookup and no copy of
+    /// its key.
+    pub(crate) fn push(&mut self, mut raw: RawAlert, pos: u64, record: &[u8]) -> Option<Key> {
         let ip = |ip: Option<IpAddr>| ip.map(|ip| ip.to_string()).unwrap_or_default();
         let fields = self
             .grouping
             .by
             .iter()
             .map(|k| match k {
-                GroupKey::Site => raw.site.clone(),
-                GroupKey::Host => raw.host.clone(),
-                GroupKey::RuleId => raw.rule_id.clone(),
+                GroupKey::Site => std::mem::take(&mut raw.site),
+                GroupKey::Host => std::mem::take(&mut raw.host),
+                GroupKey::RuleId => std::mem::take(&mut raw.rule_id),
                 GroupKey::SrcIp => ip(raw.src_ip),
                 GroupKey::DestIp => ip(raw.dest_ip),
                 GroupKey::User => raw.user.clone().unwrap_or_default(),
             })
             .collect();
-        let key = (fields, raw.time_s.div_euclid(self.grouping.window_s()));
-        let mut opened = false;
-        let case = self.open.entry(key.clone()).or_insert_with(|| {
-            opened = true;
-            OpenCase {
-                site: raw.site,
-                host: raw.host,
-                rule_id: raw.rule_id,
-                name: raw.name,
-                source: raw.source,
-                vendor: raw.vendor,
-                user: None,
-                raw: kept_raw(record),
-                first_s: raw.time_s,
-                last_s: raw.time_s,
-                count: 0,
-                published: 0,
-                first_line: pos,
-                src_ips: Tally::new(),
-                dest_ips: Tally::new(),
-                dest_ports: Tally::new(),
-            }
-        });
-        case.count = case.count.saturating_add(1);
-        case.first_s = case.first_s.min(raw.time_s);
-        case.last_s = case.last_s.max(raw.time_s);
-        if case.user.is_none() {
-            case.user = raw.user;
+        let key: Key = (fields, raw.time_s.div_euclid(self.grouping.window_s()));
+        if let Some(case) = self.open.get_mut(&key) {
+            case.add(&raw, pos);
+            return None;
         }
-        count(&mut case.src_ips, raw.src_ip, pos);
-        count(&mut case.dest_ips, raw.dest_ip, pos);
-        count(&mut case.dest_ports, raw.dest_port, pos);
-        (key, opened)
+        // A field the key took is the key's value.
+        let by = &self.grouping.by;
+        let field = |k: GroupKey, own: &mut String| match by.iter().position(|b| *b == k) {
+            Some(i) => key.0[i].clone(),
+            None => std::mem::take(own),
+        };
+        let mut case = OpenCase {
+            site: field(GroupKey::Site, &mut raw.site),
+            host: field(GroupKey::Host, &mut raw.host),
+            rule_id: field(GroupKey::RuleId, &mut raw.rule_id),
+            name: std::mem::take(&mut raw.name),
+            source: raw.source.take(),
+            vendor: raw.vendor.take(),
+            user: None,
+            raw: kept_raw(record),
+            first_s: raw.time_s,
+            last_s: raw.time_s,
+            count: 0,
+            published: 0,
+            first_line: pos,
+            src_ips: Tally::new(),
+            dest_ips: Tally::new(),
+            dest_ports: Tally::new(),
+        };
+        case.add(&raw, pos);
+        self.open.insert(key.clone(), case);
+        Some(key)
     }
 
     /// Cases open now.
@@ -433,10 +448,7 @@ impl StreamGrouper {
     /// Adds one raw alert; a new case is handed on at once.
     pub(crate) fn push(&mut self, raw: RawAlert, pos: u64, record: &[u8]) -> Option<Grouped> {
         self.watermark_s = self.watermark_s.max(raw.time_s);
-        let (key, opened) = self.cases.push(raw, pos, record);
-        if !opened {
-            return None;
-        }
+        let key = self.cases.push(raw, pos, record)?;
         let case = self.cases.open.get_mut(&key)?;
         case.published = case.count;
         Some(Grouped::Opened(case_alert(
