@@ -98,7 +98,7 @@ impl DispositionFacts {
             first_ms: ms(&case.first_seen),
             last_ms: ms(&case.last_seen),
             alert_count: case.alert_count,
-            vendor: None,
+            vendor: case.vendor.clone(),
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod llm;
 pub mod memory;
 pub(crate) mod outbound;
 pub mod proto;
+pub mod response;
 pub mod secret;
 pub mod store;
 pub mod supervisor;

@@ -63,6 +63,45 @@ pub(crate) fn md(text: &str) -> String {
     out
 }
 
+/// Untrusted text for an HTML page, shown inert and honest: URLs defanged (`hxxps[:]//`,
+/// `www[.]`) so nothing is a link or copied as one; invisible formatting characters (zero
+/// width, bidi overrides, soft hyphens) and control characters shown as `[U+200B]`, so no
+/// text hides or reorders itself; non-ASCII characters in a word that holds a URL or dotted
+/// name shown as `[U+0430]`, so a homoglyph domain does not pass for the real one; then
+/// HTML-escaped.
+pub(crate) fn show(text: &str) -> String {
+    let defanged = defang(text);
+    let mut out = String::with_capacity(defanged.len() + 16);
+    for word in defanged.split_inclusive(char::is_whitespace) {
+        let hostlike = word.contains("[:]//")
+            || word.contains("[.]")
+            || (word.contains('.') && word.chars().any(|c| c.is_ascii_alphabetic()));
+        for c in word.chars() {
+            let invisible = matches!(c,
+                '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}'
+                | '\u{17b5}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+                | '\u{ffa0}' | '\u{e0000}'..='\u{e007f}');
+            if (c.is_control() && c != '\n' && c != '\t')
+                || invisible
+                || (hostlike && !c.is_ascii())
+            {
+                let _ = write!(out, "[U+{:04X}]", u32::from(c));
+            } else {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&#39;"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `https://x` -> `hxxps[:]//x`, `www.` -> `www[.]` (any case): readable, never a link.
 fn defang(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
@@ -111,5 +150,22 @@ mod tests {
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
         assert_eq!(encode("t-1/contain 1"), "t-1%2Fcontain%201");
+    }
+
+    #[test]
+    fn page_text_is_inert_and_hides_nothing() {
+        assert_eq!(
+            show("<script>alert(1)</script> https://evil.example"),
+            "&lt;script&gt;alert(1)&lt;/script&gt; hxxps[:]//evil.example"
+        );
+        // A zero-width space and a right-to-left override are shown, not applied.
+        assert_eq!(show("ad\u{200b}min\u{202e}txt"), "ad[U+200B]min[U+202E]txt");
+        // A Cyrillic 'а' in a domain is named; in prose it is left alone.
+        assert_eq!(
+            show("https://p\u{0430}ypal.com/login"),
+            "hxxps[:]//p[U+0430]ypal.com/login"
+        );
+        assert_eq!(show("Привет мир"), "Привет мир");
+        assert_eq!(show("a\u{7}b\nc"), "a[U+0007]b\nc");
     }
 }

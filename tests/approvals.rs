@@ -30,9 +30,11 @@ fn approver(name: &str, role: &str) -> Approver {
 async fn a_proposal_is_decided_once_by_its_role_and_published_once() {
     common::logs();
     let dir = tempfile::tempdir().unwrap();
-    let (report, store_path) = common::run_until_idle(dir.path(), common::dev_tickets()).await;
+    // Synthetic alerts with outside sources: the IR Lead proposes blocking them.
+    let feed = common::synthetic_feed(dir.path(), "decide", 300);
+    let (report, store_path) = common::run_until_idle(dir.path(), feed).await;
     let proposed = report.summary.actions_proposed;
-    assert!(proposed > 0);
+    assert!(proposed > 1);
     let store = soc_runtime::store::Store::open(&store_path).await.unwrap();
     let pool = store.pool();
     // Every proposal the IR Lead published is in the store, undecided.
@@ -455,10 +457,19 @@ async fn serve_pages(
     dir: &std::path::Path,
     config: soc_runtime::approvals::ApprovalsConfig,
 ) -> (String, tokio::task::JoinHandle<()>) {
+    serve_pages_secure(dir, config, false).await
+}
+
+/// [`serve_pages`], with `Secure` cookies or not.
+async fn serve_pages_secure(
+    dir: &std::path::Path,
+    config: soc_runtime::approvals::ApprovalsConfig,
+    secure: bool,
+) -> (String, tokio::task::JoinHandle<()>) {
     let store = soc_runtime::store::Store::open(&dir.join("pages.db"))
         .await
         .unwrap();
-    let web = soc_runtime::approvals::web::Web::new(store.pool().clone(), config);
+    let web = soc_runtime::approvals::web::Web::new(store.pool().clone(), config, secure);
     let app = soc_runtime::approvals::web::routes(std::sync::Arc::new(web))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -536,4 +547,97 @@ async fn an_sso_identity_header_is_believed_only_from_a_configured_proxy() {
             .to_string()
             .contains("sso_proxies")
     );
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_tls_sign_out_ends_the_cookie_and_no_approvers_says_how_to_add_one()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let config = soc_runtime::approvals::ApprovalsConfig {
+        approvers: vec![soc_runtime::approvals::ApproverConfig {
+            name: "ana".into(),
+            password_hash: Some(
+                soc_runtime::approvals::hash_password("tulip quarry anchor violet").unwrap(),
+            ),
+            roles: vec!["SOC Shift Lead".into()],
+        }],
+        ..soc_runtime::approvals::ApprovalsConfig::default()
+    };
+    let sign_in = |base: String| {
+        http.post(format!("{base}/login"))
+            .form(&[("name", "ana"), ("password", "tulip quarry anchor violet")])
+            .send()
+    };
+    for secure in [true, false] {
+        let (base, server) = serve_pages_secure(dir.path(), config.clone(), secure).await;
+        let signed = sign_in(base.clone()).await.unwrap();
+        assert_eq!(signed.status(), 303);
+        let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        let out = http.post(format!("{base}/logout")).send().await.unwrap();
+        assert_eq!(out.status(), 303);
+        assert_eq!(out.headers()["location"], "/login?signed_out=1");
+        let cleared = out.headers()["set-cookie"].to_str().unwrap();
+        assert!(cleared.starts_with("soc_session=;") && cleared.contains("Max-Age=0"));
+        assert_eq!(cleared.ends_with("; Secure"), secure, "{cleared}");
+        let page = http
+            .get(format!("{base}/login?signed_out=1"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("You are signed out."));
+        server.abort();
+    }
+
+    // Nobody can sign in: the approval links lead to a page that says so, and how to fix it.
+    let (base, server) = serve_pages(
+        dir.path(),
+        soc_runtime::approvals::ApprovalsConfig::default(),
+    )
+    .await;
+    let link = http
+        .get(format!("{base}/approvals/t-1%2Fblock-ip-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(link.status(), 303);
+    let to = link.headers()["location"].to_str().unwrap().to_owned();
+    let page = http.get(format!("{base}{to}")).send().await.unwrap();
+    assert_eq!(page.status(), 503);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("no approvers configured"), "{body}");
+    assert!(body.contains("approvers hash-password") && body.contains("[[approvals.approvers]]"));
+    assert!(
+        !body.contains("id=\"sign-in\""),
+        "no sign-in form that can never succeed"
+    );
+    server.abort();
+
+    // The password policy, in NIST SP 800-63B's manner.
+    use soc_runtime::approvals::check_password;
+    assert!(
+        check_password("short", "ana")
+            .unwrap_err()
+            .contains("at least 12")
+    );
+    assert!(
+        check_password("password1234", "ana")
+            .unwrap_err()
+            .contains("common")
+    );
+    assert!(
+        check_password("anaanaanaana", "ana").is_err(),
+        "the name repeated"
+    );
+    assert!(check_password("tulip quarry anchor violet", "ana").is_ok());
+    // No composition rules: a long passphrase of lower-case words is fine.
+    assert!(check_password("correct battery mountain lighthouse", "ana").is_ok());
 }

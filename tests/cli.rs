@@ -926,6 +926,68 @@ fn case_memory_commands_read_the_last_runs_store() {
         trace.contains("AlertReceived") && trace.contains("AlertTriaged"),
         "{trace}"
     );
+    // An escalated case tells the whole story: the plan's steps with their evidence, the
+    // proposals, each step at its alert time, and each cited text once.
+    let escalated: String = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = soc_runtime::store::Store::open(&data.join("soc-memory.db"))
+            .await
+            .unwrap();
+        let (ticket,): (String,) =
+            sqlx::query_as("SELECT ticket FROM proposals ORDER BY ticket LIMIT 1")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        store.close().await;
+        ticket
+    });
+    let why = run(soc()
+        .args(["case", "why", &escalated, "--data-dir"])
+        .arg(&data));
+    assert!(why.status.success(), "{}", text(&why.stderr));
+    let story = text(&why.stdout);
+    for part in [
+        "IR plan (SEV-",
+        "      because ",
+        "proposed block_ip on 203.0.113.",
+        "IRPlan",
+    ] {
+        assert!(story.contains(part), "{part:?} missing from:\n{story}");
+    }
+    let role_lines: Vec<&str> = story
+        .lines()
+        .filter(|l| l.contains("sentinel") || l.contains("ir_lead"))
+        .collect();
+    assert!(!role_lines.is_empty());
+    assert!(
+        role_lines
+            .iter()
+            .all(|l| l.trim_start().starts_with("2026-01-01T00:05:00Z")),
+        "steps in alert time:\n{story}"
+    );
+    let why_json = run(soc()
+        .args(["case", "why", &escalated, "--json", "--data-dir"])
+        .arg(&data));
+    let view: serde_json::Value = serde_json::from_slice(&why_json.stdout).unwrap();
+    assert!(!view["plan"]["containment"].as_array().unwrap().is_empty());
+    assert!(
+        !view["plan"]["containment"][0]["evidence"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!view["proposals"].as_array().unwrap().is_empty());
+    let triage = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "AlertTriaged")
+        .unwrap();
+    let rationale = triage["details"][0].as_str().unwrap();
+    assert_eq!(
+        story.matches(rationale).count(),
+        1,
+        "the triage's rationale is printed once:\n{story}"
+    );
 
     // cm-00257 shares host-2 with other cases (hosts repeat every 17 tickets).
     let recall = run(soc()
@@ -1088,11 +1150,27 @@ fn approvers_hash_password_makes_a_hash_the_config_accepts() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
-    let out = hash_of("correct horse\n");
+    // NIST SP 800-63B's manner: long enough, not common, no composition rules.
+    for (weak, why) in [
+        ("short\n", "at least 12"),
+        ("correct horse\n", "at least 12"),
+        ("password1234\n", "common or easily guessed"),
+        ("aaaaaaaaaaaaaaaa\n", "common or easily guessed"),
+    ] {
+        let refused = hash_of(weak);
+        assert!(!refused.status.success(), "{weak:?} was accepted");
+        assert!(
+            text(&refused.stderr).contains(why),
+            "{weak:?}: {}",
+            text(&refused.stderr)
+        );
+        assert!(text(&refused.stdout).is_empty(), "no hash for {weak:?}");
+    }
+    let out = hash_of("tulip quarry anchor violet\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let hash = text(&out.stdout).trim().to_owned();
     assert!(soc_runtime::approvals::verify_password(
-        "correct horse",
+        "tulip quarry anchor violet",
         &hash
     ));
     // The hash goes into the config as is, and the config validates.

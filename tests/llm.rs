@@ -1420,6 +1420,33 @@ async fn tool_calls_outside_the_whitelist_or_past_the_budget_are_refused_and_eve
             "refused: over budget"
         ]
     );
+    // The decision's record holds what it saw and did: each model exchange and each tool
+    // invocation, in order, with the tool's result (and its digest).
+    let record = &reasoned.meta.record;
+    let kinds: Vec<&str> = record.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["model", "tool", "tool", "tool", "tool", "tool", "model"]
+    );
+    assert!(record[0].prompt[0].starts_with("system: Assess the case."));
+    assert!(record[0].prompt[1].starts_with("user: Assess this case."));
+    assert!(record[0].output.starts_with("call "), "{:?}", record[0]);
+    assert!(
+        record[6].prompt.is_empty(),
+        "tool results are the tool exchanges'"
+    );
+    let recorded: Vec<&str> = record[1..6].iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(recorded, outcomes);
+    let ran = record.iter().find(|e| e.outcome == "ran").unwrap();
+    assert_eq!(
+        (ran.tool.as_str(), ran.output.as_str(), ran.output_bytes),
+        ("host.lookup", "host.lookup: ok", 15)
+    );
+    // sha256("host.lookup: ok"), from coreutils' sha256sum.
+    assert_eq!(
+        ran.output_sha256,
+        "e6cd1f75882ed9cabf34169cc85c1a5c88a6cda619471e4cd3126aa05657457b"
+    );
     // Only the whitelisted tool was offered, and the second request answers every call id.
     let requests = model.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 2);
@@ -1687,6 +1714,17 @@ async fn ir_lead_and_threat_intel_plan_and_attribute_with_their_tools_on_the_rea
     tracing::info!(?plan, "IR Lead's plan");
     assert_eq!(plan.meta.reasoner, ReasonerKind::Llm);
     assert!(plan.meta.tokens_in > 0);
+    // What it saw and did is on the plan: its prompt first, then every tool it ran.
+    let record = &plan.meta.record;
+    assert_eq!(record[0].kind, "model");
+    assert!(record[0].prompt[0].starts_with("system: You are the IR Lead"));
+    assert_eq!(
+        record
+            .iter()
+            .filter(|e| e.kind == "tool" && e.outcome == "ran")
+            .count() as u32,
+        plan.meta.tool_calls
+    );
     // Told to call tools, the small model calls them; the loop holds it to its budget.
     assert!(
         plan.meta.tool_calls > 0 && plan.meta.tool_calls <= 15,

@@ -15,7 +15,6 @@
 //! Stateless: a restart loses nothing (the role actor in `role.rs` owns delivery and commits).
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,16 +24,16 @@ use super::reasoning::{ReasoningConfig, ReasoningMode};
 use super::{Role, RoleEnv, rules_meta};
 use crate::approvals::{action_id, approver_for};
 use crate::bus::Topic;
+use crate::knowledge::Knowledge;
 use crate::llm::reason::{Answer, AnswerError, Brief, Scope, case_injection, reason_checked};
 use crate::llm::{CallOptions, Llm, LlmError};
 use crate::proto::{
-    ActionProposed, CaseContext, CaseEscalated, DecisionMeta, Envelope, Event, IrPlan, PlanStep,
-    Severity,
+    ActionProposed, Alert, CaseContext, CaseEscalated, DecisionMeta, Envelope, Event, IrPlan,
+    PlanStep, Severity,
 };
+use crate::response::{Facts, Networks, Response};
 use crate::tools::Toolbox;
 
-/// Most IPs proposed for blocking in one plan.
-const MAX_BLOCKED_IPS: usize = 3;
 /// Most entries in each section of a model's plan.
 const MAX_SECTION: usize = 5;
 /// The system prompt of the IR Lead's model reasoner.
@@ -42,10 +41,11 @@ const PROMPT: &str = "You are the IR Lead of a security operations center. Tier 
 this case as an incident. Scope it with your tools (the raw alert archive, earlier cases \
 sharing its indicators, the host's other alerts, the EDR when there is one), then decide its \
 severity (SEV-1: active compromise with business impact; SEV-2: high; SEV-3: medium; SEV-4: \
-low) and plan the response: a short summary citing the evidence; containment steps, each an \
-action from the allowed list on a target taken from the case (its host, its user or one of \
-its source IPs); eradication and recovery steps; who to notify. Containment steps are \
-proposals only: a human approver decides each one.";
+low) and plan the response: a short summary citing the evidence; containment steps, each one \
+of the case's allowed_containment (the actions its evidence supports: block an outside \
+attacker's address, isolate a machine only on evidence of its own compromise; propose fewer \
+or none when your scoping shows them unneeded); eradication and recovery steps; who to \
+notify. Containment steps are proposals only: a human approver decides each one.";
 
 /// What the IR Lead's model reasoner works with.
 pub(crate) const BRIEF: Brief = Brief {
@@ -135,25 +135,32 @@ impl Answer for PlanAnswer {
     }
 }
 
-/// Whether every containment step of `answer` targets an entity of `case` fit for its action.
-fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), AnswerError> {
+/// The policy's step that `step` proposes, if the policy allows it.
+fn allowed<'a>(policy: &'a [PlanStep], step: &StepAnswer) -> Option<&'a PlanStep> {
+    let target = step.target.trim();
+    policy
+        .iter()
+        .find(|p| p.action == step.action.as_str() && p.target.eq_ignore_ascii_case(target))
+}
+
+/// Whether every containment step of `answer` is one the response policy allows for the case
+/// (an action on a target the evidence supports): the model may leave steps out, never add.
+fn check_targets(answer: &PlanAnswer, policy: &[PlanStep]) -> Result<(), AnswerError> {
     for step in &answer.containment {
-        let target = step.target.trim();
-        let fits = match step.action {
-            ContainmentAction::IsolateHost => {
-                !case.host.is_empty() && target.eq_ignore_ascii_case(&case.host)
-            }
-            ContainmentAction::BlockIp => case.src_ips.iter().any(|ip| ip == target),
-            ContainmentAction::DisableAccount => case.user.as_deref() == Some(target),
-        };
-        if !fits {
+        if allowed(policy, step).is_none() {
+            let allowed: Vec<String> = policy
+                .iter()
+                .map(|p| format!("{} {}", p.action, p.target))
+                .collect();
             return Err(AnswerError::Invalid(format!(
-                "containment step {} on {target:?}: the target must be the case's own {}",
+                "containment step {} on {:?} is not supported by the case's evidence; the \
+                 evidence supports: {}",
                 step.action.as_str(),
-                match step.action {
-                    ContainmentAction::IsolateHost => "host",
-                    ContainmentAction::BlockIp => "source IP",
-                    ContainmentAction::DisableAccount => "user",
+                step.target.trim(),
+                if allowed.is_empty() {
+                    "no containment".to_owned()
+                } else {
+                    allowed.join(", ")
                 }
             )));
         }
@@ -165,7 +172,9 @@ fn check_targets(answer: &PlanAnswer, case: &CaseContext) -> Result<(), AnswerEr
 #[derive(Debug)]
 pub struct IrLead {
     reasoning: ReasoningConfig,
+    knowledge: Arc<Knowledge>,
     tools: Arc<Toolbox>,
+    networks: Arc<Networks>,
     proposal_ttl_ms: i64,
 }
 
@@ -182,7 +191,9 @@ impl Role for IrLead {
     fn new(env: &RoleEnv) -> Self {
         Self {
             reasoning: env.reasoning.clone(),
+            knowledge: env.knowledge.clone(),
             tools: env.tools.clone(),
+            networks: env.networks.clone(),
             proposal_ttl_ms: env.proposal_ttl_ms,
         }
     }
@@ -191,9 +202,15 @@ impl Role for IrLead {
 
     fn decide(&self, input: &Envelope, escalated: &CaseEscalated) -> Vec<Event> {
         let started = Instant::now();
+        let response = respond(
+            &escalated.case,
+            &self.knowledge,
+            &self.tools,
+            &self.networks,
+        );
         let plan = IrPlan {
             meta: rules_meta(started),
-            ..plan(escalated)
+            ..plan(escalated, &response)
         };
         with_proposals(plan, input.at_ms + self.proposal_ttl_ms)
     }
@@ -211,11 +228,17 @@ impl Role for IrLead {
     ) -> impl Future<Output = Result<Vec<Event>, LlmError>> + Send + 'static {
         let tools = self.tools.clone();
         let ttl = self.proposal_ttl_ms;
+        let response = respond(
+            &escalated.case,
+            &self.knowledge,
+            &self.tools,
+            &self.networks,
+        );
         async move {
             let escalated = &escalated;
             let started = Instant::now();
             let case = &escalated.case;
-            let rules = plan(escalated);
+            let rules = plan(escalated, &response);
             // Instructions in the case's text: the rules plan stands, a human reviews, and the
             // model is not asked to plan from text written to steer it.
             if let Some(why) = case_injection(case, &[("escalation_reason", &escalated.reason)]) {
@@ -227,11 +250,14 @@ impl Role for IrLead {
             let data = serde_json::json!({
                 "case": case,
                 "escalation": {"reason": escalated.reason, "confidence": escalated.confidence},
-                "allowed_targets": {"host": case.host, "user": case.user, "source_ips": case.src_ips},
+                "evidence": response.evidence,
+                "allowed_containment": response.steps.iter().map(|s| serde_json::json!({
+                    "action": s.action, "target": s.target, "evidence": s.evidence,
+                })).collect::<Vec<_>>(),
             });
             let options = CallOptions::case(Self::NAME, case.priority);
             let scope = Scope::of(case);
-            let check = |a: &PlanAnswer| check_targets(a, case);
+            let check = |a: &PlanAnswer| check_targets(a, &response.steps);
             let reasoned = reason_checked::<PlanAnswer>(
                 &llm,
                 &BRIEF,
@@ -257,6 +283,9 @@ impl Role for IrLead {
                             action: step.action.as_str().to_owned(),
                             target: step.target.trim().to_owned(),
                             description: step.description.clone(),
+                            evidence: allowed(&response.steps, step)
+                                .map(|s| s.evidence.clone())
+                                .unwrap_or_default(),
                         })
                         .collect(),
                     eradication: a.eradication,
@@ -306,50 +335,62 @@ fn with_proposals(plan: IrPlan, expires_at_ms: i64) -> Vec<Event> {
     events
 }
 
-fn plan(escalated: &CaseEscalated) -> IrPlan {
-    let case = &escalated.case;
-    let priority = case.priority.unwrap_or(5);
-    let severity = match priority {
-        9.. => Severity::Sev1,
-        7..=8 => Severity::Sev2,
-        5..=6 => Severity::Sev3,
-        _ => Severity::Sev4,
+/// What the response policy supports for the case: its vendor's view of the rule, with the
+/// ATT&CK tactics of the rule's techniques when the bundle is loaded.
+fn respond(
+    case: &CaseContext,
+    knowledge: &Knowledge,
+    tools: &Toolbox,
+    networks: &Networks,
+) -> Response {
+    let alert = Alert {
+        ticket_id: case.ticket.clone(),
+        source: case.source.clone(),
+        rule_id: case.rule_id.clone(),
+        rule_name: case.rule_name.clone(),
+        host: case.host.clone(),
+        vendor: case.vendor.clone(),
+        ..Alert::default()
     };
-    let mut containment = Vec::new();
-    if severity <= Severity::Sev2 && !case.host.is_empty() {
-        containment.push(PlanStep {
-            step_id: "contain-host".into(),
-            action: "isolate_host".into(),
-            target: case.host.clone(),
-            description: format!("isolate host {} from the network", case.host),
-        });
-    }
-    for (i, ip) in case
-        .src_ips
+    let vendor = knowledge.vendor().view(&alert);
+    let tactics = vendor
+        .attack
         .iter()
-        .filter(|ip| is_public(ip))
-        .take(MAX_BLOCKED_IPS)
-        .enumerate()
-    {
-        containment.push(PlanStep {
-            step_id: format!("block-ip-{}", i + 1),
-            action: "block_ip".into(),
-            target: ip.clone(),
-            description: format!("block traffic from {ip} at the perimeter"),
-        });
-    }
+        .map(|id| {
+            let tactics = tools
+                .attack()
+                .and_then(|a| a.technique(id))
+                .map(|t| t.tactics.clone())
+                .unwrap_or_default();
+            (id.clone(), tactics)
+        })
+        .collect();
+    crate::response::respond(
+        &Facts {
+            case,
+            vendor: &vendor,
+            tactics,
+        },
+        networks,
+    )
+}
+
+fn plan(escalated: &CaseEscalated, response: &Response) -> IrPlan {
+    let case = &escalated.case;
+    let severity = response.severity;
     IrPlan {
         plan_id: format!("{}/plan", case.ticket),
         case: case.clone(),
         severity,
+        // The escalation's reason is on the case already: the summary says what is new.
         summary: format!(
-            "{} incident on {} ({}): {}",
+            "{} incident on {} ({}). Evidence: {}",
             severity_text(severity),
             case.host,
             case.rule_name,
-            escalated.reason
+            response.evidence.join("; ")
         ),
-        containment,
+        containment: response.steps.clone(),
         eradication: vec![format!(
             "identify and remove what triggered {} on {}",
             case.rule_id, case.host
@@ -366,27 +407,6 @@ fn plan(escalated: &CaseEscalated) -> IrPlan {
     }
 }
 
-fn is_public(ip: &str) -> bool {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
-        }
-        Ok(IpAddr::V6(v6)) => {
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-        Err(_) => false,
-    }
-}
-
 fn severity_text(severity: Severity) -> &'static str {
     match severity {
         Severity::Sev1 => "SEV-1",
@@ -400,9 +420,10 @@ fn severity_text(severity: Severity) -> &'static str {
 mod tests {
     use super::*;
     use crate::approvals::{APPROVER_HIGH, APPROVER_LOW};
-    use crate::proto::CaseContext;
+    use crate::judgment::vendor::Vendor;
+    use crate::proto::{CaseContext, VendorMeta};
 
-    fn decide(priority: u8, src_ips: &[&str]) -> Vec<Event> {
+    fn decide(lead: &IrLead, case: CaseContext) -> Vec<Event> {
         let input = Envelope::new_root(
             "tier2",
             "t-9",
@@ -410,47 +431,121 @@ mod tests {
                 case: CaseContext {
                     ticket: "t-9".into(),
                     host: "mail".into(),
-                    priority: Some(priority),
-                    src_ips: src_ips.iter().map(|s| (*s).to_owned()).collect(),
-                    ..CaseContext::default()
+                    priority: Some(10),
+                    ..case
                 },
                 reason: "scanner".into(),
                 confidence: 0.8,
                 linked: Vec::new(),
             }),
         );
-        IrLead::default().decide_envelope(&input)
+        lead.decide_envelope(&input)
+    }
+
+    /// An IR Lead that knows Suricata's classtypes, as `[rulesets]` loads them.
+    fn with_classtypes() -> IrLead {
+        let mut vendor = Vendor::default();
+        vendor.add_classification(
+            "config classification: trojan-activity,A Network Trojan was detected, 1\n\
+             config classification: attempted-recon,Attempted Information Leak,2\n",
+        );
+        IrLead::new(&RoleEnv {
+            knowledge: Arc::new(Knowledge::new(Arc::new(vendor), Default::default())),
+            ..RoleEnv::default()
+        })
+    }
+
+    fn targets(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ActionProposed(p) => Some(format!("{} {}", p.step.action, p.step.target)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
-    fn high_priority_cases_isolate_the_host_and_block_public_ips_only() {
-        let events = decide(10, &["10.0.0.5", "203.0.113.9", "8.8.8.8", "100.64.1.1"]);
+    fn without_evidence_of_compromise_the_host_stays_and_outside_sources_are_blocked() {
+        let case = CaseContext {
+            src_ips: vec![
+                "10.0.0.5".into(),
+                "203.0.113.9".into(),
+                "8.8.8.8".into(),
+                "100.64.1.1".into(),
+            ],
+            ..CaseContext::default()
+        };
+        let events = decide(&IrLead::default(), case);
         let Event::IrPlan(plan) = &events[0] else {
             panic!("plan first")
         };
-        assert_eq!(plan.severity, Severity::Sev1);
-        let targets: Vec<&str> = plan.containment.iter().map(|s| s.target.as_str()).collect();
-        assert_eq!(targets, ["mail", "8.8.8.8"]);
-        assert_eq!(events.len(), 3);
+        // Priority 10 no longer makes a SEV-1: no vendor source describes the rule.
+        assert_eq!(plan.severity, Severity::Sev3);
+        assert!(
+            plan.summary.contains("no vendor source describes"),
+            "{}",
+            plan.summary
+        );
+        assert_eq!(
+            targets(&events),
+            ["block_ip 203.0.113.9", "block_ip 8.8.8.8"]
+        );
         assert!(events[1..].iter().all(|e| matches!(e,
-            Event::ActionProposed(p) if p.approver_role == APPROVER_HIGH && p.action_id.starts_with("t-9/"))));
+            Event::ActionProposed(p) if p.approver_role == APPROVER_LOW
+                && p.action_id.starts_with("t-9/") && !p.step.evidence.is_empty())));
     }
 
     #[test]
-    fn low_severity_cases_go_to_the_shift_lead() {
-        let events = decide(5, &["8.8.4.4"]);
-        assert!(matches!(&events[0], Event::IrPlan(p) if p.severity == Severity::Sev3));
-        assert!(matches!(&events[1], Event::ActionProposed(p) if p.approver_role == APPROVER_LOW));
-    }
-
-    #[test]
-    fn a_model_plan_may_only_contain_the_cases_own_entities() {
+    fn an_eve_category_naming_a_compromise_isolates_our_end_and_goes_to_the_on_call() {
+        let lead = with_classtypes();
         let case = CaseContext {
-            host: "mail".into(),
-            user: Some("alice".into()),
-            src_ips: vec!["203.0.113.9".into()],
+            src_ips: vec!["10.0.0.5".into()],
+            dest_ips: vec!["198.51.100.80".into()],
+            vendor: Some(VendorMeta {
+                priority: Some(1),
+                category: Some("A Network Trojan was detected".into()),
+                ..VendorMeta::default()
+            }),
             ..CaseContext::default()
         };
+        let events = decide(&lead, case);
+        assert!(matches!(&events[0], Event::IrPlan(p) if p.severity == Severity::Sev2));
+        assert_eq!(
+            targets(&events),
+            ["isolate_host 10.0.0.5", "block_ip 198.51.100.80"]
+        );
+        assert!(matches!(&events[1], Event::ActionProposed(p) if p.approver_role == APPROVER_HIGH));
+        let scan = CaseContext {
+            src_ips: vec!["198.51.100.80".into()],
+            vendor: Some(VendorMeta {
+                priority: Some(2),
+                category: Some("attempted-recon".into()),
+                ..VendorMeta::default()
+            }),
+            ..CaseContext::default()
+        };
+        assert_eq!(targets(&decide(&lead, scan)), ["block_ip 198.51.100.80"]);
+    }
+
+    #[test]
+    fn a_model_plan_may_only_contain_steps_the_evidence_supports() {
+        let policy = vec![
+            PlanStep {
+                step_id: "block-ip-1".into(),
+                action: "block_ip".into(),
+                target: "203.0.113.9".into(),
+                description: "d".into(),
+                evidence: vec!["e".into()],
+            },
+            PlanStep {
+                step_id: "isolate-host-1".into(),
+                action: "isolate_host".into(),
+                target: "mail".into(),
+                description: "d".into(),
+                evidence: vec!["e".into()],
+            },
+        ];
         let answer = |action, target: &str| PlanAnswer {
             severity: Severity::Sev2,
             summary: "s".into(),
@@ -464,15 +559,15 @@ mod tests {
             notifications: vec![],
         };
         use ContainmentAction::*;
-        assert!(check_targets(&answer(IsolateHost, "MAIL"), &case).is_ok());
-        assert!(check_targets(&answer(BlockIp, "203.0.113.9"), &case).is_ok());
-        assert!(check_targets(&answer(DisableAccount, "alice"), &case).is_ok());
-        let e = check_targets(&answer(IsolateHost, "dc-1"), &case)
+        assert!(check_targets(&answer(IsolateHost, "MAIL"), &policy).is_ok());
+        assert!(check_targets(&answer(BlockIp, "203.0.113.9"), &policy).is_ok());
+        let e = check_targets(&answer(DisableAccount, "alice"), &policy)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("the case's own host"), "{e}");
-        assert!(check_targets(&answer(BlockIp, "8.8.8.8"), &case).is_err());
-        assert!(check_targets(&answer(DisableAccount, "root"), &case).is_err());
+        assert!(e.contains("not supported by the case's evidence"), "{e}");
+        assert!(e.contains("block_ip 203.0.113.9, isolate_host mail"), "{e}");
+        assert!(check_targets(&answer(IsolateHost, "dc-1"), &policy).is_err());
+        assert!(check_targets(&answer(BlockIp, "8.8.8.8"), &[]).is_err());
         let mut long = answer(IsolateHost, "mail");
         long.notifications = vec!["x".into(); 6];
         assert!(long.check().unwrap_err().to_string().contains("at most 5"));

@@ -99,6 +99,8 @@ pub struct RoleEnv {
     pub tools: Arc<crate::tools::Toolbox>,
     /// How long a proposed action may be decided, ms (`[approvals] proposal_ttl_s`).
     pub proposal_ttl_ms: i64,
+    /// The organisation's own networks (`[response] our_networks`).
+    pub networks: Arc<crate::response::Networks>,
 }
 
 impl Default for RoleEnv {
@@ -112,6 +114,7 @@ impl Default for RoleEnv {
             )
             .unwrap_or(0)
                 * 1000,
+            networks: Arc::default(),
         }
     }
 }

@@ -177,6 +177,7 @@ fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_>
                 approvals: ctx.config.approvals.clone(),
                 webex: ctx.config.webex.clone(),
                 knowledge: Some(ctx.knowledge.clone()),
+                tools: Some(ctx.tools.clone()),
                 data_dir: ctx.config.data_dir.clone(),
             }),
             metrics: crate::app::metrics::Sources {
@@ -299,6 +300,9 @@ pub(crate) async fn start_role(
             reasoning: ctx.config.reasoning.clone(),
             tools: ctx.tools.clone(),
             proposal_ttl_ms: ctx.proposal_ttl_ms(),
+            networks: std::sync::Arc::new(
+                crate::response::Networks::parse(&ctx.config.response).unwrap_or_default(),
+            ),
         },
     };
     spec.spawn(name, args, parent)

@@ -57,6 +57,8 @@ pub struct Config {
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// The detector vendors' rulesets (rule levels, classtypes, ATT&CK ids).
     pub rulesets: crate::judgment::vendor::RulesetsConfig,
+    /// What the organisation's own networks are, for proportionate proposals.
+    pub response: crate::response::ResponseConfig,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             xsoar: crate::ingest::xsoar::XsoarConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
             rulesets: crate::judgment::vendor::RulesetsConfig::default(),
+            response: crate::response::ResponseConfig::default(),
         }
     }
 }
@@ -306,6 +309,8 @@ impl Config {
             ));
         }
         self.llm.validate()?;
+        crate::response::Networks::parse(&self.response)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.calendar.tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "calendar.tz: unknown time zone {:?} (an IANA name such as America/New_York)",

@@ -26,7 +26,7 @@ use crate::app::health::Health;
 use crate::app::metrics::Sources;
 use crate::approvals::web::{Peer, Web};
 use crate::backtest::score::Summary;
-use crate::text::{encode, esc};
+use crate::text::{encode, esc, show};
 
 /// Cases shown.
 const CASES: usize = 15;
@@ -113,7 +113,8 @@ async fn index(State(d): State<Arc<Dashboard>>, peer: Peer, headers: HeaderMap) 
     let _ = write!(
         body,
         "<header><h1>soc-runtime</h1><span class=\"status {}\" id=\"status\">{}</span>\
-         <span>bus {} ({})</span>{}</header><main>",
+         <span>bus {} ({})</span><nav><a href=\"/queues\">Queues</a>\
+         <a href=\"/approvals?pending=1\">Approvals</a></nav>{}</header><main>",
         report.status,
         report.status,
         report.bus,
@@ -123,10 +124,12 @@ async fn index(State(d): State<Arc<Dashboard>>, peer: Peer, headers: HeaderMap) 
             "unreachable"
         },
         viewer.map_or(String::new(), |v| format!(
-            "<span>signed in as {}</span>",
+            "<span>signed in as {}</span><form method=\"post\" action=\"/logout\">\
+             <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
             esc(&v.name)
         ))
     );
+    queues_panel(&d, &mut body).await;
     cases_panel(&d, &mut body).await;
     roles_panel(&d, &report.children, &mut body).await;
     gateway_panel(&d, &mut body);
@@ -144,9 +147,24 @@ fn panel(body: &mut String, id: &str, title: &str, content: &str) {
     );
 }
 
+async fn queues_panel(d: &Dashboard, body: &mut String) {
+    let html = match crate::app::console::queue_counts(&d.pool).await {
+        Ok((review, escalated, pending)) => format!(
+            "<div class=\"kpis\"><div><a href=\"/queues#review-queue\">needs review</a>\
+             <b id=\"needs-review-count\">{review}</b></div><div><a href=\"/queues#escalated-queue\">\
+             escalated, no disposition</a><b id=\"escalated-count\">{escalated}</b></div>\
+             <div><a href=\"/queues#approval-queue\">pending approvals</a>\
+             <b id=\"pending-count\">{pending}</b></div></div>"
+        ),
+        Err(e) => format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+    };
+    panel(body, "queues", "Queues", &html);
+}
+
 async fn cases_panel(d: &Dashboard, body: &mut String) {
     let rows = sqlx::query(
-        "SELECT e.ticket, e.kind, e.at_ms, c.host, c.rule, c.escalated FROM case_events e \
+        "SELECT e.ticket, e.kind, e.at_ms, c.host, c.rule, c.escalated, \
+         instr(e.body, '\"needs_human_review\"') > 0 FROM case_events e \
          LEFT JOIN cases c ON c.ticket = e.ticket ORDER BY e.audit_ms DESC, e.audit_seq DESC \
          LIMIT 500",
     )
@@ -170,15 +188,22 @@ async fn cases_panel(d: &Dashboard, body: &mut String) {
                 }
                 let kind: String = r.get(1);
                 let escalated = r.get::<Option<i64>, _>(5).unwrap_or(0) != 0;
+                let review = r.get::<Option<bool>, _>(6).unwrap_or(false);
                 let _ = write!(
                     html,
-                    "<tr class=\"case\"><td>{}</td><td><span class=\"stage {}\">{}</span></td>\
+                    "<tr class=\"case\"><td><a href=\"/cases/{}\">{}</a></td>\
+                     <td><span class=\"stage {}\">{}</span></td>\
                      <td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&ticket),
-                    if escalated { "hot" } else { "calm" },
-                    stage(&kind),
-                    esc(&r.get::<Option<String>, _>(3).unwrap_or_default()),
-                    esc(&r.get::<Option<String>, _>(4).unwrap_or_default()),
+                    encode(&ticket),
+                    show(&ticket),
+                    if escalated || review { "hot" } else { "calm" },
+                    if review {
+                        "needs human review"
+                    } else {
+                        stage(&kind)
+                    },
+                    show(&r.get::<Option<String>, _>(3).unwrap_or_default()),
+                    show(&r.get::<Option<String>, _>(4).unwrap_or_default()),
                     when(r.get(2))
                 );
             }
@@ -290,12 +315,16 @@ async fn approvals_panel(d: &Dashboard, body: &mut String) {
                 let _ = write!(
                     html,
                     "<tr class=\"approval\"><td><a href=\"/approvals/{}\">{} on {}</a></td>\
-                     <td>{}</td><td>{:?}</td><td>{}</td></tr>",
+                     <td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
                     encode(&a.action_id),
-                    esc(&a.step.action),
-                    esc(&a.step.target),
-                    esc(&a.case.ticket),
-                    a.severity,
+                    show(&a.step.action),
+                    show(&a.step.target),
+                    encode(&a.case.ticket),
+                    show(&a.case.ticket),
+                    serde_json::to_value(a.severity)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
                     esc(&a.approver_role)
                 );
             }
@@ -375,10 +404,11 @@ async fn campaigns_html(d: &Dashboard, body: &mut String) {
                     for c in found.iter().take(10) {
                         let _ = write!(
                             html,
-                            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            "<tr><td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                            encode(c.cases.first().map_or("", String::as_str)),
                             esc(&c.id),
                             c.cases.len(),
-                            esc(&c.shared.join(", "))
+                            show(&c.shared.join(", "))
                         );
                     }
                     html.push_str("</table>");
@@ -414,7 +444,7 @@ fn page(body: &str) -> String {
          .ok{{background:#1a7f37}}.degraded{{background:#9a6700}}.draining{{background:#6e7781}}\
          .stage,.state{{padding:.05em .5em;border-radius:1em;background:#ddf4ff}}\
          .hot{{background:#ffebe9}}.up{{background:#dafbe1}}.down{{background:#ffebe9}}\
-         .kpis{{display:flex;gap:1em}}.kpis div{{border:1px solid #d0d7de;border-radius:6px;\
+         nav{{display:flex;gap:1em}}nav a{{color:#e6edf3}}.kpis{{display:flex;gap:1em}}.kpis div{{border:1px solid #d0d7de;border-radius:6px;\
          padding:.4em .8em}}.kpis b{{display:block;font-size:1.5em}}.error{{color:#cf222e}}\
          </style></head><body>{body}</body></html>"
     )

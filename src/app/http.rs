@@ -65,6 +65,8 @@ pub(crate) struct Pages {
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
     /// Where the dashboard finds `last-backtest.json`.
     pub data_dir: std::path::PathBuf,
+    /// The tools (the case page names ATT&CK techniques from the bundle).
+    pub tools: Option<Arc<crate::tools::Toolbox>>,
 }
 
 /// The HTTP server actor.
@@ -105,12 +107,24 @@ impl Actor for HttpServer {
             if pages.approval_pages {
                 metrics.pool = Some(pool.clone());
             }
+            let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let secure = pages.approvals.secure_cookies.unwrap_or(!loopback);
             let web = Arc::new(crate::approvals::web::Web::new(
                 pool.clone(),
                 pages.approvals,
+                secure,
             ));
-            let hook =
-                crate::webex::webhook::Hook::new(pool.clone(), pages.webex, pages.knowledge)?;
+            let hook = crate::webex::webhook::Hook::new(
+                pool.clone(),
+                pages.webex,
+                pages.knowledge.clone(),
+            )?;
+            let console = Arc::new(crate::app::console::Console::new(
+                web.clone(),
+                pool.clone(),
+                pages.tools.clone(),
+                pages.knowledge.clone(),
+            ));
             let dashboard = crate::app::dashboard::Dashboard::new(
                 web.clone(),
                 Arc::new(metrics.clone()),
@@ -122,7 +136,8 @@ impl Actor for HttpServer {
                 app = app
                     .merge(crate::approvals::web::routes(web))
                     .merge(crate::webex::webhook::routes(Arc::new(hook)))
-                    .merge(crate::app::dashboard::routes(Arc::new(dashboard)));
+                    .merge(crate::app::dashboard::routes(Arc::new(dashboard)))
+                    .merge(crate::app::console::routes(console));
             }
         }
         app = app.merge(

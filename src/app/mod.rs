@@ -5,10 +5,12 @@
 //! - [`runtime`]: one SOC process (bus, stores, knowledge, the supervision tree).
 //! - [`crate::supervisor`]: the supervision tree (at the crate root, where the project's layout
 //!   asks for it; it is part of this layer).
-//! - `http`, `dashboard`, `metrics`, `health`: what the process serves.
+//! - `http`, `dashboard`, `console` (case pages, queues, dispositions), `metrics`, `health`:
+//!   what the process serves.
 
 pub(crate) mod children;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod context;
 pub(crate) mod dashboard;
 pub(crate) mod health;

@@ -36,7 +36,7 @@ use sqlx::SqlitePool;
 
 use super::{ApprovalsConfig, Approver, ApproverConfig, DecideError, Proposal};
 use crate::proto::ApprovalDecision;
-use crate::text::{encode, esc};
+use crate::text::{encode, esc, show};
 
 const COOKIE: &str = "soc_session";
 
@@ -49,6 +49,8 @@ pub struct Web {
     config: ApprovalsConfig,
     key: Vec<u8>,
     approvers: HashMap<String, ApproverConfig>,
+    /// Whether cookies get `Secure` (served behind TLS).
+    secure: bool,
 }
 
 impl std::fmt::Debug for Web {
@@ -60,8 +62,9 @@ impl std::fmt::Debug for Web {
 }
 
 impl Web {
-    /// The pages over the store at `pool`, as `config` says.
-    pub fn new(pool: SqlitePool, config: ApprovalsConfig) -> Self {
+    /// The pages over the store at `pool`, as `config` says; `secure` cookies when served
+    /// behind TLS (see [`ApprovalsConfig::secure_cookies`]).
+    pub fn new(pool: SqlitePool, config: ApprovalsConfig, secure: bool) -> Self {
         let key = match &config.session_key {
             Some(k) if !k.expose().is_empty() => k.expose().as_bytes().to_vec(),
             _ => {
@@ -81,7 +84,13 @@ impl Web {
             config,
             key,
             approvers,
+            secure,
         }
+    }
+
+    /// `; Secure` when cookies must only travel over TLS.
+    fn secure_attr(&self) -> &'static str {
+        if self.secure { "; Secure" } else { "" }
     }
 
     fn mac(&self, parts: &[&str]) -> Hmac<Sha256> {
@@ -102,9 +111,10 @@ impl Web {
             .finalize()
             .into_bytes());
         format!(
-            "{COOKIE}={}.{expires}.{tag}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{COOKIE}={}.{expires}.{tag}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
             hex(name.as_bytes()),
-            self.config.session_ttl_s
+            self.config.session_ttl_s,
+            self.secure_attr()
         )
     }
 
@@ -121,7 +131,7 @@ impl Web {
 
     /// The signed-in person and their session (the cookie's expiry, or `sso`): the SSO
     /// proxy's header when the request comes from a configured proxy, else a valid cookie.
-    fn session(&self, headers: &HeaderMap, peer: Peer) -> Option<(Approver, String)> {
+    pub(crate) fn session(&self, headers: &HeaderMap, peer: Peer) -> Option<(Approver, String)> {
         if let Some(person) = self.sso_person(headers, peer) {
             let roles = self
                 .approvers
@@ -193,7 +203,7 @@ impl Web {
         ))
     }
 
-    fn csrf(&self, who: &str, session: &str, action_id: &str) -> String {
+    pub(crate) fn csrf(&self, who: &str, session: &str, action_id: &str) -> String {
         hex(&self
             .mac(&["csrf", who, session, action_id])
             .finalize()
@@ -209,7 +219,7 @@ impl Web {
         format!("sso:{}", now_ms / window - back)
     }
 
-    fn csrf_ok(&self, who: &str, session: &str, action_id: &str, token: &str) -> bool {
+    pub(crate) fn csrf_ok(&self, who: &str, session: &str, action_id: &str, token: &str) -> bool {
         let Some(token) = unhex(token) else {
             return false;
         };
@@ -258,6 +268,7 @@ pub fn routes(web: Arc<Web>) -> axum::Router {
 #[derive(Deserialize)]
 struct NextQuery {
     next: Option<String>,
+    signed_out: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +290,7 @@ struct ListQuery {
 
 #[derive(Deserialize)]
 struct DecisionForm {
+    #[serde(default)]
     decision: String,
     #[serde(default)]
     reason: String,
@@ -286,12 +298,41 @@ struct DecisionForm {
     csrf: String,
 }
 
-async fn login_page(State(web): State<Arc<Web>>, Query(q): Query<NextQuery>) -> Html<String> {
+async fn login_page(State(web): State<Arc<Web>>, Query(q): Query<NextQuery>) -> Response {
+    if !web.sign_in_required() {
+        // Nobody can sign in: say so and how to fix it, rather than a form that always fails.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(no_approvers_html(&web)),
+        )
+            .into_response();
+    }
+    let note = q.signed_out.is_some().then_some("You are signed out.");
     Html(login_html(
         &web,
         q.next.as_deref().unwrap_or("/approvals"),
         None,
+        note,
     ))
+    .into_response()
+}
+
+/// The page shown where a sign-in would be, when no approver is configured.
+fn no_approvers_html(web: &Web) -> String {
+    page(
+        web,
+        "No approvers yet",
+        "<p id=\"no-approvers\">Nobody can sign in: this runtime has no approvers configured, \
+         so proposed actions can be read on the dashboard and case pages but not decided.</p>\
+         <p>To add one, hash a password (at least 12 characters, not a common one) and add an \
+         entry to the configuration, then restart:</p>\
+         <pre>echo 'a long passphrase of unrelated words' | soc-runtime approvers hash-password\n\n\
+         [[approvals.approvers]]\nname = \"ana\"\npassword_hash = \"$argon2id$...\"\n\
+         roles = [\"IR Lead On-Call\", \"SOC Shift Lead\"]</pre>\
+         <p>Behind a single sign-on proxy, set <code>approvals.sso_header</code> and \
+         <code>approvals.sso_proxies</code> instead.</p><p><a href=\"/\">Dashboard</a></p>",
+        None,
+    )
 }
 
 async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Response {
@@ -320,7 +361,12 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
-            Html(login_html(&web, next, Some("Wrong name or password."))),
+            Html(login_html(
+                &web,
+                next,
+                Some("Wrong name or password."),
+                None,
+            )),
         )
             .into_response();
     }
@@ -332,12 +378,14 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     response
 }
 
-async fn logout() -> Response {
-    let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("soc_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+async fn logout(State(web): State<Arc<Web>>) -> Response {
+    let mut response = Redirect::to("/login?signed_out=1").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        web.secure_attr()
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
     response
 }
 
@@ -395,18 +443,13 @@ async fn confirm_page(
         }
         return to_login(&path);
     };
+    // `?decision=` (from a card's button) is kept for old links but chooses nothing.
+    let _ = q.decision;
     match super::proposal(&web.pool, &action_id).await {
         Ok(Some(p)) => {
             let csrf = web.csrf(&me.name, &session, &action_id);
-            Html(confirm_html(
-                &web,
-                &me,
-                &p,
-                q.decision.as_deref(),
-                &csrf,
-                None,
-            ))
-            .into_response()
+            let behind = Behind::load(&web.pool, &p).await;
+            Html(confirm_html(&web, &me, &p, &behind, &csrf, None)).into_response()
         }
         Ok(None) => error_page(
             &web,
@@ -461,7 +504,8 @@ async fn decide(
             match super::proposal(&web.pool, &action_id).await {
                 Ok(Some(p)) => {
                     let csrf = web.csrf(&me.name, &session, &action_id);
-                    let page = confirm_html(&web, &me, &p, None, &csrf, Some(&e.to_string()));
+                    let behind = Behind::load(&web.pool, &p).await;
+                    let page = confirm_html(&web, &me, &p, &behind, &csrf, Some(&e.to_string()));
                     (code, Html(page)).into_response()
                 }
                 _ => error_page(&web, code, &e.to_string()),
@@ -471,11 +515,23 @@ async fn decide(
 }
 
 fn error_page(web: &Web, code: StatusCode, message: &str) -> Response {
-    let body = format!("<p class=\"error\">{}</p>", esc(message));
-    (code, Html(page(web, "Approvals", &body))).into_response()
+    error_response(web, code, message, None)
 }
 
-fn page(web: &Web, title: &str, body: &str) -> String {
+/// A page with the message, for `me` when signed in.
+pub(crate) fn error_response(
+    web: &Web,
+    code: StatusCode,
+    message: &str,
+    me: Option<&Approver>,
+) -> Response {
+    let body = format!("<p class=\"error\">{}</p>", esc(message));
+    (code, Html(page(web, "Approvals", &body, me))).into_response()
+}
+
+/// The pages' frame: the demo or live banner, the navigation and, for a signed-in person, who
+/// they are and a sign-out button.
+pub(crate) fn page(web: &Web, title: &str, body: &str, me: Option<&Approver>) -> String {
     let live = web.config.mode.eq_ignore_ascii_case("live");
     let banner = if live {
         "<div class=\"banner live\">LIVE: decisions are recorded for real systems \
@@ -490,16 +546,43 @@ fn page(web: &Web, title: &str, body: &str) -> String {
          .banner{{padding:.5rem 1rem;font-weight:bold;color:#fff}}.demo{{background:#2563eb}}\
          .live{{background:#b91c1c}}table{{border-collapse:collapse;width:100%}}\
          td,th{{border:1px solid #ccc;padding:.3rem;text-align:left;vertical-align:top}}\
-         .error{{color:#b91c1c;font-weight:bold}}.required{{font-size:1.2rem}}</style></head>\
-         <body>{banner}<h1>{title}</h1>{body}</body></html>",
-        title = esc(title)
+         .error{{color:#b91c1c;font-weight:bold}}.required{{font-size:1.2rem}}\
+         nav{{display:flex;gap:1rem;align-items:center;padding:.4rem 0;border-bottom:1px solid #ccc}}\
+         nav form{{margin-left:auto}}.untrusted{{background:#fff8c5;font-family:monospace;\
+         white-space:pre-wrap;word-break:break-all}}.muted{{color:#57606a}}\
+         .badge{{padding:.05rem .5rem;border-radius:1rem;background:#ddf4ff}}\
+         .hot{{background:#ffebe9}}.warn{{background:#fff8c5}}section{{margin:1rem 0}}\
+         </style></head><body>{banner}{nav}<h1>{title}</h1>{body}</body></html>",
+        title = esc(title),
+        nav = nav(me)
     )
 }
 
-fn login_html(web: &Web, next: &str, error: Option<&str>) -> String {
-    let error = error.map_or(String::new(), |e| {
+/// The navigation bar: the console's pages and, signed in, a sign-out button.
+fn nav(me: Option<&Approver>) -> String {
+    let mut html = String::from(
+        "<nav><a href=\"/\">Dashboard</a><a href=\"/queues\">Queues</a>\
+         <a href=\"/approvals?pending=1\">Pending approvals</a>",
+    );
+    if let Some(me) = me {
+        let _ = write!(
+            html,
+            "<form method=\"post\" action=\"/logout\"><span>Signed in as <b id=\"me\">{}</b> \
+             </span><button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+            esc(&me.name)
+        );
+    }
+    html.push_str("</nav>");
+    html
+}
+
+fn login_html(web: &Web, next: &str, error: Option<&str>, note: Option<&str>) -> String {
+    let mut error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", esc(e))
     });
+    if let Some(n) = note {
+        let _ = write!(error, "<p id=\"note\">{}</p>", esc(n));
+    }
     page(
         web,
         "Sign in",
@@ -512,6 +595,7 @@ fn login_html(web: &Web, next: &str, error: Option<&str>) -> String {
              <p><button type=\"submit\" id=\"sign-in\">Sign in</button></p></form>",
             esc(safe_next(Some(next)))
         ),
+        None,
     )
 }
 
@@ -535,15 +619,62 @@ fn decision_text(d: &super::Decision) -> String {
     )
 }
 
+/// What the confirmation page shows of the case behind a proposal.
+pub(crate) struct Behind {
+    /// The case as recorded, when the store has it.
+    pub(crate) view: Option<crate::memory::case_view::CaseView>,
+    /// Other cases touching the action's target.
+    pub(crate) blast_radius: Option<i64>,
+}
+
+impl Behind {
+    async fn load(pool: &SqlitePool, p: &Proposal) -> Self {
+        let ticket = &p.proposed.case.ticket;
+        Self {
+            view: crate::memory::case_view::load(pool, ticket)
+                .await
+                .ok()
+                .flatten(),
+            blast_radius: crate::memory::case_view::blast_radius(
+                pool,
+                &p.proposed.step.target,
+                ticket,
+            )
+            .await
+            .ok(),
+        }
+    }
+}
+
+/// What an action will do, in words an approver can check.
+fn effect(action: &str, target: &str) -> String {
+    let target = show(target);
+    match action {
+        "isolate_host" => format!(
+            "Cut <b>{target}</b> off the network (EDR network containment): it keeps running but \
+             reaches nothing and nothing reaches it, until it is released."
+        ),
+        "block_ip" => {
+            format!("Block all traffic from and to <b>{target}</b> at the perimeter firewall.")
+        }
+        "disable_account" => format!(
+            "Disable the account <b>{target}</b>: its sessions end and it cannot sign in until \
+             it is re-enabled."
+        ),
+        other => format!("{} on <b>{target}</b>.", show(other)),
+    }
+}
+
 fn confirm_html(
     web: &Web,
     me: &Approver,
     p: &Proposal,
-    wanted: Option<&str>,
+    behind: &Behind,
     csrf: &str,
     error: Option<&str>,
 ) -> String {
     let a = &p.proposed;
+    let case_link = format!("/cases/{}", encode(&a.case.ticket));
     let mut body = String::new();
     if let Some(e) = error {
         let _ = write!(body, "<p class=\"error\" id=\"error\">{}</p>", esc(e));
@@ -551,28 +682,112 @@ fn confirm_html(
     let _ = write!(
         body,
         "<p class=\"required\">Action required from: <strong id=\"approver-role\">{}</strong></p>\
+         <section id=\"what\"><h2>What will happen</h2>\
          <table><tr><th>Action</th><td id=\"action\">{} on {}</td></tr>\
-         <tr><th>Why</th><td>{}</td></tr>\
-         <tr><th>Ticket</th><td id=\"ticket\">{}</td></tr>\
-         <tr><th>Host</th><td>{}</td></tr><tr><th>User</th><td>{}</td></tr>\
-         <tr><th>Rule</th><td>{} ({})</td></tr>\
-         <tr><th>Severity</th><td>{:?}</td></tr><tr><th>Plan</th><td>{}</td></tr>\
-         <tr><th>Proposed by</th><td>{} at {}</td></tr><tr><th>Expires</th><td>{}</td></tr></table>",
+         <tr><th>Effect</th><td id=\"effect\">{}</td></tr>\
+         <tr><th>Blast radius</th><td id=\"blast-radius\">{}</td></tr>\
+         <tr><th>Executed by</th><td>Nothing executes from this page: the decision is recorded \
+         and published as an ActionDecision for your responders.</td></tr>\
+         <tr><th>Severity</th><td>{}</td></tr>\
+         <tr><th>Proposed by</th><td>{} at {}</td></tr><tr><th>Expires</th><td>{}</td></tr>\
+         </table></section>",
         esc(&a.approver_role),
-        esc(&a.step.action),
-        esc(&a.step.target),
-        esc(&a.step.description),
-        esc(&a.case.ticket),
-        esc(&a.case.host),
-        esc(a.case.user.as_deref().unwrap_or("-")),
-        esc(&a.case.rule_name),
-        esc(&a.case.rule_id),
-        a.severity,
-        esc(&a.plan_id),
+        show(&a.step.action),
+        show(&a.step.target),
+        effect(&a.step.action, &a.step.target),
+        match behind.blast_radius {
+            Some(0) => "no other case touches this target".to_owned(),
+            Some(n) => format!("{n} other case(s) touch this target"),
+            None => "unknown (the store could not be read)".to_owned(),
+        },
+        severity_label(a.severity),
         esc(&p.proposed_by),
         when(p.proposed_at_ms),
         when(a.expires_at_ms),
     );
+    // Why: the evidence the proposal rests on, then the case behind it.
+    body.push_str("<section id=\"why\"><h2>Why</h2>");
+    if a.step.evidence.is_empty() {
+        body.push_str(
+            "<p class=\"warn\" id=\"no-evidence\">The proposal records no evidence for this \
+             step: read the case before deciding.</p>",
+        );
+    } else {
+        body.push_str("<ul id=\"evidence\">");
+        for e in &a.step.evidence {
+            let _ = write!(body, "<li>{}</li>", show(e));
+        }
+        body.push_str("</ul>");
+    }
+    let _ = write!(
+        body,
+        "<table><tr><th>Case</th><td id=\"ticket\"><a href=\"{case_link}\">{}</a></td></tr>\
+         <tr><th>Rule</th><td>{} ({})</td></tr><tr><th>Host</th><td>{}</td></tr>\
+         <tr><th>User</th><td>{}</td></tr><tr><th>Sources</th><td>{}</td></tr>\
+         <tr><th>Destinations</th><td>{}</td></tr>\
+         <tr><th>Alerts</th><td>{} from {} to {}</td></tr>\
+         <tr><th>Plan</th><td><a id=\"plan-link\" href=\"{case_link}#plan\">{}</a></td></tr>",
+        show(&a.case.ticket),
+        show(&a.case.rule_name),
+        show(&a.case.rule_id),
+        show(&a.case.host),
+        show(a.case.user.as_deref().unwrap_or("-")),
+        show(&or_dash(&a.case.src_ips.join(", "))),
+        show(&or_dash(&a.case.dest_ips.join(", "))),
+        a.case.alert_count,
+        show(&a.case.first_seen),
+        show(&a.case.last_seen),
+        esc(&a.plan_id),
+    );
+    if let Some(v) = &behind.view {
+        for s in v
+            .steps
+            .iter()
+            .filter(|s| s.confidence.is_some() || s.meta.is_some())
+        {
+            let _ = write!(
+                body,
+                "<tr><th>{}</th><td>{}{}<br><span class=\"muted\">{}</span></td></tr>",
+                esc(&s.role),
+                show(&s.headline),
+                s.confidence
+                    .map_or(String::new(), |c| format!(", confidence {c:.2}")),
+                show(s.details.first().map_or("", String::as_str)),
+            );
+        }
+        if !v.techniques.is_empty() {
+            let _ = write!(
+                body,
+                "<tr><th>Threat intel</th><td>{}{}</td></tr>",
+                v.actor
+                    .as_deref()
+                    .map_or(String::new(), |a| format!("{}; ", show(a))),
+                v.techniques
+                    .iter()
+                    .map(|t| format!("{} {}", show(&t.id), show(&t.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !v.precedents.is_empty() {
+            let _ = write!(
+                body,
+                "<tr><th>Precedents</th><td>{}</td></tr>",
+                v.precedents
+                    .iter()
+                    .take(5)
+                    .map(|p| format!(
+                        "<a href=\"/cases/{}\">{}</a> (analysts: {})",
+                        encode(&p.ticket),
+                        show(&p.ticket),
+                        p.disposition.label()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    body.push_str("</table></section>");
     if let Some(d) = &p.decision {
         let _ = write!(body, "<p id=\"decision\">{}</p>", decision_text(d));
     } else if !me.holds(&a.approver_role) {
@@ -585,24 +800,40 @@ fn confirm_html(
     } else if crate::proto::now_ms() > a.expires_at_ms {
         let _ = write!(body, "<p id=\"expired\">This proposal has expired.</p>");
     } else {
-        let approve = wanted != Some("reject");
+        // No choice is made for the approver: the form is refused until one is picked.
         let _ = write!(
             body,
             "<form method=\"post\" action=\"/approvals/{}/decision\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <p><label><input type=\"radio\" name=\"decision\" value=\"approve\"{}> Approve</label>\
-             <label><input type=\"radio\" name=\"decision\" value=\"reject\"{}> Reject</label></p>\
+             <fieldset><legend>Your decision</legend>\
+             <p><label><input type=\"radio\" name=\"decision\" value=\"approve\" required> \
+             Approve</label> <label><input type=\"radio\" name=\"decision\" value=\"reject\"> \
+             Reject</label></p>\
              <p><label>Reason<br><textarea name=\"reason\" rows=\"3\" cols=\"60\"></textarea>\
              </label></p><p><button type=\"submit\" id=\"confirm\">Confirm decision as {}</button>\
-             </p></form>",
+             </p></fieldset></form>",
             encode(&a.action_id),
-            if approve { " checked" } else { "" },
-            if approve { "" } else { " checked" },
             esc(&me.name)
         );
     }
     body.push_str("<p><a href=\"/approvals\">All approvals</a></p>");
-    page(web, "Confirm a proposed action", &body)
+    page(web, "Confirm a proposed action", &body, Some(me))
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `SEV-2`.
+fn severity_label(s: crate::proto::Severity) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> String {
@@ -619,14 +850,15 @@ fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> Stri
         let a = &p.proposed;
         let _ = write!(
             body,
-            "<tr><td>{}</td><td><a href=\"/approvals/{}\">{} on {}</a></td><td>{}</td>\
-             <td>{:?}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><a href=\"/approvals/{}\">{} on {}</a></td>\
+             <td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(p.proposed_at_ms),
             encode(&a.action_id),
-            esc(&a.step.action),
-            esc(&a.step.target),
-            esc(&a.case.ticket),
-            a.severity,
+            show(&a.step.action),
+            show(&a.step.target),
+            encode(&a.case.ticket),
+            show(&a.case.ticket),
+            severity_label(a.severity),
             esc(&a.approver_role),
             p.decision
                 .as_ref()
@@ -634,7 +866,7 @@ fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> Stri
         );
     }
     body.push_str("</table>");
-    page(web, "Approvals", &body)
+    page(web, "Approvals", &body, Some(me))
 }
 
 fn hex(bytes: &[u8]) -> String {

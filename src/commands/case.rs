@@ -47,64 +47,223 @@ pub(crate) async fn dispatch(command: CaseCommand) -> anyhow::Result<ExitCode> {
 
 async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(args.store).await?;
-    let trace = soc_runtime::memory::why(store.pool(), &args.ticket).await?;
+    let view = soc_runtime::memory::case_view::load(store.pool(), &args.ticket).await?;
     store.close().await;
-    if trace.is_empty() {
+    let Some(view) = view else {
         anyhow::bail!("no case {} in the store", args.ticket);
-    }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&trace)?);
+        println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("case {}: {} recorded events", args.ticket, trace.len());
-    for step in &trace {
-        let at = chrono::DateTime::from_timestamp_millis(step.at_ms)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+    print!("{}", render_why(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `case why` in text: the case, then every step in alert time with what it cited (a text
+/// cited before is not repeated), the plan, proposals, intel, precedents and campaign.
+fn render_why(v: &soc_runtime::memory::case_view::CaseView) -> String {
+    use std::fmt::Write;
+    let c = &v.case;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "case {}: {} ({}, {}) on {}{}",
+        v.ticket,
+        c.rule_name,
+        c.rule_id,
+        c.source,
+        c.host,
+        c.site
+            .as_deref()
+            .map_or(String::new(), |s| format!(" at {s}"))
+    );
+    let _ = writeln!(
+        out,
+        "  alerts: {} from {} to {}; sources {}{}",
+        c.alert_count,
+        c.first_seen,
+        c.last_seen,
+        if c.src_ips.is_empty() {
+            "-".to_owned()
+        } else {
+            c.src_ips.join(", ")
+        },
+        if c.dest_ips.is_empty() {
+            String::new()
+        } else {
+            format!("; destinations {}", c.dest_ips.join(", "))
+        }
+    );
+    for r in &v.needs_review {
+        let _ = writeln!(out, "  NEEDS HUMAN REVIEW: {r}");
+    }
+    let _ = writeln!(
+        out,
+        "\ntrail ({} recorded steps, in alert time):",
+        v.steps.len()
+    );
+    let mut seen: Vec<String> = Vec::new();
+    for s in &v.steps {
+        let confidence = s
+            .confidence
+            .map_or(String::new(), |c| format!(", confidence {c:.2}"));
+        let reasoner = s.meta.as_ref().map_or(String::new(), |m| {
+            let r = serde_json::to_value(m.reasoner)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if m.tool_calls + m.tokens_in > 0 {
+                format!(
+                    " [{r}: {} tool calls, {}/{} tokens]",
+                    m.tool_calls, m.tokens_in, m.tokens_out
+                )
+            } else {
+                format!(" [{r}]")
+            }
+        });
+        let at = chrono::DateTime::from_timestamp_millis(s.at_ms)
+            .map(|t| t.format("%H:%M:%S%.3f").to_string())
             .unwrap_or_default();
-        let body = &step.event["body"];
-        let detail = [
-            "verdict",
-            "decision",
-            "severity",
-            "likely_actor",
-            "rationale",
-            "summary",
-            "reason",
-        ]
-        .iter()
-        .filter_map(|k| {
-            body.get(*k)
-                .filter(|v| !v.is_null())
-                .map(|v| format!("{k}={v}"))
-        })
-        .collect::<Vec<_>>()
-        .join("  ");
-        println!("  {at}  {:<18} {:<13} {detail}", step.kind, step.role);
-        if let Some(a) = body
-            .get("assessment")
-            .and_then(|a| serde_json::from_value::<soc_runtime::proto::Assessment>(a.clone()).ok())
-        {
-            print!("{}", render_assessment(&a));
+        let _ = writeln!(
+            out,
+            "  {}  {:<17} {:<12} {}{confidence}{reasoner}  (processed {at})",
+            s.alert_time, s.kind, s.role, s.headline
+        );
+        // A triage's assessment in full, instead of its one-line summaries.
+        let details = match &s.assessment {
+            Some(a) => {
+                out.push_str(&render_assessment(a));
+                &s.details[..s.details.len().min(1)]
+            }
+            None => &s.details[..],
+        };
+        for e in s.meta.iter().flat_map(|m| &m.record) {
+            if e.kind == "tool" {
+                let _ = writeln!(
+                    out,
+                    "      tool {}({}) {}: {} [{} bytes]",
+                    e.tool,
+                    cut(&e.arguments, 80),
+                    e.outcome,
+                    cut(&e.output.replace('\n', " "), 100),
+                    e.output_bytes
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "      model (sent {} new messages) answered: {}",
+                    e.prompt.len(),
+                    cut(&e.output.replace('\n', " "), 120)
+                );
+            }
         }
-        if let Some(linked) = body.get("linked").and_then(|l| l.as_array())
-            && !linked.is_empty()
-        {
-            let tickets: Vec<&str> = linked
-                .iter()
-                .filter_map(|l| l["case"]["ticket"].as_str())
-                .collect();
-            println!("      escalated with: {}", tickets.join(", "));
-        }
-        if step.kind
-            == <soc_runtime::proto::DispositionRecorded as soc_runtime::proto::EventKind>::KIND
-        {
-            println!(
-                "      analysts: {} (by {}, from {})",
-                body["disposition"], body["by"], body["origin"]
-            );
+        for d in details {
+            if d.is_empty() {
+                continue;
+            }
+            if seen.contains(d) {
+                let _ = writeln!(out, "      (cites again: {})", cut(d, 60));
+                continue;
+            }
+            // A text quoting one printed before shows the quote as a reference.
+            let mut shown = d.clone();
+            for earlier in seen.iter().filter(|e| e.len() >= 40) {
+                shown = shown.replace(earlier.as_str(), "[as cited above]");
+            }
+            let _ = writeln!(out, "      {shown}");
+            seen.push(d.clone());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(p) = &v.plan {
+        let _ = writeln!(out, "\nIR plan ({}):", label(&p.severity));
+        if p.containment.is_empty() {
+            let _ = writeln!(out, "  no containment: the evidence supports none");
+        }
+        for s in &p.containment {
+            let _ = writeln!(out, "  {} {}: {}", s.action, s.target, s.description);
+            for e in &s.evidence {
+                let _ = writeln!(out, "      because {e}");
+            }
+        }
+    }
+    for p in &v.proposals {
+        let a = &p.proposed;
+        let decision = p.decision.as_ref().map_or("pending".to_owned(), |d| {
+            format!("{} by {}: {}", label(&d.decision), d.decided_by, d.reason)
+        });
+        let _ = writeln!(
+            out,
+            "  proposed {} on {} to {}: {decision}",
+            a.step.action, a.step.target, a.approver_role
+        );
+    }
+    if !v.techniques.is_empty() || v.actor.is_some() {
+        let _ = writeln!(
+            out,
+            "\nthreat intel: actor {}; ATT&CK {}",
+            v.actor.as_deref().unwrap_or("none named"),
+            v.techniques
+                .iter()
+                .map(|t| format!("{} {}", t.id, t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !v.iocs.is_empty() || !v.indicators.is_empty() {
+        let mut all: Vec<String> = v
+            .iocs
+            .iter()
+            .map(|i| format!("{}:{}", label(&i.kind), i.value))
+            .collect();
+        all.extend(v.indicators.iter().cloned());
+        all.sort();
+        all.dedup();
+        let _ = writeln!(out, "indicators: {}", all.join(", "));
+    }
+    for p in &v.precedents {
+        let _ = writeln!(
+            out,
+            "precedent: {} ({}, {} on {}) analysts {}: {}",
+            p.ticket,
+            p.site,
+            p.rule_id,
+            p.host,
+            p.disposition.label(),
+            p.similarity
+        );
+    }
+    if let Some(c) = &v.campaign {
+        let _ = writeln!(out, "campaign {}: {}", c.id, c.cases.join(", "));
+    }
+    for d in &v.dispositions {
+        let _ = writeln!(
+            out,
+            "analysts: {} (by {}, from {}){}",
+            d.disposition.label(),
+            d.by,
+            d.origin,
+            d.reason
+                .as_deref()
+                .map_or(String::new(), |r| format!(": {r}"))
+        );
+    }
+    out
+}
+
+fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn cut(text: &str, n: usize) -> String {
+    let mut out: String = text.chars().take(n).collect();
+    if text.chars().count() > n {
+        out.push_str("...");
+    }
+    out
 }
 
 /// The recorded assessment of a decision, as `case why` shows it.

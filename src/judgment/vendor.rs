@@ -176,7 +176,7 @@ const ET_CATEGORIES: &[(&str, Tier)] = &[
 ];
 
 /// The ET category of an ET title's category word, if ET publishes it.
-fn et_category(word: &str) -> Option<Tier> {
+pub(crate) fn et_category(word: &str) -> Option<Tier> {
     let word = word.to_ascii_uppercase().replace('-', "_");
     ET_CATEGORIES
         .iter()
@@ -220,6 +220,9 @@ pub struct Vendor {
     wazuh: HashMap<String, WazuhRule>,
     suricata: HashMap<String, SuricataRule>,
     classes: HashMap<String, u8>,
+    /// Classtype names by their description, lower case (EVE's `alert.category` carries the
+    /// description).
+    class_names: HashMap<String, String>,
     summary: VendorSummary,
 }
 
@@ -360,8 +363,23 @@ impl Vendor {
                 && let Ok(priority) = parts[parts.len() - 1].trim().parse::<u8>()
             {
                 self.classes.insert(parts[0].trim().to_owned(), priority);
+                self.class_names.insert(
+                    parts[1..parts.len() - 1].join(",").trim().to_lowercase(),
+                    parts[0].trim().to_owned(),
+                );
             }
         }
+    }
+
+    /// The classtype a category names: a classtype itself (`attempted-admin`) or its
+    /// description in `classification.config` (`Attempted Administrator Privilege Gain`, as
+    /// EVE's `alert.category` carries it).
+    fn classtype(&self, category: &str) -> Option<String> {
+        let category = category.trim();
+        if self.classes.contains_key(category) {
+            return Some(category.to_owned());
+        }
+        self.class_names.get(&category.to_lowercase()).cloned()
     }
 
     /// What the vendor says of `alert`'s rule: from the alert's own fields first, then the
@@ -387,6 +405,8 @@ impl Vendor {
                 ),
                 tier: Tier::of_wazuh_level(rule.level),
                 attack: rule.attack.clone(),
+                classtype: None,
+                level: Some(rule.level),
                 source: format!(
                     "Wazuh rule {} (level {}) in {}",
                     rule.id,
@@ -421,6 +441,8 @@ impl Vendor {
                 category,
                 tier,
                 attack: Vec::new(),
+                classtype: rule.classtype.clone(),
+                level: None,
                 source: format!(
                     "Suricata rule sid {} ({}{}) in {}",
                     rule.sid,
@@ -437,6 +459,8 @@ impl Vendor {
                 category: format!("et:{}", word.to_ascii_uppercase()),
                 tier,
                 attack: Vec::new(),
+                classtype: None,
+                level: None,
                 source: format!("ET category {} (ET's published category definitions)", word),
             };
         }
@@ -444,6 +468,8 @@ impl Vendor {
             category: detector,
             tier: Tier::Unknown,
             attack: Vec::new(),
+            classtype: None,
+            level: None,
             source: "no vendor knowledge of this rule".to_owned(),
         }
     }
@@ -470,6 +496,8 @@ impl Vendor {
             category: format!("{family}:{}", category.to_ascii_lowercase()),
             tier,
             attack: meta.attack.clone(),
+            classtype: meta.category.as_deref().and_then(|c| self.classtype(c)),
+            level: meta.level,
             source: "the alert's own vendor fields".to_owned(),
         })
     }
@@ -484,6 +512,10 @@ pub struct VendorView {
     pub tier: Tier,
     /// ATT&CK technique ids.
     pub attack: Vec<String>,
+    /// The Suricata classtype (`attempted-recon`), when the rule has one.
+    pub classtype: Option<String>,
+    /// The Wazuh rule level, when the rule is a Wazuh one.
+    pub level: Option<u8>,
     /// Where this came from.
     pub source: String,
 }

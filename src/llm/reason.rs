@@ -25,7 +25,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 
 use super::{CallOptions, ChatRequest, JsonSchema, Llm, LlmError, Message, Tool, ToolChoice};
-use crate::proto::{DecisionMeta, ReasonerKind};
+use crate::proto::{DecisionMeta, Exchange, ReasonerKind};
 
 /// Why a model's answer was not accepted: said in the repair prompt, then recorded as the
 /// case's `needs_human_review` reason.
@@ -248,6 +248,9 @@ pub(crate) async fn reason_checked<T: Answer>(
     let mut calls = Vec::new();
     let mut ran = 0u32;
     let mut answer = None;
+    // What the role saw and did, for the audit: prompts not recorded yet start here.
+    let mut record: Vec<Exchange> = Vec::new();
+    let mut recorded_upto = 0usize;
     for round in 0..=brief.budget + 2 {
         let may_call = !offered.is_empty() && round <= brief.budget + 1;
         let request = ChatRequest {
@@ -265,8 +268,13 @@ pub(crate) async fn reason_checked<T: Answer>(
             temperature: Some(0.0),
             ..ChatRequest::default()
         };
+        let prompt = new_prompt(&messages[recorded_upto.min(messages.len())..]);
+        recorded_upto = messages.len();
         let completion = match llm.chat(request, options.clone()).await {
-            Ok(c) => c,
+            Ok(c) => {
+                record.push(model_exchange(prompt, &c));
+                c
+            }
             // The server refused the investigation as it stands (a tool call it could not
             // read, a conversation past its context): start over from the case, without
             // tools, and answer.
@@ -275,7 +283,17 @@ pub(crate) async fn reason_checked<T: Answer>(
                     tool: "(investigation)".into(),
                     outcome: format!("refused by the server: {message}"),
                 });
+                record.push(
+                    Exchange {
+                        kind: "model".into(),
+                        at_ms: crate::proto::now_ms(),
+                        prompt,
+                        ..Exchange::default()
+                    }
+                    .with_output(&format!("refused by the server: {message}")),
+                );
                 messages.truncate(2);
+                recorded_upto = 2;
                 messages.push(Message::user(format!(
                     "The investigation with tools had to stop after {ran} tool calls (the \
                      model server refused to go on). Do not call tools: answer now from the case."
@@ -370,7 +388,20 @@ pub(crate) async fn reason_checked<T: Answer>(
                 tool: name.to_owned(),
                 outcome: outcome.to_owned(),
             });
+            record.push(
+                Exchange {
+                    kind: "tool".into(),
+                    at_ms: crate::proto::now_ms(),
+                    tool: name.to_owned(),
+                    arguments: call.function.arguments.clone(),
+                    outcome: outcome.to_owned(),
+                    ..Exchange::default()
+                }
+                .with_output(&result),
+            );
             messages.push(Message::tool_result(call.id, result));
+            // Tool results are recorded as the tool exchanges' outputs.
+            recorded_upto = messages.len();
         }
     }
     meta.tool_calls = ran;
@@ -383,6 +414,7 @@ pub(crate) async fn reason_checked<T: Answer>(
             messages.push(Message::user(format!(
                 "That answer is not valid: {why}. Answer again with only the JSON object."
             )));
+            let prompt = new_prompt(&messages[recorded_upto.min(messages.len())..]);
             let request = ChatRequest {
                 messages,
                 response_format: Some(schema),
@@ -391,6 +423,7 @@ pub(crate) async fn reason_checked<T: Answer>(
                 ..ChatRequest::default()
             };
             let completion = llm.chat(request, options).await?;
+            record.push(model_exchange(prompt, &completion));
             add_usage(&mut meta, &completion.usage);
             parse(&completion.content.unwrap_or_default()).map_err(|again| {
                 AnswerError::Unrepaired {
@@ -401,11 +434,51 @@ pub(crate) async fn reason_checked<T: Answer>(
         }
     };
     meta.wall_time_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    meta.record = record;
     Ok(Reasoned {
         answer,
         meta,
         calls,
     })
+}
+
+/// Messages as the record keeps them: `role: text`; an assistant's tool calls as
+/// `assistant calls name(arguments)` (its answer was recorded when it came).
+fn new_prompt(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| !matches!(m.role, super::Speaker::Tool | super::Speaker::Assistant))
+        .map(|m| {
+            format!(
+                "{}: {}",
+                serde_json::to_value(m.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                m.content.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// A model exchange: what was sent that was not recorded yet, and the answer.
+fn model_exchange(prompt: Vec<String>, c: &super::Completion) -> Exchange {
+    let answer = if c.tool_calls.is_empty() {
+        c.content.clone().unwrap_or_default()
+    } else {
+        c.tool_calls
+            .iter()
+            .map(|t| format!("call {}({})", t.function.name, t.function.arguments))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Exchange {
+        kind: "model".into(),
+        at_ms: crate::proto::now_ms(),
+        prompt,
+        ..Exchange::default()
+    }
+    .with_output(&answer)
 }
 
 fn add_usage(meta: &mut DecisionMeta, usage: &super::Usage) {

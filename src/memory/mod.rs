@@ -17,6 +17,8 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use crate::indicators;
+
+pub mod case_view;
 use crate::store::StoreError;
 
 /// One event of a ticket's trace.

@@ -121,6 +121,13 @@ pub struct CaseContext {
     /// Priority 1 (lowest) to 10 (highest), once triage has assigned one.
     #[serde(default)]
     pub priority: Option<u8>,
+    /// Destination addresses of the grouped alerts, when the detector sees a flow: with the
+    /// source IPs they give the traffic's direction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest_ips: Vec<String>,
+    /// What the detector's vendor said of the rule, when the alert carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<VendorMeta>,
 }
 
 impl CaseContext {
@@ -140,6 +147,8 @@ impl CaseContext {
             first_seen: alert.first_seen.clone(),
             last_seen: alert.last_seen.clone(),
             priority: None,
+            dest_ips: alert.dest_ips.clone(),
+            vendor: alert.vendor.clone(),
         }
     }
 }
@@ -164,6 +173,60 @@ pub struct DecisionMeta {
     /// repair, instructions were found inside alert text); absent when nothing is amiss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_human_review: Option<String>,
+    /// What the role saw and did while deciding, in order: every model exchange and every
+    /// tool invocation, so "why?" is answered from what it saw, never re-derived. Empty for
+    /// the rules reasoner (its evidence is the assessment it records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record: Vec<Exchange>,
+}
+
+/// One model exchange or tool invocation made while deciding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Exchange {
+    /// `model` or `tool`.
+    pub kind: String,
+    /// When it ended, ms since the epoch.
+    pub at_ms: i64,
+    /// A model exchange: the messages sent that no earlier exchange of this decision recorded
+    /// (the first: the system prompt and the case; a repair: the reason), each as
+    /// `role: text`. Tool results sent back are the tool exchanges' outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt: Vec<String>,
+    /// A tool invocation: the tool's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool: String,
+    /// A tool invocation: its arguments, as the model wrote them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arguments: String,
+    /// A tool invocation: `ran`, `failed` or why it was refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub outcome: String,
+    /// The model's answer (its text, or the tool calls it asked for) or the tool's result,
+    /// cut at [`Exchange::MAX_OUTPUT`] bytes.
+    pub output: String,
+    /// SHA-256 of the whole output, hex: what was cut can be matched against a copy.
+    pub output_sha256: String,
+    /// Bytes of the whole output.
+    pub output_bytes: u64,
+}
+
+impl Exchange {
+    /// Most bytes of an output kept in the record.
+    pub const MAX_OUTPUT: usize = 4096;
+
+    /// `output` as recorded: cut on a character boundary, with its digest and length.
+    pub fn with_output(mut self, output: &str) -> Self {
+        use sha2::Digest as _;
+        let mut end = output.len().min(Self::MAX_OUTPUT);
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.output = output[..end].to_owned();
+        let digest = sha2::Sha256::digest(output.as_bytes());
+        self.output_sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.output_bytes = output.len() as u64;
+        self
+    }
 }
 
 /// Kinds of reasoner a role can decide with.

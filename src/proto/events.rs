@@ -266,6 +266,10 @@ pub struct PlanStep {
     pub target: String,
     /// What a human reads.
     pub description: String,
+    /// The evidence that supports the step (what the case shows of its target), so an
+    /// approver sees why this action and not another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 /// The IR Lead's response plan.

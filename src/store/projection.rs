@@ -20,6 +20,8 @@ struct CaseFold {
     first_ms: i64,
     escalated: bool,
     confidence: Option<f64>,
+    /// Whether a role handed it to a human (`needs_human_review`).
+    needs_review: bool,
 }
 
 /// Folds a page of audit entries into case memory, inside the caller's transaction: a few
@@ -69,7 +71,16 @@ pub(crate) async fn fold_page(
                     .map_or(envelope.at_ms, |t| t.timestamp_millis()),
                 escalated: false,
                 confidence: None,
+                needs_review: false,
             });
+        let review = match &envelope.event {
+            Event::AlertTriaged(e) => e.meta.needs_human_review.is_some(),
+            Event::Tier2Analysis(e) => e.meta.needs_human_review.is_some(),
+            Event::IrPlan(e) => e.meta.needs_human_review.is_some(),
+            Event::ThreatIntelReport(e) => e.meta.needs_human_review.is_some(),
+            _ => false,
+        };
+        entry.needs_review |= review;
         match &envelope.event {
             Event::CaseEscalated(_) => entry.escalated = true,
             Event::AlertTriaged(e) => entry.confidence = Some(f64::from(e.confidence)),
@@ -131,7 +142,8 @@ pub(crate) async fn fold_page(
     let cases: Vec<_> = cases.into_iter().collect();
     for chunk in cases.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
-            "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence) ",
+            "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence, \
+             needs_review) ",
         );
         q.push_values(chunk, |mut b, (ticket, c)| {
             b.push_bind(ticket)
@@ -140,11 +152,13 @@ pub(crate) async fn fold_page(
                 .push_bind(&c.host)
                 .push_bind(c.first_ms)
                 .push_bind(i64::from(c.escalated))
-                .push_bind(c.confidence);
+                .push_bind(c.confidence)
+                .push_bind(i64::from(c.needs_review));
         });
         q.push(
             " ON CONFLICT (ticket) DO UPDATE SET escalated = MAX(cases.escalated, \
-             excluded.escalated), confidence = COALESCE(excluded.confidence, cases.confidence)",
+             excluded.escalated), confidence = COALESCE(excluded.confidence, cases.confidence), \
+             needs_review = MAX(cases.needs_review, excluded.needs_review)",
         );
         q.build().execute(&mut *tx).await?;
     }

@@ -648,6 +648,7 @@ mod tests {
                 action: "isolate_host".into(),
                 target: "web-1".into(),
                 description: "Isolate the host".into(),
+                evidence: Vec::new(),
             }],
             eradication: vec!["Rotate keys".into()],
             ..IrPlan::default()
