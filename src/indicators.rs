@@ -274,6 +274,17 @@ fn of_domain(token: &str, site: &str, typed: bool) -> Option<Indicator> {
 }
 
 /// Classifies an address: public, internal to `site`, or meaningless.
+/// The indicator an action's target is recorded as in `site`: an address, or a host name.
+pub(crate) fn of_target(target: &str, site: &str) -> Option<Indicator> {
+    let target = target.trim();
+    match target.parse::<IpAddr>() {
+        Ok(addr) => of_ip(addr, site),
+        Err(_) => {
+            (!target.is_empty()).then(|| (Kind::Host, format!("{site}/{}", target.to_lowercase())))
+        }
+    }
+}
+
 pub(crate) fn of_ip(addr: IpAddr, site: &str) -> Option<Indicator> {
     match addr {
         IpAddr::V4(v4) => of_ipv4(v4, site),

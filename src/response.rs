@@ -24,7 +24,7 @@
 //!     (privilege gained on the destination), `trojan-activity`, `command-and-control`,
 //!     `domain-c2`, `coin-mining`, `credential-theft` (our end of the flow runs malware or lost
 //!     credentials) are compromise; the `attempted-*` classes, scans, web attacks, denial of
-//!     service and login attempts are attempts. Without a classtype, an ET title's category by
+//!     service and login attempts are attempts. Without a known classtype, an ET title's category by
 //!     ET's published definitions: a compromised end system (MALWARE, TROJAN, ATTACK_RESPONSE,
 //!     ...) or reconnaissance and attempts (SCAN, EXPLOIT, WEB_SERVER, ...).
 //!   - Wazuh's rule classification of levels: 6 ("low relevance attack", without effect on
@@ -36,14 +36,19 @@
 //! - **The vendor's severity tier** of the rule.
 //!
 //! Then: external sources are blocked at the perimeter (never the scanned server isolated);
-//! a host is isolated only on evidence of its own compromise (on-host activity, a compromise
-//! classtype on its end of the flow, or attacks launched from its address); an account is
-//! disabled only on evidence it is in an adversary's hands (ATT&CK Valid Accounts, a
-//! successful privilege gain, credential theft); a compromised host's external peers are
-//! blocked. Severity: SEV-1 for a compromise with impact or exfiltration or a critical
-//! vendor tier; SEV-2 for any other compromise; SEV-3 for a high or critical attempt, or
-//! evidence no vendor source describes (an analyst must scope it); SEV-4 for other attempts.
-//! Every step carries the evidence that supports it.
+//! a machine is isolated only on evidence of its own compromise: on-host activity seen on a
+//! host-based detector's host, a compromise classtype or ET category on our end of a flow (the
+//! host itself only when the detection records no address), or an attack launched from its
+//! address where the case records the flow's destination (without one, which end attacked is
+//! unknown). An account is disabled only on evidence it is in an adversary's hands (ATT&CK
+//! Valid Accounts on a rule the vendor does not class as an attempt, a successful privilege
+//! gain, credential theft); a compromised machine's external peers are blocked. Severity:
+//! SEV-1 for a compromise with impact or exfiltration or a critical vendor tier; SEV-2 for a
+//! compromise shown directly, or inferred from an attack of high tier; SEV-3 for one only
+//! inferred from a lower-tier attack launched from our address, for a high or critical
+//! attempt, and for evidence no vendor source describes (an analyst must scope it; external
+//! sources are still blocked, nothing of ours isolated); SEV-4 for other attempts. Every step
+//! carries the evidence that supports it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -268,6 +273,8 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
     let dests = parse(&case.dest_ips);
     let host_ip = case.host.parse::<IpAddr>().ok();
     let is_host = |ip: IpAddr| host_ip == Some(ip);
+    // The host may be a target: named, and not an address that names no machine.
+    let host_ok = !case.host.trim().is_empty() && host_ip.is_none_or(|ip| !never_target(ip));
     let ours = |ip: IpAddr| networks.ours(ip) || is_host(ip);
     let rule = format!("{} ({})", case.rule_name, case.rule_id);
 
@@ -314,15 +321,25 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
         .category
         .strip_prefix("et:")
         .and_then(crate::judgment::vendor::et_category);
-    let class_kind = class.and_then(class_kind).or(match et {
+    let by_classtype = class.and_then(class_kind);
+    let class_kind = by_classtype.or(match et {
         Some(Tier::Critical) => Some(ClassKind::OurEndCompromised),
         Some(Tier::Low | Tier::Medium | Tier::High) => Some(ClassKind::Attempt),
         _ => None,
     });
+    // What named the kind, for the evidence.
+    let said = match (by_classtype, class) {
+        (Some(_), Some(c)) => format!("classtype {c}"),
+        _ => format!(
+            "ET category {}",
+            facts.vendor.category.trim_start_matches("et:")
+        ),
+    };
     if let Some(c) = class {
         evidence.push(format!("Suricata classtype {c}"));
-    } else if et.is_some() {
-        evidence.push(format!("ET category {}", &facts.vendor.category[3..]));
+    }
+    if by_classtype.is_none() && et.is_some() {
+        evidence.push(said.clone());
     }
     let wazuh_attempt = matches!(facts.vendor.level, Some(6 | 9 | 10));
     if let Some(level) = facts.vendor.level.filter(|_| wazuh_attempt) {
@@ -348,7 +365,7 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
     // The host's own compromise: on-host activity seen on it.
     let on_host = !on_host_tactics.is_empty();
     let mut isolate: Vec<(String, String)> = Vec::new();
-    if on_host && !case.host.is_empty() {
+    if on_host && host_ok {
         isolate.push((
             case.host.clone(),
             format!(
@@ -358,63 +375,54 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
             ),
         ));
     }
-    // A classtype that names the compromised end of the flow.
-    match class_kind {
-        Some(ClassKind::GainedOnDestination) => {
-            let victims: Vec<IpAddr> = dests.iter().copied().filter(|ip| ours(*ip)).collect();
-            if victims.is_empty() && !case.host.is_empty() {
-                isolate.push((
-                    case.host.clone(),
-                    format!(
-                        "{rule}: privilege gained on {} (classtype {})",
-                        case.host,
-                        class.unwrap_or_default()
-                    ),
-                ));
-            }
-            for ip in victims {
-                isolate.push((
-                    ip.to_string(),
-                    format!(
-                        "{rule}: privilege gained on {ip}, the flow's destination (classtype {})",
-                        class.unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-        Some(ClassKind::OurEndCompromised) => {
-            let ends: Vec<IpAddr> = sources
+    // A classification that names the compromised end of the flow.
+    let named = match class_kind {
+        Some(ClassKind::GainedOnDestination) => Some((
+            dests
+                .iter()
+                .copied()
+                .filter(|ip| ours(*ip))
+                .collect::<Vec<_>>(),
+            "privilege gained on",
+        )),
+        Some(ClassKind::OurEndCompromised) => Some((
+            sources
                 .iter()
                 .chain(&dests)
                 .copied()
                 .filter(|ip| ours(*ip))
-                .collect();
-            if ends.is_empty() && !case.host.is_empty() {
-                isolate.push((
-                    case.host.clone(),
-                    format!(
-                        "{rule}: {} runs malware or lost credentials (classtype {})",
-                        case.host,
-                        class.unwrap_or_default()
-                    ),
-                ));
-            }
-            for ip in ends {
-                isolate.push((ip.to_string(), format!("{rule}: our end of the flow, {ip}, runs malware or lost credentials (classtype {})", class.unwrap_or_default())));
-            }
+                .collect(),
+            "malware or stolen credentials on",
+        )),
+        _ => None,
+    };
+    if let Some((ends, what)) = named {
+        // Only a host-based detection (no address at all) names the host itself: a sensor's
+        // host is the sensor.
+        if ends.is_empty() && sources.is_empty() && dests.is_empty() && host_ok {
+            isolate.push((
+                case.host.clone(),
+                format!("{rule}: {what} {} ({said})", case.host),
+            ));
         }
-        _ => {}
+        for ip in ends {
+            isolate.push((
+                ip.to_string(),
+                format!("{rule}: {what} {ip}, our end of the flow ({said})"),
+            ));
+        }
     }
-    // Attacks launched from one of our addresses (other than the host attacked): that machine
-    // is in an adversary's hands (or an insider's).
+    // Attacks launched from one of our addresses: that machine is in an adversary's hands (or
+    // an insider's). Only where the case shows the flow's direction (its destinations): an
+    // address a host log or a sensor records without one may be the attacked host's own.
+    // (A rule written for the response direction names the server as the source; the
+    // evidence says which flow matched, and the approver decides.)
     let attacked = !actor_tactics.is_empty() || attempt_tactic || vendor_attempt;
     direct |= !isolate.is_empty();
-    // Only where the case shows the flow's direction (its destinations): an address a host log
-    // or a sensor records without one may be the attacked host's own.
     let inside: Vec<IpAddr> = sources
         .iter()
         .copied()
-        .filter(|ip| networks.ours(*ip) && !is_host(*ip) && !dests.contains(ip))
+        .filter(|ip| networks.ours(*ip) && !dests.contains(ip))
         .collect();
     if attacked && dests.is_empty() && !inside.is_empty() {
         evidence.push(format!(
@@ -432,8 +440,12 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
             isolate.push((
                 ip.to_string(),
                 format!(
-                    "{rule}: our address {ip} is the source of an attack on {}{}",
-                    case.host,
+                    "{rule}: our address {ip} is the source of the matched flow to {}{}",
+                    dests
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if actor_tactics.is_empty() {
                         String::new()
                     } else {
@@ -447,7 +459,7 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
     for (target, why) in isolate {
         if let Some(c) = candidates
             .iter_mut()
-            .find(|c| c.action == "isolate_host" && c.target.eq_ignore_ascii_case(&target))
+            .find(|c| c.action == "isolate_host" && same_target(&c.target, &target))
         {
             if !c.evidence.contains(&why) {
                 c.evidence.push(why);
@@ -467,7 +479,9 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
     }
     // The account, on evidence an adversary holds it.
     if let Some(user) = case.user.as_deref().filter(|u| !u.trim().is_empty()) {
-        let why = if valid_accounts {
+        // A rule the vendor classes as an attempt (a failed logon tagged Valid Accounts) names
+        // the attacked account, not one in an adversary's hands.
+        let why = if valid_accounts && !vendor_attempt {
             Some(format!(
                 "{rule}: ATT&CK T1078 Valid Accounts, the account {user} used by an adversary"
             ))
@@ -563,9 +577,20 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
         Stage::Unknown => Severity::Sev3,
     };
     evidence.push(match stage {
-        Stage::Compromise => format!("compromise of {}", if isolated.is_empty() { "an account".to_owned() } else { isolated.join(", ") }),
-        Stage::Attempt => "an attempt: nothing shows a machine or account of ours compromised".to_owned(),
-        Stage::Unknown => "no vendor source describes what this rule shows: nothing to contain until an analyst scopes it".to_owned(),
+        Stage::Compromise => format!(
+            "compromise of {}",
+            if isolated.is_empty() {
+                "an account".to_owned()
+            } else {
+                isolated.join(", ")
+            }
+        ),
+        Stage::Attempt => {
+            "an attempt: nothing shows a machine or account of ours compromised".to_owned()
+        }
+        Stage::Unknown => "no vendor source describes what this rule shows: nothing of ours is \
+                           isolated until an analyst scopes it"
+            .to_owned(),
     });
     let mut counts = std::collections::HashMap::<&str, usize>::new();
     let steps = candidates
@@ -593,6 +618,14 @@ pub fn respond(facts: &Facts<'_>, networks: &Networks) -> Response {
 /// ATT&CK T1078 Valid Accounts and its sub-techniques.
 fn is_valid_accounts(technique: &str) -> bool {
     technique == "T1078" || technique.starts_with("T1078.")
+}
+
+/// Whether two targets name the same thing: addresses however spelled, names in any case.
+fn same_target(a: &str, b: &str) -> bool {
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(x), Ok(y)) => x.to_canonical() == y.to_canonical(),
+        _ => a.eq_ignore_ascii_case(b),
+    }
 }
 
 fn join(set: &BTreeSet<&str>) -> String {
@@ -822,6 +855,48 @@ mod tests {
                 steps: &[],
                 stage: Stage::Attempt,
                 severity: Severity::Sev4,
+                ..ROW
+            },
+            Row {
+                what: "an attack from our host to the outside: our host is the attacker",
+                host: "10.0.0.7",
+                src: &["10.0.0.7"],
+                dest: &["198.51.100.50"],
+                tier: Tier::High,
+                classtype: Some("attempted-admin"),
+                steps: &["isolate_host 10.0.0.7", "block_ip 198.51.100.50"],
+                stage: Stage::Compromise,
+                severity: Severity::Sev2,
+                ..ROW
+            },
+            Row {
+                what: "failed logons tagged Valid Accounts (Wazuh level 10): the account is the \
+                       target, not disabled",
+                host: "dc-1",
+                user: Some("bob"),
+                src: &["198.51.100.60"],
+                tier: Tier::Medium,
+                level: Some(10),
+                tactics: &[(
+                    "T1078",
+                    &["defense-evasion", "persistence", "initial-access"],
+                )],
+                steps: &["block_ip 198.51.100.60"],
+                stage: Stage::Attempt,
+                severity: Severity::Sev4,
+                ..ROW
+            },
+            Row {
+                what: "a trojan classtype where no end of the flow is ours: the sensor is not \
+                       isolated",
+                host: "sensor-1",
+                src: &["198.51.100.1"],
+                dest: &["203.0.113.2"],
+                tier: Tier::Critical,
+                classtype: Some("trojan-activity"),
+                steps: &["block_ip 198.51.100.1"],
+                stage: Stage::Attempt,
+                severity: Severity::Sev3,
                 ..ROW
             },
             Row {

@@ -1153,7 +1153,7 @@ fn approvers_hash_password_makes_a_hash_the_config_accepts() {
     // NIST SP 800-63B's manner: long enough, not common, no composition rules.
     for (weak, why) in [
         ("short\n", "at least 12"),
-        ("correct horse\n", "at least 12"),
+        ("eleven char\n", "at least 12"),
         ("password1234\n", "common or easily guessed"),
         ("aaaaaaaaaaaaaaaa\n", "common or easily guessed"),
     ] {

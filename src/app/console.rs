@@ -31,10 +31,10 @@ use serde::Deserialize;
 use sqlx::{Row, SqlitePool};
 
 use crate::approvals::Approver;
-use crate::approvals::web::{Peer, Web, error_response, page};
+use crate::approvals::web::{Peer, Purpose, Web, error_response, page, when};
 use crate::knowledge::{DispositionFacts, Knowledge};
 use crate::memory::case_view::{self, CaseView};
-use crate::proto::{Disposition, DispositionRecorded, Envelope, Event};
+use crate::proto::{Disposition, label};
 use crate::store::StoreError;
 use crate::text::{encode, esc, show};
 use crate::tools::Toolbox;
@@ -162,7 +162,7 @@ async fn case_page(
         Ok(Some(view)) => {
             let csrf = session
                 .as_ref()
-                .map(|(a, s)| c.web.csrf(&a.name, s, &disposition_scope(&ticket)));
+                .map(|(a, s)| c.web.csrf(Purpose::Disposition, &a.name, s, &ticket));
             let given = given_dispositions(&c.pool, &ticket)
                 .await
                 .unwrap_or_default();
@@ -181,11 +181,6 @@ async fn case_page(
             me,
         ),
     }
-}
-
-/// What a disposition's CSRF token is bound to.
-fn disposition_scope(ticket: &str) -> String {
-    format!("disposition:{ticket}")
 }
 
 #[derive(Deserialize)]
@@ -214,10 +209,13 @@ async fn dispose(
         };
         return error_response(&c.web, StatusCode::UNAUTHORIZED, why, None);
     };
-    if !c
-        .web
-        .csrf_ok(&me.name, &session, &disposition_scope(&ticket), &form.csrf)
-    {
+    if !c.web.csrf_ok(
+        Purpose::Disposition,
+        &me.name,
+        &session,
+        &ticket,
+        &form.csrf,
+    ) {
         return error_response(
             &c.web,
             StatusCode::FORBIDDEN,
@@ -242,7 +240,7 @@ async fn dispose(
             Some(&me),
         );
     }
-    let view = match case_view::load(&c.pool, &ticket).await {
+    let view = match case_view::load_recorded(&c.pool, &ticket).await {
         Ok(Some(v)) => v,
         Ok(None) => {
             return error_response(
@@ -261,6 +259,14 @@ async fn dispose(
             );
         }
     };
+    if view.case.ticket != view.ticket {
+        return error_response(
+            &c.web,
+            StatusCode::CONFLICT,
+            &format!("Case {ticket} has no recorded context yet: try again in a moment."),
+            Some(&me),
+        );
+    }
     let now = crate::proto::now_ms();
     match record(&c.pool, &view, class, reason, &me.name, now).await {
         Ok(Some(facts)) => {
@@ -275,7 +281,9 @@ async fn dispose(
             let given = given_dispositions(&c.pool, &ticket)
                 .await
                 .unwrap_or_default();
-            let csrf = c.web.csrf(&me.name, &session, &disposition_scope(&ticket));
+            let csrf = c
+                .web
+                .csrf(Purpose::Disposition, &me.name, &session, &ticket);
             let html = case_html(
                 &c,
                 &view,
@@ -322,34 +330,23 @@ async fn record(
     if inserted == 0 {
         return Ok(None);
     }
-    let case = &view.case;
-    let facts = DispositionFacts::of_case(case, class.disposition(), now_ms);
-    crate::store::insert_dispositions(
+    let facts = crate::store::record_disposition(
         &mut tx,
-        std::slice::from_ref(&facts),
-        &format!("console:{person}"),
+        &view.case,
+        class.disposition(),
+        person,
+        "console",
+        Some(format!("{}: {reason}", class.key())),
+        // The first disposition of a ticket stands, as in the live knowledge.
+        false,
+        &format!(
+            "disposition:console:{}:{}",
+            encode(&view.ticket),
+            encode(person)
+        ),
         now_ms,
-        true,
     )
     .await?;
-    let envelope = Envelope::new_root(
-        "console",
-        &view.ticket,
-        Event::DispositionRecorded(DispositionRecorded {
-            case: case.clone(),
-            disposition: class.disposition(),
-            by: person.to_owned(),
-            origin: "console".into(),
-            known_at_ms: now_ms,
-            reason: Some(format!("{}: {reason}", class.key())),
-        }),
-    );
-    sqlx::query("INSERT INTO outbox (dedupe_key, envelope, created_ms) VALUES (?, ?, ?)")
-        .bind(format!("disposition:console:{}:{person}", view.ticket))
-        .bind(serde_json::to_string(&envelope).unwrap_or_default())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(Some(facts))
 }
@@ -379,20 +376,6 @@ async fn given_dispositions(pool: &SqlitePool, ticket: &str) -> Result<Vec<Given
         at_ms: r.get(3),
     })
     .collect())
-}
-
-fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-    )
-}
-
-fn label<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// What a role saw and did while deciding: each model exchange and tool invocation, folded.
@@ -886,8 +869,9 @@ pub(crate) async fn queue_counts(pool: &SqlitePool) -> Result<(i64, i64, i64), S
     .get(0);
     let pending: i64 = sqlx::query(
         "SELECT COUNT(*) FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
-         WHERE d.action_id IS NULL",
+         WHERE d.action_id IS NULL AND p.expires_at_ms > ?",
     )
+    .bind(crate::proto::now_ms())
     .fetch_one(pool)
     .await?
     .get(0);
@@ -900,46 +884,55 @@ enum Queue {
     Escalated,
 }
 
+/// Cases open at or after this, for `age_h`: hours before the newest case (the clock of a
+/// live SOC, the replay's own time on replayed data).
+async fn since(pool: &SqlitePool, q: &QueueQuery) -> Result<i64, StoreError> {
+    let Some(hours) = q
+        .age_h
+        .as_deref()
+        .and_then(|h| h.trim().parse::<i64>().ok())
+        .filter(|h| *h > 0)
+    else {
+        return Ok(i64::MIN);
+    };
+    let newest: Option<i64> = sqlx::query("SELECT MAX(first_ms) FROM cases")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    Ok(newest
+        .unwrap_or(0)
+        .saturating_sub(hours.saturating_mul(3_600_000)))
+}
+
 async fn queue(
     pool: &SqlitePool,
     which: Queue,
     q: &QueueQuery,
     limit: i64,
 ) -> Result<Vec<Queued>, StoreError> {
-    let newest: Option<i64> = sqlx::query("SELECT MAX(first_ms) FROM cases")
-        .fetch_one(pool)
-        .await?
-        .get(0);
-    let since = q
-        .age_h
-        .as_deref()
-        .and_then(|h| h.trim().parse::<i64>().ok())
-        .filter(|h| *h > 0)
-        .map_or(i64::MIN, |h| {
-            newest
-                .unwrap_or(0)
-                .saturating_sub(h.saturating_mul(3_600_000))
-        });
+    let since = since(pool, q).await?;
     let which_cases = match which {
         Queue::Review => "c.needs_review = 1",
         Queue::Escalated => "c.escalated = 1",
     };
+    // Filters in the query, before its limit.
     let rows = sqlx::query(&format!(
-        "SELECT c.ticket, COALESCE(c.site, ''), c.host, c.rule, c.first_ms, \
+        "SELECT ticket, site, host, rule, first_ms, severity FROM (\
+         SELECT c.ticket, COALESCE(c.site, '') AS site, c.host, c.rule, c.first_ms, \
          (SELECT json_extract(e.body, '$.body.severity') FROM case_events e \
           WHERE e.ticket = c.ticket AND e.kind = 'IRPlan' \
-          ORDER BY e.audit_ms DESC, e.audit_seq DESC LIMIT 1) \
+          ORDER BY e.audit_ms DESC, e.audit_seq DESC LIMIT 1) AS severity \
          FROM cases c WHERE {which_cases} \
          AND c.ticket NOT IN (SELECT ticket FROM dispositions) \
-         AND (?1 = '' OR c.site = ?1) AND c.first_ms >= ?2 \
-         ORDER BY c.first_ms DESC LIMIT ?3"
+         AND (?1 = '' OR c.site = ?1) AND c.first_ms >= ?2) \
+         WHERE (?3 = '' OR severity = ?3) ORDER BY first_ms DESC LIMIT ?4"
     ))
     .bind(q.site.as_deref().unwrap_or("").trim())
     .bind(since)
+    .bind(q.severity.as_deref().unwrap_or("").trim())
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let severity = q.severity.as_deref().unwrap_or("").trim();
     Ok(rows
         .iter()
         .map(|r| Queued {
@@ -950,7 +943,36 @@ async fn queue(
             first_ms: r.get(4),
             severity: r.get(5),
         })
-        .filter(|c| severity.is_empty() || c.severity.as_deref() == Some(severity))
+        .collect())
+}
+
+/// Undecided proposals still open at `now_ms`, newest first, filtered like the case queues.
+async fn pending_approvals(
+    pool: &SqlitePool,
+    q: &QueueQuery,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<crate::proto::ActionProposed>, StoreError> {
+    let since = since(pool, q).await?;
+    let rows = sqlx::query(
+        "SELECT p.body FROM proposals p LEFT JOIN decisions d ON d.action_id = p.action_id \
+         LEFT JOIN cases c ON c.ticket = p.ticket \
+         WHERE d.action_id IS NULL AND p.expires_at_ms > ?1 \
+         AND (?2 = '' OR c.site = ?2) \
+         AND (?3 = '' OR json_extract(p.body, '$.severity') = ?3) \
+         AND (c.first_ms IS NULL OR c.first_ms >= ?4) \
+         ORDER BY p.proposed_at_ms DESC, p.action_id LIMIT ?5",
+    )
+    .bind(now_ms)
+    .bind(q.site.as_deref().unwrap_or("").trim())
+    .bind(q.severity.as_deref().unwrap_or("").trim())
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok())
         .collect())
 }
 
@@ -1048,40 +1070,29 @@ async fn queues_page(
         };
         section(&mut body, id, title, &html);
     }
-    let html = match crate::approvals::list(&c.pool, true, 500).await {
+    let html = match pending_approvals(&c.pool, &q, crate::proto::now_ms(), QUEUE_ROWS).await {
+        Ok(rows) if rows.is_empty() => "<p>Nothing waits for a decision.</p>".to_owned(),
         Ok(rows) => {
-            let severity = q.severity.as_deref().unwrap_or("").trim();
-            let site = q.site.as_deref().unwrap_or("").trim();
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|p| severity.is_empty() || label(&p.proposed.severity) == severity)
-                .filter(|p| site.is_empty() || p.proposed.case.site.as_deref() == Some(site))
-                .collect();
-            if rows.is_empty() {
-                "<p>Nothing waits for a decision.</p>".to_owned()
-            } else {
-                let mut html = String::from(
-                    "<table><tr><th>Action</th><th>Case</th><th>Severity</th><th>For</th>\
-                     <th>Expires</th></tr>",
+            let mut html = String::from(
+                "<table><tr><th>Action</th><th>Case</th><th>Severity</th><th>For</th>\
+                 <th>Expires</th></tr>",
+            );
+            for a in rows {
+                let _ = write!(
+                    html,
+                    "<tr class=\"pending\"><td><a href=\"/approvals/{}\">{} on {}</a></td>\
+                     <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    encode(&a.action_id),
+                    show(&a.step.action),
+                    show(&a.step.target),
+                    case_link(&a.case.ticket),
+                    label(&a.severity),
+                    esc(&a.approver_role),
+                    when(a.expires_at_ms)
                 );
-                for p in rows {
-                    let a = &p.proposed;
-                    let _ = write!(
-                        html,
-                        "<tr class=\"pending\"><td><a href=\"/approvals/{}\">{} on {}</a></td>\
-                         <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        encode(&a.action_id),
-                        show(&a.step.action),
-                        show(&a.step.target),
-                        case_link(&a.case.ticket),
-                        label(&a.severity),
-                        esc(&a.approver_role),
-                        when(a.expires_at_ms)
-                    );
-                }
-                html.push_str("</table>");
-                html
             }
+            html.push_str("</table>");
+            html
         }
         Err(e) => format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
     };

@@ -321,10 +321,7 @@ async fn approvals_panel(d: &Dashboard, body: &mut String) {
                     show(&a.step.target),
                     encode(&a.case.ticket),
                     show(&a.case.ticket),
-                    serde_json::to_value(a.severity)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    crate::proto::label(&a.severity),
                     esc(&a.approver_role)
                 );
             }

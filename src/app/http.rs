@@ -109,6 +109,11 @@ impl Actor for HttpServer {
             }
             let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
             let secure = pages.approvals.secure_cookies.unwrap_or(!loopback);
+            if secure && pages.approvals.secure_cookies.is_none() {
+                tracing::info!(addr = %args.addr,
+                    "session cookies are Secure (sent over TLS only): serve the pages behind TLS, \
+                     or set approvals.secure_cookies = false for plain HTTP on a trusted network");
+            }
             let web = Arc::new(crate::approvals::web::Web::new(
                 pool.clone(),
                 pages.approvals,

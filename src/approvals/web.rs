@@ -35,7 +35,7 @@ use sha2::Sha256;
 use sqlx::SqlitePool;
 
 use super::{ApprovalsConfig, Approver, ApproverConfig, DecideError, Proposal};
-use crate::proto::ApprovalDecision;
+use crate::proto::{ApprovalDecision, label};
 use crate::text::{encode, esc, show};
 
 const COOKIE: &str = "soc_session";
@@ -203,9 +203,11 @@ impl Web {
         ))
     }
 
-    pub(crate) fn csrf(&self, who: &str, session: &str, action_id: &str) -> String {
+    /// The CSRF token of `who`'s `session` for one form: `purpose` and its `subject` (an
+    /// action id, a ticket), so a token of one form never passes for another's.
+    pub(crate) fn csrf(&self, purpose: Purpose, who: &str, session: &str, subject: &str) -> String {
         hex(&self
-            .mac(&["csrf", who, session, action_id])
+            .mac(&[purpose.label(), who, session, subject])
             .finalize()
             .into_bytes())
     }
@@ -219,18 +221,43 @@ impl Web {
         format!("sso:{}", now_ms / window - back)
     }
 
-    pub(crate) fn csrf_ok(&self, who: &str, session: &str, action_id: &str, token: &str) -> bool {
+    pub(crate) fn csrf_ok(
+        &self,
+        purpose: Purpose,
+        who: &str,
+        session: &str,
+        subject: &str,
+        token: &str,
+    ) -> bool {
         let Some(token) = unhex(token) else {
             return false;
         };
         let check = |session: &str| {
-            self.mac(&["csrf", who, session, action_id])
+            self.mac(&[purpose.label(), who, session, subject])
                 .verify_slice(&token)
                 .is_ok()
         };
         // A form opened just before an SSO window ended stays good for one more window.
         check(session)
             || (session.starts_with("sso:") && check(&self.sso_session(crate::proto::now_ms(), 1)))
+    }
+}
+
+/// What a CSRF token is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    /// A decision on a proposed action (subject: the action id).
+    Decision,
+    /// A disposition of a case (subject: the ticket).
+    Disposition,
+}
+
+impl Purpose {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Decision => "csrf",
+            Self::Disposition => "csrf-disposition",
+        }
     }
 }
 
@@ -447,7 +474,7 @@ async fn confirm_page(
     let _ = q.decision;
     match super::proposal(&web.pool, &action_id).await {
         Ok(Some(p)) => {
-            let csrf = web.csrf(&me.name, &session, &action_id);
+            let csrf = web.csrf(Purpose::Decision, &me.name, &session, &action_id);
             let behind = Behind::load(&web.pool, &p).await;
             Html(confirm_html(&web, &me, &p, &behind, &csrf, None)).into_response()
         }
@@ -470,7 +497,13 @@ async fn decide(
     let Some((me, session)) = web.session(&headers, peer) else {
         return error_page(&web, StatusCode::UNAUTHORIZED, "Sign in to decide.");
     };
-    if !web.csrf_ok(&me.name, &session, &action_id, &form.csrf) {
+    if !web.csrf_ok(
+        Purpose::Decision,
+        &me.name,
+        &session,
+        &action_id,
+        &form.csrf,
+    ) {
         return error_page(
             &web,
             StatusCode::FORBIDDEN,
@@ -503,7 +536,7 @@ async fn decide(
             // Show the proposal as it stands (with the first decision, for a 409).
             match super::proposal(&web.pool, &action_id).await {
                 Ok(Some(p)) => {
-                    let csrf = web.csrf(&me.name, &session, &action_id);
+                    let csrf = web.csrf(Purpose::Decision, &me.name, &session, &action_id);
                     let behind = Behind::load(&web.pool, &p).await;
                     let page = confirm_html(&web, &me, &p, &behind, &csrf, Some(&e.to_string()));
                     (code, Html(page)).into_response()
@@ -525,7 +558,8 @@ pub(crate) fn error_response(
     message: &str,
     me: Option<&Approver>,
 ) -> Response {
-    let body = format!("<p class=\"error\">{}</p>", esc(message));
+    // Messages may quote what a request or an alert said (an id, a ticket): shown inert.
+    let body = format!("<p class=\"error\">{}</p>", show(message));
     (code, Html(page(web, "Approvals", &body, me))).into_response()
 }
 
@@ -553,7 +587,7 @@ pub(crate) fn page(web: &Web, title: &str, body: &str, me: Option<&Approver>) ->
          .badge{{padding:.05rem .5rem;border-radius:1rem;background:#ddf4ff}}\
          .hot{{background:#ffebe9}}.warn{{background:#fff8c5}}section{{margin:1rem 0}}\
          </style></head><body>{banner}{nav}<h1>{title}</h1>{body}</body></html>",
-        title = esc(title),
+        title = show(title),
         nav = nav(me)
     )
 }
@@ -599,7 +633,7 @@ fn login_html(web: &Web, next: &str, error: Option<&str>, note: Option<&str>) ->
     )
 }
 
-fn when(ms: i64) -> String {
+pub(crate) fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
         |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
@@ -613,9 +647,9 @@ fn decision_text(d: &super::Decision) -> String {
             ApprovalDecision::Approved => "Approved",
             ApprovalDecision::Rejected => "Rejected",
         },
-        esc(&d.decided_by),
+        show(&d.decided_by),
         when(d.decided_at_ms),
-        esc(&d.reason)
+        show(&d.reason)
     )
 }
 
@@ -623,25 +657,25 @@ fn decision_text(d: &super::Decision) -> String {
 pub(crate) struct Behind {
     /// The case as recorded, when the store has it.
     pub(crate) view: Option<crate::memory::case_view::CaseView>,
-    /// Other cases touching the action's target.
-    pub(crate) blast_radius: Option<i64>,
+    /// Other cases touching the action's target (`Ok(None)`: not indexed by it).
+    pub(crate) blast_radius: Result<Option<i64>, crate::store::StoreError>,
 }
 
 impl Behind {
     async fn load(pool: &SqlitePool, p: &Proposal) -> Self {
         let ticket = &p.proposed.case.ticket;
         Self {
-            view: crate::memory::case_view::load(pool, ticket)
+            view: crate::memory::case_view::load_recorded(pool, ticket)
                 .await
                 .ok()
                 .flatten(),
             blast_radius: crate::memory::case_view::blast_radius(
                 pool,
+                &p.proposed.step.action,
                 &p.proposed.step.target,
-                ticket,
+                &p.proposed.case,
             )
-            .await
-            .ok(),
+            .await,
         }
     }
 }
@@ -695,12 +729,18 @@ fn confirm_html(
         show(&a.step.action),
         show(&a.step.target),
         effect(&a.step.action, &a.step.target),
-        match behind.blast_radius {
-            Some(0) => "no other case touches this target".to_owned(),
-            Some(n) => format!("{n} other case(s) touch this target"),
-            None => "unknown (the store could not be read)".to_owned(),
+        match &behind.blast_radius {
+            Ok(Some(0)) => "no other case touches this target".to_owned(),
+            Ok(Some(n)) => format!("{n} other case(s) at this site touch this target"),
+            Ok(None) => "unknown: case memory does not index this target (an account, a \
+                         reserved address); search for it before deciding"
+                .to_owned(),
+            Err(e) => format!(
+                "unknown: the store could not be read ({})",
+                esc(&e.to_string())
+            ),
         },
-        severity_label(a.severity),
+        label(&a.severity),
         esc(&p.proposed_by),
         when(p.proposed_at_ms),
         when(a.expires_at_ms),
@@ -828,14 +868,6 @@ fn or_dash(text: &str) -> String {
     }
 }
 
-/// `SEV-2`.
-fn severity_label(s: crate::proto::Severity) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> String {
     let mut body = format!(
         "<p>Signed in as {} ({}). <a href=\"/approvals{}\">{}</a></p>\
@@ -858,7 +890,7 @@ fn list_html(web: &Web, me: &Approver, rows: &[Proposal], pending: bool) -> Stri
             show(&a.step.target),
             encode(&a.case.ticket),
             show(&a.case.ticket),
-            severity_label(a.severity),
+            label(&a.severity),
             esc(&a.approver_role),
             p.decision
                 .as_ref()

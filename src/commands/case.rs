@@ -63,6 +63,7 @@ async fn case_why(args: CaseArgs) -> anyhow::Result<ExitCode> {
 /// `case why` in text: the case, then every step in alert time with what it cited (a text
 /// cited before is not repeated), the plan, proposals, intel, precedents and campaign.
 fn render_why(v: &soc_runtime::memory::case_view::CaseView) -> String {
+    use soc_runtime::proto::label;
     use std::fmt::Write;
     let c = &v.case;
     let mut out = String::new();
@@ -248,14 +249,25 @@ fn render_why(v: &soc_runtime::memory::case_view::CaseView) -> String {
                 .map_or(String::new(), |r| format!(": {r}"))
         );
     }
-    out
+    terminal_safe(&out)
 }
 
-fn label<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// Text for a terminal: alert fields, model and tool output are untrusted, so control
+/// characters (escape sequences), invisible and bidi formatting characters are shown escaped
+/// (`\u{1b}`), never sent to the terminal.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let invisible = matches!(c,
+                '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+                | '\u{feff}');
+            if (c.is_control() && c != '\n') || invisible {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn cut(text: &str, n: usize) -> String {

@@ -322,6 +322,11 @@ pub(crate) async fn reason_checked<T: Answer>(
         // answered with the reason.
         let mut calls_made = completion.tool_calls;
         let mut unreadable = Vec::with_capacity(calls_made.len());
+        // The arguments as the model wrote them, for the record.
+        let written: Vec<String> = calls_made
+            .iter()
+            .map(|c| c.function.arguments.clone())
+            .collect();
         for call in &mut calls_made {
             let bad = serde_json::from_str::<serde_json::Value>(&call.function.arguments).err();
             if bad.is_some() {
@@ -330,7 +335,7 @@ pub(crate) async fn reason_checked<T: Answer>(
             unreadable.push(bad);
         }
         messages.push(Message::assistant_calls(calls_made.clone()));
-        for (call, bad) in calls_made.into_iter().zip(unreadable) {
+        for ((call, bad), written) in calls_made.into_iter().zip(unreadable).zip(written) {
             let name = call.function.name.as_str();
             let (result, outcome) = if let Some(e) = bad {
                 (
@@ -393,7 +398,7 @@ pub(crate) async fn reason_checked<T: Answer>(
                     kind: "tool".into(),
                     at_ms: crate::proto::now_ms(),
                     tool: name.to_owned(),
-                    arguments: call.function.arguments.clone(),
+                    arguments: written,
                     outcome: outcome.to_owned(),
                     ..Exchange::default()
                 }
@@ -442,20 +447,29 @@ pub(crate) async fn reason_checked<T: Answer>(
     })
 }
 
-/// Messages as the record keeps them: `role: text`; an assistant's tool calls as
-/// `assistant calls name(arguments)` (its answer was recorded when it came).
+/// The system and user messages not recorded yet, as `role: text`, each cut at
+/// [`Exchange::MAX_OUTPUT`] bytes with a note of its length (the case itself is on the event).
+/// The assistant's turns were recorded as the answers they were, tool results as the tool
+/// exchanges' outputs.
 fn new_prompt(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
         .filter(|m| !matches!(m.role, super::Speaker::Tool | super::Speaker::Assistant))
         .map(|m| {
+            let text = m.content.as_deref().unwrap_or("");
+            let cut = Exchange::default().with_output(text);
             format!(
-                "{}: {}",
-                serde_json::to_value(m.role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                m.content.as_deref().unwrap_or("")
+                "{}: {}{}",
+                crate::proto::label(&m.role),
+                cut.output,
+                if cut.output.len() < text.len() {
+                    format!(
+                        " [cut: {} bytes, sha256 {}]",
+                        cut.output_bytes, cut.output_sha256
+                    )
+                } else {
+                    String::new()
+                }
             )
         })
         .collect()

@@ -12,7 +12,7 @@ use super::{Campaign, CampaignOptions, RecallOptions, Recalled};
 use crate::approvals::Proposal;
 use crate::proto::{
     Assessment, AttackTechnique, CaseContext, DecisionMeta, DispositionRecorded, Event, Ioc,
-    IrPlan, Precedent,
+    IrPlan, Precedent, label,
 };
 use crate::store::StoreError;
 
@@ -101,6 +101,35 @@ pub struct CaseView {
 
 /// The case `ticket` as recorded, or `None` when the store has no event of it.
 pub async fn load(pool: &SqlitePool, ticket: &str) -> Result<Option<CaseView>, StoreError> {
+    let Some(mut view) = load_recorded(pool, ticket).await? else {
+        return Ok(None);
+    };
+    view.recalled = super::recall(pool, ticket, RecallOptions::default()).await?;
+    let first_ms: Option<i64> = sqlx::query("SELECT first_ms FROM cases WHERE ticket = ?")
+        .bind(ticket)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.get(0));
+    if let Some(first_ms) = first_ms {
+        let options = CampaignOptions {
+            from_ms: first_ms.saturating_sub(CAMPAIGN_WINDOW_MS),
+            to_ms: first_ms.saturating_add(CAMPAIGN_WINDOW_MS),
+            ..CampaignOptions::default()
+        };
+        view.campaign = super::campaigns(pool, options)
+            .await?
+            .into_iter()
+            .find(|c| c.cases.iter().any(|t| t == ticket));
+    }
+    Ok(Some(view))
+}
+
+/// The case as recorded, without what case memory finds around it (recall and the campaign,
+/// which read many cases): for a page that shows the case, not its neighbours.
+pub async fn load_recorded(
+    pool: &SqlitePool,
+    ticket: &str,
+) -> Result<Option<CaseView>, StoreError> {
     let trace = super::why(pool, ticket).await?;
     if trace.is_empty() {
         return Ok(None);
@@ -160,23 +189,6 @@ pub async fn load(pool: &SqlitePool, ticket: &str) -> Result<Option<CaseView>, S
             .iter()
             .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<String, _>(1)))
             .collect();
-    view.recalled = super::recall(pool, ticket, RecallOptions::default()).await?;
-    let first_ms: Option<i64> = sqlx::query("SELECT first_ms FROM cases WHERE ticket = ?")
-        .bind(ticket)
-        .fetch_optional(pool)
-        .await?
-        .map(|r| r.get(0));
-    if let Some(first_ms) = first_ms {
-        let options = CampaignOptions {
-            from_ms: first_ms.saturating_sub(CAMPAIGN_WINDOW_MS),
-            to_ms: first_ms.saturating_add(CAMPAIGN_WINDOW_MS),
-            ..CampaignOptions::default()
-        };
-        view.campaign = super::campaigns(pool, options)
-            .await?
-            .into_iter()
-            .find(|c| c.cases.iter().any(|t| t == ticket));
-    }
     Ok(Some(view))
 }
 
@@ -186,8 +198,20 @@ type StepParts = (String, Option<f32>, Option<DecisionMeta>, Vec<String>);
 impl CaseView {
     /// Folds one recorded event in; the step it makes on the trail, if any.
     fn add(&mut self, event: &Event, at_ms: i64) -> Option<StepParts> {
-        if let Some(case) = event.case() {
-            self.case = case.clone();
+        match event {
+            // A case only received so far is the alert's; a triaged one is the roles'.
+            Event::AlertReceived(r) if self.case.ticket.is_empty() => {
+                self.case = CaseContext::from_alert(&r.alert, "");
+            }
+            Event::CaseUpdated(u) if self.case.ticket == u.alert.ticket_id => {
+                self.case.alert_count = u.alert.alert_count;
+                self.case.last_seen.clone_from(&u.alert.last_seen);
+            }
+            other => {
+                if let Some(case) = other.case() {
+                    self.case = case.clone();
+                }
+            }
         }
         let review = |meta: &DecisionMeta, out: &mut Vec<String>| {
             if let Some(why) = &meta.needs_human_review {
@@ -385,29 +409,33 @@ impl CaseView {
     }
 }
 
-/// The serde name of a unit enum value (`true_positive`, `SEV-2`, `approved`).
-fn label<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// How many other cases touch `target` (as their host or as an indicator): an action's blast
-/// radius.
+/// How many other cases touch the target of `action` in `case`'s site (as their host, or as an
+/// indicator: an address, a host name): an action's blast radius. `None` where case memory
+/// does not index the target (an account, a reserved or documentation address).
 pub async fn blast_radius(
     pool: &SqlitePool,
+    action: &str,
     target: &str,
-    ticket: &str,
-) -> Result<i64, StoreError> {
+    case: &CaseContext,
+) -> Result<Option<i64>, StoreError> {
+    if action == "disable_account" {
+        return Ok(None);
+    }
+    let site = case.site.as_deref().unwrap_or_default();
+    let Some((kind, value)) = crate::indicators::of_target(target, site) else {
+        return Ok(None);
+    };
     let row = sqlx::query(
-        "SELECT COUNT(*) FROM (SELECT ticket FROM cases WHERE host = ?1 AND ticket <> ?2 \
-         UNION SELECT ticket FROM indicators WHERE kind IN ('ip', 'internal_ip', 'host') \
-         AND value = ?1 AND ticket <> ?2)",
+        "SELECT COUNT(*) FROM (SELECT ticket FROM cases WHERE host = ?1 AND site IS ?2 \
+         AND ticket <> ?3 UNION SELECT ticket FROM indicators WHERE kind = ?4 AND value = ?5 \
+         AND ticket <> ?3)",
     )
-    .bind(target)
-    .bind(ticket)
+    .bind(target.trim())
+    .bind(case.site.as_deref())
+    .bind(&case.ticket)
+    .bind(kind.as_str())
+    .bind(value)
     .fetch_one(pool)
     .await?;
-    Ok(row.get(0))
+    Ok(Some(row.get(0)))
 }

@@ -15,6 +15,15 @@ mod events;
 mod reports;
 
 pub use assessment::*;
+
+/// The wire name of a unit enum value (`true_positive`, `SEV-2`, `approved`), for text and
+/// pages; empty for anything that is not a plain string on the wire.
+pub fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 pub use case::*;
 pub use events::*;
 pub use reports::*;

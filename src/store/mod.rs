@@ -229,6 +229,55 @@ struct DispositionRow {
     vendor: Option<String>,
 }
 
+/// An analyst's disposition of `case`, by `by` through `origin` (`webex`, `console`), with an
+/// optional reason: inside `tx`, the ticket's disposition (what the reasoner learns from;
+/// `replace` lets it override an earlier one) and its `DispositionRecorded` in the outbox under
+/// `dedupe_key` (relayed to the bus, kept in the audit). The facts, for the live knowledge.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per channel, each field named there"
+)]
+pub(crate) async fn record_disposition(
+    tx: &mut sqlx::SqliteConnection,
+    case: &crate::proto::CaseContext,
+    disposition: Disposition,
+    by: &str,
+    origin: &str,
+    reason: Option<String>,
+    replace: bool,
+    dedupe_key: &str,
+    now_ms: i64,
+) -> Result<DispositionFacts, sqlx::Error> {
+    let facts = DispositionFacts::of_case(case, disposition, now_ms);
+    insert_dispositions(
+        tx,
+        std::slice::from_ref(&facts),
+        &format!("{origin}:{by}"),
+        now_ms,
+        replace,
+    )
+    .await?;
+    let envelope = Envelope::new_root(
+        origin,
+        &case.ticket,
+        Event::DispositionRecorded(crate::proto::DispositionRecorded {
+            case: case.clone(),
+            disposition,
+            by: by.to_owned(),
+            origin: origin.to_owned(),
+            known_at_ms: now_ms,
+            reason,
+        }),
+    );
+    sqlx::query("INSERT INTO outbox (dedupe_key, envelope, created_ms) VALUES (?, ?, ?)")
+        .bind(dedupe_key)
+        .bind(serde_json::to_string(&envelope).unwrap_or_default())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    Ok(facts)
+}
+
 /// Writes dispositions with their facts; `replace`: a row for a ticket replaces the earlier
 /// one (an import), else the one known later wins (feedback from the bus). Returns rows
 /// written.

@@ -339,35 +339,20 @@ pub async fn record(
     if inserted == 0 {
         return Ok(Recorded::Before);
     }
-    let facts = DispositionFacts::of_case(&case, disposition, now_ms);
-    crate::store::insert_dispositions(
-        &mut tx,
-        std::slice::from_ref(&facts),
-        &format!("webex:{person}"),
-        now_ms,
-        false,
-    )
-    .await?;
     // The disposition goes on the bus too (relayed from the outbox with the decisions), so
     // every process's reasoner learns it and the audit keeps it.
-    let envelope = crate::proto::Envelope::new_root(
+    let facts = crate::store::record_disposition(
+        &mut tx,
+        &case,
+        disposition,
+        person,
         "webex",
-        &case.ticket,
-        crate::proto::Event::DispositionRecorded(crate::proto::DispositionRecorded {
-            case: case.clone(),
-            disposition,
-            by: person.to_owned(),
-            origin: "webex".into(),
-            known_at_ms: now_ms,
-            reason: None,
-        }),
-    );
-    sqlx::query("INSERT INTO outbox (dedupe_key, envelope, created_ms) VALUES (?, ?, ?)")
-        .bind(format!("disposition:webex:{action_id}"))
-        .bind(serde_json::to_string(&envelope).unwrap_or_default())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+        None,
+        false,
+        &format!("disposition:webex:{action_id}"),
+        now_ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Recorded::New(Box::new(facts)))
 }
