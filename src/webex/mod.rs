@@ -411,8 +411,13 @@ pub(crate) fn card_message(
             let action_id = crate::approvals::action_id(&case.ticket, &step.step_id);
             let approve = approval_link(approvals_url, &action_id, "approve");
             let reject = approval_link(approvals_url, &action_id, "reject");
+            // Why this action: the evidence it rests on (the confirmation page shows it all).
+            let because = step
+                .evidence
+                .first()
+                .map_or(String::new(), |e| format!(" (because: {})", md(e)));
             let line = format!(
-                "{} on {}: {}",
+                "{} on {}: {}{because}",
                 md(&step.action),
                 md(&step.target),
                 md(&step.description)
@@ -648,7 +653,7 @@ mod tests {
                 action: "isolate_host".into(),
                 target: "web-1".into(),
                 description: "Isolate the host".into(),
-                evidence: Vec::new(),
+                evidence: vec!["sudo to root seen on web-1 (see https://evil.example/x)".into()],
             }],
             eradication: vec!["Rotate keys".into()],
             ..IrPlan::default()
@@ -684,6 +689,11 @@ mod tests {
         assert!(!text.contains("[click](https://evil.example)"));
         assert!(text.contains(r"\\[click\\]\\(hxxps\\[:\\]//evil.example\\)"));
         assert!(text.contains(r"SSH \\*\\*brute\\*\\* force"));
+        // Each step says why, inert like the rest.
+        assert!(
+            text.contains(r"(because: sudo to root seen on web-1 \\(see hxxps"),
+            "{text}"
+        );
         assert!(!text.contains("<b>"));
         let submits: Vec<&str> = card["actions"]
             .as_array()
