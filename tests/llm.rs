@@ -702,6 +702,10 @@ async fn the_runtime_supervises_the_gateway_and_reports_it() {
     };
     config.http.addr = "off".into();
     config.llm.endpoints = vec![server.endpoint("primary")];
+    // The roles decide the demo feed with their rules: only this test's own two calls go to
+    // the model, so the count below does not depend on how far the roles got before the
+    // shutdown (under load they sometimes finished model calls of their own first).
+    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Rules;
     let runtime = Runtime::start(config, RuntimeOptions::default())
         .await
         .unwrap();
