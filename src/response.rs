@@ -49,6 +49,9 @@
 //! attempt, and for evidence no vendor source describes (an analyst must scope it; external
 //! sources are still blocked, nothing of ours isolated); SEV-4 for other attempts. Every step
 //! carries the evidence that supports it.
+//!
+//! In: the case, its vendor's view of the rule and its techniques' tactics. Out: a [`Response`].
+//! A pure function of its input and `[response] our_networks`: no state, nothing to lose.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -18,6 +18,9 @@
 //!
 //! Sign-in as for the dashboard: required once anyone can sign in; a disposition always needs
 //! a signed-in person.
+//!
+//! State: none of its own. Dispositions are in the store (committed before the response, with
+//! their outbox row), so a restart loses nothing but sign-ins without a `session_key`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -4,6 +4,10 @@
 //!
 //! Times are alert times: each step is placed at the last alert its case had seen when the
 //! step was taken (the processing time is kept beside it).
+//!
+//! In: the store (case events, proposals and decisions, indicators). Out: a [`CaseView`].
+//! Read-only and stateless: a restart loses nothing, and a `memory rebuild` gives the same view
+//! (what it reads is folded from the audit, or kept across rebuilds like decisions).
 
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
