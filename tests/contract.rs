@@ -55,6 +55,7 @@ fn meta() -> DecisionMeta {
         tokens_in: 300,
         tokens_out: 80,
         needs_human_review: None,
+        degraded: None,
         record: vec![
             soc_runtime::proto::Exchange {
                 kind: "model".into(),

@@ -115,6 +115,9 @@ pub struct RoleStats {
     pub model_decisions: AtomicU64,
     /// Times the model could not take an input yet (it was kept unacked and retried).
     pub deferred: AtomicU64,
+    /// Inputs the role would give the model, decided by rules because every model endpoint
+    /// had been unavailable past `[llm] degrade_after_ms`.
+    pub degraded: AtomicU64,
     /// Events published (committed), by `Event::ordinal`.
     pub published: [AtomicU64; Event::KINDS.len()],
     /// The feeder's counters.
@@ -142,6 +145,8 @@ pub struct RoleSnapshot {
     pub model_decisions: u64,
     /// Times the model could not take an input yet.
     pub deferred: u64,
+    /// Inputs decided by rules while the model was down.
+    pub degraded: u64,
     /// Credits held by deliveries right now.
     pub credits_in_use: u32,
     /// Events published, by kind.
@@ -163,6 +168,7 @@ impl RoleStats {
             restarts: l(&self.restarts),
             model_decisions: l(&self.model_decisions),
             deferred: l(&self.deferred),
+            degraded: l(&self.degraded),
             credits_in_use: 0,
             published: Event::KINDS
                 .iter()
@@ -298,6 +304,8 @@ pub struct State<R> {
     thinking: JoinSet<()>,
     /// Retries waiting for their backoff; aborted with the actor.
     retries: Vec<AbortOnDropHandle<Result<(), ractor::MessagingErr<Msg>>>>,
+    /// Whether the latest model input was decided degraded (logged once per change).
+    degraded: bool,
 }
 
 impl<R: Role> Actor for RoleActor<R> {
@@ -347,6 +355,7 @@ impl<R: Role> Actor for RoleActor<R> {
             llm: args.llm,
             thinking: JoinSet::new(),
             retries: Vec::new(),
+            degraded: false,
         })
     }
 
@@ -452,6 +461,11 @@ impl<R: Role> State<R> {
         let Some(llm) = self.llm.clone() else {
             return;
         };
+        if let Some(down) = llm.degraded() {
+            self.decide_degraded(&llm, delivery, down);
+            return;
+        }
+        self.note_recovered();
         let Some(event) = R::Input::input_of(&delivery.envelope.event) else {
             return;
         };
@@ -490,6 +504,14 @@ impl<R: Role> State<R> {
                 events
             }
             Err(e) if e.is_transient() => {
+                if let Some((llm, down)) = self
+                    .llm
+                    .clone()
+                    .and_then(|llm| llm.degraded().map(|down| (llm, down)))
+                {
+                    self.decide_degraded(&llm, delivery, down);
+                    return;
+                }
                 self.stats.deferred.fetch_add(1, Ordering::Relaxed);
                 let delay = retry_delay(attempt);
                 tracing::debug!(role = R::NAME, ticket = %input.correlation_id, error = %e, retry_in_ms = delay.as_millis() as u64, "model busy; input kept for a retry");
@@ -507,6 +529,47 @@ impl<R: Role> State<R> {
         };
         if let Some((commit, kinds)) = self.commit_of(input, delivery.ack.clone(), events) {
             self.submit(vec![commit], vec![kinds], vec![delivery.credit]);
+        }
+    }
+
+    /// Decides `delivery` by rules because every model endpoint has been unavailable for
+    /// `down` (past the grace): monitoring continues while the AI is down, and each decision
+    /// says so.
+    fn decide_degraded(&mut self, llm: &Llm, delivery: Delivery, down: std::time::Duration) {
+        if !self.degraded {
+            self.degraded = true;
+            tracing::warn!(
+                role = R::NAME,
+                down_s = down.as_secs(),
+                "every model endpoint is unavailable: deciding by rules (degraded) until one answers again"
+            );
+        }
+        let input = &delivery.envelope;
+        let why = format!(
+            "decided by rules: every model endpoint had been unavailable for {} s",
+            down.as_secs()
+        );
+        let mut events = self.role.decide_envelope(input);
+        for event in &mut events {
+            if let Some(meta) = event.decision_meta_mut() {
+                meta.degraded = Some(why.clone());
+            }
+        }
+        self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+        llm.degraded_decision(R::NAME);
+        if let Some((commit, kinds)) = self.commit_of(input, delivery.ack.clone(), events) {
+            self.submit(vec![commit], vec![kinds], vec![delivery.credit]);
+        }
+    }
+
+    /// Logs the return to the model once, after degraded decisions.
+    fn note_recovered(&mut self) {
+        if self.degraded {
+            self.degraded = false;
+            tracing::info!(
+                role = R::NAME,
+                "a model endpoint answers again: the model decides again"
+            );
         }
     }
 

@@ -558,8 +558,13 @@ fn case_html(
     {
         let reasoner = s.meta.as_ref().map_or("-".to_owned(), |m| {
             format!(
-                "{}{}",
+                "{}{}{}",
                 label(&m.reasoner),
+                if m.degraded.is_some() {
+                    " (degraded: the model was unavailable)"
+                } else {
+                    ""
+                },
                 if m.tool_calls + m.tokens_in > 0 {
                     format!(
                         " ({} tool calls, {}/{} tokens)",

@@ -127,11 +127,15 @@ impl Context {
 
     /// A handle to this runtime's LLM gateway, when endpoints are configured.
     pub fn llm(&self) -> Option<Llm> {
-        self.llm_stats.as_ref().map(|_| {
-            Llm::new(
-                format!("{}/{}", self.instance, gateway::NAME),
-                Duration::from_millis(self.config.llm.deadline_ms),
-            )
-        })
+        self.llm_stats
+            .as_ref()
+            .map(|_| {
+                Llm::new(
+                    format!("{}/{}", self.instance, gateway::NAME),
+                    Duration::from_millis(self.config.llm.deadline_ms),
+                )
+            })
+            .zip(self.llm_stats.clone())
+            .map(|(llm, stats)| llm.with_stats(stats))
     }
 }

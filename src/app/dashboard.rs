@@ -268,15 +268,37 @@ async fn roles_panel(
     panel(body, "roles", "Role health", &html);
 }
 
+/// `3 of 10 (30 %)`, or `-` before any answer.
+fn invalid_share(valid: u64, invalid: u64) -> String {
+    let all = valid + invalid;
+    if all == 0 {
+        return "-".to_owned();
+    }
+    format!(
+        "{invalid} of {all} ({:.0} %)",
+        invalid as f64 * 100.0 / all as f64
+    )
+}
+
 fn gateway_panel(d: &Dashboard, body: &mut String) {
     let html = match &d.sources.llm {
         None => "<p>No model endpoints: every role decides with its rules.</p>".to_owned(),
         Some(llm) => {
             let g = llm.snapshot();
-            let mut html = format!(
+            let mut html = String::new();
+            if let Some(down) = g.degraded_for_s {
+                let _ = write!(
+                    html,
+                    "<p class=\"warn\"><strong>DEGRADED</strong>: every model endpoint has been \
+                     unavailable for {down} s; roles decide by rules (their decisions are marked \
+                     degraded) until one answers again.</p>"
+                );
+            }
+            let _ = write!(
+                html,
                 "<p>Queue {} of {} (peak {}), failovers {}, overloads {}</p><table><tr>\
                  <th>Endpoint</th><th>Circuit</th><th>In flight</th><th>Answered</th>\
-                 <th>Tokens in/out</th></tr>",
+                 <th>Tokens in/out</th><th>Invalid answers</th></tr>",
                 g.queued,
                 g.queue_capacity,
                 g.queue_peak,
@@ -286,14 +308,33 @@ fn gateway_panel(d: &Dashboard, body: &mut String) {
             for e in &g.endpoints {
                 let _ = write!(
                     html,
-                    "<tr><td>{}</td><td>{:?}</td><td>{}/{}</td><td>{}</td><td>{}/{}</td></tr>",
+                    "<tr><td>{}</td><td>{:?}</td><td>{}/{}</td><td>{}</td><td>{}/{}</td>\
+                     <td>{}</td></tr>",
                     esc(&e.name),
                     e.circuit,
                     e.in_flight,
                     e.max_in_flight,
                     e.account.answered,
                     e.account.tokens_in,
-                    e.account.tokens_out
+                    e.account.tokens_out,
+                    invalid_share(e.account.valid, e.account.invalid)
+                );
+            }
+            html.push_str(
+                "</table><table><tr><th>Role</th><th>Model answers</th><th>Invalid</th>\
+                 <th>Tokens in/out</th><th>Cached</th><th>Degraded decisions</th></tr>",
+            );
+            for (role, a) in &g.roles {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(role),
+                    a.answered,
+                    invalid_share(a.valid, a.invalid),
+                    a.tokens_in,
+                    a.tokens_out,
+                    a.tokens_cached,
+                    a.degraded
                 );
             }
             html.push_str("</table>");

@@ -187,6 +187,12 @@ impl Sources {
             "Inputs a role decided with the model.",
             &|s| l(&s.model_decisions),
         );
+        counter(
+            &mut out,
+            "soc_role_degraded_total",
+            "Inputs a role would give the model, decided by rules because every model endpoint was unavailable past the grace.",
+            &|s| l(&s.degraded),
+        );
         family(
             &mut out,
             ROLE_PUBLISHED_TOTAL,
@@ -449,6 +455,89 @@ impl Sources {
             }
             family(
                 &mut out,
+                "soc_llm_degraded",
+                "gauge",
+                "1 while every model endpoint has been unavailable past [llm] degrade_after_ms (roles decide by rules, marked degraded).",
+            );
+            let _ = writeln!(
+                out,
+                "soc_llm_degraded {}",
+                u8::from(g.degraded_for_s.is_some())
+            );
+            family(
+                &mut out,
+                "soc_llm_role_calls_total",
+                "counter",
+                "Model answers a role received.",
+            );
+            for (role, a) in &g.roles {
+                let _ = writeln!(
+                    out,
+                    "soc_llm_role_calls_total{{role=\"{}\"}} {}",
+                    label(role),
+                    a.answered
+                );
+            }
+            family(
+                &mut out,
+                "soc_llm_role_tokens_total",
+                "counter",
+                "Tokens a role spent: in (prompt), out (completion), cached (prompt tokens from the server's prefix cache, where it says), reasoning (where the server counts them).",
+            );
+            for (role, a) in &g.roles {
+                for (direction, n) in [
+                    ("in", a.tokens_in),
+                    ("out", a.tokens_out),
+                    ("cached", a.tokens_cached),
+                    ("reasoning", a.tokens_reasoning),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "soc_llm_role_tokens_total{{role=\"{}\",direction=\"{direction}\"}} {n}",
+                        label(role)
+                    );
+                }
+            }
+            family(
+                &mut out,
+                "soc_llm_answers_total",
+                "counter",
+                "Final model answers (after any repair), by role, endpoint and whether they validated.",
+            );
+            for (role, a) in &g.roles {
+                for (outcome, n) in [("valid", a.valid), ("invalid", a.invalid)] {
+                    let _ = writeln!(
+                        out,
+                        "soc_llm_answers_total{{role=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        label(role)
+                    );
+                }
+            }
+            for e in &g.endpoints {
+                for (outcome, n) in [("valid", e.account.valid), ("invalid", e.account.invalid)] {
+                    let _ = writeln!(
+                        out,
+                        "soc_llm_answers_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        label(&e.name)
+                    );
+                }
+            }
+            family(
+                &mut out,
+                "soc_llm_reasoned_total",
+                "counter",
+                "Model answers that carried reasoning (kept out of the parsed answer), by endpoint.",
+            );
+            for e in &g.endpoints {
+                let _ = writeln!(
+                    out,
+                    "soc_llm_reasoned_total{{endpoint=\"{}\"}} {}",
+                    label(&e.name),
+                    e.account.reasoned
+                );
+            }
+            family(
+                &mut out,
                 LLM_TOKENS_TOTAL,
                 "counter",
                 "Tokens spent, by endpoint and direction.",
@@ -547,9 +636,20 @@ mod tests {
         let usage = crate::llm::Usage {
             prompt_tokens: 100,
             completion_tokens: 20,
+            ..crate::llm::Usage::default()
         };
         let ms = std::time::Duration::from_millis(5);
-        gateway.answered("sentinel", 0, usage, ms, ms, ms);
+        gateway.answered(
+            "sentinel",
+            0,
+            crate::llm::stats::Answered {
+                usage,
+                reasoned: false,
+                latency: ms,
+                leg: ms,
+                ttft: ms,
+            },
+        );
         GatewayStats::bump(&gateway.counters.failovers);
         GatewayStats::bump(&gateway.counters.overloads);
         let xsoar = Arc::new(crate::actors::xsoar::XsoarStats::default());

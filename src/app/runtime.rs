@@ -268,7 +268,15 @@ pub struct RunReport {
 impl RunReport {
     /// Whether the run succeeded: no escalation, and the feed was read to its end.
     pub fn is_success(&self) -> bool {
-        !matches!(self.exit, ExitReason::Escalated { .. }) && self.summary.feed_error.is_none()
+        let invalid = matches!(self.exit, ExitReason::Idle)
+            && self
+                .summary
+                .model_validation
+                .as_ref()
+                .is_some_and(|v| v.over_limit);
+        !matches!(self.exit, ExitReason::Escalated { .. })
+            && self.summary.feed_error.is_none()
+            && !invalid
     }
 }
 
@@ -309,10 +317,93 @@ pub struct Summary {
     pub bridge: Option<BridgeSnapshot>,
     /// The LLM gateway's accounting (absent when no endpoint is configured).
     pub llm: Option<GatewaySnapshot>,
+    /// How the model's final answers validated, against `[llm] max_invalid_ratio` (absent
+    /// when no endpoint is configured). A `--until-idle` run past the limit fails.
+    pub model_validation: Option<ModelValidation>,
+    /// Model calls and tokens per role, per case the role gave the model and per 1,000 alerts
+    /// this run read (absent when no endpoint is configured).
+    pub model_cost: BTreeMap<String, ModelCost>,
     /// The verdict store's projection of soc.audit.
     pub store: StoreSummary,
     /// Why the run stopped.
     pub exit: ExitReason,
+}
+
+/// The share of the model's final answers that failed validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelValidation {
+    /// Answers that validated.
+    pub valid: u64,
+    /// Answers that did not (their cases went to `needs_human_review`).
+    pub invalid: u64,
+    /// `invalid / (valid + invalid)`; 0 with no answers.
+    pub invalid_ratio: f64,
+    /// `[llm] max_invalid_ratio`.
+    pub limit: f64,
+    /// Whether the ratio is past the limit.
+    pub over_limit: bool,
+}
+
+/// One role's model cost.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelCost {
+    /// Model answers received.
+    pub calls: u64,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// Prompt tokens served from the server's prefix cache (where it says).
+    pub tokens_cached: u64,
+    /// `tokens_cached / tokens_in`.
+    pub cached_share: f64,
+    /// Cases the role decided with the model.
+    pub cases: u64,
+    /// Calls per case decided with the model.
+    pub calls_per_case: f64,
+    /// Prompt and completion tokens per case decided with the model.
+    pub tokens_per_case: (f64, f64),
+    /// Calls per 1,000 alerts read.
+    pub calls_per_1k_alerts: f64,
+    /// Prompt and completion tokens per 1,000 alerts read.
+    pub tokens_per_1k_alerts: (f64, f64),
+    /// Inputs decided by rules while the model was down.
+    pub degraded: u64,
+}
+
+fn ratio(n: u64, d: u64) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+/// Per-role model cost from the gateway's accounting and the roles' counters.
+fn model_cost(
+    llm: &GatewaySnapshot,
+    roles: &BTreeMap<String, RoleSummary>,
+    alerts: u64,
+) -> BTreeMap<String, ModelCost> {
+    llm.roles
+        .iter()
+        .map(|(name, a)| {
+            let (cases, degraded) = roles
+                .get(name)
+                .map_or((0, 0), |r| (r.model_decisions, r.degraded));
+            let per_1k = |n: u64| ratio(n, alerts) * 1000.0;
+            let cost = ModelCost {
+                calls: a.answered,
+                tokens_in: a.tokens_in,
+                tokens_out: a.tokens_out,
+                tokens_cached: a.tokens_cached,
+                cached_share: ratio(a.tokens_cached, a.tokens_in),
+                cases,
+                calls_per_case: ratio(a.answered, cases),
+                tokens_per_case: (ratio(a.tokens_in, cases), ratio(a.tokens_out, cases)),
+                calls_per_1k_alerts: per_1k(a.answered),
+                tokens_per_1k_alerts: (per_1k(a.tokens_in), per_1k(a.tokens_out)),
+                degraded,
+            };
+            (name.clone(), cost)
+        })
+        .collect()
 }
 
 /// The local store's part of the summary.
@@ -345,6 +436,8 @@ pub struct RoleSummary {
     pub model_decisions: u64,
     /// Times the model could not take an input yet (kept unacked, retried).
     pub deferred: u64,
+    /// Inputs decided by rules because the model was down (degraded).
+    pub degraded: u64,
     /// Events published, by kind.
     pub published: BTreeMap<String, u64>,
 }
@@ -368,6 +461,7 @@ impl Summary {
                         restarts: s.restarts,
                         model_decisions: s.model_decisions,
                         deferred: s.deferred,
+                        degraded: s.degraded,
                         published: s.published,
                     },
                 )
@@ -379,7 +473,27 @@ impl Summary {
                 .map(|s| s.published_of(kind))
                 .sum::<u64>()
         };
+        let llm = ctx.llm_stats.as_ref().map(|s| s.snapshot());
+        let model_validation = llm.as_ref().map(|g| {
+            let valid: u64 = g.roles.values().map(|a| a.valid).sum();
+            let invalid: u64 = g.roles.values().map(|a| a.invalid).sum();
+            let invalid_ratio = ratio(invalid, valid + invalid);
+            let limit = ctx.config.llm.max_invalid_ratio;
+            ModelValidation {
+                valid,
+                invalid,
+                invalid_ratio,
+                limit,
+                over_limit: invalid_ratio > limit,
+            }
+        });
+        let model_cost = llm
+            .as_ref()
+            .map(|g| model_cost(g, &roles, source.alerts_in))
+            .unwrap_or_default();
         Summary {
+            model_validation,
+            model_cost,
             bus: ctx.bus.backend_name(),
             alerts_in: source.alerts_in,
             duplicates_dropped: source.duplicates_dropped,
@@ -405,7 +519,7 @@ impl Summary {
             roles,
             elapsed_s: ctx.started.elapsed().as_secs_f64(),
             bridge: ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
-            llm: ctx.llm_stats.as_ref().map(|s| s.snapshot()),
+            llm,
             store: StoreSummary {
                 path: ctx.store_path.display().to_string(),
                 projection: ctx.projection.clone(),
@@ -513,6 +627,54 @@ impl Summary {
                     e.account.ttft_ms.p50
                 );
             }
+            if let Some(down) = llm.degraded_for_s {
+                let _ = writeln!(
+                    out,
+                    "  DEGRADED: every model endpoint unavailable for {down} s; roles decide by rules"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  {:<14}{:>7}{:>9}{:>15}{:>17}{:>8}{:>9}",
+                "model cost",
+                "calls",
+                "per case",
+                "tokens/case",
+                "calls/1k alerts",
+                "cached",
+                "degraded"
+            );
+            for (role, m) in &self.model_cost {
+                let _ = writeln!(
+                    out,
+                    "  {role:<14}{:>7}{:>9.2}{:>15}{:>17.1}{:>7.0}%{:>9}",
+                    m.calls,
+                    m.calls_per_case,
+                    format!("{:.0}/{:.0}", m.tokens_per_case.0, m.tokens_per_case.1),
+                    m.calls_per_1k_alerts,
+                    m.cached_share * 100.0,
+                    m.degraded
+                );
+            }
+        }
+        if let Some(v) = &self.model_validation {
+            let _ = writeln!(
+                out,
+                "  model answers: {} valid, {} invalid ({:.0} %){}",
+                v.valid,
+                v.invalid,
+                v.invalid_ratio * 100.0,
+                if v.over_limit {
+                    format!(
+                        "   FAILED: more than {:.0} % of the model's answers did not validate \
+                         ([llm] max_invalid_ratio); those cases await human review. Check the \
+                         endpoint's profile, thinking and token budget with `soc-runtime llm check`",
+                        v.limit * 100.0
+                    )
+                } else {
+                    String::new()
+                }
+            );
         }
         out
     }

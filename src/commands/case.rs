@@ -114,6 +114,11 @@ fn render_why(v: &soc_runtime::memory::case_view::CaseView) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
+            let r = if m.degraded.is_some() {
+                format!("{r}, degraded: the model was unavailable")
+            } else {
+                r
+            };
             if m.tool_calls + m.tokens_in > 0 {
                 format!(
                     " [{r}: {} tool calls, {}/{} tokens]",

@@ -131,6 +131,19 @@ pub(crate) async fn run(args: RunArgs, config: Config) -> anyhow::Result<ExitCod
     if let Err(e) = std::fs::write(&last, &json) {
         tracing::warn!(path = %last.display(), error = %e, "cannot write the run summary");
     }
+    if let Some(v) = report
+        .summary
+        .model_validation
+        .as_ref()
+        .filter(|v| v.over_limit)
+    {
+        tracing::warn!(
+            valid = v.valid,
+            invalid = v.invalid,
+            limit = v.limit,
+            "most of the model's answers did not validate: their cases await human review; check the endpoint with `soc-runtime llm check`"
+        );
+    }
     let mut code = if report.is_success() {
         ExitCode::SUCCESS
     } else {

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::names::Names;
 use super::{
     AttemptError, AttemptErrorKind, ChatRequest, EndpointConfig, FunctionCall, Speaker, ToolCall,
     ToolChoice, Usage,
@@ -48,8 +49,10 @@ pub(crate) struct Endpoint {
 /// One leg's answer, before the gateway adds its own timings.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Answer {
-    /// Text.
+    /// Text, without reasoning.
     pub content: Option<String>,
+    /// The model's reasoning (a reasoning field, or a leading think block).
+    pub reasoning: Option<String>,
     /// Tool calls.
     pub tool_calls: Vec<ToolCall>,
     /// Finish reason.
@@ -85,21 +88,43 @@ impl Endpoint {
         &self.config.name
     }
 
-    /// The JSON body this endpoint is sent for `req`.
+    /// The JSON body this endpoint is sent for `req`. Tool names go out in the wire alphabet
+    /// ([`Names`]); [`Endpoint::chat`] maps the calls back.
     pub(crate) fn body(&self, req: &ChatRequest) -> Value {
         let c = &self.config;
+        let names = Names::of(&req.tools);
         let mut messages: Vec<Value> = req
             .messages
             .iter()
-            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .map(|m| {
+                let mut m = m.clone();
+                for call in &mut m.tool_calls {
+                    call.function.name = names.wire(&call.function.name);
+                }
+                serde_json::to_value(m).unwrap_or(Value::Null)
+            })
             .collect();
+        let stream = req.stream || c.stream;
         let mut body = json!({
             "model": req.model.as_deref().unwrap_or(&c.model),
-            "stream": req.stream,
+            "stream": stream,
         });
         let mut stop = c.stop.clone();
+        let wire_choice = |choice: &ToolChoice| match choice {
+            ToolChoice::Function(name) => ToolChoice::Function(names.wire(name)).to_json(),
+            other => other.to_json(),
+        };
         if !req.tools.is_empty() {
-            body["tools"] = serde_json::to_value(&req.tools).unwrap_or(Value::Null);
+            let tools: Vec<_> = req
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.function.name = names.wire(&t.function.name);
+                    t
+                })
+                .collect();
+            body["tools"] = serde_json::to_value(&tools).unwrap_or(Value::Null);
             stop.extend(c.tool_stop.iter().cloned());
             let ends_with_assistant = req
                 .messages
@@ -109,29 +134,38 @@ impl Endpoint {
                 messages.push(json!({"role": "assistant", "content": prefill}));
             }
             let choice = c.tool_choice.as_deref().map(ToolChoice::parse);
-            if let Some(choice) = choice.as_ref().or(req.tool_choice.as_ref()) {
-                body["tool_choice"] = choice.to_json();
+            if let Some(choice) = choice.as_ref().or(req.tool_choice.as_ref())
+                && c.sends_tool_choice()
+            {
+                body["tool_choice"] = wire_choice(choice);
             }
-        } else if let Some(choice) = &req.tool_choice {
-            body["tool_choice"] = choice.to_json();
+        } else if let Some(choice) = req.tool_choice.as_ref().filter(|_| c.sends_tool_choice()) {
+            body["tool_choice"] = wire_choice(choice);
         }
         body["messages"] = Value::Array(messages);
         if !stop.is_empty() {
             body["stop"] = json!(stop);
         }
-        if let Some(schema) = &req.response_format {
+        if let Some(schema) = req
+            .response_format
+            .as_ref()
+            .filter(|_| c.sends_json_schema())
+        {
             body["response_format"] = json!({
                 "type": "json_schema",
                 "json_schema": {"name": schema.name, "schema": schema.schema, "strict": true},
             });
         }
         if let Some(n) = req.max_tokens {
-            body["max_tokens"] = json!(n);
+            body["max_tokens"] = json!(n.saturating_add(c.reasoning_budget()));
+        }
+        if let Some((key, value)) = c.thinking().and_then(|on| c.profile.thinking_switch(on)) {
+            body[key] = value;
         }
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
-        if req.stream {
+        if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
         if let Value::Object(map) = &mut body {
@@ -175,11 +209,12 @@ impl Endpoint {
     async fn chat_leg(&self, req: &ChatRequest) -> Result<Answer, AttemptError> {
         let started = Instant::now();
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
+        let stream = req.stream || self.config.stream;
         let body = self.body(req);
         // A streamed answer starts with headers at once; a plain one sends them with the whole
         // answer, so only the leg timeout bounds it.
         let send = self.post(&body).send();
-        let response = if req.stream {
+        let response = if stream {
             tokio::time::timeout(idle, send)
                 .await
                 .map_err(|_| self.err(AttemptErrorKind::Timeout, "no response headers"))?
@@ -188,13 +223,18 @@ impl Endpoint {
         }
         .map_err(|e| self.transport_error(&e))?;
         let response = self.check_status(response).await?;
-        if req.stream {
-            self.read_stream(response, started, idle).await
+        let mut answer = if stream {
+            self.read_stream(response, started, idle).await?
         } else {
             let bytes = self.read_body(response, idle).await?;
             let ttft = started.elapsed();
-            parse_completion(&bytes, ttft).map_err(|e| self.err(AttemptErrorKind::Protocol, e))
+            parse_completion(&bytes, ttft).map_err(|e| self.err(AttemptErrorKind::Protocol, e))?
+        };
+        let names = Names::of(&req.tools);
+        for call in &mut answer.tool_calls {
+            call.function.name = names.internal(&call.function.name);
         }
+        Ok(answer)
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> AttemptError {
@@ -401,34 +441,81 @@ pub(crate) fn parse_completion(bytes: &[u8], ttft: Duration) -> Result<Answer, P
         .into_iter()
         .next()
         .ok_or(ProtocolError::NoChoice)?;
-    let tool_calls = choice
-        .message
+    let message = choice.message;
+    let tool_calls = message
         .tool_calls
         .into_iter()
         .enumerate()
         .map(|(i, c)| ToolCall {
-            id: c.id.unwrap_or_else(|| format!("call_{i}")),
+            id: c
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("call_{i}")),
             kind: "function".to_owned(),
             function: FunctionCall {
                 name: c.function.name.unwrap_or_default(),
-                arguments: c.function.arguments.unwrap_or_default(),
+                arguments: c
+                    .function
+                    .arguments
+                    .map(Arguments::into_text)
+                    .unwrap_or_default(),
             },
         })
         .collect();
+    let (content, inline) = split_reasoning(message.content);
     Ok(Answer {
-        content: choice.message.content,
+        content,
+        reasoning: join_reasoning(message.reasoning_content.or(message.reasoning), inline),
         tool_calls,
         finish_reason: choice.finish_reason,
-        usage: wire.usage.unwrap_or_default(),
+        usage: wire.usage.map(UsageWire::into_usage).unwrap_or_default(),
         model: wire.model.unwrap_or_default(),
         ttft,
     })
+}
+
+/// Splits a leading think block off an answer's text: `<think>...</think>` (or only the
+/// closing tag, where the chat template opened the block in the prompt). An unclosed block is
+/// all reasoning: the model ran out of tokens before it answered.
+pub(crate) fn split_reasoning(content: Option<String>) -> (Option<String>, Option<String>) {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let Some(text) = content else {
+        return (None, None);
+    };
+    let trimmed = text.trim_start();
+    let (reasoning, rest) = if let Some(after) = trimmed.strip_prefix(OPEN) {
+        match after.find(CLOSE) {
+            Some(end) => (&after[..end], Some(&after[end + CLOSE.len()..])),
+            None => (after, None),
+        }
+    } else if let Some(end) = trimmed
+        .find(CLOSE)
+        .filter(|end| !trimmed[..*end].contains('{'))
+    {
+        (&trimmed[..end], Some(&trimmed[end + CLOSE.len()..]))
+    } else {
+        return (Some(text), None);
+    };
+    let rest = rest
+        .map(|r| r.trim_start().to_owned())
+        .filter(|r| !r.is_empty());
+    (rest, Some(reasoning.trim().to_owned()))
+}
+
+/// The reasoning a field carried and the reasoning inline in the text, as one.
+fn join_reasoning(field: Option<String>, inline: Option<String>) -> Option<String> {
+    match (field.filter(|f| !f.is_empty()), inline) {
+        (Some(f), Some(i)) => Some(format!("{f}\n{i}")),
+        (f, i) => f.or(i),
+    }
 }
 
 /// Folds stream chunks into one answer.
 #[derive(Debug, Default)]
 pub(crate) struct StreamAssembly {
     content: Option<String>,
+    reasoning: Option<String>,
     calls: Vec<PartialCall>,
     finish_reason: Option<String>,
     usage: Usage,
@@ -452,17 +539,24 @@ impl StreamAssembly {
             self.model = model;
         }
         if let Some(usage) = chunk.usage {
-            self.usage = usage;
+            self.usage = usage.into_usage();
         }
         for choice in chunk.choices {
             let delta = choice.delta;
+            let reasoning = delta.reasoning_content.or(delta.reasoning);
             let has_token = delta.content.as_deref().is_some_and(|c| !c.is_empty())
+                || reasoning.as_deref().is_some_and(|c| !c.is_empty())
                 || !delta.tool_calls.is_empty();
             if has_token && self.ttft.is_none() {
                 self.ttft = Some(started.elapsed());
             }
             if let Some(text) = delta.content {
                 self.content.get_or_insert_with(String::new).push_str(&text);
+            }
+            if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
+                self.reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&text);
             }
             for fragment in delta.tool_calls {
                 let index = fragment.index.unwrap_or(0);
@@ -487,7 +581,7 @@ impl StreamAssembly {
                     call.name.push_str(&name);
                 }
                 if let Some(args) = fragment.function.arguments {
-                    call.arguments.push_str(&args);
+                    call.arguments.push_str(&args.into_text());
                 }
             }
             if let Some(reason) = choice.finish_reason {
@@ -501,8 +595,10 @@ impl StreamAssembly {
     pub(crate) fn finish(self) -> Answer {
         let mut calls = self.calls;
         calls.sort_by_key(|c| c.index);
+        let (content, inline) = split_reasoning(self.content);
         Answer {
-            content: self.content,
+            content,
+            reasoning: join_reasoning(self.reasoning, inline),
             tool_calls: calls
                 .into_iter()
                 .map(|c| ToolCall {
@@ -526,8 +622,69 @@ impl StreamAssembly {
 struct CompletionWire {
     #[serde(default)]
     choices: Vec<ChoiceWire>,
-    usage: Option<Usage>,
+    usage: Option<UsageWire>,
     model: Option<String>,
+}
+
+/// `usage`, with the details servers add (OpenAI, vLLM and llama.cpp name them alike).
+#[derive(Deserialize, Default)]
+pub(crate) struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetailsWire>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetailsWire>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetailsWire {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetailsWire {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl UsageWire {
+    fn into_usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_tokens: self
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Tool-call arguments: JSON text as OpenAI specifies, or a JSON object as some servers send
+/// (Ollama's own API); either way the model's JSON, as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Arguments {
+    Text(String),
+    Json(Value),
+}
+
+impl Arguments {
+    fn into_text(self) -> String {
+        match self {
+            Arguments::Text(text) => text,
+            Arguments::Json(Value::Null) => String::new(),
+            Arguments::Json(value) => value.to_string(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -540,7 +697,16 @@ struct ChoiceWire {
 struct MessageWire {
     content: Option<String>,
     #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default, deserialize_with = "calls_or_null")]
     tool_calls: Vec<CallWire>,
+}
+
+/// A `tool_calls` list, where `null` means none.
+fn calls_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CallWire>, D::Error> {
+    Ok(Option::<Vec<CallWire>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -555,7 +721,7 @@ struct CallWire {
 #[derive(Deserialize, Default)]
 struct FunctionWire {
     name: Option<String>,
-    arguments: Option<String>,
+    arguments: Option<Arguments>,
 }
 
 /// One `chat.completion.chunk`.
@@ -563,7 +729,7 @@ struct FunctionWire {
 pub(crate) struct ChunkWire {
     #[serde(default)]
     choices: Vec<ChunkChoiceWire>,
-    usage: Option<Usage>,
+    usage: Option<UsageWire>,
     model: Option<String>,
     error: Option<Value>,
 }
@@ -591,6 +757,10 @@ struct ChunkChoiceWire {
 struct DeltaWire {
     content: Option<String>,
     #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default, deserialize_with = "calls_or_null")]
     tool_calls: Vec<CallWire>,
 }
 

@@ -53,6 +53,7 @@ pub(crate) const MAX_ENDPOINTS: usize = 64;
 pub struct Llm {
     actor: String,
     default_deadline: Duration,
+    stats: Option<Arc<GatewayStats>>,
 }
 
 impl Llm {
@@ -61,6 +62,34 @@ impl Llm {
         Self {
             actor: actor.into(),
             default_deadline,
+            stats: None,
+        }
+    }
+
+    /// With the gateway's accounting, so answers' validation is counted and roles can tell
+    /// that every endpoint has been down past `[llm] degrade_after_ms` (and decide by rules).
+    pub fn with_stats(mut self, stats: Arc<GatewayStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// How long every endpoint has been unavailable, once that is past the grace: roles then
+    /// decide by rules, marked degraded. `None` while any endpoint may answer.
+    pub fn degraded(&self) -> Option<Duration> {
+        self.stats.as_ref()?.unavailable_for()
+    }
+
+    /// Counts a final answer of `role` from `endpoint` that validated (`ok`) or not.
+    pub fn validated(&self, role: &str, endpoint: &str, ok: bool) {
+        if let Some(stats) = &self.stats {
+            stats.validated(role, endpoint, ok);
+        }
+    }
+
+    /// Counts a decision of `role` that the rules made because the model was down.
+    pub fn degraded_decision(&self, role: &str) {
+        if let Some(stats) = &self.stats {
+            stats.degraded_decision(role);
         }
     }
 
@@ -520,10 +549,20 @@ impl State {
                     .first_dispatch
                     .map_or(Duration::ZERO, |d| d.duration_since(call.received));
                 let latency = call.received.elapsed();
-                self.stats
-                    .answered(&call.role, index, answer.usage, latency, leg, answer.ttft);
+                self.stats.answered(
+                    &call.role,
+                    index,
+                    super::stats::Answered {
+                        usage: answer.usage,
+                        reasoned: answer.reasoning.is_some(),
+                        latency,
+                        leg,
+                        ttft: answer.ttft,
+                    },
+                );
                 let completion = Completion {
                     content: answer.content,
+                    reasoning: answer.reasoning,
                     tool_calls: answer.tool_calls,
                     finish_reason: answer.finish_reason,
                     usage: answer.usage,

@@ -18,6 +18,7 @@ pub mod canned;
 pub mod check;
 pub(crate) mod client;
 pub mod gateway;
+pub(crate) mod names;
 pub(crate) mod queue;
 pub mod reason;
 pub mod stats;
@@ -241,16 +242,39 @@ pub struct Usage {
     /// Prompt tokens.
     #[serde(default)]
     pub prompt_tokens: u64,
-    /// Generated tokens.
+    /// Generated tokens (reasoning included).
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Prompt tokens the server took from its prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`; zero where the server does not say).
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Generated tokens spent on reasoning, where the server counts them
+    /// (`usage.completion_tokens_details.reasoning_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+    }
 }
 
 /// An assembled answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Completion {
-    /// The text, if any.
+    /// The text, if any, without the model's reasoning.
     pub content: Option<String>,
+    /// The model's reasoning, kept out of `content`: a `reasoning_content` or `reasoning`
+    /// field, or a `<think>...</think>` block the answer started with.
+    pub reasoning: Option<String>,
     /// Tool calls, in order, with their arguments reassembled.
     pub tool_calls: Vec<ToolCall>,
     /// Why generation stopped (`stop`, `length`, `tool_calls`).
@@ -349,6 +373,13 @@ pub struct LlmConfig {
     /// Consecutive failures (connection error, timeout, 429, 5xx, broken stream) that open an
     /// endpoint's circuit.
     pub failure_threshold: u32,
+    /// How long every endpoint's circuit must have been open before roles stop waiting for
+    /// the model and decide by rules, marked degraded, ms (monitoring continues while the
+    /// AI is down; the model takes over again when an endpoint answers a probe).
+    pub degrade_after_ms: u64,
+    /// A `run --until-idle` in which more than this share of the model's final answers
+    /// failed validation exits non-zero (and any run warns past it).
+    pub max_invalid_ratio: f64,
 }
 
 impl Default for LlmConfig {
@@ -360,6 +391,8 @@ impl Default for LlmConfig {
             deadline_ms: 120_000,
             probe_interval_ms: 2_000,
             failure_threshold: 1,
+            degrade_after_ms: 30_000,
+            max_invalid_ratio: 0.5,
         }
     }
 }
@@ -400,6 +433,112 @@ pub struct EndpointConfig {
     pub tool_choice: Option<String>,
     /// Extra fields merged into every request body (server-specific sampling options).
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// What kind of server this is: decides how thinking is switched and which request
+    /// features are sent (see [`Profile`]).
+    pub profile: Profile,
+    /// Whether the model should reason before answering: `false` sends the profile's switch
+    /// that turns thinking off, `true` the one that turns it on; unset, the profile's default
+    /// ([`Profile::default_thinking`]). Reasoning is never parsed as the answer either way.
+    pub thinking: Option<bool>,
+    /// Tokens added to every request's `max_tokens` for the model's reasoning; unset, 0 when
+    /// thinking is off and 2048 otherwise (a role's own budget is for its answer).
+    pub reasoning_max_tokens: Option<u32>,
+    /// Whether the server honours `tool_choice`; unset, the profile's default. Where it does
+    /// not, `tool_choice` is not sent.
+    pub tool_choice_supported: Option<bool>,
+    /// Whether the server enforces a `response_format` JSON Schema; unset, the profile's
+    /// default. Where it does not, the schema is only in the prompt and the answer is
+    /// validated after the fact, as always.
+    pub json_schema_supported: Option<bool>,
+    /// Calls this endpoint may have in flight across every process sharing the Redis bus
+    /// hold leases for this long, ms; a holder renews at a third of it, and a dead holder's
+    /// slot returns when it lapses. Ignored on the in-memory bus.
+    pub lease_ms: u64,
+    /// Stream every answer (SSE): a stalled answer is detected by `idle_timeout_ms` instead
+    /// of waiting out the leg timeout, and time to first token is measured. The caller still
+    /// gets one assembled answer.
+    pub stream: bool,
+    /// Endpoints of equal rank share load (by free slots); a higher rank is used only when
+    /// every endpoint of the lower ranks is failing or full. Unset: the endpoint's position
+    /// in the list (strict failover order).
+    pub rank: Option<u32>,
+}
+
+/// The kinds of OpenAI-compatible server, and what each does differently. Sources:
+/// `tests/fixtures/llm/profiles/README.md`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// llama.cpp's `llama-server` (`--jinja`): `chat_template_kwargs.enable_thinking`,
+    /// grammar-constrained JSON Schema, `tool_choice`, cached-token counts.
+    #[default]
+    Llamacpp,
+    /// vLLM: `chat_template_kwargs.enable_thinking`, `reasoning_content` with a reasoning
+    /// parser, structured outputs, `tool_choice` (`auto` needs `--enable-auto-tool-choice`).
+    Vllm,
+    /// Ollama's OpenAI-compatible API: `reasoning_effort: none` turns thinking off, JSON
+    /// Schema `response_format`; `tool_choice` is not honoured.
+    Ollama,
+    /// A hosted OpenAI-compatible API: no thinking switch is sent (non-standard fields are
+    /// refused there), strict tool names, `tool_choice` and structured outputs.
+    Openai,
+}
+
+impl Profile {
+    /// Whether thinking is switched off when `thinking` is unset: where the server has a
+    /// switch, yes (a role answers a schema; reasoning costs GPU time and the answer budget).
+    pub fn default_thinking(self) -> Option<bool> {
+        match self {
+            Profile::Llamacpp | Profile::Vllm | Profile::Ollama => Some(false),
+            Profile::Openai => None,
+        }
+    }
+
+    /// The body fields that switch thinking on or off, if the server has such a switch.
+    pub fn thinking_switch(self, on: bool) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            Profile::Llamacpp | Profile::Vllm => Some((
+                "chat_template_kwargs",
+                serde_json::json!({"enable_thinking": on}),
+            )),
+            Profile::Ollama => Some((
+                "reasoning_effort",
+                serde_json::Value::from(if on { "medium" } else { "none" }),
+            )),
+            Profile::Openai => None,
+        }
+    }
+
+    /// Whether `tool_choice` is honoured by default.
+    pub fn tool_choice_supported(self) -> bool {
+        !matches!(self, Profile::Ollama)
+    }
+}
+
+impl EndpointConfig {
+    /// Whether thinking is on (`Some(true)`), off, or the server's default (`None`).
+    pub fn thinking(&self) -> Option<bool> {
+        self.thinking.or(self.profile.default_thinking())
+    }
+
+    /// Tokens added to a request's `max_tokens` for reasoning.
+    pub fn reasoning_budget(&self) -> u32 {
+        self.reasoning_max_tokens.unwrap_or(match self.thinking() {
+            Some(false) => 0,
+            _ => 2048,
+        })
+    }
+
+    /// Whether `tool_choice` is sent.
+    pub fn sends_tool_choice(&self) -> bool {
+        self.tool_choice_supported
+            .unwrap_or(self.profile.tool_choice_supported())
+    }
+
+    /// Whether `response_format` is sent.
+    pub fn sends_json_schema(&self) -> bool {
+        self.json_schema_supported.unwrap_or(true)
+    }
 }
 
 impl Default for EndpointConfig {
@@ -420,6 +559,14 @@ impl Default for EndpointConfig {
             tool_prefill: None,
             tool_choice: None,
             extra_body: serde_json::Map::new(),
+            profile: Profile::default(),
+            thinking: None,
+            reasoning_max_tokens: None,
+            tool_choice_supported: None,
+            json_schema_supported: None,
+            lease_ms: 30_000,
+            stream: false,
+            rank: None,
         }
     }
 }
@@ -466,6 +613,11 @@ impl LlmConfig {
                 "llm.probe_interval_ms and failure_threshold must be at least 1".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.max_invalid_ratio) {
+            return Err(LlmError::Config(
+                "llm.max_invalid_ratio must be between 0 and 1".into(),
+            ));
+        }
         if self.endpoints.len() > gateway::MAX_ENDPOINTS {
             return Err(LlmError::Config(format!(
                 "llm.endpoints: at most {} endpoints",
@@ -497,6 +649,11 @@ impl LlmConfig {
             }
             if e.model.is_empty() {
                 return Err(LlmError::Config(format!("{at}.model is empty")));
+            }
+            if e.lease_ms < 300 {
+                return Err(LlmError::Config(format!(
+                    "{at}.lease_ms must be at least 300 (a holder renews at a third of it)"
+                )));
             }
             if e.max_in_flight == 0 || e.connect_timeout_ms == 0 || e.timeout_ms == 0 {
                 return Err(LlmError::Config(format!(

@@ -251,6 +251,8 @@ pub(crate) async fn reason_checked<T: Answer>(
     // What the role saw and did, for the audit: prompts not recorded yet start here.
     let mut record: Vec<Exchange> = Vec::new();
     let mut recorded_upto = 0usize;
+    // The endpoint of the latest answer (validation is counted against it).
+    let mut last_endpoint = String::new();
     for round in 0..=brief.budget + 2 {
         let may_call = !offered.is_empty() && round <= brief.budget + 1;
         let request = ChatRequest {
@@ -313,6 +315,7 @@ pub(crate) async fn reason_checked<T: Answer>(
             tool_calls = completion.tool_calls.len(),
             "reasoning round"
         );
+        last_endpoint.clone_from(&completion.endpoint);
         if completion.tool_calls.is_empty() {
             answer = Some(completion.content.unwrap_or_default());
             break;
@@ -430,6 +433,7 @@ pub(crate) async fn reason_checked<T: Answer>(
             let completion = llm.chat(request, options).await?;
             record.push(model_exchange(prompt, &completion));
             add_usage(&mut meta, &completion.usage);
+            last_endpoint.clone_from(&completion.endpoint);
             parse(&completion.content.unwrap_or_default()).map_err(|again| {
                 AnswerError::Unrepaired {
                     first: Box::new(why),
@@ -438,6 +442,10 @@ pub(crate) async fn reason_checked<T: Answer>(
             })
         }
     };
+    llm.validated(brief.role, &last_endpoint, answer.is_ok());
+    if let Err(why) = &answer {
+        tracing::warn!(role = brief.role, endpoint = %last_endpoint, error = %why, "the model's answer did not validate; the case goes to human review");
+    }
     meta.wall_time_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     meta.record = record;
     Ok(Reasoned {
@@ -493,6 +501,7 @@ fn model_exchange(prompt: Vec<String>, c: &super::Completion) -> Exchange {
         ..Exchange::default()
     }
     .with_output(&answer)
+    .with_reasoning(c.reasoning.as_deref().unwrap_or(""))
 }
 
 fn add_usage(meta: &mut DecisionMeta, usage: &super::Usage) {

@@ -54,6 +54,10 @@ pub struct GatewayStats {
     queue_peak: AtomicU64,
     queue_capacity: AtomicU64,
     accounts: Mutex<Accounts>,
+    /// Since when every endpoint's circuit has been open (`None`: one is closed).
+    all_open_since: Mutex<Option<std::time::Instant>>,
+    /// `[llm] degrade_after_ms`.
+    degrade_after: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +84,12 @@ struct Account {
     failed: u64,
     tokens_in: u64,
     tokens_out: u64,
+    tokens_cached: u64,
+    tokens_reasoning: u64,
+    reasoned: u64,
+    valid: u64,
+    invalid: u64,
+    degraded: u64,
     latency_us: Histogram<u64>,
     ttft_us: Histogram<u64>,
 }
@@ -99,6 +109,12 @@ impl Default for Account {
             failed: 0,
             tokens_in: 0,
             tokens_out: 0,
+            tokens_cached: 0,
+            tokens_reasoning: 0,
+            reasoned: 0,
+            valid: 0,
+            invalid: 0,
+            degraded: 0,
             latency_us: histogram(),
             ttft_us: histogram(),
         }
@@ -106,10 +122,13 @@ impl Default for Account {
 }
 
 impl Account {
-    fn answered(&mut self, usage: Usage, latency: Duration, ttft: Duration) {
+    fn answered(&mut self, usage: Usage, reasoned: bool, latency: Duration, ttft: Duration) {
         self.answered += 1;
         self.tokens_in = self.tokens_in.saturating_add(usage.prompt_tokens);
         self.tokens_out = self.tokens_out.saturating_add(usage.completion_tokens);
+        self.tokens_cached = self.tokens_cached.saturating_add(usage.cached_tokens);
+        self.tokens_reasoning = self.tokens_reasoning.saturating_add(usage.reasoning_tokens);
+        self.reasoned += u64::from(reasoned);
         self.latency_us.saturating_record(micros(latency));
         self.ttft_us.saturating_record(micros(ttft));
     }
@@ -120,6 +139,12 @@ impl Account {
             failed: self.failed,
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
+            tokens_cached: self.tokens_cached,
+            tokens_reasoning: self.tokens_reasoning,
+            reasoned: self.reasoned,
+            valid: self.valid,
+            invalid: self.invalid,
+            degraded: self.degraded,
             latency_ms: Percentiles::of(&self.latency_us),
             ttft_ms: Percentiles::of(&self.ttft_us),
         }
@@ -139,6 +164,9 @@ pub struct GatewaySnapshot {
     pub queue_peak: u64,
     /// Queue capacity.
     pub queue_capacity: u64,
+    /// Seconds every endpoint has been unavailable, when past `[llm] degrade_after_ms`:
+    /// roles are deciding by rules (degraded). `None` in normal operation.
+    pub degraded_for_s: Option<u64>,
     /// Counters.
     pub counters: BTreeMap<&'static str, u64>,
     /// Per endpoint, in failover order.
@@ -178,6 +206,18 @@ pub struct AccountSnapshot {
     pub tokens_in: u64,
     /// Generated tokens.
     pub tokens_out: u64,
+    /// Prompt tokens the server served from its prefix cache (where it says).
+    pub tokens_cached: u64,
+    /// Generated tokens spent reasoning (where the server counts them).
+    pub tokens_reasoning: u64,
+    /// Answers that carried reasoning (a field or a think block), kept out of parsing.
+    pub reasoned: u64,
+    /// Final answers (after any repair) that validated against the role's schema and checks.
+    pub valid: u64,
+    /// Final answers that did not validate (the case went to `needs_human_review`).
+    pub invalid: u64,
+    /// For a role: decisions the rules made because the model was unavailable.
+    pub degraded: u64,
     /// Latency: for a role, from the call to its answer; for an endpoint, the answering leg.
     pub latency_ms: Percentiles,
     /// Time to first token of the answering leg.
@@ -212,6 +252,21 @@ impl Percentiles {
     }
 }
 
+/// What one answer cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answered {
+    /// Tokens.
+    pub usage: Usage,
+    /// Whether it carried reasoning.
+    pub reasoned: bool,
+    /// The caller's whole wait.
+    pub latency: Duration,
+    /// The answering leg.
+    pub leg: Duration,
+    /// Time to first token of the answering leg.
+    pub ttft: Duration,
+}
+
 impl GatewayStats {
     /// Stats for the gateway `config` describes.
     pub fn new(config: &LlmConfig) -> Self {
@@ -237,7 +292,44 @@ impl GatewayStats {
             queue_peak: AtomicU64::new(0),
             queue_capacity: AtomicU64::new(config.queue_capacity as u64),
             accounts: Mutex::new(accounts),
+            all_open_since: Mutex::new(None),
+            degrade_after: Duration::from_millis(config.degrade_after_ms),
         }
+    }
+
+    /// How long every endpoint's circuit has been open, once that is past
+    /// `[llm] degrade_after_ms`: the model is down, not busy, and roles decide by rules until
+    /// an endpoint recovers.
+    pub fn unavailable_for(&self) -> Option<Duration> {
+        let since = (*self.all_open_since.lock())?;
+        let down = since.elapsed();
+        (down >= self.degrade_after).then_some(down)
+    }
+
+    /// Whether roles are deciding by rules now (see [`GatewayStats::unavailable_for`]).
+    pub fn is_degraded(&self) -> bool {
+        self.unavailable_for().is_some()
+    }
+
+    /// A final answer of `role` from `endpoint` validated (`ok`) or not.
+    pub fn validated(&self, role: &str, endpoint: &str, ok: bool) {
+        let mut a = self.accounts.lock();
+        let bump = |acc: &mut Account| {
+            if ok {
+                acc.valid += 1;
+            } else {
+                acc.invalid += 1;
+            }
+        };
+        bump(a.role(role));
+        if let Some(e) = a.endpoints.iter_mut().find(|e| e.name == endpoint) {
+            bump(&mut e.account);
+        }
+    }
+
+    /// A decision of `role` the rules made because the model was unavailable.
+    pub fn degraded_decision(&self, role: &str) {
+        self.accounts.lock().role(role).degraded += 1;
     }
 
     /// Counts one.
@@ -252,29 +344,38 @@ impl GatewayStats {
         self.queue_peak.fetch_max(depth, Ordering::Relaxed);
     }
 
-    /// Records an endpoint's live state.
+    /// Records an endpoint's live state, and when every circuit came to be open.
     pub(crate) fn set_endpoint(&self, index: usize, in_flight: usize, circuit: Circuit) {
-        if let Some(e) = self.accounts.lock().endpoints.get_mut(index) {
+        let mut a = self.accounts.lock();
+        if let Some(e) = a.endpoints.get_mut(index) {
             e.in_flight = in_flight;
             e.circuit = circuit;
+        }
+        let all_open =
+            !a.endpoints.is_empty() && a.endpoints.iter().all(|e| e.circuit == Circuit::Open);
+        drop(a);
+        let mut since = self.all_open_since.lock();
+        match (all_open, since.is_some()) {
+            (true, false) => *since = Some(std::time::Instant::now()),
+            (false, true) => *since = None,
+            _ => {}
         }
     }
 
     /// An answer: `latency` is the caller's whole wait, `leg` the answering leg's.
-    pub fn answered(
-        &self,
-        role: &str,
-        endpoint: usize,
-        usage: Usage,
-        latency: Duration,
-        leg: Duration,
-        ttft: Duration,
-    ) {
+    pub fn answered(&self, role: &str, endpoint: usize, answer: Answered) {
+        let Answered {
+            usage,
+            reasoned,
+            latency,
+            leg,
+            ttft,
+        } = answer;
         Self::bump(&self.counters.completed);
         let mut a = self.accounts.lock();
-        a.role(role).answered(usage, latency, ttft);
+        a.role(role).answered(usage, reasoned, latency, ttft);
         if let Some(e) = a.endpoints.get_mut(endpoint) {
-            e.account.answered(usage, leg, ttft);
+            e.account.answered(usage, reasoned, leg, ttft);
         }
     }
 
@@ -322,6 +423,7 @@ impl GatewayStats {
         ]);
         let a = self.accounts.lock();
         GatewaySnapshot {
+            degraded_for_s: self.unavailable_for().map(|d| d.as_secs()),
             queued: l(&self.queue_depth),
             queue_peak: l(&self.queue_peak),
             queue_capacity: l(&self.queue_capacity),

@@ -178,6 +178,10 @@ pub struct DecisionMeta {
     /// the rules reasoner (its evidence is the assessment it records).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub record: Vec<Exchange>,
+    /// Why the rules decided although the role asks the model (every model endpoint had
+    /// been unavailable longer than `[llm] degrade_after_ms`); absent on ordinary decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// One model exchange or tool invocation made while deciding.
@@ -208,11 +212,33 @@ pub struct Exchange {
     pub output_sha256: String,
     /// Bytes of the whole output.
     pub output_bytes: u64,
+    /// A model exchange: the model's reasoning before its answer (a reasoning field or a think
+    /// block, never parsed as the answer), cut at [`Exchange::MAX_OUTPUT`] bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
+    /// Bytes of the whole reasoning.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Exchange {
     /// Most bytes of an output kept in the record.
     pub const MAX_OUTPUT: usize = 4096;
+
+    /// `reasoning` as recorded: cut on a character boundary, with its length.
+    pub fn with_reasoning(mut self, reasoning: &str) -> Self {
+        let mut end = reasoning.len().min(Self::MAX_OUTPUT);
+        while !reasoning.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.reasoning = reasoning[..end].to_owned();
+        self.reasoning_bytes = reasoning.len() as u64;
+        self
+    }
 
     /// `output` as recorded: cut on a character boundary, with its digest and length.
     pub fn with_output(mut self, output: &str) -> Self {

@@ -49,6 +49,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// The decision metadata of a role's decision event (triage, Tier 2, plan, intel).
+    pub fn decision_meta_mut(&mut self) -> Option<&mut DecisionMeta> {
+        match self {
+            Event::AlertTriaged(e) => Some(&mut e.meta),
+            Event::Tier2Analysis(e) => Some(&mut e.meta),
+            Event::IrPlan(e) => Some(&mut e.meta),
+            Event::ThreatIntelReport(e) => Some(&mut e.meta),
+            _ => None,
+        }
+    }
+
     /// Every event kind name, in a fixed order (the index is `Event::ordinal`).
     pub const KINDS: [&'static str; 14] = [
         "AlertReceived",

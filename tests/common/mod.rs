@@ -9,6 +9,7 @@
 )]
 
 pub(crate) mod llm;
+pub(crate) mod recorded;
 pub(crate) mod webdriver;
 pub(crate) mod webex;
 
