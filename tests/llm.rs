@@ -756,20 +756,38 @@ async fn llm_check_reports_each_endpoint_and_fails_on_a_dead_one() {
     let _model = MODEL_LOCK.lock().await;
     let server = ModelServer::start(1).await;
     let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
-    let run = |envs: Vec<(&str, String)>| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
-        command
-            .args(["llm", "check"])
-            .env_remove("SOC_LLM_PRIMARY_URL");
-        command
-            .env_remove("SOC_LLM_SECONDARY_URL")
-            .env("SOC_LLM_MODEL", "smollm2");
-        command.envs(envs);
-        let out = command.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text)
-    };
+    // The small model calls tools only with its quirks (../shared/LLM.md): they live in the
+    // config file, as an operator's would.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("soc.toml");
+    std::fs::write(
+        &config,
+        "[[llm.endpoints]]\nname = \"primary\"\nurl = \"http://127.0.0.1:1/v1\"\n\
+         tool_prefill = \"<tool_call>\\n\"\ntool_stop = [\"</tool_call>\"]\n\
+         tool_choice = \"required\"\n",
+    )
+    .unwrap();
+    let run_with =
+        |config: Option<&std::path::Path>, model: Option<&str>, envs: Vec<(&str, String)>| {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
+            command.args(["llm", "check"]);
+            if let Some(config) = config {
+                command.arg("--config").arg(config);
+            }
+            command
+                .env_remove("SOC_LLM_PRIMARY_URL")
+                .env_remove("SOC_LLM_SECONDARY_URL")
+                .env_remove("SOC_LLM_MODEL");
+            if let Some(model) = model {
+                command.env("SOC_LLM_MODEL", model);
+            }
+            command.envs(envs);
+            let out = command.output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code(), text)
+        };
+    let run = |envs: Vec<(&str, String)>| run_with(Some(&config), Some("smollm2"), envs);
     let (code, text) = run(vec![("SOC_LLM_PRIMARY_URL", server.url())]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
@@ -781,6 +799,37 @@ async fn llm_check_reports_each_endpoint_and_fails_on_a_dead_one() {
         "{text}"
     );
     assert!(text.contains("completion ("), "{text}");
+    // The features the roles use, tried for real: a tool offered under a dotted name comes
+    // back under it (the wire name is the strict one), and a schema answer follows the schema.
+    assert!(
+        text.contains("tool call: ok: soc.echo_host(")
+            && text.contains("as soc_echo_host on the wire"),
+        "{text}"
+    );
+    assert!(text.contains("json schema answer: ok:"), "{text}");
+
+    // Without a model name the request says `default`, which this server does not list.
+    let (code, text) = run_with(
+        Some(&config),
+        None,
+        vec![("SOC_LLM_PRIMARY_URL", server.url())],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("model `default`: FAILED: not on the server's list"),
+        "{text}"
+    );
+    // Without the quirks this model does not call tools, and the check says so.
+    let (code, text) = run_with(
+        None,
+        Some("smollm2"),
+        vec![("SOC_LLM_PRIMARY_URL", server.url())],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("tool call: FAILED: the model answered without calling the offered tool"),
+        "{text}"
+    );
 
     let (code, text) = run(vec![
         ("SOC_LLM_PRIMARY_URL", server.url()),
@@ -794,7 +843,7 @@ async fn llm_check_reports_each_endpoint_and_fails_on_a_dead_one() {
     );
     assert!(!text.contains("sk-do-not-print"), "{text}");
 
-    let (code, text) = run(vec![]);
+    let (code, text) = run_with(None, Some("smollm2"), vec![]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("SOC_LLM_PRIMARY_URL"), "{text}");
 }

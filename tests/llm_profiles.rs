@@ -385,3 +385,47 @@ async fn a_run_where_most_answers_fail_validation_says_so_and_fails() {
     store.close().await;
     assert_eq!(review, 3);
 }
+
+/// `llm check` against each recorded server: the configured model is on its list, a tool
+/// offered under a dotted name comes back under it, the schema answer parses, and reasoning
+/// is reported where the server sends it. A model the server does not list is unhealthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_check_per_profile_finds_the_model_tools_schema_and_reasoning() {
+    for (server_name, profile, answer, reasoning) in [
+        ("vllm", Profile::Vllm, "reasoning_field", true),
+        ("ollama", Profile::Ollama, "reasoning_field", true),
+        ("openai", Profile::Openai, "json_schema", false),
+    ] {
+        let server = RecordedServer::start(Script {
+            tool_call: Some(recording(server_name, "tool_call")),
+            answer: recording(server_name, answer),
+            models: Some(recording(server_name, "models")),
+        })
+        .await;
+        let endpoint = EndpointConfig {
+            name: "primary".into(),
+            url: server.url.clone(),
+            model: model_of(server_name),
+            profile,
+            ..EndpointConfig::default()
+        };
+        let check = soc_runtime::llm::check::check(&endpoint).await;
+        let text = check.to_string();
+        assert!(check.is_healthy(), "{server_name}: {text}");
+        assert_eq!(check.model_listed, Some(true), "{text}");
+        assert!(
+            text.contains("tool call: ok: soc.echo_host(")
+                && text.contains("soc_echo_host on the wire"),
+            "{text}"
+        );
+        assert_eq!(check.reasoning_seen, reasoning, "{text}");
+
+        let unlisted = EndpointConfig {
+            model: "default".into(),
+            ..endpoint
+        };
+        let check = soc_runtime::llm::check::check(&unlisted).await;
+        assert!(!check.is_healthy(), "{server_name}");
+        assert_eq!(check.model_listed, Some(false));
+    }
+}

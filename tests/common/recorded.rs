@@ -123,6 +123,16 @@ fn substitute(v: &mut Value, answer: &str) {
     }
 }
 
+/// Renames every string `from` in `v` to `to`.
+fn rename(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) if s == from => *s = to.to_owned(),
+        Value::Array(items) => items.iter_mut().for_each(|i| rename(i, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|i| rename(i, from, to)),
+        _ => {}
+    }
+}
+
 /// Replaces the placeholder where a stream spreads it over several content deltas: the whole
 /// text goes into the first content delta, the later ones are emptied.
 fn substitute_streamed(chunks: &mut Value, answer: &str) {
@@ -190,8 +200,26 @@ async fn chat(State(shared): State<Arc<Shared>>, axum::Json(body): axum::Json<Va
         Some(call) if offers_tools && !has_result => call.clone(),
         _ => shared.script.answer.clone(),
     };
-    let answer = soc_runtime::llm::canned::answer_for(&schema).to_string();
+    // `llm check`'s schema question is answered as its schema asks.
+    let answer = if schema == "check_answer" {
+        r#"{"ready":true}"#.to_owned()
+    } else {
+        soc_runtime::llm::canned::answer_for(&schema).to_string()
+    };
     let mut out = recording.body.clone();
+    // The recordings call `memory_host_activity`; where that is not offered (`llm check`
+    // offers its own tool), the call goes to the first tool offered.
+    let offered: Vec<&str> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    if let Some(first) = offered.first()
+        && !offered.contains(&"memory_host_activity")
+    {
+        rename(&mut out, "memory_host_activity", first);
+    }
     if recording.stream {
         substitute_streamed(&mut out, &answer);
     }
