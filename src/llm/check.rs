@@ -208,7 +208,7 @@ pub async fn check(config: &EndpointConfig) -> EndpointCheck {
     out.models = endpoint.models().await.map_err(CheckFailure::Models);
     out.models_ms = started.elapsed().as_secs_f64() * 1e3;
     if let Ok(models) = &out.models {
-        out.model_listed = Some(models.iter().any(|m| *m == config.model));
+        out.model_listed = Some(models.contains(&config.model));
     }
     let until = || Instant::now() + Duration::from_millis(config.timeout_ms);
 
