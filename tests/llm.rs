@@ -45,12 +45,46 @@ struct TestGateway {
 
 impl TestGateway {
     async fn start(test: &str, config: LlmConfig) -> TestGateway {
-        config.validate().unwrap();
+        Self::start_with(test, config, None).await
+    }
+
+    /// With slot leases in the Redis at `redis` under a namespace of its own.
+    async fn start_leased(
+        test: &str,
+        config: LlmConfig,
+        redis: &str,
+        namespace: &str,
+    ) -> TestGateway {
+        let conn = redis::Client::open(redis)
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
         let stats = Arc::new(GatewayStats::new(&config));
+        let leases = soc_runtime::llm::lease::Leases::new(
+            conn,
+            namespace,
+            config.endpoints.len(),
+            stats.clone(),
+        );
+        Self::start_with(test, config, Some((Arc::new(leases), stats))).await
+    }
+
+    async fn start_with(
+        test: &str,
+        config: LlmConfig,
+        leases: Option<(Arc<soc_runtime::llm::lease::Leases>, Arc<GatewayStats>)>,
+    ) -> TestGateway {
+        config.validate().unwrap();
+        let (leases, stats) = match leases {
+            Some((l, s)) => (Some(l), s),
+            None => (None, Arc::new(GatewayStats::new(&config))),
+        };
         let name = format!("llm-test-{test}/{}", gateway::NAME);
         let args = gateway::Args {
             config: config.clone(),
             stats: stats.clone(),
+            leases,
         };
         let (actor, _) = Actor::spawn(Some(name.clone()), Gateway, args)
             .await
@@ -1970,4 +2004,454 @@ async fn model_and_tool_calls_are_spans_in_the_incidents_trace() {
         chats.len(),
         tools.len()
     );
+}
+
+/// The server's own `/metrics` peak of requests in processing while `work` runs, sampled
+/// every 5 ms.
+async fn peak_processing<F: std::future::Future>(
+    server: &Arc<ModelServer>,
+    work: F,
+) -> (u64, F::Output) {
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let monitor = {
+        let (server, peak, stop) = (server.clone(), peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.is_cancelled() {
+                if let Some(n) = server.processing(&client).await {
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let out = work.await;
+    stop.cancel();
+    monitor.await.unwrap();
+    (peak.load(std::sync::atomic::Ordering::SeqCst), out)
+}
+
+/// Three gateways (as three worker processes have: their own actor, queue, connection and
+/// holder id) share one endpoint of `max_in_flight = 1` through leases in Redis: the model
+/// server, which could run four at once, never processes more than one of their requests.
+/// Without leases the same three gateways run several at once (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_hold_max_in_flight_across_gateways_sharing_redis() {
+    let _model = MODEL_LOCK.lock().await;
+    let server = Arc::new(ModelServer::start(4).await);
+    let url = common::redis_url();
+    let namespace = common::Namespace::new(&url, "leases");
+    let burst = |gateways: Vec<TestGateway>| async move {
+        let calls = gateways.iter().enumerate().flat_map(|(g, gw)| {
+            (0..4u32).map(move |i| {
+                let llm = gw.llm.clone();
+                async move {
+                    let request = ask(
+                        &format!(
+                            "Count from {} to {} in words.",
+                            g * 10 + i as usize,
+                            g * 10 + i as usize + 5
+                        ),
+                        24,
+                        false,
+                    );
+                    llm.chat(request, CallOptions::case("sentinel", Some(5)))
+                        .await
+                }
+            })
+        });
+        let results = futures_util::future::join_all(calls).await;
+        (gateways, results)
+    };
+
+    // Control: no leases, each gateway holds its own limit of one.
+    let mut free = Vec::new();
+    for i in 0..3 {
+        free.push(
+            TestGateway::start(
+                &format!("free-{i}"),
+                config(vec![server.endpoint("primary")]),
+            )
+            .await,
+        );
+    }
+    let (control_peak, (_free, results)) = peak_processing(&server, burst(free)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        control_peak >= 2,
+        "without leases three gateways should overlap; the server saw {control_peak}"
+    );
+
+    // Leased: one slot for the deployment.
+    let mut leased = Vec::new();
+    for i in 0..3 {
+        leased.push(
+            TestGateway::start_leased(
+                &format!("leased-{i}"),
+                config(vec![server.endpoint("primary")]),
+                &url,
+                namespace.name(),
+            )
+            .await,
+        );
+    }
+    let started = Instant::now();
+    let (peak, (leased, results)) = peak_processing(&server, burst(leased)).await;
+    let elapsed = started.elapsed();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(peak, 1, "the server processed {peak} requests at once");
+    let mut granted = 0;
+    for gw in &leased {
+        let s = gw.snapshot();
+        let lease = s.lease.clone().expect("lease accounting");
+        granted += lease.granted;
+        assert_eq!(
+            s.counter("lease_lost") + s.counter("lease_errors"),
+            0,
+            "{s:?}"
+        );
+        eprintln!(
+            "lease overhead p50 {:.2} ms p99 {:.2} ms; wait p50 {:.1} ms p99 {:.1} ms",
+            lease.overhead_ms.p50, lease.overhead_ms.p99, lease.waited_ms.p50, lease.waited_ms.p99
+        );
+    }
+    assert_eq!(granted, 12);
+    eprintln!("12 leased calls in {elapsed:?}");
+    // Every lease was released.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}soc.llm.lease:primary", namespace.name()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+}
+
+/// A worker process killed while it holds the only slot: its lease lapses within `lease_ms`
+/// and another gateway gets the slot; the alert it was deciding is still pending in the bus
+/// and a restarted worker decides it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holders_slot_returns_within_its_lease_and_nothing_is_lost() {
+    let _model = MODEL_LOCK.lock().await;
+    let server = Arc::new(ModelServer::start(2).await);
+    let url = common::redis_url();
+    let namespace = common::Namespace::new(&url, "lease-kill");
+    let ns = namespace.name().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.jsonl");
+    std::fs::write(&feed, alert_line("lease-1", "sshd: brute force") + "\n").unwrap();
+    let config_file = dir.path().join("soc.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[reasoning]\nmode = \"llm\"\n[llm]\ndeadline_ms = 600000\n[[llm.endpoints]]\nname = \"primary\"\n\
+             url = \"{}\"\nmodel = \"smollm2\"\nlease_ms = 1500\ntimeout_ms = 600000\nidle_timeout_ms = 600000\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let worker = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
+        cmd.args([
+            "run",
+            "--bus",
+            "redis",
+            "--redis-url",
+            &url,
+            "--http",
+            "off",
+        ])
+        .arg("--alerts")
+        .arg(&feed)
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("SOC_BUS_NAMESPACE", &ns)
+        .env_remove("SOC_LLM_PRIMARY_URL")
+        .env_remove("SOC_LLM_MODEL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        cmd
+    };
+    // The model box hangs: the worker's call holds the slot and waits.
+    server.pause();
+    let mut child = worker().spawn().unwrap();
+    let key = format!("{ns}soc.llm.lease:primary");
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder: String =
+        common::wait_for("the worker holds the slot", Duration::from_secs(60), || {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move {
+                let ids: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                ids.into_iter().next()
+            }
+        })
+        .await;
+    assert!(holder.contains(&format!(":{}:", child.id())), "{holder}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    server.resume();
+
+    // Another gateway on the same Redis gets the slot once the dead holder's lease lapses.
+    let gw = TestGateway::start_leased(
+        "lease-kill",
+        config(vec![EndpointConfig {
+            lease_ms: 1500,
+            ..server.endpoint("primary")
+        }]),
+        &url,
+        &ns,
+    )
+    .await;
+    let answer = gw
+        .llm
+        .chat(
+            ask("Say one word.", 4, false),
+            CallOptions::case("sentinel", Some(5)),
+        )
+        .await
+        .unwrap();
+    assert!(answer.content.is_some());
+    let waited = gw.snapshot().lease.unwrap().waited_ms.max;
+    // The lease lapses 1.5 s after the dead worker's last renewal (at most 0.5 s before the
+    // kill): the slot comes back within its lease.
+    assert!(
+        waited <= 1500.0 + 500.0,
+        "the slot came back after waiting {waited} ms ({:?} after the kill)",
+        killed.elapsed()
+    );
+    let held: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !held.contains(&holder),
+        "the dead holder's lease is gone: {held:?}"
+    );
+    drop(gw);
+
+    // Nothing lost: a restarted worker decides the alert the dead one had taken, once.
+    let out = worker()
+        .arg("--until-idle")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{:?}: {summary}", out.status);
+    // The Redis bus's store (`soc.db`), not the memory bus's.
+    let store =
+        soc_runtime::store::Store::open(&dir.path().join("data").join(soc_runtime::store::FILE))
+            .await
+            .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT ticket, kind FROM case_events ORDER BY audit_ms, audit_seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    store.close().await;
+    let events: Vec<(String, String, ())> = rows.into_iter().map(|(t, k)| (t, k, ())).collect();
+    let triaged = events
+        .iter()
+        .filter(|(t, k, _)| t == "lease-1" && k == "AlertTriaged")
+        .count();
+    assert_eq!(triaged, 1, "{summary}\n{events:?}");
+}
+
+/// Two endpoints of equal rank share the load by free slots; one hung (SIGSTOP): every call
+/// goes to the other; back (SIGCONT): the load is shared again once its probe answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_rank_endpoints_share_load_and_take_over_from_each_other() {
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let a = ModelServer::start(1).await;
+    let b = ModelServer::start(1).await;
+    let mut cfg = config(vec![
+        EndpointConfig {
+            rank: Some(0),
+            timeout_ms: 1_500,
+            idle_timeout_ms: 1_000,
+            probe_timeout_ms: 300,
+            ..a.endpoint("a")
+        },
+        EndpointConfig {
+            rank: Some(0),
+            timeout_ms: 1_500,
+            idle_timeout_ms: 1_000,
+            probe_timeout_ms: 300,
+            ..b.endpoint("b")
+        },
+    ]);
+    cfg.probe_interval_ms = 300;
+    let gw = TestGateway::start("equal-rank", cfg).await;
+    let burst = |tag: &'static str, n: u32| {
+        let llm = gw.llm.clone();
+        async move {
+            let calls = (0..n).map(|i| {
+                let llm = llm.clone();
+                async move {
+                    llm.chat(
+                        ask(&format!("{tag}: name the number {i}."), 8, false),
+                        CallOptions::case("sentinel", Some(5)),
+                    )
+                    .await
+                }
+            });
+            futures_util::future::join_all(calls).await
+        }
+    };
+    let answered = |name: &str| gw.snapshot().endpoint(name).unwrap().account.answered;
+
+    let results = burst("shared", 8).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let (on_a, on_b) = (answered("a"), answered("b"));
+    assert_eq!(on_a + on_b, 8);
+    assert!(
+        on_a >= 2 && on_b >= 2,
+        "load not shared: a {on_a}, b {on_b}"
+    );
+
+    b.pause();
+    let results = burst("b hung", 6).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(answered("b"), on_b, "b answered while hung");
+    assert_eq!(answered("a"), on_a + 6);
+
+    b.resume();
+    wait_for("b's circuit to close", Duration::from_secs(10), || async {
+        (gw.snapshot().counter("flips_back") >= 1).then_some(())
+    })
+    .await;
+    let results = burst("b back", 8).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(answered("b") > on_b, "b took no load after it came back");
+}
+
+/// Every endpoint down longer than the grace: alerts keep being triaged by the rules, each
+/// decision marked degraded (on the event, in the summary, on `/metrics`); none lost or
+/// decided twice. The model box comes back: the model decides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_down_past_the_grace_triage_continues_degraded_then_the_model_returns()
+{
+    common::logs();
+    let _model = MODEL_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("feed.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let port = common::free_port();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        alerts: Some(fifo.clone()),
+        ..Config::default()
+    };
+    config.http.addr = "off".into();
+    config.llm.endpoints = vec![EndpointConfig {
+        probe_timeout_ms: 300,
+        ..endpoint("primary", &format!("http://127.0.0.1:{port}/v1"))
+    }];
+    config.llm.probe_interval_ms = 300;
+    config.llm.degrade_after_ms = 1_500;
+    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Llm;
+    let runtime = Runtime::start(config, RuntimeOptions::default())
+        .await
+        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let write = |writer: &mut std::fs::File, tickets: &[&str]| {
+        let lines: String = tickets
+            .iter()
+            .map(|t| alert_line(t, "sshd: brute force") + "\n")
+            .collect();
+        std::io::Write::write_all(writer, lines.as_bytes()).unwrap();
+    };
+    let processed = |runtime: &Runtime| runtime.summary().roles["sentinel"].processed;
+
+    // The model box is down: after the grace the rules decide, marked degraded.
+    let down = Instant::now();
+    write(&mut writer, &["deg-1", "deg-2", "deg-3"]);
+    wait_for("degraded triage", Duration::from_secs(60), || async {
+        (processed(&runtime) == 3).then_some(())
+    })
+    .await;
+    assert!(
+        down.elapsed() >= Duration::from_millis(1_500),
+        "decided before the grace: {:?}",
+        down.elapsed()
+    );
+    let summary = runtime.summary();
+    assert_eq!(summary.roles["sentinel"].degraded, 3);
+    assert_eq!(summary.roles["sentinel"].model_decisions, 0);
+    assert!(summary.llm.as_ref().unwrap().degraded_for_s.is_some());
+    assert!(
+        summary.render().contains("DEGRADED"),
+        "{}",
+        summary.render()
+    );
+
+    // It comes back where it was: the probe closes the circuit and the model decides again.
+    let _server = ModelServer::start_on_port(port, 1).await;
+    wait_for("the circuit to close", Duration::from_secs(20), || async {
+        (runtime.summary().llm.unwrap().counter("flips_back") >= 1).then_some(())
+    })
+    .await;
+    write(&mut writer, &["back-1"]);
+    wait_for("model triage", Duration::from_secs(300), || async {
+        (processed(&runtime) == 4).then_some(())
+    })
+    .await;
+    let summary = runtime.summary();
+    assert_eq!(summary.roles["sentinel"].degraded, 3);
+    assert_eq!(summary.roles["sentinel"].model_decisions, 1);
+    assert!(summary.llm.as_ref().unwrap().degraded_for_s.is_none());
+    drop(writer);
+    let _ = runtime.shutdown().await;
+
+    // Each alert triaged once: the first three by degraded rules, the rest by the model.
+    let events = case_events(dir.path()).await;
+    for ticket in ["deg-1", "deg-2", "deg-3", "back-1"] {
+        let triaged: Vec<&Value> = events
+            .iter()
+            .filter(|(t, k, _)| t == ticket && k == "AlertTriaged")
+            .map(|(_, _, b)| b)
+            .collect();
+        assert_eq!(triaged.len(), 1, "{ticket}: {triaged:?}");
+        let meta = &triaged[0]["meta"];
+        if ticket.starts_with("deg") {
+            assert_eq!(meta["reasoner"], "rules", "{ticket}: {meta}");
+            assert!(
+                meta["degraded"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unavailable")),
+                "{ticket}: {meta}"
+            );
+        } else {
+            assert_eq!(meta["reasoner"], "llm", "{ticket}: {meta}");
+            assert!(meta.get("degraded").is_none(), "{ticket}: {meta}");
+        }
+    }
 }

@@ -207,9 +207,18 @@ fn start_gateway(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<
             .llm_stats
             .clone()
             .ok_or(StartError::Missing("no llm endpoints"))?;
+        let leases = ctx.bus.redis_connection().map(|conn| {
+            std::sync::Arc::new(crate::llm::lease::Leases::new(
+                conn,
+                &ctx.bus.config().namespace,
+                ctx.config.llm.endpoints.len(),
+                stats.clone(),
+            ))
+        });
         let args = gateway::Args {
             config: ctx.config.llm.clone(),
             stats,
+            leases,
         };
         linked(name, Gateway, args, parent).await
     })

@@ -259,6 +259,7 @@ impl BenchGateway {
         let stats = Arc::new(GatewayStats::new(&config));
         let name = format!("bench-{tag}-{}/{}", std::process::id(), gateway::NAME);
         let args = gateway::Args {
+            leases: None,
             config,
             stats: stats.clone(),
         };

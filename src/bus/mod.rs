@@ -98,6 +98,15 @@ impl Bus {
         }
     }
 
+    /// A connection to the bus's Redis (it reconnects on its own), for state shared by every
+    /// process of the deployment (model slot leases); `None` on the in-memory bus.
+    pub(crate) fn redis_connection(&self) -> Option<::redis::aio::ConnectionManager> {
+        match &*self.inner {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r.query_connection()),
+        }
+    }
+
     /// Creates `group` on `topic` (reading from the start of the stream) unless it exists.
     pub async fn ensure_group(&self, topic: Topic, group: &str) -> Result<(), BusError> {
         match &*self.inner {

@@ -80,6 +80,10 @@ impl RedisBus {
         &self.config
     }
 
+    pub(super) fn query_connection(&self) -> ConnectionManager {
+        self.query.clone()
+    }
+
     pub(super) fn enqueue(
         &self,
         commits: Vec<Commit>,

@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use super::breaker::{Breaker, Transition};
 use super::client::{Answer, Endpoint};
+use super::lease::{Leases, NoLease};
 use super::queue::{Full, PriorityQueue};
 use super::stats::{GatewaySnapshot, GatewayStats};
 use super::{
@@ -259,6 +260,8 @@ enum LegOutcome {
     Answered(Answer),
     Failed(AttemptError),
     CallerGone,
+    /// The deadline passed waiting for a slot lease (held by other processes).
+    NoSlot,
 }
 
 /// Startup arguments.
@@ -268,6 +271,9 @@ pub struct Args {
     pub config: LlmConfig,
     /// Accounting, shared across restarts.
     pub stats: Arc<GatewayStats>,
+    /// Slot leases in Redis, shared by every process of the deployment (Redis bus); `None`:
+    /// the limit is this process's own (in-memory bus).
+    pub leases: Option<Arc<Leases>>,
 }
 
 /// The gateway actor.
@@ -278,6 +284,7 @@ pub struct State {
     endpoints: Vec<Slot>,
     queue: PriorityQueue<Call>,
     stats: Arc<GatewayStats>,
+    leases: Option<Arc<Leases>>,
     legs: JoinSet<()>,
     epoch: Instant,
     _ticker: AbortOnDropHandle<()>,
@@ -285,6 +292,8 @@ pub struct State {
 
 struct Slot {
     endpoint: Arc<Endpoint>,
+    /// Failover rank: equal ranks share load.
+    rank: u32,
     breaker: Breaker,
     in_flight: usize,
     probing: bool,
@@ -305,9 +314,11 @@ impl Actor for Gateway {
             .endpoints
             .iter()
             .take(MAX_ENDPOINTS)
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 Ok(Slot {
                     endpoint: Arc::new(Endpoint::new(e.clone())?),
+                    rank: e.rank.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
                     breaker: Breaker::new(c.failure_threshold),
                     in_flight: 0,
                     probing: false,
@@ -321,6 +332,7 @@ impl Actor for Gateway {
             endpoints,
             queue: PriorityQueue::new(c.queue_capacity, c.aging_ms),
             stats: args.stats,
+            leases: args.leases,
             legs: JoinSet::new(),
             epoch: Instant::now(),
             _ticker: ticker,
@@ -422,14 +434,35 @@ impl State {
         }
     }
 
-    /// The endpoint `call` should use next: the first with a closed circuit it has not failed
-    /// on. `None` when there is none left.
+    /// The endpoint `call` should use next: of the lowest rank with a closed circuit it has
+    /// not failed on, the one with the most free slots (the first on a tie). `None` when
+    /// there is none left.
     fn pick(&self, call: &Call) -> Option<usize> {
+        let usable = |(i, s): &(usize, &Slot)| s.breaker.is_closed() && call.tried & (1 << i) == 0;
+        let rank = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(usable)
+            .map(|(_, s)| s.rank)
+            .min()?;
         self.endpoints
             .iter()
             .enumerate()
-            .find(|(i, s)| s.breaker.is_closed() && call.tried & (1 << i) == 0)
+            .filter(|e| usable(e) && e.1.rank == rank)
+            .max_by_key(|(i, _)| (self.free(*i), std::cmp::Reverse(*i)))
             .map(|(i, _)| i)
+    }
+
+    /// Free slots of endpoint `i`: its limit less the calls in flight here or, where leases
+    /// are shared, held anywhere (as last seen).
+    fn free(&self, i: usize) -> usize {
+        let s = &self.endpoints[i];
+        let held = self.leases.as_ref().map_or(0, |l| l.held(i));
+        s.endpoint
+            .config
+            .max_in_flight
+            .saturating_sub(s.in_flight.max(held))
     }
 
     fn has_free_slot(&self) -> bool {
@@ -491,6 +524,14 @@ impl State {
             .set_endpoint(index, slot.in_flight, slot.breaker.circuit());
         call.first_dispatch.get_or_insert_with(Instant::now);
         let endpoint = slot.endpoint.clone();
+        let leases = self.leases.clone();
+        let stats = self.stats.clone();
+        // Most urgent first, then oldest: the same order in every process.
+        let epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_millis() as f64)
+            - call.received.elapsed().as_millis() as f64;
+        let priority = call.rank as f64 * 1e13 + epoch_ms;
         let myself = myself.clone();
         let lost = {
             let myself = myself.clone();
@@ -499,13 +540,41 @@ impl State {
             })
         };
         self.legs.spawn(async move {
+            let config = &endpoint.config;
+            let lease = match &leases {
+                None => Ok(None),
+                Some(leases) => leases
+                    .acquire(
+                        index,
+                        &config.name,
+                        config.max_in_flight,
+                        config.lease_ms,
+                        priority,
+                        call.deadline,
+                        call.reply.closed(),
+                    )
+                    .await
+                    .map(Some),
+            };
             let started = Instant::now();
-            let outcome = tokio::select! {
-                result = endpoint.chat(&call.request, call.deadline) => match result {
-                    Ok(answer) => LegOutcome::Answered(answer),
-                    Err(err) => LegOutcome::Failed(err),
-                },
-                () = call.reply.closed() => LegOutcome::CallerGone,
+            let outcome = match lease {
+                Err(NoLease::CallerGone) => LegOutcome::CallerGone,
+                Err(NoLease::Deadline) => LegOutcome::NoSlot,
+                Ok(lease) => {
+                    let outcome = tokio::select! {
+                        result = endpoint.chat(&call.request, call.deadline) => match result {
+                            Ok(answer) => LegOutcome::Answered(answer),
+                            Err(err) => LegOutcome::Failed(err),
+                        },
+                        () = call.reply.closed() => LegOutcome::CallerGone,
+                    };
+                    if let Some(lease) = lease {
+                        let (overhead, waited) = (lease.overhead, lease.waited);
+                        let release = lease.release().await;
+                        stats.lease(overhead + release, waited);
+                    }
+                    outcome
+                }
             };
             let done = LegDone {
                 call,
@@ -543,6 +612,10 @@ impl State {
         let name = slot.endpoint.name().to_owned();
         match outcome {
             LegOutcome::CallerGone => self.abandon(call, Instant::now()),
+            LegOutcome::NoSlot => {
+                let len = call.deadline_len;
+                self.fail(call, LlmError::DeadlineExceeded(len));
+            }
             LegOutcome::Answered(answer) => {
                 slot.breaker.on_success();
                 let queued = call

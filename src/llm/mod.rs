@@ -18,6 +18,7 @@ pub mod canned;
 pub mod check;
 pub(crate) mod client;
 pub mod gateway;
+pub mod lease;
 pub(crate) mod names;
 pub(crate) mod queue;
 pub mod reason;

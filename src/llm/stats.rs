@@ -43,6 +43,10 @@ pub struct Counters {
     pub unavailable: AtomicU64,
     /// Gateway restarts.
     pub restarts: AtomicU64,
+    /// Model slot leases (Redis bus) found lapsed while their call ran.
+    pub lease_lost: AtomicU64,
+    /// Redis errors taking, renewing or releasing model slot leases.
+    pub lease_errors: AtomicU64,
 }
 
 /// Everything the gateway accounts.
@@ -56,6 +60,8 @@ pub struct GatewayStats {
     accounts: Mutex<Accounts>,
     /// Since when every endpoint's circuit has been open (`None`: one is closed).
     all_open_since: Mutex<Option<std::time::Instant>>,
+    /// Model slot leases granted (Redis bus): count, their own cost and the waits.
+    leases: Mutex<Option<LeaseTimes>>,
     /// `[llm] degrade_after_ms`.
     degrade_after: Duration,
 }
@@ -164,6 +170,8 @@ pub struct GatewaySnapshot {
     pub queue_peak: u64,
     /// Queue capacity.
     pub queue_capacity: u64,
+    /// Model slot leases, when the gateway takes them (Redis bus).
+    pub lease: Option<LeaseSnapshot>,
     /// Seconds every endpoint has been unavailable, when past `[llm] degrade_after_ms`:
     /// roles are deciding by rules (degraded). `None` in normal operation.
     pub degraded_for_s: Option<u64>,
@@ -252,6 +260,25 @@ impl Percentiles {
     }
 }
 
+#[derive(Debug)]
+struct LeaseTimes {
+    granted: u64,
+    overhead_us: Histogram<u64>,
+    waited_us: Histogram<u64>,
+}
+
+/// Model slot leases (Redis bus only).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeaseSnapshot {
+    /// Leases granted.
+    pub granted: u64,
+    /// What a lease adds to a call when nobody waits: the grant's script call plus the
+    /// release, ms.
+    pub overhead_ms: Percentiles,
+    /// From the first attempt to the grant (waiting for a slot held elsewhere included), ms.
+    pub waited_ms: Percentiles,
+}
+
 /// What one answer cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Answered {
@@ -293,6 +320,7 @@ impl GatewayStats {
             queue_capacity: AtomicU64::new(config.queue_capacity as u64),
             accounts: Mutex::new(accounts),
             all_open_since: Mutex::new(None),
+            leases: Mutex::new(None),
             degrade_after: Duration::from_millis(config.degrade_after_ms),
         }
     }
@@ -309,6 +337,26 @@ impl GatewayStats {
     /// Whether roles are deciding by rules now (see [`GatewayStats::unavailable_for`]).
     pub fn is_degraded(&self) -> bool {
         self.unavailable_for().is_some()
+    }
+
+    /// A lease granted after `waited`, whose grant and release took `overhead`.
+    pub(crate) fn lease(&self, overhead: Duration, waited: Duration) {
+        let mut leases = self.leases.lock();
+        let times = leases.get_or_insert_with(|| {
+            let Account {
+                latency_us,
+                ttft_us,
+                ..
+            } = Account::default();
+            LeaseTimes {
+                granted: 0,
+                overhead_us: latency_us,
+                waited_us: ttft_us,
+            }
+        });
+        times.granted += 1;
+        times.overhead_us.saturating_record(micros(overhead));
+        times.waited_us.saturating_record(micros(waited));
     }
 
     /// A final answer of `role` from `endpoint` validated (`ok`) or not.
@@ -420,9 +468,17 @@ impl GatewayStats {
             ("rejected", l(&c.rejected)),
             ("unavailable", l(&c.unavailable)),
             ("restarts", l(&c.restarts)),
+            ("lease_lost", l(&c.lease_lost)),
+            ("lease_errors", l(&c.lease_errors)),
         ]);
         let a = self.accounts.lock();
+        let lease = self.leases.lock().as_ref().map(|t| LeaseSnapshot {
+            granted: t.granted,
+            overhead_ms: Percentiles::of(&t.overhead_us),
+            waited_ms: Percentiles::of(&t.waited_us),
+        });
         GatewaySnapshot {
+            lease,
             degraded_for_s: self.unavailable_for().map(|d| d.as_secs()),
             queued: l(&self.queue_depth),
             queue_peak: l(&self.queue_peak),

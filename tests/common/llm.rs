@@ -61,10 +61,23 @@ impl ModelServer {
     }
 
     async fn start_on(slots: usize, api_key: Option<&str>, threads: usize) -> ModelServer {
+        Self::start_at(super::free_port(), slots, api_key, threads).await
+    }
+
+    /// Starts a server on `port` (a box that comes back where it was).
+    pub(crate) async fn start_on_port(port: u16, slots: usize) -> ModelServer {
+        Self::start_at(port, slots, None, 2).await
+    }
+
+    async fn start_at(
+        port: u16,
+        slots: usize,
+        api_key: Option<&str>,
+        threads: usize,
+    ) -> ModelServer {
         let python = env_path("SOC_LLM_PYTHON");
         let model = env_path("SOC_LLM_MODEL");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let port = super::free_port();
         let mut command = Command::new(python);
         command.arg(root.join("ops/llm/serve.py"));
         if let Some(key) = api_key {
