@@ -57,6 +57,45 @@ fn strict(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Runs one alert per ticket through a runtime (memory bus, `llm` mode) whose one model
+/// endpoint is `endpoint`, until idle; the data dir stays while the returned guard lives.
+async fn run_alerts(
+    endpoint: EndpointConfig,
+    tickets: &[&str],
+) -> (tempfile::TempDir, soc_runtime::app::runtime::RunReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.jsonl");
+    let lines: Vec<String> = tickets
+        .iter()
+        .enumerate()
+        .map(|(i, ticket)| {
+            serde_json::json!({
+                "ticket_id": ticket, "site": "profiles", "source": "wazuh", "rule_id": "5710",
+                "rule_name": "sshd: attempt to login using a non-existent user",
+                "host": format!("web-0{}", i + 1), "src_ips": ["203.0.113.7"],
+                "first_seen": "2022-01-15T10:00:00Z", "last_seen": "2022-01-15T10:05:00Z",
+                "alert_count": 3
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&feed, lines.join("\n") + "\n").unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        alerts: Some(feed),
+        ..Config::default()
+    };
+    config.http.addr = "off".into();
+    config.llm.endpoints = vec![endpoint];
+    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Llm;
+    let options = RuntimeOptions {
+        until_idle: true,
+        ..RuntimeOptions::default()
+    };
+    let report = Runtime::start(config, options).await.unwrap().wait().await;
+    (dir, report)
+}
+
 async fn run(case: Case) {
     let label = format!(
         "{}/{} (thinking {:?}, stream {})",
@@ -69,22 +108,7 @@ async fn run(case: Case) {
         models: has_models.then(|| recording(case.server, "models")),
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let feed = dir.path().join("feed.jsonl");
-    let alert = serde_json::json!({
-        "ticket_id": "prof-1", "site": "profiles", "source": "wazuh", "rule_id": "5710",
-        "rule_name": "sshd: attempt to login using a non-existent user", "host": "web-01",
-        "src_ips": ["203.0.113.7"], "first_seen": "2022-01-15T10:00:00Z",
-        "last_seen": "2022-01-15T10:05:00Z", "alert_count": 3
-    });
-    std::fs::write(&feed, format!("{alert}\n")).unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        alerts: Some(feed),
-        ..Config::default()
-    };
-    config.http.addr = "off".into();
-    config.llm.endpoints = vec![EndpointConfig {
+    let endpoint = EndpointConfig {
         name: "primary".into(),
         url: server.url.clone(),
         model: if has_models {
@@ -96,13 +120,8 @@ async fn run(case: Case) {
         thinking: case.thinking,
         stream: case.stream,
         ..EndpointConfig::default()
-    }];
-    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Llm;
-    let options = RuntimeOptions {
-        until_idle: true,
-        ..RuntimeOptions::default()
     };
-    let report = Runtime::start(config, options).await.unwrap().wait().await;
+    let (dir, report) = run_alerts(endpoint, &["prof-1"]).await;
     assert!(report.is_success(), "{label}: {}", report.summary.render());
 
     // Every answer validated.
@@ -329,39 +348,14 @@ async fn a_run_where_most_answers_fail_validation_says_so_and_fails() {
         models: Some(recording("vllm", "models")),
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let feed = dir.path().join("feed.jsonl");
-    let lines: Vec<String> = (0..3)
-        .map(|i| {
-            serde_json::json!({
-                "ticket_id": format!("cut-{i}"), "site": "profiles", "source": "wazuh",
-                "rule_id": "5710", "rule_name": "sshd: attempt to login using a non-existent user",
-                "host": format!("web-0{i}"), "first_seen": "2022-01-15T10:00:00Z",
-                "last_seen": "2022-01-15T10:05:00Z", "alert_count": 1
-            })
-            .to_string()
-        })
-        .collect();
-    std::fs::write(&feed, lines.join("\n") + "\n").unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        alerts: Some(feed),
-        ..Config::default()
-    };
-    config.http.addr = "off".into();
-    config.llm.endpoints = vec![EndpointConfig {
+    let endpoint = EndpointConfig {
         name: "primary".into(),
         url: server.url.clone(),
         model: model_of("vllm"),
         profile: Profile::Vllm,
         ..EndpointConfig::default()
-    }];
-    config.reasoning.mode = soc_runtime::app::config::ReasoningMode::Llm;
-    let options = RuntimeOptions {
-        until_idle: true,
-        ..RuntimeOptions::default()
     };
-    let report = Runtime::start(config, options).await.unwrap().wait().await;
+    let (dir, report) = run_alerts(endpoint, &["cut-0", "cut-1", "cut-2"]).await;
     let v = report.summary.model_validation.clone().unwrap();
     assert_eq!((v.valid, v.invalid), (0, 3), "{v:?}");
     assert!(v.over_limit);

@@ -345,7 +345,7 @@ pub struct ModelValidation {
 }
 
 /// One role's model cost.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct ModelCost {
     /// Model answers received.
     pub calls: u64,
@@ -375,6 +375,32 @@ fn ratio(n: u64, d: u64) -> f64 {
     if d == 0 { 0.0 } else { n as f64 / d as f64 }
 }
 
+impl ModelCost {
+    /// The ratios of these counts over `alerts` alerts.
+    pub fn with_ratios(mut self, alerts: u64) -> Self {
+        let per_1k = |n: u64| ratio(n, alerts) * 1000.0;
+        self.cached_share = ratio(self.tokens_cached, self.tokens_in);
+        self.calls_per_case = ratio(self.calls, self.cases);
+        self.tokens_per_case = (
+            ratio(self.tokens_in, self.cases),
+            ratio(self.tokens_out, self.cases),
+        );
+        self.calls_per_1k_alerts = per_1k(self.calls);
+        self.tokens_per_1k_alerts = (per_1k(self.tokens_in), per_1k(self.tokens_out));
+        self
+    }
+
+    /// Adds `other`'s counts (its ratios are recomputed by [`ModelCost::with_ratios`]).
+    pub fn add(&mut self, other: &ModelCost) {
+        self.calls += other.calls;
+        self.tokens_in += other.tokens_in;
+        self.tokens_out += other.tokens_out;
+        self.tokens_cached += other.tokens_cached;
+        self.cases += other.cases;
+        self.degraded += other.degraded;
+    }
+}
+
 /// Per-role model cost from the gateway's accounting and the roles' counters.
 fn model_cost(
     llm: &GatewaySnapshot,
@@ -387,21 +413,16 @@ fn model_cost(
             let (cases, degraded) = roles
                 .get(name)
                 .map_or((0, 0), |r| (r.model_decisions, r.degraded));
-            let per_1k = |n: u64| ratio(n, alerts) * 1000.0;
             let cost = ModelCost {
                 calls: a.answered,
                 tokens_in: a.tokens_in,
                 tokens_out: a.tokens_out,
                 tokens_cached: a.tokens_cached,
-                cached_share: ratio(a.tokens_cached, a.tokens_in),
                 cases,
-                calls_per_case: ratio(a.answered, cases),
-                tokens_per_case: (ratio(a.tokens_in, cases), ratio(a.tokens_out, cases)),
-                calls_per_1k_alerts: per_1k(a.answered),
-                tokens_per_1k_alerts: (per_1k(a.tokens_in), per_1k(a.tokens_out)),
                 degraded,
+                ..ModelCost::default()
             };
-            (name.clone(), cost)
+            (name.clone(), cost.with_ratios(alerts))
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The replay harness: the real runtime over a scratch feed, feedback published as the
 //! analysts' dispositions, the result scored.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use super::score::{
 };
 use super::tickets::{Ticket, TicketsError, history_for, write_feed};
 use crate::app::config::{Backend, Config};
-use crate::app::runtime::{Runtime, StartError};
+use crate::app::runtime::{ModelCost, Runtime, StartError};
 use crate::knowledge::{DispositionFacts, Knowledge};
 use crate::store::{Store, StoreError, VerdictRow};
 use crate::supervisor::{ExitReason, RuntimeOptions};
@@ -82,7 +82,28 @@ struct Replayed {
     history_tickets: u64,
     history_dropped: u64,
     model_requests: u64,
+    model_cost: BTreeMap<String, ModelCost>,
+    alerts: u64,
     fit: String,
+}
+
+/// The model cost of several replays (each's per-role cost and alerts), per role, with its
+/// ratios over all their alerts.
+fn total_cost<'a>(
+    replays: impl IntoIterator<Item = (&'a BTreeMap<String, ModelCost>, u64)>,
+) -> BTreeMap<String, ModelCost> {
+    let mut total: BTreeMap<String, ModelCost> = BTreeMap::new();
+    let mut alerts = 0;
+    for (model_cost, n) in replays {
+        alerts += n;
+        for (role, cost) in model_cost {
+            total.entry(role.clone()).or_default().add(cost);
+        }
+    }
+    total
+        .into_iter()
+        .map(|(role, cost)| (role, cost.with_ratios(alerts)))
+        .collect()
 }
 
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
@@ -98,6 +119,7 @@ pub async fn run(
     let replayed = replay(&tickets, priors).await?;
     let mut summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
     summary.model_requests = replayed.model_requests;
+    summary.model_cost = total_cost([(&replayed.model_cost, replayed.alerts)]);
     summary.history_dropped = replayed.history_dropped;
     summary.fits = vec![replayed.fit];
     let mut out = summarize(
@@ -137,6 +159,7 @@ pub async fn leave_one_site_out(
     let mut malformed = 0;
     let mut imported = 0;
     let mut model_requests = 0;
+    let mut costs = Vec::new();
     let mut dropped = 0;
     let mut fits = Vec::new();
     for site in &sites {
@@ -150,6 +173,7 @@ pub async fn leave_one_site_out(
             ..priors.clone()
         };
         let r = replay(&fold, &fold_priors).await?;
+        costs.push((r.model_cost.clone(), r.alerts));
         escalated.extend(r.escalated);
         decisions.extend(r.decisions);
         assessments.extend(r.assessments);
@@ -162,6 +186,7 @@ pub async fn leave_one_site_out(
     selection.leave_one_site_out = true;
     let mut summary = priors_summary(priors, pool, imported, sites.len() as u64);
     summary.model_requests = model_requests;
+    summary.model_cost = total_cost(costs.iter().map(|(c, a)| (c, *a)));
     summary.history_dropped = dropped;
     summary.fits = fits;
     summary.history = Some(format!(
@@ -183,6 +208,7 @@ fn priors_summary(
 ) -> PriorsSummary {
     let sites: std::collections::BTreeSet<&str> = history.iter().map(|t| t.site.as_str()).collect();
     PriorsSummary {
+        model_cost: BTreeMap::new(),
         history: priors.history_source.clone(),
         history_tickets: imported,
         replays,
@@ -399,6 +425,8 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         history_dropped: dropped,
         fit,
         model_requests: canned.map_or(0, |m| m.requests.load(std::sync::atomic::Ordering::Relaxed)),
+        model_cost: report.summary.model_cost.clone(),
+        alerts: report.summary.alerts_in,
     })
 }
 

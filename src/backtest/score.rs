@@ -327,6 +327,10 @@ pub struct PriorsSummary {
     /// Chat requests the model answered (summed over the replays).
     #[serde(default)]
     pub model_requests: u64,
+    /// Model calls and tokens per role: totals, per case given to the model and per 1,000
+    /// tickets replayed (`calls_per_1k_alerts` counts the replay's alerts: one per ticket).
+    #[serde(default)]
+    pub model_cost: BTreeMap<String, crate::app::runtime::ModelCost>,
     /// History tickets left out because they overlap the replay of their own site (knowledge
     /// from the future), summed over the replays.
     #[serde(default)]
@@ -417,6 +421,22 @@ impl std::fmt::Display for Summary {
             c.tn
         )?;
         writeln!(f, "  {}", self.priors)?;
+        for (role, m) in &self.priors.model_cost {
+            writeln!(
+                f,
+                "  model cost {role}: {} calls ({:.2} per case, {:.1} per 1,000 tickets), tokens {}/{} ({:.0}/{:.0} per case, {:.0}/{:.0} per 1,000 tickets), {:.0} % of prompt tokens cached",
+                m.calls,
+                m.calls_per_case,
+                m.calls_per_1k_alerts,
+                m.tokens_in,
+                m.tokens_out,
+                m.tokens_per_case.0,
+                m.tokens_per_case.1,
+                m.tokens_per_1k_alerts.0,
+                m.tokens_per_1k_alerts.1,
+                m.cached_share * 100.0
+            )?;
+        }
         if self.selection.at_first_alert {
             writeln!(
                 f,

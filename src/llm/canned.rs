@@ -61,6 +61,19 @@ pub fn answer_for(schema: &str) -> Value {
     }
 }
 
+/// The answer schema a chat request asks for: its `response_format`'s name or, while tools
+/// are on offer, the name the system prompt gives (empty when neither says).
+pub fn schema_name(body: &Value) -> &str {
+    body["response_format"]["json_schema"]["name"]
+        .as_str()
+        .or_else(|| {
+            let system = body["messages"][0]["content"].as_str()?;
+            let (_, after) = system.split_once("The answer's JSON Schema (")?;
+            after.split_once(')').map(|(name, _)| name)
+        })
+        .unwrap_or_default()
+}
+
 /// Starts the canned model on an ephemeral port of 127.0.0.1.
 pub async fn start() -> std::io::Result<CannedModel> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -88,16 +101,7 @@ pub async fn start() -> std::io::Result<CannedModel> {
 
 async fn chat(State(requests): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> Json<Value> {
     requests.fetch_add(1, Ordering::Relaxed);
-    // While tools are on offer the schema is named in the system prompt only.
-    let schema = body["response_format"]["json_schema"]["name"]
-        .as_str()
-        .or_else(|| {
-            let system = body["messages"][0]["content"].as_str()?;
-            let (_, after) = system.split_once("The answer's JSON Schema (")?;
-            after.split_once(')').map(|(name, _)| name)
-        })
-        .unwrap_or_default();
-    let content = answer_for(schema).to_string();
+    let content = answer_for(schema_name(&body)).to_string();
     let prompt_tokens = body["messages"].to_string().len() / 4;
     Json(json!({
         "id": "canned",

@@ -886,6 +886,42 @@ mod tests {
     }
 
     #[test]
+    fn think_blocks_are_split_off_and_an_unclosed_one_leaves_no_answer() {
+        let split = |s: &str| split_reasoning(Some(s.to_owned()));
+        assert_eq!(
+            split("<think>\nhm\n</think>\n\n{\"a\":1}"),
+            (Some("{\"a\":1}".into()), Some("hm".into()))
+        );
+        // The template opened the block in the prompt: only the closing tag comes back.
+        assert_eq!(
+            split("hm</think>{\"a\":1}"),
+            (Some("{\"a\":1}".into()), Some("hm".into()))
+        );
+        // Cut off while thinking: reasoning, no answer.
+        assert_eq!(split("<think>so the"), (None, Some("so the".into())));
+        // A `</think>` inside the JSON answer is the answer's.
+        assert_eq!(
+            split("{\"r\":\"</think>\"}"),
+            (Some("{\"r\":\"</think>\"}".into()), None)
+        );
+        assert_eq!(split("{}"), (Some("{}".into()), None));
+    }
+
+    #[test]
+    fn arguments_as_an_object_and_reasoning_fields_parse() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":"","reasoning":"r","tool_calls":[{"function":{"name":"f","arguments":{"host":"web-01"}}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":7},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+        let answer = parse_completion(body, Duration::ZERO).unwrap();
+        assert_eq!(
+            answer.tool_calls[0].function.arguments,
+            r#"{"host":"web-01"}"#
+        );
+        assert_eq!(answer.tool_calls[0].id, "call_0");
+        assert_eq!(answer.reasoning.as_deref(), Some("r"));
+        assert_eq!(answer.usage.cached_tokens, 7);
+        assert_eq!(answer.usage.reasoning_tokens, 2);
+    }
+
+    #[test]
     fn completions_parse_and_garbage_is_an_error() {
         let body = br#"{"choices":[{"finish_reason":"stop","index":0,"message":{"role":"assistant","content":"Hi"}}],"model":"smollm2","usage":{"completion_tokens":2,"prompt_tokens":9}}"#;
         let answer = parse_completion(body, Duration::ZERO).unwrap();

@@ -183,15 +183,7 @@ fn as_chunks(completion: &Value) -> Vec<Value> {
 
 async fn chat(State(shared): State<Arc<Shared>>, axum::Json(body): axum::Json<Value>) -> Response {
     shared.requests.lock().push(body.clone());
-    let schema = body["response_format"]["json_schema"]["name"]
-        .as_str()
-        .or_else(|| {
-            let system = body["messages"][0]["content"].as_str()?;
-            let (_, after) = system.split_once("The answer's JSON Schema (")?;
-            after.split_once(')').map(|(name, _)| name)
-        })
-        .unwrap_or_default()
-        .to_owned();
+    let schema = soc_runtime::llm::canned::schema_name(&body).to_owned();
     let offers_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let has_result = body["messages"]
         .as_array()
