@@ -21,7 +21,7 @@ use crate::app::health::Health;
 use crate::bus::bridge::{self, BridgeSnapshot};
 use crate::bus::{Bus, BusError};
 use crate::llm::Llm;
-use crate::llm::stats::{GatewaySnapshot, GatewayStats};
+use crate::llm::stats::{GatewaySnapshot, GatewayStats, ModelCost, ratio};
 use crate::proto::{ActionProposed, CaseEscalated, EventKind};
 use crate::secret::redact_url;
 use crate::supervisor::{
@@ -342,63 +342,6 @@ pub struct ModelValidation {
     pub limit: f64,
     /// Whether the ratio is past the limit.
     pub over_limit: bool,
-}
-
-/// One role's model cost.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct ModelCost {
-    /// Model answers received.
-    pub calls: u64,
-    /// Prompt tokens.
-    pub tokens_in: u64,
-    /// Completion tokens.
-    pub tokens_out: u64,
-    /// Prompt tokens served from the server's prefix cache (where it says).
-    pub tokens_cached: u64,
-    /// `tokens_cached / tokens_in`.
-    pub cached_share: f64,
-    /// Cases the role decided with the model.
-    pub cases: u64,
-    /// Calls per case decided with the model.
-    pub calls_per_case: f64,
-    /// Prompt and completion tokens per case decided with the model.
-    pub tokens_per_case: (f64, f64),
-    /// Calls per 1,000 alerts read.
-    pub calls_per_1k_alerts: f64,
-    /// Prompt and completion tokens per 1,000 alerts read.
-    pub tokens_per_1k_alerts: (f64, f64),
-    /// Inputs decided by rules while the model was down.
-    pub degraded: u64,
-}
-
-fn ratio(n: u64, d: u64) -> f64 {
-    if d == 0 { 0.0 } else { n as f64 / d as f64 }
-}
-
-impl ModelCost {
-    /// The ratios of these counts over `alerts` alerts.
-    pub fn with_ratios(mut self, alerts: u64) -> Self {
-        let per_1k = |n: u64| ratio(n, alerts) * 1000.0;
-        self.cached_share = ratio(self.tokens_cached, self.tokens_in);
-        self.calls_per_case = ratio(self.calls, self.cases);
-        self.tokens_per_case = (
-            ratio(self.tokens_in, self.cases),
-            ratio(self.tokens_out, self.cases),
-        );
-        self.calls_per_1k_alerts = per_1k(self.calls);
-        self.tokens_per_1k_alerts = (per_1k(self.tokens_in), per_1k(self.tokens_out));
-        self
-    }
-
-    /// Adds `other`'s counts (its ratios are recomputed by [`ModelCost::with_ratios`]).
-    pub fn add(&mut self, other: &ModelCost) {
-        self.calls += other.calls;
-        self.tokens_in += other.tokens_in;
-        self.tokens_out += other.tokens_out;
-        self.tokens_cached += other.tokens_cached;
-        self.cases += other.cases;
-        self.degraded += other.degraded;
-    }
 }
 
 /// Per-role model cost from the gateway's accounting and the roles' counters.

@@ -12,8 +12,9 @@ use super::score::{
 };
 use super::tickets::{Ticket, TicketsError, history_for, write_feed};
 use crate::app::config::{Backend, Config};
-use crate::app::runtime::{ModelCost, Runtime, StartError};
+use crate::app::runtime::{Runtime, StartError};
 use crate::knowledge::{DispositionFacts, Knowledge};
+use crate::llm::stats::ModelCost;
 use crate::store::{Store, StoreError, VerdictRow};
 use crate::supervisor::{ExitReason, RuntimeOptions};
 

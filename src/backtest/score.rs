@@ -330,7 +330,7 @@ pub struct PriorsSummary {
     /// Model calls and tokens per role: totals, per case given to the model and per 1,000
     /// tickets replayed (`calls_per_1k_alerts` counts the replay's alerts: one per ticket).
     #[serde(default)]
-    pub model_cost: BTreeMap<String, crate::app::runtime::ModelCost>,
+    pub model_cost: BTreeMap<String, crate::llm::stats::ModelCost>,
     /// History tickets left out because they overlap the replay of their own site (knowledge
     /// from the future), summed over the replays.
     #[serde(default)]
