@@ -2456,3 +2456,107 @@ async fn with_every_endpoint_down_past_the_grace_triage_continues_degraded_then_
         }
     }
 }
+
+/// Three `soc-runtime run` worker processes on one Redis, one endpoint of `max_in_flight = 1`
+/// on a model server that could run four at once: its own `/metrics` never shows more than one
+/// request processing, every alert is triaged once, and every answer came under a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_hold_one_slot_between_them() {
+    let _model = MODEL_LOCK.lock().await;
+    let server = Arc::new(ModelServer::start(4).await);
+    let url = common::redis_url();
+    let namespace = common::Namespace::new(&url, "lease-procs");
+    let ns = namespace.name().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.jsonl");
+    let tickets: Vec<String> = (0..9).map(|i| format!("procs-{i}")).collect();
+    let lines: Vec<String> = tickets
+        .iter()
+        .map(|t| alert_line(t, "sshd: brute force"))
+        .collect();
+    std::fs::write(&feed, lines.join("\n") + "\n").unwrap();
+    // No tool quirks: the small model answers in one or two calls a case.
+    let config_file = dir.path().join("soc.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[bus.settings]\ncredits = 1\nread_batch = 1\n[reasoning]\nmode = \"llm\"\n\
+             [[llm.endpoints]]\nname = \"primary\"\nurl = \"{}\"\nmodel = \"smollm2\"\n\
+             max_in_flight = 1\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let workers: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"))
+                .args(["run", "--until-idle", "--bus", "redis", "--redis-url", &url])
+                .args(["--http", "off"])
+                .arg("--alerts")
+                .arg(&feed)
+                .arg("--config")
+                .arg(&config_file)
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("data-{i}")))
+                .arg("--summary-json")
+                .arg(dir.path().join(format!("summary-{i}.json")))
+                .env("SOC_BUS_NAMESPACE", &ns)
+                .env_remove("SOC_LLM_PRIMARY_URL")
+                .env_remove("SOC_LLM_MODEL")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let wait_all = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|mut w| w.wait().unwrap().code())
+            .collect::<Vec<_>>()
+    });
+    let (peak, codes) = peak_processing(&server, wait_all).await;
+    let codes = codes.unwrap();
+    assert!(codes.iter().all(|c| *c == Some(0)), "exit codes {codes:?}");
+    assert_eq!(peak, 1, "the server processed {peak} requests at once");
+
+    let (writer, _queue) = soc_runtime::bus::bridge::queue(1);
+    let bus = Bus::redis(
+        &url,
+        BusConfig {
+            namespace: ns.clone(),
+            ..BusConfig::default()
+        },
+        writer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.len(Topic::Triage).await.unwrap(),
+        9,
+        "each alert triaged once"
+    );
+    let mut answered = Vec::new();
+    let mut granted = 0;
+    for i in 0..3 {
+        let summary: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("summary-{i}.json"))).unwrap(),
+        )
+        .unwrap();
+        let llm = &summary["llm"];
+        answered.push(llm["counters"]["completed"].as_u64().unwrap());
+        granted += llm["lease"]["granted"].as_u64().unwrap_or(0);
+        for trouble in ["lease_errors", "lease_lost"] {
+            assert_eq!(llm["counters"][trouble], 0, "worker {i}: {trouble}");
+        }
+    }
+    let total: u64 = answered.iter().sum();
+    eprintln!("model answers per worker: {answered:?}; leases granted {granted}; peak {peak}");
+    assert!(total >= 9, "{answered:?}");
+    // Every leg (answered or refused by the server) ran under a lease.
+    assert!(granted >= total, "{granted} leases for {total} answers");
+    assert!(
+        answered.iter().filter(|n| **n > 0).count() >= 2,
+        "the workers did not share the work: {answered:?}"
+    );
+}
