@@ -2156,30 +2156,7 @@ async fn a_killed_holders_slot_returns_within_its_lease_and_nothing_is_lost() {
         ),
     )
     .unwrap();
-    let worker = || {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
-        cmd.args([
-            "run",
-            "--bus",
-            "redis",
-            "--redis-url",
-            &url,
-            "--http",
-            "off",
-        ])
-        .arg("--alerts")
-        .arg(&feed)
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("SOC_BUS_NAMESPACE", &ns)
-        .env_remove("SOC_LLM_PRIMARY_URL")
-        .env_remove("SOC_LLM_MODEL")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        cmd
-    };
+    let worker = || worker_command(&url, &ns, &feed, &config_file, &dir.path().join("data"));
     // The model box hangs: the worker's call holds the slot and waits.
     server.pause();
     let mut child = worker().spawn().unwrap();
@@ -2457,6 +2434,32 @@ async fn with_every_endpoint_down_past_the_grace_triage_continues_degraded_then_
     }
 }
 
+/// A `soc-runtime run` worker on the Redis bus at `url` under namespace `ns`, reading `feed`
+/// with `config` (its `[llm]` and `[reasoning]`), storing in `data`; quiet, HTTP off, and
+/// blind to the tests' own `SOC_LLM_*` variables.
+fn worker_command(
+    url: &str,
+    ns: &str,
+    feed: &std::path::Path,
+    config: &std::path::Path,
+    data: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"));
+    cmd.args(["run", "--bus", "redis", "--redis-url", url, "--http", "off"])
+        .arg("--alerts")
+        .arg(feed)
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .env("SOC_BUS_NAMESPACE", ns)
+        .env_remove("SOC_LLM_PRIMARY_URL")
+        .env_remove("SOC_LLM_MODEL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
 /// Three `soc-runtime run` worker processes on one Redis, one endpoint of `max_in_flight = 1`
 /// on a model server that could run four at once: its own `/metrics` never shows more than one
 /// request processing, every alert is triaged once, and every answer came under a lease.
@@ -2489,24 +2492,18 @@ async fn three_worker_processes_hold_one_slot_between_them() {
     .unwrap();
     let workers: Vec<std::process::Child> = (0..3)
         .map(|i| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_soc-runtime"))
-                .args(["run", "--until-idle", "--bus", "redis", "--redis-url", &url])
-                .args(["--http", "off"])
-                .arg("--alerts")
-                .arg(&feed)
-                .arg("--config")
-                .arg(&config_file)
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("data-{i}")))
-                .arg("--summary-json")
-                .arg(dir.path().join(format!("summary-{i}.json")))
-                .env("SOC_BUS_NAMESPACE", &ns)
-                .env_remove("SOC_LLM_PRIMARY_URL")
-                .env_remove("SOC_LLM_MODEL")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
+            worker_command(
+                &url,
+                &ns,
+                &feed,
+                &config_file,
+                &dir.path().join(format!("data-{i}")),
+            )
+            .arg("--until-idle")
+            .arg("--summary-json")
+            .arg(dir.path().join(format!("summary-{i}.json")))
+            .spawn()
+            .unwrap()
         })
         .collect();
     let wait_all = tokio::task::spawn_blocking(move || {
@@ -2538,6 +2535,7 @@ async fn three_worker_processes_hold_one_slot_between_them() {
     );
     let mut answered = Vec::new();
     let mut granted = 0;
+    let mut cached = 0;
     for i in 0..3 {
         let summary: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join(format!("summary-{i}.json"))).unwrap(),
@@ -2545,6 +2543,9 @@ async fn three_worker_processes_hold_one_slot_between_them() {
         .unwrap();
         let llm = &summary["llm"];
         answered.push(llm["counters"]["completed"].as_u64().unwrap());
+        cached += llm["roles"]["sentinel"]["tokens_cached"]
+            .as_u64()
+            .unwrap_or(0);
         granted += llm["lease"]["granted"].as_u64().unwrap_or(0);
         for trouble in ["lease_errors", "lease_lost"] {
             assert_eq!(llm["counters"][trouble], 0, "worker {i}: {trouble}");
@@ -2553,6 +2554,9 @@ async fn three_worker_processes_hold_one_slot_between_them() {
     let total: u64 = answered.iter().sum();
     eprintln!("model answers per worker: {answered:?}; leases granted {granted}; peak {peak}");
     assert!(total >= 9, "{answered:?}");
+    // llama.cpp reports the prompt tokens its prefix cache served: each role's fixed prompt
+    // comes first, so later cases reuse it.
+    assert!(cached > 0, "no cached prompt tokens reported");
     // Every leg (answered or refused by the server) ran under a lease.
     assert!(granted >= total, "{granted} leases for {total} answers");
     assert!(

@@ -219,8 +219,14 @@ async fn run(case: Case) {
             "{label}: {out}"
         );
     }
-    assert!(
-        event["body"]["assessment"].is_object() || event["body"]["verdict"].is_string(),
+    // The answer parsed is the role's payload, whatever the recording wrapped it in.
+    let expected = soc_runtime::llm::canned::answer_for("sentinel_answer");
+    assert_eq!(
+        event["body"]["verdict"], expected["verdict"],
+        "{label}: {event}"
+    );
+    assert_eq!(
+        event["body"]["confidence"], expected["confidence"],
         "{label}: {event}"
     );
 }
@@ -413,6 +419,14 @@ async fn llm_check_per_profile_finds_the_model_tools_schema_and_reasoning() {
             "{text}"
         );
         assert_eq!(check.reasoning_seen, reasoning, "{text}");
+        // The tool went out under its wire name.
+        let offered: Vec<String> = server
+            .requests()
+            .iter()
+            .flat_map(|b| b["tools"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(offered, ["soc_echo_host"], "{server_name}");
 
         let unlisted = EndpointConfig {
             model: "default".into(),

@@ -13,6 +13,10 @@
 //!   stops renewing, and its slot returns when the lease lapses.
 //! - Time is Redis's own (`TIME`), so hosts' clocks do not matter.
 //!
+//! A restart of the gateway (or of the process) aborts its legs and their renewals: their
+//! leases are not released but lapse within `lease_ms`, and the calls' roles retry through the
+//! bus. A restarted gateway takes new leases under a new holder id.
+//!
 //! When Redis cannot be reached the call keeps waiting for a lease until its deadline (the
 //! limit is a promise to the GPU; nothing can be committed without Redis anyway), and the
 //! gateway answers `DeadlineExceeded` so the role retries later.
