@@ -224,12 +224,70 @@ async fn poison_test(backend: Backend) {
             .then_some(())
     })
     .await;
-    let snapshot = runtime.observe().await.unwrap();
+    // The bus trusts no entry's say-so: a schema version from the future, one that is not a
+    // number, or none at all is dead-lettered, never read as today's version; and an exact copy
+    // of an alert's entry (another stream id, the same alert) is acked without a second case.
+    let original = bus
+        .read_all(Topic::Alerts)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.fields.get_str("corr") == Some("after-poison"))
+        .unwrap();
+    for v in [Some(&b"99"[..]), Some(&b"abc"[..]), None] {
+        let mut fields = Fields::default();
+        for (name, value) in original.fields.iter() {
+            if name != "v" {
+                fields.push(name.to_owned(), value.clone());
+            }
+        }
+        if let Some(v) = v {
+            fields.push("v", v.to_vec());
+        }
+        bus.append_raw(Topic::Alerts, fields).await.unwrap();
+    }
+    bus.append_raw(Topic::Alerts, (*original.fields).clone())
+        .await
+        .unwrap();
+    let dead = common::wait_for("the versionless entries in soc.dead", RUN_LIMIT, || async {
+        let dead = bus.read_all(Topic::Dead).await.unwrap();
+        (dead.len() == 4).then_some(dead)
+    })
+    .await;
+    let reasons: Vec<&str> = dead[1..]
+        .iter()
+        .map(|d| d.fields.get_str("dead_reason").unwrap())
+        .collect();
+    assert!(
+        reasons[0].contains("unsupported schema version `99`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("unsupported schema version `abc`"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("no `v`"), "{reasons:?}");
+    let snapshot = common::wait_for("the copy to be handled", RUN_LIMIT, || async {
+        let snapshot = runtime.observe().await.unwrap();
+        (snapshot.roles["sentinel"].duplicates == 1).then_some(snapshot)
+    })
+    .await;
+    let counts = common::audit_counts(&bus).await;
+    assert_eq!(
+        counts[&("AlertTriaged".to_owned(), "after-poison".to_owned())],
+        1,
+        "a copied entry is not a second case"
+    );
     assert_eq!(snapshot.roles["sentinel"].restarts, 0);
-    assert_eq!(snapshot.roles["sentinel"].feeder.dead_lettered, 1);
+    assert_eq!(snapshot.roles["sentinel"].feeder.dead_lettered, 4);
     assert!(snapshot.children.values().all(|up| *up));
+    let state = bus
+        .group_states(&[(Topic::Alerts, "sentinel")])
+        .await
+        .unwrap();
+    assert!(state[0].is_idle(), "everything acked: {state:?}");
     let report = runtime.shutdown().await;
-    assert_eq!(report.summary.dead_lettered, 1);
+    assert_eq!(report.summary.dead_lettered, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

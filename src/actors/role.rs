@@ -602,7 +602,19 @@ impl<R: Role> State<R> {
                 }
             }
         }
-        Some((Commit::ack(ack, outputs), kinds))
+        let commit = Commit::ack(ack, outputs);
+        // Exactly once per alert, not per entry: a copy of an alert's entry (replayed by hand,
+        // re-added by a misbehaving producer) is acked without a second case.
+        let commit = match &input.event {
+            Event::AlertReceived(received) => commit.with_dedupe(format!(
+                "handled:{}:{}:{}",
+                R::NAME,
+                received.alert.source,
+                received.alert.ticket_id
+            )),
+            _ => commit,
+        };
+        Some((commit, kinds))
     }
 
     fn submit(&self, commits: Vec<Commit>, kinds: Vec<Vec<usize>>, credits: Vec<Credit>) {
@@ -621,6 +633,11 @@ impl<R: Role> State<R> {
                                 }
                             } else {
                                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(
+                                    role = R::NAME,
+                                    outcome = ?outcome,
+                                    "an input was handled before (redelivered after its ack, or a copy of an alert already worked); nothing written again"
+                                );
                             }
                         }
                     }

@@ -77,6 +77,14 @@ impl Commit {
         }
     }
 
+    /// Also claims `dedupe_key`: after the ack, the outputs are skipped if the key was seen
+    /// before (within the dedupe TTL), so a copy of an input under another entry id is not
+    /// worked twice.
+    pub fn with_dedupe(mut self, dedupe_key: String) -> Commit {
+        self.dedupe_key = Some(dedupe_key);
+        self
+    }
+
     /// Appends `outputs` unless `dedupe_key` was seen before (within the dedupe TTL).
     pub fn dedupe(dedupe_key: String, outputs: Vec<Outgoing>) -> Commit {
         Commit {

@@ -246,9 +246,29 @@ impl Fields {
     }
 
     /// Decodes the envelope in `data`, checking it agrees with the plain fields.
+    ///
+    /// The plain `v` field must be present, name a schema version this build reads and agree
+    /// with the envelope's own: an entry from the future, or written by hand without a version,
+    /// is not read as if it were today's.
     pub fn decode_envelope(&self) -> Result<Envelope, DecodeError> {
         let data = self.get(F_DATA).ok_or(DecodeError::NoData)?;
+        let v = self.get(F_V).ok_or(DecodeError::NoVersion)?;
+        let v = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|v| (1..=proto::SCHEMA_VERSION).contains(v))
+            .ok_or_else(|| {
+                DecodeError::UnsupportedVersion(
+                    String::from_utf8_lossy(v).chars().take(16).collect(),
+                )
+            })?;
         let envelope = proto::decode(data)?;
+        if envelope.v != v {
+            return Err(DecodeError::VersionMismatch {
+                entry: v,
+                envelope: envelope.v,
+            });
+        }
         if let Some(kind) = self.get_str(F_KIND)
             && kind != envelope.event.kind()
         {
@@ -267,6 +287,20 @@ pub enum DecodeError {
     /// No `data` field.
     #[error("entry has no `data` field")]
     NoData,
+    /// No `v` field.
+    #[error("entry has no `v` (schema version) field")]
+    NoVersion,
+    /// A `v` this build does not read.
+    #[error("unsupported schema version `{0}` (this build reads 1 to {max})", max = proto::SCHEMA_VERSION)]
+    UnsupportedVersion(String),
+    /// The plain `v` field and the envelope disagree.
+    #[error("entry version {entry} does not match its envelope's {envelope}")]
+    VersionMismatch {
+        /// The entry's `v` field.
+        entry: u16,
+        /// The envelope's `v`.
+        envelope: u16,
+    },
     /// `data` is not an envelope.
     #[error(transparent)]
     Codec(#[from] proto::CodecError),
