@@ -26,6 +26,7 @@ use crate::proto::{ActionDecision, ActionProposed, ApprovalDecision, Envelope, E
 use crate::store::StoreError;
 
 pub mod executor;
+pub(crate) mod throttle;
 pub mod web;
 
 /// Approver for SEV-1 and SEV-2.

@@ -481,6 +481,7 @@ async fn the_feeder_dead_letters_after_max_deliveries(h: &Harness) {
 async fn the_feeder_dead_letters_poison_and_keeps_delivering(h: &Harness) {
     let poison = [
         Fields::from_pairs([
+            ("v", &b"1"[..]),
             ("kind", &b"AlertReceived"[..]),
             ("data", &b"\xc1\xff garbage"[..]),
         ]),

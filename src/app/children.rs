@@ -194,8 +194,12 @@ fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_>
                 bus: ctx.bus.clone(),
                 pool: None,
                 ingest: ctx.ingest.as_ref().map(|i| i.stats()).unwrap_or_default(),
+                http: ctx.http_stats.clone(),
+                sign_ins: None,
             },
             ingest: ctx.ingest.clone(),
+            limits: ctx.config.http.limits(),
+            metrics_token: ctx.config.http.metrics_token.clone(),
         };
         linked(name, HttpServer, args, parent).await
     })

@@ -124,17 +124,71 @@ pub enum Backend {
 pub struct HttpConfig {
     /// Listen address (`127.0.0.1:8080`), or `off`.
     pub addr: String,
+    /// Bearer token `/metrics` asks of scrapers (`SOC_METRICS_TOKEN`). Set, it is always
+    /// required; unset, `/metrics` is open only while nobody can sign in (no approvers, no
+    /// SSO), else it needs a signed-in session.
+    pub metrics_token: Option<crate::secret::Secret>,
+    /// Longest wait for a request's head, ms; also how long an idle kept-alive connection
+    /// stays open (hyper times the wait for the next head the same way). At most 60 s.
+    pub header_read_timeout_ms: u64,
+    /// Longest a request may take, its body included, ms (then 408).
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; more are closed at once and counted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".to_owned(),
+            metrics_token: None,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 512,
         }
     }
 }
 
 impl HttpConfig {
+    /// Checks the limits.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !(100..=60_000).contains(&self.header_read_timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "http.header_read_timeout_ms must be 100 to 60000, not {}",
+                self.header_read_timeout_ms
+            )));
+        }
+        if self.request_timeout_ms < 1_000 {
+            return Err(ConfigError::Invalid(
+                "http.request_timeout_ms must be at least 1000".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections must be at least 1".into(),
+            ));
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "http.metrics_token must be at least 16 characters".into(),
+            ));
+        }
+        self.socket_addr().map(|_| ())
+    }
+
+    /// The server's limits.
+    pub(crate) fn limits(&self) -> crate::app::serve::Limits {
+        crate::app::serve::Limits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
     /// The parsed address; `None` when HTTP is off.
     pub(crate) fn socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.addr.eq_ignore_ascii_case("off") {
@@ -265,6 +319,9 @@ impl Config {
         if let Some(v) = var("SOC_ROLES") {
             self.supervisor.roles = SupervisorConfig::parse_roles(&v)?;
         }
+        if let Some(v) = var("SOC_METRICS_TOKEN") {
+            self.http.metrics_token = Some(crate::secret::Secret::new(v));
+        }
         if let Some(v) = var("SOC_HTTP_ADDR") {
             self.http.addr = v;
         }
@@ -300,7 +357,7 @@ impl Config {
     /// Checks the whole configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bus.settings.validate().map_err(ConfigError::Bus)?;
-        self.http.socket_addr()?;
+        self.http.validate()?;
         self.feed.validate().map_err(ConfigError::Invalid)?;
         self.ingest.validate().map_err(ConfigError::Invalid)?;
         if self.feed.follow && self.alerts.is_none() {

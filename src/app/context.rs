@@ -89,6 +89,8 @@ pub struct Context {
     pub projection: String,
     /// The projector's counters.
     pub projector_stats: Arc<ProjectorStats>,
+    /// The HTTP server's connection counts (kept across its restarts).
+    pub(crate) http_stats: Arc<crate::app::serve::ConnStats>,
     /// The XSOAR poller's counters.
     pub xsoar_stats: Arc<xsoar::XsoarStats>,
     /// What the rules reasoner knows (dispositions, activity); outlives role restarts.

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     pub metrics: crate::app::metrics::Sources,
     /// HTTP ingest, when sources are configured.
     pub ingest: Option<Arc<crate::ingest::http::Ingest>>,
+    /// Timeouts and the connection cap.
+    pub limits: crate::app::serve::Limits,
+    /// The token `/metrics` asks for, if set.
+    pub metrics_token: Option<crate::secret::Secret>,
 }
 
 /// What the approval pages and the Webex webhook work with.
@@ -101,6 +105,7 @@ impl Actor for HttpServer {
         let stop = CancellationToken::new();
         let mut app = router(args.health.clone());
         let mut metrics = args.metrics;
+        let mut viewer = None;
         if let Some(pages) = args.pages {
             let store = crate::store::Store::open(&pages.store).await?;
             let pool = store.pool().clone();
@@ -119,6 +124,11 @@ impl Actor for HttpServer {
                 pages.approvals,
                 secure,
             ));
+            web.load_revoked().await?;
+            if pages.approval_pages {
+                metrics.sign_ins = Some(web.clone());
+            }
+            viewer = Some(web.clone());
             let hook = crate::webex::webhook::Hook::new(
                 pool.clone(),
                 pages.webex,
@@ -145,10 +155,21 @@ impl Actor for HttpServer {
                     .merge(crate::app::console::routes(console));
             }
         }
+        let guarded = MetricsAccess {
+            token: args.metrics_token,
+            web: viewer,
+        };
+        if guarded.token.is_none() && guarded.web.as_ref().is_some_and(|w| w.sign_in_required()) {
+            tracing::info!(
+                "/metrics needs a signed-in session because approvers are configured: \
+                 set http.metrics_token (SOC_METRICS_TOKEN) for scrapers"
+            );
+        }
+        let conn_stats = metrics.http.clone();
         app = app.merge(
             axum::Router::new()
                 .route("/metrics", get(metrics_text))
-                .with_state(Arc::new(metrics)),
+                .with_state(Arc::new((metrics, guarded))),
         );
         let ticker = args.ingest.map(|ingest| {
             app = app
@@ -169,17 +190,16 @@ impl Actor for HttpServer {
             )
         });
         let shutdown = stop.clone();
+        let limits = args.limits;
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            (limits.request_timeout, conn_stats.clone()),
+            crate::app::serve::guard,
+        ));
         let server = spawn_watched(
             async move {
-                // The peer address lets the approval pages trust an SSO proxy's header only
-                // from the configured proxies.
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "http server failed");
-                }
+                // Each request carries its peer address, so the approval pages trust an SSO
+                // proxy's header only from the configured proxies.
+                crate::app::serve::serve(listener, app, limits, conn_stats, shutdown.clone()).await;
                 // Ending is expected only once asked to shut down.
                 shutdown.is_cancelled()
             },
@@ -238,9 +258,56 @@ async fn healthz(AxumState(health): AxumState<Arc<Health>>) -> impl IntoResponse
     (code, Json(report))
 }
 
+/// Who may read `/metrics`: a scraper with the token, or (when people can sign in) a
+/// signed-in person.
+struct MetricsAccess {
+    token: Option<crate::secret::Secret>,
+    web: Option<Arc<crate::approvals::web::Web>>,
+}
+
+impl MetricsAccess {
+    fn allows(&self, headers: &axum::http::HeaderMap, peer: crate::approvals::web::Peer) -> bool {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let (Some(token), Some(given)) = (&self.token, bearer)
+            && constant_time_eq(token.expose().as_bytes(), given.trim().as_bytes())
+        {
+            return true;
+        }
+        let signed_in = self
+            .web
+            .as_ref()
+            .and_then(|w| w.viewer(headers, peer))
+            .is_some();
+        let open = self.token.is_none() && !self.web.as_ref().is_some_and(|w| w.sign_in_required());
+        open || signed_in
+    }
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn metrics_text(
-    AxumState(sources): AxumState<Arc<crate::app::metrics::Sources>>,
-) -> impl IntoResponse {
+    AxumState(state): AxumState<Arc<(crate::app::metrics::Sources, MetricsAccess)>>,
+    peer: crate::approvals::web::Peer,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let (sources, access) = &*state;
+    if !access.allows(&headers, peer) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"metrics\"",
+            )],
+            "/metrics needs `Authorization: Bearer <http.metrics_token>` or a signed-in session\n",
+        )
+            .into_response();
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -248,4 +315,5 @@ async fn metrics_text(
         )],
         sources.render().await,
     )
+        .into_response()
 }

@@ -117,6 +117,10 @@ pub(crate) struct Sources {
     pub pool: Option<sqlx::SqlitePool>,
     /// The XSOAR poller, when it runs.
     pub xsoar: Option<Arc<crate::actors::xsoar::XsoarStats>>,
+    /// The HTTP server's connections.
+    pub http: Arc<crate::app::serve::ConnStats>,
+    /// The approval pages' sign-ins, in the process serving them.
+    pub sign_ins: Option<Arc<crate::approvals::web::Web>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -149,11 +153,67 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 impl Sources {
+    /// The HTTP server's connections and the sign-ins.
+    fn render_http(&self, out: &mut String) {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let h = &self.http;
+        family(
+            out,
+            "soc_http_connections_open",
+            "gauge",
+            "HTTP connections open now.",
+        );
+        let _ = writeln!(out, "soc_http_connections_open {}", l(&h.open));
+        family(
+            out,
+            "soc_http_connections_total",
+            "counter",
+            "HTTP connections by outcome: accepted, or refused (closed at once at http.max_connections).",
+        );
+        let _ = writeln!(
+            out,
+            "soc_http_connections_total{{outcome=\"accepted\"}} {}",
+            l(&h.accepted)
+        );
+        let _ = writeln!(
+            out,
+            "soc_http_connections_total{{outcome=\"refused\"}} {}",
+            l(&h.refused)
+        );
+        family(
+            out,
+            "soc_http_request_timeouts_total",
+            "counter",
+            "Requests answered 408 for taking longer than http.request_timeout_ms.",
+        );
+        let _ = writeln!(out, "soc_http_request_timeouts_total {}", l(&h.timed_out));
+        if let Some(web) = &self.sign_ins {
+            let s = &web.sign_ins;
+            family(
+                out,
+                "soc_sign_ins_total",
+                "counter",
+                "Sign-ins on the approval pages by outcome: ok, failed (wrong name or password), locked (refused unchecked while throttled).",
+            );
+            for (outcome, n) in [("ok", &s.ok), ("failed", &s.failed), ("locked", &s.locked)] {
+                let _ = writeln!(out, "soc_sign_ins_total{{outcome=\"{outcome}\"}} {}", l(n));
+            }
+            family(
+                out,
+                "soc_sessions_revoked_total",
+                "counter",
+                "Sessions revoked on the server by a sign-out.",
+            );
+            let _ = writeln!(out, "soc_sessions_revoked_total {}", l(&s.revoked));
+        }
+    }
+
     /// The exposition text. A part that cannot be read (the bus down) is left out and
     /// reported in `soc_scrape_errors`.
     pub(crate) async fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut errors = 0u64;
+        self.render_http(&mut out);
         let roles: Vec<_> = self.roles.iter().collect();
         let counter =
             |out: &mut String, name: &str, help: &str, get: &dyn Fn(&RoleStats) -> u64| {
@@ -663,6 +723,8 @@ mod tests {
             pool: None,
             xsoar: Some(xsoar),
             ingest: BTreeMap::new(),
+            http: Arc::default(),
+            sign_ins: None,
         };
         let text = sources.render().await;
         for line in [

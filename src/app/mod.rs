@@ -17,3 +17,4 @@ pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub mod runtime;
+pub(crate) mod serve;

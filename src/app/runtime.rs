@@ -169,6 +169,7 @@ impl Runtime {
             store_path,
             projection,
             projector_stats: Arc::default(),
+            http_stats: Arc::default(),
             xsoar_stats: Arc::default(),
             knowledge,
             tools: Arc::new(tools),

@@ -17,6 +17,12 @@
 //!
 //! Action ids hold a `/` (`<ticket>/<step>`): links encode it as `%2F`.
 //!
+//! Sign-in is throttled per account and per address ([`super::throttle`]: five failures,
+//! then locks doubling from 1 s to 15 min); each failure is logged and kept in the store
+//! (`sign_in_failures`). A sign-out revokes its session on the server (`revoked_sessions`), so
+//! a cookie copied before it stops working; a session also ends when its approver's password
+//! hash changes (the hash is part of what the cookie's signature covers).
+//!
 //! State: the store (every decision) and the signing key. A restart loses sign-ins only when
 //! no `session_key` is configured (the key is then random per start).
 
@@ -51,6 +57,25 @@ pub struct Web {
     approvers: HashMap<String, ApproverConfig>,
     /// Whether cookies get `Secure` (served behind TLS).
     secure: bool,
+    /// Failed sign-ins per account and address.
+    throttle: super::throttle::Throttle,
+    /// Signatures of sessions signed out before their expiry.
+    revoked: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Sign-in outcomes since start.
+    pub(crate) sign_ins: SignInStats,
+}
+
+/// Sign-in outcomes since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct SignInStats {
+    /// Successful sign-ins.
+    pub ok: std::sync::atomic::AtomicU64,
+    /// Wrong name or password.
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Refused unchecked because the account or the address was locked.
+    pub locked: std::sync::atomic::AtomicU64,
+    /// Sessions revoked by a sign-out.
+    pub revoked: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Web {
@@ -85,7 +110,33 @@ impl Web {
             key,
             approvers,
             secure,
+            throttle: super::throttle::Throttle::default(),
+            revoked: parking_lot::Mutex::default(),
+            sign_ins: SignInStats::default(),
         }
+    }
+
+    /// Loads the sessions revoked before this start (and forgets the expired ones).
+    pub(crate) async fn load_revoked(&self) -> Result<(), sqlx::Error> {
+        let now = crate::proto::now_ms();
+        sqlx::query("DELETE FROM revoked_sessions WHERE expires_ms < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let tags: Vec<(String,)> = sqlx::query_as("SELECT tag FROM revoked_sessions")
+            .fetch_all(&self.pool)
+            .await?;
+        self.revoked.lock().extend(tags.into_iter().map(|(t,)| t));
+        Ok(())
+    }
+
+    /// What a session's signature covers of its approver's password: the hash itself, so a
+    /// new password ends the sessions signed in with the old one.
+    fn password_mark(&self, name: &str) -> &str {
+        self.approvers
+            .get(name)
+            .and_then(|a| a.password_hash.as_deref())
+            .unwrap_or("")
     }
 
     /// `; Secure` when cookies must only travel over TLS.
@@ -107,7 +158,7 @@ impl Web {
         let expires = now_ms + i64::try_from(self.config.session_ttl_s).unwrap_or(0) * 1000;
         let expires = expires.to_string();
         let tag = hex(&self
-            .mac(&["session", name, &expires])
+            .mac(&["session", name, &expires, self.password_mark(name)])
             .finalize()
             .into_bytes());
         format!(
@@ -176,8 +227,9 @@ impl Web {
         (!person.is_empty() && person.len() <= 256).then(|| person.to_owned())
     }
 
-    /// The approver whose session cookie is valid, and its expiry.
-    fn cookie_session(&self, headers: &HeaderMap) -> Option<(Approver, String)> {
+    /// The session cookie's name, expiry and signature, if it is one this server signed
+    /// (whether or not revoked or expired).
+    fn signed_cookie(&self, headers: &HeaderMap) -> Option<(String, i64, String)> {
         let value = headers
             .get_all(header::COOKIE)
             .iter()
@@ -187,12 +239,19 @@ impl Web {
         let mut parts = value.split('.');
         let (name, expires, tag) = (parts.next()?, parts.next()?, parts.next()?);
         let name = String::from_utf8(unhex(name)?).ok()?;
-        self.mac(&["session", &name, expires])
+        self.mac(&["session", &name, expires, self.password_mark(&name)])
             .verify_slice(&unhex(tag)?)
             .ok()?;
-        if expires.parse::<i64>().ok()? < crate::proto::now_ms() {
+        Some((name, expires.parse::<i64>().ok()?, tag.to_owned()))
+    }
+
+    /// The approver whose session cookie is valid, and its expiry.
+    fn cookie_session(&self, headers: &HeaderMap) -> Option<(Approver, String)> {
+        let (name, expires, tag) = self.signed_cookie(headers)?;
+        if expires < crate::proto::now_ms() || self.revoked.lock().contains(&tag) {
             return None;
         }
+        let expires = expires.to_string();
         let found = self.approvers.get(&name)?;
         Some((
             Approver {
@@ -362,8 +421,24 @@ fn no_approvers_html(web: &Web) -> String {
     )
 }
 
-async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(web): State<Arc<Web>>, peer: Peer, Form(form): Form<LoginForm>) -> Response {
     let next = safe_next(form.next.as_deref());
+    let name: String = form.name.trim().chars().take(256).collect();
+    let address = peer
+        .0
+        .map(|ip| ip.to_canonical().to_string())
+        .unwrap_or_default();
+    let keys = [format!("account:{name}"), format!("address:{address}")];
+    let keys = [keys[0].as_str(), keys[1].as_str()];
+    let now = std::time::Instant::now();
+    if let Some(wait) = web.throttle.locked(&keys, now) {
+        web.sign_ins
+            .locked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Counted, not stored: a flood of refused tries must not grow the store.
+        tracing::debug!(name = %name.escape_debug(), address, "sign-in refused while locked");
+        return locked_response(&web, next, wait);
+    }
     // An unknown name is checked against a dummy hash too, so timing does not tell names.
     const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29jLXJ1bnRpbWUtZHVtbXk$\
                          4Fz7ZmCqj1fZ3mQJQ0m0xL2V7r0b4mDqS5H7bQvG3jE";
@@ -386,6 +461,13 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     };
     let ok = known.is_some_and(|a| a.password_hash.is_some()) && checked.unwrap_or(false);
     if !ok {
+        web.sign_ins
+            .failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        web.record_failure(&name, &address, "wrong_password").await;
+        if let Some(wait) = web.throttle.failed(&keys, now) {
+            return locked_response(&web, next, wait);
+        }
         return (
             StatusCode::UNAUTHORIZED,
             Html(login_html(
@@ -397,6 +479,10 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
         )
             .into_response();
     }
+    web.throttle.succeeded(&keys);
+    web.sign_ins
+        .ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cookie = web.session_cookie(form.name.trim(), crate::proto::now_ms());
     let mut response = Redirect::to(next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -405,7 +491,27 @@ async fn login(State(web): State<Arc<Web>>, Form(form): Form<LoginForm>) -> Resp
     response
 }
 
-async fn logout(State(web): State<Arc<Web>>) -> Response {
+async fn logout(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    // Revoked on the server, so a copy of the cookie taken before stops working too.
+    if let Some((name, expires, tag)) = web.signed_cookie(&headers)
+        && expires >= crate::proto::now_ms()
+        && web.revoked.lock().insert(tag.clone())
+    {
+        web.sign_ins
+            .revoked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stored =
+            sqlx::query("INSERT OR IGNORE INTO revoked_sessions (tag, expires_ms) VALUES (?, ?)")
+                .bind(&tag)
+                .bind(expires)
+                .execute(&web.pool)
+                .await;
+        if let Err(e) = stored {
+            // Still revoked in this process; a restart would forget it.
+            tracing::error!(error = %e, approver = %name,
+                "cannot store a revoked session: it stays revoked until this process stops");
+        }
+    }
     let mut response = Redirect::to("/login?signed_out=1").into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
@@ -414,6 +520,46 @@ async fn logout(State(web): State<Arc<Web>>) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+/// The answer to a sign-in while its account or address is locked: 429, when to try again.
+fn locked_response(web: &Web, next: &str, wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Html(login_html(
+            web,
+            next,
+            Some(&format!(
+                "Too many failed sign-ins for this name or from this address: try again in {secs} s."
+            )),
+            None,
+        )),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+impl Web {
+    /// Logs a failed sign-in and keeps it in the store's audit of failures.
+    async fn record_failure(&self, name: &str, address: &str, reason: &str) {
+        tracing::warn!(name = %name.escape_debug(), address, reason, "failed sign-in");
+        let stored = sqlx::query(
+            "INSERT INTO sign_in_failures (at_ms, name, address, reason) VALUES (?, ?, ?, ?)",
+        )
+        .bind(crate::proto::now_ms())
+        .bind(name)
+        .bind(address)
+        .bind(reason)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot record a failed sign-in in the store");
+        }
+    }
 }
 
 /// Only a path of this site: never another host (`//host`, `https://...`).

@@ -517,7 +517,7 @@ mod tests {
         let path = dir.path().join("alerts.csv");
         append(
             &path,
-            "site,time,name,ip,host,rule_id\nfox,7200,scan,10.0.0.9,web,S-Scan\nfox,7300,scan,10.0.0.9,web,S-Scan\n",
+            "site,time,name,ip,host,rule_id\nfox,1642212000,scan,10.0.0.9,web,S-Scan\nfox,1642212100,scan,10.0.0.9,web,S-Scan\n",
         );
         let mut f = Follower::open(&path, &FeedConfig::default(), None).unwrap();
         let (lines, _) = f.poll(100).unwrap();
@@ -540,7 +540,7 @@ mod tests {
         let (lines, _) = f.poll(100).unwrap();
         assert_eq!(
             lines[0].alert.as_ref().unwrap().ticket_id,
-            "fox:web:S-Scan:19700101T02"
+            "fox:web:S-Scan:20220115T02"
         );
     }
 }

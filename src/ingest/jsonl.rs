@@ -264,9 +264,13 @@ fn check_text(name: &str, value: &str) -> Result<(), LineError> {
 }
 
 fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, LineError> {
-    DateTime::parse_from_rfc3339(value)
+    let time = DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| field(name, format!("is not an RFC 3339 time: {e}")))
+        .map_err(|e| field(name, format!("is not an RFC 3339 time: {e}")))?;
+    if !super::native::plausible_time(time.timestamp()) {
+        return Err(field(name, super::native::OUT_OF_RANGE));
+    }
+    Ok(time)
 }
 
 /// One non-blank line of a feed, parsed.
@@ -587,8 +591,8 @@ mod tests {
 
     #[test]
     fn a_stream_of_raw_alerts_opens_cases_at_once_and_updates_them_at_its_end() {
-        let csv = "site,time,name,ip,host,rule_id\nfox,7200,scan,10.0.0.9,web,S-Scan\n\
-                   fox,7300,scan,10.0.0.9,web,S-Scan\nfox,7300,scan,10.0.0.9,db,S-Scan\n";
+        let csv = "site,time,name,ip,host,rule_id\nfox,1642212000,scan,10.0.0.9,web,S-Scan\n\
+                   fox,1642212100,scan,10.0.0.9,web,S-Scan\nfox,1642212100,scan,10.0.0.9,db,S-Scan\n";
         let mut reader = FeedReader::new(Box::new(io::Cursor::new(csv.as_bytes().to_vec())));
         reader.streaming = true;
         let got: Vec<(bool, String, u32)> = reader

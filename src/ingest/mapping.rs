@@ -225,6 +225,9 @@ pub(crate) fn parse(mapping: &Mapping, record: &[u8]) -> Result<RawAlert, RowErr
     let time_s = first(&v, &mapping.time)
         .and_then(time_of)
         .ok_or(field("time", "is missing or not a time"))?;
+    if !super::native::plausible_time(time_s) {
+        return Err(field("time", super::native::OUT_OF_RANGE));
+    }
     let (src_ip, dest_ip) = (address(&v, &mapping.src_ip), address(&v, &mapping.dest_ip));
     let host = first_text(&v, &mapping.host)
         .or_else(|| flow_host(src_ip, dest_ip))

@@ -38,6 +38,23 @@ pub(crate) fn text(v: &Value) -> Option<String> {
     (!s.is_empty() && !s.chars().any(char::is_control)).then(|| s.chars().take(MAX_TEXT).collect())
 }
 
+/// The earliest alert time accepted: 2000-01-01T00:00:00Z, before any of the SIEMs whose
+/// formats are read here existed (a `1900` or `1970` time is a parser's default, not an event).
+pub(crate) const EARLIEST_ALERT_S: i64 = 946_684_800;
+/// How far past the local clock an alert time may be: a day (a sensor's clock skew, a time
+/// zone written wrong), never a year `9999` that would sort ahead of every real alert.
+pub(crate) const MOST_AHEAD_S: i64 = 86_400;
+/// Why an alert time is refused, as a field problem.
+pub(crate) const OUT_OF_RANGE: &str =
+    "is outside the accepted range (2000-01-01 to a day past this host's clock)";
+
+/// Whether an alert time (Unix seconds) is plausible: replays of old data stay valid, times
+/// from parsers' defaults or the far future do not.
+pub(crate) fn plausible_time(secs: i64) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    (EARLIEST_ALERT_S..=now.saturating_add(MOST_AHEAD_S)).contains(&secs)
+}
+
 /// A vendor timestamp: RFC 3339, or the `+0000` offsets Suricata and Wazuh write, or (old EVE)
 /// no offset at all, read as UTC. Unix seconds.
 pub(crate) fn vendor_time(s: &str) -> Option<i64> {
@@ -83,6 +100,9 @@ pub(crate) fn parse(format: Native, line: &[u8]) -> Result<RawAlert, RowError> {
     let field = |field: &'static str, problem: &'static str| RowError::Field { field, problem };
     let v: Value = serde_json::from_slice(line).map_err(|_| field("record", "is not JSON"))?;
     let time_s = time_of(&v["timestamp"]).ok_or(field("timestamp", "is missing or not a time"))?;
+    if !plausible_time(time_s) {
+        return Err(field("timestamp", OUT_OF_RANGE));
+    }
     match format {
         Native::Eve | Native::EveSensor => {
             if v["event_type"].as_str() != Some("alert") {
