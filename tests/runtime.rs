@@ -506,3 +506,126 @@ async fn a_graceful_drain_leaves_nothing_in_flight_and_a_rerun_finishes_the_rest
         "each alert published once across both runs"
     );
 }
+
+async fn retention_test(backend: Backend) {
+    let n = 5000;
+    let mut setup = Setup::new(backend, None, Some(("ret", n)));
+    setup.config.bus.settings.retention.insert(
+        "soc.alerts".into(),
+        soc_runtime::bus::Retention::MaxLen(1000),
+    );
+    let (report, bus) = run_until_idle(setup.config.clone(), None).await;
+    assert_eq!(report.exit, ExitReason::Idle);
+    assert_eq!(report.summary.alerts_in, n as u64);
+    // Retention far below the backlog: every alert still triaged, exactly once.
+    common::assert_exactly_once(&bus, &common::ticket_ids("ret", n)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_below_the_backlog_trims_nothing_unread_on_redis() {
+    retention_test(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_below_the_backlog_trims_nothing_unread_on_memory() {
+    retention_test(Backend::Memory).await;
+}
+
+/// `/healthz` and `/metrics` while Redis freezes, then fills up: degraded within seconds, with
+/// the state and its cause, and back once Redis is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
+    common::logs();
+    let server = common::RedisServer::start(false);
+    let mut setup = Setup::new(Backend::Redis, Some(server.url()), Some(("frozen", 20)));
+    setup.config.http.addr = "127.0.0.1:0".into();
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", runtime.http_addr().unwrap());
+    let http = reqwest::Client::new();
+    let health = |want: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/healthz");
+        async move {
+            common::wait_for(want, Duration::from_secs(15), || async {
+                let body: serde_json::Value =
+                    http.get(&url).send().await.ok()?.json().await.ok()?;
+                (body["bus_state"] == want).then_some(body)
+            })
+            .await
+        }
+    };
+    let metrics = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ok = health("connected").await;
+    assert_eq!(ok["status"], "ok");
+    assert!(metrics().await.contains("soc_bus_bridge_up 1"));
+
+    server.signal("STOP");
+    let frozen_at = std::time::Instant::now();
+    let frozen = health("unreachable").await;
+    let noticed = frozen_at.elapsed();
+    assert!(
+        noticed < Duration::from_secs(5),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(frozen["status"], "degraded");
+    assert!(
+        frozen["bus_error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{frozen}"
+    );
+    let text = metrics().await;
+    assert!(text.contains("soc_bus_bridge_up 0"), "{text}");
+    assert!(text.contains("soc_bus_bridge_state{state=\"unreachable\"} 1"));
+    server.signal("CONT");
+    assert_eq!(health("connected").await["status"], "ok");
+
+    // Full (noeviction): Redis answers but refuses writes.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let full = health("refusing").await;
+    assert_eq!(full["status"], "degraded");
+    assert!(
+        full["bus_error"].as_str().unwrap().contains("OOM"),
+        "{full}"
+    );
+    assert!(
+        metrics()
+            .await
+            .contains("soc_bus_bridge_state{state=\"refusing\"} 1")
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(health("connected").await["status"], "ok");
+    runtime.shutdown().await;
+}

@@ -195,6 +195,7 @@ fn start_http(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'_>
                 pool: None,
                 ingest: ctx.ingest.as_ref().map(|i| i.stats()).unwrap_or_default(),
                 http: ctx.http_stats.clone(),
+                bridge: ctx.bridge_queue.clone(),
                 sign_ins: None,
             },
             ingest: ctx.ingest.clone(),

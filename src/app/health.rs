@@ -13,7 +13,29 @@ pub struct Health {
     backend: &'static str,
     draining: AtomicBool,
     children: Mutex<BTreeMap<String, bool>>,
-    bus_connected: Box<dyn Fn() -> bool + Send + Sync>,
+    bus_connected: Box<dyn Fn() -> BusHealth + Send + Sync>,
+}
+
+/// What the bus says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusHealth {
+    /// Whether the bus takes writes.
+    pub connected: bool,
+    /// `connected`, `unreachable` or `refusing` (Redis answers but refuses writes).
+    pub state: &'static str,
+    /// The last trouble, if any.
+    pub error: Option<String>,
+}
+
+impl BusHealth {
+    /// A bus that takes writes (the in-memory one).
+    pub fn up() -> Self {
+        Self {
+            connected: true,
+            state: "connected",
+            error: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Health {
@@ -35,13 +57,21 @@ pub struct HealthReport {
     pub bus: &'static str,
     /// Whether the bus accepts writes.
     pub bus_connected: bool,
+    /// `connected`, `unreachable` or `refusing` (Redis answers but refuses writes).
+    pub bus_state: &'static str,
+    /// Why the bus is not connected, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_error: Option<String>,
     /// Each supervised child and whether it is running.
     pub children: BTreeMap<String, bool>,
 }
 
 impl Health {
     /// Health of a runtime on `backend`; `bus_connected` probes the bus.
-    pub fn new(backend: &'static str, bus_connected: Box<dyn Fn() -> bool + Send + Sync>) -> Self {
+    pub fn new(
+        backend: &'static str,
+        bus_connected: Box<dyn Fn() -> BusHealth + Send + Sync>,
+    ) -> Self {
         Self {
             backend,
             draining: AtomicBool::new(false),
@@ -63,7 +93,8 @@ impl Health {
     /// The current report.
     pub fn report(&self) -> HealthReport {
         let children = self.children.lock().clone();
-        let bus_connected = (self.bus_connected)();
+        let bus = (self.bus_connected)();
+        let bus_connected = bus.connected;
         let status = if self.draining.load(Ordering::Relaxed) {
             "draining"
         } else if children.values().all(|up| *up) && bus_connected {
@@ -75,6 +106,8 @@ impl Health {
             status,
             bus: self.backend,
             bus_connected,
+            bus_state: bus.state,
+            bus_error: (!bus_connected).then_some(bus.error).flatten(),
             children,
         }
     }
@@ -89,7 +122,14 @@ mod tests {
     fn health_is_ok_degraded_or_draining() {
         let bus_up = Arc::new(AtomicBool::new(true));
         let probe = bus_up.clone();
-        let health = Health::new("redis", Box::new(move || probe.load(Ordering::Relaxed)));
+        let health = Health::new(
+            "redis",
+            Box::new(move || BusHealth {
+                connected: probe.load(Ordering::Relaxed),
+                state: "connected",
+                error: None,
+            }),
+        );
         health.set_child("sentinel", true);
         assert_eq!(health.report().status, "ok");
         health.set_child("sentinel", false);

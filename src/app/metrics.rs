@@ -119,6 +119,8 @@ pub(crate) struct Sources {
     pub xsoar: Option<Arc<crate::actors::xsoar::XsoarStats>>,
     /// The HTTP server's connections.
     pub http: Arc<crate::app::serve::ConnStats>,
+    /// The bus bridge (Redis only).
+    pub bridge: Option<Arc<crate::bus::bridge::WriteQueue>>,
     /// The approval pages' sign-ins, in the process serving them.
     pub sign_ins: Option<Arc<crate::approvals::web::Web>>,
 }
@@ -153,6 +155,101 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 impl Sources {
+    /// The bus bridge: whether Redis takes writes, its queue, refusals, errors and retention.
+    fn render_bridge(&self, out: &mut String) {
+        let Some(queue) = &self.bridge else {
+            return;
+        };
+        let b = queue.snapshot();
+        family(
+            out,
+            "soc_bus_bridge_up",
+            "gauge",
+            "1 while Redis takes the bridge's writes (reachable and not refusing), else 0.",
+        );
+        let _ = writeln!(out, "soc_bus_bridge_up {}", u8::from(b.healthy()));
+        family(
+            out,
+            "soc_bus_bridge_state",
+            "gauge",
+            "The bridge's state: connected, unreachable (no answer within 2 s) or refusing (Redis answers but refuses writes: out of memory, read-only).",
+        );
+        for state in ["connected", "unreachable", "refusing"] {
+            let _ = writeln!(
+                out,
+                "soc_bus_bridge_state{{state=\"{state}\"}} {}",
+                u8::from(b.state() == state)
+            );
+        }
+        family(
+            out,
+            "soc_bus_bridge_queue_depth",
+            "gauge",
+            "Submissions waiting in the bridge's buffer.",
+        );
+        let _ = writeln!(out, "soc_bus_bridge_queue_depth {}", b.queued);
+        family(
+            out,
+            "soc_bus_bridge_queue_capacity",
+            "gauge",
+            "Capacity of the bridge's buffer (bus.bridge_buffer).",
+        );
+        let _ = writeln!(out, "soc_bus_bridge_queue_capacity {}", b.capacity);
+        for (name, help, value) in [
+            (
+                "soc_bus_bridge_refused_total",
+                "Submissions refused because the bridge's buffer was full (their inputs stay pending).",
+                b.refused,
+            ),
+            (
+                "soc_bus_bridge_write_errors_total",
+                "Commit batches Redis rejected.",
+                b.write_errors,
+            ),
+            (
+                "soc_bus_bridge_reconnects_total",
+                "Failed connection attempts or broken connections of the writer.",
+                b.reconnects,
+            ),
+            (
+                "soc_bus_bridge_commits_total",
+                "Commits written.",
+                b.commits,
+            ),
+            (
+                "soc_bus_retention_trimmed_total",
+                "Entries dropped by retention (never one a consumer group still needs).",
+                b.trimmed,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        family(
+            out,
+            "soc_bus_retention_held",
+            "gauge",
+            "1 for a stream whose retention is held back by a consumer group's unread or unacked entries.",
+        );
+        for stream in &b.retention_held {
+            let _ = writeln!(out, "soc_bus_retention_held{{stream=\"{stream}\"}} 1");
+        }
+        if let Some(error) = &b.last_error {
+            family(
+                out,
+                "soc_bus_bridge_last_error_info",
+                "gauge",
+                "The bridge's last error, as a label.",
+            );
+            let error: String = error.chars().take(200).collect();
+            let _ = writeln!(
+                out,
+                "soc_bus_bridge_last_error_info{{error=\"{}\"}} 1",
+                label(&error)
+            );
+        }
+    }
+
     /// The HTTP server's connections and the sign-ins.
     fn render_http(&self, out: &mut String) {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -214,6 +311,7 @@ impl Sources {
         let mut out = String::with_capacity(16 * 1024);
         let mut errors = 0u64;
         self.render_http(&mut out);
+        self.render_bridge(&mut out);
         let roles: Vec<_> = self.roles.iter().collect();
         let counter =
             |out: &mut String, name: &str, help: &str, get: &dyn Fn(&RoleStats) -> u64| {
@@ -724,6 +822,7 @@ mod tests {
             xsoar: Some(xsoar),
             ingest: BTreeMap::new(),
             http: Arc::default(),
+            bridge: None,
             sign_ins: None,
         };
         let text = sources.render().await;

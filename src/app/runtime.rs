@@ -109,10 +109,16 @@ impl Runtime {
         let health = Arc::new(Health::new(
             bus.backend_name(),
             Box::new(move || {
-                probe_queue.as_ref().is_none_or(|q| {
-                    let bridge = q.snapshot();
-                    bridge.connected || bridge.reconnects == 0
-                })
+                probe_queue
+                    .as_ref()
+                    .map_or_else(crate::app::health::BusHealth::up, |q| {
+                        let bridge = q.snapshot();
+                        crate::app::health::BusHealth {
+                            connected: bridge.healthy(),
+                            state: bridge.state(),
+                            error: bridge.refusing.or(bridge.last_error),
+                        }
+                    })
             }),
         ));
         let store_path = crate::store::file_for(&config.data_dir, bus.backend_name());

@@ -28,7 +28,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::commit::{Commit, CommitCallback, Outcome};
 use super::config::BusConfig;
 use super::error::BusError;
-use super::writer::Writer;
+use super::writer::{Maintainer, Probed, Writer};
 use crate::task::spawn_watched;
 
 /// Actor name (prefixed by the runtime instance).
@@ -75,6 +75,14 @@ pub(crate) struct BridgeStats {
     reconnects: AtomicU64,
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Why Redis refuses writes while it answers (out of memory, read-only), if it does.
+    refusing: Mutex<Option<String>>,
+    /// Probe rounds finished (the first tells whether Redis is there at all).
+    probes: AtomicU64,
+    /// Entries dropped by retention.
+    trimmed: AtomicU64,
+    /// Streams whose retention is held back by a group's backlog.
+    held: Mutex<Vec<&'static str>>,
 }
 
 /// A serializable view of the bridge.
@@ -102,6 +110,34 @@ pub struct BridgeSnapshot {
     pub connected: bool,
     /// The last connection or write error.
     pub last_error: Option<String>,
+    /// Why Redis refuses writes while it answers (out of memory, read-only), if it does now.
+    pub refusing: Option<String>,
+    /// Probe rounds finished.
+    pub probes: u64,
+    /// Entries dropped by retention (never one a consumer group still needs).
+    pub trimmed: u64,
+    /// Streams whose retention is held back now by a consumer group's unread or unacked
+    /// entries.
+    pub retention_held: Vec<&'static str>,
+}
+
+impl BridgeSnapshot {
+    /// Whether the bus takes writes as far as the bridge knows: reachable and not refusing
+    /// (before the first probe round, assumed so).
+    pub fn healthy(&self) -> bool {
+        self.probes == 0 && self.reconnects == 0 || self.connected && self.refusing.is_none()
+    }
+
+    /// `connected`, `unreachable` or `refusing`.
+    pub fn state(&self) -> &'static str {
+        if !self.connected && !(self.probes == 0 && self.reconnects == 0) {
+            "unreachable"
+        } else if self.refusing.is_some() {
+            "refusing"
+        } else {
+            "connected"
+        }
+    }
 }
 
 /// One submission: commits plus the callback that receives their outcomes.
@@ -177,6 +213,10 @@ impl WriteQueue {
             reconnects: load(&s.reconnects),
             connected: s.connected.load(Ordering::Relaxed),
             last_error: s.last_error.lock().clone(),
+            refusing: s.refusing.lock().clone(),
+            probes: load(&s.probes),
+            trimmed: load(&s.trimmed),
+            retention_held: s.held.lock().clone(),
         }
     }
 }
@@ -189,6 +229,8 @@ pub struct State {
     queue: Arc<WriteQueue>,
     closing: CancellationToken,
     writer: Option<AbortOnDropHandle<()>>,
+    /// Probes Redis and trims the streams, on a connection of its own.
+    _maintainer: AbortOnDropHandle<()>,
 }
 
 impl Actor for BusBridge {
@@ -202,6 +244,18 @@ impl Actor for BusBridge {
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
         let writer = Writer::new(&args.url, args.config.clone())?;
+        let maintainer = Maintainer::new(&args.url, args.config.clone())?;
+        let me = myself.clone();
+        let stats = args.queue.stats.clone();
+        let maintainer = spawn_watched(
+            async move {
+                maintain_loop(maintainer, stats).await;
+                false
+            },
+            move || {
+                let _ = me.cast(Msg::WriterExited("maintainer task stopped".into()));
+            },
+        );
         let closing = CancellationToken::new();
         let (queue, write_batch, stop) =
             (args.queue.clone(), args.config.write_batch, closing.clone());
@@ -218,6 +272,7 @@ impl Actor for BusBridge {
             queue: args.queue,
             closing,
             writer: Some(writer),
+            _maintainer: maintainer,
         })
     }
 
@@ -244,6 +299,70 @@ impl Actor for BusBridge {
         }
         Ok(())
     }
+}
+
+/// How often the maintainer probes Redis and trims the streams.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
+
+/// Probes Redis every [`MAINTAIN_EVERY`] (a small write, on its own connection, so a frozen or
+/// full server shows within seconds even while a commit hangs) and, while it takes writes,
+/// trims the streams to their retention. Each change of state is logged once, with its cause.
+async fn maintain_loop(mut maintainer: Maintainer, stats: Arc<BridgeStats>) {
+    let mut every = tokio::time::interval(MAINTAIN_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let probed = maintainer.probe().await;
+        stats.probes.fetch_add(1, Ordering::Relaxed);
+        match probed {
+            Probed::Ok => {
+                set_connected(&stats, true, None);
+                set_refusing(&stats, None);
+                maintainer.trim(&stats.trimmed).await;
+                *stats.held.lock() = maintainer.held();
+            }
+            Probed::Unreachable(cause) => set_connected(&stats, false, Some(cause)),
+            Probed::Refusing(cause) => {
+                set_connected(&stats, true, None);
+                set_refusing(&stats, Some(cause));
+            }
+        }
+    }
+}
+
+/// Records whether Redis is reachable; logs a change once.
+fn set_connected(stats: &BridgeStats, connected: bool, cause: Option<String>) {
+    let was = stats.connected.swap(connected, Ordering::Relaxed);
+    if was != connected {
+        if connected {
+            tracing::info!("bus bridge connected to redis");
+        } else {
+            tracing::warn!(
+                cause = cause.as_deref().unwrap_or("unknown"),
+                "bus bridge lost redis: commits wait in the bridge's buffer and are retried"
+            );
+        }
+    }
+    if let Some(cause) = cause {
+        *stats.last_error.lock() = Some(cause);
+    }
+}
+
+/// Records why Redis refuses writes, if it does; logs a change once.
+fn set_refusing(stats: &BridgeStats, cause: Option<String>) {
+    let mut refusing = stats.refusing.lock();
+    if refusing.is_some() != cause.is_some() {
+        match &cause {
+            Some(cause) => tracing::warn!(%cause,
+                "redis refuses writes (out of memory, or a read-only replica?): commits fail \
+                 and their inputs stay pending; nothing new is accepted until it takes writes"),
+            None => tracing::info!("redis takes writes again"),
+        }
+    }
+    if let Some(cause) = &cause {
+        *stats.last_error.lock() = Some(cause.clone());
+    }
+    *refusing = cause;
 }
 
 /// Writes until asked to close (then flushes what is queued and returns).
@@ -361,7 +480,10 @@ async fn write_with_retry(
                 }
                 continue;
             }
-            if stats.connected.swap(false, Ordering::Relaxed) {
+            if e.is_refusal() {
+                // Redis answers but refuses writes for now (out of memory, read-only).
+                set_refusing(stats, Some(e.to_string()));
+            } else if stats.connected.swap(false, Ordering::Relaxed) {
                 tracing::warn!(error = %e, "bus bridge lost redis; buffering and retrying");
             }
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +497,9 @@ async fn write_with_retry(
 fn record(stats: &BridgeStats, outcomes: &[Outcome]) {
     if !stats.connected.swap(true, Ordering::Relaxed) {
         tracing::info!("bus bridge connected to redis");
+    }
+    if stats.refusing.lock().is_some() {
+        set_refusing(stats, None);
     }
     let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count() as u64;
     stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -28,6 +28,12 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// Whether Redis answered, refusing for a while (out of memory, a read-only replica, a
+    /// dataset loading): reachable, but not taking writes.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, BusError::Unavailable(e) if e.code().is_some())
+    }
+
     /// Whether retrying later can help (connection trouble or backpressure).
     pub(crate) fn is_transient(&self) -> bool {
         matches!(

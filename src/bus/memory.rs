@@ -305,21 +305,46 @@ impl Stream {
             fields,
             audit_of,
         });
+        // Retention never passes the oldest entry a group still needs (pending, or not yet
+        // read), as on Redis (`scripts/trim.lua`).
+        let floor = self.floor();
+        let needed = |e: &Stored| floor.is_some_and(|f| e.id >= f);
         match retention {
             Retention::Keep => {}
             Retention::MaxLen(max) => {
-                while self.entries.len() as u64 > max {
+                while self.entries.len() as u64 > max
+                    && self.entries.front().is_some_and(|e| !needed(e))
+                {
                     self.entries.pop_front();
                 }
             }
             Retention::MaxAgeSecs(secs) => {
                 let min_ms = now_ms.saturating_sub(secs.saturating_mul(1000));
-                while self.entries.front().is_some_and(|e| e.id.ms < min_ms) {
+                while self
+                    .entries
+                    .front()
+                    .is_some_and(|e| e.id.ms < min_ms && !needed(e))
+                {
                     self.entries.pop_front();
                 }
             }
         }
         id
+    }
+
+    /// The oldest entry id some group still needs: its oldest pending entry, else the first
+    /// it has not read. `None` without groups.
+    fn floor(&self) -> Option<StreamId> {
+        self.groups
+            .values()
+            .map(|g| {
+                g.pel
+                    .keys()
+                    .next()
+                    .copied()
+                    .unwrap_or_else(|| g.last_delivered.next())
+            })
+            .min()
     }
 
     fn fields_of(&self, id: StreamId) -> Option<Arc<Fields>> {

@@ -27,6 +27,13 @@ use crate::secret::redact_url;
 /// and the usual five-field entry is added without building a table.
 pub(crate) const COMMIT_SCRIPT: &str = include_str!("scripts/commit.lua");
 
+/// The trim script (`scripts/trim.lua`): trims one stream to its retention, never past the
+/// oldest entry one of its consumer groups still needs.
+pub(crate) const TRIM_SCRIPT: &str = include_str!("scripts/trim.lua");
+
+/// Most entries one trim call drops from a stream kept by length.
+const TRIM_BATCH: u64 = 10_000;
+
 /// How long a plain query may take before the connection is considered broken.
 pub(super) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
@@ -138,24 +145,9 @@ impl Writer {
     }
 
     fn push_args(&self, cmd: &mut redis::Cmd, commits: &[&Commit]) {
-        let now_ms = u64::try_from(crate::proto::now_ms()).unwrap_or(0);
         cmd.arg(commits.len()).arg(self.config.dedupe_ttl_s);
         for topic in Topic::ALL {
             cmd.arg(self.keys.stream(topic));
-        }
-        let trims = Topic::ALL.map(|topic| match self.config.retention_of(topic) {
-            Retention::Keep => ("", String::new()),
-            Retention::MaxLen(n) => ("MAXLEN", n.to_string()),
-            Retention::MaxAgeSecs(s) => (
-                "MINID",
-                format!("{}-0", now_ms.saturating_sub(s.saturating_mul(1000))),
-            ),
-        });
-        for (kind, _) in &trims {
-            cmd.arg(*kind);
-        }
-        for (_, arg) in &trims {
-            cmd.arg(arg);
         }
         for topic in Topic::ALL {
             cmd.arg(topic.name());
@@ -222,11 +214,13 @@ fn outcomes(statuses: Vec<i64>, expected: usize) -> Result<Vec<Outcome>, BusErro
 }
 
 async fn load_script(conn: &mut MultiplexedConnection) -> Result<(), BusError> {
-    let _: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(COMMIT_SCRIPT)
-        .query_async(conn)
-        .await?;
+    for script in [COMMIT_SCRIPT, TRIM_SCRIPT] {
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query_async(conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -249,4 +243,154 @@ pub(super) async fn check_version(conn: &mut MultiplexedConnection) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// How long the maintainer's probe waits for Redis before calling it unreachable.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the maintainer found on one round.
+#[derive(Debug)]
+pub(crate) enum Probed {
+    /// Redis answered and took a write.
+    Ok,
+    /// Redis did not answer in time, or the connection failed.
+    Unreachable(String),
+    /// Redis answered but refused a write (out of memory, read-only replica, ...).
+    Refusing(String),
+}
+
+/// The bridge's second connection: probes Redis with a small write every round, so trouble
+/// shows within seconds even while no commit is being written (or one hangs), and trims the
+/// streams to their retention.
+pub(crate) struct Maintainer {
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    keys: Keys,
+    config: BusConfig,
+    probe_key: String,
+    trim_sha: String,
+    /// Per stream: whether retention is held back by a group's unread or unacked entries.
+    held: [bool; 7],
+}
+
+impl Maintainer {
+    /// A maintainer for `url`; connects lazily.
+    pub(crate) fn new(url: &str, config: BusConfig) -> Result<Self, BusError> {
+        let client = Client::open(url)
+            .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
+        Ok(Self {
+            client,
+            conn: None,
+            keys: Keys::new(&config.namespace),
+            probe_key: format!("{}soc.bridge.probe", config.namespace),
+            config,
+            trim_sha: redis::Script::new(TRIM_SCRIPT).get_hash().to_owned(),
+            held: [false; 7],
+        })
+    }
+
+    /// Writes the probe key, within [`PROBE_TIMEOUT`].
+    pub(crate) async fn probe(&mut self) -> Probed {
+        let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut conn = match self.conn.clone() {
+                Some(conn) => conn,
+                None => {
+                    let conn = connect(&self.client, PROBE_TIMEOUT).await?;
+                    self.conn = Some(conn.clone());
+                    conn
+                }
+            };
+            redis::cmd("SET")
+                .arg(&self.probe_key)
+                .arg(crate::proto::now_ms())
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(BusError::from)
+        })
+        .await;
+        match attempt {
+            Ok(Ok(())) => Probed::Ok,
+            Ok(Err(e)) if e.is_refusal() || !e.is_transient() => Probed::Refusing(e.to_string()),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Probed::Unreachable(e.to_string())
+            }
+            Err(_) => {
+                self.conn = None;
+                Probed::Unreachable(format!(
+                    "redis did not answer within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
+
+    /// Trims each stream with a retention to it, never past an entry a consumer group still
+    /// needs; logs once when a group's backlog holds retention
+    /// back, and once when it no longer does. Trouble is logged; the next call tries again.
+    pub(crate) async fn trim(&mut self, trimmed: &std::sync::atomic::AtomicU64) {
+        let Some(conn) = self.conn.clone() else {
+            return;
+        };
+        let now_ms = u64::try_from(crate::proto::now_ms()).unwrap_or(0);
+        for topic in Topic::ALL {
+            let (kind, arg) = match self.config.retention_of(topic) {
+                Retention::Keep => continue,
+                Retention::MaxLen(n) => ("MAXLEN", n.to_string()),
+                Retention::MaxAgeSecs(s) => (
+                    "MINID",
+                    format!("{}-0", now_ms.saturating_sub(s.saturating_mul(1000))),
+                ),
+            };
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.trim_sha)
+                .arg(1)
+                .arg(self.keys.stream(topic))
+                .arg(kind)
+                .arg(&arg)
+                .arg(TRIM_BATCH);
+            let mut reply = cmd
+                .query_async::<(u64, u8, String)>(&mut conn.clone())
+                .await;
+            if matches!(&reply, Err(e) if e.code() == Some("NOSCRIPT")) {
+                if let Err(e) = load_script(&mut conn.clone()).await {
+                    tracing::warn!(error = %e, "cannot load the trim script");
+                    return;
+                }
+                reply = cmd.query_async(&mut conn.clone()).await;
+            }
+            match reply {
+                Ok((dropped, held, floor)) => {
+                    trimmed.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                    let held = held == 1;
+                    if held != self.held[topic.index()] {
+                        self.held[topic.index()] = held;
+                        if held {
+                            tracing::warn!(stream = topic.name(), retention = %arg, from = %floor,
+                                "retention held back: a consumer group has not read or acked \
+                                 these entries yet, so the stream keeps them past its retention \
+                                 until the group catches up (nothing unread is trimmed)");
+                        } else {
+                            tracing::info!(
+                                stream = topic.name(),
+                                "retention applies again: the groups caught up"
+                            );
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(stream = topic.name(), error = %e, "cannot trim a stream"),
+            }
+        }
+    }
+
+    /// The streams whose retention is held back now.
+    pub(crate) fn held(&self) -> Vec<&'static str> {
+        Topic::ALL
+            .into_iter()
+            .filter(|t| self.held[t.index()])
+            .map(Topic::name)
+            .collect()
+    }
 }

@@ -148,6 +148,16 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the server.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -2,7 +2,7 @@
 -- Applies a batch of commits atomically, each fenced by its input's ack or its dedupe key.
 --
 -- ARGV header: n_commits, dedupe_ttl_s, then for streams 1..7 (soc.alerts .. soc.dead):
---   keys[7], trim kinds[7] ('' | 'MAXLEN' | 'MINID'), trim args[7], names[7],
+--   keys[7], names[7],
 -- then per commit:
 --   ack_stream (0 = no ack), ack_group, ack_id, dedupe_key ('' = none), n_outputs,
 --   per output: stream, audited (1/0), then either 'D' and the five values of a domain
@@ -11,39 +11,31 @@
 --
 -- Fencing: XACK runs first; a commit whose input was not pending (acked before, by a restarted
 -- or competing consumer, or by an earlier commit of this batch) writes nothing.
+--
+-- Retention is not applied here: `trim.lua` trims each stream apart, never past what a
+-- consumer group still needs.
 local a = ARGV
 local n, ttl = tonumber(a[1]), a[2]
-local key, trim, targ, name = {}, {}, {}, {}
+local key, name = {}, {}
 for t = 1, 7 do
-  key[t], trim[t], targ[t], name[t] = a[2 + t], a[9 + t], a[16 + t], a[23 + t]
+  key[t], name[t] = a[2 + t], a[9 + t]
 end
 local AUDIT = 6
 
 local function add5(t, f1, v1, f2, v2, f3, v3, f4, v4, f5, v5)
-  if trim[t] == '' then
-    return redis.call('XADD', key[t], '*', f1, v1, f2, v2, f3, v3, f4, v4, f5, v5)
-  end
-  return redis.call('XADD', key[t], trim[t], '~', targ[t], '*',
-    f1, v1, f2, v2, f3, v3, f4, v4, f5, v5)
+  return redis.call('XADD', key[t], '*', f1, v1, f2, v2, f3, v3, f4, v4, f5, v5)
 end
 
 local function add7(t, f1, v1, f2, v2, f3, v3, f4, v4, f5, v5, f6, v6, f7, v7)
-  if trim[t] == '' then
-    return redis.call('XADD', key[t], '*',
-      f1, v1, f2, v2, f3, v3, f4, v4, f5, v5, f6, v6, f7, v7)
-  end
-  return redis.call('XADD', key[t], trim[t], '~', targ[t], '*',
+  return redis.call('XADD', key[t], '*',
     f1, v1, f2, v2, f3, v3, f4, v4, f5, v5, f6, v6, f7, v7)
 end
 
 local function addn(t, fields)
-  if trim[t] == '' then
-    return redis.call('XADD', key[t], '*', unpack(fields))
-  end
-  return redis.call('XADD', key[t], trim[t], '~', targ[t], '*', unpack(fields))
+  return redis.call('XADD', key[t], '*', unpack(fields))
 end
 
-local i = 31
+local i = 17
 local result = {}
 for c = 1, n do
   local status = 1
