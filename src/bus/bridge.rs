@@ -130,7 +130,7 @@ impl BridgeSnapshot {
 
     /// `connected`, `unreachable` or `refusing`.
     pub fn state(&self) -> &'static str {
-        if !self.connected && !(self.probes == 0 && self.reconnects == 0) {
+        if !(self.connected || self.probes == 0 && self.reconnects == 0) {
             "unreachable"
         } else if self.refusing.is_some() {
             "refusing"
