@@ -91,6 +91,8 @@ pub struct Context {
     pub projector_stats: Arc<ProjectorStats>,
     /// The HTTP server's connection counts (kept across its restarts).
     pub(crate) http_stats: Arc<crate::app::serve::ConnStats>,
+    /// What this start found and repaired when the audit was behind the store.
+    pub log_rewound: Option<String>,
     /// The XSOAR poller's counters.
     pub xsoar_stats: Arc<xsoar::XsoarStats>,
     /// What the rules reasoner knows (dispositions, activity); outlives role restarts.

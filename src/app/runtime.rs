@@ -143,11 +143,14 @@ impl Runtime {
             }
         };
         let store = crate::store::Store::open(&store_path).await?;
-        let prepared = prepare_store(&store, &projection, bus.backend_name(), &knowledge).await;
-        if let Err(e) = prepared {
-            store.close().await;
-            return Err(e.into());
-        }
+        let prepared = prepare_store(&store, &projection, &bus, &knowledge).await;
+        let log_rewound = match prepared {
+            Ok(rewound) => rewound,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         // The store stays open for the tools' case memory (`memory.recall`).
         let tools = crate::tools::Toolbox::load(
             &config.tools,
@@ -168,6 +171,7 @@ impl Runtime {
             source_stats: Arc::new(SourceStats::default()),
             ingest: crate::ingest::http::Ingest::new(&config.ingest, bus.clone()),
             bridge_queue,
+            log_rewound,
             http,
             health,
             llm_stats: (!config.llm.endpoints.is_empty())
@@ -322,6 +326,10 @@ pub struct Summary {
     pub elapsed_s: f64,
     /// The bus bridge (Redis only).
     pub bridge: Option<BridgeSnapshot>,
+    /// Set when this start found the audit log behind the store (Redis lost acknowledged
+    /// writes: a failover to a lagging replica, an older AOF): what was found and repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_rewound: Option<String>,
     /// The LLM gateway's accounting (absent when no endpoint is configured).
     pub llm: Option<GatewaySnapshot>,
     /// How the model's final answers validated, against `[llm] max_invalid_ratio` (absent
@@ -490,6 +498,7 @@ impl Summary {
             roles,
             elapsed_s: ctx.started.elapsed().as_secs_f64(),
             bridge: ctx.bridge_queue.as_ref().map(|q| q.snapshot()),
+            log_rewound: ctx.log_rewound.clone(),
             llm,
             store: StoreSummary {
                 path: ctx.store_path.display().to_string(),
@@ -511,6 +520,9 @@ impl Summary {
                 format!("FAILED: {child} exceeded its restart intensity ({error})")
             }
         };
+        if let Some(rewound) = &self.log_rewound {
+            let _ = writeln!(out, "LOG REWOUND AND REPAIRED: {rewound}");
+        }
         let _ = writeln!(
             out,
             "soc-runtime run summary: bus {}, {:.2} s, {exit}",
@@ -655,14 +667,41 @@ impl Summary {
 /// projection starts over; imported dispositions stay), and loads what the reasoner knows from
 /// it: the dispositions (the history the score is fitted on, unless the caller fitted one
 /// already), the rules each site has seen, and the cases of the last hour.
+///
+/// On Redis, the store's checkpoint must not be past the audit's last entry: if it is, Redis
+/// lost writes it had acknowledged (a failover to a lagging replica, a restore of an older
+/// AOF), and the store holds decisions the log no longer has. Then the projection is rebuilt
+/// from the log as it is (the store never disagrees with the log in silence), this is logged
+/// loudly and returned for the summary; feeds that re-read their input publish what was lost
+/// again (their dedupe keys went with it).
 async fn prepare_store(
     store: &crate::store::Store,
     projection: &str,
-    backend: &str,
+    bus: &Bus,
     knowledge: &crate::knowledge::Knowledge,
-) -> Result<(), crate::store::StoreError> {
-    if backend != "redis" {
+) -> Result<Option<String>, StartError> {
+    let mut rewound = None;
+    if bus.backend_name() != "redis" {
         store.reset(projection).await?;
+    } else {
+        let checkpoint = store.checkpoint(projection).await?;
+        let last = bus
+            .last_id(crate::bus::Topic::Audit)
+            .await
+            .map_err(StartError::Bus)?
+            .unwrap_or(crate::bus::StreamId::ZERO);
+        if checkpoint > last {
+            let what = format!(
+                "the store had folded the audit up to {checkpoint}, but the audit now ends at \
+                 {last}: Redis lost writes it had acknowledged (a failover to a lagging replica, \
+                 or an older AOF restored). The projection was rebuilt from the audit as it is; \
+                 alerts whose entries were lost are published again by feeds that re-read \
+                 their input. Configure bus.durability (WAITAOF) or wait_replicas to prevent it"
+            );
+            tracing::error!("{what}");
+            store.reset(projection).await?;
+            rewound = Some(what);
+        }
     }
     store.bind_projection(projection).await?;
     let dispositions = store.dispositions().await?;
@@ -686,7 +725,7 @@ async fn prepare_store(
     for (alert, p) in store.recent_alerts().await? {
         knowledge.remember(&alert, p);
     }
-    Ok(())
+    Ok(rewound)
 }
 
 /// Why the runtime could not start.

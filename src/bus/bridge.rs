@@ -76,7 +76,9 @@ pub(crate) struct BridgeStats {
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Why Redis refuses writes while it answers (out of memory, read-only), if it does.
-    refusing: Mutex<Option<String>>,
+    /// Per observer (0: the writes, 1: the probe), so one does not clear what the other saw
+    /// (writes not durable while the probe's write succeeds).
+    refusing: Mutex<[Option<String>; 2]>,
     /// Probe rounds finished (the first tells whether Redis is there at all).
     probes: AtomicU64,
     /// Entries dropped by retention.
@@ -213,7 +215,10 @@ impl WriteQueue {
             reconnects: load(&s.reconnects),
             connected: s.connected.load(Ordering::Relaxed),
             last_error: s.last_error.lock().clone(),
-            refusing: s.refusing.lock().clone(),
+            refusing: {
+                let [writes, probe] = s.refusing.lock().clone();
+                writes.or(probe)
+            },
             probes: load(&s.probes),
             trimmed: load(&s.trimmed),
             retention_held: s.held.lock().clone(),
@@ -317,14 +322,14 @@ async fn maintain_loop(mut maintainer: Maintainer, stats: Arc<BridgeStats>) {
         match probed {
             Probed::Ok => {
                 set_connected(&stats, true, None);
-                set_refusing(&stats, None);
+                set_refusing(&stats, PROBE, None);
                 maintainer.trim(&stats.trimmed).await;
                 *stats.held.lock() = maintainer.held();
             }
             Probed::Unreachable(cause) => set_connected(&stats, false, Some(cause)),
             Probed::Refusing(cause) => {
                 set_connected(&stats, true, None);
-                set_refusing(&stats, Some(cause));
+                set_refusing(&stats, PROBE, Some(cause));
             }
         }
     }
@@ -349,21 +354,28 @@ fn set_connected(stats: &BridgeStats, connected: bool, cause: Option<String>) {
 }
 
 /// Records why Redis refuses writes, if it does; logs a change once.
-fn set_refusing(stats: &BridgeStats, cause: Option<String>) {
-    let mut refusing = stats.refusing.lock();
-    if refusing.is_some() != cause.is_some() {
+fn set_refusing(stats: &BridgeStats, observer: usize, cause: Option<String>) {
+    let mut all = stats.refusing.lock();
+    let was = all.iter().any(Option::is_some);
+    all[observer] = cause.clone();
+    let now = all.iter().any(Option::is_some);
+    if was != now {
         match &cause {
             Some(cause) => tracing::warn!(%cause,
-                "redis refuses writes (out of memory, or a read-only replica?): commits fail \
-                 and their inputs stay pending; nothing new is accepted until it takes writes"),
+                "redis does not take writes as configured (out of memory, a read-only replica, \
+                 or not durable in time): commits are retried and count as accepted only once \
+                 it does; meanwhile inputs stay pending and feeds wait"),
             None => tracing::info!("redis takes writes again"),
         }
     }
     if let Some(cause) = &cause {
         *stats.last_error.lock() = Some(cause.clone());
     }
-    *refusing = cause;
 }
+
+/// Observers of a refusal: the writes, the probe.
+const WRITES: usize = 0;
+const PROBE: usize = 1;
 
 /// Writes until asked to close (then flushes what is queued and returns).
 async fn write_loop(
@@ -457,7 +469,7 @@ async fn write_with_retry(
             Ok(replies) => {
                 for (i, reply) in todo.into_iter().zip(replies) {
                     match reply {
-                        Err(e @ BusError::Unavailable(_)) => failed = Some(e),
+                        Err(e) if e.is_transient() => failed = Some(e),
                         Ok(outcomes) => {
                             record(stats, &outcomes);
                             results[i] = Some(Ok(outcomes));
@@ -482,7 +494,7 @@ async fn write_with_retry(
             }
             if e.is_refusal() {
                 // Redis answers but refuses writes for now (out of memory, read-only).
-                set_refusing(stats, Some(e.to_string()));
+                set_refusing(stats, WRITES, Some(e.to_string()));
             } else if stats.connected.swap(false, Ordering::Relaxed) {
                 tracing::warn!(error = %e, "bus bridge lost redis; buffering and retrying");
             }
@@ -498,8 +510,8 @@ fn record(stats: &BridgeStats, outcomes: &[Outcome]) {
     if !stats.connected.swap(true, Ordering::Relaxed) {
         tracing::info!("bus bridge connected to redis");
     }
-    if stats.refusing.lock().is_some() {
-        set_refusing(stats, None);
+    if stats.refusing.lock()[WRITES].is_some() {
+        set_refusing(stats, WRITES, None);
     }
     let applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count() as u64;
     stats.batches.fetch_add(1, Ordering::Relaxed);

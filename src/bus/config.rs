@@ -19,6 +19,21 @@ pub enum Retention {
     MaxAgeSecs(u64),
 }
 
+/// When a write counts as accepted on Redis (`bus.durability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `WAITAOF` (the local AOF fsynced, and `wait_replicas` replicas') when the server has it
+    /// (Redis 7.2+, Valkey) and AOF is on; else `WAIT` for `wait_replicas` when that is set;
+    /// else the server's own persistence setting. What applies is logged at start.
+    #[default]
+    Auto,
+    /// Require `WAITAOF`: refuse to start on a server without it or with AOF off.
+    Aof,
+    /// Never wait: a write counts once Redis has applied it in memory.
+    None,
+}
+
 /// Bus settings shared by both backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,8 +62,18 @@ pub struct BusConfig {
     /// Retention per stream name; streams not listed use `default_retention`.
     pub retention: std::collections::BTreeMap<String, Retention>,
     /// Retention of topic streams not listed in `retention` (the audit stream is kept whole).
-    /// Trimming drops entries whether or not they were read: size it above any backlog.
+    /// Trimming never drops an entry a consumer group has not read or acked: a backlog is
+    /// kept past the retention (and said so) until it is worked.
     pub default_retention: Retention,
+    /// Redis only: when a commit counts as accepted (feed offsets saved, HTTP ingest
+    /// answered, role inputs acked). See [`Durability`].
+    pub durability: Durability,
+    /// Redis only: replicas that must have each write before it counts (`WAIT`, or the
+    /// replica part of `WAITAOF`); 0 for none.
+    pub wait_replicas: u32,
+    /// Redis only: how long one wait for durability may take, ms; past it the batch is
+    /// retried (nothing counts as accepted meanwhile) and the bridge reports `refusing`.
+    pub durability_timeout_ms: u64,
 }
 
 impl Default for BusConfig {
@@ -66,6 +91,9 @@ impl Default for BusConfig {
             dedupe_ttl_s: 30 * 24 * 3600,
             retention: std::collections::BTreeMap::new(),
             default_retention: Retention::MaxLen(1_000_000),
+            durability: Durability::Auto,
+            wait_replicas: 0,
+            durability_timeout_ms: 2_000,
         }
     }
 }
@@ -91,6 +119,7 @@ impl BusConfig {
             ("bridge_buffer", self.bridge_buffer as u64),
             ("write_batch", self.write_batch as u64),
             ("dedupe_ttl_s", self.dedupe_ttl_s),
+            ("durability_timeout_ms", self.durability_timeout_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(BusError::Config(format!("bus.{name} must be at least 1")));

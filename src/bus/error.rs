@@ -25,6 +25,10 @@ pub enum BusError {
     /// A commit breaks the bus's rules; nothing of it was written.
     #[error("invalid commit: {0}")]
     Invalid(String),
+    /// Redis applied a batch but did not make it durable as configured in time: it does not
+    /// count as accepted yet (the batch is retried; its fences make that safe).
+    #[error("not durable: {0}")]
+    NotDurable(String),
 }
 
 impl BusError {
@@ -32,13 +36,17 @@ impl BusError {
     /// dataset loading): reachable, but not taking writes.
     pub(crate) fn is_refusal(&self) -> bool {
         matches!(self, BusError::Unavailable(e) if e.code().is_some())
+            || matches!(self, BusError::NotDurable(_))
     }
 
     /// Whether retrying later can help (connection trouble or backpressure).
     pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
-            BusError::Unavailable(_) | BusError::Backpressure(_) | BusError::Closed
+            BusError::Unavailable(_)
+                | BusError::Backpressure(_)
+                | BusError::Closed
+                | BusError::NotDurable(_)
         )
     }
 }

@@ -150,6 +150,13 @@ impl MemoryBus {
             .collect()
     }
 
+    pub(super) fn last_id(&self, topic: Topic) -> Option<StreamId> {
+        self.inner.state.lock().streams[topic.index()]
+            .entries
+            .back()
+            .map(|e| e.id)
+    }
+
     pub(super) fn len(&self, topic: Topic) -> u64 {
         self.inner.state.lock().streams[topic.index()].entries.len() as u64
     }

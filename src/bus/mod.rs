@@ -27,7 +27,7 @@ pub(crate) mod wire;
 pub(crate) mod writer;
 
 pub use commit::{AckRef, Commit, CommitCallback, Delivered, Outcome, Outgoing};
-pub use config::{BusConfig, Retention};
+pub use config::{BusConfig, Durability, Retention};
 pub use error::BusError;
 pub use group::{GroupState, consumer_name};
 pub use wire::{
@@ -194,6 +194,14 @@ impl Bus {
             }
         }
         Ok(out)
+    }
+
+    /// The id of a stream's last entry (`None` when empty).
+    pub async fn last_id(&self, topic: Topic) -> Result<Option<StreamId>, BusError> {
+        match &*self.inner {
+            Backend::Memory(m) => Ok(m.last_id(topic)),
+            Backend::Redis(r) => r.last_id(topic).await,
+        }
     }
 
     /// Number of entries in a stream.

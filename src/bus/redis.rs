@@ -59,6 +59,8 @@ impl RedisBus {
             .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
         let mut probe = connect(&client, QUERY_TIMEOUT).await?;
         check_version(&mut probe).await?;
+        let plan = super::writer::durability_plan(&mut probe, &config).await?;
+        tracing::info!(durability = %plan, "a commit counts as accepted once durable as this says");
         let query = client
             .get_connection_manager_with_config(
                 ConnectionManagerConfig::new()
@@ -129,6 +131,18 @@ impl RedisBus {
             .into_iter()
             .filter_map(|(id, fields)| fields.map(|fields| Ok(Entry { id, fields })))
             .collect()
+    }
+
+    pub(super) async fn last_id(&self, topic: Topic) -> Result<Option<StreamId>, BusError> {
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.stream(topic))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.query.clone())
+            .await?;
+        Ok(parse_entries(&reply)?.first().map(|(id, _)| *id))
     }
 
     pub(super) async fn len(&self, topic: Topic) -> Result<u64, BusError> {

@@ -68,6 +68,9 @@ pub(crate) struct Writer {
     keys: Keys,
     config: BusConfig,
     script_sha: String,
+    /// How batches are made durable, found when the connection is made.
+    plan: DurablePlan,
+    durable_key: String,
 }
 
 impl Writer {
@@ -75,13 +78,52 @@ impl Writer {
     pub(crate) fn new(url: &str, config: BusConfig) -> Result<Self, BusError> {
         let client = Client::open(url)
             .map_err(|e| BusError::Config(format!("bad redis url `{}`: {e}", redact_url(url))))?;
+        let keys_namespace = config.namespace.clone();
         Ok(Self {
             client,
             conn: None,
             keys: Keys::new(&config.namespace),
             config,
             script_sha: redis::Script::new(COMMIT_SCRIPT).get_hash().to_owned(),
+            plan: DurablePlan::Nothing,
+            durable_key: format!("{}soc.durable", keys_namespace),
         })
+    }
+
+    /// Waits until everything this connection wrote is durable as planned: a marker write
+    /// (so the wait covers commits a retry found already applied), then `WAITAOF` or `WAIT`.
+    async fn make_durable(&self, conn: &MultiplexedConnection) -> Result<(), BusError> {
+        let timeout = self.config.durability_timeout_ms;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&self.durable_key)
+            .arg(crate::proto::now_ms())
+            .arg("PX")
+            .arg(60_000)
+            .ignore();
+        match self.plan {
+            DurablePlan::Nothing => return Ok(()),
+            DurablePlan::Wait { replicas } => {
+                pipe.cmd("WAIT").arg(replicas).arg(timeout);
+                let (got,): (u32,) = pipe.query_async(&mut conn.clone()).await?;
+                if got < replicas {
+                    return Err(BusError::NotDurable(format!(
+                        "WAIT: {got} of {replicas} replicas acknowledged within {timeout} ms"
+                    )));
+                }
+            }
+            DurablePlan::WaitAof { replicas } => {
+                pipe.cmd("WAITAOF").arg(1).arg(replicas).arg(timeout);
+                let ((local, got),): ((u32, u32),) = pipe.query_async(&mut conn.clone()).await?;
+                if local < 1 || got < replicas {
+                    return Err(BusError::NotDurable(format!(
+                        "WAITAOF: the local AOF fsynced {local} of 1, replicas {got} of \
+                         {replicas}, within {timeout} ms"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes each chunk of commits with one script call, all calls pipelined on the one
@@ -97,6 +139,7 @@ impl Writer {
             None => {
                 let mut conn = connect(&self.client, QUERY_TIMEOUT).await?;
                 load_script(&mut conn).await?;
+                self.plan = durability_plan(&mut conn, &self.config).await?;
                 self.conn = Some(conn.clone());
                 conn
             }
@@ -141,6 +184,21 @@ impl Writer {
             }
             results.push(result);
         }
+        if self.plan != DurablePlan::Nothing && results.iter().any(Result::is_ok) {
+            // Nothing counts as accepted until it is durable as configured.
+            if let Err(e) = self.make_durable(&conn).await {
+                if !matches!(e, BusError::NotDurable(_)) {
+                    self.conn = None;
+                }
+                let reason = match e {
+                    BusError::NotDurable(reason) => reason,
+                    other => other.to_string(),
+                };
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(BusError::NotDurable(reason.clone()));
+                }
+            }
+        }
         Ok(results)
     }
 
@@ -180,6 +238,69 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// How the writer makes a batch durable before it counts as accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DurablePlan {
+    /// Applied in memory counts (the server's own persistence setting applies).
+    Nothing,
+    /// `WAIT` for this many replicas.
+    Wait {
+        /// Replicas that must acknowledge.
+        replicas: u32,
+    },
+    /// `WAITAOF`: the local AOF fsynced, and this many replicas' AOF.
+    WaitAof {
+        /// Replicas whose AOF must be fsynced.
+        replicas: u32,
+    },
+}
+
+impl std::fmt::Display for DurablePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurablePlan::Nothing => f.write_str(
+                "none beyond the server's own persistence (no WAITAOF with AOF on, no replicas to WAIT for)",
+            ),
+            DurablePlan::Wait { replicas } => write!(f, "WAIT for {replicas} replica(s)"),
+            DurablePlan::WaitAof { replicas } => {
+                write!(f, "WAITAOF: the local AOF fsynced and {replicas} replica(s)'")
+            }
+        }
+    }
+}
+
+/// What `config.durability` asks of the server on `conn`, given what it can do.
+pub(super) async fn durability_plan(
+    conn: &mut MultiplexedConnection,
+    config: &BusConfig,
+) -> Result<DurablePlan, BusError> {
+    use super::config::Durability;
+    if config.durability == Durability::None {
+        return Ok(DurablePlan::Nothing);
+    }
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("WAITAOF")
+        .query_async(conn)
+        .await?;
+    let has_waitaof = !matches!(info.first(), None | Some(redis::Value::Nil));
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(conn)
+        .await?;
+    let aof_on = persistence.lines().any(|l| l.trim() == "aof_enabled:1");
+    let replicas = config.wait_replicas;
+    match config.durability {
+        Durability::Aof if !(has_waitaof && aof_on) => Err(BusError::Config(format!(
+            "bus.durability = \"aof\" needs a server with WAITAOF (Redis 7.2+, Valkey) and \
+             appendonly yes; this one has WAITAOF: {has_waitaof}, AOF on: {aof_on}"
+        ))),
+        _ if has_waitaof && aof_on => Ok(DurablePlan::WaitAof { replicas }),
+        _ if replicas > 0 => Ok(DurablePlan::Wait { replicas }),
+        _ => Ok(DurablePlan::Nothing),
     }
 }
 

