@@ -363,13 +363,20 @@ impl State {
         self.ctx.health.set_draining();
         self.ctx.exit.lock().get_or_insert(reason.clone());
         tracing::info!(reason = ?reason, "draining");
-        let timeout = self.drain_timeout();
+        // One budget for the whole drain (so it ends inside a service manager's stop
+        // timeout): each step gets what is left, at least a moment.
+        let deadline = std::time::Instant::now() + self.drain_timeout();
+        let left = || {
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(200))
+        };
 
         for child in self.take_stage(Stage::Feed) {
             let source: ActorRef<alert_source::Msg> = child.clone().into();
             if !answered(
                 source
-                    .call(alert_source::Msg::StopPublishing, Some(timeout))
+                    .call(alert_source::Msg::StopPublishing, Some(left()))
                     .await,
             ) {
                 // Its handler is still running, which a stop cannot interrupt.
@@ -377,10 +384,10 @@ impl State {
                 child.kill();
                 continue;
             }
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         for child in self.take_stage(Stage::Publisher) {
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         let roles: Vec<ActorRef<role::Msg>> = self
             .take_stage(Stage::Role)
@@ -391,6 +398,7 @@ impl State {
         let mut stopping = tokio::task::JoinSet::new();
         for role in &roles {
             let role = role.clone();
+            let timeout = left();
             stopping.spawn(async move {
                 if !answered(role.call(role::Msg::StopFeeding, Some(timeout)).await) {
                     tracing::warn!(actor = ?role.get_name(), "role did not stop feeding in time");
@@ -399,13 +407,13 @@ impl State {
         }
         while stopping.join_next().await.is_some() {}
         for role in roles {
-            if role.drain_and_wait(Some(timeout)).await.is_err() {
+            if role.drain_and_wait(Some(left())).await.is_err() {
                 tracing::warn!(actor = ?role.get_name(), "role did not drain in time; killing it");
                 role.kill();
             }
         }
         for child in self.take_stage(Stage::Gateway) {
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         let mut bridges = self.take_stage(Stage::Bridge);
         if bridges.is_empty() {
@@ -415,7 +423,7 @@ impl State {
         }
         for child in bridges {
             let bridge: ActorRef<bridge::Msg> = child.clone().into();
-            if !answered(bridge.call(bridge::Msg::Flush, Some(timeout)).await) {
+            if !answered(bridge.call(bridge::Msg::Flush, Some(left())).await) {
                 tracing::warn!(
                     "bus bridge did not flush in time (is redis down?); killing it: unwritten \
                      commits stay pending in redis and are redone on the next start"
@@ -423,7 +431,7 @@ impl State {
                 child.kill();
                 continue;
             }
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         let mut projectors = self.take_stage(Stage::Projector);
         if projectors.is_empty() {
@@ -433,15 +441,15 @@ impl State {
         }
         for child in projectors {
             let projector: ActorRef<projector::Msg> = child.clone().into();
-            if !answered(projector.call(projector::Msg::Flush, Some(timeout)).await) {
+            if !answered(projector.call(projector::Msg::Flush, Some(left())).await) {
                 tracing::warn!(
                     "the projector did not catch up in time; it resumes from its checkpoint next start"
                 );
             }
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         for child in self.take_stage(Stage::Last) {
-            stop_or_kill(child, timeout).await;
+            stop_or_kill(child, left()).await;
         }
         let reason_text = match &reason {
             ExitReason::Escalated { child, .. } => format!("escalated: {child}"),

@@ -629,3 +629,102 @@ async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
     assert_eq!(health("connected").await["status"], "ok");
     runtime.shutdown().await;
 }
+
+/// The README's `tail -F ... | --alerts FIFO` pattern, stopped while Redis is frozen: every
+/// line the runtime read is published or spooled (and published first on the next start), the
+/// drain ends within its budget, and what the writer still had in the pipe is read next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_feed_stopped_while_redis_is_frozen_loses_no_line_it_read() {
+    use std::io::Write;
+    common::logs();
+    let server = common::RedisServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("alerts.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let lines: Vec<String> =
+        std::fs::read_to_string(common::synthetic_feed(dir.path(), "fifo", 400))
+            .unwrap()
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect();
+    // The writer holds the FIFO open across both runs, as `tail -F` would.
+    let (to_writer, orders) = std::sync::mpsc::channel::<Option<std::ops::Range<usize>>>();
+    let writer_path = fifo.clone();
+    let writer_lines = lines.clone();
+    let writer = std::thread::spawn(move || {
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap();
+        while let Ok(Some(range)) = orders.recv() {
+            for line in &writer_lines[range] {
+                pipe.write_all(line.as_bytes()).unwrap();
+            }
+            pipe.flush().unwrap();
+        }
+    });
+    let mut setup = Setup::new(Backend::Redis, Some(server.url()), None);
+    setup.config.alerts = Some(fifo.clone());
+    setup.config.supervisor.drain_timeout_s = 6;
+    let runtime = Runtime::start(setup.config.clone(), RuntimeOptions::default())
+        .await
+        .unwrap();
+    let bus = runtime.bus().clone();
+    to_writer.send(Some(0..300)).unwrap();
+    common::wait_for("the first 300 published", RUN_LIMIT, || async {
+        (bus.len(Topic::Alerts).await.ok()? >= 300).then_some(())
+    })
+    .await;
+    server.signal("STOP");
+    to_writer.send(Some(300..400)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopping = std::time::Instant::now();
+    let report = runtime.shutdown().await;
+    let took = stopping.elapsed();
+    assert_eq!(report.exit, ExitReason::Requested);
+    assert!(took < Duration::from_secs(12), "the drain took {took:?}");
+    let spool = std::fs::read_dir(setup.config.data_dir.join("spool"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let spooled = std::fs::read_to_string(&spool).unwrap().lines().count();
+    assert!(
+        spooled >= 1,
+        "what was read but not taken by the frozen bus is spooled"
+    );
+    server.signal("CONT");
+
+    // The next start publishes the spool first, then reads on where the pipe is.
+    let mut config = setup.config.clone();
+    config.http.addr = "off".into();
+    let runtime = Runtime::start(
+        config,
+        RuntimeOptions {
+            until_idle: true,
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bus = runtime.bus().clone();
+    common::wait_for("the spool published", RUN_LIMIT, || async {
+        (!spool.exists()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    to_writer.send(None).unwrap();
+    writer.join().unwrap();
+    let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
+        .await
+        .unwrap();
+    assert_eq!(report.exit, ExitReason::Idle);
+    common::assert_exactly_once(&bus, &common::ticket_ids("fifo", 400)).await;
+}

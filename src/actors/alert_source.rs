@@ -55,9 +55,9 @@ pub enum Feed {
 }
 
 impl Feed {
-    fn open(&self, config: &FeedConfig) -> std::io::Result<FeedReader> {
+    fn open(&self, config: &FeedConfig, stop: Arc<AtomicBool>) -> std::io::Result<FeedReader> {
         match self {
-            Feed::File(path) => FeedReader::open(path, config),
+            Feed::File(path) => FeedReader::open_stoppable(path, config, Some(stop)),
             Feed::Demo => Ok(FeedReader::demo()),
         }
     }
@@ -90,6 +90,12 @@ pub(crate) struct Args {
     pub stats: Arc<SourceStats>,
     /// Alerts per publish batch.
     pub batch: usize,
+    /// Where a stream feed (pipe, FIFO) keeps what it read but could not publish before a
+    /// stop (`Some` for a file feed that is not followed).
+    pub spool: Option<crate::ingest::pipe::Spool>,
+    /// How long a stop may spend publishing what a stream feed already read, before the rest
+    /// is spooled.
+    pub drain_budget: Duration,
 }
 
 /// Counters of the source.
@@ -193,7 +199,214 @@ pub(crate) struct AlertSource;
 /// State: the publishing task and the token that stops it between batches.
 pub(crate) struct State {
     stop: CancellationToken,
+    /// Tells the reader to read no more (a stream, at its next line boundary).
+    reader_stop: Arc<AtomicBool>,
     task: Option<AbortOnDropHandle<()>>,
+}
+
+/// What a stream feed needs so that a stop loses nothing it read.
+pub(crate) struct Stream {
+    /// Set by the reader once it knows the feed is a stream (pipe, FIFO).
+    streaming: Arc<AtomicBool>,
+    /// Where what could not be published before the stop is kept.
+    spool: Option<crate::ingest::pipe::Spool>,
+    /// How long the stop may spend publishing before spooling the rest.
+    budget: Duration,
+}
+
+/// A batch's lines as commits, with what each is and (for a stream) the cases themselves.
+struct Prepared {
+    commits: Vec<Commit>,
+    is_update: Vec<bool>,
+    cases: Vec<(crate::proto::Alert, bool)>,
+}
+
+/// Turns lines into commits, recording the rejected ones; keeps the cases when `keep`.
+fn prepare(lines: Vec<FeedLine>, stats: &SourceStats, label: &str, keep: bool) -> Prepared {
+    let mut out = Prepared {
+        commits: Vec::with_capacity(lines.len()),
+        is_update: Vec::with_capacity(lines.len()),
+        cases: Vec::new(),
+    };
+    for line in lines {
+        stats.lines.fetch_add(1, Ordering::Relaxed);
+        match line.alert {
+            Ok(alert) => {
+                let kept = keep.then(|| alert.clone());
+                match crate::ingest::case_commit(alert, line.update, label, PRODUCER) {
+                    Ok(commit) => {
+                        out.commits.push(commit);
+                        out.is_update.push(line.update);
+                        if let Some(alert) = kept {
+                            out.cases.push((alert, line.update));
+                        }
+                    }
+                    Err(e) => {
+                        let reason = "not encodable as an event".to_owned();
+                        record_malformed(stats, line.line_no, reason, &e.to_string());
+                    }
+                }
+            }
+            Err(error) if error.is_not_an_alert() => {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                if let Some(format) = line.looks_like {
+                    stats.looks_like.lock().get_or_insert(format);
+                }
+                record_malformed(stats, line.line_no, error.reason(), &error.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Counts what the bus made of a batch.
+fn count(stats: &SourceStats, outcomes: Vec<Outcome>, is_update: &[bool]) {
+    for (outcome, update) in outcomes.into_iter().zip(is_update) {
+        match (outcome, update) {
+            (Outcome::Applied, false) => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
+            (Outcome::Applied, true) => stats.updates.fetch_add(1, Ordering::Relaxed),
+            // A repeated update (a re-read after a restart) is no lost alert.
+            (_, true) => 0,
+            (_, false) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Publishes what an earlier stop spooled, before anything new; the spool is removed once
+/// the bus accepted it (dedupe keys drop what was in fact published before).
+async fn publish_spooled(
+    bus: &Bus,
+    spool: &crate::ingest::pipe::Spool,
+    label: &str,
+    stats: &SourceStats,
+    stop: &CancellationToken,
+) {
+    let cases = match spool.load() {
+        Ok(cases) => cases,
+        Err(e) => {
+            tracing::error!(spool = %spool.path().display(), error = %e,
+                "cannot read the spool of alerts an earlier stop kept; it stays for the next start");
+            return;
+        }
+    };
+    if cases.is_empty() {
+        return;
+    }
+    let mut commits = Vec::with_capacity(cases.len());
+    let mut is_update = Vec::with_capacity(cases.len());
+    for (alert, update) in cases {
+        match crate::ingest::case_commit(alert, update, label, PRODUCER) {
+            Ok(commit) => {
+                commits.push(commit);
+                is_update.push(update);
+            }
+            Err(e) => tracing::error!(error = %e, "a spooled alert is not encodable; skipped"),
+        }
+    }
+    let n = commits.len();
+    if let Some(outcomes) = submit_until_accepted(bus, commits, stop).await {
+        count(stats, outcomes, &is_update);
+        match spool.clear() {
+            Ok(()) => tracing::info!(feed = %label, alerts = n,
+                "published the alerts an earlier stop had spooled"),
+            Err(e) => tracing::warn!(error = %e,
+                "cannot remove the spool; its alerts are dropped as duplicates next start"),
+        }
+    }
+}
+
+/// A stream feed's stop: the reader reads no further than its current line; everything it
+/// handed on is published within the budget, and what the bus did not take by then (Redis
+/// down, frozen, full) is spooled, so nothing read is lost.
+async fn drain_stream(
+    rx: &mut mpsc::Receiver<Result<Batch, FeedError>>,
+    bus: &Bus,
+    label: &str,
+    stats: &SourceStats,
+    stream: &Stream,
+    mut pending: Vec<(crate::proto::Alert, bool)>,
+) {
+    let started = tokio::time::Instant::now();
+    let deadline = started + stream.budget;
+    // Once the bus has not taken a batch in time, the rest goes to the spool.
+    let mut spooling = !pending.is_empty();
+    loop {
+        // Spooling, only the reader's last lines are awaited (it stops at a line boundary).
+        let wait_until = if spooling {
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        } else {
+            deadline
+        };
+        let batch = match tokio::time::timeout_at(wait_until, rx.recv()).await {
+            Ok(Some(Ok(batch))) => batch,
+            Ok(Some(Err(e))) => {
+                tracing::error!(feed = %label, error = %e, "reading the alert feed failed");
+                *stats.feed_error.lock() = Some(e.to_string());
+                break;
+            }
+            Ok(None) => break,
+            Err(_) if !spooling => {
+                spooling = true;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(feed = %label,
+                    "the stream's reader did not finish its last line in time; a partial line is not kept");
+                break;
+            }
+        };
+        let prepared = prepare(batch.lines, stats, label, true);
+        if spooling {
+            pending.extend(prepared.cases);
+            continue;
+        }
+        match submit_by(bus, prepared.commits, deadline).await {
+            Some(outcomes) => count(stats, outcomes, &prepared.is_update),
+            None => {
+                spooling = true;
+                pending.extend(prepared.cases);
+            }
+        }
+    }
+    let Some(spool) = &stream.spool else {
+        if !pending.is_empty() {
+            tracing::error!(feed = %label, alerts = pending.len(),
+                "alerts read from the stream could not be published before the stop, and there is no spool: lost");
+        }
+        return;
+    };
+    if pending.is_empty() {
+        tracing::info!(feed = %label, elapsed_ms = started.elapsed().as_millis() as u64,
+            "stream feed stopped: everything read was published");
+        return;
+    }
+    match spool.save(&pending) {
+        Ok(()) => {
+            tracing::warn!(feed = %label, alerts = pending.len(), spool = %spool.path().display(),
+            "the bus did not take these alerts before the stop: spooled, published first on the next start")
+        }
+        Err(e) => tracing::error!(feed = %label, alerts = pending.len(), error = %e,
+            "cannot spool the alerts the bus did not take before the stop: lost"),
+    }
+}
+
+/// [`submit_until_accepted`], giving up at `deadline`.
+async fn submit_by(
+    bus: &Bus,
+    commits: Vec<Commit>,
+    deadline: tokio::time::Instant,
+) -> Option<Vec<Outcome>> {
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::select! {
+        outcomes = submit_until_accepted(bus, commits, &stop) => outcomes,
+        () = tokio::time::sleep_until(deadline) => {
+            stopper.cancel();
+            None
+        }
+    }
 }
 
 impl Actor for AlertSource {
@@ -212,6 +425,9 @@ impl Actor for AlertSource {
         let feed = args.feed.clone();
         let format = args.format.clone();
         let state = args.state.clone();
+        let reader_stop = Arc::new(AtomicBool::new(false));
+        let streaming = Arc::new(AtomicBool::new(false));
+        let (stop_reading, is_stream) = (reader_stop.clone(), streaming.clone());
         // Opening happens on the blocking thread too: a FIFO or a pipe blocks in open() until
         // its writer appears, and must not hold up a runtime thread.
         #[allow(
@@ -222,9 +438,10 @@ impl Actor for AlertSource {
             let opened = match (&feed, &state) {
                 (Feed::File(path), Some(state)) => Follower::open(path, &format, load_pos(state))
                     .map(|f| follow_feed(f, batch, &tx)),
-                _ => feed
-                    .open(&format)
-                    .map(|reader| read_feed(reader, batch, &tx)),
+                _ => feed.open(&format, stop_reading).map(|reader| {
+                    is_stream.store(reader.is_streaming(), Ordering::Release);
+                    read_feed(reader, batch, &tx)
+                }),
             };
             if let Err(e) = opened {
                 let _ = tx.blocking_send(Err(FeedError::Open(e)));
@@ -238,6 +455,11 @@ impl Actor for AlertSource {
             args.stats.clone(),
             stop.clone(),
             args.state.clone(),
+            Stream {
+                streaming,
+                spool: args.spool,
+                budget: args.drain_budget,
+            },
         );
         let task = spawn_watched(
             async move {
@@ -250,6 +472,7 @@ impl Actor for AlertSource {
         );
         Ok(State {
             stop,
+            reader_stop,
             task: Some(task),
         })
     }
@@ -265,6 +488,9 @@ impl Actor for AlertSource {
                 return Err("alert source publisher stopped unexpectedly".into());
             }
             Msg::StopPublishing(reply) => {
+                // Read no more (a stream stops at its next line boundary), then publish or
+                // spool what was read.
+                state.reader_stop.store(true, Ordering::Release);
                 state.stop.cancel();
                 if let Some(task) = state.task.take() {
                     let _ = task.await;
@@ -389,13 +615,22 @@ async fn publish(
     stats: Arc<SourceStats>,
     stop: CancellationToken,
     state: Option<PathBuf>,
+    stream: Stream,
 ) {
     let mut saved: Option<FilePos> = None;
+    if let Some(spool) = &stream.spool {
+        publish_spooled(&bus, spool, &label, &stats, &stop).await;
+    }
+    let is_stream = || stream.streaming.load(Ordering::Acquire);
     loop {
         let batch = tokio::select! {
             batch = rx.recv() => batch,
             () = stop.cancelled() => {
-                tracing::info!(feed = %label, "alert source stopped before the end of the feed");
+                if is_stream() {
+                    drain_stream(&mut rx, &bus, &label, &stats, &stream, Vec::new()).await;
+                } else {
+                    tracing::info!(feed = %label, "alert source stopped before the end of the feed");
+                }
                 return;
             }
         };
@@ -414,47 +649,20 @@ async fn publish(
                 break;
             }
         };
-        let mut commits = Vec::with_capacity(lines.len());
-        let mut is_update = Vec::with_capacity(lines.len());
-        for line in lines {
-            stats.lines.fetch_add(1, Ordering::Relaxed);
-            match line.alert {
-                Ok(alert) => {
-                    match crate::ingest::case_commit(alert, line.update, &label, PRODUCER) {
-                        Ok(commit) => {
-                            commits.push(commit);
-                            is_update.push(line.update);
-                        }
-                        Err(e) => {
-                            let reason = "not encodable as an event".to_owned();
-                            record_malformed(&stats, line.line_no, reason, &e.to_string());
-                        }
-                    }
-                }
-                Err(error) if error.is_not_an_alert() => {
-                    stats.skipped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    if let Some(format) = line.looks_like {
-                        stats.looks_like.lock().get_or_insert(format);
-                    }
-                    record_malformed(&stats, line.line_no, error.reason(), &error.to_string());
-                }
-            }
-        }
-        // A batch under way completes (so it is counted); only waiting to retry is cut short.
+        let Prepared {
+            commits,
+            is_update,
+            cases,
+        } = prepare(lines, &stats, &label, is_stream());
+        // A batch under way completes (so it is counted); only waiting to retry is cut short:
+        // a file is re-read on the next start, a stream's batch is published or spooled.
         let Some(outcomes) = submit_until_accepted(&bus, commits, &stop).await else {
+            if is_stream() {
+                drain_stream(&mut rx, &bus, &label, &stats, &stream, cases).await;
+            }
             return;
         };
-        for (outcome, update) in outcomes.into_iter().zip(is_update) {
-            match (outcome, update) {
-                (Outcome::Applied, false) => stats.alerts_in.fetch_add(1, Ordering::Relaxed),
-                (Outcome::Applied, true) => stats.updates.fetch_add(1, Ordering::Relaxed),
-                // A repeated update (a re-read after a restart) is no lost alert.
-                (_, true) => 0,
-                (_, false) => stats.duplicates.fetch_add(1, Ordering::Relaxed),
-            };
-        }
+        count(&stats, outcomes, &is_update);
         // Published: a restart may resume past these lines.
         if let (Some(state), Some(pos)) = (&state, resume)
             && saved != Some(pos)
@@ -522,7 +730,13 @@ async fn submit_until_accepted(
     }
     let mut delay = Duration::from_millis(50);
     loop {
-        match bus.submit(commits.clone()).await {
+        // A stop also cuts short a submission Redis is not answering (frozen, full): the
+        // bridge may still write it later, and its dedupe keys make a re-publish harmless.
+        let submitted = tokio::select! {
+            submitted = bus.submit(commits.clone()) => submitted,
+            () = stop.cancelled() => return None,
+        };
+        match submitted {
             Ok(outcomes) => return Some(outcomes),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "publishing alerts failed; retrying");

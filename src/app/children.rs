@@ -292,6 +292,16 @@ fn start_source(ctx: &Context, name: String, parent: ActorCell) -> SpawnFuture<'
             bus: ctx.bus.clone(),
             stats: ctx.source_stats.clone(),
             batch: ctx.config.supervisor.source_batch,
+            spool: match (&ctx.feed, ctx.config.feed.follow) {
+                (alert_source::Feed::File(path), false) => Some(
+                    crate::ingest::pipe::Spool::for_feed(&ctx.config.data_dir, path),
+                ),
+                _ => None,
+            },
+            // A third of the drain: the roles and the bridge need the rest.
+            drain_budget: std::time::Duration::from_secs(
+                ctx.config.supervisor.drain_timeout_s.max(3) / 3,
+            ),
         };
         linked(name, AlertSource, args, parent).await
     })

@@ -216,7 +216,10 @@ pub struct SupervisorConfig {
     pub backoff_initial_ms: u64,
     /// Longest restart delay, ms.
     pub backoff_max_ms: u64,
-    /// Longest time each drain step may take before the child is killed, seconds.
+    /// Longest the whole drain may take, seconds: each step (the feed, the roles, the bridge,
+    /// the projector) gets what is left, then is killed; a stream feed gets a third to publish
+    /// what it read and spools the rest. Keep it below the service manager's stop timeout
+    /// (`TimeoutStopSec=90` in `ops/systemd`).
     pub drain_timeout_s: u64,
     /// How often `--until-idle` checks for idleness, ms.
     pub idle_poll_ms: u64,
@@ -272,7 +275,7 @@ impl Default for SupervisorConfig {
             restart_window_s: 60,
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
-            drain_timeout_s: 30,
+            drain_timeout_s: 60,
             idle_poll_ms: 100,
             source_batch: 256,
             roles: Vec::new(),

@@ -202,8 +202,8 @@ fn page_policy(page: &[u8]) -> String {
         styles.push_str(" 'none'");
     }
     format!(
-        "default-src 'none'; style-src{styles}; img-src 'self' data:; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src{styles}; img-src 'self' data:; connect-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
 }
 

@@ -335,14 +335,27 @@ impl FeedReader {
     /// Anything but a regular file (a FIFO, a pipe, a terminal) is read as a stream: see
     /// [`FeedReader::is_streaming`].
     pub(crate) fn open(path: &Path, config: &FeedConfig) -> io::Result<Self> {
+        Self::open_stoppable(path, config, None)
+    }
+
+    /// [`FeedReader::open`]; a stream (pipe, FIFO) given `stop` is read through
+    /// [`super::pipe::StoppableRead`], so a stop reads no further than the line under way.
+    pub(crate) fn open_stoppable(
+        path: &Path,
+        config: &FeedConfig,
+        stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> io::Result<Self> {
         let file = File::open(path)?;
         let streaming = !file.metadata()?.is_file();
-        let mut file = BufReader::new(file);
+        let mut file: Box<dyn BufRead + Send> = match stop {
+            Some(stop) if streaming => super::pipe::stoppable(file, stop),
+            _ => Box::new(BufReader::new(file)),
+        };
         let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let reader: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(file)))
         } else {
-            Box::new(file)
+            file
         };
         Ok(Self {
             streaming,

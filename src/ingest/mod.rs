@@ -12,6 +12,7 @@ pub mod http;
 pub mod jsonl;
 pub mod mapping;
 pub(crate) mod native;
+pub(crate) mod pipe;
 pub mod xsoar;
 
 use std::io::{BufRead, BufReader};
