@@ -329,6 +329,18 @@ async fn the_dashboard_renders_its_panels_in_a_real_browser() {
         .wait_url("the dashboard", |u| u == format!("{base}/"))
         .await;
     browser.wait_for_element("#cases .case").await;
+    // The page's own style block applies under its CSP (allowed by hash, nothing inline else).
+    let background = browser
+        .run_async(
+            "arguments[0](getComputedStyle(document.body).backgroundColor)",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        background,
+        json!("rgb(246, 248, 250)"),
+        "styles blocked by the CSP?"
+    );
     // Tall enough for every panel to be on screen.
     browser.resize(1400, 1800).await;
 

@@ -1824,9 +1824,9 @@ fn bench_ingest_reports_the_cases_and_alerts_of_the_file() {
     std::fs::write(
         &csv,
         "site,time,name,ip,host,rule_id\n\
-         fox,7200,scan,10.0.0.9,web,S-Scan\n\
-         fox,7201,scan,10.0.0.9,web,S-Scan\n\
-         fox,7202,scan,10.0.0.9,db,S-Scan\n\
+         fox,1642212000,scan,10.0.0.9,web,S-Scan\n\
+         fox,1642212001,scan,10.0.0.9,web,S-Scan\n\
+         fox,1642212002,scan,10.0.0.9,db,S-Scan\n\
          fox,x,scan,10.0.0.9,db,S-Scan\n",
     )
     .unwrap();

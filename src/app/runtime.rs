@@ -151,6 +151,18 @@ impl Runtime {
                 return Err(e);
             }
         };
+        if let (Some(_), Feed::File(path), true) = (&log_rewound, &feed, config.feed.follow) {
+            // The saved position may be past alerts Redis lost: read the file again from its
+            // start (what survived is dropped as a duplicate, what was lost is published).
+            let state = crate::ingest::follow::state_path(&config.data_dir, path);
+            match std::fs::remove_file(&state) {
+                Ok(()) => tracing::warn!(feed = %path.display(),
+                    "the followed feed is read again from its start, past the lost writes"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(state = %state.display(), error = %e,
+                    "cannot forget the followed feed's position: alerts Redis lost after it stay lost"),
+            }
+        }
         // The store stays open for the tools' case memory (`memory.recall`).
         let tools = crate::tools::Toolbox::load(
             &config.tools,

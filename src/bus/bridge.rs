@@ -203,6 +203,13 @@ impl WriteQueue {
     pub fn snapshot(&self) -> BridgeSnapshot {
         let s = &self.stats;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Each lock taken and released on its own (never two held at once).
+        let last_error = s.last_error.lock().clone();
+        let refusing = {
+            let [writes, probe] = s.refusing.lock().clone();
+            writes.or(probe)
+        };
+        let retention_held = s.held.lock().clone();
         BridgeSnapshot {
             queued: self.depth_probe.max_capacity() - self.depth_probe.capacity(),
             capacity: self.depth_probe.max_capacity(),
@@ -214,14 +221,11 @@ impl WriteQueue {
             write_errors: load(&s.write_errors),
             reconnects: load(&s.reconnects),
             connected: s.connected.load(Ordering::Relaxed),
-            last_error: s.last_error.lock().clone(),
-            refusing: {
-                let [writes, probe] = s.refusing.lock().clone();
-                writes.or(probe)
-            },
+            last_error,
+            refusing,
             probes: load(&s.probes),
             trimmed: load(&s.trimmed),
-            retention_held: s.held.lock().clone(),
+            retention_held,
         }
     }
 }
@@ -355,10 +359,13 @@ fn set_connected(stats: &BridgeStats, connected: bool, cause: Option<String>) {
 
 /// Records why Redis refuses writes, if it does; logs a change once.
 fn set_refusing(stats: &BridgeStats, observer: usize, cause: Option<String>) {
-    let mut all = stats.refusing.lock();
-    let was = all.iter().any(Option::is_some);
-    all[observer] = cause.clone();
-    let now = all.iter().any(Option::is_some);
+    // One lock at a time (the snapshot takes them one by one too): no lock order to get wrong.
+    let (was, now) = {
+        let mut all = stats.refusing.lock();
+        let was = all.iter().any(Option::is_some);
+        all[observer] = cause.clone();
+        (was, all.iter().any(Option::is_some))
+    };
     if was != now {
         match &cause {
             Some(cause) => tracing::warn!(%cause,
