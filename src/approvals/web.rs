@@ -17,7 +17,7 @@
 //!
 //! Action ids hold a `/` (`<ticket>/<step>`): links encode it as `%2F`.
 //!
-//! Sign-in is throttled per account and per address ([`super::throttle`]: five failures,
+//! Sign-in is throttled per account and per address (`approvals::throttle`: five failures,
 //! then locks doubling from 1 s to 15 min); each failure is logged and kept in the store
 //! (`sign_in_failures`). A sign-out revokes its session on the server (`revoked_sessions`), so
 //! a cookie copied before it stops working; a session also ends when its approver's password
