@@ -282,6 +282,7 @@ async fn publish_spooled(
     label: &str,
     stats: &SourceStats,
     stop: &CancellationToken,
+    grace: Duration,
 ) {
     let cases = match spool.load() {
         Ok(cases) => cases,
@@ -306,7 +307,7 @@ async fn publish_spooled(
         }
     }
     let n = commits.len();
-    if let Some(outcomes) = submit_until_accepted(bus, commits, stop).await {
+    if let Some(outcomes) = submit_until_accepted(bus, commits, stop, grace).await {
         count(stats, outcomes, &is_update);
         match spool.clear() {
             Ok(()) => tracing::info!(feed = %label, alerts = n,
@@ -401,7 +402,7 @@ async fn submit_by(
     let stop = CancellationToken::new();
     let stopper = stop.clone();
     tokio::select! {
-        outcomes = submit_until_accepted(bus, commits, &stop) => outcomes,
+        outcomes = submit_until_accepted(bus, commits, &stop, Duration::ZERO) => outcomes,
         () = tokio::time::sleep_until(deadline) => {
             stopper.cancel();
             None
@@ -619,7 +620,7 @@ async fn publish(
 ) {
     let mut saved: Option<FilePos> = None;
     if let Some(spool) = &stream.spool {
-        publish_spooled(&bus, spool, &label, &stats, &stop).await;
+        publish_spooled(&bus, spool, &label, &stats, &stop, stream.budget).await;
     }
     let is_stream = || stream.streaming.load(Ordering::Acquire);
     loop {
@@ -656,7 +657,8 @@ async fn publish(
         } = prepare(lines, &stats, &label, is_stream());
         // A batch under way completes (so it is counted); only waiting to retry is cut short:
         // a file is re-read on the next start, a stream's batch is published or spooled.
-        let Some(outcomes) = submit_until_accepted(&bus, commits, &stop).await else {
+        let Some(outcomes) = submit_until_accepted(&bus, commits, &stop, stream.budget).await
+        else {
             if is_stream() {
                 drain_stream(&mut rx, &bus, &label, &stats, &stream, cases).await;
             }
@@ -719,11 +721,13 @@ async fn publish(
 }
 
 /// Submits a batch, retrying failures with backoff until the bus accepts it; `None` when
-/// stopped while retrying (the batch is re-read and deduplicated on the next start).
+/// stopped while retrying, or when a submission under way at the stop is not answered within
+/// `grace` (the batch is re-read or spooled, and deduplicated on the next start).
 async fn submit_until_accepted(
     bus: &Bus,
     commits: Vec<Commit>,
     stop: &CancellationToken,
+    grace: Duration,
 ) -> Option<Vec<Outcome>> {
     if commits.is_empty() {
         return Some(Vec::new());
@@ -732,9 +736,26 @@ async fn submit_until_accepted(
     loop {
         // A stop also cuts short a submission Redis is not answering (frozen, full): the
         // bridge may still write it later, and its dedupe keys make a re-publish harmless.
+        // A submission Redis does answer is waited for (up to `grace`), so what it took is
+        // counted in this run.
+        let submission = bus.submit(commits.clone());
+        tokio::pin!(submission);
         let submitted = tokio::select! {
-            submitted = bus.submit(commits.clone()) => submitted,
-            () = stop.cancelled() => return None,
+            submitted = &mut submission => submitted,
+            () = stop.cancelled() => {
+                return match tokio::time::timeout(grace, submission).await {
+                    Ok(Ok(outcomes)) => Some(outcomes),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "publishing alerts failed as the source stopped");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(alerts = commits.len(), grace_ms = grace.as_millis() as u64,
+                            "the bus had not answered a batch by the stop; if it writes it later, the next start drops those alerts as duplicates");
+                        None
+                    }
+                };
+            }
         };
         match submitted {
             Ok(outcomes) => return Some(outcomes),
