@@ -167,6 +167,10 @@ pub(crate) struct CaseRec {
     pub case: Option<CaseContext>,
 }
 
+/// The most cases one host's window keeps (the latest): a bound on memory and on the work of
+/// an arrival, far above what a host carries in an hour on the AIT-ADS sites (27).
+const MAX_HOST_CASES: usize = 1_024;
+
 /// One site's state: its own dispositions and its recent cases.
 #[derive(Debug, Default)]
 pub(crate) struct SiteState {
@@ -484,6 +488,12 @@ impl SiteState {
             escalated,
             case: context,
         });
+        // A host's window holds its latest cases, at most MAX_HOST_CASES: at a steady 150
+        // alerts/s on a few hosts an hour of cases would be gigabytes (and each arrival scans
+        // its host's list).
+        if list.len() > MAX_HOST_CASES {
+            list.pop_front();
+        }
         if again {
             return;
         }
