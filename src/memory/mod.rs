@@ -112,7 +112,7 @@ pub async fn recall(
         return Ok(Vec::new());
     };
     let my_first: i64 = me.get(0);
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM cases")
+    let total: i64 = sqlx::query("SELECT n FROM case_count WHERE id = 0")
         .fetch_one(pool)
         .await?
         .get(0);

@@ -140,6 +140,31 @@ pub(crate) async fn fold_page(
         q.build().execute(&mut *tx).await?;
     }
     let cases: Vec<_> = cases.into_iter().collect();
+    // A case's opening time as stored (its first fold decided it), whatever this page says:
+    // indicators carry it, so every fold agrees, however the audit was paged. A case not
+    // stored yet opens at this page's time; those are the new cases, counted in `case_count`.
+    let mut opened: HashMap<String, i64> = HashMap::new();
+    for chunk in cases.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new("SELECT ticket, first_ms FROM cases WHERE ticket IN (");
+        let mut list = q.separated(", ");
+        for (ticket, _) in chunk {
+            list.push_bind(ticket);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            opened.insert(row.get(0), row.get(1));
+        }
+    }
+    let new_cases = cases.len() - opened.len();
+    for (ticket, c) in &cases {
+        opened.entry(ticket.clone()).or_insert(c.first_ms);
+    }
+    if new_cases > 0 {
+        sqlx::query("UPDATE case_count SET n = n + ? WHERE id = 0")
+            .bind(new_cases as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
     for chunk in cases.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence, \
@@ -161,20 +186,6 @@ pub(crate) async fn fold_page(
              needs_review = MAX(cases.needs_review, excluded.needs_review)",
         );
         q.build().execute(&mut *tx).await?;
-    }
-    // A case's opening time as stored (its first fold decided it), whatever this page says:
-    // indicators carry it, so every fold agrees, however the audit was paged.
-    let mut opened: HashMap<String, i64> = HashMap::new();
-    for chunk in cases.chunks(BULK_ROWS) {
-        let mut q = QueryBuilder::new("SELECT ticket, first_ms FROM cases WHERE ticket IN (");
-        let mut list = q.separated(", ");
-        for (ticket, _) in chunk {
-            list.push_bind(ticket);
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *tx).await? {
-            opened.insert(row.get(0), row.get(1));
-        }
     }
     for chunk in events.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
