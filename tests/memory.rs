@@ -13,7 +13,7 @@ mod common;
 
 use soc_runtime::bus::StreamId;
 use soc_runtime::memory::{self, CampaignOptions, RecallOptions};
-use soc_runtime::proto::{Alert, AlertReceived, Envelope, Event};
+use soc_runtime::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
 use soc_runtime::store::Store;
 
 const UBIQUITOUS: &str = "update.windows-cdn.com";
@@ -160,4 +160,57 @@ async fn a_planted_campaign_is_recalled_and_clustered_without_chaining_the_ubiqu
     assert_eq!(trace[0].kind, "AlertReceived");
     assert_eq!(trace[0].event["body"]["alert"]["ticket_id"], "camp-2");
     store.close().await;
+}
+
+async fn counted(store: &Store) -> (i64, i64) {
+    let kept: i64 = sqlx::query_scalar("SELECT n FROM case_count")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (kept, rows)
+}
+
+fn triaged(received: &Envelope) -> Envelope {
+    let Event::AlertReceived(r) = &received.event else {
+        panic!("not an alert")
+    };
+    received.caused(
+        "sentinel",
+        Event::AlertTriaged(AlertTriaged {
+            case: CaseContext::from_alert(&r.alert, &received.id.to_string()),
+            ..AlertTriaged::default()
+        }),
+    )
+}
+
+/// Recall's rarity weights divide by the number of cases, which the fold keeps in
+/// `case_count` rather than counting the table on every recall: it must equal the rows
+/// whatever the paging, on a page folded twice, and after a reset and a rebuild.
+#[tokio::test]
+async fn the_case_count_equals_the_cases_however_the_audit_is_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
+    let first: Vec<Envelope> = (0..50).map(benign).collect();
+    // The second page triages the first page's cases and opens 30 more.
+    let mut second: Vec<Envelope> = first.iter().map(triaged).collect();
+    second.extend((50..80).map(benign));
+    fold(&store, &first, 0).await;
+    assert_eq!(counted(&store).await, (50, 50));
+    fold(&store, &second, 100).await;
+    assert_eq!(counted(&store).await, (80, 80));
+    fold(&store, &second, 100).await;
+    assert_eq!(
+        counted(&store).await,
+        (80, 80),
+        "a page folded again adds no case"
+    );
+    store.reset("test").await.unwrap();
+    assert_eq!(counted(&store).await, (0, 0));
+    fold(&store, &first, 0).await;
+    fold(&store, &second, 100).await;
+    assert_eq!(counted(&store).await, (80, 80), "a rebuild counts the same");
 }

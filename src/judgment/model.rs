@@ -3,7 +3,8 @@
 //! `logit P = logit(prior) + w . signals + b`, where
 //! - the **prior** mixes the case's rule prior in the hot and cold host states
 //!   ([`super::priors`]) by the belief that its host is in an incident: the highest probability
-//!   among the other cases on the host in the window before;
+//!   among the other cases on the host in the window before (its latest 1,024 at most: a bound
+//!   on memory, not a fitted parameter);
 //! - the **signals** are observed without labels on the case's own site:
 //!   - `novelty`: the surprise (`-ln p_new`, with `p_new` the site's rate of first-seen rules
 //!     so far) of the rules first seen on the site in the window, summed;
@@ -167,8 +168,10 @@ pub(crate) struct CaseRec {
     pub case: Option<CaseContext>,
 }
 
-/// The most cases one host's window keeps (the latest): a bound on memory and on the work of
-/// an arrival, far above what a host carries in an hour on the AIT-ADS sites (27).
+/// The most cases one host's window keeps (the latest): a bound on memory (a case's record
+/// with its context is over a kilobyte) and on the work of an arrival, which scans its host's
+/// list. An engineering bound, not fitted: on the AIT-ADS dev tickets no host comes near it
+/// (at most 27 cases in an hour), so it changes no decision there.
 const MAX_HOST_CASES: usize = 1_024;
 
 /// One site's state: its own dispositions and its recent cases.
@@ -619,5 +622,54 @@ impl SiteState {
                 .map(|r| r.p)
                 .fold(0.0, f64::max),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judgment::vendor::Tier;
+
+    #[test]
+    fn a_host_window_keeps_only_its_latest_cases() {
+        let model = Model::cold(Settings::default());
+        let vendor = VendorView {
+            category: "wazuh:authentication_failed".into(),
+            tier: Tier::Low,
+            attack: Vec::new(),
+            classtype: None,
+            level: Some(5),
+            source: "test".into(),
+        };
+        let mut state = SiteState::default();
+        let n = MAX_HOST_CASES + 100;
+        let tickets: Vec<String> = (0..n).map(|i| format!("t-{i:05}")).collect();
+        // All within a second: the time window alone would keep every one of them.
+        for (i, ticket) in tickets.iter().enumerate() {
+            let case = CaseIn {
+                ticket,
+                site: "s",
+                host: "h",
+                rule: "5710",
+                source: "wazuh",
+                first_ms: 1_700_000_000_000 + i as i64,
+                alert_count: 1,
+                vendor: &vendor,
+            };
+            let arrival = state.arrive(&model, &case);
+            state.record(&model, &case, &arrival, 0.1, false, None);
+        }
+        let list = &state.hosts["h"];
+        assert_eq!(list.len(), MAX_HOST_CASES);
+        assert_eq!(
+            list.front().map(|r| r.ticket.as_str()),
+            Some(tickets[100].as_str())
+        );
+        assert_eq!(
+            list.back().map(|r| r.ticket.as_str()),
+            tickets.last().map(String::as_str)
+        );
+        // Every case still counts for the site, only the host's list is bounded.
+        assert_eq!(state.cases, n as u64);
     }
 }

@@ -347,7 +347,8 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             // A fold touches index pages all over the store: a page cache of 16 MiB per
             // connection (SQLite's default is 2 MiB) keeps more of them off pread;
-            // checkpoints every 32 MiB of WAL, not 4, write a hot page once.
+            // checkpoints every 32 MiB of WAL, not 4, write a hot page once; sorts and
+            // temporary b-trees stay in memory.
             .pragma("cache_size", "-16384")
             .pragma("wal_autocheckpoint", "8192")
             .pragma("temp_store", "memory");
