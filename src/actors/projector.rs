@@ -115,7 +115,7 @@ impl Actor for Projector {
         myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let store = Store::open(&args.path).await?;
+        let store = Store::open_for_fold(&args.path).await?;
         let ticker = AbortOnDropHandle::new(myself.send_interval(args.interval, || Msg::Tick));
         Ok(State {
             bus: args.bus,

@@ -734,9 +734,9 @@ async fn prepare_store(
     for (site, rule, cases) in store.rules_seen().await? {
         knowledge.saw_rule(&site, &rule, u64::try_from(cases).unwrap_or(0));
     }
-    for (alert, p) in store.recent_alerts().await? {
-        knowledge.remember(&alert, p);
-    }
+    store
+        .recent_alerts(|alert, p| knowledge.remember(&alert, p))
+        .await?;
     Ok(rewound)
 }
 

@@ -124,7 +124,7 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
     let dir = tempfile::tempdir()
         .map_err(|e| StoreError::Open("a scratch directory".into(), sqlx::Error::Io(e)))?;
     let path = dir.path().join("bench.db");
-    let store = Store::open(&path).await?;
+    let store = Store::open_for_fold(&path).await?;
     let mut rng = fastrand::Rng::with_seed(42);
     let started = Instant::now();
     let mut seq = 0u64;
@@ -141,6 +141,9 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         }
     }
     let fold_s = started.elapsed().as_secs_f64();
+    store.close().await;
+    // Recall as the runtime's roles run it: on a store opened for reading.
+    let store = Store::open(&path).await?;
     let mut latencies = Vec::with_capacity(recalls);
     for _ in 0..recalls {
         let i = rng.u64(0..cases);

@@ -91,7 +91,7 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot reach redis at {url}"))?;
     std::fs::create_dir_all(&config.data_dir)?;
     let path = config.data_dir.join(store::FILE);
-    let store = Store::open(&path).await?;
+    let store = Store::open_for_fold(&path).await?;
     let projection = store::projection_name(&bus);
     store.bind_projection(&projection).await?;
     let started = std::time::Instant::now();

@@ -336,8 +336,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the store at `path`.
+    /// Opens (creating and migrating) the store at `path`, for reading and light writes: up
+    /// to 4 connections with SQLite's default 2 MiB page cache each.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, 2, 4).await
+    }
+
+    /// Opens the store at `path` for folding the audit into it (the projector, `memory
+    /// rebuild`): a fold touches index pages all over the store, so each of its 2 connections
+    /// keeps a 16 MiB page cache. A process holds several stores (the projector's, the
+    /// pages', the notifier's...), and each connection's cache fills as the store grows: only
+    /// the folding one gets the large cache, so the process's memory stays bounded.
+    pub async fn open_for_fold(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, 16, 2).await
+    }
+
+    async fn open_with(path: &Path, cache_mib: u32, connections: u32) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{shown}"))
             .map_err(|e| StoreError::Open(shown.clone(), e))?
@@ -345,15 +359,13 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            // A fold touches index pages all over the store: a page cache of 16 MiB per
-            // connection (SQLite's default is 2 MiB) keeps more of them off pread;
-            // checkpoints every 32 MiB of WAL, not 4, write a hot page once; sorts and
-            // temporary b-trees stay in memory.
-            .pragma("cache_size", "-16384")
+            // Negative: KiB. Checkpoints every 32 MiB of WAL, not 4, write a hot page once;
+            // sorts and temporary b-trees stay in memory.
+            .pragma("cache_size", format!("-{}", u64::from(cache_mib) * 1024))
             .pragma("wal_autocheckpoint", "8192")
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Open(shown.clone(), e))?;
@@ -623,30 +635,36 @@ impl Store {
     }
 
     /// The alerts of the cases opened in the activity window before the newest case, in time
-    /// order, with the probability triage gave each: what [`crate::knowledge::Knowledge`]
-    /// needs to know which hosts are busy after a restart.
+    /// order, with the probability triage gave each, handed to `each` one at a time: what
+    /// [`crate::knowledge::Knowledge`] needs to know which hosts are busy after a restart.
+    /// Streamed, not collected: an hour at 150 alerts/s is over half a million alerts. Returns
+    /// how many were handed over.
     pub(crate) async fn recent_alerts(
         &self,
-    ) -> Result<Vec<(crate::proto::Alert, f64)>, StoreError> {
+        mut each: impl FnMut(crate::proto::Alert, f64),
+    ) -> Result<u64, StoreError> {
+        use futures_util::TryStreamExt as _;
         let Some(newest) = self.newest_case_ms().await? else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
-        let rows: Vec<(String, Option<f64>)> = sqlx::query_as(
+        // Cases in `cases_opened` order and each case's events in primary-key order: no sort
+        // of the window's bodies in memory.
+        let mut rows = sqlx::query_as::<_, (String, Option<f64>)>(
             "SELECT e.body, (SELECT MAX(v.p_escalate) FROM verdicts v WHERE v.ticket = c.ticket \
              AND v.kind = 'AlertTriaged') FROM cases c JOIN case_events e ON e.ticket = c.ticket \
              WHERE c.first_ms >= ? AND e.kind = 'AlertReceived' \
              ORDER BY c.first_ms, c.ticket, e.audit_ms, e.audit_seq",
         )
         .bind(newest.saturating_sub(crate::knowledge::ACTIVITY_WINDOW_MS))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(body, p)| match serde_json::from_str::<Event>(&body) {
-                Ok(Event::AlertReceived(r)) => Some((r.alert, p.unwrap_or(0.0))),
-                _ => None,
-            })
-            .collect())
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some((body, p)) = rows.try_next().await? {
+            if let Ok(Event::AlertReceived(r)) = serde_json::from_str::<Event>(&body) {
+                each(r.alert, p.unwrap_or(0.0));
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The connection pool (for the read models' queries).
