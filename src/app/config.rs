@@ -613,6 +613,8 @@ mod tests {
         c.llm.endpoints[1].url = "ftp://x".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("llm.endpoints[1].url"), "{err}");
+        c.llm.endpoints[1].url = crate::llm::canned::IN_PROCESS_URL.into();
+        c.validate().unwrap();
         c.llm.endpoints[1].url = "not a url".into();
         assert!(c.validate().unwrap_err().to_string().contains("not a URL"));
         c.llm.endpoints[1] = c.llm.endpoints[0].clone();

@@ -312,22 +312,21 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     config.http.addr = "off".into();
     // Reports are not scored, and their windows are wall-clock time, not ticket time.
     config.calendar.enabled = false;
+    // The run ends when the replay is idle: on the in-memory bus an idle check costs
+    // microseconds, so it is made often (the default 100 ms would be most of a short replay).
+    config.supervisor.idle_poll_ms = 5;
     (config.llm, config.reasoning) = priors.model.clone();
     config.tools = priors.tools.clone();
-    let canned = if priors.dry_run {
-        let model = crate::llm::canned::start()
-            .await
-            .map_err(BacktestError::Scratch)?;
+    if priors.dry_run {
+        // The canned model answers in this process: the gateway, its queue and accounting,
+        // the request bodies and the answers' parsing run; no socket and no TLS setup.
         config.llm.endpoints = vec![crate::llm::EndpointConfig {
             name: "canned".into(),
-            url: model.url.clone(),
-            model: "canned".into(),
+            url: crate::llm::canned::IN_PROCESS_URL.into(),
+            model: crate::llm::canned::MODEL.into(),
             ..crate::llm::EndpointConfig::default()
         }];
-        Some(model)
-    } else {
-        None
-    };
+    }
     let (history, dropped) = history_for(tickets, &priors.history);
     let settings = crate::judgment::model::Settings {
         // The fit assumes the feedback this replay gives, and none without it.
@@ -425,7 +424,9 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         history_tickets: history.len() as u64,
         history_dropped: dropped,
         fit,
-        model_requests: canned.map_or(0, |m| m.requests.load(std::sync::atomic::Ordering::Relaxed)),
+        model_requests: report.summary.llm.as_ref().map_or(0, |llm| {
+            llm.endpoints.iter().map(|e| e.account.answered).sum()
+        }),
         model_cost: report.summary.model_cost.clone(),
         alerts: report.summary.alerts_in,
     })

@@ -4,6 +4,11 @@
 //! is checked in seconds. It decides nothing: its answers are constants, and a request for a
 //! schema it does not know gets `{}`, which the role's validation refuses (the
 //! `needs_human_review` path). Token counts are estimates (4 bytes a token).
+//!
+//! Two ways to reach it: [`IN_PROCESS_URL`] as an endpoint's URL answers in this process (the
+//! gateway, its queue and accounting, the request body and the answer's parsing all run; no
+//! socket, no TLS setup: what `backtest --dry-run` uses), and [`start`] serves it over HTTP on
+//! 127.0.0.1 (the HTTP client's path too).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +29,17 @@ pub struct CannedModel {
     /// Chat requests answered.
     pub requests: Arc<AtomicU64>,
     _server: AbortOnDropHandle<()>,
+}
+
+/// An endpoint URL that answers with the canned model in this process.
+pub const IN_PROCESS_URL: &str = "canned://in-process/v1";
+
+/// The model name the canned model reports.
+pub const MODEL: &str = "canned";
+
+/// Whether `url` names the in-process canned model.
+pub fn is_in_process(url: &str) -> bool {
+    url.starts_with("canned:")
 }
 
 /// The fixed answer for a response schema name.
@@ -101,9 +117,14 @@ pub async fn start() -> std::io::Result<CannedModel> {
 
 async fn chat(State(requests): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> Json<Value> {
     requests.fetch_add(1, Ordering::Relaxed);
-    let content = answer_for(schema_name(&body)).to_string();
+    Json(completion(&body))
+}
+
+/// The chat completion the canned model answers `body` (an OpenAI chat request) with.
+pub fn completion(body: &Value) -> Value {
+    let content = answer_for(schema_name(body)).to_string();
     let prompt_tokens = body["messages"].to_string().len() / 4;
-    Json(json!({
+    json!({
         "id": "canned",
         "object": "chat.completion",
         "model": "canned",
@@ -113,9 +134,9 @@ async fn chat(State(requests): State<Arc<AtomicU64>>, Json(body): Json<Value>) -
             "finish_reason": "stop"
         }],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": content.len() / 4}
-    }))
+    })
 }
 
 async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": "canned", "object": "model"}]}))
+    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model"}]}))
 }

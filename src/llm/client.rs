@@ -41,9 +41,19 @@ pub(crate) const MAX_TOOL_CALLS: usize = 128;
 pub(crate) struct Endpoint {
     /// Configuration.
     pub config: EndpointConfig,
-    http: reqwest::Client,
+    transport: Transport,
     chat_url: String,
     models_url: String,
+}
+
+/// How an endpoint's requests travel.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// An OpenAI-compatible server over HTTP(S).
+    Http(reqwest::Client),
+    /// The canned-answer model in this process ([`super::canned::IN_PROCESS_URL`]): the body
+    /// is built and the answer parsed as for a server, without a socket or a TLS setup.
+    Canned,
 }
 
 /// One leg's answer, before the gateway adds its own timings.
@@ -68,17 +78,25 @@ pub(crate) struct Answer {
 impl Endpoint {
     /// An endpoint for `config` (validated by [`super::LlmConfig::validate`]).
     pub(crate) fn new(config: EndpointConfig) -> Result<Self, AttemptError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| attempt(&config.name, AttemptErrorKind::Connect, &error_chain(&e)))?;
+        let transport = if super::canned::is_in_process(&config.url) {
+            Transport::Canned
+        } else {
+            Transport::Http(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .tcp_nodelay(true)
+                    .build()
+                    .map_err(|e| {
+                        attempt(&config.name, AttemptErrorKind::Connect, &error_chain(&e))
+                    })?,
+            )
+        };
         let base = config.url.trim_end_matches('/');
         Ok(Self {
             chat_url: format!("{base}/chat/completions"),
             models_url: format!("{base}/models"),
-            http,
+            transport,
             config,
         })
     }
@@ -176,8 +194,8 @@ impl Endpoint {
         body
     }
 
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let builder = self.http.post(&self.chat_url).json(body);
+    fn post(&self, http: &reqwest::Client, body: &Value) -> reqwest::RequestBuilder {
+        let builder = http.post(&self.chat_url).json(body);
         self.authorize(builder)
     }
 
@@ -211,9 +229,19 @@ impl Endpoint {
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let stream = req.stream || self.config.stream;
         let body = self.body(req);
+        let http = match &self.transport {
+            Transport::Http(http) => http,
+            Transport::Canned => {
+                let bytes = super::canned::completion(&body).to_string().into_bytes();
+                let mut answer = parse_completion(&bytes, started.elapsed())
+                    .map_err(|e| self.err(AttemptErrorKind::Protocol, e))?;
+                Names::of(&req.tools).restore(&mut answer.tool_calls);
+                return Ok(answer);
+            }
+        };
         // A streamed answer starts with headers at once; a plain one sends them with the whole
         // answer, so only the leg timeout bounds it.
-        let send = self.post(&body).send();
+        let send = self.post(http, &body).send();
         let response = if stream {
             tokio::time::timeout(idle, send)
                 .await
@@ -230,10 +258,7 @@ impl Endpoint {
             let ttft = started.elapsed();
             parse_completion(&bytes, ttft).map_err(|e| self.err(AttemptErrorKind::Protocol, e))?
         };
-        let names = Names::of(&req.tools);
-        for call in &mut answer.tool_calls {
-            call.function.name = names.internal(&call.function.name);
-        }
+        Names::of(&req.tools).restore(&mut answer.tool_calls);
         Ok(answer)
     }
 
@@ -360,10 +385,12 @@ impl Endpoint {
 
     /// The model ids the endpoint serves (`GET /models`).
     pub(crate) async fn models(&self) -> Result<Vec<String>, AttemptError> {
+        let http = match &self.transport {
+            Transport::Http(http) => http,
+            Transport::Canned => return Ok(vec![super::canned::MODEL.to_owned()]),
+        };
         let timeout = Duration::from_millis(self.config.probe_timeout_ms);
-        let request = self
-            .authorize(self.http.get(&self.models_url))
-            .timeout(timeout);
+        let request = self.authorize(http.get(&self.models_url)).timeout(timeout);
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let response = self.check_status(response).await?;
         let bytes = tokio::time::timeout(timeout, self.read_body(response, timeout))
@@ -802,6 +829,42 @@ mod tests {
             tool_choice: Some(ToolChoice::Auto),
             ..ChatRequest::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_in_process_canned_model_answers_through_the_body_and_the_parser() {
+        let ep = endpoint(|c| c.url = crate::llm::canned::IN_PROCESS_URL.into());
+        assert!(matches!(ep.transport, Transport::Canned));
+        let req = ChatRequest {
+            messages: vec![Message::system("s"), Message::user("alert")],
+            response_format: Some(JsonSchema {
+                name: "sentinel_answer".into(),
+                schema: json!({"type": "object"}),
+            }),
+            ..ChatRequest::default()
+        };
+        let answer = ep
+            .chat(&req, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        let content: Value = serde_json::from_str(answer.content.as_deref().unwrap()).unwrap();
+        assert_eq!(content, crate::llm::canned::answer_for("sentinel_answer"));
+        assert_eq!(answer.model, "canned");
+        assert!(answer.usage.prompt_tokens > 0, "{:?}", answer.usage);
+        // An unknown schema gets `{}` (the role's validation refuses it).
+        let unknown = ChatRequest {
+            response_format: Some(JsonSchema {
+                name: "nobody".into(),
+                schema: json!({"type": "object"}),
+            }),
+            ..req
+        };
+        let answer = ep
+            .chat(&unknown, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answer.content.as_deref(), Some("{}"));
+        assert_eq!(ep.models().await.unwrap(), vec!["canned".to_owned()]);
     }
 
     #[test]

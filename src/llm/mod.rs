@@ -643,9 +643,11 @@ impl LlmConfig {
                 let shown = crate::secret::redact_url(&e.url);
                 LlmError::Config(format!("{at}.url `{shown}` is not a URL: {err}"))
             })?;
-            if !matches!(url.scheme(), "http" | "https") {
+            if !matches!(url.scheme(), "http" | "https") && !canned::is_in_process(&e.url) {
                 return Err(LlmError::Config(format!(
-                    "{at}.url must be http:// or https://"
+                    "{at}.url must be http:// or https:// (or `{}`, the canned-answer model \
+                     of dry runs)",
+                    canned::IN_PROCESS_URL
                 )));
             }
             if e.model.is_empty() {

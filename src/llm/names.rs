@@ -77,6 +77,13 @@ impl Names {
             .cloned()
             .unwrap_or_else(|| called.to_owned())
     }
+
+    /// Gives the calls of an answer their internal names back.
+    pub(crate) fn restore(&self, calls: &mut [super::ToolCall]) {
+        for call in calls {
+            call.function.name = self.internal(&call.function.name);
+        }
+    }
 }
 
 #[cfg(test)]
