@@ -12,6 +12,10 @@
 //! streams and unparseable bodies are retryable; other 4xx mean the request itself is wrong
 //! and are [`AttemptErrorKind::Rejected`], as is llama.cpp's 500 for a tool call whose
 //! arguments the model wrote as broken JSON (the server is healthy; the answer is not).
+//!
+//! An endpoint whose URL is [`super::canned::IN_PROCESS_URL`] sends nothing: the body is built
+//! the same way and answered by the canned model in this process, and the answer parsed as a
+//! server's would be (dry runs). State: a connection pool per endpoint, nothing a restart needs.
 
 use std::time::Duration;
 

@@ -745,3 +745,92 @@ fn label<T: Serialize>(value: &T) -> String {
         Err(_) => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failure should fail loudly"
+    )]
+
+    use super::*;
+    use crate::proto::{Alert, AlertReceived};
+
+    fn received(ticket: &str, first_seen: &str) -> Envelope {
+        Envelope::new_root(
+            "source:test",
+            ticket,
+            Event::AlertReceived(AlertReceived {
+                alert: Alert {
+                    ticket_id: ticket.into(),
+                    source: "suricata".into(),
+                    rule_id: "S-1".into(),
+                    rule_name: "test".into(),
+                    host: "ws-1".into(),
+                    first_seen: first_seen.into(),
+                    last_seen: first_seen.into(),
+                    alert_count: 1,
+                    ..Alert::default()
+                },
+                received_via: "test".into(),
+            }),
+        )
+    }
+
+    /// Start-up warms the judgment model with the alerts of the last hour before the newest
+    /// case, oldest first, one at a time: nothing older, nothing twice.
+    #[tokio::test]
+    async fn recent_alerts_hands_over_the_last_hour_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
+        let page: Vec<(StreamId, Envelope)> = [
+            ("newest", "2026-03-01T02:30:00Z"),
+            ("old", "2026-03-01T00:00:00Z"),
+            ("inside", "2026-03-01T01:45:00Z"),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (t, at))| {
+            (
+                StreamId {
+                    ms: 1,
+                    seq: i as u64,
+                },
+                received(t, at),
+            )
+        })
+        .collect();
+        let last = page.last().unwrap().0;
+        store.fold("test", &page, last).await.unwrap();
+        let mut seen = Vec::new();
+        let n = store
+            .recent_alerts(|alert, p| seen.push((alert.ticket_id, p)))
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            seen,
+            [("inside".to_owned(), 0.0), ("newest".to_owned(), 0.0)]
+        );
+    }
+
+    /// Only the folding store keeps the large page cache: a process opens several stores, and
+    /// each connection's cache fills as the store grows.
+    #[tokio::test]
+    async fn only_the_folding_store_has_the_large_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let cache = |store: Store| async move {
+            let kib: i64 = sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            (kib, store.pool().options().get_max_connections())
+        };
+        assert_eq!(cache(Store::open(&path).await.unwrap()).await, (-2048, 4));
+        assert_eq!(
+            cache(Store::open_for_fold(&path).await.unwrap()).await,
+            (-16384, 2)
+        );
+    }
+}
