@@ -1,8 +1,8 @@
 //! The projector: folds `soc.audit` into the local store (the verdict store) as the SOC runs.
 //!
 //! Inputs: a tick every `interval`, and [`Msg::Flush`] from the supervisor's drain. Outputs:
-//! rows in SQLite, written a page per transaction together with the projection's checkpoint
-//! ([`crate::store::catch_up`]). Nothing is published: a projection is a read model.
+//! rows in SQLite, written together with the projection's checkpoint, up to 40 pages per
+//! transaction ([`crate::store::catch_up`]). Nothing is published: a projection is a read model.
 //!
 //! It also relays the store's outbox to the bus: the `ActionDecision` of each human decision,
 //! written with the decision ([`crate::approvals`]), published once and marked sent.

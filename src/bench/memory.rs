@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::bus::StreamId;
 use crate::memory::{self, CampaignOptions, RecallOptions};
 use crate::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
-use crate::store::{FOLD_PAGE, Store, StoreError};
+use crate::store::{FOLD_PAGE, FOLD_TX_PAGES, Store, StoreError};
 
 /// The results.
 #[derive(Debug, Clone, Serialize)]
@@ -129,14 +129,27 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
     let started = Instant::now();
     let mut seq = 0u64;
     let mut page = Vec::with_capacity(FOLD_PAGE);
+    // As the projector catches up: pages of FOLD_PAGE, FOLD_TX_PAGES to a transaction.
+    let mut fold = None;
+    let mut in_tx = 0;
     for i in 0..cases {
         for envelope in case_events(&mut rng, i) {
             seq += 1;
             page.push((StreamId { ms: 1, seq }, envelope));
         }
         if page.len() >= FOLD_PAGE || i + 1 == cases {
-            let last = page.last().map_or(StreamId::ZERO, |(id, _)| *id);
-            store.fold("bench", &page, last).await?;
+            let tx = match &mut fold {
+                Some(tx) => tx,
+                None => fold.insert(store.begin_fold().await?),
+            };
+            tx.page(&page).await?;
+            in_tx += 1;
+            if in_tx == FOLD_TX_PAGES || i + 1 == cases {
+                if let Some(tx) = fold.take() {
+                    tx.commit("bench", StreamId { ms: 1, seq }).await?;
+                }
+                in_tx = 0;
+            }
             page.clear();
         }
     }

@@ -24,15 +24,27 @@ struct CaseFold {
     needs_review: bool,
 }
 
+/// What a fold has gathered for the keyed tables (cases, indicators and their counts) and not
+/// written yet. Their keys are scattered over their b-trees, so inserting a page's rows at a
+/// time touched about a page of each b-tree per row; [`flush`] writes a whole transaction's
+/// rows in key order, which visits each b-tree page once.
+#[derive(Default)]
+pub(crate) struct Pending {
+    cases: BTreeMap<String, CaseFold>,
+    found: BTreeSet<(&'static str, String, String)>,
+}
+
 /// Folds a page of audit entries into case memory, inside the caller's transaction: a few
-/// multi-row statements per page, not a statement per event.
+/// multi-row statements per page, not a statement per event. Cases and indicators are
+/// gathered into `pending`, written by [`flush`] before the transaction commits.
 pub(crate) async fn fold_page(
     tx: &mut SqliteConnection,
     page: &[(StreamId, Envelope)],
+    pending: &mut Pending,
 ) -> Result<(), sqlx::Error> {
-    let mut cases: BTreeMap<String, CaseFold> = BTreeMap::new();
+    let cases = &mut pending.cases;
+    let found = &mut pending.found;
     let mut events = Vec::new();
-    let mut found: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
     let mut proposals = Vec::new();
     let mut plans = Vec::new();
     let mut notes = Vec::new();
@@ -139,7 +151,53 @@ pub(crate) async fn fold_page(
         });
         q.build().execute(&mut *tx).await?;
     }
-    let cases: Vec<_> = cases.into_iter().collect();
+    for chunk in events.chunks(BULK_ROWS) {
+        let mut q = QueryBuilder::new(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) ",
+        );
+        q.push_values(chunk, |mut b, (ticket, id, envelope, body)| {
+            b.push_bind(ticket)
+                .push_bind(id.ms as i64)
+                .push_bind(id.seq as i64)
+                .push_bind(envelope.event.kind())
+                .push_bind(&envelope.produced_by)
+                .push_bind(envelope.at_ms)
+                .push_bind(body);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    // A disposition joins its case's trace only if the case is stored: write what is pending.
+    if !dispositions.is_empty() {
+        flush(tx, pending).await?;
+    }
+    for (ticket, id, envelope, body) in &dispositions {
+        sqlx::query(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM cases WHERE ticket = ?)",
+        )
+        .bind(ticket)
+        .bind(id.ms as i64)
+        .bind(id.seq as i64)
+        .bind(envelope.event.kind())
+        .bind(&envelope.produced_by)
+        .bind(envelope.at_ms)
+        .bind(body)
+        .bind(ticket)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes what `pending` holds: new and changed cases, then their indicators and the
+/// counts of the values new to a case, each in key order.
+pub(crate) async fn flush(
+    tx: &mut SqliteConnection,
+    pending: &mut Pending,
+) -> Result<(), sqlx::Error> {
+    let cases: Vec<_> = std::mem::take(&mut pending.cases).into_iter().collect();
+    let found: Vec<_> = std::mem::take(&mut pending.found).into_iter().collect();
     // A case's opening time as stored (its first fold decided it), whatever this page says:
     // indicators carry it, so every fold agrees, however the audit was paged. A case not
     // stored yet opens at this page's time; those are the new cases, counted in `case_count`.
@@ -187,40 +245,7 @@ pub(crate) async fn fold_page(
         );
         q.build().execute(&mut *tx).await?;
     }
-    for chunk in events.chunks(BULK_ROWS) {
-        let mut q = QueryBuilder::new(
-            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
-             body) ",
-        );
-        q.push_values(chunk, |mut b, (ticket, id, envelope, body)| {
-            b.push_bind(ticket)
-                .push_bind(id.ms as i64)
-                .push_bind(id.seq as i64)
-                .push_bind(envelope.event.kind())
-                .push_bind(&envelope.produced_by)
-                .push_bind(envelope.at_ms)
-                .push_bind(body);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    for (ticket, id, envelope, body) in &dispositions {
-        sqlx::query(
-            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
-             body) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM cases WHERE ticket = ?)",
-        )
-        .bind(ticket)
-        .bind(id.ms as i64)
-        .bind(id.seq as i64)
-        .bind(envelope.event.kind())
-        .bind(&envelope.produced_by)
-        .bind(envelope.at_ms)
-        .bind(body)
-        .bind(ticket)
-        .execute(&mut *tx)
-        .await?;
-    }
     // Count a value once per case: only rows that are new add to its case count.
-    let found: Vec<_> = found.into_iter().collect();
     let mut new_counts: BTreeMap<(String, String), i64> = BTreeMap::new();
     for chunk in found.chunks(BULK_ROWS) {
         let mut q =
