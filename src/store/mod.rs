@@ -102,20 +102,6 @@ pub struct Folded {
     pub dispositions: u64,
 }
 
-/// The dispositions recorded on a page of the audit, with their cases' facts.
-pub(crate) fn dispositions_of(page: &[(StreamId, Envelope)]) -> Vec<DispositionFacts> {
-    page.iter()
-        .filter_map(|(_, envelope)| match &envelope.event {
-            Event::DispositionRecorded(d) => Some(DispositionFacts::of_case(
-                &d.case,
-                d.disposition,
-                d.known_at_ms,
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
 fn display<S: serde::Serializer>(id: &StreamId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
@@ -154,36 +140,42 @@ pub(crate) async fn catch_up_into(
     };
     let mut pages = 0;
     let mut fold: Option<(Fold, usize, Vec<DispositionFacts>)> = None;
-    while max_pages.is_none_or(|max| pages < max) {
-        let entries = bus
-            .range(
-                Topic::Audit,
-                folded.checkpoint.next(),
-                StreamId::MAX,
-                FOLD_PAGE,
-            )
-            .await?;
-        let Some(last) = entries.last().map(|e| e.id) else {
+    let mut next = match max_pages {
+        Some(0) => None,
+        _ => Some(read_page(bus, folded.checkpoint).await?),
+    };
+    while let Some(Read {
+        read,
+        decoded,
+        page,
+        last,
+    }) = next.take()
+    {
+        let Some(last) = last else {
             break;
         };
-        let read = entries.len();
-        let page: Vec<(StreamId, Envelope)> = entries
-            .iter()
-            .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
-            .collect();
-        drop(entries);
-        folded.skipped += (read - page.len()) as u64;
+        folded.skipped += (read - decoded) as u64;
         folded.entries += read as u64;
         let (tx, in_tx, learned) = match &mut fold {
             Some(open) => open,
             None => fold.insert((store.begin_fold().await?, 0, Vec::new())),
         };
-        folded.rows += tx.page(&page).await?;
-        *in_tx += 1;
-        if knowledge.is_some() {
-            learned.extend(dispositions_of(&page));
-        }
         pages += 1;
+        let more = max_pages.is_none_or(|max| pages < max);
+        if knowledge.is_some() {
+            learned.extend(page.recorded.iter().map(|(facts, _)| facts.clone()));
+        }
+        // The next page is read, decoded and prepared while SQLite writes this one.
+        let (rows, following) = tokio::join!(tx.write(page), async {
+            if more {
+                read_page(bus, last).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        folded.rows += rows?;
+        next = following?;
+        *in_tx += 1;
         folded.checkpoint = last;
         if *in_tx >= FOLD_TX_PAGES {
             commit(fold.take(), projection, last, knowledge, &mut folded).await?;
@@ -198,6 +190,32 @@ pub(crate) async fn catch_up_into(
     )
     .await?;
     Ok(folded)
+}
+
+/// A page of the audit as read: how many entries, how many decoded, the rows of those, and
+/// the last id (`None`: nothing new).
+struct Read {
+    read: usize,
+    decoded: usize,
+    page: projection::Prepared,
+    last: Option<StreamId>,
+}
+
+/// Reads, decodes and prepares the page of the audit after `after`.
+async fn read_page(bus: &Bus, after: StreamId) -> Result<Read, StoreError> {
+    let entries = bus
+        .range(Topic::Audit, after.next(), StreamId::MAX, FOLD_PAGE)
+        .await?;
+    let decoded: Vec<(StreamId, Envelope)> = entries
+        .iter()
+        .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
+        .collect();
+    Ok(Read {
+        read: entries.len(),
+        decoded: decoded.len(),
+        page: projection::prepare(&decoded),
+        last: entries.last().map(|e| e.id),
+    })
 }
 
 /// Commits an open fold of [`catch_up_into`] at `last`, then hands the dispositions it folded
@@ -233,23 +251,19 @@ impl Fold {
     /// Folds a page of audit entries (in id order, after everything folded before) into the
     /// verdicts and case memory. Returns the verdict rows written.
     pub(crate) async fn page(&mut self, page: &[(StreamId, Envelope)]) -> Result<u64, StoreError> {
+        self.write(projection::prepare(page)).await
+    }
+
+    /// [`Fold::page`] for a page already prepared ([`projection::prepare`]), which a caller
+    /// can do for the next page while this one is written.
+    pub(crate) async fn write(
+        &mut self,
+        mut page: projection::Prepared,
+    ) -> Result<u64, StoreError> {
         let tx: &mut sqlx::SqliteConnection = &mut self.tx;
-        let rows: Vec<(StreamId, VerdictRow)> = page
-            .iter()
-            .filter_map(|(id, envelope)| verdict_of(*id, envelope).map(|row| (*id, row)))
-            .collect();
-        projection::fold_page(tx, page, &mut self.pending).await?;
-        // Dispositions are not a projection (a rebuild keeps them): the one known last wins.
-        let recorded: Vec<(DispositionFacts, String)> = page
-            .iter()
-            .filter_map(|(_, envelope)| match &envelope.event {
-                Event::DispositionRecorded(d) => Some((
-                    DispositionFacts::of_case(&d.case, d.disposition, d.known_at_ms),
-                    format!("{}:{}", d.origin, d.by),
-                )),
-                _ => None,
-            })
-            .collect();
+        let rows = std::mem::take(&mut page.verdicts);
+        let recorded = std::mem::take(&mut page.recorded);
+        projection::write(tx, page, &mut self.pending).await?;
         for (facts, source) in &recorded {
             insert_dispositions(
                 tx,
@@ -984,6 +998,56 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(counted, [12, 12], "a value counted once per case");
+    }
+
+    /// A catch-up reads the next page while it writes one, and commits many pages at once:
+    /// a bounded catch-up stops at its page count, the next one carries on from there, an
+    /// entry that does not decode is counted, and the store is the one a fold of every
+    /// decoded entry on one page gives.
+    #[tokio::test]
+    async fn a_catch_up_in_bounded_steps_folds_what_one_page_would() {
+        let bus = Bus::memory(crate::bus::BusConfig::default()).unwrap();
+        let mut decoded = Vec::new();
+        for i in 0..700 {
+            let alert = received(&format!("t-{i}"), "2026-03-01T00:00:00Z");
+            let id = bus
+                .append_raw(
+                    Topic::Audit,
+                    crate::bus::wire::Fields::for_envelope(&alert).unwrap(),
+                )
+                .await
+                .unwrap();
+            decoded.push((id, alert));
+            if i == 600 {
+                bus.append_raw(
+                    Topic::Audit,
+                    crate::bus::wire::Fields::from_pairs([("v", "1"), ("data", "not msgpack")]),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let stepped = Store::open(&dir.path().join("a.db")).await.unwrap();
+        let first = catch_up(&bus, &stepped, "test", Some(1)).await.unwrap();
+        assert_eq!((first.entries, first.skipped), (FOLD_PAGE as u64, 0));
+        assert_eq!(first.checkpoint, decoded[FOLD_PAGE - 1].0);
+        assert_eq!(stepped.checkpoint("test").await.unwrap(), first.checkpoint);
+        let rest = catch_up(&bus, &stepped, "test", None).await.unwrap();
+        assert_eq!((rest.entries, rest.skipped), (201, 1));
+        assert_eq!(rest.checkpoint, decoded[699].0);
+        let whole = Store::open(&dir.path().join("b.db")).await.unwrap();
+        whole.fold("test", &decoded, decoded[699].0).await.unwrap();
+        let mut tables = PROJECTED_TABLES.to_vec();
+        tables.extend(["case_count", "checkpoints"]);
+        for table in tables {
+            assert_eq!(
+                dump(&stepped, table).await,
+                dump(&whole, table).await,
+                "{table}"
+            );
+        }
+        assert_eq!(dump(&stepped, "cases").await.len(), 700);
     }
 
     /// Start-up warms the judgment model with the alerts of the last hour before the newest

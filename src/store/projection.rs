@@ -10,6 +10,7 @@ use sqlx::{QueryBuilder, Row, SqliteConnection};
 use super::BULK_ROWS;
 use crate::bus::StreamId;
 use crate::indicators;
+use crate::knowledge::DispositionFacts;
 use crate::proto::{CaseContext, Envelope, Event};
 
 /// A case's row as one page changes it.
@@ -24,6 +25,19 @@ struct CaseFold {
     needs_review: bool,
 }
 
+impl CaseFold {
+    /// Folds `later` (the same case, from a later page) into this one, as the events would
+    /// have been folded one after another: what opened the case stays, the latest confidence
+    /// wins, escalation and review stick.
+    fn merge(&mut self, later: CaseFold) {
+        self.escalated |= later.escalated;
+        self.needs_review |= later.needs_review;
+        if later.confidence.is_some() {
+            self.confidence = later.confidence;
+        }
+    }
+}
+
 /// What a fold has gathered for the keyed tables (cases, indicators and their counts) and not
 /// written yet. Their keys are scattered over their b-trees, so inserting a page's rows at a
 /// time touched about a page of each b-tree per row; [`flush`] writes a whole transaction's
@@ -34,33 +48,99 @@ pub(crate) struct Pending {
     found: BTreeSet<(&'static str, String, String)>,
 }
 
-/// Folds a page of audit entries into case memory, inside the caller's transaction: a few
-/// multi-row statements per page, not a statement per event. Cases and indicators are
-/// gathered into `pending`, written by [`flush`] before the transaction commits.
-pub(crate) async fn fold_page(
-    tx: &mut SqliteConnection,
-    page: &[(StreamId, Envelope)],
-    pending: &mut Pending,
-) -> Result<(), sqlx::Error> {
-    let cases = &mut pending.cases;
-    let found = &mut pending.found;
-    let mut events = Vec::new();
-    let mut proposals = Vec::new();
-    let mut plans = Vec::new();
-    let mut notes = Vec::new();
-    let mut dispositions = Vec::new();
+/// One row of `case_events`.
+struct CaseEvent {
+    ticket: String,
+    id: StreamId,
+    kind: &'static str,
+    role: String,
+    at_ms: i64,
+    /// The event as JSON.
+    body: String,
+}
+
+impl CaseEvent {
+    fn of(ticket: String, id: StreamId, envelope: &Envelope) -> Self {
+        Self {
+            ticket,
+            id,
+            kind: envelope.event.kind(),
+            role: envelope.produced_by.clone(),
+            at_ms: envelope.at_ms,
+            body: serde_json::to_string(&envelope.event).unwrap_or_default(),
+        }
+    }
+}
+
+/// A page of audit entries turned into the rows it folds into ([`prepare`]): the work that
+/// needs no store (JSON bodies, indicators, verdict rows), so it can run while SQLite writes
+/// the page before.
+pub(crate) struct Prepared {
+    /// Verdict rows, by audit id.
+    pub(crate) verdicts: Vec<(StreamId, super::VerdictRow)>,
+    /// Analysts' dispositions, with where they came from (`origin:by`).
+    pub(crate) recorded: Vec<(DispositionFacts, String)>,
+    /// `proposals` rows: action, ticket, approver role, proposer, at, expires, body.
+    proposals: Vec<(String, String, String, String, i64, i64, String)>,
+    /// `cards` rows: plan, ticket, plan as JSON, at.
+    cards: Vec<(String, String, String, i64)>,
+    /// `xsoar_notes` rows: (note, incident, body), at.
+    notes: Vec<((String, String, String), i64)>,
+    cases: BTreeMap<String, CaseFold>,
+    found: BTreeSet<(&'static str, String, String)>,
+    events: Vec<CaseEvent>,
+    /// Dispositions' events, which join a case's trace only if the case is stored.
+    dispositions: Vec<CaseEvent>,
+}
+
+/// Turns a page of audit entries (in id order) into the rows it folds into.
+pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
+    let mut out = Prepared {
+        verdicts: page
+            .iter()
+            .filter_map(|(id, envelope)| super::verdict_of(*id, envelope).map(|row| (*id, row)))
+            .collect(),
+        recorded: Vec::new(),
+        proposals: Vec::new(),
+        cards: Vec::new(),
+        notes: Vec::new(),
+        cases: BTreeMap::new(),
+        found: BTreeSet::new(),
+        events: Vec::new(),
+        dispositions: Vec::new(),
+    };
     for (id, envelope) in page {
         if let Some(note) = crate::ingest::xsoar::note_of(&envelope.event) {
-            notes.push((note, envelope.at_ms));
+            out.notes.push((note, envelope.at_ms));
         }
         match &envelope.event {
-            Event::ActionProposed(p) => proposals.push((p, envelope)),
-            Event::IrPlan(p) => plans.push((p, envelope)),
+            Event::ActionProposed(p) => out.proposals.push((
+                p.action_id.clone(),
+                p.case.ticket.clone(),
+                p.approver_role.clone(),
+                envelope.produced_by.clone(),
+                envelope.at_ms,
+                p.expires_at_ms,
+                serde_json::to_string(p).unwrap_or_default(),
+            )),
+            // Each plan queues its Webex card (sent, if Webex is configured, by the
+            // notifier). Not a projection: a refold finds the card queued or sent already.
+            Event::IrPlan(p) => out.cards.push((
+                p.plan_id.clone(),
+                p.case.ticket.clone(),
+                serde_json::to_string(p).unwrap_or_default(),
+                envelope.at_ms,
+            )),
             // An analyst's disposition joins its case's trace when the case is this SOC's
-            // own; it opens no case (imported history is other tickets).
+            // own; it opens no case (imported history is other tickets). Dispositions are
+            // not a projection (a rebuild keeps them): the one known last wins.
             Event::DispositionRecorded(d) => {
-                let body = serde_json::to_string(&envelope.event).unwrap_or_default();
-                dispositions.push((d.case.ticket.clone(), *id, envelope, body));
+                out.recorded.push((
+                    DispositionFacts::of_case(&d.case, d.disposition, d.known_at_ms),
+                    format!("{}:{}", d.origin, d.by),
+                ));
+                out.dispositions
+                    .push(CaseEvent::of(d.case.ticket.clone(), *id, envelope));
                 continue;
             }
             _ => {}
@@ -73,7 +153,8 @@ pub(crate) async fn fold_page(
                 None => continue,
             },
         };
-        let entry = cases
+        let entry = out
+            .cases
             .entry(case.ticket.clone())
             .or_insert_with(|| CaseFold {
                 site: case.site.clone(),
@@ -100,44 +181,64 @@ pub(crate) async fn fold_page(
             _ => {}
         }
         for (kind, value) in indicators::of_event(&envelope.event) {
-            found.insert((kind.as_str(), value, case.ticket.clone()));
+            out.found
+                .insert((kind.as_str(), value, case.ticket.clone()));
         }
-        let body = serde_json::to_string(&envelope.event).unwrap_or_default();
-        events.push((case.ticket, *id, envelope, body));
+        out.events.push(CaseEvent::of(case.ticket, *id, envelope));
     }
-    for chunk in proposals.chunks(BULK_ROWS) {
+    out
+}
+
+/// Folds a prepared page into case memory, inside the caller's transaction: a few multi-row
+/// statements per page, not a statement per event. Cases and indicators are gathered into
+/// `pending`, written by [`flush`] before the transaction commits.
+pub(crate) async fn write(
+    tx: &mut SqliteConnection,
+    page: Prepared,
+    pending: &mut Pending,
+) -> Result<(), sqlx::Error> {
+    for (ticket, case) in page.cases {
+        match pending.cases.entry(ticket) {
+            std::collections::btree_map::Entry::Occupied(mut earlier) => {
+                earlier.get_mut().merge(case);
+            }
+            std::collections::btree_map::Entry::Vacant(new) => {
+                new.insert(case);
+            }
+        }
+    }
+    pending.found.extend(page.found);
+    for chunk in page.proposals.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO proposals (action_id, ticket, approver_role, proposed_by, \
              proposed_at_ms, expires_at_ms, body) ",
         );
-        q.push_values(chunk, |mut b, (p, envelope)| {
-            b.push_bind(&p.action_id)
-                .push_bind(&p.case.ticket)
-                .push_bind(&p.approver_role)
-                .push_bind(&envelope.produced_by)
-                .push_bind(envelope.at_ms)
-                .push_bind(p.expires_at_ms)
-                .push_bind(serde_json::to_string(p).unwrap_or_default());
+        q.push_values(chunk, |mut b, p| {
+            b.push_bind(&p.0)
+                .push_bind(&p.1)
+                .push_bind(&p.2)
+                .push_bind(&p.3)
+                .push_bind(p.4)
+                .push_bind(p.5)
+                .push_bind(&p.6);
         });
         q.build().execute(&mut *tx).await?;
     }
-    // Each plan queues its Webex card (sent, if Webex is configured, by the notifier). Not a
-    // projection: a refold finds the card queued or sent already.
-    for chunk in plans.chunks(BULK_ROWS) {
+    for chunk in page.cards.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO cards (plan_id, ticket, plan, created_ms, next_attempt_ms) ",
         );
-        q.push_values(chunk, |mut b, (p, envelope)| {
-            b.push_bind(&p.plan_id)
-                .push_bind(&p.case.ticket)
-                .push_bind(serde_json::to_string(p).unwrap_or_default())
-                .push_bind(envelope.at_ms)
-                .push_bind(envelope.at_ms);
+        q.push_values(chunk, |mut b, (plan_id, ticket, plan, at_ms)| {
+            b.push_bind(plan_id)
+                .push_bind(ticket)
+                .push_bind(plan)
+                .push_bind(*at_ms)
+                .push_bind(*at_ms);
         });
         q.build().execute(&mut *tx).await?;
     }
     // Notes for XSOAR incidents' war rooms (written when `[xsoar] write_notes` is on).
-    for chunk in notes.chunks(BULK_ROWS) {
+    for chunk in page.notes.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO xsoar_notes (note_id, incident, body, created_ms, \
              next_attempt_ms) ",
@@ -151,39 +252,39 @@ pub(crate) async fn fold_page(
         });
         q.build().execute(&mut *tx).await?;
     }
-    for chunk in events.chunks(BULK_ROWS) {
+    for chunk in page.events.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
              body) ",
         );
-        q.push_values(chunk, |mut b, (ticket, id, envelope, body)| {
-            b.push_bind(ticket)
-                .push_bind(id.ms as i64)
-                .push_bind(id.seq as i64)
-                .push_bind(envelope.event.kind())
-                .push_bind(&envelope.produced_by)
-                .push_bind(envelope.at_ms)
-                .push_bind(body);
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(&e.ticket)
+                .push_bind(e.id.ms as i64)
+                .push_bind(e.id.seq as i64)
+                .push_bind(e.kind)
+                .push_bind(&e.role)
+                .push_bind(e.at_ms)
+                .push_bind(&e.body);
         });
         q.build().execute(&mut *tx).await?;
     }
     // A disposition joins its case's trace only if the case is stored: write what is pending.
-    if !dispositions.is_empty() {
+    if !page.dispositions.is_empty() {
         flush(tx, pending).await?;
     }
-    for (ticket, id, envelope, body) in &dispositions {
+    for e in &page.dispositions {
         sqlx::query(
             "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
              body) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM cases WHERE ticket = ?)",
         )
-        .bind(ticket)
-        .bind(id.ms as i64)
-        .bind(id.seq as i64)
-        .bind(envelope.event.kind())
-        .bind(&envelope.produced_by)
-        .bind(envelope.at_ms)
-        .bind(body)
-        .bind(ticket)
+        .bind(&e.ticket)
+        .bind(e.id.ms as i64)
+        .bind(e.id.seq as i64)
+        .bind(e.kind)
+        .bind(&e.role)
+        .bind(e.at_ms)
+        .bind(&e.body)
+        .bind(&e.ticket)
         .execute(&mut *tx)
         .await?;
     }
