@@ -115,7 +115,7 @@ pub fn projection_name(bus: &Bus) -> String {
 }
 
 /// Folds `bus`'s audit into `store` from the projection's checkpoint, up to
-/// [`FOLD_TX_PAGES`] pages per transaction, for at most `max_pages` pages (all when `None`).
+/// 40 pages (20,000 entries) per transaction, for at most `max_pages` pages (all when `None`).
 pub async fn catch_up(
     bus: &Bus,
     store: &Store,
