@@ -148,7 +148,6 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
     let mut page = next_page(&mut rng);
     let mut prepared = prepare(&page);
     let mut fold = None;
-    let mut in_tx = 0;
     while let Some(&(last, _)) = page.last() {
         let tx = match &mut fold {
             Some(tx) => tx,
@@ -161,12 +160,10 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         });
         written?;
         (page, prepared) = (following, next);
-        in_tx += 1;
-        if in_tx == FOLD_TX_PAGES || page.is_empty() {
-            if let Some(tx) = fold.take() {
-                tx.commit("bench", last).await?;
-            }
-            in_tx = 0;
+        if (tx.pages() == FOLD_TX_PAGES || page.is_empty())
+            && let Some(tx) = fold.take()
+        {
+            tx.commit("bench", last).await?;
         }
     }
     let entries = made * 2;

@@ -2,10 +2,11 @@
 //! case memory ([`crate::memory`]), projections of `soc.audit` folded in the same transactions.
 //!
 //! Every role decision in the audit (an event carrying [`DecisionMeta`]) becomes one row of
-//! `verdicts`, keyed by its audit entry id. A fold writes a page of rows and moves the
-//! projection's checkpoint in one transaction, so a crash between pages loses nothing and
-//! repeats nothing, and the keys make a repeated page a no-op anyway. Rebuilding is folding the
-//! same log from the start: the result is the same table.
+//! `verdicts`, keyed by its audit entry id. A fold ([`Store::fold`], [`catch_up`]) writes the
+//! rows of one or more pages and moves the projection's checkpoint in one transaction (a
+//! catch-up commits every 40 pages), so a crash loses only the uncommitted pages, which the
+//! next fold redoes from the checkpoint, and the keys make a repeated page a no-op anyway.
+//! Rebuilding is folding the same log from the start: the result is the same table.
 
 pub(crate) mod projection;
 
@@ -139,7 +140,7 @@ pub(crate) async fn catch_up_into(
         ..Folded::default()
     };
     let mut pages = 0;
-    let mut fold: Option<(Fold, usize, Vec<DispositionFacts>)> = None;
+    let mut fold: Option<Fold> = None;
     let mut next = match max_pages {
         Some(0) => None,
         _ => Some(read_page(bus, folded.checkpoint).await?),
@@ -156,15 +157,12 @@ pub(crate) async fn catch_up_into(
         };
         folded.skipped += (read - decoded) as u64;
         folded.entries += read as u64;
-        let (tx, in_tx, learned) = match &mut fold {
+        let tx = match &mut fold {
             Some(open) => open,
-            None => fold.insert((store.begin_fold().await?, 0, Vec::new())),
+            None => fold.insert(store.begin_fold().await?),
         };
         pages += 1;
         let more = max_pages.is_none_or(|max| pages < max);
-        if knowledge.is_some() {
-            learned.extend(page.recorded.iter().map(|(facts, _)| facts.clone()));
-        }
         // The next page is read, decoded and prepared while SQLite writes this one.
         let (rows, following) = tokio::join!(tx.write(page), async {
             if more {
@@ -175,9 +173,8 @@ pub(crate) async fn catch_up_into(
         });
         folded.rows += rows?;
         next = following?;
-        *in_tx += 1;
         folded.checkpoint = last;
-        if *in_tx >= FOLD_TX_PAGES {
+        if tx.pages() >= FOLD_TX_PAGES {
             commit(fold.take(), projection, last, knowledge, &mut folded).await?;
         }
     }
@@ -221,16 +218,16 @@ async fn read_page(bus: &Bus, after: StreamId) -> Result<Read, StoreError> {
 /// Commits an open fold of [`catch_up_into`] at `last`, then hands the dispositions it folded
 /// to `knowledge` (only once they are in the store).
 async fn commit(
-    fold: Option<(Fold, usize, Vec<DispositionFacts>)>,
+    fold: Option<Fold>,
     projection: &str,
     last: StreamId,
     knowledge: Option<&crate::knowledge::Knowledge>,
     folded: &mut Folded,
 ) -> Result<(), StoreError> {
-    let Some((tx, _, learned)) = fold else {
+    let Some(fold) = fold else {
         return Ok(());
     };
-    tx.commit(projection, last).await?;
+    let learned = fold.commit(projection, last).await?;
     if let Some(k) = knowledge
         && !learned.is_empty()
     {
@@ -245,6 +242,10 @@ async fn commit(
 pub(crate) struct Fold {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     pending: projection::Pending,
+    /// Pages written so far.
+    pages: usize,
+    /// The analysts' dispositions written so far, handed back by [`Fold::commit`].
+    learned: Vec<DispositionFacts>,
 }
 
 impl Fold {
@@ -263,6 +264,7 @@ impl Fold {
         let tx: &mut sqlx::SqliteConnection = &mut self.tx;
         let rows = std::mem::take(&mut page.verdicts);
         let recorded = std::mem::take(&mut page.recorded);
+        self.pages += 1;
         projection::write(tx, page, &mut self.pending).await?;
         for (facts, source) in &recorded {
             insert_dispositions(
@@ -274,6 +276,8 @@ impl Fold {
             )
             .await?;
         }
+        self.learned
+            .extend(recorded.into_iter().map(|(facts, _)| facts));
         let mut written = 0;
         for chunk in rows.chunks(BULK_ROWS) {
             let mut insert = sqlx::QueryBuilder::new(
@@ -303,13 +307,18 @@ impl Fold {
         Ok(written)
     }
 
+    /// Pages written so far.
+    pub(crate) fn pages(&self) -> usize {
+        self.pages
+    }
+
     /// Moves `projection`'s checkpoint to `last` (the id of the last entry folded) and commits
-    /// every page folded.
+    /// every page folded. Returns the analysts' dispositions it folded, now in the store.
     pub(crate) async fn commit(
         mut self,
         projection: &str,
         last: StreamId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<DispositionFacts>, StoreError> {
         projection::flush(&mut self.tx, &mut self.pending).await?;
         sqlx::query(
             "INSERT INTO checkpoints (projection, audit_ms, audit_seq) VALUES (?, ?, ?) \
@@ -323,7 +332,7 @@ impl Fold {
         .execute(&mut *self.tx)
         .await?;
         self.tx.commit().await?;
-        Ok(())
+        Ok(self.learned)
     }
 }
 
@@ -575,8 +584,11 @@ impl Store {
         Ok(Fold {
             tx: self.pool.begin().await?,
             pending: projection::Pending::default(),
+            pages: 0,
+            learned: Vec::new(),
         })
     }
+
     /// Every verdict, in audit order.
     pub async fn verdicts(&self) -> Result<Vec<VerdictRow>, StoreError> {
         let rows = sqlx::query(
@@ -874,6 +886,15 @@ mod tests {
         )
     }
 
+    /// `envelopes` as a page of audit entries with ids `ms-0`, `ms-1`, ...
+    fn paged(envelopes: impl IntoIterator<Item = Envelope>, ms: u64) -> Vec<(StreamId, Envelope)> {
+        envelopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (StreamId { ms, seq: i as u64 }, e))
+            .collect()
+    }
+
     /// One table's rows as text, sorted: the whole table, to compare stores.
     async fn dump(store: &Store, table: &str) -> Vec<String> {
         let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
@@ -896,8 +917,10 @@ mod tests {
 
     /// A catch-up folds many pages in one transaction and writes cases and indicators at its
     /// commit: the store must be the one a transaction per page gives, and one page of it
-    /// all, with a case triaged pages after it opened and dispositions (of a case opened
-    /// earlier in the same transaction, and of one never seen) in between.
+    /// all. Cases are triaged, escalated and handed to a human pages after they opened (in
+    /// pages of 4, t-7 and t-8 open after the last disposition's flush, so their later events
+    /// merge into what is pending), with dispositions (of a case opened earlier in the same
+    /// transaction, and of one never seen) in between.
     #[tokio::test]
     async fn a_fold_of_many_pages_in_one_transaction_equals_a_page_at_a_time() {
         let mut audit: Vec<Envelope> = Vec::new();
@@ -914,20 +937,35 @@ mod tests {
                 // Triage of the case opened three alerts ago: on a later page.
                 let earlier = alerts[i - 3].clone();
                 if let Event::AlertReceived(e) = &earlier.event {
+                    let mut meta = crate::proto::DecisionMeta::default();
+                    if i == 11 {
+                        meta.needs_human_review = Some("unsure".into());
+                    }
                     audit.push(earlier.caused(
                         "sentinel",
                         Event::AlertTriaged(crate::proto::AlertTriaged {
                             case: CaseContext::from_alert(&e.alert, &earlier.id.to_string()),
                             confidence: 0.1 * i as f32,
                             rationale: format!("seen 10.0.0.{i} before"),
+                            meta,
                             ..Default::default()
                         }),
                     ));
+                    if i == 10 {
+                        audit.push(earlier.caused(
+                            "tier2",
+                            Event::CaseEscalated(crate::proto::CaseEscalated {
+                                case: CaseContext::from_alert(&e.alert, &earlier.id.to_string()),
+                                reason: "beacon".into(),
+                                ..Default::default()
+                            }),
+                        ));
+                    }
                 }
             }
-            if i == 7 || i == 9 {
+            if i == 4 || i == 5 {
                 let mut case = case.clone();
-                if i == 9 {
+                if i == 5 {
                     case.ticket = "never-seen".into();
                 }
                 audit.push(alert.caused(
@@ -943,19 +981,7 @@ mod tests {
                 ));
             }
         }
-        let page: Vec<(StreamId, Envelope)> = audit
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                (
-                    StreamId {
-                        ms: 7,
-                        seq: i as u64,
-                    },
-                    e,
-                )
-            })
-            .collect();
+        let page = paged(audit, 7);
         let last = page.last().unwrap().0;
         let dir = tempfile::tempdir().unwrap();
         let (per_page, one_tx, whole) = (
@@ -983,6 +1009,21 @@ mod tests {
             assert_eq!(dump(&whole, table).await, expected, "{table}");
         }
         assert_eq!(dump(&per_page, "cases").await.len(), 12);
+        // Triaged, escalated and handed to a human on later pages than their alerts.
+        let flags: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT ticket, escalated, needs_review, confidence FROM cases \
+             WHERE ticket IN ('t-7', 't-8') ORDER BY ticket",
+        )
+        .fetch_all(one_tx.pool())
+        .await
+        .unwrap();
+        assert_eq!(flags.len(), 2);
+        assert_eq!((flags[0].1, flags[0].2), (1, 0), "t-7 escalated");
+        assert_eq!((flags[1].1, flags[1].2), (0, 1), "t-8 needs review");
+        assert!(
+            flags.iter().all(|f| f.3.is_some()),
+            "latest confidence kept"
+        );
         // The known case's disposition joined its trace; the unknown one opened nothing.
         let kinds: Vec<String> = sqlx::query_scalar(
             "SELECT ticket || ':' || kind FROM case_events WHERE kind = 'DispositionRecorded'",
@@ -990,7 +1031,7 @@ mod tests {
         .fetch_all(one_tx.pool())
         .await
         .unwrap();
-        assert_eq!(kinds, ["t-7:DispositionRecorded"]);
+        assert_eq!(kinds, ["t-4:DispositionRecorded"]);
         // Every case carries the host and the rule; each triage repeats them.
         let counted: Vec<i64> =
             sqlx::query_scalar("SELECT cases FROM indicator_counts WHERE kind IN ('host', 'rule')")
@@ -1056,23 +1097,16 @@ mod tests {
     async fn recent_alerts_hands_over_the_last_hour_in_time_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
-        let page: Vec<(StreamId, Envelope)> = [
-            ("newest", "2026-03-01T02:30:00Z"),
-            ("old", "2026-03-01T00:00:00Z"),
-            ("inside", "2026-03-01T01:45:00Z"),
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, (t, at))| {
-            (
-                StreamId {
-                    ms: 1,
-                    seq: i as u64,
-                },
-                received(t, at),
-            )
-        })
-        .collect();
+        let page = paged(
+            [
+                ("newest", "2026-03-01T02:30:00Z"),
+                ("old", "2026-03-01T00:00:00Z"),
+                ("inside", "2026-03-01T01:45:00Z"),
+            ]
+            .iter()
+            .map(|(t, at)| received(t, at)),
+            1,
+        );
         let last = page.last().unwrap().0;
         store.fold("test", &page, last).await.unwrap();
         let mut seen = Vec::new();

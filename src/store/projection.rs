@@ -1,7 +1,14 @@
 //! The projection of `soc.audit` into case memory: cases, their events, typed indicators and
 //! their case counts, proposals, queued Webex cards and XSOAR notes. Run inside the store's
-//! fold transaction ([`super::Store::fold`]), so it is exactly-once and rebuildable with the
+//! fold transaction ([`super::Fold`]), so it is exactly-once and rebuildable with the
 //! verdicts; [`crate::memory`] reads what it writes.
+//!
+//! A page goes through three steps: [`prepare`] turns decoded audit entries into rows without
+//! the store (so it can run while SQLite writes the page before), [`write`] inserts the rows
+//! keyed in audit order and gathers cases and indicators into [`Pending`], and [`flush`]
+//! writes those in key order before the transaction commits. Nothing outlives the
+//! transaction: a crash drops what is pending with the uncommitted rows, and the next fold
+//! redoes those pages from the checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
