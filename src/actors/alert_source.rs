@@ -619,6 +619,7 @@ async fn publish(
     stream: Stream,
 ) {
     let mut saved: Option<FilePos> = None;
+    let mut paced_out = false;
     if let Some(spool) = &stream.spool {
         publish_spooled(&bus, spool, &label, &stats, &stop, stream.budget).await;
     }
@@ -655,6 +656,15 @@ async fn publish(
             is_update,
             cases,
         } = prepare(lines, &stats, &label, is_stream());
+        // On the in-memory bus, a store that falls behind slows the feed (when so configured).
+        let gave_up = tokio::select! {
+            gave_up = bus.pace_to_fold() => gave_up,
+            () = stop.cancelled() => false,
+        };
+        if gave_up && !paced_out {
+            paced_out = true;
+            tracing::warn!(feed = %label, "the store has not folded the audit for a while: publishing without waiting for it");
+        }
         // A batch under way completes (so it is counted); only waiting to retry is cut short:
         // a file is re-read on the next start, a stream's batch is published or spooled.
         let Some(outcomes) = submit_until_accepted(&bus, commits, &stop, stream.budget).await

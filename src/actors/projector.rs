@@ -53,6 +53,8 @@ pub(crate) struct Args {
     pub stats: Arc<ProjectorStats>,
     /// The reasoner's knowledge: the dispositions folded are handed to it.
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    /// The store's page cache per connection, MiB.
+    pub cache_mib: u32,
 }
 
 /// Counters of the projector; they outlive restarts.
@@ -115,7 +117,7 @@ impl Actor for Projector {
         myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let store = Store::open_for_fold(&args.path).await?;
+        let store = Store::open_for_fold_with(&args.path, args.cache_mib).await?;
         let ticker = AbortOnDropHandle::new(myself.send_interval(args.interval, || Msg::Tick));
         Ok(State {
             bus: args.bus,

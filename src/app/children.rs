@@ -235,9 +235,19 @@ fn start_projector(ctx: &Context, name: String, parent: ActorCell) -> SpawnFutur
             bus: ctx.bus.clone(),
             path: ctx.store_path.clone(),
             projection: ctx.projection.clone(),
-            interval: Duration::from_millis(ctx.config.supervisor.idle_poll_ms.max(100)),
+            // On the in-memory bus a look for new audit entries costs microseconds, so the
+            // projector looks as often as the idle check (a replay's 5 ms: it folds while the
+            // roles work instead of after); on Redis at most every 100 ms.
+            interval: Duration::from_millis(match ctx.bus.backend_name() {
+                "redis" => ctx.config.supervisor.idle_poll_ms.max(100),
+                _ => ctx.config.supervisor.idle_poll_ms,
+            }),
             stats: ctx.projector_stats.clone(),
             knowledge: Some(ctx.knowledge.clone()),
+            cache_mib: ctx
+                .options
+                .fold_cache_mib
+                .unwrap_or(crate::store::FOLD_CACHE_MIB),
         };
         linked(name, Projector, args, parent).await
     })

@@ -54,6 +54,10 @@ pub struct RuntimeOptions {
     /// Leave out the tools that reach live systems (site connectors such as Falcon): a
     /// backtest's tickets are history, and a live EDR knows nothing of their time.
     pub no_site_connectors: bool,
+    /// The projector's SQLite page cache per connection, MiB; `None`: the default for a
+    /// long-lived store ([`crate::store::FOLD_CACHE_MIB`]). A backtest's scratch store is small
+    /// and lives in the OS page cache, so it gets by with SQLite's own 2 MiB.
+    pub fold_cache_mib: Option<u32>,
 }
 
 /// Everything the supervisor and the runtime handle share.

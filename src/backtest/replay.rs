@@ -309,6 +309,21 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         ..Config::default()
     };
     config.bus.backend = Backend::Memory;
+    // A replay keeps in memory only what is not worked and folded yet: each topic keeps what
+    // a group has not read or acked, the audit what the projector has not folded (the store
+    // holds the rest, and the calendar roles that read the audit are off). The dead letters
+    // are kept: nothing consumes them, and they are counted from the stream.
+    config.bus.settings.default_retention = crate::bus::Retention::MaxLen(0);
+    config.bus.settings.retention = [
+        (crate::bus::Topic::Audit, crate::bus::Retention::MaxLen(0)),
+        (crate::bus::Topic::Dead, crate::bus::Retention::Keep),
+    ]
+    .into_iter()
+    .map(|(topic, retention)| (topic.name().to_owned(), retention))
+    .collect();
+    // The feed waits for the store: the fold is a replay's slowest part, so publishing ahead
+    // of it only fills memory. 5,000 entries is about 2,500 tickets' events.
+    config.bus.settings.max_unfolded = 5_000;
     config.http.addr = "off".into();
     // Reports are not scored, and their windows are wall-clock time, not ticket time.
     config.calendar.enabled = false;
@@ -356,6 +371,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         until_idle: true,
         knowledge: Some(knowledge),
         no_site_connectors: true,
+        fold_cache_mib: Some(2),
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(config, options).await?;

@@ -74,7 +74,17 @@ pub struct BusConfig {
     /// Redis only: how long one wait for durability may take, ms; past it the batch is
     /// retried (nothing counts as accepted meanwhile) and the bridge reports `refusing`.
     pub durability_timeout_ms: u64,
+    /// In-memory bus only: a feed waits before publishing while more than this many audit
+    /// entries are not folded into the store yet (at most 5 s per batch), so a
+    /// burst faster than the store takes memory for this many, not for all of it. 0: no
+    /// bound. With a retention on the audit, folded entries are dropped as the store takes
+    /// them.
+    pub max_unfolded: u64,
 }
+
+/// Longest a feed waits for the store before publishing a batch anyway
+/// ([`BusConfig::max_unfolded`]): a store that stopped folding slows the feed, never stops it.
+pub(crate) const UNFOLDED_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for BusConfig {
     fn default() -> Self {
@@ -94,6 +104,7 @@ impl Default for BusConfig {
             durability: Durability::Auto,
             wait_replicas: 0,
             durability_timeout_ms: 2_000,
+            max_unfolded: 0,
         }
     }
 }

@@ -40,6 +40,8 @@ struct Inner {
     appended: [Notify; 7],
     /// Readers blocked per topic; writers skip the wakeup when there are none.
     blocked: [AtomicUsize; 7],
+    /// Woken when the projector has folded more of the audit.
+    folded: Notify,
 }
 
 #[derive(Default)]
@@ -49,6 +51,10 @@ struct State {
     dedupe: HashMap<String, Instant>,
     /// Dedupe map size that triggers the next sweep of expired keys.
     dedupe_sweep_at: usize,
+    /// The first audit entry the projector has not folded yet ([`MemoryBus::audit_folded`]):
+    /// the audit's retention never trims from here on. The projector reads the audit by
+    /// range, not through a group, so this is its place in the floor.
+    audit_unfolded: StreamId,
 }
 
 #[derive(Default)]
@@ -87,6 +93,7 @@ impl MemoryBus {
                 state: Mutex::new(State::default()),
                 appended: Default::default(),
                 blocked: Default::default(),
+                folded: Notify::new(),
             }),
         }
     }
@@ -121,11 +128,49 @@ impl MemoryBus {
         outcomes
     }
 
+    /// The projector has folded the audit up to `upto`: a retention configured for the audit
+    /// may drop those entries now (it never drops one the projector has not folded).
+    pub(super) fn audit_folded(&self, upto: StreamId) {
+        {
+            let mut state = self.inner.state.lock();
+            state.audit_unfolded = state.audit_unfolded.max(upto.next());
+        }
+        self.inner.folded.notify_waiters();
+    }
+
+    /// Waits until at most `limit` audit entries are not folded yet.
+    pub(super) async fn folded_to(&self, limit: u64) {
+        loop {
+            let mut folded = pin!(self.inner.folded.notified());
+            folded.as_mut().enable();
+            if self.unfolded() <= limit {
+                return;
+            }
+            folded.await;
+        }
+    }
+
+    /// Audit entries the projector has not folded yet.
+    fn unfolded(&self) -> u64 {
+        let state = self.inner.state.lock();
+        let audit = &state.streams[Topic::Audit.index()];
+        let from = audit
+            .entries
+            .partition_point(|e| e.id < state.audit_unfolded);
+        (audit.entries.len() - from) as u64
+    }
+
     pub(super) fn append_raw(&self, topic: Topic, fields: Fields) -> StreamId {
         let id = {
             let mut state = self.inner.state.lock();
             // Raw appends do not trim, as on Redis.
-            state.streams[topic.index()].append(Arc::new(fields), None, Retention::Keep, wall_ms())
+            state.streams[topic.index()].append(
+                Arc::new(fields),
+                None,
+                Retention::Keep,
+                wall_ms(),
+                None,
+            )
         };
         self.inner.wake(topic.index());
         id
@@ -277,7 +322,13 @@ impl State {
         }
         for (topic, fields, audit) in commit.outputs {
             let stream = &mut self.streams[topic.index()];
-            let id = stream.append(fields.clone(), None, config.retention_of(topic), now_ms);
+            let id = stream.append(
+                fields.clone(),
+                None,
+                config.retention_of(topic),
+                now_ms,
+                None,
+            );
             touched[topic.index()] = true;
             if audit {
                 self.streams[Topic::Audit.index()].append(
@@ -285,6 +336,7 @@ impl State {
                     Some((topic, id)),
                     config.retention_of(Topic::Audit),
                     now_ms,
+                    Some(self.audit_unfolded),
                 );
                 touched[Topic::Audit.index()] = true;
             }
@@ -300,6 +352,7 @@ impl Stream {
         audit_of: Option<(Topic, StreamId)>,
         retention: Retention,
         now_ms: u64,
+        reader: Option<StreamId>,
     ) -> StreamId {
         let id = if now_ms > self.last_id.ms {
             StreamId { ms: now_ms, seq: 0 }
@@ -313,8 +366,11 @@ impl Stream {
             audit_of,
         });
         // Retention never passes the oldest entry a group still needs (pending, or not yet
-        // read), as on Redis (`scripts/trim.lua`).
-        let floor = self.floor();
+        // read), as on Redis (`scripts/trim.lua`), nor the first one `reader` has not read.
+        let floor = match (self.floor(), reader) {
+            (Some(groups), Some(reader)) => Some(groups.min(reader)),
+            (groups, reader) => groups.or(reader),
+        };
         let needed = |e: &Stored| floor.is_some_and(|f| e.id >= f);
         match retention {
             Retention::Keep => {}

@@ -204,6 +204,32 @@ impl Bus {
         }
     }
 
+    /// Tells the bus the projector has folded the audit up to `upto`. On the in-memory bus a
+    /// retention configured for the audit then drops folded entries, never unfolded ones (a
+    /// replay that keeps only what is not yet in its store). On Redis the audit's retention
+    /// is the operator's (`trim.lua`), so this does nothing.
+    pub fn audit_folded(&self, upto: StreamId) {
+        if let Backend::Memory(m) = &*self.inner {
+            m.audit_folded(upto);
+        }
+    }
+
+    /// Waits, before a feed publishes, while more than [`BusConfig::max_unfolded`] audit
+    /// entries are not folded into the store yet, for at most 5 s.
+    /// Returns whether it gave up waiting. In-memory bus only (Redis holds its backlog).
+    pub async fn pace_to_fold(&self) -> bool {
+        let Backend::Memory(m) = &*self.inner else {
+            return false;
+        };
+        let limit = m.config().max_unfolded;
+        if limit == 0 {
+            return false;
+        }
+        tokio::time::timeout(config::UNFOLDED_WAIT, m.folded_to(limit))
+            .await
+            .is_err()
+    }
+
     /// Number of entries in a stream.
     pub async fn len(&self, topic: Topic) -> Result<u64, BusError> {
         match &*self.inner {

@@ -97,8 +97,26 @@ impl Envelope {
 }
 
 /// Encodes an envelope as named MessagePack.
+///
+/// The bytes come back in an allocation of their exact size. Encoding straight into a new
+/// `Vec` would double it as it grows and hand back up to twice the bytes (about 40 % more on
+/// average), and encoded events live long: the in-memory bus keeps its audit whole. So each
+/// thread encodes into one reused buffer and copies the result out.
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
-    rmp_serde::to_vec_named(envelope).map_err(CodecError::Encode)
+    /// A buffer grown past this (a huge event) is not kept for the next one.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        let written = rmp_serde::encode::write_named(buf, envelope).map_err(CodecError::Encode);
+        let out = written.map(|()| buf.to_vec());
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 /// Decodes untrusted bytes into an envelope.

@@ -176,6 +176,7 @@ pub(crate) async fn catch_up_into(
         folded.checkpoint = last;
         if tx.pages() >= FOLD_TX_PAGES {
             commit(fold.take(), projection, last, knowledge, &mut folded).await?;
+            bus.audit_folded(last);
         }
     }
     commit(
@@ -186,6 +187,8 @@ pub(crate) async fn catch_up_into(
         &mut folded,
     )
     .await?;
+    // Only once committed: a retention may drop what is in the store now.
+    bus.audit_folded(folded.checkpoint);
     Ok(folded)
 }
 
@@ -487,6 +490,9 @@ pub(crate) async fn insert_dispositions(
     Ok(q.build().execute(&mut *tx).await?.rows_affected())
 }
 
+/// The page cache per connection of a store opened for folding ([`Store::open_for_fold`]), MiB.
+pub const FOLD_CACHE_MIB: u32 = 16;
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -506,7 +512,13 @@ impl Store {
     /// pages', the notifier's...), and each connection's cache fills as the store grows: only
     /// the folding one gets the large cache, so the process's memory stays bounded.
     pub async fn open_for_fold(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with(path, 16, 2).await
+        Self::open_for_fold_with(path, FOLD_CACHE_MIB).await
+    }
+
+    /// [`Store::open_for_fold`] with a page cache of `cache_mib` per connection: a scratch
+    /// store that fits in the OS page cache (a backtest's) needs no large one.
+    pub async fn open_for_fold_with(path: &Path, cache_mib: u32) -> Result<Store, StoreError> {
+        Self::open_with(path, cache_mib, 2).await
     }
 
     async fn open_with(path: &Path, cache_mib: u32, connections: u32) -> Result<Store, StoreError> {
@@ -863,6 +875,7 @@ mod tests {
     )]
 
     use super::*;
+    use crate::bus::{Commit, Outgoing, Retention};
     use crate::proto::{Alert, AlertReceived, CaseContext};
 
     fn received(ticket: &str, first_seen: &str) -> Envelope {
@@ -1089,6 +1102,58 @@ mod tests {
             );
         }
         assert_eq!(dump(&stepped, "cases").await.len(), 700);
+    }
+
+    /// On the in-memory bus, a retention on the audit drops only what the store has folded
+    /// and committed, and a feed paced to the fold waits until the store has caught up.
+    #[tokio::test]
+    async fn the_memory_audit_drops_only_folded_entries_and_paces_the_feed() {
+        let config = crate::bus::BusConfig {
+            retention: [(Topic::Audit.name().to_owned(), Retention::MaxLen(0))]
+                .into_iter()
+                .collect(),
+            max_unfolded: 10,
+            ..crate::bus::BusConfig::default()
+        };
+        let bus = Bus::memory(config).unwrap();
+        let publish = |prefix: &'static str, n: usize| {
+            let bus = bus.clone();
+            async move {
+                let commits = (0..n)
+                    .map(|i| {
+                        let alert = received(&format!("{prefix}-{i}"), "2026-03-01T00:00:00Z");
+                        Commit::dedupe(
+                            format!("{prefix}-{i}"),
+                            vec![Outgoing::event(&alert).unwrap()],
+                        )
+                    })
+                    .collect();
+                bus.submit(commits).await.unwrap();
+            }
+        };
+        publish("a", 30).await;
+        // Nothing folded yet: the retention of 0 keeps every audit entry, and a paced feed
+        // waits.
+        assert_eq!(bus.len(Topic::Audit).await.unwrap(), 30);
+        let mut paced = std::pin::pin!(bus.pace_to_fold());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), paced.as_mut())
+                .await
+                .is_err(),
+            "30 unfolded entries, 10 allowed: the feed waits"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
+        let folded = catch_up(&bus, &store, "test", None).await.unwrap();
+        assert_eq!(folded.entries, 30);
+        // Folded and committed: the wait ends without giving up.
+        assert!(!paced.await);
+        publish("b", 5).await;
+        // The folded entries went with the next append; the 5 new ones stay until folded.
+        assert_eq!(bus.len(Topic::Audit).await.unwrap(), 5);
+        assert!(!bus.pace_to_fold().await, "5 unfolded: no wait");
+        catch_up(&bus, &store, "test", None).await.unwrap();
+        assert_eq!(dump(&store, "cases").await.len(), 35);
     }
 
     /// Start-up warms the judgment model with the alerts of the last hour before the newest
