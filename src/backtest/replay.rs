@@ -322,8 +322,8 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
     .map(|(topic, retention)| (topic.name().to_owned(), retention))
     .collect();
     // The feed waits for the store: the fold is a replay's slowest part, so publishing ahead
-    // of it only fills memory. 5,000 entries is about 2,500 tickets' events.
-    config.bus.settings.max_unfolded = 5_000;
+    // of it only fills memory. 2,000 entries are about 1,000 tickets' events (4 pages).
+    config.bus.settings.max_unfolded = 2_000;
     config.http.addr = "off".into();
     // Reports are not scored, and their windows are wall-clock time, not ticket time.
     config.calendar.enabled = false;
