@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -104,6 +104,8 @@ pub(crate) struct State {
     projection: String,
     stats: Arc<ProjectorStats>,
     knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    /// Set while a tick waits in the mailbox (the ticker sends no other).
+    tick_queued: Arc<AtomicBool>,
     _ticker: AbortOnDropHandle<()>,
 }
 
@@ -118,13 +120,35 @@ impl Actor for Projector {
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
         let store = Store::open_for_fold_with(&args.path, args.cache_mib).await?;
-        let ticker = AbortOnDropHandle::new(myself.send_interval(args.interval, || Msg::Tick));
+        // A tick is sent only when none is waiting: a fold longer than the interval would
+        // otherwise queue a tick per interval, each a relay and a checkpoint read for nothing,
+        // and the drain's `Flush` would wait behind them all.
+        let queued = Arc::new(AtomicBool::new(false));
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "owned by the actor's state (AbortOnDropHandle): ends with it"
+        )]
+        let ticker = AbortOnDropHandle::new(tokio::spawn({
+            let queued = queued.clone();
+            let interval = args.interval;
+            async move {
+                let mut every = tokio::time::interval(interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    if !queued.swap(true, Ordering::AcqRel) && myself.cast(Msg::Tick).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
         Ok(State {
             bus: args.bus,
             store,
             projection: args.projection,
             stats: args.stats,
             knowledge: args.knowledge,
+            tick_queued: queued,
             _ticker: ticker,
         })
     }
@@ -137,6 +161,7 @@ impl Actor for Projector {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Tick => {
+                state.tick_queued.store(false, Ordering::Release);
                 state.relay().await;
                 state.fold(Some(PAGES_PER_TICK)).await;
             }

@@ -59,7 +59,8 @@ pub struct BusConfig {
     pub write_batch: usize,
     /// How long an ingestion dedupe key is remembered, seconds.
     pub dedupe_ttl_s: u64,
-    /// Retention per stream name; streams not listed use `default_retention`.
+    /// Retention per stream name; streams not listed use `default_retention`. On the in-memory
+    /// bus a retention on `soc.audit` never drops what the store has not folded yet.
     pub retention: std::collections::BTreeMap<String, Retention>,
     /// Retention of topic streams not listed in `retention` (the audit stream is kept whole).
     /// Trimming never drops an entry a consumer group has not read or acked: a backlog is
@@ -74,8 +75,8 @@ pub struct BusConfig {
     /// Redis only: how long one wait for durability may take, ms; past it the batch is
     /// retried (nothing counts as accepted meanwhile) and the bridge reports `refusing`.
     pub durability_timeout_ms: u64,
-    /// In-memory bus only: a feed waits before publishing while more than this many audit
-    /// entries are not folded into the store yet (at most 5 s per batch), so a
+    /// In-memory bus only: the alert file feed waits before publishing while more than this
+    /// many audit entries are not folded into the store yet (at most 5 s per batch), so a
     /// burst faster than the store takes memory for this many, not for all of it. 0: no
     /// bound. With a retention on the audit, folded entries are dropped as the store takes
     /// them.
