@@ -1,6 +1,7 @@
 //! The projector: folds `soc.audit` into the local store (the verdict store) as the SOC runs.
 //!
-//! Inputs: a tick every `interval`, and [`Msg::Flush`] from the supervisor's drain. Outputs:
+//! Inputs: a tick every `interval` (never more than one waiting in the mailbox), and
+//! [`Msg::Flush`] from the supervisor's drain. Outputs:
 //! rows in SQLite, written together with the projection's checkpoint, up to 40 pages per
 //! transaction ([`crate::store::catch_up`]). Nothing is published: a projection is a read model.
 //!

@@ -7,6 +7,11 @@
 //!
 //! Everything lives in this process: a restart of the process loses it (a restarted *actor*
 //! loses nothing, since the state belongs to the bus, not to the actor).
+//!
+//! The projector reads the audit by range, not through a group, so it tells the bus how far
+//! its store has committed ([`MemoryBus::audit_folded`]): a retention on the audit never drops
+//! an entry past that mark, and a feed can wait for it ([`MemoryBus::folded_to`],
+//! `bus.max_unfolded`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::pin;

@@ -117,6 +117,7 @@ pub fn projection_name(bus: &Bus) -> String {
 
 /// Folds `bus`'s audit into `store` from the projection's checkpoint, up to
 /// 40 pages (20,000 entries) per transaction, for at most `max_pages` pages (all when `None`).
+/// After each commit it tells the bus what is folded ([`Bus::audit_folded`]).
 pub async fn catch_up(
     bus: &Bus,
     store: &Store,
