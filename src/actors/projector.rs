@@ -125,24 +125,9 @@ impl Actor for Projector {
         // otherwise queue a tick per interval, each a relay and a checkpoint read for nothing,
         // and the drain's `Flush` would wait behind them all.
         let queued = Arc::new(AtomicBool::new(false));
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "owned by the actor's state (AbortOnDropHandle): ends with it"
-        )]
-        let ticker = AbortOnDropHandle::new(tokio::spawn({
-            let queued = queued.clone();
-            let interval = args.interval;
-            async move {
-                let mut every = tokio::time::interval(interval);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    if !queued.swap(true, Ordering::AcqRel) && myself.cast(Msg::Tick).is_err() {
-                        return;
-                    }
-                }
-            }
-        }));
+        let ticker = ticker(args.interval, queued.clone(), move || {
+            myself.cast(Msg::Tick).is_ok()
+        });
         Ok(State {
             bus: args.bus,
             store,
@@ -185,6 +170,30 @@ impl Actor for Projector {
     }
 }
 
+/// Calls `send` every `interval` while `queued` is clear, setting it first (the receiver
+/// clears it when it takes the tick), until `send` returns false: at most one tick waits,
+/// however long the receiver takes. Ends when the handle is dropped.
+fn ticker(
+    interval: Duration,
+    queued: Arc<AtomicBool>,
+    mut send: impl FnMut() -> bool + Send + 'static,
+) -> AbortOnDropHandle<()> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "owned by the actor's state (AbortOnDropHandle): ends with it"
+    )]
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if !queued.swap(true, Ordering::AcqRel) && !send() {
+                return;
+            }
+        }
+    }))
+}
+
 impl State {
     async fn relay(&mut self) {
         let executor = crate::approvals::executor::DryRun;
@@ -224,5 +233,41 @@ impl State {
                 tracing::warn!(error = %e, "projecting soc.audit failed; retrying on the next tick");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failure should fail loudly"
+    )]
+
+    use super::*;
+
+    /// A receiver slower than the interval finds one tick waiting, not one per interval; once
+    /// it takes that tick, the next comes.
+    #[tokio::test]
+    async fn at_most_one_tick_waits_while_the_receiver_is_busy() {
+        let queued = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ticker = ticker(Duration::from_millis(2), queued.clone(), move || {
+            tx.send(()).is_ok()
+        });
+        // The first tick, then at least 50 more intervals while the receiver is busy.
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "no tick after the one waiting");
+        // The receiver takes it (clears the flag): a later interval sends the next.
+        queued.store(false, Ordering::Release);
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "again one at most");
     }
 }
