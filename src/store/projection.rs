@@ -10,7 +10,7 @@
 //! transaction: a crash drops what is pending with the uncommitted rows, and the next fold
 //! redoes those pages from the checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
@@ -321,6 +321,23 @@ pub(crate) async fn flush(
             opened.insert(row.get(0), row.get(1));
         }
     }
+    // The indicators the stored cases have already: a value counts once per case, so only
+    // the rows not among them are new. A case not stored yet has none (its indicators are
+    // written with it, below), so in a catch-up, where most cases are new, this reads little.
+    let mut stored: HashSet<(String, String, String)> = HashSet::new();
+    let before: Vec<&String> = opened.keys().collect();
+    for chunk in before.chunks(BULK_ROWS) {
+        let mut q =
+            QueryBuilder::new("SELECT kind, value, ticket FROM indicators WHERE ticket IN (");
+        let mut list = q.separated(", ");
+        for ticket in chunk {
+            list.push_bind(*ticket);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            stored.insert((row.get(0), row.get(1), row.get(2)));
+        }
+    }
     let new_cases = cases.len() - opened.len();
     for (ticket, c) in &cases {
         opened.entry(ticket.clone()).or_insert(c.first_ms);
@@ -353,11 +370,19 @@ pub(crate) async fn flush(
         );
         q.build().execute(&mut *tx).await?;
     }
-    // Count a value once per case: only rows that are new add to its case count.
-    let mut new_counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    // Count a value once per case: only rows that are new add to its case count. They are
+    // told apart here, not by `INSERT OR IGNORE ... RETURNING`, which buffers the rows it
+    // returns and hands each back as an owned row: that made this statement a third slower.
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(kind, value, ticket)| {
+            stored.is_empty()
+                || !stored.contains(&((*kind).to_owned(), value.clone(), ticket.clone()))
+        })
+        .collect();
+    let mut new_counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for chunk in found.chunks(BULK_ROWS) {
-        let mut q =
-            QueryBuilder::new("INSERT OR IGNORE INTO indicators (kind, value, ticket, first_ms) ");
+        let mut q = QueryBuilder::new("INSERT INTO indicators (kind, value, ticket, first_ms) ");
         q.push_values(chunk, |mut b, (kind, value, ticket)| {
             let first_ms = opened.get(ticket).copied().unwrap_or_default();
             b.push_bind(*kind)
@@ -365,16 +390,16 @@ pub(crate) async fn flush(
                 .push_bind(ticket)
                 .push_bind(first_ms);
         });
-        q.push(" RETURNING kind, value");
-        for row in q.build().fetch_all(&mut *tx).await? {
-            *new_counts.entry((row.get(0), row.get(1))).or_default() += 1;
-        }
+        q.build().execute(&mut *tx).await?;
+    }
+    for (kind, value, _) in &found {
+        *new_counts.entry((*kind, value.as_str())).or_default() += 1;
     }
     let new_counts: Vec<_> = new_counts.into_iter().collect();
     for chunk in new_counts.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new("INSERT INTO indicator_counts (kind, value, cases) ");
         q.push_values(chunk, |mut b, ((kind, value), n)| {
-            b.push_bind(kind).push_bind(value).push_bind(*n);
+            b.push_bind(*kind).push_bind(*value).push_bind(*n);
         });
         q.push(
             " ON CONFLICT (kind, value) DO UPDATE SET cases = indicator_counts.cases + \
