@@ -5,12 +5,15 @@
 //! site, public IPs and domains drawn with a heavy head (some everywhere, most rare), and small
 //! planted campaigns. Then measures the fold (the projector's path), recall latency over
 //! random tickets, and campaign clustering over the whole set.
+//!
+//! [`write_audit`] writes the same synthetic log to a Redis audit stream instead, so that
+//! `memory rebuild` can be timed on a log of any size.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bus::StreamId;
+use crate::bus::{BusError, Fields, StreamId, Topic};
 use crate::memory::{self, CampaignOptions, RecallOptions};
 use crate::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
 use crate::store::projection::prepare;
@@ -202,4 +205,59 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         campaigns: found.len(),
         store_bytes,
     })
+}
+
+/// Audit entries per pipeline when writing the synthetic log to Redis.
+const WRITE_BATCH: usize = 500;
+
+/// Writes the synthetic log of `cases` cases (the entries [`run`] folds, in the same order) to
+/// the `soc.audit` stream of `namespace` on the Redis at `url`, each entry as a run's commit
+/// writes it (the domain message's fields, then `topic` and `topic_id`; no topic streams).
+/// Refuses a namespace whose audit has entries already: this never adds to a real SOC's log.
+/// Returns the entries written.
+pub async fn write_audit(url: &str, namespace: &str, cases: u64) -> Result<u64, BusError> {
+    let key = crate::bus::writer::Keys::new(namespace)
+        .stream(Topic::Audit)
+        .to_owned();
+    let client = ::redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let existing: u64 = ::redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await?;
+    if existing > 0 {
+        return Err(BusError::Config(format!(
+            "{key} holds {existing} entries already: write the synthetic audit to an empty \
+             namespace (--namespace)"
+        )));
+    }
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut written = 0u64;
+    let mut pipe = ::redis::pipe();
+    let mut queued = 0;
+    for case in 0..cases {
+        for envelope in case_events(&mut rng, case) {
+            let fields = Fields::for_envelope(&envelope)?;
+            let topic = Topic::of(&envelope.event);
+            let cmd = pipe.cmd("XADD").arg(&key).arg("*");
+            for (name, value) in fields.iter() {
+                cmd.arg(name).arg(value.as_ref());
+            }
+            // No topic stream is written, so the topic entry id is a placeholder (nothing
+            // reads it back).
+            cmd.arg(crate::bus::wire::F_TOPIC)
+                .arg(topic.name())
+                .arg(crate::bus::wire::F_TOPIC_ID)
+                .arg("0-0")
+                .ignore();
+            queued += 1;
+        }
+        if queued >= WRITE_BATCH || case + 1 == cases {
+            let () = pipe.query_async(&mut conn).await?;
+            written += queued as u64;
+            queued = 0;
+            pipe = ::redis::pipe();
+        }
+    }
+    Ok(written)
 }

@@ -46,6 +46,14 @@ pub(crate) struct BenchMemoryArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Instead of folding, write the synthetic audit of --cases cases to the Redis at this URL
+    /// (the `soc.audit` stream of --namespace, which must be empty), then time
+    /// `memory rebuild --redis-url URL` with `SOC_BUS_NAMESPACE` set to that namespace.
+    #[arg(long, value_name = "REDIS_URL")]
+    write_audit: Option<String>,
+    /// The namespace --write-audit writes under.
+    #[arg(long, default_value = "bench-memory:", requires = "write_audit")]
+    namespace: String,
 }
 
 #[derive(Args)]
@@ -133,6 +141,23 @@ async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench_memory(args: BenchMemoryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.write_audit {
+        let shown = soc_runtime::secret::redact_url(url);
+        let started = std::time::Instant::now();
+        let written = soc_runtime::bench::memory::write_audit(url, &args.namespace, args.cases)
+            .await
+            .with_context(|| format!("writing the synthetic audit to {shown}"))?;
+        println!(
+            "wrote {written} audit entries ({} cases) to {}soc.audit on {shown} in {:.1} s; \
+             time the rebuild with: SOC_BUS_NAMESPACE={} soc-runtime memory rebuild \
+             --redis-url {shown} --data-dir DIR",
+            args.cases,
+            args.namespace,
+            started.elapsed().as_secs_f64(),
+            args.namespace,
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let result = soc_runtime::bench::memory::run(args.cases, args.recalls).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
