@@ -1964,3 +1964,59 @@ fn cases_decided_at_their_first_alert_are_re_assessed_on_their_update() {
     assert!(tp(&reassessed) > tp(&early));
     assert_eq!(reassessed["tickets"], early["tickets"]);
 }
+
+/// `bench memory --write-audit` writes the synthetic log to an empty namespace's audit (and
+/// refuses one that has entries), and `memory rebuild` folds it: one case and one triage
+/// verdict per synthetic case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_synthetic_audit_is_written_once_and_rebuilds_into_its_cases() {
+    let url = common::redis_url();
+    let namespace = common::Namespace::new(&url, "cli-synthetic");
+    let write = || {
+        run(soc().args([
+            "bench",
+            "memory",
+            "--cases",
+            "40",
+            "--write-audit",
+            &url,
+            "--namespace",
+            namespace.name(),
+        ]))
+    };
+    let out = write();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("wrote 80 audit entries (40 cases)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = write();
+    assert!(!again.status.success(), "a second write was accepted");
+    assert!(
+        text(&again.stderr).contains("holds 80 entries already"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(soc()
+        .env("SOC_BUS_NAMESPACE", namespace.name())
+        .args(["memory", "rebuild", "--redis-url", &url, "--data-dir"])
+        .arg(dir.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("from 80 audit entries: 40 verdict rows"),
+        "{}",
+        text(&out.stdout)
+    );
+    let store = soc_runtime::store::Store::open(&dir.path().join("soc.db"))
+        .await
+        .unwrap();
+    let cases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(cases, 40);
+    store.close().await;
+}
