@@ -1199,23 +1199,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("soc.db");
         let cache = |store: Store| async move {
-            let kib: i64 = sqlx::query_scalar("PRAGMA cache_size")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+            let kib = pragma(&store, "cache_size").await;
             (kib, store.pool().options().get_max_connections())
         };
         assert_eq!(cache(Store::open(&path).await.unwrap()).await, (-2048, 4));
         let store = Store::open(&path).await.unwrap();
-        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(page, 8192, "a new store has 8 KiB pages");
+        assert_eq!(
+            pragma(&store, "page_size").await,
+            8192,
+            "a new store has 8 KiB pages"
+        );
         assert_eq!(
             cache(Store::open_for_fold(&path).await.unwrap()).await,
             (-16384, 2)
         );
+    }
+
+    /// A pragma's value on one of `store`'s connections.
+    async fn pragma(store: &Store, name: &str) -> i64 {
+        sqlx::query_scalar(&format!("PRAGMA {name}"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
     }
 
     /// A store made before migration 0015 keeps its indicators, keyed now by (kind, value,
@@ -1303,11 +1308,11 @@ mod tests {
                 && !plan.iter().any(|step| step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
-        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(page, 4096, "an existing store keeps its page size");
+        assert_eq!(
+            pragma(&store, "page_size").await,
+            4096,
+            "an existing store keeps its page size"
+        );
         store.close().await;
     }
 }

@@ -10,7 +10,7 @@
 //! transaction: a crash drops what is pending with the uncommitted rows, and the next fold
 //! redoes those pages from the checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
@@ -324,7 +324,7 @@ pub(crate) async fn flush(
     // The indicators the stored cases have already: a value counts once per case, so only
     // the rows not among them are new. A case not stored yet has none (its indicators are
     // written with it, below), so in a catch-up, where most cases are new, this reads little.
-    let mut stored: HashSet<(String, String, String)> = HashSet::new();
+    let mut stored: Vec<(String, String, String)> = Vec::new();
     let before: Vec<&String> = opened.keys().collect();
     for chunk in before.chunks(BULK_ROWS) {
         let mut q =
@@ -335,9 +335,11 @@ pub(crate) async fn flush(
         }
         q.push(")");
         for row in q.build().fetch_all(&mut *tx).await? {
-            stored.insert((row.get(0), row.get(1), row.get(2)));
+            stored.push((row.get(0), row.get(1), row.get(2)));
         }
     }
+    // In `found`'s order, (kind, value, ticket), so each row is looked up without a copy.
+    stored.sort_unstable();
     let new_cases = cases.len() - opened.len();
     for (ticket, c) in &cases {
         opened.entry(ticket.clone()).or_insert(c.first_ms);
@@ -376,8 +378,15 @@ pub(crate) async fn flush(
     let found: Vec<_> = found
         .into_iter()
         .filter(|(kind, value, ticket)| {
-            stored.is_empty()
-                || !stored.contains(&((*kind).to_owned(), value.clone(), ticket.clone()))
+            stored
+                .binary_search_by(|(k, v, t)| {
+                    (k.as_str(), v.as_str(), t.as_str()).cmp(&(
+                        *kind,
+                        value.as_str(),
+                        ticket.as_str(),
+                    ))
+                })
+                .is_err()
         })
         .collect();
     let mut new_counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
