@@ -17,7 +17,7 @@ use crate::bus::{BusError, Fields, StreamId, Topic};
 use crate::memory::{self, CampaignOptions, RecallOptions};
 use crate::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
 use crate::store::projection::prepare;
-use crate::store::{FOLD_PAGE, FOLD_TX_PAGES, Store, StoreError};
+use crate::store::{FOLD_PAGE, READ_AHEAD, Read, Store, StoreError, fold_pages};
 
 /// The results.
 #[derive(Debug, Clone, Serialize)]
@@ -129,51 +129,42 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         .map_err(|e| StoreError::Open("a scratch directory".into(), sqlx::Error::Io(e)))?;
     let path = dir.path().join("bench.db");
     let store = Store::open_for_fold(&path).await?;
-    let mut rng = fastrand::Rng::with_seed(42);
     let started = Instant::now();
-    let mut seq = 0u64;
-    let mut made = 0u64;
-    // The next page of the synthetic audit, at most FOLD_PAGE entries.
-    let mut next_page = |rng: &mut fastrand::Rng| {
-        let mut page = Vec::with_capacity(FOLD_PAGE);
-        while page.len() + 2 <= FOLD_PAGE && made < cases {
-            for envelope in case_events(rng, made) {
-                seq += 1;
-                page.push((StreamId { ms: 1, seq }, envelope));
+    // As the projector catches up ([`crate::store::catch_up`]): a reader task makes, decodes
+    // and prepares pages of FOLD_PAGE entries ahead, FOLD_TX_PAGES are folded to a
+    // transaction.
+    let (send, pages) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let mut reader = tokio::task::JoinSet::new();
+    reader.spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let (mut seq, mut made) = (0u64, 0u64);
+        while made < cases {
+            let mut page = Vec::with_capacity(FOLD_PAGE);
+            while page.len() + 2 <= FOLD_PAGE && made < cases {
+                for envelope in case_events(&mut rng, made) {
+                    seq += 1;
+                    page.push((StreamId { ms: 1, seq }, envelope));
+                }
+                made += 1;
             }
-            made += 1;
+            let read = Read {
+                read: page.len(),
+                decoded: page.len(),
+                page: prepare(&page),
+                last: page.last().map(|(id, _)| *id),
+            };
+            if send.send(Ok(read)).await.is_err() {
+                return;
+            }
         }
-        page
-    };
-    // As the projector catches up: pages of FOLD_PAGE, FOLD_TX_PAGES to a transaction, the
-    // next page made and prepared while SQLite writes this one (the projector reads, decodes
-    // and prepares it).
-    let mut page = next_page(&mut rng);
-    let mut prepared = prepare(&page);
-    let mut fold = None;
-    while let Some(&(last, _)) = page.last() {
-        let tx = match &mut fold {
-            Some(tx) => tx,
-            None => fold.insert(store.begin_fold().await?),
-        };
-        let (written, (following, next)) = tokio::join!(tx.write(prepared), async {
-            let following = next_page(&mut rng);
-            let next = prepare(&following);
-            (following, next)
-        });
-        written?;
-        (page, prepared) = (following, next);
-        if (tx.pages() == FOLD_TX_PAGES || page.is_empty())
-            && let Some(tx) = fold.take()
-        {
-            tx.commit("bench", last).await?;
-        }
-    }
-    let entries = made * 2;
+    });
+    let folded = fold_pages(&store, "bench", StreamId::ZERO, pages, None, |_| {}).await?;
+    let entries = folded.entries;
     let fold_s = started.elapsed().as_secs_f64();
     store.close().await;
     // Recall as the runtime's roles run it: on a store opened for reading.
     let store = Store::open(&path).await?;
+    let mut rng = fastrand::Rng::with_seed(43);
     let mut latencies = Vec::with_capacity(recalls);
     for _ in 0..recalls {
         let i = rng.u64(0..cases);

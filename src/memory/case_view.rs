@@ -185,14 +185,16 @@ pub async fn load_recorded(
         }
     }
     view.proposals = crate::approvals::for_ticket(pool, ticket).await?;
-    view.indicators =
-        sqlx::query("SELECT kind, value FROM indicators WHERE ticket = ? ORDER BY kind, value")
-            .bind(ticket)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<String, _>(1)))
-            .collect();
+    view.indicators = sqlx::query(
+        "SELECT j.value ->> 0, j.value ->> 1 FROM cases c, json_each(c.indicators) j \
+             WHERE c.ticket = ? ORDER BY 1, 2",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<String, _>(1)))
+    .collect();
     Ok(Some(view))
 }
 

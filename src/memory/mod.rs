@@ -104,7 +104,7 @@ pub async fn recall(
     ticket: &str,
     options: RecallOptions,
 ) -> Result<Vec<Recalled>, StoreError> {
-    let Some(me) = sqlx::query("SELECT first_ms FROM cases WHERE ticket = ?")
+    let Some(me) = sqlx::query("SELECT first_ms, indicators FROM cases WHERE ticket = ?")
         .bind(ticket)
         .fetch_optional(pool)
         .await?
@@ -112,15 +112,17 @@ pub async fn recall(
         return Ok(Vec::new());
     };
     let my_first: i64 = me.get(0);
+    let my_indicators: &str = me.get(1);
     let total: i64 = sqlx::query("SELECT n FROM case_count WHERE id = 0")
         .fetch_one(pool)
         .await?
         .get(0);
+    // The case's own list, in (kind, value) order, each value with its case count.
     let mine = sqlx::query(
-        "SELECT i.kind, i.value, c.cases FROM indicators i \
-         JOIN indicator_counts c ON c.kind = i.kind AND c.value = i.value WHERE i.ticket = ?",
+        "SELECT c.kind, c.value, c.cases FROM json_each(?) j JOIN indicator_counts c \
+         ON c.kind = j.value ->> 0 AND c.value = j.value ->> 1 ORDER BY j.key",
     )
-    .bind(ticket)
+    .bind(my_indicators)
     .fetch_all(pool)
     .await?
     .iter()

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::BULK_ROWS;
@@ -79,12 +80,73 @@ impl CaseEvent {
     }
 }
 
+/// A multi-row statement made off the store, by [`prepare`] on the reader's task: its SQL and
+/// its arguments, moved in, not copied. The writer only hands it to SQLite, which no longer
+/// waits while the writer binds a page's rows.
+pub(crate) struct Bulk {
+    sql: String,
+    args: SqliteArguments<'static>,
+    /// The first value that could not be bound (none of the types bound here can fail).
+    failed: Option<sqlx::error::BoxDynError>,
+}
+
+impl Bulk {
+    /// `{head} VALUES (?, ...), ... {tail}` for `rows` rows of `columns` values each, bound by
+    /// [`Bulk::bind`] in row order.
+    pub(crate) fn new(head: &str, columns: usize, rows: usize, tail: &str) -> Self {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        let mut sql = String::with_capacity(head.len() + tail.len() + rows * (row.len() + 2) + 8);
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&row);
+        }
+        sql.push_str(tail);
+        let mut args = SqliteArguments::default();
+        sqlx::Arguments::reserve(&mut args, rows * columns, 0);
+        Self {
+            sql,
+            args,
+            failed: None,
+        }
+    }
+
+    /// Binds the next value.
+    pub(crate) fn bind<
+        T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
+    >(
+        &mut self,
+        value: T,
+    ) -> &mut Self {
+        if let Err(e) = sqlx::Arguments::add(&mut self.args, value)
+            && self.failed.is_none()
+        {
+            self.failed = Some(e);
+        }
+        self
+    }
+
+    /// Runs the statement in `tx`; the rows it changed.
+    pub(crate) async fn execute(self, tx: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
+        if let Some(e) = self.failed {
+            return Err(sqlx::Error::Encode(e));
+        }
+        Ok(sqlx::query_with(&self.sql, self.args)
+            .execute(tx)
+            .await?
+            .rows_affected())
+    }
+}
+
 /// A page of audit entries turned into the rows it folds into ([`prepare`]): the work that
 /// needs no store (JSON bodies, indicators, verdict rows), so it can run while SQLite writes
 /// the page before.
 pub(crate) struct Prepared {
-    /// Verdict rows, by audit id.
-    pub(crate) verdicts: Vec<(StreamId, super::VerdictRow)>,
+    /// The verdict rows' inserts.
+    pub(crate) verdicts: Vec<Bulk>,
     /// Analysts' dispositions, with where they came from (`origin:by`).
     pub(crate) recorded: Vec<(DispositionFacts, String)>,
     /// `proposals` rows: action, ticket, approver role, proposer, at, expires, body.
@@ -95,7 +157,8 @@ pub(crate) struct Prepared {
     notes: Vec<((String, String, String), i64)>,
     cases: BTreeMap<String, CaseFold>,
     found: BTreeSet<(&'static str, String, String)>,
-    events: Vec<CaseEvent>,
+    /// The `case_events` rows' inserts.
+    events: Vec<Bulk>,
     /// Dispositions' events, which join a case's trace only if the case is stored.
     dispositions: Vec<CaseEvent>,
 }
@@ -103,10 +166,11 @@ pub(crate) struct Prepared {
 /// Turns a page of audit entries (in id order) into the rows it folds into.
 pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
     let mut out = Prepared {
-        verdicts: page
-            .iter()
-            .filter_map(|(id, envelope)| super::verdict_of(*id, envelope).map(|row| (*id, row)))
-            .collect(),
+        verdicts: super::verdict_inserts(
+            page.iter()
+                .filter_map(|(id, envelope)| super::verdict_of(*id, envelope).map(|row| (*id, row)))
+                .collect(),
+        ),
         recorded: Vec::new(),
         proposals: Vec::new(),
         cards: Vec::new(),
@@ -116,6 +180,7 @@ pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
         events: Vec::new(),
         dispositions: Vec::new(),
     };
+    let mut events = Vec::new();
     for (id, envelope) in page {
         if let Some(note) = crate::ingest::xsoar::note_of(&envelope.event) {
             out.notes.push((note, envelope.at_ms));
@@ -191,7 +256,35 @@ pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
             out.found
                 .insert((kind.as_str(), value, case.ticket.clone()));
         }
-        out.events.push(CaseEvent::of(case.ticket, *id, envelope));
+        events.push(CaseEvent::of(case.ticket, *id, envelope));
+    }
+    out.events = event_inserts(events);
+    out
+}
+
+/// The `case_events` inserts of `events`, [`BULK_ROWS`] rows to a statement.
+fn event_inserts(events: Vec<CaseEvent>) -> Vec<Bulk> {
+    let mut out = Vec::new();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<CaseEvent> = events.by_ref().take(BULK_ROWS).collect();
+        let mut q = Bulk::new(
+            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
+             body)",
+            7,
+            chunk.len(),
+            "",
+        );
+        for e in chunk {
+            q.bind(e.ticket)
+                .bind(e.id.ms as i64)
+                .bind(e.id.seq as i64)
+                .bind(e.kind)
+                .bind(e.role)
+                .bind(e.at_ms)
+                .bind(e.body);
+        }
+        out.push(q);
     }
     out
 }
@@ -259,21 +352,8 @@ pub(crate) async fn write(
         });
         q.build().execute(&mut *tx).await?;
     }
-    for chunk in page.events.chunks(BULK_ROWS) {
-        let mut q = QueryBuilder::new(
-            "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
-             body) ",
-        );
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(&e.ticket)
-                .push_bind(e.id.ms as i64)
-                .push_bind(e.id.seq as i64)
-                .push_bind(e.kind)
-                .push_bind(&e.role)
-                .push_bind(e.at_ms)
-                .push_bind(&e.body);
-        });
-        q.build().execute(&mut *tx).await?;
+    for insert in page.events {
+        insert.execute(&mut *tx).await?;
     }
     // A disposition joins its case's trace only if the case is stored: write what is pending.
     if !page.dispositions.is_empty() {
@@ -306,56 +386,69 @@ pub(crate) async fn flush(
 ) -> Result<(), sqlx::Error> {
     let cases: Vec<_> = std::mem::take(&mut pending.cases).into_iter().collect();
     let found: Vec<_> = std::mem::take(&mut pending.found).into_iter().collect();
-    // A case's opening time as stored (its first fold decided it), whatever this page says:
-    // indicators carry it, so every fold agrees, however the audit was paged. A case not
-    // stored yet opens at this page's time; those are the new cases, counted in `case_count`.
-    let mut opened: HashMap<String, i64> = HashMap::new();
+    // The stored cases, as stored: the opening time their first fold decided (indicators carry
+    // it, so every fold agrees, however the audit was paged) and their indicators, sorted. A
+    // case not stored yet opens at this page's time and has no indicators; those are the new
+    // cases, counted in `case_count`.
+    let mut stored: HashMap<String, (i64, Vec<(String, String)>)> = HashMap::new();
     for chunk in cases.chunks(BULK_ROWS) {
-        let mut q = QueryBuilder::new("SELECT ticket, first_ms FROM cases WHERE ticket IN (");
+        let mut q =
+            QueryBuilder::new("SELECT ticket, first_ms, indicators FROM cases WHERE ticket IN (");
         let mut list = q.separated(", ");
         for (ticket, _) in chunk {
             list.push_bind(ticket);
         }
         q.push(")");
         for row in q.build().fetch_all(&mut *tx).await? {
-            opened.insert(row.get(0), row.get(1));
+            let mut has: Vec<(String, String)> =
+                serde_json::from_str(row.get(2)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            has.sort_unstable();
+            stored.insert(row.get(0), (row.get(1), has));
         }
     }
-    // The indicators the stored cases have already: a value counts once per case, so only
-    // the rows not among them are new. A case not stored yet has none (its indicators are
-    // written with it, below), so in a catch-up, where most cases are new, this reads little.
-    let mut stored: Vec<(String, String, String)> = Vec::new();
-    let before: Vec<&String> = opened.keys().collect();
-    for chunk in before.chunks(BULK_ROWS) {
-        let mut q =
-            QueryBuilder::new("SELECT kind, value, ticket FROM indicators WHERE ticket IN (");
-        let mut list = q.separated(", ");
-        for ticket in chunk {
-            list.push_bind(*ticket);
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *tx).await? {
-            stored.push((row.get(0), row.get(1), row.get(2)));
-        }
-    }
-    // In `found`'s order, (kind, value, ticket), so each row is looked up without a copy.
-    stored.sort_unstable();
-    let new_cases = cases.len() - opened.len();
-    for (ticket, c) in &cases {
-        opened.entry(ticket.clone()).or_insert(c.first_ms);
-    }
+    let new_cases = cases.len() - stored.len();
     if new_cases > 0 {
         sqlx::query("UPDATE case_count SET n = n + ? WHERE id = 0")
             .bind(new_cases as i64)
             .execute(&mut *tx)
             .await?;
     }
-    for chunk in cases.chunks(BULK_ROWS) {
+    // A value counts once per case: only the rows a stored case does not have yet are new.
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(kind, value, ticket)| {
+            stored.get(ticket).is_none_or(|(_, has)| {
+                has.binary_search_by(|(k, v)| (k.as_str(), v.as_str()).cmp(&(*kind, value)))
+                    .is_err()
+            })
+        })
+        .collect();
+    // Each case's list: what it had, and what is new.
+    let mut lists: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for (kind, value, ticket) in &found {
+        lists
+            .entry(ticket.as_str())
+            .or_default()
+            .push((*kind, value.as_str()));
+    }
+    let lists: Vec<String> = cases
+        .iter()
+        .map(|(ticket, _)| {
+            let mut list = lists.remove(ticket.as_str()).unwrap_or_default();
+            if let Some((_, has)) = stored.get(ticket) {
+                list.extend(has.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            list.sort_unstable();
+            serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned())
+        })
+        .collect();
+    let rows: Vec<_> = cases.iter().zip(&lists).collect();
+    for chunk in rows.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
             "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence, \
-             needs_review) ",
+             needs_review, indicators) ",
         );
-        q.push_values(chunk, |mut b, (ticket, c)| {
+        q.push_values(chunk, |mut b, ((ticket, c), list)| {
             b.push_bind(ticket)
                 .push_bind(&c.site)
                 .push_bind(&c.rule)
@@ -363,37 +456,28 @@ pub(crate) async fn flush(
                 .push_bind(c.first_ms)
                 .push_bind(i64::from(c.escalated))
                 .push_bind(c.confidence)
-                .push_bind(i64::from(c.needs_review));
+                .push_bind(i64::from(c.needs_review))
+                .push_bind(list.as_str());
         });
         q.push(
             " ON CONFLICT (ticket) DO UPDATE SET escalated = MAX(cases.escalated, \
              excluded.escalated), confidence = COALESCE(excluded.confidence, cases.confidence), \
-             needs_review = MAX(cases.needs_review, excluded.needs_review)",
+             needs_review = MAX(cases.needs_review, excluded.needs_review), \
+             indicators = excluded.indicators",
         );
         q.build().execute(&mut *tx).await?;
     }
-    // Count a value once per case: only rows that are new add to its case count. They are
-    // told apart here, not by `INSERT OR IGNORE ... RETURNING`, which buffers the rows it
-    // returns and hands each back as an owned row: that made this statement a third slower.
-    let found: Vec<_> = found
-        .into_iter()
-        .filter(|(kind, value, ticket)| {
-            stored
-                .binary_search_by(|(k, v, t)| {
-                    (k.as_str(), v.as_str(), t.as_str()).cmp(&(
-                        *kind,
-                        value.as_str(),
-                        ticket.as_str(),
-                    ))
-                })
-                .is_err()
+    let opened: HashMap<&str, i64> = cases
+        .iter()
+        .map(|(ticket, c)| {
+            let first_ms = stored.get(ticket).map_or(c.first_ms, |(first, _)| *first);
+            (ticket.as_str(), first_ms)
         })
         .collect();
-    let mut new_counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for chunk in found.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new("INSERT INTO indicators (kind, value, ticket, first_ms) ");
         q.push_values(chunk, |mut b, (kind, value, ticket)| {
-            let first_ms = opened.get(ticket).copied().unwrap_or_default();
+            let first_ms = opened.get(ticket.as_str()).copied().unwrap_or_default();
             b.push_bind(*kind)
                 .push_bind(value)
                 .push_bind(ticket)
@@ -401,6 +485,7 @@ pub(crate) async fn flush(
         });
         q.build().execute(&mut *tx).await?;
     }
+    let mut new_counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for (kind, value, _) in &found {
         *new_counts.entry((*kind, value.as_str())).or_default() += 1;
     }
