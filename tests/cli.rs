@@ -128,6 +128,17 @@ fn help_explains_the_commands_flags_and_environment() {
     assert!(text(&out.stdout).contains("--events"));
 }
 
+/// `bench memory --cases 0` has nothing to fold or recall: refused with exit 2 (it panicked
+/// picking a ticket to recall).
+#[test]
+fn bench_memory_refuses_zero_cases() {
+    let out = run(soc().args(["bench", "memory", "--cases", "0"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--cases"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_status_2() {
     let dir = tempfile::tempdir().unwrap();

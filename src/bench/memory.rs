@@ -17,7 +17,7 @@ use crate::bus::{BusError, Fields, StreamId, Topic};
 use crate::memory::{self, CampaignOptions, RecallOptions};
 use crate::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
 use crate::store::projection::prepare;
-use crate::store::{FOLD_PAGE, READ_AHEAD, Read, Store, StoreError, fold_pages};
+use crate::store::{FOLD_PAGE, Read, Store, StoreError, fold_pages};
 
 /// The results.
 #[derive(Debug, Clone, Serialize)]
@@ -130,35 +130,36 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
     let path = dir.path().join("bench.db");
     let store = Store::open_for_fold(&path).await?;
     let started = Instant::now();
-    // As the projector catches up ([`crate::store::catch_up`]): a reader task makes, decodes
-    // and prepares pages of FOLD_PAGE entries ahead, FOLD_TX_PAGES are folded to a
-    // transaction.
-    let (send, pages) = tokio::sync::mpsc::channel(READ_AHEAD);
-    let mut reader = tokio::task::JoinSet::new();
-    reader.spawn(async move {
-        let mut rng = fastrand::Rng::with_seed(42);
-        let (mut seq, mut made) = (0u64, 0u64);
-        while made < cases {
-            let mut page = Vec::with_capacity(FOLD_PAGE);
-            while page.len() + 2 <= FOLD_PAGE && made < cases {
-                for envelope in case_events(&mut rng, made) {
-                    seq += 1;
-                    page.push((StreamId { ms: 1, seq }, envelope));
-                }
-                made += 1;
+    // As the projector catches up ([`crate::store::catch_up`]): pages of FOLD_PAGE entries,
+    // made, decoded and prepared by the reader task, FOLD_TX_PAGES folded to a transaction.
+    let mut rng = fastrand::Rng::with_seed(42);
+    let (mut seq, mut made) = (0u64, 0u64);
+    let pages = std::iter::from_fn(move || {
+        let mut page = Vec::with_capacity(FOLD_PAGE);
+        while page.len() + 2 <= FOLD_PAGE && made < cases {
+            for envelope in case_events(&mut rng, made) {
+                seq += 1;
+                page.push((StreamId { ms: 1, seq }, envelope));
             }
-            let read = Read {
-                read: page.len(),
-                decoded: page.len(),
-                page: prepare(&page),
-                last: page.last().map(|(id, _)| *id),
-            };
-            if send.send(Ok(read)).await.is_err() {
-                return;
-            }
+            made += 1;
         }
+        let last = page.last().map(|(id, _)| *id)?;
+        Some(Ok(Read {
+            read: page.len(),
+            decoded: page.len(),
+            page: prepare(&page),
+            last: Some(last),
+        }))
     });
-    let folded = fold_pages(&store, "bench", StreamId::ZERO, pages, None, |_| {}).await?;
+    let folded = fold_pages(
+        &store,
+        "bench",
+        StreamId::ZERO,
+        futures_util::stream::iter(pages),
+        None,
+        |_| {},
+    )
+    .await?;
     let entries = folded.entries;
     let fold_s = started.elapsed().as_secs_f64();
     store.close().await;

@@ -37,8 +37,8 @@ pub(crate) struct BenchIngestArgs {
 
 #[derive(Args)]
 pub(crate) struct BenchMemoryArgs {
-    /// Cases to build.
-    #[arg(long, default_value_t = 100_000)]
+    /// Cases to build (at least 1).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     cases: u64,
     /// Recalls to time.
     #[arg(long, default_value_t = 1_000)]

@@ -18,6 +18,8 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use futures_util::StreamExt;
+
 use crate::bus::{Bus, BusError, StreamId, Topic};
 use crate::knowledge::{Disposition, DispositionFacts};
 use crate::proto::{DecisionMeta, Envelope, Event};
@@ -146,52 +148,58 @@ pub(crate) async fn catch_up_into(
     knowledge: Option<&crate::knowledge::Knowledge>,
 ) -> Result<Folded, StoreError> {
     let checkpoint = store.checkpoint(projection).await?;
-    let (send, pages) = tokio::sync::mpsc::channel(READ_AHEAD);
-    // Dropped with this future, the set aborts the reader.
-    let mut reader = tokio::task::JoinSet::new();
-    let from = bus.clone();
-    reader.spawn(async move {
-        let mut after = checkpoint;
-        for _ in 0..max_pages.unwrap_or(usize::MAX) {
-            let read = read_page(&from, after).await;
+    // Pages after the checkpoint, up to the first error or empty page, at most `max_pages`.
+    let pages = futures_util::stream::unfold(
+        (bus.clone(), Some(checkpoint)),
+        |(from, after)| async move {
+            let read = read_page(&from, after?).await;
             let next = match &read {
                 Ok(Read {
                     last: Some(last), ..
                 }) => Some(*last),
                 _ => None,
             };
-            if send.send(read).await.is_err() {
-                return;
-            }
-            match next {
-                Some(last) => after = last,
-                None => return,
-            }
-        }
-    });
+            Some((read, (from, next)))
+        },
+    )
+    .take(max_pages.unwrap_or(usize::MAX));
     fold_pages(store, projection, checkpoint, pages, knowledge, |last| {
         bus.audit_folded(last);
     })
     .await
 }
 
-/// Folds the pages `pages` delivers, in order, after `checkpoint`, up to the first error or
-/// empty page: [`FOLD_TX_PAGES`] pages per transaction, each commit moving the projection's
-/// checkpoint and then calling `folded_to` with it.
+/// Folds `pages` (each read, decoded and prepared by a reader task that runs up to
+/// [`READ_AHEAD`] pages ahead) in order, after `checkpoint`, up to the first error or empty
+/// page: [`FOLD_TX_PAGES`] pages per transaction, each commit moving the projection's
+/// checkpoint and then calling `folded_to` with it. The pages read ahead and not yet
+/// committed live only in memory: a crash loses them with the open transaction, and the next
+/// fold reads them again from the checkpoint.
 pub(crate) async fn fold_pages(
     store: &Store,
     projection: &str,
     checkpoint: StreamId,
-    mut pages: tokio::sync::mpsc::Receiver<Result<Read, StoreError>>,
+    pages: impl futures_util::Stream<Item = Result<Read, StoreError>> + Send + 'static,
     knowledge: Option<&crate::knowledge::Knowledge>,
     mut folded_to: impl FnMut(StreamId),
 ) -> Result<Folded, StoreError> {
+    let (send, mut pages_read) = tokio::sync::mpsc::channel(READ_AHEAD);
+    // Dropped with this future, the set aborts the reader.
+    let mut reader = tokio::task::JoinSet::new();
+    reader.spawn(async move {
+        let mut pages = std::pin::pin!(pages);
+        while let Some(read) = pages.next().await {
+            if send.send(read).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut folded = Folded {
         checkpoint,
         ..Folded::default()
     };
     let mut fold: Option<Fold> = None;
-    while let Some(next) = pages.recv().await {
+    while let Some(next) = pages_read.recv().await {
         let Read {
             read,
             decoded,

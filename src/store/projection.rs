@@ -3,12 +3,14 @@
 //! fold transaction ([`super::Fold`]), so it is exactly-once and rebuildable with the
 //! verdicts; [`crate::memory`] reads what it writes.
 //!
-//! A page goes through three steps: [`prepare`] turns decoded audit entries into rows without
-//! the store (so it can run while SQLite writes the page before), [`write`] inserts the rows
-//! keyed in audit order and gathers cases and indicators into [`Pending`], and [`flush`]
-//! writes those in key order before the transaction commits. Nothing outlives the
-//! transaction: a crash drops what is pending with the uncommitted rows, and the next fold
-//! redoes those pages from the checkpoint.
+//! A page goes through three steps: [`prepare`] turns decoded audit entries into rows and the
+//! statements that insert them ([`Bulk`]) without the store (the catch-up's reader task does
+//! it, ahead of SQLite), [`write`] runs those keyed in audit order and gathers cases and
+//! indicators into [`Pending`], and [`flush`] writes those in key order before the transaction
+//! commits: each case's row with the list of its indicators, and the indicator rows and counts
+//! that are new to it. Nothing outlives the transaction: a crash drops what is pending with
+//! the uncommitted rows and the pages read ahead, and the next fold redoes those pages from
+//! the checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -431,7 +433,7 @@ pub(crate) async fn flush(
             .or_default()
             .push((*kind, value.as_str()));
     }
-    let lists: Vec<String> = cases
+    let lists = cases
         .iter()
         .map(|(ticket, _)| {
             let mut list = lists.remove(ticket.as_str()).unwrap_or_default();
@@ -439,9 +441,9 @@ pub(crate) async fn flush(
                 list.extend(has.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             }
             list.sort_unstable();
-            serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned())
+            serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(Box::new(e)))
         })
-        .collect();
+        .collect::<Result<Vec<String>, _>>()?;
     let rows: Vec<_> = cases.iter().zip(&lists).collect();
     for chunk in rows.chunks(BULK_ROWS) {
         let mut q = QueryBuilder::new(
