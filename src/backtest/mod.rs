@@ -23,8 +23,8 @@ pub use replay::{BacktestError, Setup, leave_one_site_out, run};
 pub use report::{report_html, site_chart_svg};
 pub use score::*;
 pub use tickets::{
-    BadTicket, Join, Selection, Ticket, TicketsError, history_for, load_grouped, load_tickets,
-    select,
+    BadTicket, Join, Selection, Ticket, TicketsError, history_for, load_grouped, load_selected,
+    load_tickets, select,
 };
 
 #[cfg(test)]

@@ -115,8 +115,17 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.max_drop) {
         anyhow::bail!("--max-drop must be between 0 and 1");
     }
-    let (tickets, file) = match (&args.tickets, &args.alerts, &args.labels) {
-        (Some(path), ..) => (backtest::load_tickets(path)?, path.display().to_string()),
+    let selection = Selection {
+        sites: args.sites.clone(),
+        sample: args.sample,
+        stratify: args.stratify,
+        seed: args.seed,
+    };
+    let (mut tickets, file) = match (&args.tickets, &args.alerts, &args.labels) {
+        (Some(path), ..) => (
+            backtest::load_selected(path, &selection)?,
+            path.display().to_string(),
+        ),
         (None, Some(alerts), Some(labels)) => {
             let (tickets, join) = backtest::load_grouped(alerts, labels)?;
             eprintln!(
@@ -138,19 +147,12 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             (
-                tickets,
+                backtest::select(tickets, &selection),
                 format!("{} (labels {})", alerts.display(), labels.display()),
             )
         }
         _ => anyhow::bail!("give --tickets, or --alerts with --labels"),
     };
-    let selection = Selection {
-        sites: args.sites.clone(),
-        sample: args.sample,
-        stratify: args.stratify,
-        seed: args.seed,
-    };
-    let mut tickets = backtest::select(tickets, &selection);
     if args.at_first_alert {
         tickets = tickets
             .into_iter()

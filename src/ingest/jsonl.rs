@@ -143,7 +143,7 @@ pub(crate) fn ticket_line(line_no: u64, line: &[u8], site: Option<&String>) -> F
 }
 
 /// Parses and validates one line, and says whether it is an update.
-fn parse_ticket(line: &[u8]) -> Result<(Alert, bool), LineError> {
+pub(crate) fn parse_ticket(line: &[u8]) -> Result<(Alert, bool), LineError> {
     let t: TicketLine = serde_json::from_slice(line)?;
     check_id("ticket_id", &t.ticket_id)?;
     check_id("source", &t.source)?;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
-use super::BULK_ROWS;
+use super::{bulk_chunks, bulk_chunks_owned};
 use crate::bus::StreamId;
 use crate::indicators;
 use crate::knowledge::DispositionFacts;
@@ -264,12 +264,10 @@ pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
     out
 }
 
-/// The `case_events` inserts of `events`, [`BULK_ROWS`] rows to a statement.
+/// The `case_events` inserts of `events`, in [`bulk_chunks`].
 fn event_inserts(events: Vec<CaseEvent>) -> Vec<Bulk> {
     let mut out = Vec::new();
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let chunk: Vec<CaseEvent> = events.by_ref().take(BULK_ROWS).collect();
+    for chunk in bulk_chunks_owned(events) {
         let mut q = Bulk::new(
             "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, at_ms, \
              body)",
@@ -310,7 +308,7 @@ pub(crate) async fn write(
         }
     }
     pending.found.extend(page.found);
-    for chunk in page.proposals.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&page.proposals) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO proposals (action_id, ticket, approver_role, proposed_by, \
              proposed_at_ms, expires_at_ms, body) ",
@@ -326,7 +324,7 @@ pub(crate) async fn write(
         });
         q.build().execute(&mut *tx).await?;
     }
-    for chunk in page.cards.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&page.cards) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO cards (plan_id, ticket, plan, created_ms, next_attempt_ms) ",
         );
@@ -340,7 +338,7 @@ pub(crate) async fn write(
         q.build().execute(&mut *tx).await?;
     }
     // Notes for XSOAR incidents' war rooms (written when `[xsoar] write_notes` is on).
-    for chunk in page.notes.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&page.notes) {
         let mut q = QueryBuilder::new(
             "INSERT OR IGNORE INTO xsoar_notes (note_id, incident, body, created_ms, \
              next_attempt_ms) ",
@@ -393,7 +391,7 @@ pub(crate) async fn flush(
     // case not stored yet opens at this page's time and has no indicators; those are the new
     // cases, counted in `case_count`.
     let mut stored: HashMap<String, (i64, Vec<(String, String)>)> = HashMap::new();
-    for chunk in cases.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&cases) {
         let mut q =
             QueryBuilder::new("SELECT ticket, first_ms, indicators FROM cases WHERE ticket IN (");
         let mut list = q.separated(", ");
@@ -445,7 +443,7 @@ pub(crate) async fn flush(
         })
         .collect::<Result<Vec<String>, _>>()?;
     let rows: Vec<_> = cases.iter().zip(&lists).collect();
-    for chunk in rows.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&rows) {
         let mut q = QueryBuilder::new(
             "INSERT INTO cases (ticket, site, rule, host, first_ms, escalated, confidence, \
              needs_review, indicators) ",
@@ -476,7 +474,7 @@ pub(crate) async fn flush(
             (ticket.as_str(), first_ms)
         })
         .collect();
-    for chunk in found.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&found) {
         let mut q = QueryBuilder::new("INSERT INTO indicators (kind, value, ticket, first_ms) ");
         q.push_values(chunk, |mut b, (kind, value, ticket)| {
             let first_ms = opened.get(ticket.as_str()).copied().unwrap_or_default();
@@ -492,7 +490,7 @@ pub(crate) async fn flush(
         *new_counts.entry((*kind, value.as_str())).or_default() += 1;
     }
     let new_counts: Vec<_> = new_counts.into_iter().collect();
-    for chunk in new_counts.chunks(BULK_ROWS) {
+    for chunk in bulk_chunks(&new_counts) {
         let mut q = QueryBuilder::new("INSERT INTO indicator_counts (kind, value, cases) ");
         q.push_values(chunk, |mut b, ((kind, value), n)| {
             b.push_bind(*kind).push_bind(*value).push_bind(*n);
