@@ -464,7 +464,11 @@ mod tests {
                 r#"{{"ticket_id":"t{i}","site":"{}","source":"wazuh","rule_id":"R","rule_name":"r","host":"h","first_seen":"2022-01-15T00:{:02}:00Z","last_seen":"2022-01-15T00:59:00Z","alert_count":1,"ground_truth":"{}"}}"#,
                 ["fox", "harrison", "russellmitchell"][i % 3],
                 59 - i % 60,
-                if i % 7 == 0 { "escalate" } else { "close" }
+                if i.is_multiple_of(7) {
+                    "escalate"
+                } else {
+                    "close"
+                }
             )
         };
         let dir = tempfile::tempdir().unwrap();

@@ -757,7 +757,7 @@ impl Store {
         let at_ms = crate::proto::now_ms();
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
-        for chunk in bulk_chunks(&dispositions) {
+        for chunk in bulk_chunks(dispositions) {
             written += insert_dispositions(&mut tx, chunk, source, at_ms, true).await?;
         }
         tx.commit().await?;
@@ -773,7 +773,7 @@ impl Store {
         let now = crate::proto::now_ms();
         let mut tx = self.pool.begin().await?;
         let mut queued = 0;
-        for chunk in bulk_chunks(&envelopes) {
+        for chunk in bulk_chunks(envelopes) {
             let mut q = sqlx::QueryBuilder::new(
                 "INSERT OR IGNORE INTO outbox (dedupe_key, envelope, created_ms) ",
             );
