@@ -218,6 +218,11 @@ impl Runtime {
         &self.ctx.bus
     }
 
+    /// The file of this runtime's store (case memory and verdicts).
+    pub(crate) fn store_path(&self) -> &std::path::Path {
+        &self.ctx.store_path
+    }
+
     /// The counters of `role` (they outlive its restarts), if it runs here.
     pub(crate) fn role_stats(&self, role: &str) -> Option<Arc<RoleStats>> {
         self.ctx.role_stats.get(role).cloned()
