@@ -200,8 +200,9 @@ pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
         serde_json::to_string(&alert)
     }
     .map_err(|e| BadTicket::Alert(e.into()))?;
-    // A replay holds every ticket's line: without the slack of the serializer's doubling
-    // buffer (up to half of each, 10 MB of a 9,869-ticket replay's 53 MB heap).
+    // A replay holds every ticket's line, so not in the serializer's doubling buffer: up to
+    // half of each was unused (the lines' buffers were 10 MB of a 9,869-ticket dry run's
+    // 53 MB heap).
     feed_line.shrink_to_fit();
     // parse_line checked both times and wrote them back in RFC 3339.
     let time = |value: &str| {
