@@ -350,10 +350,23 @@ pub fn load_selected(path: &Path, selection: &Selection) -> Result<Vec<Ticket>, 
         if line.trim().is_empty() {
             continue;
         }
+        // A line that is not an object with a site and a label: the whole parse says why, as
+        // `load_tickets` would.
         let key: Key = match serde_json::from_str(&line) {
             Ok(key) if line.trim_start().starts_with('{') => key,
-            // Not an object: the whole parse says why.
-            _ => return Err(at(i, ticket_of(&line).err().unwrap_or(BadTicket::NoLabel))),
+            Ok(_) => {
+                let e = serde::de::Error::custom("not a JSON object");
+                return Err(at(
+                    i,
+                    ticket_of(&line).err().unwrap_or(BadTicket::NotObject(e)),
+                ));
+            }
+            Err(e) => {
+                return Err(at(
+                    i,
+                    ticket_of(&line).err().unwrap_or(BadTicket::NotObject(e)),
+                ));
+            }
         };
         let label: Disposition =
             serde_json::from_value(key.ground_truth.ok_or_else(|| at(i, BadTicket::NoLabel))?)
@@ -531,6 +544,13 @@ mod tests {
         std::fs::write(&path, with_line_151("[1, 2]")).unwrap();
         let err = load_selected(&path, &sample).unwrap_err().to_string();
         assert!(err.contains("line 151") && err.contains("JSON"), "{err}");
+        let site_a_number = line(150).replace(r#""site":"#, r#""site":5,"was":"#);
+        std::fs::write(&path, with_line_151(&site_a_number)).unwrap();
+        let err = load_selected(&path, &sample).unwrap_err().to_string();
+        assert!(
+            err.contains("line 151") && err.contains("invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
