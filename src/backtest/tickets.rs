@@ -185,9 +185,7 @@ pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
         return Err(BadTicket::NotObject(e));
     }
     let label: Label = serde_json::from_str(line).map_err(BadTicket::NotObject)?;
-    let ground_truth: Disposition =
-        serde_json::from_value(label.ground_truth.ok_or(BadTicket::NoLabel)?)
-            .map_err(|_| BadTicket::BadLabel)?;
+    let ground_truth = disposition_of(label.ground_truth)?;
     // The alert's fields ignore the label; the feed carries the alert as parsed (its own
     // serialization, which the feed reads back as the same alert), not the labelled line.
     let (alert, update) = crate::ingest::jsonl::parse_ticket(line.as_bytes())?;
@@ -223,6 +221,11 @@ pub(super) fn ticket_of(line: &str) -> Result<Ticket, BadTicket> {
         feed_line,
         update_line: None,
     })
+}
+
+/// A ticket line's label: its `ground_truth` value, `escalate` or `close`.
+fn disposition_of(ground_truth: Option<serde_json::Value>) -> Result<Disposition, BadTicket> {
+    serde_json::from_value(ground_truth.ok_or(BadTicket::NoLabel)?).map_err(|_| BadTicket::BadLabel)
 }
 
 /// How raw alerts' cases met their labels.
@@ -368,9 +371,7 @@ pub fn load_selected(path: &Path, selection: &Selection) -> Result<Vec<Ticket>, 
                 ));
             }
         };
-        let label: Disposition =
-            serde_json::from_value(key.ground_truth.ok_or_else(|| at(i, BadTicket::NoLabel))?)
-                .map_err(|_| at(i, BadTicket::BadLabel))?;
+        let label = disposition_of(key.ground_truth).map_err(|reason| at(i, reason))?;
         let site = key.site.map(|s| s.into_owned()).unwrap_or_default();
         lines.push((i, line, site, label == Disposition::Escalate));
     }
