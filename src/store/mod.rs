@@ -1358,18 +1358,16 @@ mod tests {
     /// A store made before migrations 0015 and 0016 keeps its indicators, keyed now by (kind,
     /// value, first_ms, ticket) with no index, each case's listed on its row, and its 4 KiB
     /// pages.
-    #[tokio::test]
-    async fn an_older_store_keeps_its_indicators_keyed_by_time_and_listed_on_its_cases() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("soc.db");
-        // The store as the migrations before 0015 left it (same files, same checksums).
-        let older = dir.path().join("older");
+    /// A store at `path` as the migrations numbered below `before` left it (the same files,
+    /// so the same checksums), with SQLite's default page size, as older releases made it.
+    async fn older_store(path: &Path, before: &str) -> SqlitePool {
+        let older = path.with_extension("migrations");
         std::fs::create_dir(&older).unwrap();
         for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap()
         {
             let entry = entry.unwrap();
             let name = entry.file_name().into_string().unwrap();
-            if name.as_str() < "0015" {
+            if name.as_str() < before {
                 std::fs::copy(entry.path(), older.join(&name)).unwrap();
             }
         }
@@ -1387,6 +1385,14 @@ mod tests {
             .run(&pool)
             .await
             .unwrap();
+        pool
+    }
+
+    #[tokio::test]
+    async fn an_older_store_keeps_its_indicators_keyed_by_time_and_listed_on_its_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let pool = older_store(&path, "0015").await;
         let rows = [
             ("ip", "198.51.100.7", "t1", 10_i64),
             ("ip", "198.51.100.7", "t2", 5),
@@ -1477,6 +1483,82 @@ mod tests {
             4096,
             "an existing store keeps its page size"
         );
+        store.close().await;
+    }
+
+    /// Inserts an event of a triage's size (2,400 bytes of body) at audit time `i` for each `i`
+    /// of `tickets`, on ticket `t{i % 97}`.
+    async fn insert_events(pool: &SqlitePool, tickets: std::ops::Range<u32>) {
+        let body = format!(
+            "{{\"kind\":\"AlertTriaged\",\"pad\":\"{}\"}}",
+            "x".repeat(2_370)
+        );
+        for i in tickets {
+            sqlx::query(
+                "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, \
+                 at_ms, body) VALUES (?, ?, 0, 'AlertTriaged', 'sentinel', 1, ?)",
+            )
+            .bind(format!("t{}", i % 97))
+            .bind(i64::from(i))
+            .bind(&body)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+
+    /// A store made before migration 0017 keeps its case events, in a rowid table now: a
+    /// triage-sized event is stored inline (no overflow page per event), and the key (ticket,
+    /// audit entry) still makes a refold's insert a no-op.
+    #[tokio::test]
+    async fn case_events_keep_their_key_and_store_a_triage_without_an_overflow_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("older.db");
+        let pool = older_store(&path, "0017").await;
+        insert_events(&pool, 0..50).await;
+        pool.close().await;
+        let store = Store::open(&path).await.unwrap();
+        let read = |store: &Store| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query_as::<_, (String, i64, i64, String)>(
+                    "SELECT ticket, audit_ms, audit_seq, kind FROM case_events \
+                     ORDER BY ticket, audit_ms, audit_seq",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let kept = read(&store).await;
+        assert_eq!(kept.len(), 50);
+        assert_eq!(kept[0], ("t0".into(), 0, 0, "AlertTriaged".into()));
+        // The same events again (a refold): nothing new.
+        insert_events(store.pool(), 0..50).await;
+        assert_eq!(read(&store).await, kept);
+        let sql: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'case_events'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        store.close().await;
+
+        // A new store (8 KiB pages): 600 triage-sized events take about 200 pages, three to a
+        // page; with an overflow page each, as before, they took more than 600.
+        let path = dir.path().join("new.db");
+        let store = Store::open(&path).await.unwrap();
+        let before = pragma(&store, "page_count").await;
+        insert_events(store.pool(), 0..600).await;
+        let grown = pragma(&store, "page_count").await - before;
+        assert!(grown < 300, "600 events took {grown} pages");
+        let by_ticket: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM case_events WHERE ticket = 't5'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(by_ticket, 7, "t5, t102, ... t587: events 5 + 97k");
         store.close().await;
     }
 }
