@@ -2021,6 +2021,9 @@ async fn the_synthetic_audit_is_written_once_and_rebuilds_into_its_cases() {
         "{}",
         text(&out.stdout)
     );
+    // The rebuilt store is its file: no log left beside it to hold the rows.
+    let log = std::fs::metadata(dir.path().join("soc.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(log, 0, "the rebuild left {log} bytes of write-ahead log");
     let store = soc_runtime::store::Store::open(&dir.path().join("soc.db"))
         .await
         .unwrap();

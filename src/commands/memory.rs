@@ -97,6 +97,7 @@ async fn memory_rebuild(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     store.reset(&projection).await?;
     let folded = store::catch_up(&bus, &store, &projection, None).await?;
+    store.checkpoint_wal().await?;
     store.close().await;
     if folded.skipped > 0 {
         anyhow::bail!(

@@ -963,6 +963,22 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Copies the write-ahead log into the database file and empties it, so the file alone
+    /// holds the store (a command whose product is the store, like `memory rebuild`, calls it
+    /// before closing). Closing does it too, but only when the last connection closes alone:
+    /// the pool closes an idle connection while one just used is closed by the task that
+    /// returns it, and when the two close at once neither checkpoints, leaving the whole log
+    /// beside an empty file.
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        if busy != 0 {
+            tracing::warn!("the store's log could not be copied whole: another reader holds it");
+        }
+        Ok(())
+    }
 }
 
 /// The verdict row of a decision event (`None` for events that are not a role's decision).
