@@ -722,7 +722,7 @@ impl Store {
 
     /// Every verdict, in audit order.
     ///
-    /// Read as JSON arrays SQLite builds, [`VERDICT_PAGE`] rows each, not row by row: sqlx
+    /// Read as JSON arrays SQLite builds, 8,192 rows each, not row by row: sqlx
     /// hands each row from its worker thread to the caller's, and that handoff was about 5 us
     /// a row (11 ms of a 2,000-ticket dry run, where the whole replay takes about 100). Pages
     /// keep each array far below SQLite's largest string (1 GB) however many verdicts there
