@@ -732,7 +732,10 @@ impl Store {
         self.verdicts_by(VERDICT_PAGE).await
     }
 
+    /// [`Store::verdicts`] in pages of `page` rows (at least one), all read in one transaction,
+    /// so a fold committing meanwhile cannot mix two states of the store.
     async fn verdicts_by(&self, page: usize) -> Result<Vec<VerdictRow>, StoreError> {
+        let page = page.max(1);
         type Row = (
             i64,
             i64,
@@ -753,6 +756,7 @@ impl Store {
         );
         let mut out = Vec::new();
         let mut after = (i64::MIN, i64::MIN);
+        let mut tx = self.pool.begin().await?;
         loop {
             let json: String = sqlx::query_scalar(
                 "SELECT json_group_array(json_array(v.audit_ms, v.audit_seq, v.ticket, v.site, \
@@ -766,7 +770,7 @@ impl Store {
             .bind(after.0)
             .bind(after.1)
             .bind(i64::try_from(page).unwrap_or(i64::MAX))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
             let rows: Vec<Row> = serde_json::from_str(&json).map_err(|e| StoreError::Decode {
                 what: "the verdicts",
@@ -796,6 +800,7 @@ impl Store {
                 });
             }
             if !full {
+                tx.commit().await?;
                 return Ok(out);
             }
         }
@@ -936,8 +941,8 @@ impl Store {
         let Some(newest) = self.newest_case_ms().await? else {
             return Ok(0);
         };
-        // Cases in `cases_opened` order and each case's events in primary-key order: no sort
-        // of the window's bodies in memory.
+        // Cases in `cases_opened` order and each case's events in key order (its unique
+        // index): no sort of the window's bodies in memory.
         let mut rows = sqlx::query_as::<_, (String, Option<f64>)>(
             "SELECT e.body, (SELECT MAX(v.p_escalate) FROM verdicts v WHERE v.ticket = c.ticket \
              AND v.kind = 'AlertTriaged') FROM cases c JOIN case_events e ON e.ticket = c.ticket \
@@ -1443,9 +1448,6 @@ mod tests {
             .unwrap()
     }
 
-    /// A store made before migrations 0015 and 0016 keeps its indicators, keyed now by (kind,
-    /// value, first_ms, ticket) with no index, each case's listed on its row, and its 4 KiB
-    /// pages.
     /// A store at `path` as the migrations numbered below `before` left it (the same files,
     /// so the same checksums), with SQLite's default page size, as older releases made it.
     async fn older_store(path: &Path, before: &str) -> SqlitePool {
@@ -1476,6 +1478,9 @@ mod tests {
         pool
     }
 
+    /// A store made before migrations 0015 and 0016 keeps its indicators, keyed now by (kind,
+    /// value, first_ms, ticket) with no index, each case's listed on its row, and its 4 KiB
+    /// pages.
     #[tokio::test]
     async fn an_older_store_keeps_its_indicators_keyed_by_time_and_listed_on_its_cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -1684,8 +1689,9 @@ mod tests {
             .await
             .unwrap();
         let read = store.verdicts().await.unwrap();
-        // In pages of one and two rows: the same, none lost or repeated at a page's edge.
-        for page in [1, 2] {
+        // In pages of one and two rows (and of none asked, read as one): the same, none lost or
+        // repeated at a page's edge.
+        for page in [0, 1, 2] {
             assert_eq!(
                 store.verdicts_by(page).await.unwrap(),
                 read,
