@@ -96,6 +96,53 @@ fn quoted_real(text: &str) -> Result<Option<f64>, StoreError> {
     })
 }
 
+/// One verdict as [`Store::verdicts`]' query writes it: a JSON array in this order, the reals
+/// as `quote()` text.
+#[derive(serde::Deserialize)]
+struct VerdictJson {
+    audit_ms: i64,
+    audit_seq: i64,
+    ticket: String,
+    site: Option<String>,
+    role: String,
+    kind: String,
+    verdict: String,
+    confidence: String,
+    reasoner: String,
+    wall_time_ms: String,
+    tool_calls_made: i64,
+    tokens_in: i64,
+    tokens_out: i64,
+    ground_truth: Option<String>,
+    at_ms: i64,
+    p_escalate: String,
+}
+
+impl VerdictJson {
+    fn into_row(self) -> Result<VerdictRow, StoreError> {
+        Ok(VerdictRow {
+            audit_id: format!("{}-{}", self.audit_ms, self.audit_seq),
+            ticket: self.ticket,
+            site: self.site,
+            role: self.role,
+            kind: self.kind,
+            verdict: self.verdict,
+            confidence: quoted_real(&self.confidence)?,
+            reasoner: self.reasoner,
+            wall_time_ms: quoted_real(&self.wall_time_ms)?.ok_or(StoreError::Decode {
+                what: "a verdict's wall time",
+                reason: "it is NULL".into(),
+            })?,
+            tool_calls_made: self.tool_calls_made,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            ground_truth: self.ground_truth,
+            at_ms: self.at_ms,
+            p_escalate: quoted_real(&self.p_escalate)?,
+        })
+    }
+}
+
 /// Verdicts read in one query by [`Store::verdicts`] (about 1.3 MB of JSON).
 const VERDICT_PAGE: usize = 8_192;
 
@@ -736,24 +783,6 @@ impl Store {
     /// so a fold committing meanwhile cannot mix two states of the store.
     async fn verdicts_by(&self, page: usize) -> Result<Vec<VerdictRow>, StoreError> {
         let page = page.max(1);
-        type Row = (
-            i64,
-            i64,
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            Option<String>,
-            i64,
-            String,
-        );
         let mut out = Vec::new();
         let mut after = (i64::MIN, i64::MIN);
         let mut tx = self.pool.begin().await?;
@@ -772,32 +801,17 @@ impl Store {
             .bind(i64::try_from(page).unwrap_or(i64::MAX))
             .fetch_one(&mut *tx)
             .await?;
-            let rows: Vec<Row> = serde_json::from_str(&json).map_err(|e| StoreError::Decode {
-                what: "the verdicts",
-                reason: e.to_string(),
-            })?;
+            let rows: Vec<VerdictJson> =
+                serde_json::from_str(&json).map_err(|e| StoreError::Decode {
+                    what: "the verdicts",
+                    reason: e.to_string(),
+                })?;
             let full = rows.len() >= page;
             if let Some(last) = rows.last() {
-                after = (last.0, last.1);
+                after = (last.audit_ms, last.audit_seq);
             }
-            for r in rows {
-                out.push(VerdictRow {
-                    audit_id: format!("{}-{}", r.0, r.1),
-                    ticket: r.2,
-                    site: r.3,
-                    role: r.4,
-                    kind: r.5,
-                    verdict: r.6,
-                    confidence: quoted_real(&r.7)?,
-                    reasoner: r.8,
-                    wall_time_ms: quoted_real(&r.9)?.unwrap_or(0.0),
-                    tool_calls_made: r.10,
-                    tokens_in: r.11,
-                    tokens_out: r.12,
-                    ground_truth: r.13,
-                    at_ms: r.14,
-                    p_escalate: quoted_real(&r.15)?,
-                });
+            for row in rows {
+                out.push(row.into_row()?);
             }
             if !full {
                 tx.commit().await?;
@@ -1580,13 +1594,13 @@ mod tests {
     }
 
     /// Inserts an event of a triage's size (2,400 bytes of body) at audit time `i` for each `i`
-    /// of `tickets`, on ticket `t{i % 97}`.
-    async fn insert_events(pool: &SqlitePool, tickets: std::ops::Range<u32>) {
+    /// of `events`, on ticket `t{i % 97}`.
+    async fn insert_events(pool: &SqlitePool, events: std::ops::Range<u32>) {
         let body = format!(
             "{{\"kind\":\"AlertTriaged\",\"pad\":\"{}\"}}",
             "x".repeat(2_370)
         );
-        for i in tickets {
+        for i in events {
             sqlx::query(
                 "INSERT OR IGNORE INTO case_events (ticket, audit_ms, audit_seq, kind, role, \
                  at_ms, body) VALUES (?, ?, 0, 'AlertTriaged', 'sentinel', 1, ?)",
@@ -1684,10 +1698,13 @@ mod tests {
             .await
             .unwrap();
         }
-        sqlx::query("INSERT INTO dispositions (ticket, ground_truth, source, at_ms) VALUES ('t1', 'escalate', 'test', 0)")
-            .execute(store.pool())
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO dispositions (ticket, ground_truth, source, at_ms) \
+             VALUES ('t1', 'escalate', 'test', 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
         let read = store.verdicts().await.unwrap();
         // In pages of one and two rows (and of none asked, read as one): the same, none lost or
         // repeated at a page's edge.
@@ -1751,5 +1768,29 @@ mod tests {
             (None, 1, 2, 3, 7)
         );
         store.close().await;
+    }
+
+    /// `checkpoint_wal` leaves the database file holding every row, with the connections still
+    /// open: the log is emptied and a copy of the file alone reads them all.
+    #[tokio::test]
+    async fn a_checkpoint_puts_the_whole_store_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc.db");
+        let store = Store::open(&path).await.unwrap();
+        insert_events(store.pool(), 0..100).await;
+        let log = |dir: &Path| std::fs::metadata(dir.join("soc.db-wal")).map_or(0, |m| m.len());
+        assert!(log(dir.path()) > 0, "the inserts went to the log");
+        store.checkpoint_wal().await.unwrap();
+        assert_eq!(log(dir.path()), 0, "the log is emptied");
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        store.close().await;
+        let copied = Store::open(&copy).await.unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM case_events")
+            .fetch_one(copied.pool())
+            .await
+            .unwrap();
+        assert_eq!(events, 100, "the file alone holds every row");
+        copied.close().await;
     }
 }
