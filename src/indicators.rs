@@ -202,7 +202,9 @@ pub(crate) fn of_text(text: &str, site: &str, out: &mut BTreeSet<Indicator>) {
 }
 
 fn of_token(token: &str, site: &str) -> Option<Indicator> {
-    if let Ok(addr) = token.parse::<IpAddr>() {
+    // An address starts with a digit (IPv4) or holds a colon (IPv6): parse nothing else.
+    let may_be_address = token.as_bytes()[0].is_ascii_digit() || token.contains(':');
+    if may_be_address && let Ok(addr) = token.parse::<IpAddr>() {
         return of_ip(addr, site);
     }
     // ip:port
@@ -224,32 +226,39 @@ fn of_token(token: &str, site: &str) -> Option<Indicator> {
     of_domain(token, site, false)
 }
 
+// The checks below look at the token as it is and copy it only for an indicator: they run on
+// every word of every rationale the projector folds.
+
 fn of_cve(token: &str) -> Option<Indicator> {
-    let upper = token.to_ascii_uppercase();
-    let rest = upper.strip_prefix("CVE-")?;
+    let rest = token
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("CVE-"))
+        .and(token.get(4..))?;
     let (year, number) = rest.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (year.len() == 4 && digits(year) && number.len() >= 4 && digits(number))
-        .then(|| (Kind::Cve, upper.clone()))
+        .then(|| (Kind::Cve, token.to_ascii_uppercase()))
 }
 
 fn of_hash(token: &str) -> Option<Indicator> {
+    if !matches!(token.len(), 32 | 40 | 64) {
+        return None;
+    }
     let hex = token.bytes().all(|b| b.is_ascii_hexdigit());
     let has_digit = token.bytes().any(|b| b.is_ascii_digit());
     let has_letter = token.bytes().any(|b| b.is_ascii_alphabetic());
-    (hex && has_digit && has_letter && matches!(token.len(), 32 | 40 | 64))
-        .then(|| (Kind::Hash, token.to_ascii_lowercase()))
+    (hex && has_digit && has_letter).then(|| (Kind::Hash, token.to_ascii_lowercase()))
 }
 
 /// `typed`: the source says it is a domain (an IOC), so a TLD that is also a file extension
 /// (`.zip`, `.sh`) does not make it a file name.
 fn of_domain(token: &str, site: &str, typed: bool) -> Option<Indicator> {
-    let name = token.trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 || name.len() > 253 {
+    let name = token.trim_end_matches('.');
+    let (_, tld) = name.rsplit_once('.')?;
+    if name.len() > 253 {
         return None;
     }
-    let label_ok = |l: &&str| {
+    let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
             && !l.starts_with('-')
@@ -257,17 +266,18 @@ fn of_domain(token: &str, site: &str, typed: bool) -> Option<Indicator> {
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    if !labels.iter().all(label_ok) {
+    if !name.split('.').all(label_ok) {
         return None;
     }
-    let tld = labels[labels.len() - 1];
     if !(2..=24).contains(&tld.len()) || !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
-    if !typed && FILE_EXTENSIONS.contains(&tld) {
+    let is = |list: &[&str]| list.iter().any(|e| e.eq_ignore_ascii_case(tld));
+    if !typed && is(FILE_EXTENSIONS) {
         return None;
     }
-    if INTERNAL_SUFFIXES.contains(&tld) {
+    let name = name.to_ascii_lowercase();
+    if is(INTERNAL_SUFFIXES) {
         return Some((Kind::Host, format!("{site}/{name}")));
     }
     Some((Kind::Domain, name))
@@ -409,5 +419,27 @@ mod tests {
         assert!(has(&t, "cve", "CVE-2021-44228"));
         assert_eq!(t.len(), 5, "{t:?}");
         assert!(text("version 1.2.3 and AMiner: New event type.").is_empty());
+    }
+
+    /// The checks read a token as written, in any case, and store each indicator in one case.
+    #[test]
+    fn indicators_are_found_in_any_case_and_stored_in_one() {
+        let t = text(
+            "Mail to Evil-C2.BIZ from DC02.Corp.LOCAL dropped SETUP.EXE and Report.PDF; see \
+             Cve-2022-0001, hash D41D8CD98F00B204E9800998ECF8427E, peer 9.9.9.9:443 and \
+             FD00::2; not cve-22-1, ABCD::XYZ or 10.0.0.300",
+        );
+        assert_eq!(
+            t,
+            [
+                ("hash", "d41d8cd98f00b204e9800998ecf8427e"),
+                ("domain", "evil-c2.biz"),
+                ("ip", "9.9.9.9"),
+                ("cve", "CVE-2022-0001"),
+                ("internal_ip", "acme/fd00::2"),
+                ("host", "acme/dc02.corp.local"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
     }
 }

@@ -33,7 +33,7 @@ mod tests {
 
     use super::tickets::ticket_of;
     use super::*;
-    use crate::store::VerdictRow;
+    use crate::store::DecisionRow;
 
     fn ticket(id: &str, site: &str, truth: Disposition) -> Ticket {
         let line = format!(
@@ -72,21 +72,15 @@ mod tests {
         ];
         // b-2 is a false positive, b-1 is missed; an unknown ticket is ignored.
         let escalated: HashSet<String> = ["a-1", "b-2", "zz-9"].map(String::from).into();
-        let decision = |role: &str, wall_time_ms: f64| VerdictRow {
-            audit_id: String::new(),
+        let decision = |role: &str, wall_time_ms: f64| DecisionRow {
             ticket: "a-1".into(),
-            site: None,
             role: role.into(),
             kind: "AlertTriaged".into(),
-            verdict: "true_positive".into(),
-            confidence: Some(0.9),
             reasoner: "rules".into(),
             wall_time_ms,
             tool_calls_made: 2,
             tokens_in: 10,
             tokens_out: 5,
-            ground_truth: None,
-            at_ms: 0,
             p_escalate: None,
         };
         let decisions = [

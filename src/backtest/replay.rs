@@ -14,7 +14,7 @@ use crate::app::config::{Backend, Config};
 use crate::app::runtime::{Runtime, StartError};
 use crate::knowledge::{DispositionFacts, Knowledge};
 use crate::llm::stats::ModelCost;
-use crate::store::{Store, StoreError, VerdictRow};
+use crate::store::{DecisionRow, Store, StoreError};
 use crate::supervisor::{ExitReason, RuntimeOptions};
 
 /// Backtest errors.
@@ -77,7 +77,7 @@ pub struct Setup {
 struct Replayed {
     assessments: std::collections::HashMap<String, crate::proto::Assessment>,
     escalated: HashSet<String>,
-    decisions: Vec<VerdictRow>,
+    decisions: Vec<DecisionRow>,
     malformed: u64,
     history_tickets: u64,
     history_dropped: u64,
@@ -249,7 +249,7 @@ fn attach(
 fn summarize(
     tickets: &[Ticket],
     escalated: &HashSet<String>,
-    decisions: &[VerdictRow],
+    decisions: &[DecisionRow],
     malformed: u64,
     started: Instant,
     selection: SelectionSummary,
@@ -417,7 +417,7 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         ));
     }
     let escalated = store.escalated_tickets().await?;
-    let decisions = store.verdicts().await?;
+    let decisions = store.decisions().await?;
     let assessments = if priors.keep_assessments {
         store.triage_assessments().await?
     } else {

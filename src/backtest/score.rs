@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tickets::Ticket;
 use crate::knowledge::Disposition;
-use crate::store::VerdictRow;
+use crate::store::DecisionRow;
 
 /// Counts of one confusion matrix ("escalated" is the positive class).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +219,7 @@ pub fn cold_start(tickets: &[Ticket], escalated: &HashSet<String>) -> Vec<ColdSt
 /// ticket that carries one).
 pub fn calibration(
     tickets: &[Ticket],
-    decisions: &[VerdictRow],
+    decisions: &[DecisionRow],
 ) -> crate::judgment::calibration::Calibration {
     let mut p_of: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
     for d in decisions {
@@ -268,7 +268,7 @@ pub struct SelectionSummary {
 pub fn score(
     tickets: &[Ticket],
     escalated: &HashSet<String>,
-    decisions: &[VerdictRow],
+    decisions: &[DecisionRow],
 ) -> (
     Confusion,
     BTreeMap<String, Scores>,

@@ -143,8 +143,45 @@ impl VerdictJson {
     }
 }
 
-/// Verdicts read in one query by [`Store::verdicts`] (about 1.3 MB of JSON).
-const VERDICT_PAGE: usize = 8_192;
+/// One decision as [`Store::decisions`]' query writes it: a JSON array in this order, the
+/// reals as `quote()` text.
+#[derive(serde::Deserialize)]
+struct DecisionJson {
+    audit_ms: i64,
+    audit_seq: i64,
+    ticket: String,
+    role: String,
+    kind: String,
+    reasoner: String,
+    wall_time_ms: String,
+    tool_calls_made: i64,
+    tokens_in: i64,
+    tokens_out: i64,
+    p_escalate: String,
+}
+
+impl DecisionJson {
+    fn into_row(self) -> Result<DecisionRow, StoreError> {
+        Ok(DecisionRow {
+            ticket: self.ticket,
+            role: self.role,
+            kind: self.kind,
+            reasoner: self.reasoner,
+            wall_time_ms: quoted_real(&self.wall_time_ms)?.ok_or(StoreError::Decode {
+                what: "a verdict's wall time",
+                reason: "it is NULL".into(),
+            })?,
+            tool_calls_made: self.tool_calls_made,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            p_escalate: quoted_real(&self.p_escalate)?,
+        })
+    }
+}
+
+/// Rows read in one query by [`Store::verdicts`] and [`Store::decisions`] (about 1.3 MB of
+/// JSON).
+const JSON_PAGE: usize = 8_192;
 
 /// Most rows in one multi-row statement (15 columns of them stay well under SQLite's 32,766
 /// bound parameters).
@@ -535,6 +572,30 @@ pub struct VerdictRow {
     pub p_escalate: Option<f64>,
 }
 
+/// One role decision as a backtest scores it, read back by [`Store::decisions`]: who decided
+/// which kind of event for which ticket, with which reasoner, at what cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRow {
+    /// Ticket.
+    pub ticket: String,
+    /// Deciding role.
+    pub role: String,
+    /// The event kind.
+    pub kind: String,
+    /// Which reasoner decided.
+    pub reasoner: String,
+    /// Wall time, ms.
+    pub wall_time_ms: f64,
+    /// Tool calls made.
+    pub tool_calls_made: i64,
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Completion tokens.
+    pub tokens_out: i64,
+    /// The calibrated probability of escalation a triage rested on.
+    pub p_escalate: Option<f64>,
+}
+
 #[derive(sqlx::FromRow)]
 struct DispositionRow {
     ticket: String,
@@ -767,51 +828,90 @@ impl Store {
         })
     }
 
-    /// Every verdict, in audit order.
-    ///
-    /// Read as JSON arrays SQLite builds, 8,192 rows each, not row by row: sqlx
-    /// hands each row from its worker thread to the caller's, and that handoff was about 5 us
-    /// a row (11 ms of a 2,000-ticket dry run, where the whole replay takes about 100). Pages
-    /// keep each array far below SQLite's largest string (1 GB) however many verdicts there
-    /// are. Reals go through `quote()`, which writes them exactly (SQLite's JSON keeps only 15
-    /// digits).
+    /// Every verdict, in audit order, with the analysts' disposition of its ticket.
     pub async fn verdicts(&self) -> Result<Vec<VerdictRow>, StoreError> {
-        self.verdicts_by(VERDICT_PAGE).await
+        self.verdicts_by(JSON_PAGE).await
     }
 
-    /// [`Store::verdicts`] in pages of `page` rows (at least one), all read in one transaction,
-    /// so a fold committing meanwhile cannot mix two states of the store.
     async fn verdicts_by(&self, page: usize) -> Result<Vec<VerdictRow>, StoreError> {
+        self.json_pages(
+            "SELECT json_group_array(json_array(v.audit_ms, v.audit_seq, v.ticket, v.site, \
+             v.role, v.kind, v.verdict, quote(v.confidence), v.reasoner, \
+             quote(v.wall_time_ms), v.tool_calls_made, v.tokens_in, v.tokens_out, \
+             d.ground_truth, v.at_ms, quote(v.p_escalate)) ORDER BY v.audit_ms, v.audit_seq) \
+             FROM (SELECT * FROM verdicts WHERE (audit_ms, audit_seq) > (?1, ?2) \
+             ORDER BY audit_ms, audit_seq LIMIT ?3) v \
+             LEFT JOIN dispositions d ON d.ticket = v.ticket",
+            page,
+            |v: &VerdictJson| (v.audit_ms, v.audit_seq),
+            VerdictJson::into_row,
+        )
+        .await
+    }
+
+    /// Every role decision, in audit order, with only what a backtest scores: no join for the
+    /// disposition, no verdict text, site or audit id. A backtest reads every decision at its
+    /// end, when the run's memory is at its peak, so [`Store::verdicts`]' larger rows were
+    /// the peak.
+    pub async fn decisions(&self) -> Result<Vec<DecisionRow>, StoreError> {
+        self.decisions_by(JSON_PAGE).await
+    }
+
+    async fn decisions_by(&self, page: usize) -> Result<Vec<DecisionRow>, StoreError> {
+        self.json_pages(
+            "SELECT json_group_array(json_array(audit_ms, audit_seq, ticket, role, kind, \
+             reasoner, quote(wall_time_ms), tool_calls_made, tokens_in, tokens_out, \
+             quote(p_escalate)) ORDER BY audit_ms, audit_seq) \
+             FROM (SELECT * FROM verdicts WHERE (audit_ms, audit_seq) > (?1, ?2) \
+             ORDER BY audit_ms, audit_seq LIMIT ?3)",
+            page,
+            |d: &DecisionJson| (d.audit_ms, d.audit_seq),
+            DecisionJson::into_row,
+        )
+        .await
+    }
+
+    /// Reads the verdicts table in audit order with `sql`, which aggregates the page of (at
+    /// most `?3`) rows after the audit id (`?1`, `?2`) into one JSON array, in pages of `page`
+    /// rows (at least one). All pages are read in one transaction, so a fold committing
+    /// meanwhile cannot mix two states of the store.
+    ///
+    /// Read as JSON arrays SQLite builds, not row by row: sqlx hands each row from its worker
+    /// thread to the caller's, and that handoff was about 5 us a row (11 ms of a 2,000-ticket
+    /// dry run, where the whole replay takes about 100). Pages keep each array far below
+    /// SQLite's largest string (1 GB) however many rows there are. Reals go through
+    /// `quote()`, which writes them exactly (SQLite's JSON keeps only 15 digits).
+    async fn json_pages<J: serde::de::DeserializeOwned, R>(
+        &self,
+        sql: &'static str,
+        page: usize,
+        key: impl Fn(&J) -> (i64, i64),
+        row: impl Fn(J) -> Result<R, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
         let page = page.max(1);
-        let mut out = Vec::new();
-        let mut after = (i64::MIN, i64::MIN);
         let mut tx = self.pool.begin().await?;
-        loop {
-            let json: String = sqlx::query_scalar(
-                "SELECT json_group_array(json_array(v.audit_ms, v.audit_seq, v.ticket, v.site, \
-                 v.role, v.kind, v.verdict, quote(v.confidence), v.reasoner, \
-                 quote(v.wall_time_ms), v.tool_calls_made, v.tokens_in, v.tokens_out, \
-                 d.ground_truth, v.at_ms, quote(v.p_escalate)) ORDER BY v.audit_ms, v.audit_seq) \
-                 FROM (SELECT * FROM verdicts WHERE (audit_ms, audit_seq) > (?1, ?2) \
-                 ORDER BY audit_ms, audit_seq LIMIT ?3) v \
-                 LEFT JOIN dispositions d ON d.ticket = v.ticket",
-            )
-            .bind(after.0)
-            .bind(after.1)
-            .bind(i64::try_from(page).unwrap_or(i64::MAX))
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM verdicts")
             .fetch_one(&mut *tx)
             .await?;
-            let rows: Vec<VerdictJson> =
-                serde_json::from_str(&json).map_err(|e| StoreError::Decode {
-                    what: "the verdicts",
-                    reason: e.to_string(),
-                })?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut after = (i64::MIN, i64::MIN);
+        loop {
+            let json: String = sqlx::query_scalar(sql)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(i64::try_from(page).unwrap_or(i64::MAX))
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows: Vec<J> = serde_json::from_str(&json).map_err(|e| StoreError::Decode {
+                what: "the verdicts",
+                reason: e.to_string(),
+            })?;
             let full = rows.len() >= page;
             if let Some(last) = rows.last() {
-                after = (last.audit_ms, last.audit_seq);
+                after = key(last);
             }
-            for row in rows {
-                out.push(row.into_row()?);
+            for r in rows {
+                out.push(row(r)?);
             }
             if !full {
                 tx.commit().await?;
@@ -1766,6 +1866,87 @@ mod tests {
                 read[0].at_ms
             ),
             (None, 1, 2, 3, 7)
+        );
+        store.close().await;
+    }
+
+    /// Decisions read back whole and exact: reals of 17 digits, nulls, and text that needs
+    /// escaping, each column in its place, in audit order, in pages of any size.
+    #[tokio::test]
+    async fn decisions_read_back_exactly_in_audit_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("soc.db")).await.unwrap();
+        let p = 0.1_f64 + 0.2;
+        let rows = [
+            (2_i64, 0_i64, "t\"2\n", "tier2", 1.0e-300, None::<f64>),
+            (1, 5, "t1", "ir_lead", 12.5, Some(1.0 / 3.0)),
+            (1, 4, "t0", "sentinel", p, Some(2.0_f64.sqrt())),
+        ];
+        for (i, (ms, seq, ticket, role, wall, p_escalate)) in rows.into_iter().enumerate() {
+            let i = i as i64;
+            sqlx::query(
+                "INSERT INTO verdicts (audit_ms, audit_seq, ticket, site, role, kind, verdict, \
+                 confidence, reasoner, wall_time_ms, tool_calls_made, tokens_in, tokens_out, \
+                 at_ms, p_escalate) VALUES (?, ?, ?, 'site', ?, ?, 'false_positive', 0.5, ?, ?, \
+                 ?, ?, ?, 7, ?)",
+            )
+            .bind(ms)
+            .bind(seq)
+            .bind(ticket)
+            .bind(role)
+            .bind(format!("Kind{i}"))
+            .bind(format!("reasoner {i}"))
+            .bind(wall)
+            .bind(i)
+            .bind(10 + i)
+            .bind(20 + i)
+            .bind(p_escalate)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let read = store.decisions().await.unwrap();
+        // In pages of one and two rows (and of none asked, read as one): the same, none lost or
+        // repeated at a page's edge.
+        for page in [0, 1, 2] {
+            assert_eq!(
+                store.decisions_by(page).await.unwrap(),
+                read,
+                "pages of {page}"
+            );
+        }
+        let row =
+            |ticket: &str, role: &str, i: i64, wall: f64, p_escalate: Option<f64>| DecisionRow {
+                ticket: ticket.into(),
+                role: role.into(),
+                kind: format!("Kind{i}"),
+                reasoner: format!("reasoner {i}"),
+                wall_time_ms: wall,
+                tool_calls_made: i,
+                tokens_in: 10 + i,
+                tokens_out: 20 + i,
+                p_escalate,
+            };
+        assert_eq!(
+            read,
+            [
+                row("t0", "sentinel", 2, p, Some(2.0_f64.sqrt())),
+                row("t1", "ir_lead", 1, 12.5, Some(1.0 / 3.0)),
+                row("t\"2\n", "tier2", 0, 1.0e-300, None),
+            ]
+        );
+        // Equal as numbers is not enough: the same bits.
+        let bits: Vec<_> = read
+            .iter()
+            .map(|d| (d.wall_time_ms.to_bits(), d.p_escalate.map(f64::to_bits)))
+            .collect();
+        assert_eq!(
+            bits,
+            [
+                (p.to_bits(), Some(2.0_f64.sqrt().to_bits())),
+                (12.5_f64.to_bits(), Some((1.0_f64 / 3.0).to_bits())),
+                (1.0e-300_f64.to_bits(), None),
+            ]
         );
         store.close().await;
     }
