@@ -96,6 +96,14 @@ fn quoted_real(text: &str) -> Result<Option<f64>, StoreError> {
     })
 }
 
+/// A verdict's wall time as `quote()` writes it: never NULL (the column is NOT NULL).
+fn wall_time(text: &str) -> Result<f64, StoreError> {
+    quoted_real(text)?.ok_or(StoreError::Decode {
+        what: "a verdict's wall time",
+        reason: "it is NULL".into(),
+    })
+}
+
 /// One verdict as [`Store::verdicts`]' query writes it: a JSON array in this order, the reals
 /// as `quote()` text.
 #[derive(serde::Deserialize)]
@@ -129,10 +137,7 @@ impl VerdictJson {
             verdict: self.verdict,
             confidence: quoted_real(&self.confidence)?,
             reasoner: self.reasoner,
-            wall_time_ms: quoted_real(&self.wall_time_ms)?.ok_or(StoreError::Decode {
-                what: "a verdict's wall time",
-                reason: "it is NULL".into(),
-            })?,
+            wall_time_ms: wall_time(&self.wall_time_ms)?,
             tool_calls_made: self.tool_calls_made,
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
@@ -167,10 +172,7 @@ impl DecisionJson {
             role: self.role,
             kind: self.kind,
             reasoner: self.reasoner,
-            wall_time_ms: quoted_real(&self.wall_time_ms)?.ok_or(StoreError::Decode {
-                what: "a verdict's wall time",
-                reason: "it is NULL".into(),
-            })?,
+            wall_time_ms: wall_time(&self.wall_time_ms)?,
             tool_calls_made: self.tool_calls_made,
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
@@ -1769,6 +1771,18 @@ mod tests {
         store.close().await;
     }
 
+    /// A paged read in pages of one and two rows (and of none asked, read as one) equals the
+    /// whole read: none lost or repeated at a page's edge.
+    async fn same_in_pages<T, F>(whole: &[T], read_by: impl Fn(usize) -> F)
+    where
+        T: PartialEq + std::fmt::Debug,
+        F: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+    {
+        for page in [0, 1, 2] {
+            assert_eq!(read_by(page).await.unwrap(), whole, "pages of {page}");
+        }
+    }
+
     /// Verdicts read back whole and exact: reals of 17 digits, nulls, and text that needs
     /// escaping, in audit order, with the analysts' disposition joined, in pages of any size.
     #[tokio::test]
@@ -1806,15 +1820,7 @@ mod tests {
         .await
         .unwrap();
         let read = store.verdicts().await.unwrap();
-        // In pages of one and two rows (and of none asked, read as one): the same, none lost or
-        // repeated at a page's edge.
-        for page in [0, 1, 2] {
-            assert_eq!(
-                store.verdicts_by(page).await.unwrap(),
-                read,
-                "pages of {page}"
-            );
-        }
+        same_in_pages(&read, |page| store.verdicts_by(page)).await;
         let got: Vec<_> = read
             .iter()
             .map(|v| {
@@ -1906,15 +1912,7 @@ mod tests {
             .unwrap();
         }
         let read = store.decisions().await.unwrap();
-        // In pages of one and two rows (and of none asked, read as one): the same, none lost or
-        // repeated at a page's edge.
-        for page in [0, 1, 2] {
-            assert_eq!(
-                store.decisions_by(page).await.unwrap(),
-                read,
-                "pages of {page}"
-            );
-        }
+        same_in_pages(&read, |page| store.decisions_by(page)).await;
         let row =
             |ticket: &str, role: &str, i: i64, wall: f64, p_escalate: Option<f64>| DecisionRow {
                 ticket: ticket.into(),
