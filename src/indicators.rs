@@ -203,7 +203,8 @@ pub(crate) fn of_text(text: &str, site: &str, out: &mut BTreeSet<Indicator>) {
 
 fn of_token(token: &str, site: &str) -> Option<Indicator> {
     // An address starts with a digit (IPv4) or holds a colon (IPv6): parse nothing else.
-    let may_be_address = token.as_bytes()[0].is_ascii_digit() || token.contains(':');
+    let may_be_address =
+        token.as_bytes().first().is_some_and(u8::is_ascii_digit) || token.contains(':');
     if may_be_address && let Ok(addr) = token.parse::<IpAddr>() {
         return of_ip(addr, site);
     }
@@ -230,11 +231,11 @@ fn of_token(token: &str, site: &str) -> Option<Indicator> {
 // every word of every rationale the projector folds.
 
 fn of_cve(token: &str) -> Option<Indicator> {
-    let rest = token
-        .get(..4)
-        .filter(|p| p.eq_ignore_ascii_case("CVE-"))
-        .and(token.get(4..))?;
-    let (year, number) = rest.split_once('-')?;
+    if !token.as_bytes().get(..4)?.eq_ignore_ascii_case(b"CVE-") {
+        return None;
+    }
+    // Four ASCII bytes end on a char boundary.
+    let (year, number) = token[4..].split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (year.len() == 4 && digits(year) && number.len() >= 4 && digits(number))
         .then(|| (Kind::Cve, token.to_ascii_uppercase()))
@@ -440,6 +441,40 @@ mod tests {
                 ("host", "acme/dc02.corp.local"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    /// A typed IOC may hold anything: trailing dots, any case, characters of several bytes
+    /// where a check slices the value.
+    #[test]
+    fn typed_iocs_of_any_text_are_checked_without_a_panic() {
+        let ioc = |kind: IocKind, value: &str| {
+            let mut out = BTreeSet::new();
+            of_ioc(kind, value, "acme", &mut out);
+            out.into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v))
+                .collect::<Vec<_>>()
+        };
+        let one = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert_eq!(ioc(IocKind::Domain, "Evil.ZIP."), one("domain", "evil.zip"));
+        assert_eq!(
+            ioc(IocKind::Domain, " Files.Corp. "),
+            one("host", "acme/files.corp")
+        );
+        assert_eq!(
+            ioc(IocKind::Cve, "cVe-2024-12345"),
+            one("cve", "CVE-2024-12345")
+        );
+        // Not indicators as typed, and nothing in them as text: é puts a char boundary
+        // inside the bytes the CVE check looks at.
+        for value in ["CVé-2024-1234", "é", "", "evil..com", "x.e\u{301}"] {
+            assert_eq!(ioc(IocKind::Cve, value), vec![], "{value:?}");
+        }
+        // Not a domain as typed; as text, the run of ASCII in it is.
+        assert_eq!(ioc(IocKind::Domain, "ÉVIL.COM"), one("domain", "vil.com"));
+        assert_eq!(
+            ioc(IocKind::Hash, "D41D8CD98F00B204E9800998ECF8427É"),
+            vec![]
         );
     }
 }
