@@ -445,9 +445,9 @@ mod tests {
     }
 
     /// A typed IOC may hold anything: trailing dots, any case, characters of several bytes
-    /// where a check slices the value.
+    /// where a check slices the value. Each is read as its kind, or as text, or not at all.
     #[test]
-    fn typed_iocs_of_any_text_are_checked_without_a_panic() {
+    fn typed_iocs_are_read_in_any_case_and_past_characters_of_several_bytes() {
         let ioc = |kind: IocKind, value: &str| {
             let mut out = BTreeSet::new();
             of_ioc(kind, value, "acme", &mut out);

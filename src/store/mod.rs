@@ -1776,14 +1776,18 @@ mod tests {
     }
 
     /// A paged read in pages of one and two rows (and of none asked, read as one) equals the
-    /// whole read: none lost or repeated at a page's edge.
+    /// whole read: none lost or repeated at a page's edge, and a read that never moves past a
+    /// page fails here rather than hangs.
     async fn same_in_pages<T, F>(whole: &[T], read_by: impl Fn(usize) -> F)
     where
         T: PartialEq + std::fmt::Debug,
         F: std::future::Future<Output = Result<Vec<T>, StoreError>>,
     {
         for page in [0, 1, 2] {
-            assert_eq!(read_by(page).await.unwrap(), whole, "pages of {page}");
+            let paged = tokio::time::timeout(Duration::from_secs(10), read_by(page))
+                .await
+                .unwrap_or_else(|_| panic!("pages of {page}: the read did not finish"));
+            assert_eq!(paged.unwrap(), whole, "pages of {page}");
         }
     }
 
