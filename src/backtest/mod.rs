@@ -19,7 +19,7 @@ pub(crate) mod score;
 pub(crate) mod tickets;
 
 pub use crate::knowledge::Disposition;
-pub use replay::{BacktestError, Setup, leave_one_site_out, run};
+pub use replay::{BacktestError, Scratch, Setup, leave_one_site_out, run, run_in};
 pub use report::{report_html, site_chart_svg};
 pub use score::*;
 pub use tickets::{

@@ -106,6 +106,35 @@ fn total_cost<'a>(
         .collect()
 }
 
+/// A replay's scratch area: a temporary directory holding the replay's feed and its store,
+/// created (its schema migrated) and open. Creating the store takes a new SQLite file through
+/// every migration, about as long as reading the tickets, so `backtest` makes it on another
+/// task while it reads them ([`run_in`]). The replay is scored from this store; the directory
+/// is removed when the replay ends.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    store: Store,
+    /// The store's file.
+    path: std::path::PathBuf,
+}
+
+impl Scratch {
+    /// A new scratch directory, under the system's temporary directory (`TMPDIR`), with the
+    /// replay's store created in it.
+    pub async fn new() -> Result<Scratch, BacktestError> {
+        let dir = tempfile::tempdir().map_err(BacktestError::Scratch)?;
+        let data = dir.path().join(DATA_DIR);
+        std::fs::create_dir(&data).map_err(BacktestError::Scratch)?;
+        // The file the runtime's store takes on the in-memory bus.
+        let path = crate::store::file_for(&data, "memory");
+        let store = Store::open(&path).await?;
+        Ok(Scratch { dir, store, path })
+    }
+}
+
+/// The runtime's data directory in a [`Scratch`].
+const DATA_DIR: &str = "data";
+
 /// Replays `tickets` (in the given order) through the SOC and scores the result.
 pub async fn run(
     tickets: Vec<Ticket>,
@@ -115,8 +144,21 @@ pub async fn run(
     if tickets.is_empty() {
         return Err(BacktestError::Empty);
     }
+    run_in(Scratch::new().await?, tickets, selection, priors).await
+}
+
+/// [`run`] in a scratch area made beforehand.
+pub async fn run_in(
+    scratch: Scratch,
+    tickets: Vec<Ticket>,
+    selection: SelectionSummary,
+    priors: &Setup,
+) -> Result<Summary, BacktestError> {
+    if tickets.is_empty() {
+        return Err(BacktestError::Empty);
+    }
     let started = Instant::now();
-    let replayed = replay(&tickets, priors).await?;
+    let replayed = replay(scratch, &tickets, priors).await?;
     let mut summary = priors_summary(priors, &priors.history, replayed.history_tickets, 1);
     summary.model_requests = replayed.model_requests;
     summary.model_cost = total_cost([(&replayed.model_cost, replayed.alerts)]);
@@ -172,7 +214,7 @@ pub async fn leave_one_site_out(
             history: pool.iter().filter(|t| t.site != *site).cloned().collect(),
             ..priors.clone()
         };
-        let r = replay(&fold, &fold_priors).await?;
+        let r = replay(Scratch::new().await?, &fold, &fold_priors).await?;
         costs.push((r.model_cost.clone(), r.alerts));
         escalated.extend(r.escalated);
         decisions.extend(r.decisions);
@@ -298,12 +340,20 @@ fn summarize(
 
 /// Runs one replay: a real runtime over a scratch feed, with the history (and feedback) as
 /// its knowledge; returns what its store recorded.
-async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, BacktestError> {
-    let scratch = tempfile::tempdir().map_err(BacktestError::Scratch)?;
+async fn replay(
+    scratch: Scratch,
+    tickets: &[Ticket],
+    priors: &Setup,
+) -> Result<Replayed, BacktestError> {
+    let Scratch {
+        dir: scratch,
+        store,
+        path: scored,
+    } = scratch;
     let feed = scratch.path().join("feed.jsonl");
     write_feed(&feed, tickets).map_err(BacktestError::Scratch)?;
     let mut config = Config {
-        data_dir: scratch.path().join("data"),
+        data_dir: scratch.path().join(DATA_DIR),
         alerts: Some(feed),
         ..Config::default()
     };
@@ -375,13 +425,19 @@ async fn replay(tickets: &[Ticket], priors: &Setup) -> Result<Replayed, Backtest
         fold_cache_mib: Some(2),
         ..RuntimeOptions::default()
     };
+    // The store the replay is scored from is the scratch's, open since before the runtime
+    // opened it: the runtime's close is then not the last, so SQLite does not copy the
+    // write-ahead log into the database file it would delete next (a third of the store's
+    // time in a 2,000-ticket dry run). It is closed after the scratch files are removed, when
+    // SQLite no longer checkpoints a file that is gone.
     let runtime = Runtime::start(config, options).await?;
-    // The store the replay is scored from, opened while the runtime still has it open: the
-    // runtime's close is then not the last, so SQLite does not copy the write-ahead log into
-    // the database file it would delete next (a third of the store's time in a 2,000-ticket
-    // dry run). It is closed after the scratch files are removed, when SQLite no longer
-    // checkpoints a file that is gone.
-    let store = Store::open(runtime.store_path()).await?;
+    if runtime.store_path() != scored {
+        return Err(BacktestError::Replay(format!(
+            "the runtime folds into {}, not the scratch store {}",
+            runtime.store_path().display(),
+            scored.display()
+        )));
+    }
     publish_feedback(runtime.bus(), tickets, &feedback).await?;
     // A progress bar on stderr while the replay runs (hidden when stderr is not a terminal).
     let bar = indicatif::ProgressBar::new(tickets.len() as u64).with_style(

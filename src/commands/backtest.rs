@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Args)]
 pub(crate) struct BacktestArgs {
@@ -121,6 +122,16 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         stratify: args.stratify,
         seed: args.seed,
     };
+    // The replay's scratch store is created (a new SQLite file through every migration) on
+    // another task while the tickets are read. Each site of a leave-one-site-out run makes
+    // its own.
+    let scratch = (!args.leave_one_site_out).then(|| {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "owned here (AbortOnDropHandle) and awaited before the replay"
+        )]
+        AbortOnDropHandle::new(tokio::spawn(backtest::Scratch::new()))
+    });
     let (mut tickets, file) = match (&args.tickets, &args.alerts, &args.labels) {
         (Some(path), ..) => (
             backtest::load_selected(path, &selection)?,
@@ -200,10 +211,14 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         at_first_alert: args.at_first_alert,
         updates: args.updates,
     };
-    let summary = if args.leave_one_site_out {
-        backtest::leave_one_site_out(tickets, selection, &priors).await?
-    } else {
-        backtest::run(tickets, selection, &priors).await?
+    let summary = match scratch {
+        None => backtest::leave_one_site_out(tickets, selection, &priors).await?,
+        Some(scratch) => {
+            let scratch = scratch
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the replay's scratch store: {e}"))??;
+            backtest::run_in(scratch, tickets, selection, &priors).await?
+        }
     };
     print!("{summary}");
     // The dashboard shows the latest backtest.
