@@ -56,6 +56,8 @@ pub(crate) struct Args {
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
     /// The store's page cache per connection, MiB.
     pub cache_mib: u32,
+    /// Whether the cases' timelines are written.
+    pub timelines: store::Timelines,
 }
 
 /// Counters of the projector; they outlive restarts.
@@ -105,6 +107,7 @@ pub(crate) struct State {
     projection: String,
     stats: Arc<ProjectorStats>,
     knowledge: Option<Arc<crate::knowledge::Knowledge>>,
+    timelines: store::Timelines,
     /// Set while a tick waits in the mailbox (the ticker sends no other).
     tick_queued: Arc<AtomicBool>,
     _ticker: AbortOnDropHandle<()>,
@@ -134,6 +137,7 @@ impl Actor for Projector {
             projection: args.projection,
             stats: args.stats,
             knowledge: args.knowledge,
+            timelines: args.timelines,
             tick_queued: queued,
             _ticker: ticker,
         })
@@ -211,6 +215,7 @@ impl State {
             &self.projection,
             max_pages,
             self.knowledge.as_deref(),
+            self.timelines,
         )
         .await
         {

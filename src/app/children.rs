@@ -248,6 +248,7 @@ fn start_projector(ctx: &Context, name: String, parent: ActorCell) -> SpawnFutur
                 .options
                 .fold_cache_mib
                 .unwrap_or(crate::store::FOLD_CACHE_MIB),
+            timelines: ctx.options.timelines,
         };
         linked(name, Projector, args, parent).await
     })

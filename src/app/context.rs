@@ -58,6 +58,9 @@ pub struct RuntimeOptions {
     /// long-lived store ([`crate::store::FOLD_CACHE_MIB`]). A backtest's scratch store is small
     /// and lives in the OS page cache, so it gets by with SQLite's own 2 MiB.
     pub fold_cache_mib: Option<u32>,
+    /// Whether the projector writes the cases' timelines ([`crate::store::Timelines`]): a
+    /// backtest's scratch store skips them unless its `--decisions` reads the assessments.
+    pub timelines: crate::store::Timelines,
 }
 
 /// Everything the supervisor and the runtime handle share.

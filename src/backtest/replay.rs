@@ -423,6 +423,14 @@ async fn replay(
         knowledge: Some(knowledge),
         no_site_connectors: true,
         fold_cache_mib: Some(2),
+        // The scratch store is scored and deleted: the cases' timelines (each event's JSON,
+        // most of what its fold wrote) are written only for `--decisions`, which reads the
+        // triage's assessment from them.
+        timelines: if priors.keep_assessments {
+            crate::store::Timelines::Kept
+        } else {
+            crate::store::Timelines::Skipped
+        },
         ..RuntimeOptions::default()
     };
     // The store the replay is scored from is the scratch's, open since before the runtime

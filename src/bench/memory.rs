@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::bus::{BusError, Fields, StreamId, Topic};
 use crate::memory::{self, CampaignOptions, RecallOptions};
 use crate::proto::{Alert, AlertReceived, AlertTriaged, CaseContext, Envelope, Event};
-use crate::store::projection::prepare;
+use crate::store::projection::{Timelines, prepare};
 use crate::store::{FOLD_PAGE, Read, Store, StoreError, fold_pages};
 
 /// The results.
@@ -147,7 +147,7 @@ pub async fn run(cases: u64, recalls: usize) -> Result<MemoryBench, StoreError> 
         Some(Ok(Read {
             read: page.len(),
             decoded: page.len(),
-            page: prepare(&page),
+            page: prepare(&page, Timelines::Kept),
             last: Some(last),
         }))
     });

@@ -10,6 +10,8 @@
 
 pub(crate) mod projection;
 
+pub use projection::Timelines;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -273,7 +275,7 @@ pub async fn catch_up(
     projection: &str,
     max_pages: Option<usize>,
 ) -> Result<Folded, StoreError> {
-    catch_up_into(bus, store, projection, max_pages, None).await
+    catch_up_into(bus, store, projection, max_pages, None, Timelines::Kept).await
 }
 
 /// Pages a catch-up reads, decodes and prepares ahead of the one SQLite is writing (2,000
@@ -293,13 +295,14 @@ pub(crate) async fn catch_up_into(
     projection: &str,
     max_pages: Option<usize>,
     knowledge: Option<&crate::knowledge::Knowledge>,
+    timelines: Timelines,
 ) -> Result<Folded, StoreError> {
     let checkpoint = store.checkpoint(projection).await?;
     // Pages after the checkpoint, up to the first error or empty page, at most `max_pages`.
     let pages = futures_util::stream::unfold(
         (bus.clone(), Some(checkpoint)),
-        |(from, after)| async move {
-            let read = read_page(&from, after?).await;
+        move |(from, after)| async move {
+            let read = read_page(&from, after?, timelines).await;
             let next = match &read {
                 Ok(Read {
                     last: Some(last), ..
@@ -392,7 +395,7 @@ pub(crate) struct Read {
 }
 
 /// Reads, decodes and prepares the page of the audit after `after`.
-async fn read_page(bus: &Bus, after: StreamId) -> Result<Read, StoreError> {
+async fn read_page(bus: &Bus, after: StreamId, timelines: Timelines) -> Result<Read, StoreError> {
     let entries = bus
         .range(Topic::Audit, after.next(), StreamId::MAX, FOLD_PAGE)
         .await?;
@@ -403,7 +406,7 @@ async fn read_page(bus: &Bus, after: StreamId) -> Result<Read, StoreError> {
     Ok(Read {
         read: entries.len(),
         decoded: decoded.len(),
-        page: projection::prepare(&decoded),
+        page: projection::prepare(&decoded, timelines),
         last: entries.last().map(|e| e.id),
     })
 }
@@ -445,7 +448,7 @@ impl Fold {
     /// Folds a page of audit entries (in id order, after everything folded before) into the
     /// verdicts and case memory. Returns the verdict rows written.
     pub(crate) async fn page(&mut self, page: &[(StreamId, Envelope)]) -> Result<u64, StoreError> {
-        self.write(projection::prepare(page)).await
+        self.write(projection::prepare(page, Timelines::Kept)).await
     }
 
     /// [`Fold::page`] for a page already prepared ([`projection::prepare`]), which a caller

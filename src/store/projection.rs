@@ -165,8 +165,23 @@ pub(crate) struct Prepared {
     dispositions: Vec<CaseEvent>,
 }
 
+/// Whether a fold writes the cases' timelines: `case_events`, each event of a case as JSON,
+/// which the console's trace, `case why`, the shift report and a backtest's `--decisions`
+/// read. Nothing a role decides with reads them (recall, a host's and a rule's history read
+/// cases, indicators and dispositions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Timelines {
+    /// Every case event is written (the store equals a rebuild of its audit).
+    #[default]
+    Kept,
+    /// No case event is written: for a backtest's scratch store, which is scored and deleted
+    /// and whose timelines nothing reads. Their JSON was most of what such a fold wrote (a
+    /// triage's event is about 2.4 KB).
+    Skipped,
+}
+
 /// Turns a page of audit entries (in id order) into the rows it folds into.
-pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
+pub(crate) fn prepare(page: &[(StreamId, Envelope)], timelines: Timelines) -> Prepared {
     let mut out = Prepared {
         verdicts: super::verdict_inserts(
             page.iter()
@@ -213,8 +228,10 @@ pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
                     DispositionFacts::of_case(&d.case, d.disposition, d.known_at_ms),
                     format!("{}:{}", d.origin, d.by),
                 ));
-                out.dispositions
-                    .push(CaseEvent::of(d.case.ticket.clone(), *id, envelope));
+                if timelines == Timelines::Kept {
+                    out.dispositions
+                        .push(CaseEvent::of(d.case.ticket.clone(), *id, envelope));
+                }
                 continue;
             }
             _ => {}
@@ -258,7 +275,9 @@ pub(crate) fn prepare(page: &[(StreamId, Envelope)]) -> Prepared {
             out.found
                 .insert((kind.as_str(), value, case.ticket.clone()));
         }
-        events.push(CaseEvent::of(case.ticket, *id, envelope));
+        if timelines == Timelines::Kept {
+            events.push(CaseEvent::of(case.ticket, *id, envelope));
+        }
     }
     out.events = event_inserts(events);
     out
