@@ -1329,10 +1329,11 @@ mod tests {
         let page = paged(audit, 7);
         let last = page.last().unwrap().0;
         let dir = tempfile::tempdir().unwrap();
-        let (per_page, one_tx, whole) = (
+        let (per_page, one_tx, whole, untimed) = (
             Store::open(&dir.path().join("a.db")).await.unwrap(),
             Store::open(&dir.path().join("b.db")).await.unwrap(),
             Store::open(&dir.path().join("c.db")).await.unwrap(),
+            Store::open(&dir.path().join("d.db")).await.unwrap(),
         );
         for chunk in page.chunks(4) {
             per_page
@@ -1346,12 +1347,30 @@ mod tests {
         }
         fold.commit("test", last).await.unwrap();
         whole.fold("test", &page, last).await.unwrap();
+        // A fold without the timelines writes everything else alike.
+        let mut fold = untimed.begin_fold().await.unwrap();
+        for chunk in page.chunks(4) {
+            fold.write(projection::prepare(chunk, Timelines::Skipped))
+                .await
+                .unwrap();
+        }
+        fold.commit("test", last).await.unwrap();
         let mut tables = PROJECTED_TABLES.to_vec();
         tables.extend(["case_count", "dispositions", "checkpoints"]);
         for table in tables {
             let expected = dump(&per_page, table).await;
             assert_eq!(dump(&one_tx, table).await, expected, "{table}");
             assert_eq!(dump(&whole, table).await, expected, "{table}");
+            if table == "case_events" {
+                assert!(!expected.is_empty());
+                assert_eq!(dump(&untimed, table).await, Vec::<String>::new());
+            } else {
+                assert_eq!(
+                    dump(&untimed, table).await,
+                    expected,
+                    "{table}, no timelines"
+                );
+            }
         }
         assert_eq!(dump(&per_page, "cases").await.len(), 12);
         // Each case lists on its row exactly its indicator rows, also when a later fold added
