@@ -100,9 +100,28 @@ async fn the_sites_own_analysts_override_the_vendors_prior_both_ways() {
         keep_assessments: true,
         ..Setup::default()
     };
-    let summary = backtest::run(tickets, selection("synthetic"), &setup)
+    let summary = backtest::run(tickets.clone(), selection("synthetic"), &setup)
         .await
         .unwrap();
+    // Without the assessments (no --decisions) the replay's store keeps no case timelines:
+    // the decisions are the same, to the probability.
+    let untimed = Setup {
+        keep_assessments: false,
+        ..setup.clone()
+    };
+    let without = backtest::run(tickets, selection("synthetic"), &untimed)
+        .await
+        .unwrap();
+    let decided = |s: &backtest::Summary| -> Vec<(String, bool, Option<f64>)> {
+        s.decisions
+            .iter()
+            .map(|d| (d.ticket.clone(), d.escalated, d.p))
+            .collect()
+    };
+    assert_eq!(decided(&without), decided(&summary));
+    assert_eq!(without.confusion, summary.confusion);
+    assert!(summary.decisions.iter().all(|d| d.assessment.is_some()));
+    assert!(without.decisions.iter().all(|d| d.assessment.is_none()));
     let escalated = |prefix: &str, range: std::ops::Range<usize>| {
         summary
             .decisions

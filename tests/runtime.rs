@@ -341,6 +341,68 @@ async fn healthz_answers_over_http_and_the_server_stops_with_the_runtime() {
     assert!(client.get(&url).send().await.is_err(), "the server is gone");
 }
 
+/// A run without the cases' timelines (what a backtest's scratch store is) folds no case
+/// event and every verdict and case; on Redis, whose store a restart reads back, it is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_timelines_has_every_verdict_and_case_and_only_on_the_memory_bus() {
+    common::logs();
+    let count = |store: &soc_runtime::store::Store, table: &str| {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let untimed = RuntimeOptions {
+        until_idle: true,
+        timelines: soc_runtime::store::Timelines::Skipped,
+        ..RuntimeOptions::default()
+    };
+    let mut counts = Vec::new();
+    for options in [RuntimeOptions::default(), untimed.clone()] {
+        let setup = Setup::new(Backend::Memory, None, Some(("untimed", 40)));
+        let runtime = Runtime::start(
+            setup.config.clone(),
+            RuntimeOptions {
+                until_idle: true,
+                ..options
+            },
+        )
+        .await
+        .unwrap();
+        let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
+            .await
+            .expect("the run went idle in time");
+        assert_eq!(report.exit, ExitReason::Idle);
+        let store = soc_runtime::store::Store::open(&setup.config.data_dir.join("soc-memory.db"))
+            .await
+            .unwrap();
+        let mut of_run = Vec::new();
+        for table in ["case_events", "cases", "verdicts", "indicators"] {
+            of_run.push(count(&store, table).await);
+        }
+        store.close().await;
+        counts.push(of_run);
+    }
+    let (kept, skipped) = (&counts[0], &counts[1]);
+    assert!(kept[0] >= 80, "two events a case at least: {kept:?}");
+    assert_eq!(skipped[0], 0, "no case event: {skipped:?}");
+    assert_eq!(kept[1], 40);
+    assert_eq!(
+        kept[1..],
+        skipped[1..],
+        "cases, verdicts and indicators alike"
+    );
+    let redis = Setup::new(Backend::Redis, None, Some(("untimed", 5)));
+    let refused = Runtime::start(redis.config.clone(), untimed).await;
+    let err = refused.err().expect("refused on redis");
+    assert!(err.to_string().contains("scratch store"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_intensity_escalates_and_the_runtime_exits_with_the_reason() {
     common::logs();

@@ -53,6 +53,16 @@ impl Runtime {
     /// Validates `config`, connects the bus and starts the supervision tree.
     pub async fn start(config: Config, options: RuntimeOptions) -> Result<Runtime, StartError> {
         config.validate()?;
+        if options.timelines == crate::store::Timelines::Skipped
+            && config.bus.backend == Backend::Redis
+        {
+            // Its store outlives the run: a restart reads the timelines back.
+            return Err(StartError::Supervisor(
+                "a store without the cases' timelines is for a backtest's scratch store on the \
+                 in-memory bus, not for Redis"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let feed = match &config.alerts {

@@ -122,6 +122,15 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         stratify: args.stratify,
         seed: args.seed,
     };
+    let mut config = super::load_config(args.config.as_deref())?;
+    let data_dir = config.data_dir.clone();
+    if let Some(on) = args.precedent {
+        config.reasoning.precedent = on;
+    }
+    config.validate()?;
+    if args.feedback_delay.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!(backtest::BacktestError::ZeroDelay);
+    }
     // The replay's scratch store is created (a new SQLite file through every migration) on
     // another task while the tickets are read. Each site of a leave-one-site-out run makes
     // its own.
@@ -169,15 +178,6 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|t| t.at_first_alert(args.updates))
             .collect();
-    }
-    let mut config = super::load_config(args.config.as_deref())?;
-    let data_dir = config.data_dir.clone();
-    if let Some(on) = args.precedent {
-        config.reasoning.precedent = on;
-    }
-    config.validate()?;
-    if args.feedback_delay.is_some_and(|d| d.is_zero()) {
-        anyhow::bail!(backtest::BacktestError::ZeroDelay);
     }
     let vendor = std::sync::Arc::new(soc_runtime::judgment::vendor::Vendor::load(
         &config.rulesets,

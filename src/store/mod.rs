@@ -288,7 +288,8 @@ pub async fn catch_up(
 pub(crate) const READ_AHEAD: usize = 4;
 
 /// [`catch_up`], also handing each disposition folded (a `DispositionRecorded`) to
-/// `knowledge`, so the reasoner learns from it without a restart.
+/// `knowledge`, so the reasoner learns from it without a restart, and writing the cases'
+/// timelines or not as `timelines` says.
 pub(crate) async fn catch_up_into(
     bus: &Bus,
     store: &Store,

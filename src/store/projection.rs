@@ -165,18 +165,20 @@ pub(crate) struct Prepared {
     dispositions: Vec<CaseEvent>,
 }
 
-/// Whether a fold writes the cases' timelines: `case_events`, each event of a case as JSON,
-/// which the console's trace, `case why`, the shift report and a backtest's `--decisions`
-/// read. Nothing a role decides with reads them (recall, a host's and a rule's history read
-/// cases, indicators and dispositions).
+/// Whether a fold writes the cases' timelines: `case_events`, each event of a case as JSON.
+/// The console (its trace, queue severity and dashboard), the approval page, `case why`, the
+/// shift report and a backtest's `--decisions` read them, and so does a runtime that starts
+/// on a store it folded before (`recent_alerts`: the reasoner's recent host activity). The
+/// tools the roles call while they decide (recall, a host's and a rule's history) read cases,
+/// indicators and dispositions only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Timelines {
     /// Every case event is written (the store equals a rebuild of its audit).
     #[default]
     Kept,
-    /// No case event is written: for a backtest's scratch store, which is scored and deleted
-    /// and whose timelines nothing reads. Their JSON was most of what such a fold wrote (a
-    /// triage's event is about 2.4 KB).
+    /// No case event is written: only for a store no runtime starts on again and nothing else
+    /// reads, a backtest's scratch store, scored and deleted. The events' JSON was most of what
+    /// such a fold wrote (a triage's event is about 2.4 KB). A runtime on Redis refuses it.
     Skipped,
 }
 
