@@ -400,7 +400,10 @@ async fn a_store_without_timelines_has_every_verdict_and_case_and_only_on_the_me
     let redis = Setup::new(Backend::Redis, None, Some(("untimed", 5)));
     let refused = Runtime::start(redis.config.clone(), untimed).await;
     let err = refused.err().expect("refused on redis");
-    assert!(err.to_string().contains("scratch store"), "{err}");
+    assert!(
+        matches!(err, soc_runtime::app::runtime::StartError::TimelinesOnRedis),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

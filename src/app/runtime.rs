@@ -56,12 +56,7 @@ impl Runtime {
         if options.timelines == crate::store::Timelines::Skipped
             && config.bus.backend == Backend::Redis
         {
-            // Its store outlives the run: a restart reads the timelines back.
-            return Err(StartError::Supervisor(
-                "a store without the cases' timelines is for a backtest's scratch store on the \
-                 in-memory bus, not for Redis"
-                    .into(),
-            ));
+            return Err(StartError::TimelinesOnRedis);
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
@@ -791,6 +786,13 @@ pub enum StartError {
     /// A bus setting is invalid.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A store without the cases' timelines ([`crate::store::Timelines::Skipped`]) asked of a
+    /// runtime on Redis, whose store outlives the run: a restart reads the timelines back.
+    #[error(
+        "a store without the cases' timelines is only for a backtest's scratch store on the \
+         in-memory bus: on Redis the store outlives the run, and a restart reads them back"
+    )]
+    TimelinesOnRedis,
     /// The HTTP address cannot be bound.
     #[error("cannot listen on {0}: {1} (pick another --http address, or --http off)")]
     Http(String, #[source] std::io::Error),

@@ -1,5 +1,11 @@
 //! The replay harness: the real runtime over a scratch feed, feedback published as the
 //! analysts' dispositions, the result scored.
+//!
+//! Each replay runs in a [`Scratch`]: a temporary directory with the feed and the runtime's
+//! store, made (migrated) before the replay starts, scored from, and removed when it ends. Its
+//! store skips the cases' timelines unless `--decisions` reads them
+//! ([`crate::store::Timelines`]). Nothing outlives the process: an interrupted replay leaves
+//! nothing to resume, and is run again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -126,7 +132,7 @@ impl Scratch {
         let data = dir.path().join(DATA_DIR);
         std::fs::create_dir(&data).map_err(BacktestError::Scratch)?;
         // The file the runtime's store takes on the in-memory bus.
-        let path = crate::store::file_for(&data, "memory");
+        let path = data.join(crate::store::MEMORY_FILE);
         let store = Store::open(&path).await?;
         Ok(Scratch { dir, store, path })
     }

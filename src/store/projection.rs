@@ -11,6 +11,9 @@
 //! that are new to it. Nothing outlives the transaction: a crash drops what is pending with
 //! the uncommitted rows and the pages read ahead, and the next fold redoes those pages from
 //! the checkpoint.
+//!
+//! A backtest's scratch store folds without the cases' events ([`Timelines::Skipped`]): a
+//! store nothing reads them from, which no runtime starts on again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
