@@ -251,6 +251,19 @@ impl Fields {
     /// with the envelope's own: an entry from the future, or written by hand without a version,
     /// is not read as if it were today's.
     pub fn decode_envelope(&self) -> Result<Envelope, DecodeError> {
+        self.decode_envelope_with(proto::decode)
+    }
+
+    /// [`Fields::decode_envelope`], leaving an assessment's evidence lists empty (see
+    /// [`proto::decode_without_evidence`]): for a fold that keeps no case timelines.
+    pub(crate) fn decode_envelope_without_evidence(&self) -> Result<Envelope, DecodeError> {
+        self.decode_envelope_with(proto::decode_without_evidence)
+    }
+
+    fn decode_envelope_with(
+        &self,
+        decode: fn(&[u8]) -> Result<Envelope, proto::CodecError>,
+    ) -> Result<Envelope, DecodeError> {
         let data = self.get(F_DATA).ok_or(DecodeError::NoData)?;
         let v = self.get(F_V).ok_or(DecodeError::NoVersion)?;
         let v = std::str::from_utf8(v)
@@ -262,7 +275,7 @@ impl Fields {
                     String::from_utf8_lossy(v).chars().take(16).collect(),
                 )
             })?;
-        let envelope = proto::decode(data)?;
+        let envelope = decode(data)?;
         if envelope.v != v {
             return Err(DecodeError::VersionMismatch {
                 entry: v,

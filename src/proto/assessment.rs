@@ -1,10 +1,51 @@
 //! The assessment a decision records: the calibrated probability and everything behind it
 //! (vendor evidence, learned priors, signals, correlated cases, precedents, linked cases).
 
+use std::cell::Cell;
+
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::case::{CaseContext, Disposition};
+use super::{CodecError, Envelope};
+
+thread_local! {
+    /// Set only inside [`decode_without_evidence`], on the thread decoding.
+    static WITHOUT_EVIDENCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Decodes an envelope as [`super::decode`] does, except that an assessment's evidence lists
+/// (priors, signals, correlated cases, precedents, linked cases) are read past and left empty.
+/// They are most of a triage's bytes and allocations, and a fold that keeps no case timelines
+/// (a backtest's scratch store) reads none of them: only the probability. Everything else is
+/// decoded and checked as by [`super::decode`].
+pub fn decode_without_evidence(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    /// Clears the flag however the decode ends.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            WITHOUT_EVIDENCE.set(false);
+        }
+    }
+    WITHOUT_EVIDENCE.set(true);
+    let _clear = Clear;
+    super::decode(bytes)
+}
+
+/// An evidence list: decoded, or (inside [`decode_without_evidence`]) checked to be
+/// well-formed MessagePack and left empty.
+fn evidence<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    if WITHOUT_EVIDENCE.get() {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Vec::new())
+    } else {
+        Vec::deserialize(deserializer)
+    }
+}
 
 /// The calibrated score a decision rests on, and everything it used, recorded with the decision
 /// so "why" is read back, never re-derived.
@@ -19,19 +60,19 @@ pub struct Assessment {
     /// What the detector's vendor says of the rule.
     pub vendor: VendorEvidence,
     /// The analysts' dispositions used, most specific first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "evidence")]
     pub priors: Vec<PriorEvidence>,
     /// Signals observed without labels, each with its share of the log-odds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "evidence")]
     pub signals: Vec<SignalEvidence>,
     /// Other cases on the same host in the window, with their probabilities.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "evidence")]
     pub correlated: Vec<CorrelatedCase>,
     /// The dispositioned cases most like this one, as known at its time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "evidence")]
     pub precedents: Vec<Precedent>,
     /// Earlier cases on the same host that this one pulls into its incident.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "evidence")]
     pub linked: Vec<LinkedCase>,
 }
 
@@ -114,4 +155,97 @@ pub struct LinkedCase {
     pub case: CaseContext,
     /// Its probability, re-assessed with the incident in view.
     pub probability: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failure should fail loudly"
+    )]
+
+    use super::*;
+    use crate::proto::{AlertTriaged, Event, decode, encode};
+
+    fn triage_with_evidence() -> Envelope {
+        let case = CaseContext {
+            ticket: "t-1".into(),
+            host: "web-1".into(),
+            ..CaseContext::default()
+        };
+        let assessment = Assessment {
+            probability: 0.73,
+            threshold: 0.4,
+            policy: "fitted".into(),
+            vendor: VendorEvidence {
+                category: "wazuh:web".into(),
+                tier: "high".into(),
+                source: "ruleset".into(),
+                attack: vec!["T1190".into()],
+            },
+            priors: vec![PriorEvidence {
+                level: "rule@site".into(),
+                key: "R1".into(),
+                escalated: 2.0,
+                closed: 1.0,
+                rate: 0.6,
+            }],
+            signals: vec![SignalEvidence {
+                name: "burst".into(),
+                value: 3.0,
+                contribution: 0.2,
+                detail: "3 alerts".into(),
+            }],
+            correlated: vec![CorrelatedCase {
+                ticket: "t-0".into(),
+                rule_id: "R0".into(),
+                source: "wazuh".into(),
+                probability: 0.5,
+            }],
+            precedents: vec![Precedent {
+                ticket: "t-9".into(),
+                site: "fox".into(),
+                rule_id: "R1".into(),
+                host: "web-1".into(),
+                disposition: Disposition::Escalate,
+                similarity: "same rule and host".into(),
+            }],
+            linked: vec![LinkedCase {
+                case: case.clone(),
+                probability: 0.9,
+            }],
+        };
+        Envelope::new_root(
+            "sentinel",
+            "t-1",
+            Event::AlertTriaged(AlertTriaged {
+                case,
+                rationale: "seen from 203.0.113.7".into(),
+                assessment: Some(assessment),
+                ..AlertTriaged::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn a_decode_without_evidence_is_the_decode_less_the_evidence_lists_only() {
+        let envelope = triage_with_evidence();
+        let bytes = encode(&envelope).unwrap();
+        let slim = decode_without_evidence(&bytes).unwrap();
+        let mut expected = envelope.clone();
+        let Event::AlertTriaged(triaged) = &mut expected.event else {
+            unreachable!("built as a triage")
+        };
+        let a = triaged.assessment.as_mut().unwrap();
+        assert!(!(a.priors.is_empty() || a.signals.is_empty() || a.correlated.is_empty()));
+        assert!(!(a.precedents.is_empty() || a.linked.is_empty()));
+        (a.priors, a.signals, a.correlated, a.precedents, a.linked) = Default::default();
+        assert_eq!(slim, expected);
+        // The flag ends with the call: the next decode on this thread is whole again.
+        assert_eq!(decode(&bytes).unwrap(), envelope);
+        // Bytes cut short inside the evidence fail both ways; nothing is left set.
+        let cut = &bytes[..bytes.len() - 20];
+        assert!(decode_without_evidence(cut).is_err());
+        assert_eq!(decode(&bytes).unwrap(), envelope);
+    }
 }

@@ -22,7 +22,7 @@ use sqlx::{Row, SqlitePool};
 
 use futures_util::StreamExt;
 
-use crate::bus::{Bus, BusError, StreamId, Topic};
+use crate::bus::{Bus, BusError, Fields, StreamId, Topic};
 use crate::knowledge::{Disposition, DispositionFacts};
 use crate::proto::{DecisionMeta, Envelope, Event};
 
@@ -400,9 +400,14 @@ async fn read_page(bus: &Bus, after: StreamId, timelines: Timelines) -> Result<R
     let entries = bus
         .range(Topic::Audit, after.next(), StreamId::MAX, FOLD_PAGE)
         .await?;
+    // Without timelines no event is kept whole: a triage's evidence is not read.
+    let decode = match timelines {
+        Timelines::Kept => Fields::decode_envelope,
+        Timelines::Skipped => Fields::decode_envelope_without_evidence,
+    };
     let decoded: Vec<(StreamId, Envelope)> = entries
         .iter()
-        .filter_map(|e| e.fields.decode_envelope().ok().map(|env| (e.id, env)))
+        .filter_map(|e| decode(&e.fields).ok().map(|env| (e.id, env)))
         .collect();
     Ok(Read {
         read: entries.len(),
