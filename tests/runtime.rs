@@ -608,7 +608,11 @@ async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
         .await
         .unwrap();
     let base = format!("http://{}", runtime.http_addr().unwrap());
-    let http = reqwest::Client::new();
+    // Each request is bounded: one that hangs fails its attempt, not the whole wait.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let health = |want: &'static str| {
         let http = http.clone();
         let url = format!("{base}/healthz");
@@ -634,7 +638,7 @@ async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
     assert_eq!(ok["status"], "ok");
     assert!(metrics().await.contains("soc_bus_bridge_up 1"));
 
-    server.signal("STOP");
+    let freeze = server.freeze_for(Duration::from_secs(60));
     let frozen_at = std::time::Instant::now();
     let frozen = health("unreachable").await;
     let noticed = frozen_at.elapsed();
@@ -652,7 +656,7 @@ async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
     let text = metrics().await;
     assert!(text.contains("soc_bus_bridge_up 0"), "{text}");
     assert!(text.contains("soc_bus_bridge_state{state=\"unreachable\"} 1"));
-    server.signal("CONT");
+    drop(freeze);
     assert_eq!(health("connected").await["status"], "ok");
 
     // Full (noeviction): Redis answers but refuses writes.
@@ -745,7 +749,7 @@ async fn a_fifo_feed_stopped_while_redis_is_frozen_loses_no_line_it_read() {
         (bus.len(Topic::Alerts).await.ok()? >= 300).then_some(())
     })
     .await;
-    server.signal("STOP");
+    let freeze = server.freeze_for(Duration::from_secs(60));
     to_writer.send(Some(300..400)).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopping = std::time::Instant::now();
@@ -764,7 +768,7 @@ async fn a_fifo_feed_stopped_while_redis_is_frozen_loses_no_line_it_read() {
         spooled >= 1,
         "what was read but not taken by the frozen bus is spooled"
     );
-    server.signal("CONT");
+    drop(freeze);
 
     // The next start publishes the spool first, then reads on where the pipe is.
     let mut config = setup.config.clone();

@@ -98,6 +98,24 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// A frozen redis-server ([`RedisServer::freeze_for`]): thawed (SIGCONT) when dropped.
+pub(crate) struct Frozen {
+    thaw: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        drop(self.thaw.take());
+        if let Some(thread) = self.thread.take() {
+            let thawed = thread.join();
+            if !std::thread::panicking() {
+                thawed.expect("the thaw thread panicked");
+            }
+        }
+    }
+}
+
 /// A redis-server of the test's own, on its own port and directory; killed on drop.
 pub(crate) struct RedisServer {
     pub port: u16,
@@ -178,6 +196,29 @@ impl RedisServer {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Freezes the server (SIGSTOP) until the guard is dropped, or for at most `max`: a
+    /// thread then sends SIGCONT. A test whose runtime stalls while Redis is frozen then fails
+    /// on its own deadline instead of hanging (one did, once, for 12 minutes, under load).
+    pub(crate) fn freeze_for(&self, max: Duration) -> Frozen {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        self.signal("STOP");
+        let (thaw, thawed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if thawed.recv_timeout(max) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                eprintln!("redis-server {pid} frozen for over {max:?}: thawed by its watchdog");
+            }
+            let status = Command::new("kill").args(["-CONT", &pid]).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot thaw redis-server {pid}"
+            );
+        });
+        Frozen {
+            thaw: Some(thaw),
+            thread: Some(thread),
+        }
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
