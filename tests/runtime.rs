@@ -608,7 +608,8 @@ async fn a_frozen_or_full_redis_shows_on_healthz_and_metrics_within_seconds() {
         .await
         .unwrap();
     let base = format!("http://{}", runtime.http_addr().unwrap());
-    // Each request is bounded: one that hangs fails its attempt, not the whole wait.
+    // Each request is bounded: a `/healthz` that hangs fails its attempt (the wait goes on),
+    // a `/metrics` that hangs fails the test.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -30,6 +30,12 @@ use crate::llm::stats::GatewayStats;
 use crate::proto::Event;
 use names::*;
 
+/// How long a scrape waits for each of its bus reads (the groups' backlog, the dead letters).
+/// A frozen Redis answers nothing, and the bus's own query timeout (10 s) would make the scrape
+/// outlast Prometheus's default timeout (10 s): the scrape that should say the bridge is down
+/// would fail whole.
+const SCRAPE_BUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The metric family names, one constant each (the text format repeats them per sample).
 pub(crate) mod names {
     /// `soc_approvals_decided_total`.
@@ -305,8 +311,8 @@ impl Sources {
         }
     }
 
-    /// The exposition text. A part that cannot be read (the bus down) is left out and
-    /// reported in `soc_scrape_errors`.
+    /// The exposition text. A part that cannot be read (the bus down, or not answering within
+    /// [`SCRAPE_BUS_TIMEOUT`]) is left out and reported in `soc_scrape_errors`.
     pub(crate) async fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut errors = 0u64;
@@ -381,8 +387,9 @@ impl Sources {
         }
 
         let groups: Vec<(Topic, &str)> = roles.iter().map(|(r, (t, _))| (*t, **r)).collect();
-        match self.bus.group_states(&groups).await {
-            Ok(states) => {
+        let group_states = tokio::time::timeout(SCRAPE_BUS_TIMEOUT, self.bus.group_states(&groups));
+        match group_states.await {
+            Ok(Ok(states)) => {
                 family(
                     &mut out,
                     STREAM_PENDING,
@@ -415,13 +422,18 @@ impl Sources {
                     }
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 errors += 1;
                 tracing::debug!(error = %e, "metrics: group states unavailable");
             }
+            Err(_) => {
+                errors += 1;
+                tracing::debug!("metrics: group states took too long");
+            }
         }
-        match self.bus.len(Topic::Dead).await {
-            Ok(n) => {
+        let dead = tokio::time::timeout(SCRAPE_BUS_TIMEOUT, self.bus.len(Topic::Dead));
+        match dead.await {
+            Ok(Ok(n)) => {
                 family(
                     &mut out,
                     DEAD_LETTERS,
@@ -430,7 +442,7 @@ impl Sources {
                 );
                 let _ = writeln!(out, "{DEAD_LETTERS} {n}");
             }
-            Err(_) => errors += 1,
+            Ok(Err(_)) | Err(_) => errors += 1,
         }
 
         let source = self.source.snapshot();

@@ -142,10 +142,11 @@ pub enum TicketsError {
     },
 }
 
-/// Reads a labelled tickets file (JSONL, plain or gzip), a line at a time on this thread: a
-/// whole file's tickets are the replay's to hold, but not its lines. Read whole and parsed on
-/// several threads, as a sample is ([`load_selected`]), the 9,869 dev tickets' dry run peaked
-/// higher (101 MB in one run of six, over its 100 MB budget).
+/// Reads a labelled tickets file (JSONL, plain or gzip), a line at a time on this thread,
+/// stopping at the first bad line: a whole file's tickets are the replay's to hold, but not its
+/// lines. Read whole and parsed on several threads, as a sample is ([`load_selected`]; a
+/// sample as large as the file too), the 9,869 dev tickets' dry run peaked higher (101 MB in
+/// one run of six, over its 100 MB budget).
 pub fn load_tickets(path: &Path) -> Result<Vec<Ticket>, TicketsError> {
     let file_name = path.display().to_string();
     let read_err = |e| TicketsError::Read(file_name.clone(), e);
@@ -414,12 +415,23 @@ pub fn load_selected(path: &Path, selection: &Selection) -> Result<Vec<Ticket>, 
         keyed.push((i, line, site, escalate));
     }
     let picked = pick(keyed, selection, |l| &l.2, |l| l.3);
-    let mut tickets = map_in_parallel(&picked, |(i, line, ..)| {
+    // The picks come in draw order: of several bad ones, the first in the file is named.
+    let mut tickets = Vec::with_capacity(picked.len());
+    let mut first_bad: Option<(usize, BadTicket)> = None;
+    for parsed in map_in_parallel(&picked, |(i, line, ..)| {
         ticket_of(line).map_err(|reason| (*i, reason))
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(|(i, reason)| at(i, reason))?;
+    }) {
+        match parsed {
+            Ok(ticket) => tickets.push(ticket),
+            Err((i, reason)) if first_bad.as_ref().is_none_or(|(first, _)| i < *first) => {
+                first_bad = Some((i, reason));
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((i, reason)) = first_bad {
+        return Err(at(i, reason));
+    }
     tickets.sort_by(|a, b| (a.first_ms, &a.id).cmp(&(b.first_ms, &b.id)));
     Ok(tickets)
 }
@@ -569,7 +581,8 @@ mod tests {
             );
         }
         // A bad label fails the load even where the sample would not pick its line; of two
-        // bad lines, the first in the file is the one named, whichever thread read it.
+        // bad lines, the first in the file is the one named, whichever thread read it (the
+        // labels), and whatever the draw's order (the picked tickets' alerts).
         let with_bad_lines = |bad: &[(usize, &str)]| -> String {
             (0..1000)
                 .map(|i| match bad.iter().find(|(at, _)| *at == i) {
@@ -602,6 +615,18 @@ mod tests {
                     "{err}"
                 );
             }
+        }
+        let bad_time = |i: usize| line(i).replace("2022-01-15T00:59:00Z", "yesterday");
+        let (at_300, at_850) = (bad_time(300), bad_time(850));
+        std::fs::write(&path, with_bad_lines(&[(300, &at_300), (850, &at_850)])).unwrap();
+        for seed in 0..8 {
+            let all = Selection {
+                sample: Some(1000),
+                seed,
+                ..Selection::default()
+            };
+            let err = load_selected(&path, &all).unwrap_err().to_string();
+            assert!(err.contains("line 301:"), "{err}");
         }
         std::fs::write(&path, with_bad_lines(&[(850, "[1, 2]")])).unwrap();
         let err = load_selected(&path, &sample).unwrap_err().to_string();

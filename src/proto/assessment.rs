@@ -20,15 +20,14 @@ thread_local! {
 /// (a backtest's scratch store) reads none of them: only the probability. Everything else is
 /// decoded and checked as by [`super::decode`].
 pub fn decode_without_evidence(bytes: &[u8]) -> Result<Envelope, CodecError> {
-    /// Clears the flag however the decode ends.
-    struct Clear;
-    impl Drop for Clear {
+    /// Puts the flag back as it was, however the decode ends.
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            WITHOUT_EVIDENCE.set(false);
+            WITHOUT_EVIDENCE.set(self.0);
         }
     }
-    WITHOUT_EVIDENCE.set(true);
-    let _clear = Clear;
+    let _restore = Restore(WITHOUT_EVIDENCE.replace(true));
     super::decode(bytes)
 }
 
@@ -246,6 +245,7 @@ mod tests {
         // Bytes cut short inside the evidence fail both ways; nothing is left set.
         let cut = &bytes[..bytes.len() - 20];
         assert!(decode_without_evidence(cut).is_err());
+        assert!(decode(cut).is_err());
         assert_eq!(decode(&bytes).unwrap(), envelope);
     }
 }

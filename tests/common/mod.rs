@@ -98,19 +98,25 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// A frozen redis-server ([`RedisServer::freeze_for`]): thawed (SIGCONT) when dropped.
-pub(crate) struct Frozen {
+/// A frozen redis-server ([`RedisServer::freeze_for`]): thawed (SIGCONT) when dropped. It
+/// borrows the server, so the server cannot be killed or restarted while frozen.
+pub(crate) struct Frozen<'a> {
     thaw: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<bool>>,
+    _server: std::marker::PhantomData<&'a RedisServer>,
 }
 
-impl Drop for Frozen {
+impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         drop(self.thaw.take());
         if let Some(thread) = self.thread.take() {
-            let thawed = thread.join();
+            let by_watchdog = thread.join();
             if !std::thread::panicking() {
-                thawed.expect("the thaw thread panicked");
+                // A stall the test's own deadlines did not catch is still a failure.
+                assert!(
+                    !by_watchdog.expect("the thaw thread panicked"),
+                    "redis-server stayed frozen until its watchdog thawed it"
+                );
             }
         }
     }
@@ -199,14 +205,17 @@ impl RedisServer {
     }
 
     /// Freezes the server (SIGSTOP) until the guard is dropped, or for at most `max`: a
-    /// thread then sends SIGCONT. A test whose runtime stalls while Redis is frozen then fails
-    /// on its own deadline instead of hanging (one did, once, for 12 minutes, under load).
-    pub(crate) fn freeze_for(&self, max: Duration) -> Frozen {
+    /// thread then sends SIGCONT, and dropping the guard fails the test. A test whose runtime
+    /// stalls while Redis is frozen then fails instead of hanging (one did, once, for 12
+    /// minutes, under load).
+    pub(crate) fn freeze_for(&self, max: Duration) -> Frozen<'_> {
         let pid = self.child.as_ref().expect("running").id().to_string();
         self.signal("STOP");
         let (thaw, thawed) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            if thawed.recv_timeout(max) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let by_watchdog =
+                thawed.recv_timeout(max) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+            if by_watchdog {
                 eprintln!("redis-server {pid} frozen for over {max:?}: thawed by its watchdog");
             }
             let status = Command::new("kill").args(["-CONT", &pid]).status();
@@ -214,10 +223,12 @@ impl RedisServer {
                 status.is_ok_and(|s| s.success()),
                 "cannot thaw redis-server {pid}"
             );
+            by_watchdog
         });
         Frozen {
             thaw: Some(thaw),
             thread: Some(thread),
+            _server: std::marker::PhantomData,
         }
     }
 
