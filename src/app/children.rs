@@ -236,7 +236,7 @@ fn start_projector(ctx: &Context, name: String, parent: ActorCell) -> SpawnFutur
             path: ctx.store_path.clone(),
             projection: ctx.projection.clone(),
             // On the in-memory bus a look for new audit entries costs microseconds, so the
-            // projector looks as often as the idle check (a replay's 5 ms: it folds while the
+            // projector looks as often as the idle check (a replay's 1 ms: it folds while the
             // roles work instead of after); on Redis at most every 100 ms.
             interval: Duration::from_millis(match ctx.bus.backend_name() {
                 "redis" => ctx.config.supervisor.idle_poll_ms.max(100),

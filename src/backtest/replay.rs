@@ -385,8 +385,10 @@ async fn replay(
     // Reports are not scored, and their windows are wall-clock time, not ticket time.
     config.calendar.enabled = false;
     // The run ends when the replay is idle: on the in-memory bus an idle check costs
-    // microseconds, so it is made often (the default 100 ms would be most of a short replay).
-    config.supervisor.idle_poll_ms = 5;
+    // microseconds, so it is made every millisecond (the default 100 ms would be most of a
+    // short replay; at 5 ms a 10-ticket dry run waited about 4 ms for it, a tenth of the run).
+    // The projector looks for new audit entries as often.
+    config.supervisor.idle_poll_ms = 1;
     (config.llm, config.reasoning) = priors.model.clone();
     config.tools = priors.tools.clone();
     if priors.dry_run {
