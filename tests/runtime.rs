@@ -797,3 +797,58 @@ async fn a_fifo_feed_stopped_while_redis_is_frozen_loses_no_line_it_read() {
     assert_eq!(report.exit, ExitReason::Idle);
     common::assert_exactly_once(&bus, &common::ticket_ids("fifo", 400)).await;
 }
+
+/// A runtime handed an open store (a backtest's scratch store) folds into it and leaves it
+/// open for its owner; a store at another file than the runtime's is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_store_is_folded_into_and_left_open_and_must_be_the_runtimes_file() {
+    let n = 20;
+    let setup = Setup::new(Backend::Memory, None, Some(("handed", n)));
+    let data = &setup.config.data_dir;
+    std::fs::create_dir_all(data).unwrap();
+    let options = |store: &soc_runtime::store::Store| RuntimeOptions {
+        until_idle: true,
+        store: Some(store.clone()),
+        ..RuntimeOptions::default()
+    };
+
+    let other = soc_runtime::store::Store::open(&data.join("other.db"))
+        .await
+        .unwrap();
+    match Runtime::start(setup.config.clone(), options(&other)).await {
+        Err(soc_runtime::app::runtime::StartError::SharedStore { given, wanted }) => {
+            assert!(given.ends_with("other.db"), "{given}");
+            assert!(
+                wanted.ends_with(soc_runtime::store::MEMORY_FILE),
+                "{wanted}"
+            );
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a runtime started on another file's store"),
+    }
+    other.close().await;
+
+    let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(data, "memory"))
+        .await
+        .unwrap();
+    let runtime = Runtime::start(setup.config.clone(), options(&store))
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
+        .await
+        .expect("the run went idle in time");
+    assert_eq!(report.exit, ExitReason::Idle);
+    assert_eq!(report.summary.store.projected.errors, 0);
+    // Still open after the runtime stopped (a closed pool refuses every query), and it holds
+    // what the run folded: a triage verdict per alert.
+    let triaged: BTreeSet<String> = store
+        .verdicts()
+        .await
+        .expect("the handed store is still open")
+        .into_iter()
+        .filter(|v| v.kind == "AlertTriaged")
+        .map(|v| v.ticket)
+        .collect();
+    assert_eq!(triaged.len(), n);
+    store.close().await;
+}

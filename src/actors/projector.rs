@@ -54,10 +54,13 @@ pub(crate) struct Args {
     pub stats: Arc<ProjectorStats>,
     /// The reasoner's knowledge: the dispositions folded are handed to it.
     pub knowledge: Option<Arc<crate::knowledge::Knowledge>>,
-    /// The store's page cache per connection, MiB.
-    pub cache_mib: u32,
     /// Whether the cases' timelines are written.
     pub timelines: store::Timelines,
+    /// A store already open at `path`, whose owner closes it ([`RuntimeOptions::store`]);
+    /// `None`: the projector opens its own for folding, and closes it.
+    ///
+    /// [`RuntimeOptions::store`]: crate::supervisor::RuntimeOptions::store
+    pub shared: Option<Store>,
 }
 
 /// Counters of the projector; they outlive restarts.
@@ -104,6 +107,8 @@ pub(crate) struct Projector;
 pub(crate) struct State {
     bus: Bus,
     store: Store,
+    /// Whether `store` is the projector's own, closed when it stops.
+    owns_store: bool,
     projection: String,
     stats: Arc<ProjectorStats>,
     knowledge: Option<Arc<crate::knowledge::Knowledge>>,
@@ -123,7 +128,10 @@ impl Actor for Projector {
         myself: ActorRef<Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let store = Store::open_for_fold_with(&args.path, args.cache_mib).await?;
+        let (store, owns_store) = match args.shared {
+            Some(shared) => (shared, false),
+            None => (Store::open_for_fold(&args.path).await?, true),
+        };
         // A tick is sent only when none is waiting: a fold longer than the interval would
         // otherwise queue a tick per interval, each a relay and a checkpoint read for nothing,
         // and the drain's `Flush` would wait behind them all.
@@ -134,6 +142,7 @@ impl Actor for Projector {
         Ok(State {
             bus: args.bus,
             store,
+            owns_store,
             projection: args.projection,
             stats: args.stats,
             knowledge: args.knowledge,
@@ -169,7 +178,9 @@ impl Actor for Projector {
         _myself: ActorRef<Msg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        state.store.close().await;
+        if state.owns_store {
+            state.store.close().await;
+        }
         Ok(())
     }
 }

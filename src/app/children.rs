@@ -244,11 +244,8 @@ fn start_projector(ctx: &Context, name: String, parent: ActorCell) -> SpawnFutur
             }),
             stats: ctx.projector_stats.clone(),
             knowledge: Some(ctx.knowledge.clone()),
-            cache_mib: ctx
-                .options
-                .fold_cache_mib
-                .unwrap_or(crate::store::FOLD_CACHE_MIB),
             timelines: ctx.options.timelines,
+            shared: ctx.options.store.clone(),
         };
         linked(name, Projector, args, parent).await
     })

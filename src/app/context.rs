@@ -54,13 +54,15 @@ pub struct RuntimeOptions {
     /// Leave out the tools that reach live systems (site connectors such as Falcon): a
     /// backtest's tickets are history, and a live EDR knows nothing of their time.
     pub no_site_connectors: bool,
-    /// The projector's SQLite page cache per connection, MiB; `None`: the default for a
-    /// long-lived store ([`crate::store::FOLD_CACHE_MIB`]). A backtest's scratch store is small
-    /// and lives in the OS page cache, so it gets by with SQLite's own 2 MiB.
-    pub fold_cache_mib: Option<u32>,
     /// Whether the projector writes the cases' timelines ([`crate::store::Timelines`]): a
     /// backtest's scratch store skips them unless its `--decisions` reads the assessments.
     pub timelines: crate::store::Timelines,
+    /// A store already open at this runtime's store file (a backtest's scratch store): the
+    /// runtime and its projector use its connections instead of opening pools of their own
+    /// (each a connection thread, the store's PRAGMAs and its migration check), and leave
+    /// closing it to its owner. A backtest's scratch store is small and lives in the OS page
+    /// cache, so its connections keep SQLite's own 2 MiB page cache, not the fold's 16.
+    pub store: Option<crate::store::Store>,
 }
 
 /// Everything the supervisor and the runtime handle share.

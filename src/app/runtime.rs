@@ -147,12 +147,23 @@ impl Runtime {
                 ))
             }
         };
-        let store = crate::store::Store::open(&store_path).await?;
+        let store = match &options.store {
+            Some(shared) if shared.path() != store_path => {
+                return Err(StartError::SharedStore {
+                    given: shared.path().display().to_string(),
+                    wanted: store_path.display().to_string(),
+                });
+            }
+            Some(shared) => shared.clone(),
+            None => crate::store::Store::open(&store_path).await?,
+        };
         let prepared = prepare_store(&store, &projection, &bus, &knowledge).await;
         let log_rewound = match prepared {
             Ok(rewound) => rewound,
             Err(e) => {
-                store.close().await;
+                if options.store.is_none() {
+                    store.close().await;
+                }
                 return Err(e);
             }
         };
@@ -221,11 +232,6 @@ impl Runtime {
     /// The bus this runtime runs on.
     pub fn bus(&self) -> &Bus {
         &self.ctx.bus
-    }
-
-    /// The file of this runtime's store (case memory and verdicts).
-    pub(crate) fn store_path(&self) -> &std::path::Path {
-        &self.ctx.store_path
     }
 
     /// The counters of `role` (they outlive its restarts), if it runs here.
@@ -786,6 +792,15 @@ pub enum StartError {
     /// A bus setting is invalid.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The store handed to the runtime ([`RuntimeOptions::store`]) is another file than the
+    /// one its configuration gives.
+    #[error("the store handed to the runtime is {given}, not its store file {wanted}")]
+    SharedStore {
+        /// The handed store's file.
+        given: String,
+        /// The runtime's store file.
+        wanted: String,
+    },
     /// A store without the cases' timelines ([`crate::store::Timelines::Skipped`]) asked of a
     /// runtime on Redis, whose store outlives the run: a restart reads the timelines back.
     #[error(

@@ -14,6 +14,7 @@ pub use projection::Timelines;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -731,6 +732,55 @@ pub(crate) async fn insert_dispositions(
     Ok(q.build().execute(&mut *tx).await?.rows_affected())
 }
 
+/// The store's schema, `migrations/` (embedded at build time).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Migrates the store `pool` opens. A store with no migration applied yet (a new file) gets
+/// them all in one transaction: sqlx's migrator gives each its own, with a commit and a
+/// bookkeeping update after each, and so took a new store's 17 migrations about twice as long
+/// as SQLite needs to make the schema (a backtest makes a scratch store on every run). The
+/// rows it writes are the ones sqlx writes (version, description, checksum; the execution
+/// time -1, as sqlx leaves it until its update), so sqlx's migrator, run next, finds every
+/// migration applied and checks their checksums. A store with any migration applied is left
+/// to sqlx's migrator.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    use sqlx::migrate::Migrate;
+    use sqlx::{Connection, Executor};
+    let fresh: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .collect();
+    if fresh.iter().all(|m| !m.no_tx) {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        // Immediate: a second process opening the same new file waits here, then finds the
+        // migrations applied.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let none_applied: bool =
+            sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM _sqlx_migrations)")
+                .fetch_one(&mut *tx)
+                .await?;
+        if none_applied {
+            for m in &fresh {
+                tx.execute(&*m.sql)
+                    .await
+                    .map_err(|e| sqlx::migrate::MigrateError::ExecuteMigration(e, m.version))?;
+                sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                     execution_time) VALUES (?1, ?2, TRUE, ?3, -1)",
+                )
+                .bind(m.version)
+                .bind(&*m.description)
+                .bind(&*m.checksum)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    MIGRATOR.run(pool).await
+}
+
 /// The page cache per connection of a store opened for folding ([`Store::open_for_fold`]), MiB.
 pub const FOLD_CACHE_MIB: u32 = 16;
 
@@ -738,6 +788,8 @@ pub const FOLD_CACHE_MIB: u32 = 16;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The file, as given to [`Store::open`].
+    path: Arc<Path>,
 }
 
 impl Store {
@@ -753,13 +805,7 @@ impl Store {
     /// pages', the notifier's...), and each connection's cache fills as the store grows: only
     /// the folding one gets the large cache, so the process's memory stays bounded.
     pub async fn open_for_fold(path: &Path) -> Result<Store, StoreError> {
-        Self::open_for_fold_with(path, FOLD_CACHE_MIB).await
-    }
-
-    /// [`Store::open_for_fold`] with a page cache of `cache_mib` per connection: a scratch
-    /// store that fits in the OS page cache (a backtest's) needs no large one.
-    pub async fn open_for_fold_with(path: &Path, cache_mib: u32) -> Result<Store, StoreError> {
-        Self::open_with(path, cache_mib, 2).await
+        Self::open_with(path, FOLD_CACHE_MIB, 2).await
     }
 
     async fn open_with(path: &Path, cache_mib: u32, connections: u32) -> Result<Store, StoreError> {
@@ -785,11 +831,18 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Open(shown.clone(), e))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
+        migrate(&pool)
             .await
             .map_err(|e| StoreError::Open(shown, e.into()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: path.into(),
+        })
+    }
+
+    /// The store's file, as it was opened.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Makes sure this store holds `projection` (or nothing yet): one store, one log.
@@ -1269,6 +1322,88 @@ mod tests {
             .unwrap();
         rows.sort();
         rows
+    }
+
+    /// A new store gets its migrations in one transaction ([`migrate`]): the same schema, rows
+    /// and bookkeeping as sqlx's migrator makes one migration at a time, which then finds
+    /// nothing to apply. Two stores opening the same new file at once both open it.
+    #[tokio::test]
+    async fn a_new_store_migrated_at_once_is_the_store_sqlx_makes() {
+        /// The schema, every table's rows, and sqlx's bookkeeping rows (how many, apart).
+        async fn contents(pool: &SqlitePool) -> (Vec<String>, Vec<String>) {
+            let objects: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT type, name, sql FROM sqlite_master WHERE name != '_sqlx_migrations' \
+                 ORDER BY type, name",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            let mut out: Vec<String> = objects.iter().map(|o| format!("{o:?}")).collect();
+            for (kind, table, _) in &objects {
+                if kind == "table" && !table.starts_with("sqlite_") {
+                    let columns: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                            .bind(table)
+                            .fetch_all(pool)
+                            .await
+                            .unwrap();
+                    let quoted: Vec<String> =
+                        columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+                    let rows: String = sqlx::query_scalar(&format!(
+                        "SELECT json_group_array(json_array({})) FROM \"{table}\"",
+                        quoted.join(", ")
+                    ))
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                    out.push(format!("{table}: {rows}"));
+                }
+            }
+            let applied: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
+                "SELECT version, description, success, checksum FROM _sqlx_migrations \
+                 ORDER BY version",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            (out, applied.iter().map(|a| format!("{a:?}")).collect())
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Store::open(&dir.path().join("ours.db")).await.unwrap();
+        let options =
+            SqliteConnectOptions::from_str(&format!("sqlite://{}/sqlx.db", dir.path().display()))
+                .unwrap()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+        let theirs = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        MIGRATOR.run(&theirs).await.unwrap();
+        let made = contents(ours.pool()).await;
+        assert_eq!(made, contents(&theirs).await);
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .count();
+        assert_eq!(made.1.len(), files, "a bookkeeping row per migration");
+        assert!(
+            made.0.iter().any(|l| l.starts_with("case_count: [[")),
+            "the migrations' own rows are there: {:?}",
+            made.0
+        );
+        // sqlx's migrator accepts what it finds, and applies nothing.
+        MIGRATOR.run(ours.pool()).await.unwrap();
+        assert_eq!(contents(ours.pool()).await, made);
+        ours.close().await;
+        theirs.close().await;
+
+        // The same new file, opened twice at once: one makes it, the other waits and finds it made.
+        let shared = dir.path().join("shared.db");
+        let (a, b) = tokio::join!(Store::open(&shared), Store::open(&shared));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(contents(a.pool()).await, made);
+        a.close().await;
+        b.close().await;
     }
 
     /// A catch-up folds many pages in one transaction and writes cases and indicators at its
