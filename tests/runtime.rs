@@ -64,12 +64,24 @@ impl Setup {
 }
 
 async fn run_until_idle(config: Config, faults: Option<Arc<PanicSchedule>>) -> (RunReport, Bus) {
+    run_idle_with(
+        config,
+        RuntimeOptions {
+            faults,
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+}
+
+/// Runs a runtime with `options` until it is idle (`until_idle` is set here), within
+/// [`RUN_LIMIT`].
+async fn run_idle_with(config: Config, options: RuntimeOptions) -> (RunReport, Bus) {
     let runtime = Runtime::start(
         config,
         RuntimeOptions {
             until_idle: true,
-            faults,
-            ..RuntimeOptions::default()
+            ..options
         },
     )
     .await
@@ -365,18 +377,7 @@ async fn a_store_without_timelines_has_every_verdict_and_case_and_only_on_the_me
     let mut counts = Vec::new();
     for options in [RuntimeOptions::default(), untimed.clone()] {
         let setup = Setup::new(Backend::Memory, None, Some(("untimed", 40)));
-        let runtime = Runtime::start(
-            setup.config.clone(),
-            RuntimeOptions {
-                until_idle: true,
-                ..options
-            },
-        )
-        .await
-        .unwrap();
-        let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
-            .await
-            .expect("the run went idle in time");
+        let (report, _) = run_idle_with(setup.config.clone(), options).await;
         assert_eq!(report.exit, ExitReason::Idle);
         let store = soc_runtime::store::Store::open(&setup.config.data_dir.join("soc-memory.db"))
             .await
@@ -831,12 +832,7 @@ async fn a_handed_store_is_folded_into_and_left_open_and_must_be_the_runtimes_fi
     let store = soc_runtime::store::Store::open(&soc_runtime::store::file_for(data, "memory"))
         .await
         .unwrap();
-    let runtime = Runtime::start(setup.config.clone(), options(&store))
-        .await
-        .unwrap();
-    let report = tokio::time::timeout(RUN_LIMIT, runtime.wait())
-        .await
-        .expect("the run went idle in time");
+    let (report, _) = run_idle_with(setup.config.clone(), options(&store)).await;
     assert_eq!(report.exit, ExitReason::Idle);
     assert_eq!(report.summary.store.projected.errors, 0);
     // Still open after the runtime stopped (a closed pool refuses every query), and it holds

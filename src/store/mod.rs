@@ -1370,15 +1370,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let ours = Store::open(&dir.path().join("ours.db")).await.unwrap();
-        let options =
-            SqliteConnectOptions::from_str(&format!("sqlite://{}/sqlx.db", dir.path().display()))
-                .unwrap()
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal);
-        let theirs = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .unwrap();
+        let theirs = plain_pool(&dir.path().join("sqlx.db")).await;
         MIGRATOR.run(&theirs).await.unwrap();
         let made = contents(ours.pool()).await;
         assert_eq!(made, contents(&theirs).await);
@@ -1736,6 +1728,19 @@ mod tests {
             .unwrap()
     }
 
+    /// A pool on the file at `path` (created) in WAL mode, with SQLite's own page size and
+    /// no migration: a store as sqlx alone makes it.
+    async fn plain_pool(path: &Path) -> SqlitePool {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
     /// A store at `path` as the migrations numbered below `before` left it (the same files,
     /// so the same checksums), with SQLite's default page size, as older releases made it.
     async fn older_store(path: &Path, before: &str) -> SqlitePool {
@@ -1749,14 +1754,7 @@ mod tests {
                 std::fs::copy(entry.path(), older.join(&name)).unwrap();
             }
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .unwrap()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .unwrap();
+        let pool = plain_pool(path).await;
         sqlx::migrate::Migrator::new(older.as_path())
             .await
             .unwrap()
