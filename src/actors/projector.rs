@@ -35,7 +35,8 @@ const PAGES_PER_TICK: usize = 16;
 pub(crate) enum Msg {
     /// Fold what is new (up to a bound).
     Tick,
-    /// Fold everything there is, then answer (the drain's last step before the store closes).
+    /// Fold everything there is, then answer (the drain's last step: the store then holds
+    /// the whole audit).
     Flush(RpcReplyPort<()>),
 }
 

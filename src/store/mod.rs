@@ -739,46 +739,59 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// them all in one transaction: sqlx's migrator gives each its own, with a commit and a
 /// bookkeeping update after each, and so took a new store's 17 migrations about twice as long
 /// as SQLite needs to make the schema (a backtest makes a scratch store on every run). The
-/// rows it writes are the ones sqlx writes (version, description, checksum; the execution
-/// time -1, as sqlx leaves it until its update), so sqlx's migrator, run next, finds every
-/// migration applied and checks their checksums. A store with any migration applied is left
-/// to sqlx's migrator.
+/// bookkeeping rows are sqlx's (its table, version, description and checksum, as sqlx 0.8
+/// writes them), except their execution time: -1 for good, where sqlx writes -1 and then the
+/// time taken. sqlx's migrator, run next, finds every migration applied and checks their
+/// checksums. A store with any migration applied is left to sqlx's migrator, and is only read
+/// here: opening it takes no write lock, so it does not wait on a fold's transaction.
 async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
     use sqlx::migrate::Migrate;
     use sqlx::{Connection, Executor};
-    let fresh: Vec<_> = MIGRATOR
+    let up: Vec<_> = MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .collect();
-    if fresh.iter().all(|m| !m.no_tx) {
+    if up.iter().all(|m| !m.no_tx) {
         let mut conn = pool.acquire().await?;
-        conn.ensure_migrations_table().await?;
-        // Immediate: a second process opening the same new file waits here, then finds the
-        // migrations applied.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let none_applied: bool =
-            sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM _sqlx_migrations)")
-                .fetch_one(&mut *tx)
-                .await?;
-        if none_applied {
-            for m in &fresh {
-                tx.execute(&*m.sql)
-                    .await
-                    .map_err(|e| sqlx::migrate::MigrateError::ExecuteMigration(e, m.version))?;
-                sqlx::query(
-                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
-                     execution_time) VALUES (?1, ?2, TRUE, ?3, -1)",
-                )
-                .bind(m.version)
-                .bind(&*m.description)
-                .bind(&*m.checksum)
-                .execute(&mut *tx)
-                .await?;
+        if !migrations_begun(&mut conn).await? {
+            conn.ensure_migrations_table().await?;
+            // Immediate, and checked again inside: a second process opening the same new file
+            // waits here, then finds the migrations applied.
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            if !migrations_begun(&mut tx).await? {
+                for m in &up {
+                    tx.execute(&*m.sql)
+                        .await
+                        .map_err(|e| sqlx::migrate::MigrateError::ExecuteMigration(e, m.version))?;
+                    sqlx::query(
+                        "INSERT INTO _sqlx_migrations (version, description, success, \
+                         checksum, execution_time) VALUES (?1, ?2, TRUE, ?3, -1)",
+                    )
+                    .bind(m.version)
+                    .bind(&*m.description)
+                    .bind(&*m.checksum)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
         }
     }
     MIGRATOR.run(pool).await
+}
+
+/// Whether sqlx has applied (or begun) any migration of the store `conn` is on.
+async fn migrations_begun(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    let table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(table
+        && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations)")
+            .fetch_one(&mut *conn)
+            .await?)
 }
 
 /// The page cache per connection of a store opened for folding ([`Store::open_for_fold`]), MiB.
@@ -1383,9 +1396,36 @@ mod tests {
             "the migrations' own rows are there: {:?}",
             made.0
         );
+        // Made here in one transaction, not by sqlx: its execution times stay -1.
+        let unmeasured = |pool: SqlitePool| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM _sqlx_migrations WHERE execution_time = -1",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        };
+        assert_eq!(unmeasured(ours.pool().clone()).await as usize, files);
+        assert_eq!(unmeasured(theirs.clone()).await, 0);
         // sqlx's migrator accepts what it finds, and applies nothing.
         MIGRATOR.run(ours.pool()).await.unwrap();
         assert_eq!(contents(ours.pool()).await, made);
+        // Opening a migrated store only reads it: it does not wait on a writer (the store's
+        // busy timeout is 5 s).
+        let mut writing = ours.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("UPDATE case_count SET n = n")
+            .execute(&mut *writing)
+            .await
+            .unwrap();
+        let again = tokio::time::timeout(
+            Duration::from_secs(2),
+            Store::open(&dir.path().join("ours.db")),
+        )
+        .await
+        .expect("a migrated store opens while another connection writes")
+        .unwrap();
+        writing.rollback().await.unwrap();
+        again.close().await;
         ours.close().await;
         theirs.close().await;
 
@@ -1394,6 +1434,7 @@ mod tests {
         let (a, b) = tokio::join!(Store::open(&shared), Store::open(&shared));
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(contents(a.pool()).await, made);
+        assert_eq!(contents(b.pool()).await, made);
         a.close().await;
         b.close().await;
     }
