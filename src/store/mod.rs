@@ -7,6 +7,10 @@
 //! catch-up commits every 40 pages), so a crash loses only the uncommitted pages, which the
 //! next fold redoes from the checkpoint, and the keys make a repeated page a no-op anyway.
 //! Rebuilding is folding the same log from the start: the result is the same table.
+//!
+//! Opening a store migrates it: a new file gets every migration in one transaction, an
+//! existing one whatever sqlx's migrator finds missing ([`Store::open`]). A crash during a
+//! new file's migration leaves it empty, and the next open starts over.
 
 pub(crate) mod projection;
 
@@ -737,8 +741,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Migrates the store `pool` opens. A store with no migration applied yet (a new file) gets
 /// them all in one transaction: sqlx's migrator gives each its own, with a commit and a
-/// bookkeeping update after each, and so took a new store's 17 migrations about twice as long
-/// as SQLite needs to make the schema (a backtest makes a scratch store on every run). The
+/// bookkeeping update after each (a new store took 5.8-9.5 ms through it, 4.7-6.7 ms in one
+/// transaction: release build, tmpfs; a backtest makes a scratch store on every run). The
 /// bookkeeping rows are sqlx's (its table, version, description and checksum, as sqlx 0.8
 /// writes them), except their execution time: -1 for good, where sqlx writes -1 and then the
 /// time taken. sqlx's migrator, run next, finds every migration applied and checks their
